@@ -1,0 +1,294 @@
+"""The typed, strict configuration of a ranker run.
+
+Every section is a pydantic v2 model with ``extra="forbid"``: an unknown or misspelled key is an
+error that names its path (see :mod:`ranker.config.load`). Swappable parts (feature encoders,
+interaction block, backbone, task heads, history encoder) are discriminated unions keyed by
+``kind``; a later capability adds a new ``kind`` here and a builder in
+:mod:`ranker.models.registry`, and the trainer never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data: features
+
+
+class CategoricalFeature(Strict):
+    """One id per row (user id, item id, country...). Values are strings or integers."""
+
+    kind: Literal["categorical"]
+    name: str
+    column: str | None = Field(None, description="source column; defaults to `name`")
+    min_count: int = Field(1, ge=1, description="train values seen fewer times map to OOV")
+    vocab_from: str | None = Field(None, description="share the vocabulary of another feature")
+
+
+class MultiCategoricalFeature(Strict):
+    """A bag of ids per row (genres, tags): a list column, or a string split by `separator`."""
+
+    kind: Literal["multi_categorical"]
+    name: str
+    column: str | None = None
+    separator: str = "|"
+    max_len: int = Field(16, ge=1, description="values kept per row (the first ones)")
+    min_count: int = Field(1, ge=1)
+    vocab_from: str | None = None
+
+
+class NumericalFeature(Strict):
+    """A scalar. NaN/None/±inf become 0 after the transform plus a 0/1 missing indicator."""
+
+    kind: Literal["numerical"]
+    name: str
+    column: str | None = None
+    transform: Literal["standard", "log1p"] = Field(
+        "standard", description="standard: (x-mean)/std; log1p: sign(x)·log1p(|x|), then standard"
+    )
+    clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
+
+
+class DenseFeature(Strict):
+    """A fixed-length float vector per row (e.g. a content embedding from another network)."""
+
+    kind: Literal["dense"]
+    name: str
+    column: str | None = None
+    dim: int = Field(..., ge=1)
+
+
+class HistoryFeature(Strict):
+    """The user's past events: list columns of item ids, action types and seconds-before.
+
+    The item ids share the vocabulary of the categorical feature named by `item_feature`,
+    so a history event and the candidate go through the same embedding.
+    """
+
+    kind: Literal["history"]
+    name: str
+    item_column: str
+    item_feature: str = Field(..., description="categorical feature whose vocabulary items use")
+    action_column: str | None = None
+    time_column: str | None = Field(None, description="seconds between event and the example")
+    max_len: int = Field(50, ge=1, description="most recent events kept")
+
+
+Feature = Annotated[
+    CategoricalFeature | MultiCategoricalFeature | NumericalFeature | DenseFeature | HistoryFeature,
+    Field(discriminator="kind"),
+]
+
+
+class TaskConfig(Strict):
+    """A prediction target: a 0/1 label column, optionally defined only where `mask_column` is 1."""
+
+    name: str
+    column: str | None = None
+    kind: Literal["binary"] = "binary"
+    weight: float = Field(1.0, ge=0)
+    mask_column: str | None = Field(None, description="rows where this column is 0 are ignored")
+
+
+# --------------------------------------------------------------------------- data: split
+
+
+class RandomSplit(Strict):
+    """Permute rows with numpy ``default_rng(seed)`` and cut by `fractions` (train, valid, test)."""
+
+    kind: Literal["random"]
+    seed: int = 2021
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> RandomSplit:
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
+            raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
+        return self
+
+
+class TimeSplit(Strict):
+    """Sort rows by `column` (stable, so file order breaks ties) and cut by `fractions`."""
+
+    kind: Literal["time"]
+    column: str
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> TimeSplit:
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
+            raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
+        return self
+
+
+class FilesSplit(Strict):
+    """The splits are separate files."""
+
+    kind: Literal["files"]
+    train: str
+    valid: str
+    test: str
+
+
+Split = Annotated[RandomSplit | TimeSplit | FilesSplit, Field(discriminator="kind")]
+
+
+class CsvOptions(Strict):
+    delimiter: str = ","
+    header: bool = True
+    column_names: list[str] | None = Field(None, description="names when the file has no header")
+
+
+class DataConfig(Strict):
+    """Where rows come from and what they mean.
+
+    Either `dataset` names a built-in recipe (``ranker datasets list``), which fills in the
+    files, features, tasks and split of its protocol, or `path` + `features` + `tasks` + `split`
+    describe the user's own data.
+    """
+
+    dataset: str | None = Field(None, description="built-in recipe, e.g. rk-ml100k")
+    path: str | None = Field(None, description="CSV or parquet file (unless split.kind=files)")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    csv: CsvOptions = CsvOptions()
+    features: list[Feature] = Field(default_factory=list)
+    tasks: list[TaskConfig] = Field(default_factory=list)
+    split: Split | None = None
+    group_column: str | None = Field(None, description="groups for GAUC (usually the user id)")
+    item_column: str | None = Field(None, description="item id column (popularity baseline)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> DataConfig:
+        if self.dataset is None:
+            missing = [k for k in ("features", "tasks", "split") if not getattr(self, k)]
+            if missing:
+                raise ValueError(
+                    f"without `dataset`, data needs {', '.join(missing)} (own data must declare "
+                    "its features, tasks and split)"
+                )
+            if self.path is None and not isinstance(self.split, FilesSplit):
+                raise ValueError("without `dataset`, give `path` or a split of kind `files`")
+        names = [f.name for f in self.features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate feature names: {dup}")
+        return self
+
+
+# --------------------------------------------------------------------------- model parts
+
+
+class EmbeddingEncoder(Strict):
+    """Plain per-feature tables ``E_f[v]`` with an OOV row (index 1) and padding (index 0)."""
+
+    kind: Literal["embedding"] = "embedding"
+    dim: int = Field(16, ge=1)
+
+
+CategoricalEncoder = Annotated[EmbeddingEncoder, Field(discriminator="kind")]
+
+
+class ScalarEncoder(Strict):
+    """Numerical features enter as their transformed scalar plus the missing indicator."""
+
+    kind: Literal["scalar"] = "scalar"
+
+
+NumericalEncoder = Annotated[ScalarEncoder, Field(discriminator="kind")]
+
+
+class EncodersConfig(Strict):
+    categorical: CategoricalEncoder = EmbeddingEncoder()
+    numerical: NumericalEncoder = ScalarEncoder()
+
+
+class ConcatInteraction(Strict):
+    """No explicit interaction: the feature vectors are concatenated."""
+
+    kind: Literal["concat"] = "concat"
+
+
+Interaction = Annotated[ConcatInteraction, Field(discriminator="kind")]
+
+
+class MLPBackbone(Strict):
+    """Stack of Linear → (norm) → activation → dropout."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "none"
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+
+
+Backbone = Annotated[MLPBackbone, Field(discriminator="kind")]
+
+
+class LinearHeads(Strict):
+    """One linear logit per task on top of the backbone output."""
+
+    kind: Literal["linear"] = "linear"
+
+
+Heads = Annotated[LinearHeads, Field(discriminator="kind")]
+
+
+class NoHistory(Strict):
+    kind: Literal["none"] = "none"
+
+
+class MeanPoolHistory(Strict):
+    """Masked mean of (item embedding ⊕ action embedding) over the history events."""
+
+    kind: Literal["mean"] = "mean"
+    action_dim: int = Field(8, ge=1)
+
+
+HistoryEncoder = Annotated[NoHistory | MeanPoolHistory, Field(discriminator="kind")]
+
+
+class ModelConfig(Strict):
+    """Encoders → interaction → backbone → heads, with an optional history encoder."""
+
+    encoders: EncodersConfig = EncodersConfig()
+    history: HistoryEncoder = MeanPoolHistory()
+    interaction: Interaction = ConcatInteraction()
+    backbone: Backbone = MLPBackbone()
+    heads: Heads = LinearHeads()
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    clip_grad_norm: float | None = Field(10.0, gt=0)
+    patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
+    seed: int = 2021
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    progress: bool = True
+    tensorboard: bool = False
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for quick runs")
+
+
+class RunConfig(Strict):
+    """The whole YAML file."""
+
+    name: str = "run"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()

@@ -1,0 +1,135 @@
+"""What a dataset recipe is, and how its splits are materialised once into the cache.
+
+A recipe turns a dataset's raw files into exactly the splits of one protocol of
+``shared/benchmarks/PROTOCOLS.md``. Ranking recipes produce train/valid/test tables plus the
+data section of a config (features, tasks, group and item columns); retrieval recipes produce
+one table of per-user chronological item sequences. :func:`prepare` writes them as parquet under
+``$RANKER_CACHE_DIR/prepared/<name>-<key>/`` where ``key`` hashes the recipe version and the
+sha256 of every source file, so a changed input or recipe never reuses stale splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ranker.data.sources import SourceFile, cache_root, locate
+
+
+@dataclass(frozen=True)
+class BuiltRanking:
+    """Output of a ranking recipe: split tables and the config's data section (without split)."""
+
+    tables: dict[str, pa.Table]  # "train", "valid", "test"
+    data: dict[str, Any]  # features, tasks, group_column, item_column (DataConfig fields)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltRetrieval:
+    """Output of a retrieval recipe: one row per user, items in time order.
+
+    ``sequences`` has columns ``user`` (int64), ``items`` (list<int64>, ids in ``1..num_items``)
+    and optionally ``times`` (list<int64>, unix seconds). Leave-one-out is applied by the reader.
+    """
+
+    sequences: pa.Table
+    num_items: int
+    max_len: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Built = BuiltRanking | BuiltRetrieval
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named protocol: its raw sources and the function that builds its splits."""
+
+    name: str
+    protocol: str
+    kind: Literal["ranking", "retrieval"]
+    summary: str
+    sources: tuple[SourceFile, ...]
+    build: Callable[[dict[str, Path]], Built]  # source name -> located path
+    version: int = 1
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A recipe's materialised splits in the cache."""
+
+    name: str
+    kind: Literal["ranking", "retrieval"]
+    directory: Path
+    manifest: dict[str, Any]
+
+    def data_config(self) -> dict[str, Any]:
+        """The data section of a config reading these splits (ranking recipes)."""
+        data = dict(self.manifest["data"])
+        data["split"] = {
+            "kind": "files",
+            **{s: str(self.directory / f"{s}.parquet") for s in ("train", "valid", "test")},
+        }
+        return data
+
+    def table(self, split: str) -> pa.Table:
+        return pq.read_table(self.directory / f"{split}.parquet")
+
+
+def cache_key(recipe: Recipe) -> str:
+    h = hashlib.sha256(f"{recipe.name}:{recipe.version}".encode())
+    for src in recipe.sources:
+        h.update(f"{src.folder}/{src.name}:{src.sha256}".encode())
+    return h.hexdigest()[:12]
+
+
+def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> PreparedDataset:
+    """Materialise `recipe`'s splits once (parquet + manifest.json) and return them."""
+    directory = cache_root() / "prepared" / f"{recipe.name}-{cache_key(recipe)}"
+    manifest_path = directory / "manifest.json"
+    if manifest_path.is_file() and not force:
+        return PreparedDataset(
+            recipe.name, recipe.kind, directory, json.loads(manifest_path.read_text())
+        )
+    paths = {src.name: locate(src, verify=verify) for src in recipe.sources}
+    built = recipe.build(paths)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        manifest: dict[str, Any] = {
+            "name": recipe.name,
+            "protocol": recipe.protocol,
+            "kind": recipe.kind,
+            "version": recipe.version,
+            "sources": {s.name: s.sha256 for s in recipe.sources},
+            "meta": built.meta,
+        }
+        if isinstance(built, BuiltRanking):
+            for split, table in built.tables.items():
+                pq.write_table(table, tmp / f"{split}.parquet")
+            manifest["data"] = built.data
+            manifest["rows"] = {s: t.num_rows for s, t in built.tables.items()}
+        else:
+            pq.write_table(built.sequences, tmp / "sequences.parquet")
+            manifest["num_items"] = built.num_items
+            manifest["max_len"] = built.max_len
+            manifest["rows"] = {"sequences": built.sequences.num_rows}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedDataset(recipe.name, recipe.kind, directory, manifest)
