@@ -31,10 +31,20 @@ class SourceFile:
 
     folder: str
     name: str
-    sha256: str
-    url: str
+    sha256: str | None  # of the uncompressed bytes
+    url: str  # "" when the file has no public home (an offline derivative)
     member: str | None = None  # path inside the zip archive at `url`
     gzipped_at_url: bool = False  # the url serves `name` gzip-compressed
+    git_sha1: str | None = None  # git blob id of the content, when no sha256 is published
+
+    @property
+    def digest(self) -> str:
+        """The expected checksum, as ``sha256:...`` or ``git-sha1:...``."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        if self.git_sha1:
+            return f"git-sha1:{self.git_sha1}"
+        raise ValueError(f"{self.folder}/{self.name}: no checksum declared")
 
 
 def cache_root() -> Path:
@@ -64,9 +74,14 @@ def read_bytes(path: Path) -> bytes:
         return f.read()
 
 
-def sha256_of(path: Path) -> str:
-    """sha256 of the uncompressed content of `path`."""
-    return hashlib.sha256(read_bytes(path)).hexdigest()
+def digest_of(payload: bytes, kind: str) -> str:
+    """``kind:hex`` checksum of `payload`; kind is ``sha256`` or ``git-sha1`` (git's blob id)."""
+    if kind == "sha256":
+        return "sha256:" + hashlib.sha256(payload).hexdigest()
+    if kind == "git-sha1":
+        header = f"blob {len(payload)}\0".encode()
+        return "git-sha1:" + hashlib.sha1(header + payload).hexdigest()
+    raise ValueError(f"unknown checksum kind {kind!r}")
 
 
 def find_local(src: SourceFile) -> Path | None:
@@ -82,17 +97,18 @@ def locate(src: SourceFile, *, download: bool = True, verify: bool = True) -> Pa
     """Path of the raw file `src` (maybe ``.gz``), downloading it if no local copy exists."""
     path = find_local(src)
     if path is None:
-        if not download:
+        if not download or not src.url:
             raise DataError(
                 f"{src.folder}/{src.name}: not found under {', '.join(map(str, data_dirs()))}; "
-                "set RANKER_DATA_DIR to a folder holding it or allow the download"
+                "set RANKER_DATA_DIR to a folder holding it"
+                + ("" if src.url else " (this file has no public download)")
             )
         path = _download(src)
     if verify:
-        digest = sha256_of(path)
-        if digest != src.sha256:
+        digest = digest_of(read_bytes(path), src.digest.split(":")[0])
+        if digest != src.digest:
             raise DataError(
-                f"{path}: sha256 of the content is {digest}, expected {src.sha256} "
+                f"{path}: checksum of the content is {digest}, expected {src.digest} "
                 "(corrupt or different file; delete it to download again)"
             )
     return path
@@ -114,11 +130,9 @@ def _download(src: SourceFile) -> Path:
             payload = zf.read(src.member)
     elif src.gzipped_at_url:
         payload = gzip.decompress(payload)
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != src.sha256:
-        raise DataError(
-            f"{src.url}: downloaded {src.name} has sha256 {digest}, expected {src.sha256}"
-        )
+    digest = digest_of(payload, src.digest.split(":")[0])
+    if digest != src.digest:
+        raise DataError(f"{src.url}: downloaded {src.name} has {digest}, expected {src.digest}")
     atomic_write_bytes(dest, payload)
     return dest
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ranker.data.sources import SourceFile, cache_root, locate
+from ranker.data.sources import SourceFile, cache_root, find_local, locate
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class Recipe:
     build: Callable[[dict[str, Path]], Built]  # source name -> located path
     version: int = 1
     aliases: tuple[str, ...] = ()
+    # Used instead of `sources` when every one of them is found locally (e.g. an offline
+    # derivative of a file whose full original is only available by download).
+    offline_sources: tuple[SourceFile, ...] = ()
+
+    def active_sources(self) -> tuple[SourceFile, ...]:
+        """`offline_sources` if all are present locally, else `sources` (downloaded if needed)."""
+        if self.offline_sources and all(find_local(s) for s in self.offline_sources):
+            return self.offline_sources
+        return self.sources
 
 
 @dataclass(frozen=True)
@@ -87,22 +96,23 @@ class PreparedDataset:
         return pq.read_table(self.directory / f"{split}.parquet")
 
 
-def cache_key(recipe: Recipe) -> str:
+def cache_key(recipe: Recipe, sources: tuple[SourceFile, ...]) -> str:
     h = hashlib.sha256(f"{recipe.name}:{recipe.version}".encode())
-    for src in recipe.sources:
-        h.update(f"{src.folder}/{src.name}:{src.sha256}".encode())
+    for src in sources:
+        h.update(f"{src.folder}/{src.name}:{src.digest}".encode())
     return h.hexdigest()[:12]
 
 
 def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> PreparedDataset:
     """Materialise `recipe`'s splits once (parquet + manifest.json) and return them."""
-    directory = cache_root() / "prepared" / f"{recipe.name}-{cache_key(recipe)}"
+    sources = recipe.active_sources()
+    directory = cache_root() / "prepared" / f"{recipe.name}-{cache_key(recipe, sources)}"
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file() and not force:
         return PreparedDataset(
             recipe.name, recipe.kind, directory, json.loads(manifest_path.read_text())
         )
-    paths = {src.name: locate(src, verify=verify) for src in recipe.sources}
+    paths = {src.name: locate(src, verify=verify) for src in sources}
     built = recipe.build(paths)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -112,7 +122,7 @@ def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> Prep
             "protocol": recipe.protocol,
             "kind": recipe.kind,
             "version": recipe.version,
-            "sources": {s.name: s.sha256 for s in recipe.sources},
+            "sources": {s.name: s.digest for s in sources},
             "meta": built.meta,
         }
         if isinstance(built, BuiltRanking):
