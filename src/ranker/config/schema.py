@@ -9,7 +9,7 @@ interaction block, backbone, task heads, history encoder) are discriminated unio
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -205,9 +205,25 @@ class ScalarEncoder(Strict):
 NumericalEncoder = Annotated[ScalarEncoder, Field(discriminator="kind")]
 
 
+def _default_kinds(values: Any, defaults: dict[str, str]) -> Any:
+    """Let a section with a single obvious kind omit ``kind:`` (``backbone: {hidden: [64]}``)."""
+    if isinstance(values, dict):
+        values = dict(values)
+        for key, kind in defaults.items():
+            part = values.get(key)
+            if isinstance(part, dict) and "kind" not in part:
+                values[key] = {"kind": kind, **part}
+    return values
+
+
 class EncodersConfig(Strict):
     categorical: CategoricalEncoder = EmbeddingEncoder()
     numerical: NumericalEncoder = ScalarEncoder()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds(cls, values: Any) -> Any:
+        return _default_kinds(values, {"categorical": "embedding", "numerical": "scalar"})
 
 
 class ConcatInteraction(Strict):
@@ -263,6 +279,14 @@ class ModelConfig(Strict):
     interaction: Interaction = ConcatInteraction()
     backbone: Backbone = MLPBackbone()
     heads: Heads = LinearHeads()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds(cls, values: Any) -> Any:
+        return _default_kinds(
+            values,
+            {"history": "mean", "interaction": "concat", "backbone": "mlp", "heads": "linear"},
+        )
 
 
 # --------------------------------------------------------------------------- training

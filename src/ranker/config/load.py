@@ -1,0 +1,146 @@
+"""Load a run config from YAML with ``--set a.b=value`` overrides, failing loudly on any bad key.
+
+Errors name the key path (``model.backbone.hiden``), what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ranker.config.schema import RunConfig
+from ranker.errors import ConfigError
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Parse `path` (YAML) or `base`, apply ``key.path=value`` overrides, validate strictly."""
+    raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate(raw, source=str(path) if path else "config")
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict `raw`; the value is parsed as YAML (``[1,2]``, ``true``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {exc}") from exc
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, parts[: i + 1])
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict | list):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = nxt
+    if isinstance(node, list):
+        idx = int(parts[-1]) if parts[-1].isdigit() else None
+        if idx is None or idx >= len(node):
+            raise ConfigError(f"--set {key}: {parts[-1]!r} is not an index of that list")
+        node[idx] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_item(node: list[Any], part: str, path: list[str]) -> Any:
+    if part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    for entry in node:  # address list entries by their `name` (features, tasks)
+        if isinstance(entry, dict) and entry.get("name") == part:
+            return entry
+    raise ConfigError(f"--set: {'.'.join(path)} names no entry of that list (index or name)")
+
+
+def validate(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Validate `raw` as a :class:`RunConfig`, turning pydantic's errors into one clear message."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source)) from None
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem: the key path, the problem, and the allowed keys or values."""
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(loc) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
+        elif err["type"] == "literal_error" and err.get("ctx"):
+            msg = f"got {err.get('input')!r}; allowed: {err['ctx'].get('expected')}"
+        elif err["type"] == "union_tag_invalid" and err.get("ctx"):
+            msg = (
+                f"unknown kind {err['ctx'].get('tag')!r}; "
+                f"allowed: {err['ctx'].get('expected_tags')}"
+            )
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names of the config model found at `loc` (through lists, options and unions)."""
+    models = [RunConfig]
+    for part in loc:
+        if part.isdigit():
+            continue
+        with_field = [m for m in models if part in m.model_fields]
+        if with_field:
+            models = _models_in(with_field[0].model_fields[part].annotation)
+            continue
+        tagged = [m for m in models if _kind_of(m) == part]  # union tag in the error path
+        if not tagged:
+            return []
+        models = tagged
+    return sorted(models[0].model_fields) if len(models) == 1 else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (unwrapping list, Optional, Annotated, Union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        out.extend(_models_in(arg))
+    return out
+
+
+def _kind_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("kind")
+    args = getattr(field.annotation, "__args__", ()) if field is not None else ()
+    return str(args[0]) if args else None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (every default made explicit)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

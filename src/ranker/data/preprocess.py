@@ -1,0 +1,395 @@
+"""Fit the feature transforms on the train split and apply them identically everywhere after.
+
+:class:`Preprocessor` turns an arrow table into columnar numpy arrays keyed by feature
+(see :class:`Encoded`); its state (vocabularies, numerical statistics) is plain JSON saved in
+the run directory, so serving encodes a row exactly as training did.
+
+Numerical treatment (documented contract): ``log1p`` is signed, ``sign(x)·log1p(|x|)``; values
+are standardised with the train mean/std of finite values and clipped to ``±clip``; NaN / null
+become 0 with a missing indicator of 1; ``+inf`` / ``-inf`` become ``+clip`` / ``-clip``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import TypeAdapter
+
+from ranker.config.schema import (
+    CategoricalFeature,
+    DataConfig,
+    DenseFeature,
+    Feature,
+    HistoryFeature,
+    MultiCategoricalFeature,
+    NumericalFeature,
+    TaskConfig,
+)
+from ranker.data.vocab import PAD, Vocabulary
+from ranker.errors import DataError
+
+
+@dataclass
+class Encoded:
+    """One split, encoded: arrays keyed by role. N rows.
+
+    - ``cat[name]`` (N,) int64 ids; ``multi[name]`` (N, L) int64 ids, 0 = padding
+    - ``num`` (N, F_num) float32 transformed values; ``num_missing`` (N, F_num) float32 0/1
+    - ``dense[name]`` (N, D) float32
+    - ``hist[name]`` dict with ``items`` (N, L) int64, ``actions`` (N, L) int64 and
+      ``times`` (N, L) float32 (log1p hours before), left-padded, most recent last
+    - ``labels`` (N, T) float32, ``label_mask`` (N, T) float32; ``groups`` (N,) int64 or None
+    """
+
+    n: int
+    cat: dict[str, np.ndarray] = field(default_factory=dict)
+    multi: dict[str, np.ndarray] = field(default_factory=dict)
+    num: np.ndarray | None = None
+    num_missing: np.ndarray | None = None
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    hist: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    label_mask: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    items: np.ndarray | None = None  # raw item ids (popularity baseline)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``{key: array}`` view used to build tensors (keys like ``cat/user_id``)."""
+        out: dict[str, np.ndarray] = {}
+        out.update({f"cat/{k}": v for k, v in self.cat.items()})
+        out.update({f"multi/{k}": v for k, v in self.multi.items()})
+        out.update({f"dense/{k}": v for k, v in self.dense.items()})
+        for name, parts in self.hist.items():
+            out.update({f"hist/{name}/{p}": v for p, v in parts.items()})
+        for key in ("num", "num_missing", "labels", "label_mask"):
+            val = getattr(self, key)
+            if val is not None:
+                out[key] = val
+        return out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a model needs to know about the encoded features (sizes, not values)."""
+
+    categorical: dict[str, str]  # feature -> vocabulary owner
+    multi: dict[str, str]
+    vocab_sizes: dict[str, int]  # vocabulary owner -> rows
+    numerical: list[str]
+    dense: dict[str, int]
+    history: dict[str, dict[str, Any]]  # name -> item_vocab, n_actions, max_len, has_time
+    tasks: list[str]
+
+
+class Preprocessor:
+    """Feature transforms fitted on train (vocabularies, numerical statistics)."""
+
+    def __init__(self, features: list[Feature], tasks: list[TaskConfig]) -> None:
+        self.features = list(features)
+        self.tasks = list(tasks)
+        self.vocabs: dict[str, Vocabulary] = {}
+        self.num_stats: dict[str, tuple[float, float]] = {}
+        self.action_vocabs: dict[str, Vocabulary] = {}
+        _check_references(self.features)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, table: pa.Table, *, source: str = "train") -> Preprocessor:
+        """Fit every vocabulary and numerical statistic on `table` (the train split only)."""
+        _check_columns(table, self.features, self.tasks, source)
+        for f in self.features:
+            if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
+                values = _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) \
+                    else table.column(_col(f))
+                self.vocabs[f.name] = Vocabulary.fit(values, f.min_count)
+            elif isinstance(f, NumericalFeature):
+                x = _transform(_float_column(table, _col(f), source), f)
+                finite = x[np.isfinite(x)]
+                mean = float(finite.mean()) if finite.size else 0.0
+                std = float(finite.std()) if finite.size else 1.0
+                self.num_stats[f.name] = (mean, std if std > 1e-12 else 1.0)
+            elif isinstance(f, HistoryFeature) and f.action_column is not None:
+                acts = _list_column(table, f.action_column, source).flatten()
+                self.action_vocabs[f.name] = Vocabulary.fit(acts)
+        return self
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, table: pa.Table, *, source: str = "data") -> Encoded:
+        """Encode `table` with the fitted state; unseen categories map to the OOV id."""
+        _check_columns(table, self.features, self.tasks, source)
+        enc = Encoded(n=table.num_rows)
+        nums, missing = [], []
+        for f in self.features:
+            where = f"{source}: column {_col(f)!r} (feature {f.name!r})"
+            if isinstance(f, CategoricalFeature):
+                enc.cat[f.name] = self.vocab_of(f).lookup(table.column(_col(f)), source=where)
+            elif isinstance(f, MultiCategoricalFeature):
+                lists = _bags(table, f, source)
+                enc.multi[f.name] = _pad_lists(lists, self.vocab_of(f), f.max_len, where, "right")
+            elif isinstance(f, NumericalFeature):
+                v, m = self._numeric(table, f, source)
+                nums.append(v)
+                missing.append(m)
+            elif isinstance(f, DenseFeature):
+                enc.dense[f.name] = _dense(table, f, source)
+            elif isinstance(f, HistoryFeature):
+                enc.hist[f.name] = self._history(table, f, source)
+        if nums:
+            enc.num = np.stack(nums, axis=1).astype(np.float32)
+            enc.num_missing = np.stack(missing, axis=1).astype(np.float32)
+        if self.tasks:
+            enc.labels, enc.label_mask = _labels(table, self.tasks, source)
+        return enc
+
+    def vocab_of(self, f: CategoricalFeature | MultiCategoricalFeature | str) -> Vocabulary:
+        name = f if isinstance(f, str) else (f.vocab_from or f.name)
+        return self.vocabs[name]
+
+    def _numeric(self, table: pa.Table, f: NumericalFeature, source: str) -> tuple[np.ndarray, np.ndarray]:
+        x = _transform(_float_column(table, _col(f), source), f)
+        mean, std = self.num_stats[f.name]
+        missing = np.isnan(x)
+        z = np.clip((x - mean) / std, -f.clip, f.clip)  # ±inf -> ±clip
+        return np.where(missing, 0.0, z), missing.astype(np.float32)
+
+    def _history(self, table: pa.Table, f: HistoryFeature, source: str) -> dict[str, np.ndarray]:
+        items = _list_column(table, f.item_column, source)
+        out = {"items": _pad_lists(items, self.vocab_of(f.item_feature), f.max_len,
+                                   f"{source}: column {f.item_column!r}", "left")}
+        if f.action_column is not None:
+            acts = _list_column(table, f.action_column, source)
+            out["actions"] = _pad_lists(acts, self.action_vocabs[f.name], f.max_len,
+                                        f"{source}: column {f.action_column!r}", "left")
+        if f.time_column is not None:
+            secs = _list_column(table, f.time_column, source)
+            _check_same_lengths(items, secs, f, source)
+            flat = np.asarray(pc.cast(secs.flatten(), pa.float64()).to_numpy(zero_copy_only=False))
+            hours = np.log1p(np.clip(np.nan_to_num(flat, nan=0.0), 0, None) / 3600.0)
+            out["times"] = _pad_values(secs, hours.astype(np.float32), f.max_len, "left")
+        return out
+
+    # ------------------------------------------------------------------ layout / state
+    def layout(self) -> Layout:
+        cat = {f.name: f.vocab_from or f.name for f in self.features if isinstance(f, CategoricalFeature)}
+        multi = {f.name: f.vocab_from or f.name for f in self.features
+                 if isinstance(f, MultiCategoricalFeature)}
+        hist = {
+            f.name: {
+                "item_vocab": self.vocab_of(f.item_feature) and (
+                    self._feature(f.item_feature).vocab_from or f.item_feature),  # type: ignore[union-attr]
+                "n_actions": self.action_vocabs[f.name].size if f.name in self.action_vocabs else 0,
+                "max_len": f.max_len,
+                "has_time": f.time_column is not None,
+            }
+            for f in self.features if isinstance(f, HistoryFeature)
+        }
+        return Layout(
+            categorical=cat,
+            multi=multi,
+            vocab_sizes={k: v.size for k, v in self.vocabs.items()},
+            numerical=[f.name for f in self.features if isinstance(f, NumericalFeature)],
+            dense={f.name: f.dim for f in self.features if isinstance(f, DenseFeature)},
+            history=hist,
+            tasks=[t.name for t in self.tasks],
+        )
+
+    def _feature(self, name: str) -> Feature:
+        return next(f for f in self.features if f.name == name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "features": [f.model_dump(mode="json") for f in self.features],
+            "tasks": [t.model_dump(mode="json") for t in self.tasks],
+            "vocabs": {k: v.to_state() for k, v in self.vocabs.items()},
+            "action_vocabs": {k: v.to_state() for k, v in self.action_vocabs.items()},
+            "num_stats": {k: list(v) for k, v in self.num_stats.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Preprocessor:
+        adapter = TypeAdapter(list[Feature])
+        pre = cls(adapter.validate_python(state["features"]),
+                  [TaskConfig.model_validate(t) for t in state["tasks"]])
+        pre.vocabs = {k: Vocabulary.from_state(v) for k, v in state["vocabs"].items()}
+        pre.action_vocabs = {k: Vocabulary.from_state(v) for k, v in state["action_vocabs"].items()}
+        pre.num_stats = {k: (float(v[0]), float(v[1])) for k, v in state["num_stats"].items()}
+        return pre
+
+    def save(self, path: Path) -> None:
+        from ranker.data.sources import atomic_write_bytes
+
+        atomic_write_bytes(path, json.dumps(self.state_dict()).encode())
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessor:
+        return cls.from_state(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def for_data(cls, data: DataConfig) -> Preprocessor:
+        return cls(data.features, data.tasks)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _col(f: Feature) -> str:
+    return getattr(f, "column", None) or f.name
+
+
+def _check_references(features: list[Feature]) -> None:
+    by_name = {f.name: f for f in features}
+    for f in features:
+        ref = getattr(f, "vocab_from", None) or getattr(f, "item_feature", None)
+        if ref is None:
+            continue
+        target = by_name.get(ref)
+        if not isinstance(target, CategoricalFeature | MultiCategoricalFeature):
+            raise DataError(
+                f"feature {f.name!r} refers to {ref!r}, which is not a categorical feature "
+                f"(categorical features: {[n for n, g in by_name.items() if isinstance(g, CategoricalFeature)]})"
+            )
+        if getattr(target, "vocab_from", None):
+            raise DataError(f"feature {f.name!r} refers to {ref!r}, which itself borrows a vocabulary")
+
+
+def _check_columns(table: pa.Table, features: list[Feature], tasks: list[TaskConfig], source: str) -> None:
+    needed: list[tuple[str, str]] = []
+    for f in features:
+        if isinstance(f, HistoryFeature):
+            needed += [(c, f"history {f.name!r}") for c in (f.item_column, f.action_column, f.time_column) if c]
+        else:
+            needed.append((_col(f), f"feature {f.name!r}"))
+    for t in tasks:
+        needed.append((t.column or t.name, f"task {t.name!r}"))
+        if t.mask_column:
+            needed.append((t.mask_column, f"mask of task {t.name!r}"))
+    have = set(table.column_names)
+    missing = [f"{c!r} ({what})" for c, what in needed if c not in have]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {', '.join(missing)}; columns present: {sorted(have)}")
+
+
+def _float_column(table: pa.Table, col: str, source: str) -> np.ndarray:
+    arr = table.column(col)
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_null(arr.type)):
+        try:
+            arr = pc.cast(arr, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{source}: numerical column {col!r} holds non-numbers ({arr.type}): {exc}") from None
+    return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _transform(x: np.ndarray, f: NumericalFeature) -> np.ndarray:
+    if f.transform == "log1p":
+        with np.errstate(invalid="ignore"):
+            return np.sign(x) * np.log1p(np.abs(x))
+    return x
+
+
+def _list_column(table: pa.Table, col: str, source: str) -> pa.ListArray:
+    arr = table.column(col).combine_chunks()
+    if pa.types.is_large_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    if not pa.types.is_list(arr.type):
+        raise DataError(f"{source}: column {col!r} must be a list column (one list per row), got {arr.type}")
+    if arr.null_count:
+        arr = pc.if_else(pc.is_null(arr), pa.scalar([], arr.type), arr)
+    return arr
+
+
+def _bags(table: pa.Table, f: MultiCategoricalFeature, source: str) -> pa.ListArray:
+    arr = table.column(_col(f)).combine_chunks()
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.split_pattern(pc.fill_null(arr, ""), pattern=f.separator)
+    return _list_column(pa.table({"x": arr}), "x", f"{source} ({_col(f)!r})")
+
+
+def _bag_values(table: pa.Table, f: MultiCategoricalFeature, source: str) -> pa.Array:
+    return _bags(table, f, source).flatten()
+
+
+def _pad_values(lists: pa.ListArray, flat: np.ndarray, max_len: int, side: str) -> np.ndarray:
+    """Place each row's values (already flattened in `flat`) into an (N, max_len) array.
+
+    side="right": keep the first `max_len` values from column 0; side="left": keep the last
+    `max_len` values, right-aligned (histories: the most recent event in the last column).
+    """
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    n = len(lists)
+    lengths = np.diff(offsets)
+    row = np.repeat(np.arange(n), lengths)
+    pos = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)  # position within the row
+    if side == "right":
+        keep = pos < max_len
+        col = pos
+    else:
+        start = np.maximum(lengths - max_len, 0)
+        keep = pos >= np.repeat(start, lengths)
+        col = max_len - np.repeat(np.minimum(lengths, max_len), lengths) + pos - np.repeat(start, lengths)
+    out = np.zeros((n, max_len), dtype=flat.dtype)
+    out[row[keep], col[keep]] = flat[keep]
+    return out
+
+
+def _pad_lists(lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str, side: str) -> np.ndarray:
+    ids = vocab.lookup(lists.flatten(), source=where)
+    return _pad_values(lists, ids, max_len, side).astype(np.int64)
+
+
+def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, source: str) -> None:
+    la, lb = pc.list_value_length(a).to_numpy(), pc.list_value_length(b).to_numpy()
+    bad = np.flatnonzero(la != lb)
+    if bad.size:
+        raise DataError(
+            f"{source}: history {f.name!r}: {f.item_column!r} and {f.time_column!r} differ in "
+            f"length on {bad.size} rows (first: row {bad[0]})"
+        )
+
+
+def _dense(table: pa.Table, f: DenseFeature, source: str) -> np.ndarray:
+    arr = _list_column(table, _col(f), source) if not pa.types.is_fixed_size_list(
+        table.column(_col(f)).type) else table.column(_col(f)).combine_chunks()
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((lengths != f.dim) & (lengths != 0))
+    if bad.size:
+        raise DataError(
+            f"{source}: dense column {_col(f)!r} must hold vectors of dim {f.dim}; row {bad[0]} has "
+            f"{lengths[bad[0]]} values ({bad.size} rows wrong)"
+        )
+    flat = np.asarray(pc.cast(arr.flatten(), pa.float32()).to_numpy(zero_copy_only=False))
+    out = np.zeros((len(arr), f.dim), dtype=np.float32)
+    out[lengths == f.dim] = flat.reshape(-1, f.dim)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.ndarray, np.ndarray]:
+    labels, masks = [], []
+    for t in tasks:
+        col = t.column or t.name
+        y = _float_column(table, col, f"{source} (label of task {t.name!r})")
+        mask = np.ones_like(y)
+        if t.mask_column:
+            mask = _float_column(table, t.mask_column, source)
+            mask = (np.nan_to_num(mask, nan=0.0) > 0).astype(np.float64)
+        on = mask > 0
+        nan = np.isnan(y) & on
+        if nan.any():
+            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) has {int(nan.sum())} "
+                            f"NaN/null values (first at row {int(np.flatnonzero(nan)[0])})")
+        bad = on & (y != 0) & (y != 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) must be 0/1; row {i} "
+                            f"holds {y[i]!r} ({int(bad.sum())} such rows)")
+        labels.append(np.where(on, y, 0.0))
+        masks.append(mask)
+    return np.stack(labels, 1).astype(np.float32), np.stack(masks, 1).astype(np.float32)
+
+
+__all__ = ["PAD", "Encoded", "Layout", "Preprocessor"]

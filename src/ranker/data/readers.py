@@ -1,0 +1,100 @@
+"""Read the user's rows (CSV or parquet) and cut them into train / valid / test.
+
+Columnar throughout (pyarrow); no per-row Python. Splits follow ``PROTOCOLS.md``'s rules:
+a random split is ``default_rng(seed).permutation(n)`` cut at ``int(f·n)``; a time split is a
+stable sort by the time column (file order breaks ties) cut the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ranker.config.schema import CsvOptions, DataConfig, FilesSplit, RandomSplit, TimeSplit
+from ranker.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None) -> pa.Table:
+    """Read one CSV (optionally ``.gz``) or parquet file into an arrow table."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    if fmt == "auto":
+        fmt = "parquet" if path.suffix in (".parquet", ".pq") else "csv"
+    try:
+        if fmt == "parquet":
+            return pq.read_table(path)
+        csv = csv or CsvOptions()
+        read_opts = pacsv.ReadOptions(
+            column_names=csv.column_names, autogenerate_column_names=False
+        )
+        if csv.column_names is None and not csv.header:
+            raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")
+        parse = pacsv.ParseOptions(delimiter=csv.delimiter)
+        convert = pacsv.ConvertOptions(
+            null_values=["", "NA", "NaN", "nan", "null", "None"], strings_can_be_null=True
+        )
+        return pacsv.read_csv(path, read_options=read_opts, parse_options=parse,
+                              convert_options=convert)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: cannot read as {fmt}: {exc}") from exc
+
+
+def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.Table]:
+    """The train / valid / test tables the data section describes; each split must be non-empty."""
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() or base_dir is None else base_dir / q
+
+    split = data.split
+    if isinstance(split, FilesSplit):
+        tables = {s: read_table(resolve(getattr(split, s)), data.format, data.csv) for s in SPLITS}
+        sources = {s: str(getattr(split, s)) for s in SPLITS}
+    else:
+        assert data.path is not None and split is not None
+        table = read_table(resolve(data.path), data.format, data.csv)
+        tables = cut(table, split, source=data.path)
+        sources = {s: f"{data.path} ({s} split)" for s in SPLITS}
+    for name, table in tables.items():
+        if table.num_rows == 0:
+            raise DataError(f"{sources[name]}: the {name} split is empty")
+    return tables
+
+
+def cut(table: pa.Table, split: RandomSplit | TimeSplit, source: str) -> dict[str, pa.Table]:
+    """Apply a random or time split to one table."""
+    n = table.num_rows
+    if isinstance(split, RandomSplit):
+        order = np.random.default_rng(split.seed).permutation(n)
+    else:
+        if split.column not in table.column_names:
+            raise DataError(
+                f"{source}: split.column {split.column!r} not found; columns: {table.column_names}"
+            )
+        col = table.column(split.column)
+        if col.null_count:
+            raise DataError(f"{source}: time column {split.column!r} has {col.null_count} nulls")
+        order = np.argsort(_as_sortable(col), kind="stable")
+    a = int(split.fractions[0] * n)
+    b = int((split.fractions[0] + split.fractions[1]) * n)
+    return {
+        "train": table.take(pa.array(order[:a])),
+        "valid": table.take(pa.array(order[a:b])),
+        "test": table.take(pa.array(order[b:])),
+    }
+
+
+def _as_sortable(col: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+        col = pc.cast(col, pa.int64())
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+    return col.to_numpy()

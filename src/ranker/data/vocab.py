@@ -1,0 +1,110 @@
+"""Vocabularies: map raw categorical values (strings or integers) to dense ids, vectorised.
+
+Reserved ids: ``0`` padding (empty slots of bags and histories), ``1`` out-of-vocabulary
+(values unseen in train, or seen fewer than ``min_count`` times), ``2`` missing (null / NaN /
+empty string). Known values get ``3 .. 3+V-1`` in sorted order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ranker.errors import DataError
+
+PAD, OOV, MISSING = 0, 1, 2
+RESERVED = 3
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Sorted known values of one categorical column, and whether they are strings or ints."""
+
+    values: pa.Array  # int64 or string, sorted, unique
+    dtype: str  # "int" or "str"
+
+    @property
+    def size(self) -> int:
+        """Number of rows an embedding table needs (reserved ids included)."""
+        return RESERVED + len(self.values)
+
+    @classmethod
+    def fit(cls, column: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
+        """Known values of `column` (nulls, NaN and empty strings excluded)."""
+        arr = normalise(column)
+        counts = pc.value_counts(pc.drop_null(arr))
+        values = counts.field("values")
+        if min_count > 1:
+            values = pc.filter(values, pc.greater_equal(counts.field("counts"), min_count))
+        values = pc.take(values, pc.array_sort_indices(values))
+        dtype = "str" if pa.types.is_string(arr.type) else "int"
+        return cls(values=values, dtype=dtype)
+
+    def lookup(self, column: pa.Array | pa.ChunkedArray, *, source: str = "") -> np.ndarray:
+        """Ids of `column`'s values: known → ``3..``, unseen → ``1``, missing → ``2``. Shape (N,)."""
+        arr = normalise(column, want=self.dtype, source=source)
+        idx = pc.index_in(arr, value_set=self.values)
+        ids = pc.fill_null(pc.add(idx, RESERVED), OOV).to_numpy(zero_copy_only=False)
+        missing = pc.is_null(arr).to_numpy(zero_copy_only=False)
+        ids = np.where(missing, MISSING, ids).astype(np.int64)
+        return ids
+
+    def to_state(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "values": self.values.to_pylist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Vocabulary:
+        typ = pa.string() if state["dtype"] == "str" else pa.int64()
+        return cls(values=pa.array(state["values"], type=typ), dtype=state["dtype"])
+
+
+def normalise(
+    column: pa.Array | pa.ChunkedArray, want: str | None = None, source: str = ""
+) -> pa.Array:
+    """One flat array of int64 or string values; NaN and empty strings become null.
+
+    Integral floats (a CSV int column with gaps reads as float) become int64; other floats and
+    booleans become strings. `want` forces the vocabulary's type at lookup time.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_floating(t):
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
+        np_vals = arr.to_numpy(zero_copy_only=False)
+        finite = np_vals[~np.isnan(np_vals)]
+        if want != "str" and np.all(finite == np.round(finite)):
+            arr = pc.cast(arr, pa.int64())
+        else:
+            arr = pc.cast(arr, pa.string())
+    elif pa.types.is_integer(t):
+        arr = pc.cast(arr, pa.int64())
+    elif pa.types.is_boolean(t):
+        arr = pc.cast(arr, pa.string())
+    elif pa.types.is_large_string(t):
+        arr = pc.cast(arr, pa.string())
+    elif not pa.types.is_string(t):
+        raise DataError(f"{source}: expected categorical values (strings or integers), got {t}")
+    if pa.types.is_string(arr.type):
+        arr = pc.if_else(pc.equal(pc.utf8_trim_whitespace(arr), ""), pa.scalar(None, pa.string()), arr)
+    if want is not None:
+        have = "str" if pa.types.is_string(arr.type) else "int"
+        if have != want:
+            arr = pc.cast(arr, pa.string()) if want == "str" else _str_to_int(arr)
+    return arr
+
+
+def _str_to_int(arr: pa.Array) -> pa.Array:
+    """Strings looked up in an integer vocabulary: non-integers can only be out-of-vocabulary."""
+    try:
+        return pc.cast(arr, pa.int64())
+    except pa.ArrowInvalid:
+        unknown = pa.scalar(np.iinfo(np.int64).min, pa.int64())  # never a known value
+        return pc.if_else(pc.is_null(arr), pa.scalar(None, pa.int64()),
+                          pa.array(np.full(len(arr), unknown.as_py())))

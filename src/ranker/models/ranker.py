@@ -1,0 +1,74 @@
+"""The feature-based ranker, assembled from named parts passed in as modules.
+
+    fields = embeddings(batch) ++ [numerical] ++ [dense] ++ [history(batch, candidate)]
+    logits = heads(backbone(interaction(fields)))
+
+Each part is swapped from the config (:mod:`ranker.models.registry`); this class only wires
+them. The output is one logit per task; probabilities are ``sigmoid(logits)``.
+
+Shape:
+    batch of B rows → logits (B, T)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Ranker(nn.Module):
+    """Encoders → interaction → backbone → heads, with optional history encoders."""
+
+    def __init__(
+        self,
+        embeddings: nn.Module,
+        histories: nn.ModuleList,
+        interaction: nn.Module,
+        backbone: nn.Module,
+        heads: nn.Module,
+        *,
+        dense: tuple[str, ...] = (),
+        use_numerical: bool = False,
+        candidate: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+        self.histories = histories
+        self.interaction = interaction
+        self.backbone = backbone
+        self.heads = heads
+        self.dense = dense
+        self.use_numerical = use_numerical
+        self.candidate = candidate  # the categorical field a target-aware history attends from
+
+    def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every input as a list of (B, d_i) vectors, in a fixed order."""
+        fields = self.embeddings(batch)
+        if self.use_numerical:
+            fields.append(torch.cat([batch["num"], batch["num_missing"]], dim=1))
+        fields.extend(batch[f"dense/{name}"] for name in self.dense)
+        cand = fields[list(self.embeddings.categorical).index(self.candidate)] if self.candidate else None
+        fields.extend(h(batch, cand) for h in self.histories)
+        return fields
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.interaction(self.fields(batch))  # (B, D)
+        return self.heads(self.backbone(x))  # (B, T)
+
+
+class ConcatInteraction(nn.Module):
+    """Concatenate the fields: the interaction is left to the backbone."""
+
+    def forward(self, fields: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(fields, dim=-1)
+
+
+class LinearHeads(nn.Module):
+    """One logit per task from a shared representation."""
+
+    def __init__(self, in_dim: int, n_tasks: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, n_tasks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)

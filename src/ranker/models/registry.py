@@ -1,0 +1,70 @@
+"""Build a model from its config: the single place where a config ``kind`` meets a module.
+
+A later capability registers a new kind by adding its config class to
+:mod:`ranker.config.schema` and a builder here; the trainer and CLI stay untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ranker.config import schema as cs
+from ranker.data.preprocess import Layout
+from ranker.errors import ConfigError
+from ranker.models.ranker import ConcatInteraction, LinearHeads, Ranker
+from ranker.nn import MLP, FeatureEmbeddings, MeanPoolHistory
+
+# kind -> builder(config, in_dim) -> (module, out_dim)
+INTERACTIONS: dict[str, Callable[[Any, int, int], tuple[nn.Module, int]]] = {
+    "concat": lambda cfg, in_dim, n_fields: (ConcatInteraction(), in_dim),
+}
+BACKBONES: dict[str, Callable[[Any, int], tuple[nn.Module, int]]] = {}
+HEADS: dict[str, Callable[[Any, int, int], nn.Module]] = {
+    "linear": lambda cfg, in_dim, n_tasks: LinearHeads(in_dim, n_tasks),
+}
+
+
+def _mlp(cfg: cs.MLPBackbone, in_dim: int) -> tuple[nn.Module, int]:
+    mlp = MLP(in_dim, cfg.hidden, dropout=cfg.dropout, norm=cfg.norm, activation=cfg.activation)
+    return mlp, mlp.out_dim
+
+
+BACKBONES["mlp"] = _mlp
+
+
+def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
+    """Assemble a :class:`Ranker` for the encoded features described by `layout`."""
+    if not layout.tasks:
+        raise ConfigError("data.tasks: at least one task is needed to build a ranker")
+    emb = FeatureEmbeddings(layout, cfg.encoders.categorical.dim)
+    dims = [emb.dim] * emb.num_fields
+    if layout.numerical:
+        dims.append(2 * len(layout.numerical))
+    dims.extend(layout.dense.values())
+    histories = nn.ModuleList()
+    candidate = None
+    if isinstance(cfg.history, cs.MeanPoolHistory):
+        for name, info in layout.history.items():
+            h = MeanPoolHistory(name, emb.table(info["item_vocab"]), info["n_actions"], cfg.history.action_dim)
+            histories.append(h)
+            dims.append(h.out_dim)
+    if not dims:
+        raise ConfigError("data.features: the model has no input features")
+    interaction, width = _pick(INTERACTIONS, cfg.interaction.kind, "model.interaction")(
+        cfg.interaction, sum(dims), len(dims)
+    )
+    backbone, width = _pick(BACKBONES, cfg.backbone.kind, "model.backbone")(cfg.backbone, width)
+    heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, len(layout.tasks))
+    return Ranker(
+        emb, histories, interaction, backbone, heads,
+        dense=tuple(layout.dense), use_numerical=bool(layout.numerical), candidate=candidate,
+    )
+
+
+def _pick(table: dict[str, Any], kind: str, key: str) -> Any:
+    if kind not in table:
+        raise ConfigError(f"{key}.kind: {kind!r} has no builder; available: {sorted(table)}")
+    return table[kind]

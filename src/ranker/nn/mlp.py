@@ -1,0 +1,56 @@
+"""Multi-layer perceptron: the implicit-interaction backbone.
+
+Each layer is ``Linear → (BatchNorm | LayerNorm) → activation → Dropout``. An MLP learns
+feature interactions only implicitly (Beutel et al., 2018, "Latent Cross", show how poorly it
+approximates even a dot product); explicit crosses come from the interaction block.
+
+Shape:
+    input (B, in_dim) → output (B, hidden[-1]) (or (B, in_dim) when `hidden` is empty)
+
+>>> import torch
+>>> MLP(8, [16, 4])(torch.zeros(2, 8)).shape
+torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class MLP(nn.Module):
+    """``Linear → norm → activation → dropout``, repeated for each width in `hidden`."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        *,
+        dropout: float = 0.0,
+        norm: str = "none",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(h))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(h))
+            elif norm != "none":
+                raise ValueError(f"{norm=} is not one of none, batch, layer")
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
