@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ranker.nn.embeddings import masked_mean
+
 
 class MeanPoolHistory(nn.Module):
     """Masked mean of event vectors; the item table is shared with the candidate's."""
@@ -27,8 +29,9 @@ class MeanPoolHistory(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
         items = batch[f"hist/{self.name}/items"]  # (B, L)
-        events = self.item_table(items)  # (B, L, d)
-        if self.action_table is not None:
-            events = torch.cat([events, self.action_table(batch[f"hist/{self.name}/actions"])], -1)
-        mask = (items > 0).unsqueeze(-1).to(events.dtype)  # (B, L, 1)
-        return (events * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, d + a)
+        pooled = masked_mean(self.item_table, items)  # (B, d)
+        if self.action_table is None:
+            return pooled
+        # Actions are padded exactly where items are, so their bag mean covers the same events.
+        actions = batch[f"hist/{self.name}/actions"]
+        return torch.cat([pooled, masked_mean(self.action_table, actions)], dim=-1)  # (B, d + a)

@@ -1,0 +1,169 @@
+"""The ``ranker`` command line: demo, train, evaluate, report, datasets.
+
+User errors (bad config key, missing column, unknown dataset) print one clear message and exit
+with status 2, without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ranker.errors import RankerError
+
+DEMOS = {"synthetic": "demo-synthetic.yaml", "ml-100k": "demo-ml100k.yaml", "rk-ml100k": "demo-ml100k.yaml"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except RankerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ranker", description="Train, evaluate and serve neural recommenders.")
+    sub = p.add_subparsers(title="commands")
+
+    d = sub.add_parser("demo", help="train and evaluate a ranker end to end on a built-in dataset")
+    d.add_argument("--dataset", default="synthetic", choices=sorted(DEMOS),
+                   help="synthetic (embedded, no download) or ml-100k (RK-ML100K protocol)")
+    d.add_argument("--out", type=Path, help="run directory (default runs/demo-<dataset>-<time>)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train the model a YAML config describes")
+    t.add_argument("config", type=Path)
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set model.backbone.hidden=[256,128]")
+    t.add_argument("--out", type=Path, help="run directory; an existing one is resumed")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run directory on a split")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("report", help="(re)write report.html of a run directory")
+    r.add_argument("run_dir", type=Path)
+    r.set_defaults(func=_cmd_report)
+
+    ds = sub.add_parser("datasets", help="list or prepare the built-in datasets")
+    dsub = ds.add_subparsers(title="datasets commands")
+    dl = dsub.add_parser("list", help="list built-in datasets and their protocols")
+    dl.set_defaults(func=_cmd_datasets_list)
+    dp = dsub.add_parser("prepare", help="materialise a protocol's splits into the cache")
+    dp.add_argument("name")
+    dp.add_argument("--force", action="store_true", help="rebuild even if cached")
+    dp.set_defaults(func=_cmd_datasets_prepare)
+    return p
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ranker.config import load_config
+    from ranker.pipeline import train_run
+
+    cfg_file = resources.files("ranker") / "configs" / DEMOS[args.dataset]
+    with resources.as_file(cfg_file) as path:
+        cfg = load_config(path, args.overrides)
+    out = args.out or _default_out(f"demo-{args.dataset}")
+    print(f"ranker demo: {cfg.data.dataset} → {out}")
+    start = time.perf_counter()
+    metrics = train_run(cfg, out)
+    _print_summary(metrics, out, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ranker.config import load_config
+    from ranker.pipeline import train_run
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or _default_out(cfg.name)
+    start = time.perf_counter()
+    metrics = train_run(cfg, out, base_dir=args.config.resolve().parent)
+    _print_summary(metrics, out, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ranker.pipeline import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.split)
+    print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ranker.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _cmd_datasets_list(args: argparse.Namespace) -> int:
+    from ranker.data.recipes import all_recipes
+
+    rows = [(r.name, r.protocol, r.kind, ", ".join(r.aliases), r.summary) for r in all_recipes().values()]
+    widths = [max(len(row[i]) for row in rows + [("name", "protocol", "kind", "aliases", "")]) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths)) + "  summary")
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+    return 0
+
+
+def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
+    from ranker.data.recipes import get_recipe, prepare
+
+    start = time.perf_counter()
+    ds = prepare(get_recipe(args.name), force=args.force)
+    print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
+    print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2,
+                     default=str)[:4000])
+    return 0
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _fmt(x: Any) -> str:
+    return "  n/a " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
+    test, base = metrics.get("test", {}), metrics.get("baseline", {}).get("test", {})
+    name = metrics.get("baseline", {}).get("name", "baseline")
+    print(f"\ntest metrics (best epoch {metrics['best_epoch']}, {metrics['params']:,} parameters, "
+          f"{metrics['train_samples_per_s']:,.0f} train samples/s)")
+    print(f"{'task':<16}{'AUC':>8}{'GAUC':>8}{'logloss':>9}   {name + ' AUC':>16}{'GAUC':>8}")
+    for task, m in test.items():
+        b = base.get(task, {})
+        print(f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
+              f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}")
+    print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

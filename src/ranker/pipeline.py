@@ -1,0 +1,219 @@
+"""From a config to a run directory: resolve data, fit preprocessing, train, evaluate, report.
+
+Run directory contents::
+
+    config.yaml          the resolved config (recipe data filled in, every default explicit)
+    preprocessor.json    vocabularies and numerical statistics fitted on train
+    model.safetensors    weights of the best validation epoch
+    log.jsonl            one record per epoch (loss, samples/s, time split, valid metrics)
+    metrics.json         best epoch, valid/test metrics per task, the popularity baseline
+    calibration_test.npz labels and probabilities per task (for the calibration plot)
+    report.html          plots
+    checkpoints/         resumable training state
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ranker.config import dump_config, load_config, validate
+from ranker.config.schema import DataConfig, RunConfig
+from ranker.data.preprocess import Preprocessor
+from ranker.data.readers import load_splits
+from ranker.data.recipes import get_recipe, prepare
+from ranker.data.sources import atomic_write_bytes
+from ranker.data.tensors import TensorData
+from ranker.errors import ConfigError, DataError
+from ranker.models import build_model
+from ranker.train import Trainer, load_weights, pick_device, save_weights, task_metrics
+from ranker.train.baselines import constant_scores, popularity_scores
+
+
+@dataclass
+class PreparedData:
+    """A run's data: the resolved data config, raw split tables and the fitted preprocessor."""
+
+    data: DataConfig
+    tables: dict[str, pa.Table]
+    pre: Preprocessor
+
+
+def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataConfig, dict[str, pa.Table]]:
+    """Fill a recipe's files/features/tasks into `data` and read the three split tables."""
+    if data.dataset is not None:
+        recipe = get_recipe(data.dataset)
+        if recipe.kind != "ranking":
+            raise ConfigError(
+                f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset; `ranker train` trains "
+                "rankers (retrieval models come with the candidate-generation commands)"
+            )
+        filled = prepare(recipe).data_config()
+        user = data.model_dump(exclude_unset=True, exclude={"dataset"})
+        filled.update({k: v for k, v in user.items() if v})  # the user's features/tasks win
+        data = DataConfig.model_validate({**filled, "dataset": recipe.name})
+    return data, load_splits(data, base_dir)
+
+
+def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None) -> PreparedData:
+    data, tables = resolve_data(cfg.data, base_dir)
+    pre = Preprocessor.for_data(data).fit(tables["train"], source=_src(data, "train"))
+    return PreparedData(data, tables, pre)
+
+
+def encode(prep: PreparedData, split: str) -> TensorData:
+    return TensorData.from_encoded(prep.pre.transform(prep.tables[split], source=_src(prep.data, split)))
+
+
+def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (resuming if it holds a checkpoint) and evaluate on test."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _set_threads(cfg)
+    torch.manual_seed(cfg.train.seed)
+    t0 = time.perf_counter()
+    prep = prepare_run_data(cfg, base_dir)
+    cfg = cfg.model_copy(update={"data": prep.data})
+    _check_resume_config(run_dir, cfg)
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    prep.pre.save(run_dir / "preprocessor.json")
+    splits = {s: encode(prep, s) for s in ("train", "valid", "test")}
+    groups = {s: group_ids(prep, s) for s in splits}
+    prep_time = time.perf_counter() - t0
+
+    model = build_model(cfg.model, prep.pre.layout())
+    trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir)
+    fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
+    save_weights(trainer.model, run_dir / "model.safetensors")
+
+    metrics: dict[str, Any] = {
+        "dataset": prep.data.dataset or prep.data.path or "files",
+        "seed": cfg.train.seed,
+        "best_epoch": fit.best_epoch,
+        "stopped_epoch": fit.stopped_epoch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_samples_per_s": fit.train_samples_per_s,
+        "rows": {s: len(d) for s, d in splits.items()},
+        "prepare_time_s": prep_time,
+        "train_time_s": sum(h.get("epoch_time_s", 0.0) for h in fit.history),
+        "device": str(trainer.device),
+    }
+    for split in ("valid", "test"):
+        m, probs = trainer.evaluate(splits[split], groups[split])
+        metrics[split] = m
+        if split == "test":
+            save_calibration(run_dir / "calibration_test.npz", splits[split], probs, prep.data)
+    metrics["baseline"] = baseline_metrics(prep, splits, groups)
+    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+    _write_report(run_dir)
+    return metrics
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Re-evaluate a finished run on `split` with its saved config, preprocessor and weights."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    if split not in ("train", "valid", "test"):
+        raise ConfigError(f"--split {split!r}: expected train, valid or test")
+    cfg = load_config(cfg_path)
+    pre = Preprocessor.load(run_dir / "preprocessor.json")
+    data, tables = resolve_data(cfg.data)
+    prep = PreparedData(data, tables, pre)
+    model = build_model(cfg.model, pre.layout())
+    load_weights(model, run_dir / "model.safetensors")
+    tensors = encode(prep, split)
+    device = pick_device(cfg.train.device)
+    trainer = Trainer(model, cfg.train, data.tasks, run_dir, device=device)
+    metrics, _ = trainer.evaluate(tensors, group_ids(prep, split))
+    return {"split": split, "metrics": metrics}
+
+
+def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:
+    """Integer group ids (for GAUC) of a split's rows, or None without a group column."""
+    col = prep.data.group_column
+    if col is None:
+        return None
+    table = prep.tables[split]
+    if col not in table.column_names:
+        raise DataError(f"{_src(prep.data, split)}: group_column {col!r} not found")
+    arr = table.column(col).combine_chunks()
+    return np.asarray(pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
+                     groups: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    """Popularity baseline (AUC/GAUC only: its scores are counts, not probabilities)."""
+    names = [t.name for t in prep.data.tasks]
+    item = prep.data.item_column
+    train = splits["train"].tensors
+    out: dict[str, Any] = {"name": "popularity" if item else "constant"}
+    for split in ("valid", "test"):
+        t = splits[split].tensors
+        if item:
+            scores = popularity_scores(prep.tables["train"].column(item), train["labels"].numpy(),
+                                       train["label_mask"].numpy(), prep.tables[split].column(item))
+        else:
+            scores = constant_scores(len(splits[split]), len(names))
+        m = task_metrics(scores, t["labels"].numpy(), t["label_mask"].numpy(), names, groups[split])
+        out[split] = {task: {k: v for k, v in vals.items() if k in ("auc", "gauc")}
+                      for task, vals in m.items()}
+    return out
+
+
+def save_calibration(path: Path, data: TensorData, probs: np.ndarray, dcfg: DataConfig) -> None:
+    arrays = {}
+    labels, mask = data.tensors["labels"].numpy(), data.tensors["label_mask"].numpy()
+    for i, task in enumerate(dcfg.tasks):
+        on = mask[:, i] > 0
+        arrays[f"{task.name}__labels"] = labels[on, i]
+        arrays[f"{task.name}__probs"] = probs[on, i]
+    np.savez_compressed(path, **arrays)
+
+
+def _check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to resume a run directory whose saved config differs from this one."""
+    saved = run_dir / "config.yaml"
+    if not (run_dir / "checkpoints" / "last.json").is_file() or not saved.is_file():
+        return
+    old = validate(__import__("yaml").safe_load(saved.read_text()), source=str(saved))
+    if old.model_dump(exclude={"train": {"epochs", "progress"}}) != cfg.model_dump(
+            exclude={"train": {"epochs", "progress"}}):
+        raise ConfigError(
+            f"{run_dir}: holds a checkpoint of a different config; use another --out or delete it"
+        )
+
+
+def _set_threads(cfg: RunConfig) -> None:
+    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _src(data: DataConfig, split: str) -> str:
+    if data.split is not None and data.split.kind == "files":
+        return str(getattr(data.split, split))
+    return f"{data.path or data.dataset} ({split} split)"
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from ranker.report import write_report
+    except ImportError:  # plotting is optional for library use
+        return
+    write_report(run_dir)
+
+
+def is_nan(x: float) -> bool:
+    return isinstance(x, float) and math.isnan(x)

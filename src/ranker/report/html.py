@@ -1,0 +1,248 @@
+"""Build the self-contained ``report.html`` of a training run directory.
+
+Reads ``log.jsonl``, ``metrics.json``, ``calibration_<split>.npz`` and ``config.yaml`` (every one
+optional); a missing or unreadable file drops its sections and leaves a short note instead.
+Plots are PNGs embedded as base64 ``<img>``; the page has no JavaScript and no external assets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import zipfile
+from collections.abc import Iterable
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranker.errors import DataError
+from ranker.report import plots
+
+__all__ = ["write_report"]
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.2em .6em}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}.note{color:#8a5a00}
+.plots{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em}img{max-width:100%}"""
+_CALIBRATION_FILES = ("calibration_test.npz", "calibration_valid.npz")
+
+
+def _num(value: Any) -> float:
+    """``value`` as a float; None, strings and other non-numbers become NaN."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if numeric else math.nan
+
+
+def _fmt(value: Any) -> str:
+    """Escaped display text of a scalar: ints as is, floats to 4 significant digits."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, float):
+        return escape(str(value))
+    return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _note(text: str) -> str:
+    """A short italic remark (e.g. why a section is missing)."""
+    return f'<p class="note">{escape(text)}</p>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    """``png`` embedded as a base64 data URI."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    """An HTML table; header cells are escaped text, body cells go through :func:`_fmt`."""
+    def cell(c: Any) -> str:
+        numeric = isinstance(c, int | float) and not isinstance(c, bool)
+        return f'<td class="num">{_fmt(c)}</td>' if numeric else f"<td>{_fmt(c)}</td>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """``text`` parsed as JSON (NaN tokens allowed) if it is an object, else None."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _read_log(text: str) -> tuple[list[dict[str, Any]], int]:
+    """Epoch records of ``log.jsonl``'s text and the number of lines that were not JSON objects."""
+    parsed = [_json_object(line) for line in text.splitlines() if line.strip()]
+    records = [r for r in parsed if r is not None]
+    return records, len(parsed) - len(records)
+
+
+def _read_calibration(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{task: (labels, probs)}`` from the ``<task>__labels`` / ``<task>__probs`` arrays."""
+    with np.load(path, allow_pickle=False) as npz:
+        tasks = [n.removesuffix("__labels") for n in npz.files if n.endswith("__labels")]
+        return {t: (npz[f"{t}__labels"], npz[f"{t}__probs"]) for t in tasks
+                if f"{t}__probs" in npz.files}
+
+
+def _by_task(obj: Any) -> dict[str, dict[str, Any]]:
+    """Keep only the ``{task: {metric: value}}`` shaped part of ``obj``."""
+    return {str(t): m for t, m in obj.items() if isinstance(m, dict)} if isinstance(
+        obj, dict) else {}
+
+
+def _baseline(metrics: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The ``baseline`` entry of ``metrics.json`` (if a dict) and its display name."""
+    base = metrics.get("baseline")
+    return (base, str(base.get("name", "baseline"))) if isinstance(base, dict) else (None, "")
+
+
+def _best_epoch(metrics: dict[str, Any], log: list[dict[str, Any]]) -> int | None:
+    """``metrics.json``'s best_epoch, else the log epoch with the highest valid_score."""
+    best = metrics.get("best_epoch")
+    if isinstance(best, int) and not isinstance(best, bool):
+        return best
+    scored = [(_num(r.get("valid_score")), _num(r.get("epoch"))) for r in log]
+    scored = [(s, e) for s, e in scored if math.isfinite(s) and math.isfinite(e)]
+    return int(max(scored, key=lambda se: se[0])[1]) if scored else None  # first best
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    """Per task and metric: model vs baseline (and the difference) for the test/valid splits."""
+    baseline, base_name = _baseline(metrics)
+    model = {s: _by_task(metrics.get(s)) for s in ("test", "valid") if _by_task(metrics.get(s))}
+    if not model:
+        return _note("metrics.json has no per-task test or valid metrics.")
+    base = {s: _by_task(baseline.get(s)) if baseline else {} for s in model}
+    header = ["task", "metric"]
+    for s in model:
+        header += [f"{s}: model"] + ([f"{s}: {base_name}", f"{s}: Δ"] if baseline else [])
+    rows = []
+    for t in dict.fromkeys(t for per_task in model.values() for t in per_task):
+        for m in dict.fromkeys(m for per_task in model.values() for m in per_task.get(t, {})):
+            row: list[Any] = [t, m]
+            for s in model:
+                v, b = model[s].get(t, {}).get(m), base[s].get(t, {}).get(m)
+                row += [v, b, _num(v) - _num(b)] if baseline else [v]
+            rows.append(row)
+    return _table(header, rows) + (_note("Δ = model − baseline (lower is better for losses).")
+                                   if baseline else "")
+
+
+def _summary_table(metrics: dict[str, Any]) -> str:
+    """Key/value table of the scalar top-level entries of ``metrics.json``."""
+    rows = [(k, v) for k, v in metrics.items() if v is None or isinstance(v, str | int | float)]
+    return _table(["key", "value"], rows) if rows else ""
+
+
+def _log_sections(log: list[dict[str, Any]], best: int | None) -> list[str]:
+    """Training-loss and validation-metric plots, plus a per-epoch table."""
+    epochs = [_num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
+    out = []
+    losses = [_num(r.get("train_loss")) for r in log]
+    if any(math.isfinite(v) for v in losses):
+        out.append(_img(plots.plot_train_loss(epochs, losses, best), "training loss per epoch"))
+    else:
+        out.append(_note("log.jsonl has no train_loss values."))
+    valid = [_by_task(r.get("valid")) for r in log]
+    tasks = list(dict.fromkeys(t for v in valid for t in v))
+    names = list(dict.fromkeys(m for v in valid for t in v.values() for m in t))
+    panels = [m for m in ("auc", "gauc") if m in names] or names[:1]
+    if panels:
+        series = {m: {t: [_num(v.get(t, {}).get(m)) for v in valid] for t in tasks} for m in panels}
+        out.append(_img(plots.plot_valid_metrics(epochs, series, best),
+                        "validation " + " and ".join(panels) + " per epoch"))
+    else:
+        out.append(_note("log.jsonl has no per-task validation metrics."))
+    columns = list(dict.fromkeys(
+        k for r in log for k, v in r.items() if v is None or isinstance(v, int | float)))
+    out.append(_table(columns, ([r.get(c) for c in columns] for r in log)))
+    return out
+
+
+def _auc_section(metrics: dict[str, Any]) -> str:
+    """Bar chart of per-task AUC (test, else valid) next to the baseline's."""
+    split = "test" if _by_task(metrics.get("test")) else "valid"
+    model = _by_task(metrics.get(split))
+    tasks = [t for t, m in model.items() if "auc" in m]
+    if not tasks:
+        return _note("No per-task AUC in metrics.json; AUC chart omitted.")
+    baseline, base_name = _baseline(metrics)
+    base_auc = _by_task(baseline.get(split)) if baseline else {}
+    base = [_num(base_auc.get(t, {}).get("auc")) for t in tasks] if baseline else None
+    png = plots.plot_auc_bars(tasks, [_num(model[t]["auc"]) for t in tasks], base, split, base_name)
+    return _img(png, f"{split} AUC per task" + (f" vs {base_name}" if baseline else ""))
+
+
+def _calibration_section(run_dir: Path) -> list[str]:
+    """One reliability diagram per task from the first calibration file found."""
+    found = [run_dir / n for n in _CALIBRATION_FILES if (run_dir / n).is_file()]
+    found += sorted(p for p in run_dir.glob("calibration_*.npz") if p not in found)
+    if not found:
+        return [_note("No calibration_<split>.npz; calibration plots omitted.")]
+    try:
+        per_task = _read_calibration(found[0])
+        imgs = [_img(plots.plot_calibration(t, y, p), f"calibration of {t}")
+                for t, (y, p) in per_task.items()]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        return [_note(f"Could not use {found[0].name}: {err}")]
+    if not per_task:
+        return [_note(f"{found[0].name} has no <task>__labels / <task>__probs pairs.")]
+    return [f"<p>From {escape(found[0].name)}: 10 equal-frequency bins of the predicted "
+            "probability; ECE = count-weighted mean |observed rate − mean prob|.</p>",
+            '<div class="plots">' + "".join(imgs) + "</div>"]
+
+
+def _text(path: Path) -> str | None:
+    """The text of ``path`` (undecodable bytes replaced), or None if it is not a file."""
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write ``run_dir/report.html`` from the run's log, metrics, calibration data and config.
+
+    Every input file is optional; a missing or malformed one leaves a note in the page in
+    place of its sections. Returns the path of the written report.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run directory {run_dir} does not exist or is not a directory")
+    log_text, metrics_text = _text(run_dir / "log.jsonl"), _text(run_dir / "metrics.json")
+    log, bad_lines = _read_log(log_text) if log_text is not None else ([], 0)
+    metrics = _json_object(metrics_text) if metrics_text is not None else None
+    dataset = metrics.get("dataset") if metrics else None
+    title = f"Run report: {run_dir.resolve().name}" + (f" — {dataset}" if dataset else "")
+
+    body = [f"<h1>{escape(title)}</h1>", "<h2>Results</h2>"]
+    if metrics is None:
+        what = "is missing" if metrics_text is None else "is not a JSON object"
+        body.append(_note(f"metrics.json {what}; results omitted."))
+    else:
+        body += ["<h3>Run</h3>", _summary_table(metrics), "<h3>Metrics per task</h3>",
+                 _metrics_table(metrics), _auc_section(metrics)]
+    body.append("<h2>Training</h2>")
+    if log:
+        body += _log_sections(log, _best_epoch(metrics or {}, log))
+    else:
+        body.append(_note("log.jsonl is missing or empty; training plots omitted."))
+    if bad_lines:
+        body.append(_note(f"log.jsonl: skipped {bad_lines} line(s) that were not JSON objects."))
+    body += ["<h2>Calibration</h2>", *_calibration_section(run_dir), "<h2>Config</h2>"]
+    config = _text(run_dir / "config.yaml")
+    body.append(_note("config.yaml is missing.") if config is None
+                else f"<pre>{escape(config)}</pre>")
+
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    out = run_dir / "report.html"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)  # readers never see a half-written report
+    return out

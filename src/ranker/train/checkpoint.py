@@ -1,0 +1,113 @@
+"""Atomic, resumable checkpoints that never unpickle.
+
+Layout under ``run_dir/checkpoints/``:
+
+- ``epoch-NNNN.safetensors`` — model weights after epoch N (safetensors: no code execution);
+- ``epoch-NNNN.optim.pt`` — optimizer state, read back with ``torch.load(weights_only=True)``;
+- ``best-NNNN.safetensors`` — weights of the best validation epoch so far;
+- ``last.json`` — the trainer state (epoch, best epoch/score, patience, log length) naming the
+  files above. It is written last, atomically, so a kill at any moment leaves a consistent
+  pointer to complete files; files it no longer names are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ranker.data.sources import atomic_write_bytes
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write `model`'s state dict as safetensors, atomically (shared tensors stored once)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = _dedupe_shared(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model` (strict: every parameter must be present)."""
+    state = load_file(str(path))
+    own = model.state_dict()
+    for key, tensor in own.items():  # re-expand tensors shared under another name
+        if key not in state:
+            alias = next((k for k, v in own.items() if k in state and v.data_ptr() == tensor.data_ptr()), None)
+            if alias is not None:
+                state[key] = state[alias]
+    model.load_state_dict(state, strict=True)
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    seen: dict[tuple[int, int], str] = {}
+    out = {}
+    for key, tensor in state.items():
+        ident = (tensor.data_ptr(), tensor.numel())
+        if ident in seen and tensor.numel() > 0:
+            continue
+        seen[ident] = key
+        out[key] = tensor
+    return out
+
+
+class Checkpointer:
+    """Saves and restores the training state of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / "checkpoints"
+
+    def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             state: dict[str, Any], *, is_best: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+        buf = tempfile.SpooledTemporaryFile()
+        torch.save(optimizer.state_dict(), buf)
+        buf.seek(0)
+        atomic_write_bytes(self.dir / f"epoch-{epoch:04d}.optim.pt", buf.read())
+        if is_best:
+            save_weights(model, self.dir / f"best-{epoch:04d}.safetensors")
+        full = {**state, "epoch": epoch}
+        atomic_write_bytes(self.dir / "last.json", json.dumps(full, indent=2).encode())
+        self._prune(epoch, full["best_epoch"])
+
+    def _prune(self, epoch: int, best_epoch: int) -> None:
+        keep = {f"epoch-{epoch:04d}.safetensors", f"epoch-{epoch:04d}.optim.pt",
+                f"best-{best_epoch:04d}.safetensors", "last.json"}
+        for path in self.dir.iterdir():
+            if path.name not in keep and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+
+    def state(self) -> dict[str, Any] | None:
+        path = self.dir / "last.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """Load the last complete epoch into `model`/`optimizer`; None if there is none."""
+        state = self.state()
+        if state is None:
+            return None
+        epoch = state["epoch"]
+        load_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+        optim_state = torch.load(self.dir / f"epoch-{epoch:04d}.optim.pt", weights_only=True)
+        optimizer.load_state_dict(optim_state)
+        return state
+
+    def best_path(self) -> Path | None:
+        state = self.state()
+        if state is None or state.get("best_epoch", 0) < 1:
+            return None
+        return self.dir / f"best-{state['best_epoch']:04d}.safetensors"

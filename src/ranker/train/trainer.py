@@ -1,0 +1,237 @@
+"""The training loop: masked multi-task BCE, AdamW, clipping, early stopping, resumable.
+
+The trainer knows nothing about a model's parts: it calls ``model(batch) -> (B, T) logits``.
+Determinism and resumption: epoch ``e`` shuffles with ``torch.Generator().manual_seed(seed·1000
++ e)`` and reseeds torch's global RNG (dropout) with ``seed + e``, so a run killed after epoch
+``k`` and resumed produces the same epochs ``k+1 ..`` as an uninterrupted run.
+Data parallelism: ``rank`` / ``world_size`` shard every epoch's permutation; only rank 0
+writes files (a later issue wires ``torchrun`` and the metric reduction).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ranker.config.schema import TaskConfig, TrainConfig
+from ranker.data.tensors import Batch, TensorData
+from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.evaluate import TaskMetrics, predict, selection_score, task_metrics
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    stopped_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_samples_per_s: float = math.nan
+    resumed_from: int = 0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                   weights: torch.Tensor) -> torch.Tensor:
+    """Σ_t w_t · mean over unmasked rows of BCE(logit_t, y_t); masked rows give no gradient.
+
+    Shapes: logits, labels, mask (B, T); weights (T,).
+    """
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")  # (B, T)
+    per_task = (bce * mask).sum(0) / mask.sum(0).clamp_min(1.0)  # (T,)
+    return (per_task * weights).sum()
+
+
+class Trainer:
+    """Fits a model on a :class:`TensorData` split, selecting on a validation split."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, tasks: list[TaskConfig], run_dir: Path,
+                 *, device: torch.device | None = None, rank: int = 0, world_size: int = 1,
+                 loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
+        self.cfg = cfg
+        self.tasks = tasks
+        self.run_dir = run_dir
+        self.device = device or pick_device(cfg.device)
+        self.model = model.to(self.device)
+        self.rank, self.world_size = rank, world_size
+        self.weights = torch.tensor([t.weight for t in tasks], device=self.device)
+        self.loss_fn = loss_fn or multitask_loss
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ckpt = Checkpointer(run_dir)
+        self.log_path = run_dir / "log.jsonl"
+        self._tb: Any = None
+
+    # ------------------------------------------------------------------ public
+    def fit(self, train: TensorData, valid: TensorData, valid_groups: np.ndarray | None = None) -> FitResult:
+        state = self.ckpt.restore(self.model, self.optimizer) or {
+            "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_epochs": 0}
+        history = self._read_log(state["epoch"])
+        result = FitResult(state["best_epoch"], state["best_score"], state["epoch"], history,
+                           resumed_from=state["epoch"])
+        if state["epoch"] and self.rank == 0:
+            print(f"resuming {self.run_dir} after epoch {state['epoch']}")
+        labels, mask = valid.tensors["labels"].numpy(), valid.tensors["label_mask"].numpy()
+        names = [t.name for t in self.tasks]
+        speeds = [h["samples_per_s"] for h in history]
+        for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
+            if state["bad_epochs"] > self.cfg.patience:
+                break
+            stats = self._train_epoch(train, epoch)
+            probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device)
+            metrics = task_metrics(probs, labels, mask, names, valid_groups)
+            score = selection_score(metrics)
+            improved = score > state["best_score"]
+            if improved:
+                state.update(best_epoch=epoch, best_score=score, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            record = {"epoch": epoch, **stats, "valid": metrics, "valid_score": score,
+                      "lr": self.optimizer.param_groups[0]["lr"]}
+            history.append(record)
+            speeds.append(stats["samples_per_s"])
+            if self.rank == 0:
+                self._log(record)
+                self.ckpt.save(epoch, self.model, self.optimizer,
+                               {k: state[k] for k in ("best_epoch", "best_score", "bad_epochs")},
+                               is_best=improved)
+                if self.cfg.progress:
+                    print(_summary(record, state["best_epoch"]))
+            state["epoch"] = epoch
+        result.best_epoch, result.best_score = state["best_epoch"], state["best_score"]
+        result.stopped_epoch, result.history = state["epoch"], history
+        result.train_samples_per_s = float(np.mean(speeds)) if speeds else math.nan
+        best = self.ckpt.best_path()
+        if best is not None:
+            load_weights(self.model, best)
+        return result
+
+    def evaluate(self, data: TensorData, groups: np.ndarray | None = None) -> tuple[TaskMetrics, np.ndarray]:
+        probs = predict(self.model, data, self.cfg.eval_batch_size, self.device)
+        names = [t.name for t in self.tasks]
+        t = data.tensors
+        return task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(), names, groups), probs
+
+    # ------------------------------------------------------------------ internals
+    def _train_epoch(self, train: TensorData, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        torch.manual_seed(self.cfg.seed + epoch)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        n_batches = train.num_batches(self.cfg.batch_size, self.world_size)
+        if self.cfg.max_steps_per_epoch:
+            n_batches = min(n_batches, self.cfg.max_steps_per_epoch)
+        timers = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
+        total_loss, seen = 0.0, 0
+        start = last = time.perf_counter()
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=not self.cfg.progress or self.rank != 0, mininterval=0.5)
+        batches = train.batches(self.cfg.batch_size, shuffle=True, generator=gen, rank=self.rank,
+                                world_size=self.world_size)
+        for step, batch in enumerate(batches):
+            if step >= n_batches:
+                break
+            batch = _to(batch, self.device)
+            now = time.perf_counter()
+            timers["data"] += now - last
+            loss = self._loss(batch)
+            t1 = time.perf_counter()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.clip_grad_norm:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+            t2 = time.perf_counter()
+            self.optimizer.step()
+            last = time.perf_counter()
+            timers["forward"] += t1 - now
+            timers["backward"] += t2 - t1
+            timers["optimizer"] += last - t2
+            rows = batch["labels"].shape[0]
+            total_loss += loss.item() * rows
+            seen += rows
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}",
+                                samples_s=f"{seen / (last - start):,.0f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        return {"train_loss": total_loss / max(seen, 1), "samples_per_s": seen / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed, "time_split_s": timers, "train_rows": seen}
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            logits = self.model(batch)
+        return self.loss_fn(logits, batch["labels"], batch["label_mask"], self.weights)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        if self.cfg.tensorboard:
+            self._tensorboard(record)
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise RuntimeError("train.tensorboard needs `pip install ranker[tensorboard]`") from exc
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        e = record["epoch"]
+        self._tb.add_scalar("train/loss", record["train_loss"], e)
+        self._tb.add_scalar("train/samples_per_s", record["samples_per_s"], e)
+        for task, m in record["valid"].items():
+            for key, value in m.items():
+                self._tb.add_scalar(f"valid/{task}/{key}", value, e)
+        self._tb.flush()
+
+    def _read_log(self, upto: int) -> list[dict[str, Any]]:
+        """Epoch records up to the checkpointed epoch (a killed epoch's record is dropped)."""
+        if not self.log_path.is_file():
+            return []
+        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        kept = [r for r in records if r["epoch"] <= upto]
+        if len(kept) != len(records) and self.rank == 0:
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def _summary(record: dict[str, Any], best_epoch: int) -> str:
+    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}",
+             f"{record['samples_per_s']:,.0f} samples/s"]
+    for task, m in record["valid"].items():
+        s = f"{task} auc {m['auc']:.4f}"
+        if "gauc" in m:
+            s += f" gauc {m['gauc']:.4f}"
+        parts.append(s)
+    mark = " *" if record["epoch"] == best_epoch else ""
+    return " | ".join(parts) + mark
