@@ -124,9 +124,9 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
 
     rows = [(r.name, r.protocol, r.kind, ", ".join(r.aliases), r.summary) for r in all_recipes().values()]
     widths = [max(len(row[i]) for row in rows + [("name", "protocol", "kind", "aliases", "")]) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths)) + "  summary")
+    print("  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths, strict=True)) + "  summary")
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return 0
 
 

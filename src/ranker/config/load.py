@@ -92,36 +92,59 @@ def format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        path = ".".join(loc) or "<root>"
+        shown, _ = _walk(loc)  # the user's key path: union tags (`mlp`, `categorical`) left out
+        path = ".".join(shown) or "<root>"
         msg = err["msg"]
+        given = err.get("input")
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
         elif err["type"] == "literal_error" and err.get("ctx"):
-            msg = f"got {err.get('input')!r}; allowed: {err['ctx'].get('expected')}"
+            msg = f"got {given!r}; allowed: {err['ctx'].get('expected')}"
         elif err["type"] == "union_tag_invalid" and err.get("ctx"):
             msg = (
                 f"unknown kind {err['ctx'].get('tag')!r}; "
                 f"allowed: {err['ctx'].get('expected_tags')}"
             )
+        elif err["type"] == "union_tag_not_found":
+            kinds = [k for k in map(_kind_of, _walk(loc)[1]) if k]
+            msg = "missing `kind`" + (f"; allowed: {', '.join(map(repr, kinds))}" if kinds else "")
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif err["type"] != "missing" and isinstance(given, str | int | float | bool | list):
+            msg = f"{msg} (got {given!r})"
         lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
-    """Field names of the config model found at `loc` (through lists, options and unions)."""
-    models = [RunConfig]
+def _walk(loc: list[str]) -> tuple[list[str], list[type[BaseModel]]]:
+    """Follow `loc` through the config models: (the path without union tags, models found there).
+
+    The models list is empty once `loc` leaves the schema (an unknown key).
+    """
+    models: list[type[BaseModel]] = [RunConfig]
+    shown: list[str] = []
     for part in loc:
-        if part.isdigit():
+        if part.isdigit() or not models:
+            shown.append(part)
             continue
         with_field = [m for m in models if part in m.model_fields]
         if with_field:
+            shown.append(part)
             models = _models_in(with_field[0].model_fields[part].annotation)
             continue
         tagged = [m for m in models if _kind_of(m) == part]  # union tag in the error path
-        if not tagged:
-            return []
-        models = tagged
+        if tagged:
+            models = tagged
+        else:
+            shown.append(part)
+            models = []
+    return shown, models
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names of the config model found at `loc` (through lists, options and unions)."""
+    models = _walk(loc)[1]
     return sorted(models[0].model_fields) if len(models) == 1 else []
 
 

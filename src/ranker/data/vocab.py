@@ -68,21 +68,28 @@ def normalise(
     """One flat array of int64 or string values; NaN and empty strings become null.
 
     Integral floats (a CSV int column with gaps reads as float) become int64; other floats and
-    booleans become strings. `want` forces the vocabulary's type at lookup time.
+    booleans become strings. `want` forces the vocabulary's type at lookup time: values that
+    cannot be of that type (``2.5`` or ``"abc"`` for an integer vocabulary) become a value no
+    vocabulary holds, so they map to OOV while the others still find their ids.
     """
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
         t = arr.type
+    if pa.types.is_null(t):  # a column with no value at all (e.g. all empty in a CSV file)
+        return pa.nulls(len(arr), pa.int64() if want == "int" else pa.string())
     if pa.types.is_floating(t):
-        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
-        np_vals = arr.to_numpy(zero_copy_only=False)
-        finite = np_vals[~np.isnan(np_vals)]
-        if want != "str" and np.all(finite == np.round(finite)):
-            arr = pc.cast(arr, pa.int64())
+        vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)  # null -> NaN
+        null = np.isnan(vals)
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(vals) & (vals == np.round(vals)) & (np.abs(vals) < 2.0**62)
+        if want == "int" or (want is None and np.all(integral | null)):
+            ints = np.where(integral, vals, 0).astype(np.int64)
+            ints[~integral] = _UNKNOWN
+            arr = pa.array(ints, mask=null)
         else:
-            arr = pc.cast(arr, pa.string())
+            arr = pc.cast(pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr), pa.string())
     elif pa.types.is_integer(t):
         arr = pc.cast(arr, pa.int64())
     elif pa.types.is_boolean(t):
@@ -100,11 +107,14 @@ def normalise(
     return arr
 
 
+_UNKNOWN = np.iinfo(np.int64).min  # stands for a value that is in no integer vocabulary
+
+
 def _str_to_int(arr: pa.Array) -> pa.Array:
-    """Strings looked up in an integer vocabulary: non-integers can only be out-of-vocabulary."""
-    try:
-        return pc.cast(arr, pa.int64())
-    except pa.ArrowInvalid:
-        unknown = pa.scalar(np.iinfo(np.int64).min, pa.int64())  # never a known value
-        return pc.if_else(pc.is_null(arr), pa.scalar(None, pa.int64()),
-                          pa.array(np.full(len(arr), unknown.as_py())))
+    """Strings looked up in an integer vocabulary: integer strings (``"7"``, ``" 7.0"``) keep
+    their value, any other string can only be out-of-vocabulary."""
+    text = pc.utf8_trim_whitespace(arr)
+    ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}(\.0*)?$"), False)
+    digits = pc.replace_substring_regex(pc.if_else(ok, text, "0"), r"\.0*$", "")
+    ints = pc.if_else(ok, pc.cast(digits, pa.int64()), pa.scalar(_UNKNOWN, pa.int64()))
+    return pc.if_else(pc.is_null(arr), pa.scalar(None, pa.int64()), ints)

@@ -29,7 +29,7 @@ class Ranker(nn.Module):
         *,
         dense: tuple[str, ...] = (),
         use_numerical: bool = False,
-        candidate: str | None = None,
+        candidate_index: int | None = None,
     ) -> None:
         super().__init__()
         self.embeddings = embeddings
@@ -39,7 +39,8 @@ class Ranker(nn.Module):
         self.heads = heads
         self.dense = dense
         self.use_numerical = use_numerical
-        self.candidate = candidate  # the categorical field a target-aware history attends from
+        # Position (in `fields`) of the candidate item's embedding, for target-aware histories.
+        self.candidate_index = candidate_index
 
     def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Every input as a list of (B, d_i) vectors, in a fixed order."""
@@ -47,7 +48,7 @@ class Ranker(nn.Module):
         if self.use_numerical:
             fields.append(torch.cat([batch["num"], batch["num_missing"]], dim=1))
         fields.extend(batch[f"dense/{name}"] for name in self.dense)
-        cand = fields[list(self.embeddings.categorical).index(self.candidate)] if self.candidate else None
+        cand = fields[self.candidate_index] if self.candidate_index is not None else None
         fields.extend(h(batch, cand) for h in self.histories)
         return fields
 

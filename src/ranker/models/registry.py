@@ -45,7 +45,6 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
         dims.append(2 * len(layout.numerical))
     dims.extend(layout.dense.values())
     histories = nn.ModuleList()
-    candidate = None
     if isinstance(cfg.history, cs.MeanPoolHistory):
         for name, info in layout.history.items():
             h = MeanPoolHistory(name, emb.table(info["item_vocab"]), info["n_actions"], cfg.history.action_dim)
@@ -60,7 +59,8 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, len(layout.tasks))
     return Ranker(
         emb, histories, interaction, backbone, heads,
-        dense=tuple(layout.dense), use_numerical=bool(layout.numerical), candidate=candidate,
+        dense=tuple(layout.dense), use_numerical=bool(layout.numerical),
+        candidate_index=_candidate_index(layout),
     )
 
 
@@ -68,3 +68,12 @@ def _pick(table: dict[str, Any], kind: str, key: str) -> Any:
     if kind not in table:
         raise ConfigError(f"{key}.kind: {kind!r} has no builder; available: {sorted(table)}")
     return table[kind]
+
+
+def _candidate_index(layout: Layout) -> int | None:
+    """Field position of the candidate item: the categorical feature that owns a history's items."""
+    owners = {info["item_vocab"] for info in layout.history.values()}
+    for i, (name, owner) in enumerate(layout.categorical.items()):
+        if owner in owners and name == owner:
+            return i
+    return None

@@ -25,25 +25,28 @@ class FeatureEmbeddings(nn.Module):
         self.tables = nn.ModuleDict(
             {owner: nn.Embedding(size, dim, padding_idx=0) for owner, size in layout.vocab_sizes.items()}
         )
-        for table in self.tables.values():
-            nn.init.normal_(table.weight, std=0.05)
+        for owner in self.tables:
+            weight = self.table(owner).weight
+            nn.init.normal_(weight, std=0.05)
             with torch.no_grad():
-                table.weight[0].zero_()
+                weight[0].zero_()
         self.categorical = dict(layout.categorical)
         self.multi = dict(layout.multi)
         self.dim = dim
 
     def table(self, owner: str) -> nn.Embedding:
-        return self.tables[owner]  # type: ignore[return-value]
+        table = self.tables[owner]
+        assert isinstance(table, nn.Embedding)
+        return table
 
     @property
     def num_fields(self) -> int:
         return len(self.categorical) + len(self.multi)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        fields = [self.tables[owner](batch[f"cat/{name}"]) for name, owner in self.categorical.items()]
+        fields = [self.table(owner)(batch[f"cat/{name}"]) for name, owner in self.categorical.items()]
         for name, owner in self.multi.items():
-            fields.append(masked_mean(self.tables[owner], batch[f"multi/{name}"]))  # (B, d)
+            fields.append(masked_mean(self.table(owner), batch[f"multi/{name}"]))  # (B, d)
         return fields
 
 

@@ -1,0 +1,100 @@
+"""The baseline ranker: assembly from the config, shapes, gradients, shared tables, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from ranker.config import load_config
+from ranker.data.preprocess import Preprocessor
+from ranker.data.tensors import TensorData
+from ranker.errors import ConfigError
+from ranker.models import build_model
+from ranker.models.registry import BACKBONES
+from ranker.nn import MLP
+from ranker.nn.embeddings import masked_mean
+
+
+def _data() -> tuple[object, TensorData]:
+    rng = np.random.default_rng(0)
+    n = 64
+    hist = [list(rng.integers(0, 10, rng.integers(0, 5))) for _ in range(n)]
+    table = pa.table({
+        "user": rng.integers(0, 5, n), "item": rng.integers(0, 10, n),
+        "tags": ["a|b", "c", "", "b"] * (n // 4), "x": rng.normal(size=n),
+        "vec": [list(rng.normal(size=3)) for _ in range(n)],
+        "hist_item": hist, "hist_action": [[1] * len(h) for h in hist],
+        "y": rng.integers(0, 2, n), "z": rng.integers(0, 2, n),
+    })
+    cfg = load_config(base={
+        "data": {
+            "path": "x.csv", "split": {"kind": "random"},
+            "features": [
+                {"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
+                {"kind": "multi_categorical", "name": "tags"}, {"kind": "numerical", "name": "x"},
+                {"kind": "dense", "name": "vec", "dim": 3},
+                {"kind": "history", "name": "h", "item_column": "hist_item", "item_feature": "item",
+                 "action_column": "hist_action", "max_len": 4},
+            ],
+            "tasks": [{"name": "y"}, {"name": "z"}],
+        },
+        "model": {"encoders": {"categorical": {"dim": 8}}, "backbone": {"hidden": [16, 8]}},
+    })
+    pre = Preprocessor.for_data(cfg.data).fit(table)
+    return cfg, pre, TensorData.from_encoded(pre.transform(table))
+
+
+def test_forward_shape_and_every_parameter_gets_gradient() -> None:
+    cfg, pre, data = _data()
+    model = build_model(cfg.model, pre.layout())
+    batch = next(data.batches(64))
+    logits = model(batch)
+    assert logits.shape == (64, 2)
+    logits.sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_history_shares_the_item_table() -> None:
+    cfg, pre, _ = _data()
+    model = build_model(cfg.model, pre.layout())
+    assert model.histories[0].item_table is model.embeddings.table("item")
+
+
+def test_masked_mean_ignores_padding_and_empty_rows_are_zero() -> None:
+    table = torch.nn.Embedding(5, 2, padding_idx=0)
+    with torch.no_grad():
+        table.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]))
+    out = masked_mean(table, torch.tensor([[0, 1, 3], [0, 0, 0], [2, 2, 0]]))
+    assert torch.allclose(out, torch.tensor([[3.0, 4.0], [0.0, 0.0], [3.0, 4.0]]))
+
+
+def test_torch_export_of_the_assembled_ranker_matches_eager() -> None:
+    cfg, pre, data = _data()
+    model = build_model(cfg.model, pre.layout()).eval()
+    batch = next(data.batches(64))
+    exported = torch.export.export(model, (batch,))
+    assert torch.allclose(exported.module()(batch), model(batch), atol=1e-6)
+
+
+def test_a_new_backbone_kind_plugs_in_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, pre, data = _data()
+    calls = []
+
+    def tiny(c: object, in_dim: int) -> tuple[torch.nn.Module, int]:
+        calls.append(in_dim)
+        return MLP(in_dim, [4]), 4
+
+    monkeypatch.setitem(BACKBONES, "mlp", tiny)
+    model = build_model(cfg.model, pre.layout())
+    assert calls and model(next(data.batches(8))).shape == (8, 2)
+
+
+def test_model_without_tasks_is_a_config_error() -> None:
+    cfg, pre, _ = _data()
+    layout = pre.layout()
+    empty = type(layout)(**{**layout.__dict__, "tasks": []})
+    with pytest.raises(ConfigError, match="data.tasks"):
+        build_model(cfg.model, empty)
