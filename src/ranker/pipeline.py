@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from ranker.config import dump_config, load_config, validate
-from ranker.config.schema import DataConfig, RunConfig
+from ranker.config.schema import DataConfig, FilesSplit, RunConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import load_splits
 from ranker.data.recipes import get_recipe, prepare
@@ -62,7 +62,23 @@ def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataCo
         user = data.model_dump(exclude_unset=True, exclude={"dataset"})
         filled.update({k: v for k, v in user.items() if v})  # the user's features/tasks win
         data = DataConfig.model_validate({**filled, "dataset": recipe.name})
-    return data, load_splits(data, base_dir)
+    data = _absolute_paths(data, base_dir)
+    return data, load_splits(data)
+
+
+def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
+    """Resolve relative file paths against the config's folder, so a run dir's config works anywhere."""
+    def fix(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base_dir or Path.cwd()) / q)
+
+    update: dict[str, Any] = {}
+    if data.path is not None:
+        update["path"] = fix(data.path)
+    if isinstance(data.split, FilesSplit):
+        update["split"] = data.split.model_copy(
+            update={s: fix(getattr(data.split, s)) for s in ("train", "valid", "test")})
+    return data.model_copy(update=update)
 
 
 def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None) -> PreparedData:

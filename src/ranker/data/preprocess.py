@@ -106,7 +106,8 @@ class Preprocessor:
             if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
                 values = _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) \
                     else table.column(_col(f))
-                self.vocabs[f.name] = Vocabulary.fit(values, f.min_count)
+                self.vocabs[f.name] = Vocabulary.fit(
+                    values, f.min_count, source=f"{source}: column {_col(f)!r} (feature {f.name!r})")
             elif isinstance(f, NumericalFeature):
                 x = _transform(_float_column(table, _col(f), source), f)
                 finite = x[np.isfinite(x)]
@@ -115,7 +116,8 @@ class Preprocessor:
                 self.num_stats[f.name] = (mean, std if std > 1e-12 else 1.0)
             elif isinstance(f, HistoryFeature) and f.action_column is not None:
                 acts = _list_column(table, f.action_column, source).flatten()
-                self.action_vocabs[f.name] = Vocabulary.fit(acts)
+                self.action_vocabs[f.name] = Vocabulary.fit(
+                    acts, source=f"{source}: column {f.action_column!r}")
         return self
 
     # ------------------------------------------------------------------ transform
@@ -163,11 +165,12 @@ class Preprocessor:
                                    f"{source}: column {f.item_column!r}", "left")}
         if f.action_column is not None:
             acts = _list_column(table, f.action_column, source)
+            _check_same_lengths(items, acts, f, f.action_column, source)
             out["actions"] = _pad_lists(acts, self.action_vocabs[f.name], f.max_len,
                                         f"{source}: column {f.action_column!r}", "left")
         if f.time_column is not None:
             secs = _list_column(table, f.time_column, source)
-            _check_same_lengths(items, secs, f, source)
+            _check_same_lengths(items, secs, f, f.time_column, source)
             flat = np.asarray(pc.cast(secs.flatten(), pa.float64()).to_numpy(zero_copy_only=False))
             hours = np.log1p(np.clip(np.nan_to_num(flat, nan=0.0), 0, None) / 3600.0)
             out["times"] = _pad_values(secs, hours.astype(np.float32), f.max_len, "left")
@@ -293,7 +296,7 @@ def _transform(x: np.ndarray, f: NumericalFeature) -> np.ndarray:
 
 def _list_column(table: pa.Table, col: str, source: str) -> pa.ListArray:
     arr = table.column(col).combine_chunks()
-    if pa.types.is_large_list(arr.type):
+    if pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
         arr = arr.cast(pa.list_(arr.type.value_type))
     if not pa.types.is_list(arr.type):
         raise DataError(f"{source}: column {col!r} must be a list column (one list per row), got {arr.type}")
@@ -342,19 +345,19 @@ def _pad_lists(lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str,
     return _pad_values(lists, ids, max_len, side).astype(np.int64)
 
 
-def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, source: str) -> None:
+def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str,
+                        source: str) -> None:
     la, lb = pc.list_value_length(a).to_numpy(), pc.list_value_length(b).to_numpy()
     bad = np.flatnonzero(la != lb)
     if bad.size:
         raise DataError(
-            f"{source}: history {f.name!r}: {f.item_column!r} and {f.time_column!r} differ in "
+            f"{source}: history {f.name!r}: {f.item_column!r} and {col!r} differ in "
             f"length on {bad.size} rows (first: row {bad[0]})"
         )
 
 
 def _dense(table: pa.Table, f: DenseFeature, source: str) -> np.ndarray:
-    arr = _list_column(table, _col(f), source) if not pa.types.is_fixed_size_list(
-        table.column(_col(f)).type) else table.column(_col(f)).combine_chunks()
+    arr = _list_column(table, _col(f), source)  # null rows (and fixed-size nulls) -> []
     lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero((lengths != f.dim) & (lengths != 0))
     if bad.size:
@@ -386,7 +389,7 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"{source}: label column {col!r} (task {t.name!r}) must be 0/1; row {i} "
-                            f"holds {y[i]!r} ({int(bad.sum())} such rows)")
+                            f"holds {float(y[i])!r} ({int(bad.sum())} such rows)")
         labels.append(np.where(on, y, 0.0))
         masks.append(mask)
     return np.stack(labels, 1).astype(np.float32), np.stack(masks, 1).astype(np.float32)

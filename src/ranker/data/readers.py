@@ -32,8 +32,9 @@ def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = Non
         if fmt == "parquet":
             return pq.read_table(path)
         csv = csv or CsvOptions()
-        read_opts = pacsv.ReadOptions(
-            column_names=csv.column_names, autogenerate_column_names=False
+        read_opts = pacsv.ReadOptions(  # header + column_names: the names replace the header
+            column_names=csv.column_names, autogenerate_column_names=False,
+            skip_rows=1 if csv.header and csv.column_names is not None else 0,
         )
         if csv.column_names is None and not csv.header:
             raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")

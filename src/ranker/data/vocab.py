@@ -33,9 +33,10 @@ class Vocabulary:
         return RESERVED + len(self.values)
 
     @classmethod
-    def fit(cls, column: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
+    def fit(cls, column: pa.Array | pa.ChunkedArray, min_count: int = 1, *,
+            source: str = "") -> Vocabulary:
         """Known values of `column` (nulls, NaN and empty strings excluded)."""
-        arr = normalise(column)
+        arr = normalise(column, source=source)
         counts = pc.value_counts(pc.drop_null(arr))
         values = counts.field("values")
         if min_count > 1:
@@ -115,6 +116,6 @@ def _str_to_int(arr: pa.Array) -> pa.Array:
     their value, any other string can only be out-of-vocabulary."""
     text = pc.utf8_trim_whitespace(arr)
     ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}(\.0*)?$"), False)
-    digits = pc.replace_substring_regex(pc.if_else(ok, text, "0"), r"\.0*$", "")
+    digits = pc.replace_substring_regex(pc.if_else(ok, text, "0"), r"^\+|\.0*$", "")
     ints = pc.if_else(ok, pc.cast(digits, pa.int64()), pa.scalar(_UNKNOWN, pa.int64()))
     return pc.if_else(pc.is_null(arr), pa.scalar(None, pa.int64()), ints)
