@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", type=Path)
     r.set_defaults(func=_cmd_report)
 
+    rb = sub.add_parser("retrieval-baseline",
+                        help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)")
+    rb.add_argument("name", help="retrieval dataset, e.g. r-ml100k, r-ml1m, r-beauty")
+    rb.add_argument("--split", default="test", choices=["valid", "test"])
+    rb.set_defaults(func=_cmd_retrieval_baseline)
+
     ds = sub.add_parser("datasets", help="list or prepare the built-in datasets")
     dsub = ds.add_subparsers(title="datasets commands")
     dl = dsub.add_parser("list", help="list built-in datasets and their protocols")
@@ -138,6 +144,22 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
     print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
     print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2,
                      default=str)[:4000])
+    return 0
+
+
+def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
+    from ranker.data.recipes import get_recipe, prepare
+    from ranker.errors import ConfigError
+    from ranker.retrieval import evaluate, from_prepared, popularity_scorer
+
+    recipe = get_recipe(args.name)
+    if recipe.kind != "retrieval":
+        raise ConfigError(f"{args.name!r} is a {recipe.kind} dataset, not a retrieval one")
+    data = from_prepared(prepare(recipe))
+    metrics = evaluate(popularity_scorer(data), data, args.split)
+    print(f"{recipe.name} ({recipe.protocol}), {args.split}, {len(data.test_target):,} users, "
+          f"{data.num_items:,} items, most-popular:")
+    print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
 

@@ -1,0 +1,134 @@
+"""Leave-one-out next-item evaluation over the whole catalogue (PROTOCOLS.md, R-* protocols).
+
+Per user with chronological items ``s_1 .. s_n``: training sequence ``s_1 .. s_{n-2}``;
+validation input ``s_1 .. s_{n-2}``, target ``s_{n-1}``; test input ``s_1 .. s_{n-1}``, target
+``s_n``. Every item of the input (all of it, not only the truncated model input) is excluded
+from the ranking; the target never is. Ranks use the tie rule of :mod:`ranker.metrics`.
+Item ids are ``1 .. num_items``; column 0 of a score matrix (padding) is always excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ranker.data.recipes.base import PreparedDataset
+from ranker.metrics import metrics_from_ranks, retrieval_ranks
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Jagged per-user item sequences: ``items[offsets[u]:offsets[u+1]]`` is user u's."""
+
+    items: np.ndarray  # (total,) int64
+    offsets: np.ndarray  # (U+1,) int64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def gather(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flattened items of `users`: (row in `users`, position in sequence, item, lengths)."""
+        lens = self.lengths()[users]
+        row = np.repeat(np.arange(len(users)), lens)
+        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        return row, pos, self.items[np.repeat(self.offsets[users], lens) + pos], lens
+
+    def padded(self, users: np.ndarray, max_len: int) -> torch.Tensor:
+        """The last `max_len` items of each user, left-padded with 0: (len(users), max_len)."""
+        row, pos, vals, lens = self.gather(users)
+        skip = np.repeat(np.maximum(lens - max_len, 0), lens)
+        keep = pos >= skip
+        col = max_len - np.repeat(np.minimum(lens, max_len), lens) + pos - skip
+        out = np.zeros((len(users), max_len), dtype=np.int64)
+        out[row[keep], col[keep]] = vals[keep]
+        return torch.from_numpy(out)
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """The three views of a retrieval dataset under leave-one-out."""
+
+    num_items: int
+    max_len: int
+    train: Sequences  # all but the last two items
+    valid_input: Sequences
+    valid_target: np.ndarray  # (U,)
+    test_input: Sequences
+    test_target: np.ndarray  # (U,)
+
+    def split(self, name: str) -> tuple[Sequences, np.ndarray]:
+        if name == "valid":
+            return self.valid_input, self.valid_target
+        if name == "test":
+            return self.test_input, self.test_target
+        raise ValueError(f"split must be 'valid' or 'test', got {name!r}")
+
+
+def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int) -> LeaveOneOut:
+    """Cut every user's chronological sequence (at least 3 items) into the three views."""
+    if isinstance(items, pa.ChunkedArray):
+        items = items.combine_chunks()
+    flat = np.asarray(items.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+    offsets = items.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    if (lengths < 3).any():
+        raise ValueError(f"{int((lengths < 3).sum())} users have fewer than 3 items")
+    ends = offsets[1:]
+
+    def cut(drop: int) -> Sequences:
+        keep = np.ones(len(flat), dtype=bool)
+        for d in range(1, drop + 1):
+            keep[ends - d] = False
+        new_offsets = np.concatenate([[0], np.cumsum(lengths - drop)])
+        return Sequences(flat[keep], new_offsets)
+
+    train = cut(2)
+    return LeaveOneOut(num_items, max_len, train, train, flat[ends - 2], cut(1), flat[ends - 1])
+
+
+def from_prepared(ds: PreparedDataset) -> LeaveOneOut:
+    table = ds.table("sequences")
+    return leave_one_out(table.column("items"), int(ds.manifest["num_items"]), int(ds.manifest["max_len"]))
+
+
+ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)
+
+
+def evaluate(score_fn: ScoreFn, data: LeaveOneOut, split: str = "test",
+             ks: tuple[int, ...] = (10, 50, 200), batch_users: int = 1024) -> dict[str, float]:
+    """HR@K, NDCG@K, MRR of `score_fn` on `split`, full catalogue, history excluded."""
+    inputs, targets = data.split(split)
+    ranks = []
+    for start in range(0, len(inputs), batch_users):
+        users = np.arange(start, min(start + batch_users, len(inputs)))
+        scores = score_fn(inputs.padded(users, data.max_len), users).float()  # (U, I+1)
+        exclude = history_mask(inputs, users, data.num_items)
+        ranks.append(retrieval_ranks(scores, torch.from_numpy(targets[users]), torch.from_numpy(exclude)))
+    return metrics_from_ranks(np.concatenate(ranks), ks)
+
+
+def history_mask(seqs: Sequences, users: np.ndarray, num_items: int) -> np.ndarray:
+    """(len(users), num_items+1) bool: True for padding column 0 and every item in the input."""
+    mask = np.zeros((len(users), num_items + 1), dtype=bool)
+    mask[:, 0] = True
+    rows, _, cols, _ = seqs.gather(users)
+    mask[rows, cols] = True
+    return mask
+
+
+def popularity_scorer(data: LeaveOneOut) -> ScoreFn:
+    """Most-popular baseline: an item's count in the training sequences (same for every user)."""
+    counts = torch.from_numpy(np.bincount(data.train.items, minlength=data.num_items + 1).astype(np.float32))
+
+    def score(inputs: torch.Tensor, users: np.ndarray) -> torch.Tensor:
+        return counts.expand(inputs.shape[0], -1)
+
+    return score
