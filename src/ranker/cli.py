@@ -184,6 +184,10 @@ def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
         b = base.get(task, {})
         print(f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
               f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}")
+    if "ceiling" in metrics:
+        c = metrics["ceiling"]
+        print("true generating probabilities (the ceiling): " + ", ".join(
+            f"{t} AUC {_fmt(c['ceiling_auc'].get(t))} GAUC {_fmt(c['ceiling_gauc'].get(t))}" for t in test))
     print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 

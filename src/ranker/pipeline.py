@@ -47,10 +47,23 @@ class PreparedData:
     data: DataConfig
     tables: dict[str, pa.Table]
     pre: Preprocessor
+    recipe_meta: dict[str, Any] | None = None
 
 
 def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataConfig, dict[str, pa.Table]]:
     """Fill a recipe's files/features/tasks into `data` and read the three split tables."""
+    data, tables, _ = _resolve(data, base_dir)
+    return data, tables
+
+
+def _resolve(data: DataConfig, base_dir: Path | None) -> tuple[DataConfig, dict[str, pa.Table], dict[str, Any] | None]:
+    data, meta = _fill_recipe(data)
+    data = _absolute_paths(data, base_dir)
+    return data, load_splits(data), meta
+
+
+def _fill_recipe(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
+    meta = None
     if data.dataset is not None:
         recipe = get_recipe(data.dataset)
         if recipe.kind != "ranking":
@@ -58,12 +71,13 @@ def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataCo
                 f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset; `ranker train` trains "
                 "rankers (retrieval models come with the candidate-generation commands)"
             )
-        filled = prepare(recipe).data_config()
+        prepared = prepare(recipe)
+        filled = prepared.data_config()
         user = data.model_dump(exclude_unset=True, exclude={"dataset"})
         filled.update({k: v for k, v in user.items() if v})  # the user's features/tasks win
         data = DataConfig.model_validate({**filled, "dataset": recipe.name})
-    data = _absolute_paths(data, base_dir)
-    return data, load_splits(data)
+        meta = prepared.manifest.get("meta")
+    return data, meta
 
 
 def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
@@ -82,9 +96,9 @@ def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
 
 
 def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None) -> PreparedData:
-    data, tables = resolve_data(cfg.data, base_dir)
+    data, tables, meta = _resolve(cfg.data, base_dir)
     pre = Preprocessor.for_data(data).fit(tables["train"], source=_src(data, "train"))
-    return PreparedData(data, tables, pre)
+    return PreparedData(data, tables, pre, meta)
 
 
 def encode(prep: PreparedData, split: str) -> TensorData:
@@ -130,6 +144,8 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None) ->
         if split == "test":
             save_calibration(run_dir / "calibration_test.npz", splits[split], probs, prep.data)
     metrics["baseline"] = baseline_metrics(prep, splits, groups)
+    if prep.recipe_meta and "ceiling_auc" in prep.recipe_meta:  # synthetic data: the truth's score
+        metrics["ceiling"] = {k: prep.recipe_meta[k] for k in ("ceiling_auc", "ceiling_gauc")}
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
     _write_report(run_dir)
     return metrics
