@@ -76,3 +76,25 @@ def test_training_a_retrieval_dataset_as_a_ranker_is_a_clear_error(
     cfg.write_text("data: {dataset: r-ml100k}\n")
     assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
     assert "retrieval dataset" in capsys.readouterr().err
+
+
+def test_init_from_fine_tunes_from_a_finished_run(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = cache / "first"
+    quick = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=30", "--set", "train.progress=false"]
+    assert main(["demo", "--out", str(first), *quick]) == 0
+    from ranker.config import dump_config, load_config
+
+    cfg_path = cache / "ft.yaml"
+    cfg_path.write_text(dump_config(load_config(first / "config.yaml")))
+    # Zero training steps would keep the initial weights: evaluate equality through 1 tiny step at lr≈0.
+    second = cache / "second"
+    assert main(["train", str(cfg_path), "--out", str(second), "--init-from", str(first),
+                 "--set", "train.lr=1e-12", *quick]) == 0
+    a = json.loads((first / "metrics.json").read_text())["test"]
+    b = json.loads((second / "metrics.json").read_text())["test"]
+    assert b["view"]["auc"] == pytest.approx(a["view"]["auc"], abs=1e-4)
+    assert (second / "preprocessor.json").read_text() == (first / "preprocessor.json").read_text()
+    bad = cache / "bad.yaml"
+    bad.write_text(cfg_path.read_text().replace("hidden:\n    - 256", "hidden:\n    - 32"))
+    assert main(["train", str(bad), "--out", str(cache / "third"), "--init-from", str(first), *quick]) == 2
+    assert "do not fit this model" in capsys.readouterr().err

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set model.backbone.hidden=[256,128]")
     t.add_argument("--out", type=Path, help="run directory; an existing one is resumed")
+    t.add_argument("--init-from", type=Path, metavar="RUN_DIR",
+                   help="fine-tune: start from a finished run's weights and preprocessing")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run directory on a split")
@@ -105,7 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg.name)
     start = time.perf_counter()
-    metrics = train_run(cfg, out, base_dir=args.config.resolve().parent)
+    metrics = train_run(cfg, out, base_dir=args.config.resolve().parent, init_from=args.init_from)
     _print_summary(metrics, out, time.perf_counter() - start)
     return 0
 

@@ -95,24 +95,46 @@ def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
     return data.model_copy(update=update)
 
 
-def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None) -> PreparedData:
+def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None,
+                     pre: Preprocessor | None = None) -> PreparedData:
+    """Resolve and read the data; fit the preprocessor on train unless a fitted one is given."""
     data, tables, meta = _resolve(cfg.data, base_dir)
-    pre = Preprocessor.for_data(data).fit(tables["train"], source=_src(data, "train"))
+    if pre is None:
+        pre = Preprocessor.for_data(data).fit(tables["train"], source=_src(data, "train"))
+    else:
+        _check_same_features(pre, data)
     return PreparedData(data, tables, pre, meta)
+
+
+def _check_same_features(pre: Preprocessor, data: DataConfig) -> None:
+    old = [f.model_dump() for f in pre.features] + [t.model_dump() for t in pre.tasks]
+    new = [f.model_dump() for f in data.features] + [t.model_dump() for t in data.tasks]
+    if old != new:
+        raise ConfigError(
+            "--init-from: the initial run was trained on other features or tasks; fine-tuning "
+            "keeps its preprocessing, so data.features and data.tasks must be the same"
+        )
 
 
 def encode(prep: PreparedData, split: str) -> TensorData:
     return TensorData.from_encoded(prep.pre.transform(prep.tables[split], source=_src(prep.data, split)))
 
 
-def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (resuming if it holds a checkpoint) and evaluate on test."""
+def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
+              init_from: Path | None = None) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (resuming if it holds a checkpoint) and evaluate on test.
+
+    With `init_from` (a finished run directory) training starts from that run's weights and
+    keeps its preprocessing (vocabularies, statistics): fine-tuning on newer data. With plain
+    embedding tables, ids first seen in the new data map to the OOV row.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _set_threads(cfg)
     torch.manual_seed(cfg.train.seed)
     t0 = time.perf_counter()
-    prep = prepare_run_data(cfg, base_dir)
+    init_pre = _init_preprocessor(init_from) if init_from is not None else None
+    prep = prepare_run_data(cfg, base_dir, init_pre)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be readable
     cfg = cfg.model_copy(update={"data": prep.data})
     _check_resume_config(run_dir, cfg)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
@@ -122,6 +144,8 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None) ->
     prep_time = time.perf_counter() - t0
 
     model = build_model(cfg.model, prep.pre.layout())
+    if init_from is not None and not (run_dir / "checkpoints" / "last.json").is_file():
+        _load_init_weights(model, Path(init_from))
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir)
     fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
     save_weights(trainer.model, run_dir / "model.safetensors")
@@ -149,6 +173,23 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None) ->
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
     _write_report(run_dir)
     return metrics
+
+
+def _init_preprocessor(init_from: Path) -> Preprocessor:
+    path = Path(init_from) / "preprocessor.json"
+    if not path.is_file():
+        raise ConfigError(f"--init-from {init_from}: not a finished run directory (no preprocessor.json)")
+    return Preprocessor.load(path)
+
+
+def _load_init_weights(model: torch.nn.Module, init_from: Path) -> None:
+    try:
+        load_weights(model, init_from / "model.safetensors")
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise ConfigError(
+            f"--init-from {init_from}: its weights do not fit this model (the model section must "
+            f"match the initial run's): {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
