@@ -98,3 +98,36 @@ def test_model_without_tasks_is_a_config_error() -> None:
     empty = type(layout)(**{**layout.__dict__, "tasks": []})
     with pytest.raises(ConfigError, match="data.tasks"):
         build_model(cfg.model, empty)
+
+
+@pytest.mark.parametrize("model_cfg", [
+    {"interaction": {"kind": "cross", "num_layers": 2}},
+    {"interaction": {"kind": "cross", "structure": "stacked", "projection": 16, "rank": 8}},
+    {"interaction": {"kind": "cross", "structure": "parallel", "rank": 4, "num_experts": 4}},
+    {"interaction": {"kind": "cross", "structure": "cross_only"}},
+    {"backbone": {"kind": "resnet", "width": 16, "num_blocks": 2, "hidden": 32}},
+    {"backbone": {"kind": "densenet", "num_blocks": 2, "growth": 8}},
+    {"interaction": {"kind": "cross", "structure": "parallel"}, "backbone": {"kind": "densenet", "growth": 4}},
+])
+def test_every_interaction_and_backbone_combination_trains_one_step(model_cfg: dict) -> None:
+    cfg, pre, data = _data()
+    from ranker.config.schema import ModelConfig
+
+    model = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}, **model_cfg}),
+                        pre.layout())
+    batch = next(data.batches(64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = model(batch).detach()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"])
+    loss.backward()
+    opt.step()
+    assert model(batch).shape == (64, 2) and not torch.equal(model(batch).detach(), before)
+    exported = torch.export.export(model.eval(), (batch,))
+    assert torch.allclose(exported.module()(batch), model(batch), atol=1e-5)
+
+
+def test_mixture_without_rank_is_a_config_error() -> None:
+    from ranker.config.schema import ModelConfig
+
+    with pytest.raises(ValueError, match="needs a low rank"):
+        ModelConfig.model_validate({"interaction": {"kind": "cross", "num_experts": 4}})

@@ -232,7 +232,33 @@ class ConcatInteraction(Strict):
     kind: Literal["concat"] = "concat"
 
 
-Interaction = Annotated[ConcatInteraction, Field(discriminator="kind")]
+class CrossInteraction(Strict):
+    """DCN-V2 cross network over the concatenated fields (Wang et al., WWW 2021).
+
+    ``structure``: ``stacked`` (cross → backbone; `projection` narrows the crossed vector
+    first), ``parallel`` (cross ∥ backbone, concatenated) or ``cross_only`` (no backbone).
+    ``rank``: None = full-rank W_l, r = low-rank U_l V_lᵀ; ``num_experts`` > 1 = mixture of
+    low-rank experts (DCN-Mix, needs a rank).
+    """
+
+    kind: Literal["cross"] = "cross"
+    num_layers: int = Field(3, ge=1)
+    rank: int | None = Field(None, ge=1)
+    num_experts: int = Field(1, ge=1)
+    expert_activation: Literal["tanh", "relu", "gelu", "silu", "none"] = "tanh"
+    structure: Literal["stacked", "parallel", "cross_only"] = "stacked"
+    projection: int | None = Field(None, ge=1, description="stacked only: width before the backbone")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CrossInteraction:
+        if self.num_experts > 1 and self.rank is None:
+            raise ValueError("num_experts > 1 (DCN-Mix) needs a low rank: set rank")
+        if self.projection is not None and self.structure != "stacked":
+            raise ValueError("projection only applies to structure: stacked")
+        return self
+
+
+Interaction = Annotated[ConcatInteraction | CrossInteraction, Field(discriminator="kind")]
 
 
 class MLPBackbone(Strict):
@@ -245,7 +271,30 @@ class MLPBackbone(Strict):
     activation: Literal["relu", "gelu", "silu"] = "relu"
 
 
-Backbone = Annotated[MLPBackbone, Field(discriminator="kind")]
+class ResNetBackbone(Strict):
+    """Linear(in, width) → `num_blocks` × (x + F(x)) → norm → activation (Gorishniy et al., 2021)."""
+
+    kind: Literal["resnet"] = "resnet"
+    width: int = Field(256, ge=1)
+    num_blocks: int = Field(2, ge=1)
+    hidden: int = Field(512, ge=1, description="inner width of each block's F")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "batch"
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+
+
+class DenseNetBackbone(Strict):
+    """`num_blocks` × concat(x, F(x)), each adding `growth` features (Huang et al., 2017)."""
+
+    kind: Literal["densenet"] = "densenet"
+    num_blocks: int = Field(2, ge=1)
+    growth: int = Field(128, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "batch"
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+
+
+Backbone = Annotated[MLPBackbone | ResNetBackbone | DenseNetBackbone, Field(discriminator="kind")]
 
 
 class LinearHeads(Strict):

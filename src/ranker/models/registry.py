@@ -16,6 +16,9 @@ from ranker.data.preprocess import Layout
 from ranker.errors import ConfigError
 from ranker.models.ranker import ConcatInteraction, LinearHeads, Ranker
 from ranker.nn import MLP, FeatureEmbeddings, MeanPoolHistory
+from ranker.nn.blocks import DenseNet, ResNet
+from ranker.nn.crossnet import CrossNetV2
+from ranker.nn.interaction import CrossStructure
 
 # kind -> builder(config, in_dim) -> (module, out_dim)
 INTERACTIONS: dict[str, Callable[[Any, int, int], tuple[nn.Module, int]]] = {
@@ -32,7 +35,37 @@ def _mlp(cfg: cs.MLPBackbone, in_dim: int) -> tuple[nn.Module, int]:
     return mlp, mlp.out_dim
 
 
+def _resnet(cfg: cs.ResNetBackbone, in_dim: int) -> tuple[nn.Module, int]:
+    net = ResNet(in_dim, width=cfg.width, num_blocks=cfg.num_blocks, hidden=cfg.hidden,
+                 dropout=cfg.dropout, norm=cfg.norm, activation=cfg.activation)
+    return net, net.out_dim
+
+
+def _densenet(cfg: cs.DenseNetBackbone, in_dim: int) -> tuple[nn.Module, int]:
+    net = DenseNet(in_dim, num_blocks=cfg.num_blocks, growth=cfg.growth, dropout=cfg.dropout,
+                   norm=cfg.norm, activation=cfg.activation)
+    return net, net.out_dim
+
+
 BACKBONES["mlp"] = _mlp
+BACKBONES["resnet"] = _resnet
+BACKBONES["densenet"] = _densenet
+
+
+def _interaction_and_backbone(cfg: cs.ModelConfig, in_dim: int, n_fields: int) -> tuple[nn.Module, nn.Module, int]:
+    """The interaction block and the backbone after it (for DCN-V2 the backbone lives inside)."""
+    inter = cfg.interaction
+    if isinstance(inter, cs.CrossInteraction):
+        cross = CrossNetV2(in_dim, inter.num_layers, rank=inter.rank, num_experts=inter.num_experts,
+                           expert_activation=None if inter.expert_activation == "none" else inter.expert_activation)
+        deep = None
+        if inter.structure != "cross_only":
+            deep, _ = _pick(BACKBONES, cfg.backbone.kind, "model.backbone")(cfg.backbone, inter.projection or in_dim)
+        block = CrossStructure(cross, structure=inter.structure, deep=deep, projection=inter.projection)
+        return block, nn.Identity(), block.out_dim
+    interaction, width = _pick(INTERACTIONS, inter.kind, "model.interaction")(inter, in_dim, n_fields)
+    backbone, width = _pick(BACKBONES, cfg.backbone.kind, "model.backbone")(cfg.backbone, width)
+    return interaction, backbone, width
 
 
 def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
@@ -52,10 +85,7 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
             dims.append(h.out_dim)
     if not dims:
         raise ConfigError("data.features: the model has no input features")
-    interaction, width = _pick(INTERACTIONS, cfg.interaction.kind, "model.interaction")(
-        cfg.interaction, sum(dims), len(dims)
-    )
-    backbone, width = _pick(BACKBONES, cfg.backbone.kind, "model.backbone")(cfg.backbone, width)
+    interaction, backbone, width = _interaction_and_backbone(cfg, sum(dims), len(dims))
     heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, len(layout.tasks))
     return Ranker(
         emb, histories, interaction, backbone, heads,
