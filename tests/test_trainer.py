@@ -140,3 +140,24 @@ def test_stray_temp_files_do_not_break_resume(tmp_path: Path) -> None:
     train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "epochs": 2})
     result = Trainer(model, train_cfg, tasks, tmp_path).fit(train, valid)
     assert result.resumed_from == 1 and result.stopped_epoch == 2
+
+
+def test_lr_decays_on_plateau_and_embedding_l2_shrinks_tables(tmp_path: Path) -> None:
+    cfg, model, train, valid = _setup(tmp_path, epochs=6)
+    train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "lr": 0.05, "patience": 10,
+                                            "lr_decay_on_plateau": 0.1, "embedding_l2": 0.01})
+    trainer = Trainer(model, train_cfg, cfg.data.tasks, tmp_path)
+    trainer.fit(train, valid)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    best, lr = -1.0, 0.05  # a record's lr is the one the next epoch will use
+    for r in log:
+        improved = r["valid_score"] > best
+        best = max(best, r["valid_score"])
+        lr = lr if improved else max(lr * 0.1, 1e-6)
+        assert r["lr"] == pytest.approx(lr)
+    assert any(r["lr"] < 0.05 for r in log)  # some epoch failed to improve
+    norm_reg = sum(p.pow(2).sum().item() for p in model.embedding_parameters())
+    cfg2, model2, train2, valid2 = _setup(tmp_path, epochs=6)
+    plain = TrainConfig.model_validate({**cfg2.train.model_dump(), "lr": 0.05, "patience": 10})
+    Trainer(model2, plain, cfg2.data.tasks, tmp_path / "plain").fit(train2, valid2)
+    assert norm_reg < sum(p.pow(2).sum().item() for p in model2.embedding_parameters())

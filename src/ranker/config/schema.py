@@ -349,6 +349,11 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam"] = "adamw"
     clip_grad_norm: float | None = Field(10.0, gt=0)
+    embedding_l2: float = Field(0.0, ge=0, description="λ·Σ‖E‖² over embedding tables, added to the loss")
+    lr_decay_on_plateau: float | None = Field(
+        None, gt=0, lt=1, description="multiply the lr by this after an epoch without validation gain"
+    )
+    min_lr: float = Field(1e-6, ge=0)
     patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
     seed: int = 2021
     device: Literal["auto", "cpu", "cuda"] = "auto"

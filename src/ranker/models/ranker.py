@@ -42,6 +42,10 @@ class Ranker(nn.Module):
         # Position (in `fields`) of the candidate item's embedding, for target-aware histories.
         self.candidate_index = candidate_index
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the embedding tables (for an embedding-only L2 penalty)."""
+        return list(self.embeddings.parameters())
+
     def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Every input as a list of (B, d_i) vectors, in a fixed order."""
         fields = self.embeddings(batch)

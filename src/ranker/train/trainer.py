@@ -75,6 +75,8 @@ class Trainer:
         self.loss_fn = loss_fn or multitask_loss
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.embedding_params: list[nn.Parameter] = (
+            model.embedding_parameters() if hasattr(model, "embedding_parameters") else [])
         self.ckpt = Checkpointer(run_dir)
         self.log_path = run_dir / "log.jsonl"
         self._tb: Any = None
@@ -103,6 +105,7 @@ class Trainer:
                 state.update(best_epoch=epoch, best_score=score, bad_epochs=0)
             else:
                 state["bad_epochs"] += 1
+                self._decay_lr()
             record = {"epoch": epoch, **stats, "valid": metrics, "valid_score": score,
                       "lr": self.optimizer.param_groups[0]["lr"]}
             history.append(record)
@@ -178,7 +181,17 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                             enabled=self.device.type == "cuda"):
             logits = self.model(batch)
-        return self.loss_fn(logits, batch["labels"], batch["label_mask"], self.weights)
+        loss = self.loss_fn(logits, batch["labels"], batch["label_mask"], self.weights)
+        if self.cfg.embedding_l2 > 0 and self.embedding_params:
+            loss = loss + self.cfg.embedding_l2 * sum(p.pow(2).sum() for p in self.embedding_params)
+        return loss
+
+    def _decay_lr(self) -> None:
+        """Reduce-on-plateau: the new lr lives in the optimizer state, so it survives a resume."""
+        if self.cfg.lr_decay_on_plateau is None:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = max(group["lr"] * self.cfg.lr_decay_on_plateau, self.cfg.min_lr)
 
     def _log(self, record: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
