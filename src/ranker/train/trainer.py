@@ -75,8 +75,8 @@ class Trainer:
         self.loss_fn = loss_fn or multitask_loss
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.embedding_params: list[nn.Parameter] = (
-            model.embedding_parameters() if hasattr(model, "embedding_parameters") else [])
+        emb = getattr(model, "embedding_parameters", None)
+        self.embedding_params: list[nn.Parameter] = list(emb()) if callable(emb) else []
         self.ckpt = Checkpointer(run_dir)
         self.log_path = run_dir / "log.jsonl"
         self._tb: Any = None
