@@ -197,7 +197,7 @@ def test_standardisation_hand_computed() -> None:
     train = pa.table({"x": [1.0, 2.0, 3.0, 6.0]})
     pre = fitted([{"kind": "numerical", "name": "x", "clip": 100}], train)
     mean, std = 3.0, math.sqrt((4 + 1 + 0 + 9) / 4)
-    assert pre.num_stats["x"] == pytest.approx((mean, std))
+    assert (pre.numeric["x"].mean, pre.numeric["x"].std) == pytest.approx((mean, std))
     enc = pre.transform(pa.table({"x": [3.0, 6.0, 0.0]}))
     np.testing.assert_allclose(enc.num[:, 0], [0.0, 3 / std, -3 / std], rtol=1e-6)
     assert enc.num.dtype == np.float32 and enc.num.shape == (3, 1)
@@ -209,7 +209,7 @@ def test_signed_log1p_then_standard() -> None:
     train = pa.table({"x": values})
     pre = fitted([{"kind": "numerical", "name": "x", "transform": "log1p", "clip": 100}], train)
     logged = np.array([-math.log1p(10.0), 0.0, math.log1p(3.0), math.log1p(100.0)])
-    assert pre.num_stats["x"] == pytest.approx((logged.mean(), logged.std()))
+    assert (pre.numeric["x"].mean, pre.numeric["x"].std) == pytest.approx((logged.mean(), logged.std()))
     enc = pre.transform(train)
     np.testing.assert_allclose(enc.num[:, 0], (logged - logged.mean()) / logged.std(), rtol=1e-5)
 
@@ -218,7 +218,7 @@ def test_missing_and_infinite_values() -> None:
     train = pa.table({"x": [1.0, 2.0, 3.0, None, float("nan")]})
     pre = fitted([{"kind": "numerical", "name": "x", "clip": 2.5}], train)
     # statistics of the finite values only
-    assert pre.num_stats["x"] == pytest.approx((2.0, math.sqrt(2 / 3)))
+    assert (pre.numeric["x"].mean, pre.numeric["x"].std) == pytest.approx((2.0, math.sqrt(2 / 3)))
     enc = pre.transform(pa.table({"x": [float("nan"), None, float("inf"), -float("inf"), 1000.0]}))
     assert enc.num[:, 0].tolist() == [0.0, 0.0, 2.5, -2.5, 2.5]
     assert enc.num_missing[:, 0].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
@@ -230,14 +230,14 @@ def test_statistics_fitted_on_train_only() -> None:
     other = pa.table({"x": [10.0, 20.0, 30.0]})
     enc = pre.transform(other)
     assert enc.num[:, 0].tolist() == [9.0, 19.0, 29.0]
-    assert pre.num_stats["x"] == (1.0, 1.0)  # transform does not refit
+    assert (pre.numeric["x"].mean, pre.numeric["x"].std) == (1.0, 1.0)  # transform does not refit
 
 
 def test_constant_and_empty_columns_do_not_divide_by_zero() -> None:
     pre = fitted([{"kind": "numerical", "name": "c"}, {"kind": "numerical", "name": "e"}],
                  pa.table({"c": [4.0, 4.0], "e": pa.array([None, None], pa.float64())}))
-    assert pre.num_stats["c"] == (4.0, 1.0)
-    assert pre.num_stats["e"] == (0.0, 1.0)
+    assert (pre.numeric["c"].mean, pre.numeric["c"].std) == (4.0, 1.0)
+    assert (pre.numeric["e"].mean, pre.numeric["e"].std) == (0.0, 1.0)
     enc = pre.transform(pa.table({"c": [5.0, 4.0], "e": pa.nulls(2)}))
     assert enc.num.tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert enc.num_missing.tolist() == [[0.0, 1.0], [0.0, 1.0]]
@@ -396,7 +396,7 @@ def test_state_dict_round_trip_gives_identical_encoding(tmp_path: Path) -> None:
     train, other = full_table(rng, 60), full_table(rng, 25)
     pre = Preprocessor(features(*ALL), [TaskConfig(name="click")]).fit(train)
     expected = pre.transform(other)
-    assert len(expected.arrays()) == 12  # every kind of feature is covered
+    assert len(expected.arrays()) == 14  # every kind of feature is covered (with the masks)
     again = Preprocessor.from_state(json.loads(json.dumps(pre.state_dict())))
     assert_same_encoding(expected, again.transform(other))
     assert again.layout() == pre.layout()
@@ -405,7 +405,7 @@ def test_state_dict_round_trip_gives_identical_encoding(tmp_path: Path) -> None:
     pre.save(path)
     loaded = Preprocessor.load(path)
     assert_same_encoding(expected, loaded.transform(other))
-    assert loaded.num_stats == pre.num_stats
+    assert loaded.numeric == pre.numeric
 
 
 def test_encoding_read_back_from_csv_and_parquet_agree(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ from ranker.data.sources import atomic_write_bytes
 from ranker.data.tensors import TensorData
 from ranker.errors import ConfigError, DataError
 from ranker.models import build_model
+from ranker.models.numeric_block import ple_settings
+from ranker.models.registry import categorical_ids
 from ranker.train import Trainer, load_weights, pick_device, save_weights, task_metrics
 from ranker.train.baselines import constant_scores, popularity_scores
 
@@ -100,7 +102,9 @@ def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None,
     """Resolve and read the data; fit the preprocessor on train unless a fitted one is given."""
     data, tables, meta = _resolve(cfg.data, base_dir)
     if pre is None:
-        pre = Preprocessor.for_data(data).fit(tables["train"], source=_src(data, "train"))
+        n_bins, method = ple_settings(cfg.model)
+        pre = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins,
+                                    ple_method=method).fit(tables["train"], source=_src(data, "train"))
     else:
         _check_same_features(pre, data)
     return PreparedData(data, tables, pre, meta)

@@ -46,15 +46,19 @@ class MultiCategoricalFeature(Strict):
 
 
 class NumericalFeature(Strict):
-    """A scalar. NaN/None/±inf become 0 after the transform plus a 0/1 missing indicator."""
+    """A scalar. NaN/None become 0 plus a 0/1 missing indicator; ±inf become ±clip.
+
+    Transforms (fitted on train, see :mod:`ranker.data.numeric`): ``standard``, ``log1p``
+    (signed, then standard), ``cdf`` (empirical CDF), ``sigmoid`` (σ(a·x+b), a and b from the
+    train median and IQR), ``bins`` (the quantile-bin id becomes a categorical feature).
+    """
 
     kind: Literal["numerical"]
     name: str
     column: str | None = None
-    transform: Literal["standard", "log1p"] = Field(
-        "standard", description="standard: (x-mean)/std; log1p: sign(x)·log1p(|x|), then standard"
-    )
+    transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] = "standard"
     clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
+    n_bins: int = Field(16, ge=1, description="quantile bins of transform: bins")
 
 
 class DenseFeature(Strict):
@@ -193,7 +197,40 @@ class EmbeddingEncoder(Strict):
     dim: int = Field(16, ge=1)
 
 
-CategoricalEncoder = Annotated[EmbeddingEncoder, Field(discriminator="kind")]
+class HashingEncoder(Strict):
+    """Per-feature hashing trick ``E_f[h_f(v) mod M_f]`` (Weinberger et al., 2009).
+
+    ``memory``: each feature's table has ``memory × V_f`` rows, V_f its train vocabulary (with
+    reserved rows), so 1.0 spends what plain tables spend. Ids first seen after training still
+    get a row (no vocabulary rebuild).
+    """
+
+    kind: Literal["hashing"] = "hashing"
+    dim: int = Field(16, ge=1)
+    memory: float = Field(1.0, gt=0, description="fraction of the plain tables' rows")
+    seed: int = 0
+
+
+class UnifiedEncoder(Strict):
+    """Unified Embedding (Coleman et al., NeurIPS 2023): ONE table shared by every feature.
+
+    Each value of feature t takes ``k`` rows ``h_{t,1..k}(v)`` of width ``dim // k`` and
+    concatenates them (``per_feature_probes`` overrides k per feature). The table has
+    ``memory × Σ_f V_f × dim / (dim // k)`` rows, i.e. ``memory`` times the plain tables'
+    parameters.
+    """
+
+    kind: Literal["unified"] = "unified"
+    dim: int = Field(16, ge=1)
+    probes: int = Field(2, ge=1)
+    per_feature_probes: dict[str, int] = Field(default_factory=dict)
+    memory: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+CategoricalEncoder = Annotated[
+    EmbeddingEncoder | HashingEncoder | UnifiedEncoder, Field(discriminator="kind")
+]
 
 
 class ScalarEncoder(Strict):
@@ -202,7 +239,41 @@ class ScalarEncoder(Strict):
     kind: Literal["scalar"] = "scalar"
 
 
-NumericalEncoder = Annotated[ScalarEncoder, Field(discriminator="kind")]
+class PLEEncoder(Strict):
+    """Piecewise Linear Encoding (Gorishniy et al., 2022) of every numerical feature.
+
+    ``embed: false`` concatenates the parameter-free encodings; ``embed: true`` adds the
+    per-feature linear → ReLU embedding of width ``dim`` (the paper's Q-LR / T-LR).
+    Bins: train quantiles (``quantile``) or target-aware tree bins (``tree``, first task's label).
+    """
+
+    kind: Literal["ple"] = "ple"
+    n_bins: int = Field(16, ge=1)
+    bins: Literal["quantile", "tree"] = "quantile"
+    embed: bool = False
+    dim: int = Field(16, ge=1)
+
+
+class PeriodicEncoder(Strict):
+    """Periodic embeddings ``[sin 2πcx, cos 2πcx]`` → linear → ReLU (the paper's PLR)."""
+
+    kind: Literal["periodic"] = "periodic"
+    n_frequencies: int = Field(16, ge=1)
+    sigma: float = Field(0.1, gt=0)
+    learned: bool = True
+    dim: int = Field(16, ge=1)
+
+
+class LinearNumericalEncoder(Strict):
+    """Per-feature linear embedding of the transformed scalar (the paper's "L")."""
+
+    kind: Literal["linear"] = "linear"
+    dim: int = Field(16, ge=1)
+
+
+NumericalEncoder = Annotated[
+    ScalarEncoder | PLEEncoder | PeriodicEncoder | LinearNumericalEncoder, Field(discriminator="kind")
+]
 
 
 def _default_kinds(values: Any, defaults: dict[str, str]) -> Any:

@@ -4,9 +4,16 @@
 (see :class:`Encoded`); its state (vocabularies, numerical statistics) is plain JSON saved in
 the run directory, so serving encodes a row exactly as training did.
 
-Numerical treatment (documented contract): ``log1p`` is signed, ``sign(x)·log1p(|x|)``; values
-are standardised with the train mean/std of finite values and clipped to ``±clip``; NaN / null
-become 0 with a missing indicator of 1; ``+inf`` / ``-inf`` become ``+clip`` / ``-clip``.
+Numerical transforms and their missing / infinite-value contract live in
+:mod:`ranker.data.numeric`. Categorical ids come in two modes, chosen by the model's encoder:
+
+- ``ids="vocab"``: train vocabulary ids (0 pad, 1 OOV, 2 missing, 3.. known) for plain tables;
+- ``ids="hash"``: the raw value as a stable int64 (integers as they are, strings through
+  :func:`ranker.nn.hashing.stable_string_hash`, missing → :data:`MISSING_RAW`) for the hashing
+  trick and Unified Embeddings, so values first seen after training still get their own rows.
+
+Bags and histories always come with a mask (``multi_mask/<f>``, ``hist/<h>/mask``): in hash mode
+0 is a legitimate value, so padding cannot be told from the ids.
 """
 
 from __future__ import annotations
@@ -31,25 +38,32 @@ from ranker.config.schema import (
     NumericalFeature,
     TaskConfig,
 )
-from ranker.data.vocab import PAD, Vocabulary
+from ranker.data.layout import Layout
+from ranker.data.numeric import NumericState, apply_numeric, fit_numeric, fit_ple_edges
+from ranker.data.vocab import PAD, Vocabulary, normalise
 from ranker.errors import DataError
+from ranker.nn.hashing import stable_string_hash
+
+MISSING_RAW = -0x5EED_0F_0BAD_C0DE  # the raw id of a missing value in hash mode
 
 
 @dataclass
 class Encoded:
     """One split, encoded: arrays keyed by role. N rows.
 
-    - ``cat[name]`` (N,) int64 ids; ``multi[name]`` (N, L) int64 ids, 0 = padding
+    - ``cat[name]`` (N,) int64 ids; ``multi[name]`` (N, L) int64 ids, ``multi_mask[name]``
+      (N, L) bool (True = a value, False = padding)
     - ``num`` (N, F_num) float32 transformed values; ``num_missing`` (N, F_num) float32 0/1
     - ``dense[name]`` (N, D) float32
-    - ``hist[name]`` dict with ``items`` (N, L) int64, ``actions`` (N, L) int64 and
-      ``times`` (N, L) float32 (log1p hours before), left-padded, most recent last
+    - ``hist[name]`` dict with ``items`` (N, L) int64, ``mask`` (N, L) bool, ``actions`` (N, L)
+      int64 and ``times`` (N, L) float32 (log1p hours before), left-padded, most recent last
     - ``labels`` (N, T) float32, ``label_mask`` (N, T) float32; ``groups`` (N,) int64 or None
     """
 
     n: int
     cat: dict[str, np.ndarray] = field(default_factory=dict)
     multi: dict[str, np.ndarray] = field(default_factory=dict)
+    multi_mask: dict[str, np.ndarray] = field(default_factory=dict)
     num: np.ndarray | None = None
     num_missing: np.ndarray | None = None
     dense: dict[str, np.ndarray] = field(default_factory=dict)
@@ -64,6 +78,7 @@ class Encoded:
         out: dict[str, np.ndarray] = {}
         out.update({f"cat/{k}": v for k, v in self.cat.items()})
         out.update({f"multi/{k}": v for k, v in self.multi.items()})
+        out.update({f"multi_mask/{k}": v for k, v in self.multi_mask.items()})
         out.update({f"dense/{k}": v for k, v in self.dense.items()})
         for name, parts in self.hist.items():
             out.update({f"hist/{name}/{p}": v for p, v in parts.items()})
@@ -74,27 +89,18 @@ class Encoded:
         return out
 
 
-@dataclass(frozen=True)
-class Layout:
-    """What a model needs to know about the encoded features (sizes, not values)."""
-
-    categorical: dict[str, str]  # feature -> vocabulary owner
-    multi: dict[str, str]
-    vocab_sizes: dict[str, int]  # vocabulary owner -> rows
-    numerical: list[str]
-    dense: dict[str, int]
-    history: dict[str, dict[str, Any]]  # name -> item_vocab, n_actions, max_len, has_time
-    tasks: list[str]
-
-
 class Preprocessor:
     """Feature transforms fitted on train (vocabularies, numerical statistics)."""
 
-    def __init__(self, features: list[Feature], tasks: list[TaskConfig]) -> None:
+    def __init__(self, features: list[Feature], tasks: list[TaskConfig], *, ids: str = "vocab",
+                 ple_bins: int | None = None, ple_method: str = "quantile") -> None:
+        if ids not in ("vocab", "hash"):
+            raise ValueError(f"{ids=} is not 'vocab' or 'hash'")
         self.features = list(features)
         self.tasks = list(tasks)
+        self.ids, self.ple_bins, self.ple_method = ids, ple_bins, ple_method
         self.vocabs: dict[str, Vocabulary] = {}
-        self.num_stats: dict[str, tuple[float, float]] = {}
+        self.numeric: dict[str, NumericState] = {}
         self.action_vocabs: dict[str, Vocabulary] = {}
         _check_references(self.features)
 
@@ -109,11 +115,12 @@ class Preprocessor:
                 self.vocabs[f.name] = Vocabulary.fit(
                     values, f.min_count, source=f"{source}: column {_col(f)!r} (feature {f.name!r})")
             elif isinstance(f, NumericalFeature):
-                x = _transform(_float_column(table, _col(f), source), f)
-                finite = x[np.isfinite(x)]
-                mean = float(finite.mean()) if finite.size else 0.0
-                std = float(finite.std()) if finite.size else 1.0
-                self.num_stats[f.name] = (mean, std if std > 1e-12 else 1.0)
+                x = _float_column(table, _col(f), source)
+                state = self.numeric[f.name] = fit_numeric(x, f)
+                if self.ple_bins and f.transform != "bins":
+                    values, missing = apply_numeric(x, state)
+                    target = _first_label(table, self.tasks, source)
+                    state.ple_edges = fit_ple_edges(values, missing, self.ple_bins, self.ple_method, target)
             elif isinstance(f, HistoryFeature) and f.action_column is not None:
                 acts = _list_column(table, f.action_column, source).flatten()
                 self.action_vocabs[f.name] = Vocabulary.fit(
@@ -129,14 +136,19 @@ class Preprocessor:
         for f in self.features:
             where = f"{source}: column {_col(f)!r} (feature {f.name!r})"
             if isinstance(f, CategoricalFeature):
-                enc.cat[f.name] = self.vocab_of(f).lookup(table.column(_col(f)), source=where)
+                enc.cat[f.name] = self._ids(table.column(_col(f)), self.vocab_of(f), where)
             elif isinstance(f, MultiCategoricalFeature):
                 lists = _bags(table, f, source)
-                enc.multi[f.name] = _pad_lists(lists, self.vocab_of(f), f.max_len, where, "right")
+                enc.multi[f.name] = self._pad_ids(lists, self.vocab_of(f), f.max_len, where, "right")
+                enc.multi_mask[f.name] = _pad_values(
+                    lists, np.ones(len(lists.flatten()), dtype=bool), f.max_len, "right")
             elif isinstance(f, NumericalFeature):
-                v, m = self._numeric(table, f, source)
-                nums.append(v)
-                missing.append(m)
+                v, m = apply_numeric(_float_column(table, _col(f), source), self.numeric[f.name])
+                if f.transform == "bins":
+                    enc.cat[f.name] = v  # the bin id is a categorical value
+                else:
+                    nums.append(v)
+                    missing.append(m)
             elif isinstance(f, DenseFeature):
                 enc.dense[f.name] = _dense(table, f, source)
             elif isinstance(f, HistoryFeature):
@@ -152,17 +164,22 @@ class Preprocessor:
         name = f if isinstance(f, str) else (f.vocab_from or f.name)
         return self.vocabs[name]
 
-    def _numeric(self, table: pa.Table, f: NumericalFeature, source: str) -> tuple[np.ndarray, np.ndarray]:
-        x = _transform(_float_column(table, _col(f), source), f)
-        mean, std = self.num_stats[f.name]
-        missing = np.isnan(x)
-        z = np.clip((x - mean) / std, -f.clip, f.clip)  # ±inf -> ±clip
-        return np.where(missing, 0.0, z), missing.astype(np.float32)
+    def _ids(self, column: pa.Array | pa.ChunkedArray, vocab: Vocabulary, where: str) -> np.ndarray:
+        """(N,) int64: vocabulary ids, or raw stable ids in hash mode."""
+        if self.ids == "vocab":
+            return vocab.lookup(column, source=where)
+        return raw_ids(column, vocab.dtype, where)
+
+    def _pad_ids(self, lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str,
+                 side: str) -> np.ndarray:
+        flat = self._ids(lists.flatten(), vocab, where)
+        return _pad_values(lists, flat, max_len, side).astype(np.int64)
 
     def _history(self, table: pa.Table, f: HistoryFeature, source: str) -> dict[str, np.ndarray]:
         items = _list_column(table, f.item_column, source)
-        out = {"items": _pad_lists(items, self.vocab_of(f.item_feature), f.max_len,
-                                   f"{source}: column {f.item_column!r}", "left")}
+        out = {"items": self._pad_ids(items, self.vocab_of(f.item_feature), f.max_len,
+                                      f"{source}: column {f.item_column!r}", "left"),
+               "mask": _pad_values(items, np.ones(len(items.flatten()), dtype=bool), f.max_len, "left")}
         if f.action_column is not None:
             acts = _list_column(table, f.action_column, source)
             _check_same_lengths(items, acts, f, f.action_column, source)
@@ -179,6 +196,10 @@ class Preprocessor:
     # ------------------------------------------------------------------ layout / state
     def layout(self) -> Layout:
         cat = {f.name: f.vocab_from or f.name for f in self.features if isinstance(f, CategoricalFeature)}
+        cat.update({f.name: f.name for f in self.features
+                    if isinstance(f, NumericalFeature) and f.transform == "bins"})
+        sizes = {k: v.size for k, v in self.vocabs.items()}
+        sizes.update({k: s.n_bin_ids for k, s in self.numeric.items() if s.transform == "bins"})
         multi = {f.name: f.vocab_from or f.name for f in self.features
                  if isinstance(f, MultiCategoricalFeature)}
         hist = {
@@ -194,11 +215,14 @@ class Preprocessor:
         return Layout(
             categorical=cat,
             multi=multi,
-            vocab_sizes={k: v.size for k, v in self.vocabs.items()},
-            numerical=[f.name for f in self.features if isinstance(f, NumericalFeature)],
+            vocab_sizes=sizes,
+            numerical=[f.name for f in self.features
+                       if isinstance(f, NumericalFeature) and f.transform != "bins"],
             dense={f.name: f.dim for f in self.features if isinstance(f, DenseFeature)},
             history=hist,
             tasks=[t.name for t in self.tasks],
+            ids=self.ids,
+            numeric_edges={k: s.ple_edges for k, s in self.numeric.items() if s.ple_edges},
         )
 
     def _feature(self, name: str) -> Feature:
@@ -210,17 +234,21 @@ class Preprocessor:
             "tasks": [t.model_dump(mode="json") for t in self.tasks],
             "vocabs": {k: v.to_state() for k, v in self.vocabs.items()},
             "action_vocabs": {k: v.to_state() for k, v in self.action_vocabs.items()},
-            "num_stats": {k: list(v) for k, v in self.num_stats.items()},
+            "numeric": {k: v.to_state() for k, v in self.numeric.items()},
+            "ids": self.ids,
+            "ple_bins": self.ple_bins,
+            "ple_method": self.ple_method,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Preprocessor:
         adapter = TypeAdapter(list[Feature])
         pre = cls(adapter.validate_python(state["features"]),
-                  [TaskConfig.model_validate(t) for t in state["tasks"]])
+                  [TaskConfig.model_validate(t) for t in state["tasks"]],
+                  ids=state["ids"], ple_bins=state["ple_bins"], ple_method=state["ple_method"])
         pre.vocabs = {k: Vocabulary.from_state(v) for k, v in state["vocabs"].items()}
         pre.action_vocabs = {k: Vocabulary.from_state(v) for k, v in state["action_vocabs"].items()}
-        pre.num_stats = {k: (float(v[0]), float(v[1])) for k, v in state["num_stats"].items()}
+        pre.numeric = {k: NumericState.from_state(v) for k, v in state["numeric"].items()}
         return pre
 
     def save(self, path: Path) -> None:
@@ -233,8 +261,9 @@ class Preprocessor:
         return cls.from_state(json.loads(Path(path).read_text()))
 
     @classmethod
-    def for_data(cls, data: DataConfig) -> Preprocessor:
-        return cls(data.features, data.tasks)
+    def for_data(cls, data: DataConfig, *, ids: str = "vocab", ple_bins: int | None = None,
+                 ple_method: str = "quantile") -> Preprocessor:
+        return cls(data.features, data.tasks, ids=ids, ple_bins=ple_bins, ple_method=ple_method)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -287,13 +316,6 @@ def _float_column(table: pa.Table, col: str, source: str) -> np.ndarray:
     return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _transform(x: np.ndarray, f: NumericalFeature) -> np.ndarray:
-    if f.transform == "log1p":
-        with np.errstate(invalid="ignore"):
-            return np.sign(x) * np.log1p(np.abs(x))
-    return x
-
-
 def _list_column(table: pa.Table, col: str, source: str) -> pa.ListArray:
     arr = table.column(col).combine_chunks()
     if pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
@@ -343,6 +365,23 @@ def _pad_values(lists: pa.ListArray, flat: np.ndarray, max_len: int, side: str) 
 def _pad_lists(lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str, side: str) -> np.ndarray:
     ids = vocab.lookup(lists.flatten(), source=where)
     return _pad_values(lists, ids, max_len, side).astype(np.int64)
+
+
+def raw_ids(column: pa.Array | pa.ChunkedArray, dtype: str, where: str = "") -> np.ndarray:
+    """Stable int64 raw ids: integers as they are, strings hashed, missing → MISSING_RAW."""
+    arr = normalise(column, want=dtype, source=where)
+    if dtype == "str":
+        out = stable_string_hash(arr)
+        return np.where(pc.is_null(arr).to_numpy(zero_copy_only=False), MISSING_RAW, out).astype(np.int64)
+    return np.array(pc.fill_null(arr, MISSING_RAW).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _first_label(table: pa.Table, tasks: list[TaskConfig], source: str) -> np.ndarray | None:
+    """The first task's labels (target-aware PLE bins), NaN → 0."""
+    if not tasks:
+        return None
+    t = tasks[0]
+    return np.nan_to_num(_float_column(table, t.column or t.name, source), nan=0.0)
 
 
 def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str,

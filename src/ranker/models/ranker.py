@@ -28,7 +28,7 @@ class Ranker(nn.Module):
         heads: nn.Module,
         *,
         dense: tuple[str, ...] = (),
-        use_numerical: bool = False,
+        numerical: nn.Module | None = None,
         candidate_index: int | None = None,
     ) -> None:
         super().__init__()
@@ -38,7 +38,7 @@ class Ranker(nn.Module):
         self.backbone = backbone
         self.heads = heads
         self.dense = dense
-        self.use_numerical = use_numerical
+        self.numerical = numerical
         # Position (in `fields`) of the candidate item's embedding, for target-aware histories.
         self.candidate_index = candidate_index
 
@@ -49,8 +49,8 @@ class Ranker(nn.Module):
     def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Every input as a list of (B, d_i) vectors, in a fixed order."""
         fields = self.embeddings(batch)
-        if self.use_numerical:
-            fields.append(torch.cat([batch["num"], batch["num_missing"]], dim=1))
+        if self.numerical is not None:
+            fields.append(self.numerical(batch))
         fields.extend(batch[f"dense/{name}"] for name in self.dense)
         cand = fields[self.candidate_index] if self.candidate_index is not None else None
         fields.extend(h(batch, cand) for h in self.histories)

@@ -12,12 +12,14 @@ from typing import Any
 from torch import nn
 
 from ranker.config import schema as cs
-from ranker.data.preprocess import Layout
+from ranker.data.layout import Layout
 from ranker.errors import ConfigError
+from ranker.models.numeric_block import build_numerical
 from ranker.models.ranker import ConcatInteraction, LinearHeads, Ranker
 from ranker.nn import MLP, FeatureEmbeddings, MeanPoolHistory
 from ranker.nn.blocks import DenseNet, ResNet
 from ranker.nn.crossnet import CrossNetV2
+from ranker.nn.embeddings import CategoricalEncoder, HashedEmbeddings, UnifiedEmbeddings
 from ranker.nn.interaction import CrossStructure
 
 # kind -> builder(config, in_dim) -> (module, out_dim)
@@ -72,15 +74,16 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     """Assemble a :class:`Ranker` for the encoded features described by `layout`."""
     if not layout.tasks:
         raise ConfigError("data.tasks: at least one task is needed to build a ranker")
-    emb = FeatureEmbeddings(layout, cfg.encoders.categorical.dim)
-    dims = [emb.dim] * emb.num_fields
-    if layout.numerical:
-        dims.append(2 * len(layout.numerical))
+    emb = build_categorical(cfg.encoders.categorical, layout)
+    dims = emb.field_dims()
+    numerical = build_numerical(cfg.encoders.numerical, layout) if layout.numerical else None
+    if numerical is not None:
+        dims.append(numerical.out_dim)
     dims.extend(layout.dense.values())
     histories = nn.ModuleList()
     if isinstance(cfg.history, cs.MeanPoolHistory):
         for name, info in layout.history.items():
-            h = MeanPoolHistory(name, emb.table(info["item_vocab"]), info["n_actions"], cfg.history.action_dim)
+            h = MeanPoolHistory(name, emb, info["item_vocab"], info["n_actions"], cfg.history.action_dim)
             histories.append(h)
             dims.append(h.out_dim)
     if not dims:
@@ -89,9 +92,27 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, len(layout.tasks))
     return Ranker(
         emb, histories, interaction, backbone, heads,
-        dense=tuple(layout.dense), use_numerical=bool(layout.numerical),
+        dense=tuple(layout.dense), numerical=numerical,
         candidate_index=_candidate_index(layout),
     )
+
+
+def categorical_ids(cfg: cs.ModelConfig) -> str:
+    """The preprocessing id mode the configured categorical encoder reads."""
+    return "vocab" if isinstance(cfg.encoders.categorical, cs.EmbeddingEncoder) else "hash"
+
+
+def build_categorical(cfg: cs.CategoricalEncoder, layout: Layout) -> CategoricalEncoder:
+    if isinstance(cfg, cs.HashingEncoder):
+        return HashedEmbeddings(layout, cfg.dim, memory=cfg.memory, seed=cfg.seed)
+    if isinstance(cfg, cs.UnifiedEncoder):
+        unknown = sorted(set(cfg.per_feature_probes) - set(layout.vocab_sizes))
+        if unknown:
+            raise ConfigError(f"model.encoders.categorical.per_feature_probes: {unknown} are not "
+                              f"categorical features; known: {sorted(layout.vocab_sizes)}")
+        return UnifiedEmbeddings(layout, cfg.dim, probes=cfg.probes, per_feature_probes=cfg.per_feature_probes,
+                                 memory=cfg.memory, seed=cfg.seed)
+    return FeatureEmbeddings(layout, cfg.dim)
 
 
 def _pick(table: dict[str, Any], kind: str, key: str) -> Any:

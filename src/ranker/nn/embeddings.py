@@ -1,27 +1,68 @@
-"""Plain per-feature embedding tables for categorical and multi-valued categorical features.
+"""Categorical feature encoders: plain tables, the hashing trick, and Unified Embeddings.
 
-Each vocabulary owner gets one table ``E ∈ R^{V×d}`` with row 0 the padding (kept at zero),
-row 1 the out-of-vocabulary bucket and row 2 the missing value (see :mod:`ranker.data.vocab`).
-Features that share a vocabulary (``vocab_from``, a history's ``item_feature``) share the table.
-A multi-valued feature is the masked mean of its values' rows (an empty bag gives zeros).
+All three share one interface, so the ranker and the history encoders never care which is used:
+
+- ``lookup(owner, ids)`` embeds ids of any shape ``(*)`` → ``(*, dim_of(owner))``, where
+  ``owner`` is the feature whose vocabulary / hash space the ids belong to (features with
+  ``vocab_from`` and a history's items share their owner's rows);
+- ``forward(batch)`` returns one (B, d) field per categorical and multi-valued feature, in
+  layout order; bags are the masked mean of their values (an empty bag gives zeros).
+
+Plain tables read vocabulary ids (0 pad, 1 OOV, 2 missing, 3.. known; see
+:mod:`ranker.data.vocab`); the hashing encoders read raw stable ids (``ids="hash"``
+preprocessing), so values first seen after training still get rows.
 
 Shape:
-    ``cat/<f>`` (B,) → (B, d); ``multi/<f>`` (B, L) → (B, d)
+    ``cat/<f>`` (B,) → (B, d_f); ``multi/<f>`` (B, L) with ``multi_mask/<f>`` → (B, d_f)
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from ranker.data.preprocess import Layout
+from ranker.data.layout import Layout
+from ranker.nn.hashing import HashEmbedding
+from ranker.nn.unified import UnifiedEmbedding
 
 
-class FeatureEmbeddings(nn.Module):
-    """One ``nn.Embedding`` per vocabulary owner; returns one (B, d) field per feature."""
+class CategoricalEncoder(nn.Module):
+    """Base: fields for the layout's categorical and multi-valued features."""
+
+    ids = "vocab"  # the preprocessing id mode this encoder reads
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__()
+        self.categorical = dict(layout.categorical)
+        self.multi = dict(layout.multi)
+
+    def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dim_of(self, owner: str) -> int:
+        raise NotImplementedError
+
+    def field_dims(self) -> list[int]:
+        return [self.dim_of(o) for o in self.categorical.values()] + [self.dim_of(o) for o in self.multi.values()]
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.categorical) + len(self.multi)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        fields = [self.lookup(owner, batch[f"cat/{name}"]) for name, owner in self.categorical.items()]
+        for name, owner in self.multi.items():
+            fields.append(masked_mean(self.lookup(owner, batch[f"multi/{name}"]), batch[f"multi_mask/{name}"]))
+        return fields
+
+
+class FeatureEmbeddings(CategoricalEncoder):
+    """One ``nn.Embedding`` per vocabulary owner (row 0 = padding, kept at zero)."""
 
     def __init__(self, layout: Layout, dim: int) -> None:
-        super().__init__()
+        super().__init__(layout)
         self.tables = nn.ModuleDict(
             {owner: nn.Embedding(size, dim, padding_idx=0) for owner, size in layout.vocab_sizes.items()}
         )
@@ -30,8 +71,6 @@ class FeatureEmbeddings(nn.Module):
             nn.init.normal_(weight, std=0.05)
             with torch.no_grad():
                 weight[0].zero_()
-        self.categorical = dict(layout.categorical)
-        self.multi = dict(layout.multi)
         self.dim = dim
 
     def table(self, owner: str) -> nn.Embedding:
@@ -39,24 +78,61 @@ class FeatureEmbeddings(nn.Module):
         assert isinstance(table, nn.Embedding)
         return table
 
-    @property
-    def num_fields(self) -> int:
-        return len(self.categorical) + len(self.multi)
+    def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.table(owner)(ids)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        fields = [self.table(owner)(batch[f"cat/{name}"]) for name, owner in self.categorical.items()]
-        for name, owner in self.multi.items():
-            fields.append(masked_mean(self.table(owner), batch[f"multi/{name}"]))  # (B, d)
-        return fields
+    def dim_of(self, owner: str) -> int:
+        return self.dim
 
 
-def masked_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    """Mean of the rows of `table` over the non-padding ids of each row; zeros if all padding.
+class HashedEmbeddings(CategoricalEncoder):
+    """Per-owner hashing trick tables with ``ceil(memory × V_owner)`` rows each."""
 
-    Row 0 (padding) of a table built with ``padding_idx=0`` stays zero, so the plain sum of the
-    gathered rows is already the sum over real ids: no mask multiply. (``F.embedding_bag`` is
-    not used: its CPU backward sorts every index and is ~10x slower here.)
-    Shape: ids (B, L) → (B, d).
+    ids = "hash"
+
+    def __init__(self, layout: Layout, dim: int, *, memory: float = 1.0, seed: int = 0) -> None:
+        super().__init__(layout)
+        self.tables = nn.ModuleDict({
+            owner: HashEmbedding(max(1, math.ceil(memory * size)), dim, seed=seed)
+            for owner, size in layout.vocab_sizes.items()
+        })
+        self.dim = dim
+
+    def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.tables[owner](ids)
+
+    def dim_of(self, owner: str) -> int:
+        return self.dim
+
+
+class UnifiedEmbeddings(CategoricalEncoder):
+    """One shared table; owner t reads ``k_t`` rows of width ``dim // probes`` per value.
+
+    Rows: ``ceil(memory × Σ_owner V_owner × dim / width)``, i.e. ``memory`` times the plain
+    tables' parameter count at the same per-feature output width.
     """
-    count = (ids > 0).sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-    return table(ids).sum(1) / count  # (B, d)
+
+    ids = "hash"
+
+    def __init__(self, layout: Layout, dim: int, *, probes: int = 2,
+                 per_feature_probes: dict[str, int] | None = None, memory: float = 1.0, seed: int = 0) -> None:
+        super().__init__(layout)
+        width = max(1, dim // probes)
+        k = {owner: (per_feature_probes or {}).get(owner, probes) for owner in layout.vocab_sizes}
+        rows = max(1, math.ceil(memory * sum(layout.vocab_sizes.values()) * dim / width))
+        self.table = UnifiedEmbedding(rows, width, k, seed=seed)
+
+    def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.table(owner, ids)
+
+    def dim_of(self, owner: str) -> int:
+        return self.table.output_dim(owner)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of `values` where `mask` is true; rows with no true entry give zeros.
+
+    Shape: values (B, L, d), mask (B, L) → (B, d).
+    """
+    m = mask.unsqueeze(-1).to(values.dtype)  # (B, L, 1)
+    return (values * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -14,24 +14,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ranker.nn.embeddings import masked_mean
+from ranker.nn.embeddings import CategoricalEncoder, masked_mean
 
 
 class MeanPoolHistory(nn.Module):
-    """Masked mean of event vectors; the item table is shared with the candidate's."""
+    """Masked mean of event vectors; items go through the candidate's own encoder."""
 
-    def __init__(self, name: str, item_table: nn.Embedding, n_actions: int, action_dim: int) -> None:
+    def __init__(self, name: str, items: CategoricalEncoder, owner: str, n_actions: int,
+                 action_dim: int) -> None:
         super().__init__()
-        self.name = name
-        self.item_table = item_table
+        self.name, self.owner = name, owner
+        self.items = items  # shared with the ranker: the same rows embed history and candidate
         self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
-        self.out_dim = item_table.embedding_dim + (action_dim if n_actions else 0)
+        self.out_dim = items.dim_of(owner) + (action_dim if n_actions else 0)
 
     def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
-        items = batch[f"hist/{self.name}/items"]  # (B, L)
-        pooled = masked_mean(self.item_table, items)  # (B, d)
-        if self.action_table is None:
-            return pooled
-        # Actions are padded exactly where items are, so their bag mean covers the same events.
-        actions = batch[f"hist/{self.name}/actions"]
-        return torch.cat([pooled, masked_mean(self.action_table, actions)], dim=-1)  # (B, d + a)
+        mask = batch[f"hist/{self.name}/mask"]  # (B, L)
+        events = self.items.lookup(self.owner, batch[f"hist/{self.name}/items"])  # (B, L, d)
+        if self.action_table is not None:
+            actions = self.action_table(batch[f"hist/{self.name}/actions"])  # (B, L, a)
+            events = torch.cat([events, actions], dim=-1)
+        return masked_mean(events, mask)  # (B, d + a)

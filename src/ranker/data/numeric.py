@@ -1,0 +1,132 @@
+"""Numerical feature transforms fitted on train, and the bin edges numerical encoders need.
+
+Per-feature ``transform`` (``data.features[].transform``):
+
+- ``standard``: ``(x − mean) / std``, clipped to ``±clip``;
+- ``log1p``: ``sign(x)·log1p(|x|)``, then standard;
+- ``cdf``: the empirical CDF ``P(X ≤ x)`` of train, then centred (``cdf − 0.5``). The CDF is
+  kept as a 1,025-point quantile sketch with linear interpolation (exact when train has at most
+  1,025 distinct values), so the state stays small for any train size;
+- ``sigmoid``: ``σ(a·x + b)`` with ``a = 2 / IQR``, ``b = −a·median`` fitted on train (the
+  median maps to 0.5), then centred;
+- ``bins``: the quantile-bin id, used as a categorical feature (its own embedding table).
+
+Missing values (NaN / null) give 0 plus a missing indicator of 1; ``±inf`` become ``±clip``
+(standard, log1p) or 0 / 1 before centring (cdf, sigmoid) — never NaN, never a crash.
+
+For the PLE encoders (Gorishniy et al., 2022) the preprocessor also fits per-feature bin edges
+on the *transformed* train values (quantile or target-aware tree bins), stored with its state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ranker.config.schema import NumericalFeature
+from ranker.data.vocab import RESERVED
+from ranker.nn.numerical import (
+    EmpiricalCDF,
+    SigmoidSquash,
+    compute_bins,
+    quantile_bin_ids,
+    signed_log1p,
+)
+
+CDF_POINTS = 1025
+
+
+@dataclass
+class NumericState:
+    """Everything fitted on train for one numerical feature (plain floats: JSON-serialisable)."""
+
+    transform: str
+    clip: float
+    mean: float = 0.0
+    std: float = 1.0
+    sketch: list[float] = field(default_factory=list)  # cdf: train quantiles at CDF_POINTS levels
+    a: float = 1.0  # sigmoid
+    b: float = 0.0
+    edges: list[float] = field(default_factory=list)  # bins: quantile edges of the raw values
+    ple_edges: list[float] = field(default_factory=list)  # edges for PLE encoders
+
+    @property
+    def n_bin_ids(self) -> int:
+        """Embedding rows a ``bins`` feature needs (reserved ids included)."""
+        return RESERVED + max(len(self.edges) - 1, 1)
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> NumericState:
+        return cls(**state)
+
+
+def fit_numeric(x: np.ndarray, f: NumericalFeature) -> NumericState:
+    """Fit `f`'s transform on the raw train values `x` (NaN = missing)."""
+    finite = x[np.isfinite(x)]
+    state = NumericState(transform=f.transform, clip=f.clip)
+    if f.transform == "bins":
+        state.edges = _edges(finite, f.n_bins)
+        return state
+    if f.transform == "cdf":
+        state.sketch = [float(v) for v in np.quantile(finite, np.linspace(0, 1, CDF_POINTS))] \
+            if finite.size else [0.0]
+        return state
+    if f.transform == "sigmoid":
+        squash = SigmoidSquash.fit(finite if finite.size else np.zeros(1))
+        state.a, state.b = float(squash.a), float(squash.b)
+        return state
+    z = _pre(x, f.transform)
+    zf = z[np.isfinite(z)]
+    state.mean = float(zf.mean()) if zf.size else 0.0
+    std = float(zf.std()) if zf.size else 1.0
+    state.std = std if std > 1e-12 else 1.0
+    return state
+
+
+def apply_numeric(x: np.ndarray, state: NumericState) -> tuple[np.ndarray, np.ndarray]:
+    """Transformed values (float32; int64 bin ids for ``bins``) and the missing indicator."""
+    missing = np.isnan(x)
+    if state.transform == "bins":
+        edges = np.asarray(state.edges, dtype=np.float64)
+        ids = quantile_bin_ids(x, edges) if len(edges) >= 2 else np.full(len(x), RESERVED)
+        return np.asarray(ids, dtype=np.int64), missing.astype(np.float32)
+    if state.transform == "cdf":
+        sketch = np.asarray(state.sketch)
+        levels = np.linspace(0, 1, len(sketch)) if len(sketch) > 1 else np.ones(1)
+        z = np.interp(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf), sketch, levels,
+                      left=0.0, right=1.0) - 0.5
+    elif state.transform == "sigmoid":
+        with np.errstate(over="ignore"):
+            z = 1.0 / (1.0 + np.exp(-(state.a * np.nan_to_num(x, nan=0.0) + state.b))) - 0.5
+    else:
+        z = np.clip((_pre(x, state.transform) - state.mean) / state.std, -state.clip, state.clip)
+    return np.where(missing, 0.0, z).astype(np.float32), missing.astype(np.float32)
+
+
+def fit_ple_edges(values: np.ndarray, missing: np.ndarray, n_bins: int, method: str,
+                  target: np.ndarray | None) -> list[float]:
+    """PLE bin edges of the transformed train values (missing rows left out)."""
+    keep = missing < 0.5
+    if method == "tree" and target is not None:
+        edges = compute_bins(values[keep], n_bins, method="tree", y=target[keep], regression=False)
+    else:
+        edges = compute_bins(values[keep], n_bins)
+    return [float(e) for e in np.asarray(edges)]
+
+
+def _pre(x: np.ndarray, transform: str) -> np.ndarray:
+    return np.asarray(signed_log1p(x)) if transform == "log1p" else x
+
+
+def _edges(finite: np.ndarray, n_bins: int) -> list[float]:
+    if finite.size == 0 or np.unique(finite).size < 2:
+        return []
+    return [float(e) for e in np.asarray(compute_bins(finite, n_bins))]
+
+
+__all__ = ["CDF_POINTS", "EmpiricalCDF", "NumericState", "apply_numeric", "fit_numeric", "fit_ple_edges"]

@@ -1,0 +1,116 @@
+"""Categorical and numerical encoders wired through preprocessing, the config and the model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from ranker.config.schema import DataConfig, ModelConfig
+from ranker.data.numeric import NumericState, apply_numeric, fit_numeric
+from ranker.data.preprocess import MISSING_RAW, Preprocessor
+from ranker.data.tensors import TensorData
+from ranker.models import build_model
+from ranker.models.numeric_block import ple_settings
+from ranker.models.registry import categorical_ids
+from ranker.nn.hashing import stable_string_hash
+
+
+def _data_cfg(**num: object) -> DataConfig:
+    return DataConfig.model_validate({
+        "path": "x.csv", "split": {"kind": "random"},
+        "features": [
+            {"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
+            {"kind": "multi_categorical", "name": "tags"},
+            {"kind": "numerical", "name": "price", **num},
+            {"kind": "numerical", "name": "age", "transform": "bins", "n_bins": 4},
+            {"kind": "history", "name": "h", "item_column": "hist", "item_feature": "item", "max_len": 3},
+        ],
+        "tasks": [{"name": "y"}],
+    })
+
+
+def _table(n: int = 80, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    price = rng.lognormal(size=n)
+    price[:3] = [np.nan, np.inf, -np.inf]
+    return pa.table({
+        "user": [f"u{i}" for i in rng.integers(0, 9, n)], "item": rng.integers(0, 20, n),
+        "tags": ["a|b", "c", "", "b"] * (n // 4), "price": price, "age": rng.integers(18, 70, n).astype(float),
+        "hist": [list(rng.integers(0, 20, rng.integers(0, 4))) for _ in range(n)], "y": rng.integers(0, 2, n),
+    })
+
+
+def test_hash_mode_emits_stable_raw_ids_and_unseen_values_keep_their_identity() -> None:
+    data = _data_cfg()
+    pre = Preprocessor.for_data(data, ids="hash").fit(_table())
+    new = pa.table({**{c: _table(4, 1).column(c) for c in _table(4, 1).column_names},
+                    "user": ["never-seen", None, "u1", "never-seen"]})
+    enc = pre.transform(new)
+    users = enc.cat["user"]
+    assert users[0] == users[3] == stable_string_hash(["never-seen"])[0]
+    assert users[1] == MISSING_RAW and users[2] == stable_string_hash(["u1"])[0]
+    vocab = Preprocessor.for_data(data).fit(_table()).transform(new).cat["user"]
+    assert vocab[0] == vocab[3] == 1  # plain tables: OOV
+
+
+def test_numeric_transforms_hand_values_and_infinities() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0, np.nan, np.inf, -np.inf])
+    from ranker.config.schema import NumericalFeature as NF
+
+    cdf = fit_numeric(x[:4], NF(kind="numerical", name="x", transform="cdf"))
+    values, missing = apply_numeric(x, cdf)
+    assert values[:4] == pytest.approx([0.0 - 0.5, 1 / 3 - 0.5, 2 / 3 - 0.5, 0.5])  # interpolated sketch
+    assert values[4] == 0.0 and missing.tolist() == [0, 0, 0, 0, 1, 0, 0]
+    assert values[5] == 0.5 and values[6] == -0.5
+    sig = fit_numeric(x[:4], NF(kind="numerical", name="x", transform="sigmoid"))
+    v, _ = apply_numeric(np.array([2.5, np.inf]), sig)
+    assert v[0] == pytest.approx(0.0) and v[1] == pytest.approx(0.5)  # median → σ = 0.5, centred
+    bins = fit_numeric(np.arange(100.0), NF(kind="numerical", name="x", transform="bins", n_bins=4))
+    ids, _ = apply_numeric(np.array([0.0, 30.0, 99.0, np.nan]), bins)
+    assert ids.tolist() == [3, 4, 6, 2] and bins.n_bin_ids == 7
+    state = NumericState.from_state(bins.to_state())
+    assert state == bins
+
+
+@pytest.mark.parametrize("categorical", [
+    {"kind": "embedding", "dim": 8},
+    {"kind": "hashing", "dim": 8, "memory": 0.25},
+    {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25},
+    {"kind": "unified", "dim": 8, "probes": 1, "per_feature_probes": {"item": 4}},
+])
+@pytest.mark.parametrize("numerical", [
+    {"kind": "scalar"}, {"kind": "ple", "n_bins": 8}, {"kind": "ple", "n_bins": 8, "embed": True, "dim": 4},
+    {"kind": "ple", "n_bins": 4, "bins": "tree"}, {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
+])
+def test_every_encoder_combination_trains(categorical: dict, numerical: dict) -> None:
+    model_cfg = ModelConfig.model_validate({"encoders": {"categorical": categorical, "numerical": numerical},
+                                            "backbone": {"hidden": [8]}})
+    n_bins, method = ple_settings(model_cfg)
+    pre = Preprocessor.for_data(_data_cfg(), ids=categorical_ids(model_cfg), ple_bins=n_bins,
+                                ple_method=method).fit(_table())
+    data = TensorData.from_encoded(pre.transform(_table(40, 2)))
+    model = build_model(model_cfg, pre.layout())
+    batch = next(data.batches(40))
+    logits = model(batch)
+    assert logits.shape == (40, 1) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    again = Preprocessor.from_state(pre.state_dict()).transform(_table(40, 2)).arrays()
+    for key, value in pre.transform(_table(40, 2)).arrays().items():
+        assert np.array_equal(value, again[key], equal_nan=True), key
+
+
+def test_memory_fraction_sets_the_table_sizes() -> None:
+    pre = Preprocessor.for_data(_data_cfg(), ids="hash").fit(_table())
+    layout = pre.layout()
+    plain = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}}), layout)
+    plain_rows = sum(t.weight.shape[0] for t in plain.embeddings.tables.values())
+    ue = build_model(ModelConfig.model_validate(
+        {"encoders": {"categorical": {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25}}}), layout)
+    ue_params = ue.embeddings.table.weight.numel()
+    assert ue_params == math.ceil(0.25 * plain_rows * 2) * 4  # rows of width dim/k = 4
+    assert abs(ue_params - 0.25 * plain_rows * 8) <= 4
