@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ranker.nn.dropout import FastDropout
+
 from ranker.nn.mlp import ACTIVATIONS
 
 NORMS = ("batch", "layer", "none")
@@ -85,7 +87,7 @@ class ResNetBlock(nn.Module):
             make_norm(norm, dim),
             nn.Linear(dim, hidden),
             make_activation(activation),
-            nn.Dropout(dropout),
+            FastDropout(dropout),
             nn.Linear(hidden, dim),
         )
         self.out_dim = dim
@@ -120,7 +122,7 @@ class DenseNetBlock(nn.Module):
             make_norm(norm, dim),
             nn.Linear(dim, growth),
             make_activation(activation),
-            nn.Dropout(dropout),
+            FastDropout(dropout),
         )
         self.out_dim = dim + growth
 

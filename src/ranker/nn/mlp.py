@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ranker.nn.dropout import FastDropout
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
@@ -47,7 +49,7 @@ class MLP(nn.Module):
                 raise ValueError(f"{norm=} is not one of none, batch, layer")
             layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(FastDropout(dropout))
             width = h
         self.net = nn.Sequential(*layers)
         self.out_dim = width
