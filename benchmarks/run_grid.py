@@ -1,0 +1,97 @@
+"""Run a grid of model variants × seeds on one protocol and print a markdown table.
+
+A grid file (YAML) names a base config and the variants, each a list of ``--set`` overrides::
+
+    base: configs/baseline-c-frappe.yaml     # relative to the grid file
+    seeds: [2021, 2022, 2023]
+    variants:
+      - {name: MLP (baseline), set: []}
+      - {name: DCN-V2 stacked, set: ["model.interaction={kind: cross, num_layers: 3}"]}
+
+Usage:
+    RANKER_DATA_DIR=../shared/data python benchmarks/run_grid.py benchmarks/grids/dcn-c-frappe.yaml \
+        [--only "DCN-V2 stacked"] [--out runs/grid]
+
+Results: benchmarks/results/grid-<grid name>.json (every run's metrics.json; runs already in the
+file are skipped, so an interrupted grid resumes) and a table of test metrics at the best
+validation epoch, mean ± std over seeds, with parameter counts and training samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ranker.config import load_config
+from ranker.pipeline import train_run
+
+HERE = Path(__file__).parent
+
+
+def run_grid(grid_path: Path, out_root: Path, only: list[str] | None) -> dict[str, Any]:
+    grid = yaml.safe_load(grid_path.read_text())
+    results_path = HERE / "results" / f"grid-{grid_path.stem}.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    base = (grid_path.parent / grid["base"]).resolve()
+    for variant in grid["variants"]:
+        if only and variant["name"] not in only:
+            continue
+        for seed in grid.get("seeds", [2021, 2022, 2023]):
+            key = f"{variant['name']}|{seed}"
+            if key in results:
+                continue
+            cfg = load_config(base, [*variant.get("set", []), f"train.seed={seed}", "train.progress=false"])
+            slug = "".join(c if c.isalnum() else "-" for c in variant["name"]).strip("-").lower()
+            start = time.perf_counter()
+            metrics = train_run(cfg, out_root / grid_path.stem / f"{slug}-{seed}")
+            metrics["wall_s"] = time.perf_counter() - start
+            metrics["overrides"] = variant.get("set", [])
+            results[key] = metrics
+            results_path.write_text(json.dumps(results, indent=1, default=float))
+            print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
+                  flush=True)
+    return results
+
+
+def table(grid_path: Path, results: dict[str, Any]) -> str:
+    grid = yaml.safe_load(grid_path.read_text())
+    rows = []
+    for variant in grid["variants"]:
+        runs = [v for k, v in results.items() if k.split("|")[0] == variant["name"]]
+        if not runs:
+            continue
+        cells = []
+        for task in runs[0]["test"]:
+            for metric in ("auc", "gauc", "logloss", "accuracy"):
+                vals = [r["test"][task].get(metric) for r in runs]
+                if all(v is not None for v in vals) and metric in grid.get("metrics", ["auc", "logloss"]):
+                    cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}")
+        speed = np.mean([r["train_samples_per_s"] for r in runs])
+        rows.append(f"| {variant['name']} | " + " | ".join(cells) +
+                    f" | {runs[0]['params']:,} | {speed:,.0f} | {len(runs)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("grid", type=Path)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--out", type=Path, default=Path("runs/grid"))
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    results_path = HERE / "results" / f"grid-{args.grid.stem}.json"
+    if args.table_only:
+        results = json.loads(results_path.read_text())
+    else:
+        results = run_grid(args.grid, args.out, args.only)
+    print(table(args.grid, results))
+
+
+if __name__ == "__main__":
+    main()
