@@ -98,3 +98,19 @@ def test_init_from_fine_tunes_from_a_finished_run(cache: Path, capsys: pytest.Ca
     bad.write_text(cfg_path.read_text().replace("hidden:\n    - 256", "hidden:\n    - 32"))
     assert main(["train", str(bad), "--out", str(cache / "third"), "--init-from", str(first), *quick]) == 2
     assert "do not fit this model" in capsys.readouterr().err
+
+
+def test_collisions_are_stored_and_printed_for_unified_embeddings(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = cache / "ue"
+    assert main(["demo", "--out", str(out), "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=3",
+                 "--set", "train.progress=false", "--set",
+                 "model.encoders.categorical={kind: unified, dim: 16, probes: 2, memory: 0.05}"]) == 0
+    stored = json.loads((out / "collisions.json").read_text())
+    capsys.readouterr()
+    assert main(["collisions", str(out)]) == 0
+    printed = capsys.readouterr().out
+    users = stored["features"]["user_id"]
+    assert users["distinct"] > 1000 and 0 <= users["intra"] < users["inter"] <= 1
+    assert f"{users['intra']:.4f}" in printed and "user_id" in printed

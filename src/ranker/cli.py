@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", type=Path)
     r.set_defaults(func=_cmd_report)
 
+    co = sub.add_parser("collisions", help="hash collision shares of a run's categorical encoder")
+    co.add_argument("run_dir", type=Path)
+    co.set_defaults(func=_cmd_collisions)
+
     rb = sub.add_parser("retrieval-baseline",
                         help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)")
     rb.add_argument("name", help="retrieval dataset, e.g. r-ml100k, r-ml1m, r-beauty")
@@ -146,6 +150,20 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
     print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
     print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2,
                      default=str)[:4000])
+    return 0
+
+
+def _cmd_collisions(args: argparse.Namespace) -> int:
+    from ranker.pipeline import collisions_of_run
+
+    report = collisions_of_run(args.run_dir)
+    if report is None:
+        print("plain embedding tables: every train value has its own row (no hash collisions)")
+        return 0
+    print(f"{report['encoder']}: share of distinct train values that collide")
+    print(f"{'feature':<24}{'distinct':>10}{'intra':>9}{'inter':>9}")
+    for name, s in report["features"].items():
+        print(f"{name:<24}{s['distinct']:>10,}{s['intra']:>9.4f}{s['inter']:>9.4f}")
     return 0
 
 

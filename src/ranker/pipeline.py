@@ -172,6 +172,9 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
         if split == "test":
             save_calibration(run_dir / "calibration_test.npz", splits[split], probs, prep.data)
     metrics["baseline"] = baseline_metrics(prep, splits, groups)
+    collisions = collision_report(model, splits["train"])
+    if collisions is not None:
+        atomic_write_bytes(run_dir / "collisions.json", json.dumps(collisions, indent=2).encode())
     if prep.recipe_meta and "ceiling_auc" in prep.recipe_meta:  # synthetic data: the truth's score
         metrics["ceiling"] = {k: prep.recipe_meta[k] for k in ("ceiling_auc", "ceiling_gauc")}
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
@@ -215,6 +218,24 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     trainer = Trainer(model, cfg.train, data.tasks, run_dir, device=device)
     metrics, _ = trainer.evaluate(tensors, group_ids(prep, split))
     return {"split": split, "metrics": metrics}
+
+
+def collision_report(model: torch.nn.Module, train: TensorData) -> dict[str, Any] | None:
+    """Intra- and inter-feature collision shares of the train values (hashing encoders only)."""
+    enc = getattr(model, "embeddings", None)
+    if enc is None or getattr(enc, "ids", "vocab") != "hash":
+        return None
+    stats = enc.collisions(enc.values_by_owner(train.tensors))
+    return {"encoder": type(enc).__name__, "features": stats}
+
+
+def collisions_of_run(run_dir: Path) -> dict[str, Any] | None:
+    """Collision statistics of a run directory's fitted config, recomputed from its train split."""
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    pre = Preprocessor.load(Path(run_dir) / "preprocessor.json")
+    data, tables = resolve_data(cfg.data)
+    prep = PreparedData(data, tables, pre)
+    return collision_report(build_model(cfg.model, pre.layout()), encode(prep, "train"))
 
 
 def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ranker.data.layout import Layout
 from ranker.nn.hashing import HashEmbedding
-from ranker.nn.unified import UnifiedEmbedding
+from ranker.nn.unified import FeatureCollisions, UnifiedEmbedding, collision_stats
 
 
 class CategoricalEncoder(nn.Module):
@@ -40,6 +40,20 @@ class CategoricalEncoder(nn.Module):
 
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
+        """Per owner, how often distinct train values share rows (none for plain tables)."""
+        return {o: FeatureCollisions(distinct=int(torch.unique(v).numel()), intra=0.0, inter=0.0)
+                for o, v in values.items()}
+
+    def values_by_owner(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The ids each owner's rows serve in `batch` (bag padding excluded)."""
+        out: dict[str, list[torch.Tensor]] = {}
+        for name, owner in self.categorical.items():
+            out.setdefault(owner, []).append(batch[f"cat/{name}"].reshape(-1))
+        for name, owner in self.multi.items():
+            out.setdefault(owner, []).append(batch[f"multi/{name}"][batch[f"multi_mask/{name}"]])
+        return {o: torch.unique(torch.cat(v)) for o, v in out.items()}
 
     def dim_of(self, owner: str) -> int:
         raise NotImplementedError
@@ -101,6 +115,15 @@ class HashedEmbeddings(CategoricalEncoder):
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         return self.tables[owner](ids)
 
+    def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
+        """Intra-feature only: each feature has its own table, so features never share rows."""
+        out = {}
+        for owner, ids in values.items():
+            table = self.tables[owner]
+            mapper = _SingleProbe(table)
+            out[owner] = collision_stats(mapper, {owner: ids})[owner]
+        return out
+
     def dim_of(self, owner: str) -> int:
         return self.dim
 
@@ -125,8 +148,21 @@ class UnifiedEmbeddings(CategoricalEncoder):
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         return self.table(owner, ids)
 
+    def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
+        return collision_stats(self.table, values)
+
     def dim_of(self, owner: str) -> int:
         return self.table.output_dim(owner)
+
+
+class _SingleProbe:
+    """A hashing-trick table seen as a one-probe row mapper (for collision statistics)."""
+
+    def __init__(self, table: nn.Module) -> None:
+        self.table = table
+
+    def rows(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.table.rows(ids).unsqueeze(-1)  # (n, 1)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
