@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from ranker.nn.dropout import FastDropout
-
 from ranker.nn.mlp import ACTIVATIONS
 
 NORMS = ("batch", "layer", "none")

@@ -120,6 +120,7 @@ class HashedEmbeddings(CategoricalEncoder):
         out = {}
         for owner, ids in values.items():
             table = self.tables[owner]
+            assert isinstance(table, HashEmbedding)
             mapper = _SingleProbe(table)
             out[owner] = collision_stats(mapper, {owner: ids})[owner]
         return out
@@ -158,7 +159,7 @@ class UnifiedEmbeddings(CategoricalEncoder):
 class _SingleProbe:
     """A hashing-trick table seen as a one-probe row mapper (for collision statistics)."""
 
-    def __init__(self, table: nn.Module) -> None:
+    def __init__(self, table: HashEmbedding) -> None:
         self.table = table
 
     def rows(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
