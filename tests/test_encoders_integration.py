@@ -114,3 +114,16 @@ def test_memory_fraction_sets_the_table_sizes() -> None:
     ue_params = ue.embeddings.table.weight.numel()
     assert ue_params == math.ceil(0.25 * plain_rows * 2) * 4  # rows of width dim/k = 4
     assert abs(ue_params - 0.25 * plain_rows * 8) <= 4
+
+
+def test_numerical_transform_default_applies_to_every_numerical_feature(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ranker.pipeline import resolve_data
+
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(_table().drop_columns(["hist", "tags"]), tmp_path / "x.csv")
+    raw = _data_cfg().model_dump()
+    raw["features"] = [f for f in raw["features"] if f["kind"] in ("categorical", "numerical")]
+    data = DataConfig.model_validate({**raw, "path": str(tmp_path / "x.csv"), "numerical_transform": "cdf"})
+    resolved, _ = resolve_data(data)
+    assert [f.transform for f in resolved.features if f.kind == "numerical"] == ["cdf", "cdf"]

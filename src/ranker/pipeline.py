@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from ranker.config import dump_config, load_config, validate
-from ranker.config.schema import DataConfig, FilesSplit, RunConfig
+from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import load_splits
 from ranker.data.recipes import get_recipe, prepare
@@ -60,7 +60,7 @@ def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataCo
 
 def _resolve(data: DataConfig, base_dir: Path | None) -> tuple[DataConfig, dict[str, pa.Table], dict[str, Any] | None]:
     data, meta = _fill_recipe(data)
-    data = _absolute_paths(data, base_dir)
+    data = _absolute_paths(_override_transforms(data), base_dir)
     return data, load_splits(data), meta
 
 
@@ -80,6 +80,15 @@ def _fill_recipe(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
         data = DataConfig.model_validate({**filled, "dataset": recipe.name})
         meta = prepared.manifest.get("meta")
     return data, meta
+
+
+def _override_transforms(data: DataConfig) -> DataConfig:
+    """Apply ``data.numerical_transform`` to every numerical feature."""
+    if data.numerical_transform is None:
+        return data
+    features = [f.model_copy(update={"transform": data.numerical_transform})
+                if isinstance(f, NumericalFeature) else f for f in data.features]
+    return data.model_copy(update={"features": features})
 
 
 def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:

@@ -168,6 +168,9 @@ class DataConfig(Strict):
     split: Split | None = None
     group_column: str | None = Field(None, description="groups for GAUC (usually the user id)")
     item_column: str | None = Field(None, description="item id column (popularity baseline)")
+    numerical_transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] | None = Field(
+        None, description="overrides the transform of every numerical feature"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> DataConfig:
