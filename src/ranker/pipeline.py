@@ -15,7 +15,6 @@ Run directory contents::
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -321,6 +320,3 @@ def _write_report(run_dir: Path) -> None:
         return
     write_report(run_dir)
 
-
-def is_nan(x: float) -> bool:
-    return isinstance(x, float) and math.isnan(x)

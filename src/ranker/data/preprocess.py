@@ -57,7 +57,7 @@ class Encoded:
     - ``dense[name]`` (N, D) float32
     - ``hist[name]`` dict with ``items`` (N, L) int64, ``mask`` (N, L) bool, ``actions`` (N, L)
       int64 and ``times`` (N, L) float32 (log1p hours before), left-padded, most recent last
-    - ``labels`` (N, T) float32, ``label_mask`` (N, T) float32; ``groups`` (N,) int64 or None
+    - ``labels`` (N, T) float32, ``label_mask`` (N, T) float32
     """
 
     n: int
@@ -70,8 +70,6 @@ class Encoded:
     hist: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     labels: np.ndarray | None = None
     label_mask: np.ndarray | None = None
-    groups: np.ndarray | None = None
-    items: np.ndarray | None = None  # raw item ids (popularity baseline)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat ``{key: array}`` view used to build tensors (keys like ``cat/user_id``)."""
