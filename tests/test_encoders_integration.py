@@ -117,9 +117,9 @@ def test_memory_fraction_sets_the_table_sizes() -> None:
 
 
 def test_numerical_transform_default_applies_to_every_numerical_feature(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ranker.pipeline import resolve_data
-
     import pyarrow.csv as pacsv
+
+    from ranker.pipeline import resolve_data
 
     pacsv.write_csv(_table().drop_columns(["hist", "tags"]), tmp_path / "x.csv")
     raw = _data_cfg().model_dump()
@@ -127,3 +127,16 @@ def test_numerical_transform_default_applies_to_every_numerical_feature(tmp_path
     data = DataConfig.model_validate({**raw, "path": str(tmp_path / "x.csv"), "numerical_transform": "cdf"})
     resolved, _ = resolve_data(data)
     assert [f.transform for f in resolved.features if f.kind == "numerical"] == ["cdf", "cdf"]
+
+
+def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
+    model_cfg = ModelConfig.model_validate({"encoders": {"categorical": {
+        "kind": "unified", "dim": 8, "probes": 2, "per_feature_probes": {"item": 4}, "memory": 0.5}}})
+    pre = Preprocessor.for_data(_data_cfg(), ids="hash").fit(_table())
+    data = TensorData.from_encoded(pre.transform(_table(32, 3)))
+    enc = build_model(model_cfg, pre.layout()).embeddings
+    batch = next(data.batches(32))
+    fused = enc(batch)
+    for i, (name, owner) in enumerate(enc.categorical.items()):
+        assert torch.equal(fused[i], enc.lookup(owner, batch[f"cat/{name}"])), name
+    assert [f.shape[1] for f in fused] == enc.field_dims()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ranker.data.layout import Layout
-from ranker.nn.hashing import HashEmbedding
+from ranker.nn.hashing import HashEmbedding, bucket
 from ranker.nn.unified import FeatureCollisions, UnifiedEmbedding, collision_stats
 
 
@@ -137,6 +137,7 @@ class UnifiedEmbeddings(CategoricalEncoder):
     """
 
     ids = "hash"
+    cat_seeds: torch.Tensor
 
     def __init__(self, layout: Layout, dim: int, *, probes: int = 2,
                  per_feature_probes: dict[str, int] | None = None, memory: float = 1.0, seed: int = 0) -> None:
@@ -145,6 +146,24 @@ class UnifiedEmbeddings(CategoricalEncoder):
         k = {owner: (per_feature_probes or {}).get(owner, probes) for owner in layout.vocab_sizes}
         rows = max(1, math.ceil(memory * sum(layout.vocab_sizes.values()) * dim / width))
         self.table = UnifiedEmbedding(rows, width, k, seed=seed)
+        # The single-valued features are looked up together: one hash and ONE gather for all
+        # of them (the point of a unified table), padded to the largest k and sliced back.
+        owners = list(self.categorical.values())
+        self.cat_k = [k[o] for o in owners]
+        seeds = torch.stack([self.table.seeds[self.table._index[o]] for o in owners]) if owners \
+            else torch.zeros(0, 1, dtype=torch.int64)
+        self.register_buffer("cat_seeds", seeds[:, : max(self.cat_k, default=1)], persistent=False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        fields: list[torch.Tensor] = []
+        if self.categorical:
+            ids = torch.stack([batch[f"cat/{name}"] for name in self.categorical], dim=1)  # (B, F)
+            rows = bucket(ids.unsqueeze(-1), self.cat_seeds, self.table.num_rows)  # (B, F, k_max)
+            emb = nn.functional.embedding(rows, self.table.weight)  # (B, F, k_max, w)
+            fields = [emb[:, i, :k].flatten(1) for i, k in enumerate(self.cat_k)]  # (B, k·w) each
+        for name, owner in self.multi.items():
+            fields.append(masked_mean(self.lookup(owner, batch[f"multi/{name}"]), batch[f"multi_mask/{name}"]))
+        return fields
 
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         return self.table(owner, ids)
