@@ -34,7 +34,8 @@ from ranker.pipeline import train_run
 HERE = Path(__file__).parent
 
 
-def run_grid(grid_path: Path, out_root: Path, only: list[str] | None) -> dict[str, Any]:
+def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
+             seeds: list[int] | None = None) -> dict[str, Any]:
     grid = yaml.safe_load(grid_path.read_text())
     results_path = HERE / "results" / f"grid-{grid_path.stem}.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -42,7 +43,7 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None) -> dict[st
     for variant in grid["variants"]:
         if only and variant["name"] not in only:
             continue
-        for seed in grid.get("seeds", [2021, 2022, 2023]):
+        for seed in seeds or grid.get("seeds", [2021, 2022, 2023]):
             key = f"{variant['name']}|{seed}"
             if key in results:
                 continue
@@ -82,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("grid", type=Path)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--seeds", nargs="*", type=int, help="a subset of the grid's seeds (resumable)")
     ap.add_argument("--out", type=Path, default=Path("runs/grid"))
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
@@ -89,7 +91,7 @@ def main() -> None:
     if args.table_only:
         results = json.loads(results_path.read_text())
     else:
-        results = run_grid(args.grid, args.out, args.only)
+        results = run_grid(args.grid, args.out, args.only, args.seeds)
     print(table(args.grid, results))
 
 
