@@ -130,3 +130,31 @@ def test_mixture_without_rank_is_a_config_error() -> None:
 
     with pytest.raises(ValueError, match="needs a low rank"):
         ModelConfig.model_validate({"interaction": {"kind": "cross", "num_experts": 4}})
+
+
+@pytest.mark.parametrize("history", [
+    {"kind": "none"}, {"kind": "mean"}, {"kind": "din", "hidden": [8]},
+    {"kind": "transact", "num_layers": 1, "k_recent": 2, "recent_mask": 2},
+    {"kind": "transact", "early_fusion": False, "recent_mask": None},
+])
+def test_every_history_encoder_trains_and_exports(history: dict) -> None:
+    cfg, pre, data = _data()
+    from ranker.config.schema import ModelConfig
+
+    model = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}},
+                                                    "history": history}), pre.layout())
+    assert len(model.histories) == (0 if history["kind"] == "none" else 1)
+    batch = next(data.batches(64))
+    model(batch).sum().backward()
+    model.eval()
+    exported = torch.export.export(model, (batch,))
+    assert torch.allclose(exported.module()(batch), model(batch), atol=1e-5)
+
+
+def test_time_encoding_without_times_is_a_config_error() -> None:
+    cfg, pre, _ = _data()
+    from ranker.config.schema import ModelConfig
+
+    with pytest.raises(ConfigError, match="time_encoding"):
+        build_model(ModelConfig.model_validate({"history": {"kind": "transact", "time_encoding": True}}),
+                    pre.layout())

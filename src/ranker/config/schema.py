@@ -391,7 +391,38 @@ class MeanPoolHistory(Strict):
     action_dim: int = Field(8, ge=1)
 
 
-HistoryEncoder = Annotated[NoHistory | MeanPoolHistory, Field(discriminator="kind")]
+class TransActHistory(Strict):
+    """TransAct (Xia et al., KDD 2023): target-aware transformer over the recent actions.
+
+    ``recent_mask``: in training, hide a random number of the most recent events, up to this
+    many (an integer), or those within a random window of up to this many seconds (a float,
+    e.g. ``3600.0``); null disables it. ``time_encoding`` adds an encoding of the time before
+    the example (the paper uses none, hence off by default).
+    """
+
+    kind: Literal["transact"] = "transact"
+    action_dim: int = Field(8, ge=1)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(1, ge=1)
+    ff_dim: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    k_recent: int = Field(3, ge=0)
+    time_encoding: bool = False
+    early_fusion: bool = True
+    recent_mask: int | float | None = 2
+
+
+class DINHistory(Strict):
+    """DIN target attention (Zhou et al., KDD 2018): Σ_j a(e_j, c)·e_j, no softmax."""
+
+    kind: Literal["din"] = "din"
+    action_dim: int = Field(8, ge=1)
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+
+
+HistoryEncoder = Annotated[
+    NoHistory | MeanPoolHistory | TransActHistory | DINHistory, Field(discriminator="kind")
+]
 
 
 class ModelConfig(Strict):

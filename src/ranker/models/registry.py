@@ -19,8 +19,10 @@ from ranker.models.ranker import ConcatInteraction, LinearHeads, Ranker
 from ranker.nn import MLP, FeatureEmbeddings, MeanPoolHistory
 from ranker.nn.blocks import DenseNet, ResNet
 from ranker.nn.crossnet import CrossNetV2
+from ranker.nn.din import DINAttention
 from ranker.nn.embeddings import CategoricalEncoder, HashedEmbeddings, UnifiedEmbeddings
 from ranker.nn.interaction import CrossStructure
+from ranker.nn.transact import TransActEncoder
 
 # kind -> builder(config, in_dim) -> (module, out_dim)
 INTERACTIONS: dict[str, Callable[[Any, int, int], tuple[nn.Module, int]]] = {
@@ -81,11 +83,11 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
         dims.append(numerical.out_dim)
     dims.extend(layout.dense.values())
     histories = nn.ModuleList()
-    if isinstance(cfg.history, cs.MeanPoolHistory):
-        for name, info in layout.history.items():
-            h = MeanPoolHistory(name, emb, info["item_vocab"], info["n_actions"], cfg.history.action_dim)
+    for name, info in layout.history.items():
+        h = build_history(cfg.history, name, emb, info)
+        if h is not None:
             histories.append(h)
-            dims.append(h.out_dim)
+            dims.append(int(h.out_dim))  # type: ignore[arg-type]
     if not dims:
         raise ConfigError("data.features: the model has no input features")
     interaction, backbone, width = _interaction_and_backbone(cfg, sum(dims), len(dims))
@@ -95,6 +97,24 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
         dense=tuple(layout.dense), numerical=numerical,
         candidate_index=_candidate_index(layout),
     )
+
+
+def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
+                  info: dict[str, Any]) -> nn.Module | None:
+    """The configured encoder of history `name` (None for ``kind: none``)."""
+    owner, n_actions = info["item_vocab"], info["n_actions"]
+    if isinstance(cfg, cs.MeanPoolHistory):
+        return MeanPoolHistory(name, emb, owner, n_actions, cfg.action_dim)
+    if isinstance(cfg, cs.TransActHistory):
+        if cfg.time_encoding and not info["has_time"]:
+            raise ConfigError(f"model.history.time_encoding: history {name!r} has no time_column")
+        return TransActEncoder(name, emb, owner, n_actions, action_dim=cfg.action_dim,
+                               num_layers=cfg.num_layers, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim,
+                               dropout=cfg.dropout, k_recent=cfg.k_recent, time_encoding=cfg.time_encoding,
+                               early_fusion=cfg.early_fusion, recent_mask=cfg.recent_mask)
+    if isinstance(cfg, cs.DINHistory):
+        return DINAttention(name, emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
+    return None
 
 
 def categorical_ids(cfg: cs.ModelConfig) -> str:

@@ -1,0 +1,237 @@
+"""TransAct: a small target-aware transformer over the user's recent actions.
+
+Xia et al., KDD 2023, "TransAct: Transformer-based Realtime User Action Model for
+Recommendation at Pinterest" (arXiv:2306.00248), the TransAct module. For the user's events
+j = 1..L (oldest first, most recent last) and the candidate item c:
+
+    e_j = E_item[i_j] ⊕ E_action[a_j] (⊕ τ(t_j), off by default)      (action + item embedding)
+    x_j = W_e e_j + W_c E_item[c] + b  =  W [e_j ⊕ E_item[c]] + b          (early fusion)
+    h_1..h_L = TransformerEncoder(x_1..x_L, key padding mask)
+    u = h_{L-k+1} ⊕ … ⊕ h_L ⊕ max_j h_j                                   (read-out)
+
+Choices (and where they differ from the paper or its reference code):
+
+* **Width.** ``d_model`` defaults to the reference's transformer width, the event width plus
+  the item width when early fusion is on (``d_item + action_dim (+ 8) + d_item``); the linear
+  projection W (absent in the reference) lets another width be chosen and is written as
+  ``W_e e_j + W_c c`` so serving computes ``W_e e_j`` once per user (see
+  :meth:`TransActEncoder.score_candidates`).
+* **Layers.** ``nn.TransformerEncoderLayer`` with ``batch_first=True`` and post-norm
+  (``norm_first=False``), ReLU feed-forward: PyTorch's defaults, as in the reference code.
+* **Order.** No positional encoding, as in the paper: attention is permutation-equivariant, so
+  permuting the real events permutes the h_j and leaves the max-pool unchanged; order only
+  enters through which rows are "the k most recent" (and through τ when the time encoding is
+  on). The optional time encoding τ(t) = Linear([t, sin 2^m t, cos 2^m t]_{m=0..3}) → 8 dims of
+  ``t = log1p(hours before the example)``; off by default because the paper has none.
+* **Padding.** Histories are left-padded. Padding is a masked key in every attention, its
+  output rows are zeroed in the k-recent part and excluded from the max-pool (the reference
+  max-pools over padding too), so padding never changes the output. An empty history would
+  make every key masked, for which ``nn.MultiheadAttention`` returns NaN; one dummy slot (the
+  last column) is unmasked for such rows and its output discarded: the result is all zeros.
+* **Random recent mask** (training only; the paper's random time window mask). Per example
+  (the reference draws one window per batch) a window is drawn and the events inside it are
+  treated as padding: hidden as keys AND dropped from the read-out (otherwise the hidden
+  event's own row would echo it). An ``int`` W counts events (default 2): w ~ Uniform{0..W},
+  the w most recent real events are hidden; a ``float`` W is seconds: s ~ Uniform[0, W),
+  events less than s seconds before the example are hidden (needs ``times``). ``None``
+  disables it. Never applied in ``eval()``.
+* **Serving.** With early fusion the transformer itself depends on the candidate, so only the
+  event embeddings and ``W_e e_j`` are shared across candidates; without it the whole output
+  is computed once per user.
+
+Shape:
+    items, mask, actions, (times) (B, L); candidate (B, d_item) → (B, (k_recent + 1) · d_model)
+
+>>> import torch
+>>> from ranker.data.layout import Layout
+>>> from ranker.nn.embeddings import FeatureEmbeddings
+>>> items = FeatureEmbeddings(Layout({"item": "item"}, {}, {"item": 50}, [], {}, {}, []), 16)
+>>> enc = TransActEncoder("h", items, "item", 4).eval()
+>>> batch = {"hist/h/items": torch.tensor([[0, 7, 9]]), "hist/h/actions": torch.tensor([[0, 1, 2]]),
+...          "hist/h/mask": torch.tensor([[False, True, True]])}
+>>> enc.d_model, enc(batch, items.lookup("item", torch.tensor([3]))).shape
+(40, torch.Size([1, 160]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ranker.nn.embeddings import CategoricalEncoder
+
+TIME_DIM = 8  # width of the optional time encoding τ(t)
+
+
+class TimeEncoding(nn.Module):
+    """τ(t) = Linear([t, sin(2^m t), cos(2^m t)] for m = 0..3) of log1p-hours t.
+
+    Shape:
+        t (*) → (*, TIME_DIM)
+    """
+
+    freqs: torch.Tensor
+
+    def __init__(self, n_freqs: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs, dtype=torch.float32), persistent=False)
+        self.proj = nn.Linear(1 + 2 * n_freqs, TIME_DIM)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t.unsqueeze(-1) * self.freqs  # (*, F)
+        return self.proj(torch.cat([t.unsqueeze(-1), angles.sin(), angles.cos()], dim=-1))
+
+
+def hide_recent(mask: torch.Tensor, window: float | int, times: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask with a random recent window of each row's real events set to False.
+
+    ``int`` window W: w ~ Uniform{0..W} per row, the w most recent real events are hidden.
+    ``float`` window W (seconds): s ~ Uniform[0, W) per row, real events with
+    ``expm1(times) · 3600 < s`` seconds before the example are hidden.
+
+    Shape:
+        mask (B, L) bool, times (B, L) log1p-hours → (B, L) bool
+    """
+    if isinstance(window, int):
+        w = torch.randint(0, window + 1, (mask.shape[0], 1), device=mask.device)  # (B, 1)
+        recency = mask.flip(1).cumsum(1).flip(1)  # (B, L): 1 for the most recent real event
+        return mask & (recency > w)
+    if times is None:
+        raise ValueError(f"recent_mask={window!r} is in seconds and needs the history's times")
+    seconds = torch.expm1(times) * 3600.0  # (B, L)
+    s = torch.rand(mask.shape[0], 1, device=mask.device) * window  # (B, 1)
+    return mask & (seconds >= s)
+
+
+@dataclass
+class HistoryCache:
+    """What one user's scoring reuses across candidates (see ``encode_history``)."""
+
+    events: torch.Tensor  # (1, L, d_model): W_e e_j + b
+    mask: torch.Tensor  # (1, L) bool
+    output: torch.Tensor | None  # (1, out_dim) when the encoder is not target-aware
+
+
+class TransActEncoder(nn.Module):
+    """Early-fused transformer over the events, read out as k recent rows ⊕ a max-pool."""
+
+    def __init__(
+        self,
+        name: str,
+        items: CategoricalEncoder,
+        owner: str,
+        n_actions: int,
+        *,
+        action_dim: int = 8,
+        d_model: int | None = None,
+        num_layers: int = 2,
+        num_heads: int = 1,
+        ff_dim: int = 64,
+        dropout: float = 0.1,
+        k_recent: int = 3,
+        time_encoding: bool = False,
+        early_fusion: bool = True,
+        recent_mask: float | int | None = 2,
+    ) -> None:
+        super().__init__()
+        _check_window(recent_mask)
+        sizes = {"num_layers": num_layers, "num_heads": num_heads, "ff_dim": ff_dim, "d_model": 1 if d_model is None else d_model}
+        for key, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{key}={value} must be at least 1")
+        if k_recent < 0 or (n_actions and action_dim < 1):
+            raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{dropout=} is not in [0, 1)")
+        self.name, self.owner, self.items = name, owner, items  # items: shared with the ranker
+        self.k_recent, self.recent_mask, self.early_fusion = k_recent, recent_mask, early_fusion
+        d_item = items.dim_of(owner)
+        self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
+        self.time_encoding = TimeEncoding() if time_encoding else None
+        event_dim = d_item + (action_dim if n_actions else 0) + (TIME_DIM if time_encoding else 0)
+        self.d_model = d_model if d_model is not None else event_dim + (d_item if early_fusion else 0)
+        if self.d_model % num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by {num_heads=}")
+        self.event_proj = nn.Linear(event_dim, self.d_model)  # W_e, b
+        self.cand_proj = nn.Linear(d_item, self.d_model, bias=False) if early_fusion else None  # W_c
+        layer = nn.TransformerEncoderLayer(self.d_model, num_heads, ff_dim, dropout,
+                                           batch_first=True, norm_first=False)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.out_dim = (k_recent + 1) * self.d_model
+
+    def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
+        mask = batch[f"hist/{self.name}/mask"]  # (B, L)
+        if self.training and self.recent_mask is not None:
+            mask = hide_recent(mask, self.recent_mask, batch.get(f"hist/{self.name}/times"))
+        return self._encode(self._events(batch), mask, candidate)
+
+    def encode_history(self, batch: dict[str, torch.Tensor]) -> HistoryCache:
+        """Everything that does not depend on the candidate, for ONE user (batch size 1).
+
+        The random recent mask is never applied here (serving is evaluation).
+        """
+        mask = batch[f"hist/{self.name}/mask"]  # (1, L)
+        if mask.shape[0] != 1:
+            raise ValueError(f"encode_history takes one user; got a batch of {mask.shape[0]}")
+        events = self._events(batch)  # (1, L, d_model)
+        output = None if self.early_fusion else self._encode(events, mask, None)
+        return HistoryCache(events, mask, output)
+
+    def score_candidates(self, cache: HistoryCache, candidates: torch.Tensor) -> torch.Tensor:
+        """The history vector for each of n candidates, equal to ``forward`` on n copies of the
+        user; only ``W_c c`` and the transformer run per candidate.
+
+        Shape:
+            candidates (n, d_item) → (n, out_dim)
+        """
+        n = candidates.shape[0]
+        if cache.output is not None:
+            return cache.output.expand(n, -1)
+        length = cache.mask.shape[1]
+        return self._encode(cache.events.expand(n, length, -1), cache.mask.expand(n, length), candidates)
+
+    def _events(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """W_e e_j + b for every slot (padding included; it is masked later). (B, L, d_model)"""
+        parts = [self.items.lookup(self.owner, batch[f"hist/{self.name}/items"])]  # (B, L, d_item)
+        if self.action_table is not None:
+            parts.append(self.action_table(batch[f"hist/{self.name}/actions"]))  # (B, L, a)
+        if self.time_encoding is not None:
+            key = f"hist/{self.name}/times"
+            if key not in batch:
+                raise ValueError(f"time_encoding=True needs {key!r} in the batch; the data has no times")
+            parts.append(self.time_encoding(batch[key]))  # (B, L, TIME_DIM)
+        return self.event_proj(torch.cat(parts, dim=-1))
+
+    def _encode(self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
+        batch, length, _ = events.shape
+        if length == 0:
+            return events.new_zeros(batch, self.out_dim)
+        if self.cand_proj is not None:
+            if candidate is None:
+                raise ValueError(f"history {self.name!r}: early fusion needs the candidate item's "
+                                 "embedding, and the model has no candidate field")
+            events = events + self.cand_proj(candidate).unsqueeze(1)  # (B, L, d_model)
+        # An all-masked row would make attention NaN: let it attend to its last slot instead.
+        last = torch.arange(length, device=mask.device) == length - 1  # (L,)
+        attend = mask | (last & ~mask.any(1, keepdim=True))  # (B, L)
+        out = self.encoder(events, src_key_padding_mask=~attend)  # (B, L, d_model)
+        return self._read_out(out, mask)
+
+    def _read_out(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """k most recent rows (padding rows zeroed) ⊕ max-pool over real rows (0 if none)."""
+        out = out * mask.unsqueeze(-1).to(out.dtype)  # (B, L, d)
+        recent = out[:, -self.k_recent:] if self.k_recent else out[:, :0]  # (B, ≤k, d)
+        missing = self.k_recent - recent.shape[1]  # histories shorter than k: zero rows
+        recent = nn.functional.pad(recent, (0, 0, missing, 0)) if missing > 0 else recent
+        pooled = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)  # (B, d)
+        pooled = pooled.masked_fill(~mask.any(1, keepdim=True), 0.0)
+        return torch.cat([recent.flatten(1), pooled], dim=-1)  # (B, (k + 1) · d)
+
+
+def _check_window(window: float | int | None) -> None:
+    if window is None:
+        return
+    if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
+        raise ValueError(f"recent_mask={window!r} must be None, events (int >= 0) or seconds (float >= 0)")
