@@ -6,6 +6,9 @@ from ranker.nn.din import DINAttention
 from ranker.nn.dropout import FastDropout
 from ranker.nn.embeddings import FeatureEmbeddings, HashedEmbeddings, UnifiedEmbeddings
 from ranker.nn.hashing import HashEmbedding
+from ranker.nn.history import MeanPoolHistory
+from ranker.nn.interaction import CrossStructure
+from ranker.nn.mlp import MLP
 from ranker.nn.numerical import (
     LinearEmbeddings,
     PeriodicEmbeddings,
@@ -15,9 +18,6 @@ from ranker.nn.numerical import (
 )
 from ranker.nn.transact import TransActEncoder
 from ranker.nn.unified import UnifiedEmbedding
-from ranker.nn.history import MeanPoolHistory
-from ranker.nn.interaction import CrossStructure
-from ranker.nn.mlp import MLP
 
 __all__ = [
     "MLP",
