@@ -54,7 +54,12 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = variant.get("set", [])
             results[key] = metrics
-            results_path.write_text(json.dumps(results, indent=1, default=float))
+            # Merge with what other grid processes wrote meanwhile, then replace atomically.
+            on_disk = json.loads(results_path.read_text()) if results_path.is_file() else {}
+            results = {**on_disk, **results}
+            tmp = results_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1, default=float))
+            tmp.replace(results_path)
             print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
                   flush=True)
     return results
