@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ranker.config import dump_config, load_config, validate
+from ranker.config import dump_config, load_config
 from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import load_splits
@@ -293,7 +293,7 @@ def _check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     saved = run_dir / "config.yaml"
     if not (run_dir / "checkpoints" / "last.json").is_file() or not saved.is_file():
         return
-    old = validate(__import__("yaml").safe_load(saved.read_text()), source=str(saved))
+    old = load_config(saved)
     if old.model_dump(exclude={"train": {"epochs", "progress"}}) != cfg.model_dump(
             exclude={"train": {"epochs", "progress"}}):
         raise ConfigError(

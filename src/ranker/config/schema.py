@@ -105,6 +105,11 @@ class TaskConfig(Strict):
 # --------------------------------------------------------------------------- data: split
 
 
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+
+
 class RandomSplit(Strict):
     """Permute rows with numpy ``default_rng(seed)`` and cut by `fractions` (train, valid, test)."""
 
@@ -114,8 +119,7 @@ class RandomSplit(Strict):
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> RandomSplit:
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
+        _check_fractions(self.fractions)
         return self
 
 
@@ -128,8 +132,7 @@ class TimeSplit(Strict):
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> TimeSplit:
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
+        _check_fractions(self.fractions)
         return self
 
 

@@ -16,7 +16,7 @@ Learning", NeurIPS 2022.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -150,19 +150,24 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
         "rows_with_missing": {s: rows_with_null(t, CATEGORICAL) for s, t in tables.items()},
         "split_seed": SEED,
     }
-    features: list[dict[str, str]] = []
-    for name in COLUMNS[:-1]:
-        if name in NUMERICAL:
-            features.append({"kind": "numerical", "name": name, "transform": NUMERICAL[name]})
-        else:
-            features.append({"kind": "categorical", "name": name})
-    data = {
-        "features": features,
-        "tasks": [{"name": "income", "column": "income"}],
-        "group_column": None,
-        "item_column": None,
-    }
-    return BuiltRanking(tables=tables, data=data, meta=meta)
+    return BuiltRanking(
+        tables=tables, data=tabular_data(COLUMNS[:-1], NUMERICAL, ["income"]), meta=meta
+    )
+
+
+def tabular_data(
+    names: list[str], numerical: dict[str, str], labels: list[str]
+) -> dict[str, object]:
+    """Data section of a tabular protocol: numerical columns with their transform, the rest
+    categorical, one binary task per label column, no group or item column."""
+    features = [
+        {"kind": "numerical", "name": n, "transform": numerical[n]}
+        if n in numerical
+        else {"kind": "categorical", "name": n}
+        for n in names
+    ]
+    tasks = [{"name": k, "column": k} for k in labels]
+    return {"features": features, "tasks": tasks, "group_column": None, "item_column": None}
 
 
 RECIPES: list[Recipe] = [

@@ -22,7 +22,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ranker.data.recipes.adult import binary_label, read_comma_space, rows_with_null, to_numbers
+from ranker.data.recipes.adult import (
+    binary_label,
+    read_comma_space,
+    rows_with_null,
+    tabular_data,
+    to_numbers,
+)
 from ranker.data.recipes.base import BuiltRanking, Recipe
 from ranker.data.recipes.frappe import split_80_10_10
 from ranker.data.sources import SourceFile
@@ -119,19 +125,9 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
         "rows_with_missing": {s: rows_with_null(t, CATEGORICAL) for s, t in tables.items()},
         "split_seed": SEED,
     }
-    features: list[dict[str, str]] = []
-    for name in FEATURES:
-        if name in NUMERICAL:
-            features.append({"kind": "numerical", "name": name, "transform": NUMERICAL[name]})
-        else:
-            features.append({"kind": "categorical", "name": name})
-    data = {
-        "features": features,
-        "tasks": [{"name": k, "column": k} for k in labels],
-        "group_column": None,
-        "item_column": None,
-    }
-    return BuiltRanking(tables=tables, data=data, meta=meta)
+    return BuiltRanking(
+        tables=tables, data=tabular_data(list(FEATURES), NUMERICAL, list(labels)), meta=meta
+    )
 
 
 RECIPES: list[Recipe] = [
