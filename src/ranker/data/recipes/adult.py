@@ -156,7 +156,7 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
 
 
 def tabular_data(
-    names: list[str], numerical: dict[str, str], labels: list[str]
+    names: Sequence[str], numerical: Mapping[str, str], labels: Sequence[str]
 ) -> dict[str, object]:
     """Data section of a tabular protocol: numerical columns with their transform, the rest
     categorical, one binary task per label column, no group or item column."""
