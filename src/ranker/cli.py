@@ -1,4 +1,4 @@
-"""The ``ranker`` command line: demo, train, evaluate, report, datasets.
+"""The ``ranker`` command line: demo, train, distill, evaluate, report, datasets.
 
 User errors (bad config key, missing column, unknown dataset) print one clear message and exit
 with status 2, without a traceback; anything else is a bug and keeps its traceback.
@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", type=Path, metavar="RUN_DIR",
                    help="fine-tune: start from a finished run's weights and preprocessing")
     t.set_defaults(func=_cmd_train)
+
+    di = sub.add_parser("distill", help="train a student config on a finished run's soft labels")
+    di.add_argument("--teacher", type=Path, required=True, metavar="RUN_DIR", help="finished teacher run")
+    di.add_argument("--student", type=Path, required=True, metavar="CONFIG.yaml",
+                    help="the student's config (same data; alpha and temperature in train.distill)")
+    di.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    di.add_argument("--out", type=Path, help="run directory; an existing one is resumed")
+    di.set_defaults(func=_cmd_distill)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run directory on a split")
     e.add_argument("run_dir", type=Path)
@@ -113,6 +121,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metrics = train_run(cfg, out, base_dir=args.config.resolve().parent, init_from=args.init_from)
     _print_summary(metrics, out, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from ranker.config import load_config
+    from ranker.pipeline import train_run
+
+    cfg = load_config(args.student, args.overrides)
+    out = args.out or _default_out(f"{cfg.name}-distilled")
+    start = time.perf_counter()
+    metrics = train_run(cfg, out, base_dir=args.student.resolve().parent, teacher=args.teacher)
+    _print_summary(metrics, out, time.perf_counter() - start)
+    d = metrics["distill"]
+    print(f"distilled from {d['teacher']} (alpha {d['alpha']}, temperature {d['temperature']}; "
+          f"teacher outputs on train computed once in {d['teacher_predict_s']:.1f}s and cached)")
     return 0
 
 
@@ -201,9 +224,15 @@ def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
           f"{metrics['train_samples_per_s']:,.0f} train samples/s)")
     print(f"{'task':<16}{'AUC':>8}{'GAUC':>8}{'logloss':>9}   {name + ' AUC':>16}{'GAUC':>8}")
     for task, m in test.items():
+        if "rmse" in m:
+            print(f"{task:<16}RMSE {_fmt(m['rmse'])}  MAE {_fmt(m.get('mae'))}  (regression)")
+            continue
         b = base.get(task, {})
         print(f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
               f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}")
+    for gate, g in metrics.get("gates", {}).items():
+        print(f"gate {gate}: entropy {g['entropy']:.3f}, usage entropy {g['usage_entropy']:.3f} "
+              f"(max {g['max_entropy']:.3f}), mean weights {g['weights']}")
     if "ceiling" in metrics:
         c = metrics["ceiling"]
         print("true generating probabilities (the ceiling): " + ", ".join(

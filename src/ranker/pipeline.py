@@ -37,6 +37,10 @@ from ranker.errors import ConfigError, DataError
 from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
+from ranker.nn.gates import collect_gate_stats
+from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
+from ranker.tasks.score import score_weights
+from ranker.teacher import cached_teacher_outputs
 from ranker.train import Trainer, load_weights, pick_device, save_weights, task_metrics
 from ranker.train.baselines import constant_scores, popularity_scores
 
@@ -133,12 +137,14 @@ def encode(prep: PreparedData, split: str) -> TensorData:
 
 
 def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
-              init_from: Path | None = None) -> dict[str, Any]:
+              init_from: Path | None = None, teacher: Path | None = None) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming if it holds a checkpoint) and evaluate on test.
 
     With `init_from` (a finished run directory) training starts from that run's weights and
     keeps its preprocessing (vocabularies, statistics): fine-tuning on newer data. With plain
     embedding tables, ids first seen in the new data map to the OOV row.
+    With `teacher` (a finished run directory on the same data) the model is a student trained
+    on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
     _set_threads(cfg)
@@ -151,6 +157,8 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     _check_resume_config(run_dir, cfg)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     prep.pre.save(run_dir / "preprocessor.json")
+    spec = TaskSpec.from_tasks(prep.data.tasks)
+    score_weights(spec, cfg.serving.weights)  # unknown task names fail before training
     splits = {s: encode(prep, s) for s in ("train", "valid", "test")}
     groups = {s: group_ids(prep, s) for s in splits}
     prep_time = time.perf_counter() - t0
@@ -158,7 +166,12 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     model = build_model(cfg.model, prep.pre.layout())
     if init_from is not None and not (run_dir / "checkpoints" / "last.json").is_file():
         _load_init_weights(model, Path(init_from))
-    trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir)
+    distill = _attach_teacher(cfg, prep, splits["train"], run_dir, teacher) if teacher is not None else None
+    objective = (DistillationObjective(MultiTaskObjective(spec), alpha=cfg.train.distill.alpha,
+                                       temperature=cfg.train.distill.temperature,
+                                       soft_on_masked=cfg.train.distill.soft_on_masked)
+                 if distill is not None else None)
+    trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
     save_weights(trainer.model, run_dir / "model.safetensors")
 
@@ -179,6 +192,12 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
         metrics[split] = m
         if split == "test":
             save_calibration(run_dir / "calibration_test.npz", splits[split], probs, prep.data)
+            gates = collect_gate_stats(trainer.model)
+            if gates:
+                metrics["gates"] = gates
+            metrics["serving"] = serving_metrics(cfg, spec, splits[split], probs, groups[split])
+    if distill is not None:
+        metrics["distill"] = distill
     metrics["baseline"] = baseline_metrics(prep, splits, groups)
     collisions = collision_report(model, splits["train"])
     if collisions is not None:
@@ -188,6 +207,36 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
     _write_report(run_dir)
     return metrics
+
+
+def _attach_teacher(cfg: RunConfig, prep: PreparedData, train: TensorData, run_dir: Path,
+                    teacher: Path) -> dict[str, Any]:
+    """Add the teacher's cached raw outputs on the train split as ``train.tensors["teacher"]``."""
+    outputs, seconds = cached_teacher_outputs(teacher, prep.data, prep.tables["train"], run_dir,
+                                              device=pick_device(cfg.train.device))
+    train.tensors["teacher"] = torch.from_numpy(outputs)
+    info: dict[str, Any] = {"teacher": str(Path(teacher).resolve()), **cfg.train.distill.model_dump(),
+                            "teacher_predict_s": seconds}
+    teacher_metrics = Path(teacher) / "metrics.json"
+    if teacher_metrics.is_file():
+        t = json.loads(teacher_metrics.read_text())
+        info["teacher_test"] = t.get("test")
+        info["teacher_params"] = t.get("params")
+    return info
+
+
+def serving_metrics(cfg: RunConfig, spec: TaskSpec, data: TensorData, outputs: np.ndarray,
+                    groups: np.ndarray | None) -> dict[str, Any]:
+    """AUC / GAUC of the combined serving score against each binary task's labels."""
+    score = serving_score(torch.from_numpy(outputs), spec, cfg.serving.weights, cfg.serving.combine).numpy()
+    t = data.tensors
+    cols = np.repeat(score[:, None], len(spec.names), axis=1)
+    names = list(spec.names)
+    per_task = task_metrics(cols, t["labels"].numpy(), t["label_mask"].numpy(), names, groups, spec.kinds)
+    keep = {n: {k: v for k, v in m.items() if k in ("auc", "gauc")}
+            for n, m, b in zip(names, per_task.values(), spec.binary, strict=True) if b}
+    return {"weights": cfg.serving.weights or dict.fromkeys(names, 1.0), "combine": cfg.serving.combine,
+            "test": keep}
 
 
 def _init_preprocessor(init_from: Path) -> Preprocessor:
@@ -260,8 +309,12 @@ def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:
 
 def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
                      groups: dict[str, np.ndarray | None]) -> dict[str, Any]:
-    """Popularity baseline (AUC/GAUC only: its scores are counts, not probabilities)."""
+    """Popularity baseline (AUC/GAUC only: its scores are counts, not probabilities).
+
+    Binary tasks only: a count is no estimate of a regression target.
+    """
     names = [t.name for t in prep.data.tasks]
+    binary = [t.kind == "binary" for t in prep.data.tasks]
     item = prep.data.item_column
     train = splits["train"].tensors
     out: dict[str, Any] = {"name": "popularity" if item else "constant"}
@@ -272,9 +325,10 @@ def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
                                        train["label_mask"].numpy(), prep.tables[split].column(item))
         else:
             scores = constant_scores(len(splits[split]), len(names))
-        m = task_metrics(scores, t["labels"].numpy(), t["label_mask"].numpy(), names, groups[split])
+        m = task_metrics(scores, t["labels"].numpy(), t["label_mask"].numpy(), names, groups[split],
+                         [task.kind for task in prep.data.tasks])
         out[split] = {task: {k: v for k, v in vals.items() if k in ("auc", "gauc")}
-                      for task, vals in m.items()}
+                      for (task, vals), b in zip(m.items(), binary, strict=True) if b}
     return out
 
 

@@ -93,13 +93,54 @@ Feature = Annotated[
 
 
 class TaskConfig(Strict):
-    """A prediction target: a 0/1 label column, optionally defined only where `mask_column` is 1."""
+    """A prediction target, optionally defined only where `mask_column` is 1.
+
+    ``binary``: a 0/1 label, BCE loss, output σ(logit). ``regression``: a real label, ``mse`` or
+    ``huber`` loss (δ = `huber_delta`), output the raw value. ``conditional_on: watch`` makes the
+    head predict p(task | watch = 1) and trains it ESMM-style through p(task ∧ watch) =
+    p(watch) · p(task | watch) on every row where `watch` is defined (see
+    :mod:`ranker.tasks.chain`); it must name an earlier binary task.
+    """
 
     name: str
     column: str | None = None
-    kind: Literal["binary"] = "binary"
+    kind: Literal["binary", "regression"] = "binary"
+    loss: Literal["bce", "mse", "huber"] | None = Field(
+        None, description="bce for binary, mse (or huber) for regression")
+    huber_delta: float = Field(1.0, gt=0)
     weight: float = Field(1.0, ge=0)
     mask_column: str | None = Field(None, description="rows where this column is 0 are ignored")
+    conditional_on: str | None = Field(None, description="ESMM chain: an earlier binary task")
+
+    @model_validator(mode="after")
+    def _loss_fits_kind(self) -> TaskConfig:
+        if self.kind == "binary" and self.loss not in (None, "bce"):
+            raise ValueError(f"task {self.name!r}: loss {self.loss!r} needs kind: regression")
+        if self.kind == "regression" and self.loss == "bce":
+            raise ValueError(f"task {self.name!r}: loss bce needs kind: binary")
+        if self.kind == "regression" and self.conditional_on is not None:
+            raise ValueError(f"task {self.name!r}: conditional_on needs kind: binary")
+        return self
+
+    @property
+    def loss_name(self) -> str:
+        """The loss actually used (the kind's default when `loss` is unset)."""
+        return self.loss or ("bce" if self.kind == "binary" else "mse")
+
+
+def _check_chains(tasks: list[TaskConfig]) -> None:
+    """Each ``conditional_on`` names an earlier binary task (so chains have no cycles)."""
+    for i, t in enumerate(tasks):
+        if t.conditional_on is None:
+            continue
+        earlier = {u.name: u for u in tasks[:i]}
+        parent = earlier.get(t.conditional_on)
+        if parent is None:
+            raise ValueError(f"tasks[{i}].conditional_on: {t.conditional_on!r} is not an earlier "
+                             f"task; earlier tasks: {sorted(earlier)}")
+        if parent.kind != "binary":
+            raise ValueError(f"tasks[{i}].conditional_on: {parent.name!r} is a regression task; "
+                             "a chain needs a binary parent")
 
 
 # --------------------------------------------------------------------------- data: split
@@ -190,6 +231,11 @@ class DataConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate feature names: {dup}")
+        tasks = [t.name for t in self.tasks]
+        dup = sorted({n for n in tasks if tasks.count(n) > 1})
+        if dup:
+            raise ValueError(f"tasks: duplicate task names: {dup}")
+        _check_chains(self.tasks)
         return self
 
 
@@ -375,12 +421,52 @@ Backbone = Annotated[MLPBackbone | ResNetBackbone | DenseNetBackbone, Field(disc
 
 
 class LinearHeads(Strict):
-    """One linear logit per task on top of the backbone output."""
+    """Shared bottom (Caruana, 1997): the backbone is shared; each task has a tower and a logit.
+
+    ``tower: []`` (the default) is one linear logit per task on the backbone output.
+    """
 
     kind: Literal["linear"] = "linear"
+    tower: list[int] = Field(default_factory=list, description="per-task MLP widths before the logit")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Literal["relu", "gelu", "silu"] = "relu"
 
 
-Heads = Annotated[LinearHeads, Field(discriminator="kind")]
+class MMoEHeads(Strict):
+    """MMoE (Ma et al., KDD 2018): shared experts, one softmax gate per task, per-task towers.
+
+    The experts read the backbone's output; ``model.backbone.hidden: []`` gives the paper's
+    layout (experts on the embeddings).
+    """
+
+    kind: Literal["mmoe"] = "mmoe"
+    num_experts: int = Field(4, ge=1)
+    expert: list[int] = Field(default_factory=lambda: [64], min_length=1, description="expert MLP widths")
+    tower: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+
+
+class PLEHeads(Strict):
+    """PLE (Tang et al., RecSys 2020): task-specific and shared experts, gates per task, stacked.
+
+    Each of `num_levels` extraction levels has `task_experts` experts per task and
+    `shared_experts` shared ones; task t's gate mixes its own and the shared experts, the shared
+    gate (all levels but the last) mixes every expert. Not the numerical encoding of the same
+    initials (``model.encoders.numerical.kind: ple``).
+    """
+
+    kind: Literal["ple"] = "ple"
+    num_levels: int = Field(2, ge=1)
+    task_experts: int = Field(1, ge=1)
+    shared_experts: int = Field(1, ge=1)
+    expert: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    tower: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+
+
+Heads = Annotated[LinearHeads | MMoEHeads | PLEHeads, Field(discriminator="kind")]
 
 
 class NoHistory(Strict):
@@ -449,6 +535,19 @@ class ModelConfig(Strict):
 # --------------------------------------------------------------------------- training
 
 
+class DistillConfig(Strict):
+    """Knowledge distillation (Hinton et al., 2015): α · hard loss + (1 − α) · τ² · soft loss.
+
+    The soft loss compares the student's σ(z_s / τ) with the teacher's σ(z_t / τ) per binary
+    task (squared error of the outputs for regression tasks). ``soft_on_masked``: also distil
+    the rows where a task's label is masked (the teacher still has an opinion there).
+    """
+
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
+    temperature: float = Field(1.0, gt=0)
+    soft_on_masked: bool = False
+
+
 class TrainConfig(Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -469,6 +568,19 @@ class TrainConfig(Strict):
     progress: bool = True
     tensorboard: bool = False
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for quick runs")
+    distill: DistillConfig = Field(DistillConfig(), description="used by `ranker distill` only")
+
+
+class ServingConfig(Strict):
+    """The one score a served ranking sorts by, from the task outputs p_t.
+
+    ``sum``: Σ_t w_t · p_t; ``product``: Π_t p_t^{w_t}. Tasks missing from `weights` get
+    weight 0 (an empty mapping means weight 1 for every task). A chained task contributes its
+    joint probability p(task ∧ parent).
+    """
+
+    weights: dict[str, float] = Field(default_factory=dict)
+    combine: Literal["sum", "product"] = "sum"
 
 
 class RunConfig(Strict):
@@ -478,3 +590,4 @@ class RunConfig(Strict):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    serving: ServingConfig = ServingConfig()

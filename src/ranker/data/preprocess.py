@@ -422,10 +422,11 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
         if nan.any():
             raise DataError(f"{source}: label column {col!r} (task {t.name!r}) has {int(nan.sum())} "
                             f"NaN/null values (first at row {int(np.flatnonzero(nan)[0])})")
-        bad = on & (y != 0) & (y != 1)
+        bad = on & ((y != 0) & (y != 1) if t.kind == "binary" else ~np.isfinite(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) must be 0/1; row {i} "
+            want = "0/1" if t.kind == "binary" else "finite"
+            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) must be {want}; row {i} "
                             f"holds {float(y[i])!r} ({int(bad.sum())} such rows)")
         labels.append(np.where(on, y, 0.0))
         masks.append(mask)

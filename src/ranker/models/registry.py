@@ -22,6 +22,9 @@ from ranker.nn.crossnet import CrossNetV2
 from ranker.nn.din import DINAttention
 from ranker.nn.embeddings import CategoricalEncoder, HashedEmbeddings, UnifiedEmbeddings
 from ranker.nn.interaction import CrossStructure
+from ranker.nn.mmoe import MMoE
+from ranker.nn.progressive import PLE, PLEExperts
+from ranker.nn.towers import TaskTowers, TowerSpec
 from ranker.nn.transact import TransActEncoder
 
 # kind -> builder(config, in_dim) -> (module, out_dim)
@@ -29,9 +32,8 @@ INTERACTIONS: dict[str, Callable[[Any, int, int], tuple[nn.Module, int]]] = {
     "concat": lambda cfg, in_dim, n_fields: (ConcatInteraction(), in_dim),
 }
 BACKBONES: dict[str, Callable[[Any, int], tuple[nn.Module, int]]] = {}
-HEADS: dict[str, Callable[[Any, int, int], nn.Module]] = {
-    "linear": lambda cfg, in_dim, n_tasks: LinearHeads(in_dim, n_tasks),
-}
+# kind -> builder(config, in_dim, task names) -> module mapping (B, in_dim) to (B, T) logits
+HEADS: dict[str, Callable[[Any, int, list[str]], nn.Module]] = {}
 
 
 def _mlp(cfg: cs.MLPBackbone, in_dim: int) -> tuple[nn.Module, int]:
@@ -51,6 +53,33 @@ def _densenet(cfg: cs.DenseNetBackbone, in_dim: int) -> tuple[nn.Module, int]:
     return net, net.out_dim
 
 
+def _tower(cfg: cs.LinearHeads | cs.MMoEHeads | cs.PLEHeads) -> TowerSpec:
+    return TowerSpec(tuple(cfg.tower), cfg.dropout, cfg.activation)
+
+
+def _expert(cfg: cs.MMoEHeads | cs.PLEHeads) -> TowerSpec:
+    return TowerSpec(tuple(cfg.expert), cfg.dropout, cfg.activation)
+
+
+def _linear_heads(cfg: cs.LinearHeads, in_dim: int, tasks: list[str]) -> nn.Module:
+    """Shared bottom: one linear logit per task (today's layout), or per-task towers."""
+    if not cfg.tower:
+        return LinearHeads(in_dim, len(tasks))
+    return TaskTowers(in_dim, len(tasks), _tower(cfg))
+
+
+def _mmoe(cfg: cs.MMoEHeads, in_dim: int, tasks: list[str]) -> nn.Module:
+    return MMoE(in_dim, tasks, num_experts=cfg.num_experts, expert=_expert(cfg), tower=_tower(cfg))
+
+
+def _ple(cfg: cs.PLEHeads, in_dim: int, tasks: list[str]) -> nn.Module:
+    counts = PLEExperts(cfg.num_levels, cfg.task_experts, cfg.shared_experts)
+    return PLE(in_dim, tasks, experts=counts, expert=_expert(cfg), tower=_tower(cfg))
+
+
+HEADS["linear"] = _linear_heads
+HEADS["mmoe"] = _mmoe
+HEADS["ple"] = _ple
 BACKBONES["mlp"] = _mlp
 BACKBONES["resnet"] = _resnet
 BACKBONES["densenet"] = _densenet
@@ -91,7 +120,7 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     if not dims:
         raise ConfigError("data.features: the model has no input features")
     interaction, backbone, width = _interaction_and_backbone(cfg, sum(dims), len(dims))
-    heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, len(layout.tasks))
+    heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, list(layout.tasks))
     return Ranker(
         emb, histories, interaction, backbone, heads,
         dense=tuple(layout.dense), numerical=numerical,

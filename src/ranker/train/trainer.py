@@ -1,6 +1,9 @@
-"""The training loop: masked multi-task BCE, AdamW, clipping, early stopping, resumable.
+"""The training loop: masked multi-task loss, AdamW, clipping, early stopping, resumable.
 
-The trainer knows nothing about a model's parts: it calls ``model(batch) -> (B, T) logits``.
+The trainer knows nothing about a model's parts: it calls ``model(batch) -> (B, T) raw outputs``
+and ``objective(raw, batch) -> loss`` (by default :class:`ranker.tasks.MultiTaskObjective`:
+BCE / MSE / Huber per task, masks, ESMM chains; distillation passes its own objective). Gate
+statistics of mixture-of-experts heads (:mod:`ranker.nn.gates`) are logged per validation pass.
 Determinism and resumption: epoch ``e`` shuffles with ``torch.Generator().manual_seed(seed·1000
 + e)`` and reseeds torch's global RNG (dropout) with ``seed + e``, so a run killed after epoch
 ``k`` and resumed produces the same epochs ``k+1 ..`` as an uninterrupted run.
@@ -26,8 +29,12 @@ from tqdm import tqdm
 
 from ranker.config.schema import TaskConfig, TrainConfig
 from ranker.data.tensors import Batch, TensorData
+from ranker.nn.gates import collect_gate_stats
+from ranker.tasks import MultiTaskObjective, TaskSpec
 from ranker.train.checkpoint import Checkpointer, load_weights
 from ranker.train.evaluate import TaskMetrics, predict, selection_score, task_metrics
+
+Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
 @dataclass
@@ -52,6 +59,8 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
                    weights: torch.Tensor) -> torch.Tensor:
     """Σ_t w_t · mean over unmasked rows of BCE(logit_t, y_t); masked rows give no gradient.
 
+    The all-binary, unchained special case of :class:`ranker.tasks.MultiTaskObjective`.
+
     Shapes: logits, labels, mask (B, T); weights (T,).
     """
     bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")  # (B, T)
@@ -64,15 +73,21 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, tasks: list[TaskConfig], run_dir: Path,
                  *, device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-                 loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
+                 loss_fn: Callable[..., torch.Tensor] | None = None,
+                 objective: Objective | None = None) -> None:
+        """`loss_fn(logits, labels, mask, weights)` (legacy) or `objective(raw, batch)` replace
+        the default objective of `tasks`."""
         self.cfg = cfg
         self.tasks = tasks
+        self.spec = TaskSpec.from_tasks(tasks)
         self.run_dir = run_dir
         self.device = device or pick_device(cfg.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = rank, world_size
         self.weights = torch.tensor([t.weight for t in tasks], device=self.device)
-        self.loss_fn = loss_fn or multitask_loss
+        self.objective: Objective = objective or MultiTaskObjective(self.spec)
+        if loss_fn is not None:
+            self.objective = lambda raw, batch: loss_fn(raw, batch["labels"], batch["label_mask"], self.weights)
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         emb = getattr(model, "embedding_parameters", None)
@@ -97,8 +112,10 @@ class Trainer:
             if state["bad_epochs"] > self.cfg.patience:
                 break
             stats = self._train_epoch(train, epoch)
-            probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device)
-            metrics = task_metrics(probs, labels, mask, names, valid_groups)
+            collect_gate_stats(self.model)  # drop anything recorded outside validation
+            probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device, self.spec.outputs)
+            metrics = task_metrics(probs, labels, mask, names, valid_groups, self.spec.kinds)
+            gates = collect_gate_stats(self.model)
             score = selection_score(metrics)
             improved = score > state["best_score"]
             if improved:
@@ -108,6 +125,8 @@ class Trainer:
                 self._decay_lr()
             record = {"epoch": epoch, **stats, "valid": metrics, "valid_score": score,
                       "lr": self.optimizer.param_groups[0]["lr"]}
+            if gates:
+                record["gates"] = gates
             history.append(record)
             speeds.append(stats["samples_per_s"])
             if self.rank == 0:
@@ -127,10 +146,14 @@ class Trainer:
         return result
 
     def evaluate(self, data: TensorData, groups: np.ndarray | None = None) -> tuple[TaskMetrics, np.ndarray]:
-        probs = predict(self.model, data, self.cfg.eval_batch_size, self.device)
+        """Per-task metrics and outputs (N, T); gate statistics stay readable with
+        :func:`ranker.nn.gates.collect_gate_stats` until the next evaluation."""
+        collect_gate_stats(self.model)
+        probs = predict(self.model, data, self.cfg.eval_batch_size, self.device, self.spec.outputs)
         names = [t.name for t in self.tasks]
         t = data.tensors
-        return task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(), names, groups), probs
+        return task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(), names, groups,
+                            self.spec.kinds), probs
 
     # ------------------------------------------------------------------ internals
     def _train_epoch(self, train: TensorData, epoch: int) -> dict[str, Any]:
@@ -182,7 +205,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                             enabled=self.device.type == "cuda"):
             logits = self.model(batch)
-        loss = self.loss_fn(logits, batch["labels"], batch["label_mask"], self.weights)
+        loss = self.objective(logits, batch)
         if self.cfg.embedding_l2 > 0 and self.embedding_params:
             loss = loss + self.cfg.embedding_l2 * sum(p.pow(2).sum() for p in self.embedding_params)
         return loss
@@ -243,6 +266,9 @@ def _summary(record: dict[str, Any], best_epoch: int) -> str:
     parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}",
              f"{record['samples_per_s']:,.0f} samples/s"]
     for task, m in record["valid"].items():
+        if "rmse" in m:
+            parts.append(f"{task} rmse {m['rmse']:.4f}")
+            continue
         s = f"{task} auc {m['auc']:.4f}"
         if "gauc" in m:
             s += f" gauc {m['gauc']:.4f}"
