@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ranker.config.retrieval import RetrievalRunConfig
 from ranker.config.schema import RunConfig
 from ranker.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(
@@ -23,6 +26,24 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Parse `path` (YAML) or `base`, apply ``key.path=value`` overrides, validate strictly."""
+    raw = read_raw(path, overrides, base=base)
+    return validate(raw, source=str(path) if path else "config")
+
+
+def load_retrieval_config(path: str | Path, overrides: list[str] | None = None) -> RetrievalRunConfig:
+    """Like :func:`load_config`, for a file with ``kind: retrieval`` at the top."""
+    raw = read_raw(path, overrides)
+    return validate(raw, source=str(path), root=RetrievalRunConfig)
+
+
+def config_kind(path: str | Path) -> str:
+    """``retrieval`` for a file whose top-level ``kind`` is retrieval, else ``ranking``."""
+    return "retrieval" if read_raw(path).get("kind") == "retrieval" else "ranking"
+
+
+def read_raw(path: str | Path | None, overrides: list[str] | None = None, *,
+             base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML mapping of `path` (or a copy of `base`) with the overrides applied."""
     raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         path = Path(path)
@@ -37,7 +58,7 @@ def load_config(
         raw = loaded
     for item in overrides or []:
         apply_override(raw, item)
-    return validate(raw, source=str(path) if path else "config")
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -79,25 +100,29 @@ def _list_item(node: list[Any], part: str, path: list[str]) -> Any:
     raise ConfigError(f"--set: {'.'.join(path)} names no entry of that list (index or name)")
 
 
-def validate(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
-    """Validate `raw` as a :class:`RunConfig`, turning pydantic's errors into one clear message."""
+@overload
+def validate(raw: dict[str, Any], *, source: str = ...) -> RunConfig: ...
+@overload
+def validate(raw: dict[str, Any], *, source: str = ..., root: type[M]) -> M: ...
+def validate(raw: dict[str, Any], *, source: str = "config", root: type[BaseModel] = RunConfig) -> Any:
+    """Validate `raw` as a `root` model, turning pydantic's errors into one clear message."""
     try:
-        return RunConfig.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, source)) from None
+        raise ConfigError(format_errors(exc, source, root)) from None
 
 
-def format_errors(exc: ValidationError, source: str) -> str:
+def format_errors(exc: ValidationError, source: str, root: type[BaseModel] = RunConfig) -> str:
     """One line per problem: the key path, the problem, and the allowed keys or values."""
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        shown, _ = _walk(loc)  # the user's key path: union tags (`mlp`, `categorical`) left out
+        shown, _ = _walk(loc, root)  # the user's key path: union tags (`mlp`, `categorical`) left out
         path = ".".join(shown) or "<root>"
         msg = err["msg"]
         given = err.get("input")
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
+            allowed = _allowed_keys(loc[:-1], root)
             msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
         elif err["type"] == "literal_error" and err.get("ctx"):
             msg = f"got {given!r}; allowed: {err['ctx'].get('expected')}"
@@ -107,7 +132,7 @@ def format_errors(exc: ValidationError, source: str) -> str:
                 f"allowed: {err['ctx'].get('expected_tags')}"
             )
         elif err["type"] == "union_tag_not_found":
-            kinds = [k for k in map(_kind_of, _walk(loc)[1]) if k]
+            kinds = [k for k in map(_kind_of, _walk(loc, root)[1]) if k]
             msg = "missing `kind`" + (f"; allowed: {', '.join(map(repr, kinds))}" if kinds else "")
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -117,12 +142,12 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _walk(loc: list[str]) -> tuple[list[str], list[type[BaseModel]]]:
+def _walk(loc: list[str], root: type[BaseModel]) -> tuple[list[str], list[type[BaseModel]]]:
     """Follow `loc` through the config models: (the path without union tags, models found there).
 
     The models list is empty once `loc` leaves the schema (an unknown key).
     """
-    models: list[type[BaseModel]] = [RunConfig]
+    models: list[type[BaseModel]] = [root]
     shown: list[str] = []
     for part in loc:
         if part.isdigit() or not models:
@@ -142,9 +167,9 @@ def _walk(loc: list[str]) -> tuple[list[str], list[type[BaseModel]]]:
     return shown, models
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
+def _allowed_keys(loc: list[str], root: type[BaseModel]) -> list[str]:
     """Field names of the config model found at `loc` (through lists, options and unions)."""
-    models = _walk(loc)[1]
+    models = _walk(loc, root)[1]
     return sorted(models[0].model_fields) if len(models) == 1 else []
 
 
@@ -164,6 +189,6 @@ def _kind_of(model: type[BaseModel]) -> str | None:
     return str(args[0]) if args else None
 
 
-def dump_config(config: RunConfig) -> str:
+def dump_config(config: BaseModel) -> str:
     """The resolved config as YAML (every default made explicit)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

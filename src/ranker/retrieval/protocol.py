@@ -26,6 +26,7 @@ class Sequences:
 
     items: np.ndarray  # (total,) int64
     offsets: np.ndarray  # (U+1,) int64
+    times: np.ndarray | None = None  # (total,) int64 unix seconds, parallel to items
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -40,9 +41,18 @@ class Sequences:
         pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
         return row, pos, self.items[np.repeat(self.offsets[users], lens) + pos], lens
 
-    def padded(self, users: np.ndarray, max_len: int) -> torch.Tensor:
-        """The last `max_len` items of each user, left-padded with 0: (len(users), max_len)."""
-        row, pos, vals, lens = self.gather(users)
+    def padded(self, users: np.ndarray, max_len: int, *, times: bool = False) -> torch.Tensor:
+        """The last `max_len` items (or their times) of each user, left-padded with 0.
+
+        Shape: (len(users), max_len) int64.
+        """
+        lens = self.lengths()[users]
+        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        flat = np.repeat(self.offsets[users], lens) + pos
+        if times and self.times is None:
+            raise ValueError("these sequences have no timestamps")
+        vals = (self.times if times else self.items)[flat]  # type: ignore[index]
+        row = np.repeat(np.arange(len(users)), lens)
         skip = np.repeat(np.maximum(lens - max_len, 0), lens)
         keep = pos >= skip
         col = max_len - np.repeat(np.minimum(lens, max_len), lens) + pos - skip
@@ -62,6 +72,13 @@ class LeaveOneOut:
     valid_target: np.ndarray  # (U,)
     test_input: Sequences
     test_target: np.ndarray  # (U,)
+    valid_target_time: np.ndarray | None = None  # (U,) the targets' timestamps, if known
+    test_target_time: np.ndarray | None = None
+    users: np.ndarray | None = None  # (U,) the dataset's user ids, row order
+
+    @property
+    def has_times(self) -> bool:
+        return self.train.times is not None
 
     def split(self, name: str) -> tuple[Sequences, np.ndarray]:
         if name == "valid":
@@ -70,14 +87,34 @@ class LeaveOneOut:
             return self.test_input, self.test_target
         raise ValueError(f"split must be 'valid' or 'test', got {name!r}")
 
+    def target_times(self, name: str) -> np.ndarray | None:
+        """(U,) timestamps of the split's targets (the request time), or None."""
+        self.split(name)
+        return self.valid_target_time if name == "valid" else self.test_target_time
 
-def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int) -> LeaveOneOut:
-    """Cut every user's chronological sequence (at least 3 items) into the three views."""
-    if isinstance(items, pa.ChunkedArray):
-        items = items.combine_chunks()
-    flat = np.asarray(items.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
-    offsets = items.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
+
+def _flat(lists: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    flat = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    return flat, offsets - offsets[0]
+
+
+def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int,
+                  times: pa.ListArray | pa.ChunkedArray | None = None,
+                  users: np.ndarray | None = None) -> LeaveOneOut:
+    """Cut every user's chronological sequence (at least 3 items) into the three views.
+
+    `times` (the same lists of unix seconds) travel with the items; the targets' times are kept
+    as the request times of the validation and test queries.
+    """
+    flat, offsets = _flat(items)
+    tflat = None
+    if times is not None:
+        tflat, toffsets = _flat(times)
+        if not np.array_equal(toffsets, offsets):
+            raise ValueError("times must have one timestamp per item")
     lengths = np.diff(offsets)
     if (lengths < 3).any():
         raise ValueError(f"{int((lengths < 3).sum())} users have fewer than 3 items")
@@ -88,15 +125,26 @@ def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len
         for d in range(1, drop + 1):
             keep[ends - d] = False
         new_offsets = np.concatenate([[0], np.cumsum(lengths - drop)])
-        return Sequences(flat[keep], new_offsets)
+        return Sequences(flat[keep], new_offsets, None if tflat is None else tflat[keep])
 
     train = cut(2)
-    return LeaveOneOut(num_items, max_len, train, train, flat[ends - 2], cut(1), flat[ends - 1])
+    return LeaveOneOut(
+        num_items, max_len, train, train, flat[ends - 2], cut(1), flat[ends - 1],
+        valid_target_time=None if tflat is None else tflat[ends - 2],
+        test_target_time=None if tflat is None else tflat[ends - 1],
+        users=users,
+    )
 
 
-def from_prepared(ds: PreparedDataset) -> LeaveOneOut:
+def from_prepared(ds: PreparedDataset, max_len: int | None = None) -> LeaveOneOut:
+    """The leave-one-out views of a prepared retrieval recipe (with times when it has them)."""
     table = ds.table("sequences")
-    return leave_one_out(table.column("items"), int(ds.manifest["num_items"]), int(ds.manifest["max_len"]))
+    times = None
+    if "times" in table.column_names and table.column("times").null_count == 0:
+        times = table.column("times")
+    users = table.column("user").to_numpy() if "user" in table.column_names else None
+    return leave_one_out(table.column("items"), int(ds.manifest["num_items"]),
+                         max_len or int(ds.manifest["max_len"]), times, users)
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)

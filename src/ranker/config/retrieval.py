@@ -1,0 +1,142 @@
+"""The typed, strict configuration of a candidate-generation (retrieval) run.
+
+A YAML file with ``kind: retrieval`` at the top is a :class:`RetrievalRunConfig`; ``ranker
+train`` dispatches on that key. Sections: ``data`` (a retrieval recipe), ``model`` (``sasrec``
+or ``hstu``), ``loss`` (``full_softmax``, ``sampled_softmax`` or ``in_batch``), ``train`` and
+``eval``. Unknown keys are errors that name their path, as in the ranker's config.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from ranker.config.schema import Strict
+
+
+class RetrievalData(Strict):
+    """A built-in retrieval recipe (``ranker datasets list``, kind ``retrieval``)."""
+
+    dataset: str = Field(..., description="e.g. r-ml100k, r-ml1m, r-beauty")
+    max_len: int | None = Field(None, ge=2, description="model input length (default: the protocol's)")
+
+
+class SASRecModel(Strict):
+    """SASRec (Kang & McAuley, 2018): learned positions, causal softmax attention, FFN."""
+
+    kind: Literal["sasrec"] = "sasrec"
+    dim: int = Field(50, ge=1)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(1, ge=1)
+    ff_dim: int = Field(50, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    l2_normalize: bool = Field(True, description="score cosine similarities (user and item)")
+
+
+class HSTUModel(Strict):
+    """HSTU (Zhai et al., 2024): SiLU attention with relative position/time bias, no FFN.
+
+    ``time_bias`` needs a dataset with timestamps; ``query_time``: ``next`` = position i asks
+    at the time of the event it predicts (the reference; at evaluation the target's time is
+    the request time), ``last`` = at its own event's time (no later timestamp at all).
+    ``position_embedding``: the reference also adds learned absolute positions to the input.
+    """
+
+    kind: Literal["hstu"] = "hstu"
+    dim: int = Field(50, ge=1)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(1, ge=1)
+    linear_dim: int = Field(25, ge=1, description="d_v per head")
+    attention_dim: int = Field(25, ge=1, description="d_qk per head")
+    dropout: float = Field(0.2, ge=0, lt=1, description="input and U⊙LN(AV) dropout")
+    num_buckets: int = Field(128, ge=1)
+    position_bias: bool = True
+    time_bias: bool = True
+    query_time: Literal["next", "last"] = "next"
+    position_embedding: bool = True
+    attention: Literal["reference", "fused"] = "reference"
+    l2_normalize: bool = True
+
+
+RetrievalModel = Annotated[SASRecModel | HSTUModel, Field(discriminator="kind")]
+
+
+class FullSoftmax(Strict):
+    """Cross-entropy over the whole catalogue (small catalogues)."""
+
+    kind: Literal["full_softmax"] = "full_softmax"
+    temperature: float = Field(0.05, gt=0)
+
+
+class SampledSoftmax(Strict):
+    """Softmax over the target and ``num_negatives`` uniform items shared by the batch.
+
+    Negatives equal to a row's target (accidental hits) are removed from that row.
+    """
+
+    kind: Literal["sampled_softmax"] = "sampled_softmax"
+    num_negatives: int = Field(128, ge=1)
+    temperature: float = Field(0.05, gt=0)
+
+
+class InBatchSoftmax(Strict):
+    """Negatives = the other targets of the batch; ``log_q``: subtract log popularity
+    (Yi et al., RecSys 2019), since in-batch items are drawn by popularity."""
+
+    kind: Literal["in_batch"] = "in_batch"
+    temperature: float = Field(0.05, gt=0)
+    log_q: bool = True
+
+
+RetrievalLoss = Annotated[FullSoftmax | SampledSoftmax | InBatchSoftmax, Field(discriminator="kind")]
+
+
+class SequenceTrainConfig(Strict):
+    """AdamW on next-item targets at every position; selection on validation NDCG@10."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1, description="users per step")
+    eval_batch_size: int = Field(512, ge=1, description="users per scoring batch")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs")
+    length_window: int = Field(
+        4, ge=0, description="sort users by length within windows of this many batches (0: off)")
+    seed: int = 2021
+    threads: int | None = Field(None, ge=1)
+    progress: bool = True
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+
+
+class RetrievalEval(Strict):
+    """Full-catalogue leave-one-out metrics (PROTOCOLS.md); sampled ones only on request.
+
+    ``exclude``: ``history`` (every earlier item, the protocol) or ``input`` (only the items of
+    the truncated model input, the HSTU reference's variant). ``sampled_negatives``: also report
+    metrics against that many uniform non-history negatives, under keys ``sampled<N>/...``.
+    """
+
+    ks: list[int] = Field(default_factory=lambda: [10, 50, 200])
+    exclude: Literal["history", "input"] = "history"
+    sampled_negatives: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _has_10(self) -> RetrievalEval:
+        if 10 not in self.ks:
+            raise ValueError("ks must contain 10 (model selection uses NDCG@10)")
+        return self
+
+
+class RetrievalRunConfig(Strict):
+    """The whole YAML file of a retrieval run."""
+
+    kind: Literal["retrieval"]
+    name: str = "retrieval"
+    data: RetrievalData
+    model: RetrievalModel = HSTUModel()
+    loss: RetrievalLoss = SampledSoftmax()
+    train: SequenceTrainConfig = SequenceTrainConfig()
+    eval: RetrievalEval = RetrievalEval()

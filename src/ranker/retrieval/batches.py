@@ -1,0 +1,138 @@
+"""Tensors of next-item training and of queries, built once from jagged sequences.
+
+Training: a user's training sequence ``s_1..s_n`` becomes the input ``s_1..s_{n-1}`` and the
+targets ``s_2..s_n`` (the last ``max_len`` of each, left-padded with 0), so one forward pass
+trains every position. The query time of position i is the target's time ``t_{i+1}``.
+Queries (evaluation, serving): the input is the user's history and the query time of the last
+position is the request time (the held-out target's time in the protocol).
+
+Batches are trimmed to the longest real sequence they hold: the models' outputs do not depend
+on the amount of left padding, so trimming only saves work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ranker.retrieval.protocol import Sequences
+
+
+@dataclass(frozen=True)
+class SeqBatch:
+    """items, targets (B, L) int64, 0 = padding / no target; times, query_times (B, L) or None."""
+
+    items: torch.Tensor
+    targets: torch.Tensor
+    times: torch.Tensor | None
+    query_times: torch.Tensor | None
+
+    def to(self, device: torch.device) -> SeqBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return SeqBatch(self.items.to(device), self.targets.to(device), move(self.times),
+                        move(self.query_times))
+
+    def trimmed(self) -> SeqBatch:
+        """Drop the leading columns that are padding in every row."""
+        width = int((self.items > 0).sum(1).max()) if len(self.items) else 0
+        width = max(width, 1)
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, -width:]
+
+        return SeqBatch(self.items[:, -width:], self.targets[:, -width:], cut(self.times),
+                        cut(self.query_times))
+
+
+def _drop(seqs: Sequences, first: bool) -> Sequences:
+    """Every sequence without its first (or last) element; sequences must be non-empty."""
+    lens = seqs.lengths()
+    keep = np.ones(len(seqs.items), dtype=bool)
+    keep[seqs.offsets[:-1] if first else seqs.offsets[1:] - 1] = False
+    offsets = np.concatenate([[0], np.cumsum(lens - 1)])
+    times = None if seqs.times is None else seqs.times[keep]
+    return Sequences(seqs.items[keep], offsets, times)
+
+
+@dataclass(frozen=True)
+class TrainSequences:
+    """Padded next-item training tensors of every user with at least two training items."""
+
+    items: torch.Tensor  # (U, L)
+    targets: torch.Tensor  # (U, L)
+    times: torch.Tensor | None
+    query_times: torch.Tensor | None
+
+    @classmethod
+    def build(cls, train: Sequences, max_len: int) -> TrainSequences:
+        users = np.flatnonzero(train.lengths() >= 2)
+        sub = Sequences(*_subset(train, users))
+        inputs, targets = _drop(sub, first=False), _drop(sub, first=True)
+        everyone = np.arange(len(users))
+        times = qtimes = None
+        if train.times is not None:
+            times = inputs.padded(everyone, max_len, times=True)
+            qtimes = targets.padded(everyone, max_len, times=True)
+        return cls(inputs.padded(everyone, max_len), targets.padded(everyone, max_len), times, qtimes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def num_targets(self) -> int:
+        return int((self.targets > 0).sum())
+
+    def batches(self, batch_size: int, generator: torch.Generator,
+                length_window: int = 0) -> Iterator[SeqBatch]:
+        """Shuffled, trimmed batches of `batch_size` users.
+
+        ``length_window`` > 0: the shuffled users are cut into windows of that many batches,
+        each window is sorted by sequence length before it is cut into batches, and the batch
+        order is shuffled, so batches hold sequences of similar length and trimming removes
+        most padding (attention costs L² per sequence).
+        """
+        order = torch.randperm(len(self), generator=generator)
+        if length_window > 0:
+            lengths = (self.items > 0).sum(1)
+            span = batch_size * length_window
+            order = torch.cat([w[torch.argsort(lengths[w], stable=True)]
+                               for w in order.split(span)])
+        starts = torch.arange(0, len(self), batch_size)
+        if length_window > 0:
+            starts = starts[torch.randperm(len(starts), generator=generator)]
+        for start in starts.tolist():
+            rows = order[start:start + batch_size]
+            yield SeqBatch(self.items[rows], self.targets[rows], _rows(self.times, rows),
+                           _rows(self.query_times, rows)).trimmed()
+
+
+def _rows(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t[rows]
+
+
+def _subset(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    lens = seqs.lengths()[users]
+    pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    flat = np.repeat(seqs.offsets[users], lens) + pos
+    times = None if seqs.times is None else seqs.times[flat]
+    return seqs.items[flat], np.concatenate([[0], np.cumsum(lens)]), times
+
+
+def query_batch(seqs: Sequences, users: np.ndarray, max_len: int,
+                request_times: np.ndarray | None) -> SeqBatch:
+    """The inputs of `users` for scoring the next item; targets are empty (zeros).
+
+    ``query_times`` = the next input's time at every position and the request time at the last
+    one (the position's own time when `request_times` is None).
+    """
+    items = seqs.padded(users, max_len)
+    times = qtimes = None
+    if seqs.times is not None:
+        times = seqs.padded(users, max_len, times=True)
+        last = times[:, -1] if request_times is None else torch.from_numpy(request_times[users])
+        qtimes = torch.cat([times[:, 1:], last.reshape(-1, 1).to(times.dtype)], dim=1)
+    return SeqBatch(items, torch.zeros_like(items), times, qtimes).trimmed()

@@ -1,0 +1,118 @@
+"""From a retrieval config to a run directory, and back (for ``ranker retrieve``).
+
+Run directory contents::
+
+    config.yaml          the resolved config (every default explicit)
+    model.safetensors    weights of the best validation epoch
+    log.jsonl            one record per epoch (loss, seconds, targets/s, valid metrics)
+    metrics.json         best epoch, valid/test metrics at it, most-popular on test, timings
+    checkpoints/         resumable training state
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ranker.config import dump_config, load_retrieval_config
+from ranker.config.retrieval import HSTUModel, RetrievalRunConfig
+from ranker.data.recipes import get_recipe, prepare
+from ranker.data.sources import atomic_write_bytes
+from ranker.errors import ConfigError
+from ranker.models.sequential import SequentialRetriever, build_retrieval_model
+from ranker.retrieval.batches import TrainSequences
+from ranker.retrieval.evaluation import evaluate_model
+from ranker.retrieval.losses import NextItemLoss
+from ranker.retrieval.protocol import LeaveOneOut, evaluate, from_prepared, popularity_scorer
+from ranker.retrieval.trainer import SequenceTrainer
+from ranker.train.checkpoint import load_weights, save_weights
+
+
+def load_data(cfg: RetrievalRunConfig) -> LeaveOneOut:
+    """The leave-one-out views of the config's retrieval recipe."""
+    recipe = get_recipe(cfg.data.dataset)
+    if recipe.kind != "retrieval":
+        raise ConfigError(f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset, not a retrieval one")
+    data = from_prepared(prepare(recipe), cfg.data.max_len)
+    if isinstance(cfg.model, HSTUModel) and cfg.model.time_bias and not data.has_times:
+        raise ConfigError(f"model.time_bias: {recipe.name!r} has no timestamps here; set "
+                          "model.time_bias=false (position bias only)")
+    return data
+
+
+def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut) -> SequentialRetriever:
+    return build_retrieval_model(cfg.model, num_items=data.num_items, max_len=data.max_len)
+
+
+def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
+    run_dir = Path(run_dir)
+    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.train.seed)
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume_config(run_dir, cfg)
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    train = TrainSequences.build(data.train, data.max_len)
+    counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
+    loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
+    fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
+    save_weights(model, run_dir / "model.safetensors")
+    e = cfg.eval
+    metrics: dict[str, Any] = {
+        "dataset": cfg.data.dataset, "model": cfg.model.kind, "seed": cfg.train.seed,
+        "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "users": len(data.test_target), "items": data.num_items,
+        "seconds_per_epoch": fit.seconds_per_epoch(),
+        "train_time_s": sum(h["epoch_time_s"] for h in fit.history),
+        "threads": torch.get_num_threads(),
+    }
+    for split in ("valid", "test"):
+        start = time.perf_counter()
+        metrics[split] = evaluate_model(model, data, split, ks=tuple(e.ks), exclude=e.exclude,
+                                        batch_users=cfg.train.eval_batch_size,
+                                        sampled_negatives=e.sampled_negatives)
+        metrics[f"{split}_eval_s"] = time.perf_counter() - start
+    metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
+    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    return metrics
+
+
+def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, LeaveOneOut]:
+    """A finished run's config, best weights (eval mode) and data."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"{run_dir}: not a finished retrieval run (config.yaml, model.safetensors)")
+    cfg = load_retrieval_config(run_dir / "config.yaml")
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    load_weights(model, run_dir / "model.safetensors")
+    return cfg, model.eval(), data
+
+
+def user_row(data: LeaveOneOut, user: int) -> int:
+    """Row of the dataset's user id `user` (ConfigError naming it when unknown)."""
+    ids = data.users if data.users is not None else np.arange(len(data.test_target))
+    hit = np.flatnonzero(ids == user)
+    if not len(hit):
+        raise ConfigError(f"--user {user}: no such user in this dataset")
+    return int(hit[0])
+
+
+def _check_resume_config(run_dir: Path, cfg: RetrievalRunConfig) -> None:
+    if not (run_dir / "checkpoints" / "last.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return
+    skip = {"train": {"epochs", "progress", "threads"}}
+    old = load_retrieval_config(run_dir / "config.yaml")
+    if old.model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
+        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out")
