@@ -153,7 +153,7 @@ def _log_sections(log: list[dict[str, Any]], best: int | None) -> list[str]:
     valid = [_by_task(r.get("valid")) for r in log]
     tasks = list(dict.fromkeys(t for v in valid for t in v))
     names = list(dict.fromkeys(m for v in valid for t in v.values() for m in t))
-    panels = [m for m in ("auc", "gauc") if m in names] or names[:1]
+    panels = [m for m in ("auc", "gauc", "rmse") if m in names] or names[:1]
     if panels:
         series = {m: {t: [_num(v.get(t, {}).get(m)) for v in valid] for t in tasks} for m in panels}
         out.append(_img(plots.plot_valid_metrics(epochs, series, best),
@@ -178,6 +178,44 @@ def _auc_section(metrics: dict[str, Any]) -> str:
     base = [_num(base_auc.get(t, {}).get("auc")) for t in tasks] if baseline else None
     png = plots.plot_auc_bars(tasks, [_num(model[t]["auc"]) for t in tasks], base, split, base_name)
     return _img(png, f"{split} AUC per task" + (f" vs {base_name}" if baseline else ""))
+
+
+def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int | None) -> list[str]:
+    """Mixture-of-experts gates: entropy per epoch, mean weights and statistics on test."""
+    per_epoch: list[dict[str, Any]] = [g if isinstance(g := r.get("gates"), dict) else {} for r in log]
+    names = list(dict.fromkeys(g for gates in per_epoch for g in gates))
+    test: dict[str, Any] = g if isinstance(g := metrics.get("gates"), dict) else {}
+    if not names and not test:
+        return []
+    out = ["<h2>Experts and gates</h2>",
+           "<p>Entropy = mean over rows of H(gate); usage entropy = H(mean gate). Both near 0: "
+           "expert collapse; both near log E: the gate ignores its input.</p>"]
+    if names:
+        epochs = [_num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
+        entropy = {g: [_num(gates.get(g, {}).get("entropy")) for gates in per_epoch] for g in names}
+        top = {g: next(_num(gates[g].get("max_entropy")) for gates in per_epoch if g in gates) for g in names}
+        out.append(_img(plots.plot_gate_entropy(epochs, entropy, top, best), "gate entropy per epoch"))
+    if test:
+        weights = {g: s["weights"] for g, s in test.items() if isinstance(s, dict) and "weights" in s}
+        if weights:
+            out.append(_img(plots.plot_gate_weights(weights), "mean gate weights on test"))
+        rows = [(g, s.get("entropy"), s.get("usage_entropy"), s.get("max_entropy"),
+                 " ".join(f"{w:.3f}" for w in s.get("weights", [])))
+                for g, s in test.items() if isinstance(s, dict)]
+        out.append(_table(["gate (test)", "entropy", "usage entropy", "log E", "mean weights"], rows))
+    return out
+
+
+def _serving_section(metrics: dict[str, Any]) -> list[str]:
+    """How the serving score (weighted task outputs) ranks each task on test."""
+    serving = metrics.get("serving")
+    if not isinstance(serving, dict) or not _by_task(serving.get("test")):
+        return []
+    rows = [(t, m.get("auc"), m.get("gauc")) for t, m in _by_task(serving.get("test")).items()]
+    return ["<h3>Serving score</h3>",
+            f"<p>{escape(str(serving.get('combine')))} of the task outputs with weights "
+            f"{escape(json.dumps(serving.get('weights')))}, scored against each task's labels.</p>",
+            _table(["task", "AUC", "GAUC"], rows)]
 
 
 def _calibration_section(run_dir: Path) -> list[str]:
@@ -225,7 +263,7 @@ def write_report(run_dir: Path | str) -> Path:
         body.append(_note(f"metrics.json {what}; results omitted."))
     else:
         body += ["<h3>Run</h3>", _summary_table(metrics), "<h3>Metrics per task</h3>",
-                 _metrics_table(metrics), _auc_section(metrics)]
+                 _metrics_table(metrics), _auc_section(metrics), *_serving_section(metrics)]
     body.append("<h2>Training</h2>")
     if log:
         body += _log_sections(log, _best_epoch(metrics or {}, log))
@@ -233,6 +271,7 @@ def write_report(run_dir: Path | str) -> Path:
         body.append(_note("log.jsonl is missing or empty; training plots omitted."))
     if bad_lines:
         body.append(_note(f"log.jsonl: skipped {bad_lines} line(s) that were not JSON objects."))
+    body += _gates_section(log, metrics or {}, _best_epoch(metrics or {}, log))
     body += ["<h2>Calibration</h2>", *_calibration_section(run_dir), "<h2>Config</h2>"]
     config = _text(run_dir / "config.yaml")
     body.append(_note("config.yaml is missing.") if config is None

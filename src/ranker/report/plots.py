@@ -26,6 +26,8 @@ __all__ = [
     "plot_valid_metrics",
     "plot_auc_bars",
     "plot_calibration",
+    "plot_gate_entropy",
+    "plot_gate_weights",
 ]
 
 _EMPTY = np.zeros(0, dtype=np.float64)
@@ -169,6 +171,38 @@ def plot_calibration(task: str, labels: np.ndarray, probs: np.ndarray, n_bins: i
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left")
+    return _png(fig)
+
+
+def plot_gate_entropy(epochs: Sequence[float], entropy: Mapping[str, Sequence[float]],
+                      max_entropy: Mapping[str, float], best_epoch: int | None = None) -> bytes:
+    """Validation gate entropy per epoch, one line per gate, its maximum log E dotted.
+
+    A line falling towards 0 means the gate routes every row to one expert (expert collapse).
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for gate, values in entropy.items():
+        line = ax.plot(epochs, values, marker="o", label=gate)[0]
+        ax.axhline(max_entropy[gate], color=line.get_color(), linestyle=":", linewidth=1)
+    _epoch_axis(ax, epochs, best_epoch)
+    ax.set(xlabel="epoch", ylabel="entropy (nats)", title="Gate entropy (dotted: log E, uniform)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return _png(fig)
+
+
+def plot_gate_weights(weights: Mapping[str, Sequence[float]]) -> bytes:
+    """Mean gate weight of each expert, one row of bars per gate (which experts each task uses)."""
+    gates = list(weights)
+    fig, axes = plt.subplots(len(gates), 1, figsize=(6, 1.2 + 1.1 * len(gates)), squeeze=False)
+    for ax, gate in zip(axes[:, 0], gates, strict=True):
+        w = np.asarray(weights[gate], dtype=np.float64)
+        ax.bar(np.arange(len(w)), w)
+        ax.set_xticks(np.arange(len(w)))
+        ax.set(ylim=(0, 1), ylabel="weight")
+        ax.set_title(gate, fontsize="small")
+    axes[-1, 0].set_xlabel("expert")
+    fig.tight_layout()
     return _png(fig)
 
 

@@ -1,0 +1,108 @@
+"""Knowledge distillation on RK-ML100K (issue 6): teacher, student alone, student distilled.
+
+Usage:
+    RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/distill_rk.py \
+        [--seeds 2021 2022 2023] [--teacher-seed 2021] [--out runs/distill] [--alpha 0.5] [--temperature 1.0]
+
+Per seed: the teacher (configs/distill-teacher-rk-ml100k.yaml: TransAct + DCN-V2 + MMoE) is
+trained, then the student (configs/distill-student-rk-ml100k.yaml: no history, one 64-wide
+MLP) alone, then the same student distilled from that seed's teacher (or from the one teacher
+of ``--teacher-seed``; what
+``ranker distill --teacher RUN --student configs/distill-student-rk-ml100k.yaml`` runs).
+Results: benchmarks/results/distill-rk-ml100k.json (resumable, like run_grid.py), then a
+table of test AUC / GAUC per task (mean ± std) with parameters, train samples/s and
+candidates/s for one user with 1,000 candidates (benchmarks/score_candidates.py, 1 thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranker.config import load_config
+from ranker.pipeline import train_run
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "distill-rk-ml100k.json"
+ROLES = ("teacher", "student alone", "student distilled")
+
+
+def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *,
+            extra: list[str], results_path: Path, teacher_seed: int | None) -> dict[str, Any]:
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for seed in seeds:
+        for role in ROLES:
+            key = f"{role}|{seed}"
+            if key in results or (role == "teacher" and teacher_seed not in (None, seed)):
+                continue
+            is_teacher = role == "teacher"
+            cfg_path = HERE / "configs" / f"distill-{'teacher' if is_teacher else 'student'}-rk-ml100k.yaml"
+            cfg = load_config(cfg_path, [f"train.seed={seed}", f"train.distill.alpha={alpha}",
+                                         f"train.distill.temperature={temperature}", *extra])
+            run_dir = out / f"{role.replace(' ', '-')}-{seed}"
+            t_seed = seed if teacher_seed is None else teacher_seed
+            teacher = out / f"teacher-{t_seed}" if role == "student distilled" else None
+            start = time.perf_counter()
+            metrics = train_run(cfg, run_dir, teacher=teacher)
+            metrics["wall_s"] = time.perf_counter() - start
+            metrics["run_dir"] = str(run_dir)
+            results[key] = metrics
+            results_path.write_text(json.dumps(results, indent=1, default=float))
+            print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f} gauc {m.get('gauc', float('nan')):.4f}"
+                                         for t, m in metrics["test"].items()), flush=True)
+    return results
+
+
+def table(results: dict[str, Any], speeds: dict[str, float]) -> str:
+    lines = ["| model | watch AUC | watch GAUC | like AUC | like GAUC | params | train samples/s | "
+             "candidates/s (1 user × 1,000, 1 thread) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for role in ROLES:
+        runs = [v for k, v in results.items() if k.split("|")[0] == role]
+        if not runs:
+            continue
+        cells = []
+        for task in ("watch", "like"):
+            for metric in ("auc", "gauc"):
+                vals = [r["test"][task][metric] for r in runs]
+                cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}")
+        speed = np.mean([r["train_samples_per_s"] for r in runs])
+        cand = f"{speeds[role]:,.0f}" if role in speeds else "–"
+        lines.append(f"| {role} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | {speed:,.0f} | {cand} | {len(runs)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", nargs="*", type=int, default=[2021, 2022, 2023])
+    ap.add_argument("--out", type=Path, default=Path("runs/distill"))
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--no-speed", action="store_true", help="skip the candidates/s measurement")
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="override for every run")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--teacher-seed", type=int, help="train one teacher (this seed) for every student seed")
+    args = ap.parse_args()
+    if args.teacher_seed is not None and args.teacher_seed != args.seeds[0]:
+        ap.error("--teacher-seed must be the first of --seeds (the teacher is trained first)")
+    results = run_all(args.seeds, args.out, args.alpha, args.temperature, extra=args.extra,
+                      results_path=args.results, teacher_seed=args.teacher_seed)
+    speeds: dict[str, float] = {}
+    if not args.no_speed:
+        import torch
+        from score_candidates import candidates_per_s  # type: ignore[import-not-found]
+
+        torch.set_num_threads(1)
+        for role in ROLES:
+            run = results.get(f"{role}|{args.seeds[0]}", {}).get("run_dir")
+            if run and Path(run).is_dir():
+                speeds[role] = candidates_per_s(Path(run), 1000, 30)[0]
+    print(table(results, speeds))
+
+
+if __name__ == "__main__":
+    main()
