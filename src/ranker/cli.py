@@ -77,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("run_dir", type=Path)
     co.set_defaults(func=_cmd_collisions)
 
+    rt = sub.add_parser("retrieve", help="top-k candidates of a trained retrieval run for one user")
+    rt.add_argument("run_dir", type=Path)
+    who = rt.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="a user id of the run's dataset")
+    who.add_argument("--history", metavar="ITEM,ITEM,...",
+                     help="item ids, oldest first, of a user the model has never seen")
+    rt.add_argument("--times", metavar="T,T,...", help="unix seconds of the --history items")
+    rt.add_argument("--k", type=int, default=20)
+    rt.add_argument("--ann", choices=["hnsw", "ivf"], help="search a faiss index (ranker[ann])")
+    rt.set_defaults(func=_cmd_retrieve)
+
     rb = sub.add_parser("retrieval-baseline",
                         help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)")
     rb.add_argument("name", help="retrieval dataset, e.g. r-ml100k, r-ml1m, r-beauty")
@@ -113,9 +124,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ranker.config import load_config
+    from ranker.config import config_kind, load_config
     from ranker.pipeline import train_run
 
+    if config_kind(args.config) == "retrieval":
+        return _train_retrieval(args)
     cfg = load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg.name)
     start = time.perf_counter()
@@ -139,10 +152,62 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_retrieval(args: argparse.Namespace) -> int:
+    from ranker.config import load_retrieval_config
+    from ranker.retrieval.run import train_retrieval_run
+
+    if args.init_from is not None:
+        from ranker.errors import ConfigError
+
+        raise ConfigError("--init-from: fine-tuning is for rankers, not retrieval runs")
+    cfg = load_retrieval_config(args.config, args.overrides)
+    out = args.out or _default_out(cfg.name)
+    start = time.perf_counter()
+    m = train_retrieval_run(cfg, out)
+    print(f"\n{cfg.model.kind} on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
+          f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
+          f"{m['users']:,} users x {m['items']:,} items")
+    for name, row in (("test", m["test"]), ("most-popular", m["most_popular"]["test"])):
+        print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    print(f"\nrun directory: {out}  total {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from ranker.retrieval.run import load_run, user_row
+    from ranker.retrieval.serve import parse_ids, recommend, user_history
+
+    cfg, model, data = load_run(args.run_dir)
+    if args.user is not None:
+        items, times = user_history(data, user_row(data, args.user))
+        who = f"user {args.user} ({len(items)} items)"
+    else:
+        items = parse_ids(args.history, "--history")
+        times = parse_ids(args.times, "--times") if args.times else None
+        who = f"new user ({len(items)} items)"
+    index = None
+    if args.ann:
+        from ranker.retrieval.ann import build_index
+
+        index = build_index(model.item_vectors()[1:].detach().numpy(), args.ann)
+    top = recommend(model, items, times, args.k, ann_index=index)
+    print(f"{cfg.model.kind} top-{args.k} for {who}, {'faiss ' + args.ann if args.ann else 'exact'}:")
+    for rank, (item, score) in enumerate(top, 1):
+        print(f"{rank:>4}  item {item:<8} score {score:.4f}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ranker.config import config_kind
     from ranker.pipeline import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split)
+    cfg_path = args.run_dir / "config.yaml"
+    if cfg_path.is_file() and config_kind(cfg_path) == "retrieval":
+        from ranker.retrieval.run import evaluate_run as evaluate_retrieval
+
+        result = evaluate_retrieval(args.run_dir, args.split)
+    else:
+        result = evaluate_run(args.run_dir, args.split)
     print(json.dumps(result, indent=2, default=float))
     return 0
 

@@ -97,7 +97,7 @@ class SequenceTrainConfig(Strict):
 
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1, description="users per step")
-    eval_batch_size: int = Field(512, ge=1, description="users per scoring batch")
+    eval_batch_size: int = Field(128, ge=1, description="users per scoring batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     clip_grad_norm: float | None = Field(None, gt=0)

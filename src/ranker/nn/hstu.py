@@ -53,8 +53,8 @@ def log_time_buckets(delta: torch.Tensor, num_buckets: int) -> torch.Tensor:
         >>> log_time_buckets(torch.tensor([0, 1, 2, 60, 3600, -3600]), 128).tolist()
         [0, 0, 2, 13, 27, 27]
     """
-    logs = torch.log(delta.abs().clamp(min=1).to(torch.float32)) / 0.301
-    return logs.long().clamp_(0, num_buckets)
+    logs = delta.to(torch.float32).abs_().clamp_(min=1.0).log_().mul_(1 / 0.301)
+    return logs.clamp_(max=num_buckets).long()
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ class RelativeIndices:
         if times is not None:
             if query_times is None:
                 raise ValueError("times given without query_times")
-            time = log_time_buckets(query_times.unsqueeze(-1) - times.unsqueeze(-2), num_buckets)
+            delta = query_times.unsqueeze(-1) - times.unsqueeze(-2)  # (B, N, M) exact int64
+            time = log_time_buckets(delta, num_buckets)
         return cls(pos, time)
 
 

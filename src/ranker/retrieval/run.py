@@ -100,6 +100,18 @@ def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, Le
     return cfg, model.eval(), data
 
 
+def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Re-evaluate a finished run's best weights on `split` (valid or test), as configured."""
+    if split not in ("valid", "test"):
+        raise ConfigError(f"--split {split!r}: a retrieval run has valid and test targets")
+    cfg, model, data = load_run(run_dir)
+    e = cfg.eval
+    metrics = evaluate_model(model, data, split, ks=tuple(e.ks), exclude=e.exclude,
+                             batch_users=cfg.train.eval_batch_size,
+                             sampled_negatives=e.sampled_negatives)
+    return {"split": split, "metrics": metrics}
+
+
 def user_row(data: LeaveOneOut, user: int) -> int:
     """Row of the dataset's user id `user` (ConfigError naming it when unknown)."""
     ids = data.users if data.users is not None else np.arange(len(data.test_target))
