@@ -1,5 +1,7 @@
-"""Candidate generation: the leave-one-out protocol and retrieval baselines (models come next)."""
+"""Candidate generation: the leave-one-out protocol, generative training of sequential
+retrievers (SASRec, HSTU), full-catalogue evaluation, exact and approximate (faiss) search."""
 
+from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.protocol import (
     LeaveOneOut,
     Sequences,
@@ -8,5 +10,15 @@ from ranker.retrieval.protocol import (
     leave_one_out,
     popularity_scorer,
 )
+from ranker.retrieval.search import exact_topk
 
-__all__ = ["LeaveOneOut", "Sequences", "evaluate", "from_prepared", "leave_one_out", "popularity_scorer"]
+__all__ = [
+    "LeaveOneOut",
+    "Sequences",
+    "evaluate",
+    "evaluate_model",
+    "exact_topk",
+    "from_prepared",
+    "leave_one_out",
+    "popularity_scorer",
+]
