@@ -175,3 +175,23 @@ def _toy_model(model: dict, train: dict | None = None):
     })
     pre = Preprocessor.for_data(cfg.data).fit(table)
     return cfg, pre, TensorData.from_encoded(pre.transform(table))
+
+
+def test_doctests_of_the_moe_and_task_modules() -> None:
+    import doctest
+
+    import ranker.nn.gates
+    import ranker.nn.mmoe
+    import ranker.nn.progressive
+    import ranker.nn.towers
+    import ranker.tasks.chain
+    import ranker.tasks.distill
+    import ranker.tasks.losses
+    import ranker.tasks.score
+    import ranker.tasks.spec
+
+    for module in (ranker.nn.gates, ranker.nn.mmoe, ranker.nn.progressive, ranker.nn.towers,
+                   ranker.tasks.chain, ranker.tasks.distill, ranker.tasks.losses, ranker.tasks.score,
+                   ranker.tasks.spec):
+        result = doctest.testmod(module, raise_on_error=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

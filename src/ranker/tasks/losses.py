@@ -2,7 +2,7 @@
 
     L = Σ_t w_t · (Σ_i m_it ℓ_t(ŷ_it, y_it)) / max(1, Σ_i m_it)
 
-ℓ_t is BCE on the logit for binary tasks, ½-free squared error (MSE) or Huber (δ) for
+ℓ_t is BCE on the logit for binary tasks, squared error (MSE, no ½) or Huber (δ) for
 regression tasks, and, for a task chained to a parent (ESMM, :mod:`ranker.tasks.chain`), the BCE
 of the joint probability against the joint label on the parent's rows. Masked rows (m = 0)
 contribute neither loss nor gradient: their elementwise loss is multiplied by 0 and every
