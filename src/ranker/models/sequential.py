@@ -154,7 +154,7 @@ class HSTU(SequentialRetriever):
             max_len=self.max_len, num_buckets=self.cfg.num_buckets,
             positions=columns if self.cfg.position_bias else None,
             times=times if use_time else None, query_times=query_times if use_time else None)
-        mask = causal_mask(valid)
+        mask = causal_mask(valid).to(x.dtype)  # converted once, not once per layer
         for layer in self.layers:
             x = layer(x, mask, idx, n_norm=self.max_len)
         return x

@@ -116,10 +116,11 @@ def hstu_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``(SiLU(Q Kᵀ + rab) / n ⊙ M) V`` per head, in plain autograd.
 
     Shape: q (B, H, N, d_qk); k (B, H, M, d_qk); v (B, H, M, d_v); bias broadcastable to
-    (B, N, M); mask (B | 1, N, M) bool. Returns (B, H, N, d_v).
+    (B, N, M); mask (B | 1, N, M) bool (or 0/1 floats, which skip a conversion per call).
+    Returns (B, H, N, d_v).
     """
     scores = q @ k.transpose(-1, -2) + bias.unsqueeze(1)  # (B, H, N, M)
-    weights = F.silu(scores) / n_norm * mask.unsqueeze(1)
+    weights = F.silu(scores) / n_norm * mask.unsqueeze(1)  # mask: bool or 0/1 floats
     return weights @ v
 
 
@@ -195,7 +196,8 @@ class HSTULayer(nn.Module):
     """One HSTU layer: pointwise-SiLU attention with relative bias and a gating U (Eq. 1–3).
 
     Shape:
-        x: (B, N, D); mask: (B | 1, N, N) bool, True where query i may attend key j;
+        x: (B, N, D); mask: (B | 1, N, N) bool (or 0/1 floats), True where query i may
+        attend key j;
         idx: :class:`RelativeIndices` for the bias; n_norm: the constant n of Eq. 2.
         Returns (B, N, D).
 
