@@ -140,7 +140,8 @@ def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
         return TransActEncoder(name, emb, owner, n_actions, action_dim=cfg.action_dim,
                                num_layers=cfg.num_layers, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim,
                                dropout=cfg.dropout, k_recent=cfg.k_recent, time_encoding=cfg.time_encoding,
-                               early_fusion=cfg.early_fusion, recent_mask=cfg.recent_mask)
+                               early_fusion=cfg.early_fusion, recent_mask=cfg.recent_mask,
+                               attention_dropout=cfg.attention_dropout, max_len=cfg.max_len)
     if isinstance(cfg, cs.DINHistory):
         return DINAttention(name, emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
     return None
