@@ -1,14 +1,17 @@
 """Training samples/s of plain tables vs hashing trick vs Unified Embedding (issue 3, item 3).
 
-Usage: RANKER_DATA_DIR=../shared/data python benchmarks/encoder_throughput.py [--config ...] [--epochs 3]
+Usage: RANKER_DATA_DIR=../shared/data python benchmarks/encoder_throughput.py [--config ...] [--epochs 1]
+       [--rounds 3] [--threads 2]
 
-Same model, data and batch size; only `model.encoders.categorical` changes. Reports the mean
-training samples/s over the epochs (evaluation excluded) and the embedding parameter count.
+Same model, data and batch size; only `model.encoders.categorical` changes. Reports the median
+over interleaved rounds of the mean training samples/s over the epochs (evaluation excluded),
+and the embedding parameter count.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -32,25 +35,33 @@ ENCODERS = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "baseline-c-frappe.yaml")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="median over this many interleaved rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("| encoder | embedding params | train samples/s |\n|---|---|---|")
+    prepared = {}
     for name, enc in ENCODERS.items():
         cfg = load_config(args.config, [f"model.encoders.categorical={enc}", f"train.epochs={args.epochs}",
                                         "train.patience=100", "train.progress=false"])
         assert cfg.model.encoders.categorical is not None
         prep = prepare_run_data(cfg)
         assert prep.pre.ids == categorical_ids(cfg.model) and ple_settings(cfg.model)[0] is None
-        train, valid = encode(prep, "train"), encode(prep, "valid")
-        torch.manual_seed(0)
-        model = build_model(cfg.model, prep.pre.layout())
-        with tempfile.TemporaryDirectory() as tmp:
-            result = Trainer(model, cfg.train, prep.data.tasks, Path(tmp)).fit(train, valid)
-        params = sum(p.numel() for p in model.embeddings.parameters())
-        print(f"| {name} | {params:,} | {result.train_samples_per_s:,.0f} |", flush=True)
-
+        prepared[name] = (cfg, prep, encode(prep, "train"), encode(prep, "valid"))
+    speeds: dict[str, list[float]] = {name: [] for name in ENCODERS}
+    params: dict[str, int] = {}
+    # Rounds interleave the encoders, so that a change in the machine's load hits all of them.
+    for _ in range(args.rounds):
+        for name, (cfg, prep, train, valid) in prepared.items():
+            torch.manual_seed(0)
+            model = build_model(cfg.model, prep.pre.layout())
+            with tempfile.TemporaryDirectory() as tmp:
+                result = Trainer(model, cfg.train, prep.data.tasks, Path(tmp)).fit(train, valid)
+            speeds[name].append(result.train_samples_per_s)
+            params[name] = sum(p.numel() for p in model.embeddings.parameters())
+    for name in ENCODERS:
+        print(f"| {name} | {params[name]:,} | {statistics.median(speeds[name]):,.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

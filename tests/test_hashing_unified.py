@@ -14,7 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.nn import hashing, unified
+from ranker.nn import gather, hashing, unified
+from ranker.nn.gather import gather_rows
 from ranker.nn.hashing import HashEmbedding, bucket, mix64, stable_string_hash
 from ranker.nn.unified import UnifiedEmbedding, collision_stats
 
@@ -32,7 +33,7 @@ def splitmix64_reference(x: int, seed: int) -> int:
 
 
 def test_doctests() -> None:
-    for module in (hashing, unified):
+    for module in (gather, hashing, unified):
         assert doctest.testmod(module).failed == 0
 
 
@@ -245,3 +246,17 @@ def test_collision_stats_extremes() -> None:
     huge = collision_stats(UnifiedEmbedding(2_000_000, 1, {"a": 2, "b": 1}), values)
     assert huge["a"]["intra"] == 0.0 and huge["a"]["inter"] < 0.01
     assert huge["b"]["intra"] < 0.01 and huge["b"]["inter"] < 0.01
+
+
+def test_gather_rows_matches_embedding_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(7, 3, requires_grad=True)
+    rows = torch.tensor([[0, 6, 6], [3, 0, 6]])
+    upstream = torch.randn(2, 3, 3)
+    ours = gather_rows(weight, rows)
+    (g_ours,) = torch.autograd.grad((ours * upstream).sum(), weight)
+    ref = torch.nn.functional.embedding(rows, weight)
+    (g_ref,) = torch.autograd.grad((ref * upstream).sum(), weight)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(g_ours, g_ref)
+    assert (g_ours[[1, 2, 4, 5]] == 0).all()  # rows never gathered get no gradient

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ranker.data.layout import Layout
+from ranker.nn.gather import gather_rows
 from ranker.nn.hashing import HashEmbedding, bucket
 from ranker.nn.unified import FeatureCollisions, UnifiedEmbedding, collision_stats
 
@@ -159,8 +160,12 @@ class UnifiedEmbeddings(CategoricalEncoder):
         if self.categorical:
             ids = torch.stack([batch[f"cat/{name}"] for name in self.categorical], dim=1)  # (B, F)
             rows = bucket(ids.unsqueeze(-1), self.cat_seeds, self.table.num_rows)  # (B, F, k_max)
-            emb = nn.functional.embedding(rows, self.table.weight)  # (B, F, k_max, w)
-            fields = [emb[:, i, :k].flatten(1) for i, k in enumerate(self.cat_k)]  # (B, k·w) each
+            emb = gather_rows(self.table.weight, rows)  # (B, F, k_max, w)
+            if all(k == rows.shape[-1] for k in self.cat_k):
+                # views, not slices: a slice's backward writes a zero (B, F, k, w) per field
+                fields = list(emb.flatten(2).unbind(1))  # (B, k·w) each
+            else:
+                fields = [emb[:, i, :k].flatten(1) for i, k in enumerate(self.cat_k)]
         for name, owner in self.multi.items():
             fields.append(masked_mean(self.lookup(owner, batch[f"multi/{name}"]), batch[f"multi_mask/{name}"]))
         return fields

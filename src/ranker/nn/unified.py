@@ -41,6 +41,7 @@ from typing import Protocol, TypedDict
 import torch
 from torch import Tensor, nn
 
+from ranker.nn.gather import gather_rows
 from ranker.nn.hashing import INIT_STD, bucket, mix64, stable_string_hash
 
 
@@ -94,7 +95,7 @@ class UnifiedEmbedding(nn.Module):
 
     def forward(self, feature: str, ids: Tensor) -> Tensor:
         rows = self.rows(feature, ids)  # (*, k)
-        return nn.functional.embedding(rows, self.weight).flatten(-2)  # (*, k·d)
+        return gather_rows(self.weight, rows).flatten(-2)  # (*, k·d)
 
     def forward_bag(self, feature: str, ids: Tensor, mask: Tensor, mode: str = "mean") -> Tensor:
         """Pool a multi-valued feature over its real values (``mask`` True); empty bags give 0.
