@@ -3,7 +3,8 @@
 Usage:
     RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/run_retrieval.py \
         benchmarks/configs/retrieval-sasrec-r-ml100k.yaml benchmarks/configs/retrieval-hstu-r-ml100k.yaml \
-        [--seeds 2021 2022 2023] [--out runs/retrieval] [--set train.epochs=5] [--table-only]
+        [--seeds 2021 2022 2023] [--out runs/retrieval] [--set train.epochs=5] [--table-only] \
+        [--results-suffix=-ablations]
 
 Results: benchmarks/results/retrieval-<dataset>.json keyed ``<config name>|<seed>`` (each run's
 metrics.json plus wall seconds). Finished runs are skipped and an interrupted run resumes from
@@ -28,8 +29,11 @@ HERE = Path(__file__).parent
 COLUMNS = ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")
 
 
+SUFFIX = {"value": ""}  # --results-suffix: ablations go to their own file
+
+
 def results_path(dataset: str) -> Path:
-    return HERE / "results" / f"retrieval-{dataset}.json"
+    return HERE / "results" / f"retrieval-{dataset}{SUFFIX['value']}.json"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -91,7 +95,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/retrieval"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--results-suffix", default="", help="e.g. -ablations: a separate results file")
     args = p.parse_args()
+    SUFFIX["value"] = args.results_suffix
     if not args.table_only:
         run(args.configs, args.seeds, args.out, args.overrides)
     datasets = dict.fromkeys(load_retrieval_config(c).data.dataset for c in args.configs)
