@@ -127,8 +127,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ranker.config import config_kind, load_config
     from ranker.pipeline import train_run
 
-    if config_kind(args.config) == "retrieval":
+    kind = config_kind(args.config)
+    if kind == "retrieval":
         return _train_retrieval(args)
+    if kind == "generative":
+        return _train_generative(args)
     cfg = load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg.name)
     start = time.perf_counter()
@@ -173,6 +176,25 @@ def _train_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_generative(args: argparse.Namespace) -> int:
+    from ranker.config import load_generative_config
+    from ranker.errors import ConfigError
+    from ranker.generative.run import train_generative_run
+
+    if args.init_from is not None:
+        raise ConfigError("--init-from: fine-tuning is for feature-based rankers, not generative runs")
+    cfg = load_generative_config(args.config, args.overrides)
+    out = args.out or _default_out(cfg.name)
+    start = time.perf_counter()
+    m = train_generative_run(cfg, out)
+    print(f"\ngenerative HSTU on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
+          f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s")
+    for task, row in m["test"].items():
+        print(f"test {task:<8} auc {row['auc']:.4f}  gauc {row['gauc']:.4f}  logloss {row['logloss']:.4f}")
+    print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {time.perf_counter() - start:.0f}s")
+    return 0
+
+
 def _cmd_retrieve(args: argparse.Namespace) -> int:
     from ranker.retrieval.run import load_run, user_row
     from ranker.retrieval.serve import parse_ids, recommend, user_history
@@ -202,10 +224,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ranker.pipeline import evaluate_run
 
     cfg_path = args.run_dir / "config.yaml"
-    if cfg_path.is_file() and config_kind(cfg_path) == "retrieval":
+    kind = config_kind(cfg_path) if cfg_path.is_file() else "ranking"
+    if kind == "retrieval":
         from ranker.retrieval.run import evaluate_run as evaluate_retrieval
 
         result = evaluate_retrieval(args.run_dir, args.split)
+    elif kind == "generative":
+        from ranker.generative.run import evaluate_run as evaluate_generative
+
+        result = evaluate_generative(args.run_dir, args.split)
     else:
         result = evaluate_run(args.run_dir, args.split)
     print(json.dumps(result, indent=2, default=float))

@@ -1,10 +1,12 @@
 """Typed configuration: the schema and a strict YAML loader."""
 
+from ranker.config.generative import GenerativeRunConfig
 from ranker.config.load import (
     apply_override,
     config_kind,
     dump_config,
     load_config,
+    load_generative_config,
     load_retrieval_config,
     validate,
 )
@@ -13,6 +15,7 @@ from ranker.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 __all__ = [
     "DataConfig",
+    "GenerativeRunConfig",
     "ModelConfig",
     "RetrievalRunConfig",
     "RunConfig",
@@ -21,6 +24,7 @@ __all__ = [
     "config_kind",
     "dump_config",
     "load_config",
+    "load_generative_config",
     "load_retrieval_config",
     "validate",
 ]

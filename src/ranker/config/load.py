@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ranker.config.generative import GenerativeRunConfig
 from ranker.config.retrieval import RetrievalRunConfig
 from ranker.config.schema import RunConfig
 from ranker.errors import ConfigError
@@ -36,9 +37,16 @@ def load_retrieval_config(path: str | Path, overrides: list[str] | None = None) 
     return validate(raw, source=str(path), root=RetrievalRunConfig)
 
 
+def load_generative_config(path: str | Path, overrides: list[str] | None = None) -> GenerativeRunConfig:
+    """Like :func:`load_config`, for a file with ``kind: generative`` at the top."""
+    raw = read_raw(path, overrides)
+    return validate(raw, source=str(path), root=GenerativeRunConfig)
+
+
 def config_kind(path: str | Path) -> str:
-    """``retrieval`` for a file whose top-level ``kind`` is retrieval, else ``ranking``."""
-    return "retrieval" if read_raw(path).get("kind") == "retrieval" else "ranking"
+    """The file's top-level ``kind`` when it is ``retrieval`` or ``generative``, else ``ranking``."""
+    kind = read_raw(path).get("kind")
+    return kind if kind in ("retrieval", "generative") else "ranking"
 
 
 def read_raw(path: str | Path | None, overrides: list[str] | None = None, *,

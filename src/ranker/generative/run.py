@@ -1,0 +1,136 @@
+"""From a generative config to a run directory, and back.
+
+Run directory contents (as a feature-based ranker's, so ``ranker report`` reads it)::
+
+    config.yaml            the resolved config (every default explicit)
+    model.safetensors      weights of the best validation epoch
+    log.jsonl              one record per epoch (loss, seconds, rows/s, events/s, valid metrics)
+    metrics.json           best epoch, valid/test metrics at it (same rows as the ranker), timings
+    calibration_test.npz   test labels and probabilities per task (report's calibration plot)
+    checkpoints/           resumable training state
+    report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ranker.config import dump_config, load_generative_config
+from ranker.config.generative import GenerativeRunConfig
+from ranker.data.sources import atomic_write_bytes
+from ranker.errors import ConfigError
+from ranker.generative.batches import user_windows
+from ranker.generative.evaluate import predict_split, split_metrics
+from ranker.generative.events import EventLog, load_rk_ml100k
+from ranker.generative.trainer import GenerativeTrainer
+from ranker.models.generative import GenerativeRanker, TokenVocab
+from ranker.train.checkpoint import load_weights, save_weights
+
+SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
+
+
+def load_events(cfg: GenerativeRunConfig) -> EventLog:
+    return load_rk_ml100k(list(cfg.data.static_features))
+
+
+def build_model(cfg: GenerativeRunConfig, log: EventLog) -> GenerativeRanker:
+    vocab = TokenVocab(log.num_items, log.num_actions, log.num_static)
+    max_tokens = log.static.shape[1] + 2 * cfg.data.max_events
+    return GenerativeRanker(cfg.model, vocab, num_tasks=len(log.tasks), max_tokens=max_tokens)
+
+
+def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (resuming a checkpoint there); evaluate at the best epoch."""
+    run_dir = Path(run_dir)
+    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.train.seed)
+    log = load_events(cfg)
+    model = build_model(cfg, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume_config(run_dir, cfg)
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    w = cfg.data.max_events
+    windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
+    fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
+    save_weights(model, run_dir / "model.safetensors")
+    metrics: dict[str, Any] = {
+        "dataset": cfg.data.dataset, "model": "generative-hstu", "seed": cfg.train.seed,
+        "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_samples_per_s": fit.mean("samples_per_s"),
+        "train_events_per_s": fit.mean("events_per_s"),
+        "seconds_per_epoch": fit.mean("epoch_time_s"),
+        "train_time_s": sum(h["epoch_time_s"] for h in fit.history),
+        "windows": {s: len(v) for s, v in windows.items()},
+        "threads": torch.get_num_threads(),
+    }
+    for split in ("valid", "test"):
+        start = time.perf_counter()
+        probs = _predict(cfg, model, log, split, windows[split])
+        metrics[split] = split_metrics(log, SPLIT_IDS[split], probs)
+        metrics["rows"] = {**metrics.get("rows", {}), split: len(probs)}
+        metrics[f"{split}_eval_s"] = time.perf_counter() - start
+        if split == "test":
+            _save_calibration(run_dir / "calibration_test.npz", log, probs)
+    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+    from ranker.report import write_report
+
+    write_report(run_dir)
+    return metrics
+
+
+def load_run(run_dir: Path) -> tuple[GenerativeRunConfig, GenerativeRanker, EventLog]:
+    """A finished run's config, best weights (eval mode) and event log."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"{run_dir}: not a finished generative run (config.yaml, model.safetensors)")
+    cfg = load_generative_config(run_dir / "config.yaml")
+    log = load_events(cfg)
+    model = build_model(cfg, log)
+    load_weights(model, run_dir / "model.safetensors")
+    return cfg, model.eval(), log
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Re-evaluate a finished run's best weights on the protocol rows of `split`."""
+    if split not in SPLIT_IDS:
+        raise ConfigError(f"--split {split!r}: one of {', '.join(SPLIT_IDS)}")
+    cfg, model, log = load_run(run_dir)
+    windows = user_windows(log, SPLIT_IDS[split], cfg.data.max_events)
+    probs = _predict(cfg, model, log, split, windows)
+    return {"split": split, "metrics": split_metrics(log, SPLIT_IDS[split], probs)}
+
+
+def _predict(cfg: GenerativeRunConfig, model: GenerativeRanker, log: EventLog, split: str,
+             windows: list[Any]) -> np.ndarray:
+    return predict_split(model, log, SPLIT_IDS[split], windows, cfg.train.batch_cells,
+                         cfg.train.max_batch_size)
+
+
+def _save_calibration(path: Path, log: EventLog, probs: np.ndarray) -> None:
+    events = np.flatnonzero(log.split == SPLIT_IDS["test"])
+    t = len(log.tasks)
+    labels, mask = log.labels[events].reshape(-1, t), log.label_mask[events].reshape(-1, t)
+    arrays = {}
+    for i, task in enumerate(log.tasks):
+        on = mask[:, i] > 0
+        arrays[f"{task.name}__labels"], arrays[f"{task.name}__probs"] = labels[on, i], probs[on, i]
+    np.savez_compressed(path, **arrays)
+
+
+def _check_resume_config(run_dir: Path, cfg: GenerativeRunConfig) -> None:
+    if not (run_dir / "checkpoints" / "last.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return
+    skip = {"train": {"epochs", "progress", "threads"}}
+    old = load_generative_config(run_dir / "config.yaml")
+    if old.model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
+        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out")
