@@ -333,9 +333,12 @@ def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
 
 
 def save_calibration(path: Path, data: TensorData, probs: np.ndarray, dcfg: DataConfig) -> None:
+    """Labels and probabilities of each binary task's rows (regression tasks have no calibration)."""
     arrays = {}
     labels, mask = data.tensors["labels"].numpy(), data.tensors["label_mask"].numpy()
     for i, task in enumerate(dcfg.tasks):
+        if task.kind != "binary":
+            continue
         on = mask[:, i] > 0
         arrays[f"{task.name}__labels"] = labels[on, i]
         arrays[f"{task.name}__probs"] = probs[on, i]
