@@ -29,7 +29,10 @@ but not each other).
 Two attention implementations compute the same function: ``reference`` (plain autograd, the
 formula above line by line) and ``fused`` (one custom autograd function with a hand-written
 backward that keeps only ``Q Kᵀ + rab`` for the backward instead of every intermediate).
-They are tested against each other on outputs and gradients.
+They are tested against each other on outputs and gradients. On CPU the fused path is not
+faster (0.53 vs 0.44 s per training step of the 2-layer R-ML100K model, 32 users × 200
+positions, one thread): its gain is the activation memory of the backward, which only the
+(B, H, N, N) scores keep.
 """
 
 from __future__ import annotations
