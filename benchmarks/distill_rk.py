@@ -29,24 +29,31 @@ from ranker.pipeline import train_run
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "distill-rk-ml100k.json"
-ROLES = ("teacher", "student alone", "student distilled")
+TEACHER = HERE / "configs" / "distill-teacher-rk-ml100k.yaml"
+STUDENT = HERE / "configs" / "distill-student-rk-ml100k.yaml"
 
 
-def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *,
-            extra: list[str], results_path: Path, teacher_seed: int | None) -> dict[str, Any]:
+def roles(label: str) -> tuple[str, str, str]:
+    """Result keys: the teacher, the student alone, the student distilled (`label` names the student)."""
+    student = f"student {label}".strip()
+    return "teacher", f"{student} alone", f"{student} distilled"
+
+
+def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, extra: list[str],
+            results_path: Path, teacher_seed: int | None, student: Path, label: str) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    teacher_role, _, distilled_role = roles(label)
     for seed in seeds:
-        for role in ROLES:
+        for role in roles(label):
             key = f"{role}|{seed}"
-            if key in results or (role == "teacher" and teacher_seed not in (None, seed)):
+            if key in results or (role == teacher_role and teacher_seed not in (None, seed)):
                 continue
-            is_teacher = role == "teacher"
-            cfg_path = HERE / "configs" / f"distill-{'teacher' if is_teacher else 'student'}-rk-ml100k.yaml"
+            cfg_path = TEACHER if role == teacher_role else student
             cfg = load_config(cfg_path, [f"train.seed={seed}", f"train.distill.alpha={alpha}",
                                          f"train.distill.temperature={temperature}", *extra])
             run_dir = out / f"{role.replace(' ', '-')}-{seed}"
             t_seed = seed if teacher_seed is None else teacher_seed
-            teacher = out / f"teacher-{t_seed}" if role == "student distilled" else None
+            teacher = out / f"teacher-{t_seed}" if role == distilled_role else None
             start = time.perf_counter()
             metrics = train_run(cfg, run_dir, teacher=teacher)
             metrics["wall_s"] = time.perf_counter() - start
@@ -61,7 +68,7 @@ def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *,
 def table(results: dict[str, Any], speeds: dict[str, float]) -> str:
     lines = ["| model | watch AUC | watch GAUC | like AUC | like GAUC | params | train samples/s | "
              "candidates/s (1 user × 1,000, 1 thread) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
-    for role in ROLES:
+    for role in dict.fromkeys(k.split("|")[0] for k in results):
         runs = [v for k, v in results.items() if k.split("|")[0] == role]
         if not runs:
             continue
@@ -86,18 +93,21 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], help="override for every run")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--teacher-seed", type=int, help="train one teacher (this seed) for every student seed")
+    ap.add_argument("--student", type=Path, default=STUDENT, help="the student's config")
+    ap.add_argument("--label", default="", help="names the student in the results (e.g. mean-pool)")
     args = ap.parse_args()
     if args.teacher_seed is not None and args.teacher_seed != args.seeds[0]:
         ap.error("--teacher-seed must be the first of --seeds (the teacher is trained first)")
     results = run_all(args.seeds, args.out, args.alpha, args.temperature, extra=args.extra,
-                      results_path=args.results, teacher_seed=args.teacher_seed)
+                      results_path=args.results, teacher_seed=args.teacher_seed, student=args.student,
+                      label=args.label)
     speeds: dict[str, float] = {}
     if not args.no_speed:
         import torch
         from score_candidates import candidates_per_s  # type: ignore[import-not-found]
 
         torch.set_num_threads(1)
-        for role in ROLES:
+        for role in dict.fromkeys(k.split("|")[0] for k in results):
             run = results.get(f"{role}|{args.seeds[0]}", {}).get("run_dir")
             if run and Path(run).is_dir():
                 speeds[role] = candidates_per_s(Path(run), 1000, 30)[0]
