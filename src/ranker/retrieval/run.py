@@ -83,6 +83,10 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
                                         batch_users=cfg.train.eval_batch_size,
                                         sampled_negatives=e.sampled_negatives)
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
+    if e.exclude == "history":  # the HSTU reference's variant, for setting beside its figures
+        metrics["test_exclude_input_only"] = evaluate_model(
+            model, data, "test", ks=tuple(e.ks), exclude="input",
+            batch_users=cfg.train.eval_batch_size)
     metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     return metrics
