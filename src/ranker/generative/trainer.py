@@ -12,7 +12,6 @@ dropout with ``seed + e``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from ranker.generative.evaluate import predict_split, split_metrics
 from ranker.generative.events import EventLog
 from ranker.models.generative import GenerativeRanker
 from ranker.tasks import MultiTaskObjective, TaskSpec
-from ranker.train.checkpoint import Checkpointer, load_weights
 from ranker.train.evaluate import selection_score
+from ranker.train.loop import fit_epochs
 
 
 @dataclass
@@ -54,35 +53,13 @@ class GenerativeTrainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.labels = torch.from_numpy(log.labels)
         self.label_mask = torch.from_numpy(log.label_mask)
-        self.ckpt = Checkpointer(run_dir)
-        self.log_path = run_dir / "log.jsonl"
 
     def fit(self, train: list[Window], valid: list[Window]) -> GenFitResult:
-        state = self.ckpt.restore(self.model, self.optimizer) or {
-            "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_epochs": 0}
-        history = self._read_log(state["epoch"])
-        if state["epoch"] and self.cfg.progress:
-            print(f"resuming {self.run_dir} after epoch {state['epoch']}")
-        for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
-            if state["bad_epochs"] > self.cfg.patience:
-                break
-            record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(train, epoch)}
-            record.update(self._validate(valid))
-            improved = record["valid_score"] > state["best_score"]
-            if improved:
-                state.update(best_epoch=epoch, best_score=record["valid_score"], bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            history.append(record)
-            self._log(record, state["best_epoch"])
-            self.ckpt.save(epoch, self.model, self.optimizer,
-                           {k: state[k] for k in ("best_epoch", "best_score", "bad_epochs")},
-                           is_best=improved)
-            state["epoch"] = epoch
-        best = self.ckpt.best_path()
-        if best is not None:
-            load_weights(self.model, best)
-        return GenFitResult(state["best_epoch"], state["best_score"], state["epoch"], history)
+        state, history = fit_epochs(
+            self.model, self.optimizer, self.run_dir, epochs=self.cfg.epochs, patience=self.cfg.patience,
+            train_epoch=lambda epoch: self._train_epoch(train, epoch), validate=lambda: self._validate(valid),
+            report=self._report, progress=self.cfg.progress)
+        return GenFitResult(state.best_epoch, state.best_score, state.epoch, history)
 
     def step(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """One optimizer step on a batch; (loss, scored rows)."""
@@ -125,22 +102,9 @@ class GenerativeTrainer:
         return {"valid": metrics, "valid_score": selection_score(metrics),
                 "eval_time_s": time.perf_counter() - start}
 
-    def _log(self, record: dict[str, Any], best_epoch: int) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def _report(self, record: dict[str, Any], best_epoch: int) -> None:
         if self.cfg.progress:
             parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}",
                      f"{record['events_per_s']:,.0f} events/s", f"{record['epoch_time_s']:.0f}s"]
             parts += [f"{t} auc {m['auc']:.4f} gauc {m['gauc']:.4f}" for t, m in record["valid"].items()]
             print(" | ".join(parts) + (" *" if record["epoch"] == best_epoch else ""), flush=True)
-
-    def _read_log(self, upto: int) -> list[dict[str, Any]]:
-        """Epoch records up to the checkpointed epoch (a killed epoch's record is dropped)."""
-        if not self.log_path.is_file():
-            return []
-        records = [json.loads(x) for x in self.log_path.read_text().splitlines() if x.strip()]
-        kept = [r for r in records if r["epoch"] <= upto]
-        if len(kept) != len(records):
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        return kept

@@ -10,7 +10,6 @@ and reseeds dropout with ``seed + e``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from ranker.retrieval.batches import SeqBatch, TrainSequences
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
 from ranker.retrieval.protocol import LeaveOneOut
-from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.loop import fit_epochs
 
 SELECTION = "NDCG@10"
 
@@ -52,37 +51,13 @@ class SequenceTrainer:
         self.run_dir = run_dir
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
-        self.ckpt = Checkpointer(run_dir)
-        self.log_path = run_dir / "log.jsonl"
 
     def fit(self, train: TrainSequences, data: LeaveOneOut) -> SeqFitResult:
-        state = self.ckpt.restore(self.model, self.optimizer) or {
-            "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_evals": 0}
-        history = self._read_log(state["epoch"])
-        if state["epoch"] and self.cfg.progress:
-            print(f"resuming {self.run_dir} after epoch {state['epoch']}")
-        for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
-            if state["bad_evals"] > self.cfg.patience:
-                break
-            record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(train, epoch)}
-            improved = False
-            if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
-                record.update(self._validate(data))
-                improved = record["valid_score"] > state["best_score"]
-                if improved:
-                    state.update(best_epoch=epoch, best_score=record["valid_score"], bad_evals=0)
-                else:
-                    state["bad_evals"] += 1
-            history.append(record)
-            self._log(record, state["best_epoch"])
-            self.ckpt.save(epoch, self.model, self.optimizer,
-                           {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")},
-                           is_best=improved)
-            state["epoch"] = epoch
-        best = self.ckpt.best_path()
-        if best is not None:
-            load_weights(self.model, best)
-        return SeqFitResult(state["best_epoch"], state["best_score"], state["epoch"], history)
+        state, history = fit_epochs(
+            self.model, self.optimizer, self.run_dir, epochs=self.cfg.epochs, patience=self.cfg.patience,
+            train_epoch=lambda epoch: self._train_epoch(train, epoch), validate=lambda: self._validate(data),
+            report=self._report, eval_every=self.cfg.eval_every, progress=self.cfg.progress)
+        return SeqFitResult(state.best_epoch, state.best_score, state.epoch, history)
 
     def _train_epoch(self, train: TrainSequences, epoch: int) -> dict[str, Any]:
         self.model.train()
@@ -127,10 +102,7 @@ class SequenceTrainer:
         return {"valid": metrics, "valid_score": metrics[SELECTION],
                 "eval_time_s": time.perf_counter() - start}
 
-    def _log(self, record: dict[str, Any], best_epoch: int) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def _report(self, record: dict[str, Any], best_epoch: int) -> None:
         if self.cfg.progress:
             line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f} "
                     f"{record['epoch_time_s']:.1f}s")
@@ -139,13 +111,3 @@ class SequenceTrainer:
                 line += f" | valid HR@10 {v['HR@10']:.4f} NDCG@10 {v['NDCG@10']:.4f}"
                 line += " *" if record["epoch"] == best_epoch else ""
             print(line, flush=True)
-
-    def _read_log(self, upto: int) -> list[dict[str, Any]]:
-        """Epoch records up to the checkpointed epoch (a killed epoch's record is dropped)."""
-        if not self.log_path.is_file():
-            return []
-        records = [json.loads(x) for x in self.log_path.read_text().splitlines() if x.strip()]
-        kept = [r for r in records if r["epoch"] <= upto]
-        if len(kept) != len(records):
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        return kept
