@@ -7,15 +7,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
+from toy_data import toy_model
 
 from ranker.cli import main
-from ranker.config import load_config
 from ranker.config.schema import TaskConfig
-from ranker.data.preprocess import Preprocessor
-from ranker.data.tensors import TensorData
 from ranker.models import build_model
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, soft_loss
 from ranker.train import Trainer
@@ -48,26 +45,10 @@ def test_distillation_objective_mixes_hard_and_soft_and_respects_masks() -> None
     assert everywhere.item() != pytest.approx(got.item())
 
 
-def _toy_model(model: dict, train: dict):
-    rng = np.random.default_rng(0)
-    n = 512
-    item, x = rng.integers(0, 20, n), rng.normal(size=n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(np.where(item % 2 == 0, 2.0, -2.0) + x)))).astype(np.int64)
-    z = (rng.random(n) < 1 / (1 + np.exp(-(2 * x)))).astype(np.int64)
-    table = pa.table({"user": rng.integers(0, 30, n), "item": item, "x": x, "y": y, "z": z})
-    cfg = load_config(base={
-        "data": {"path": "x.csv", "split": {"kind": "random"},
-                 "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                              {"kind": "numerical", "name": "x"}],
-                 "tasks": [{"name": "y"}, {"name": "z"}]},
-        "model": {"encoders": {"categorical": {"dim": 4}}, **model}, "train": train,
-    })
-    pre = Preprocessor.for_data(cfg.data).fit(table)
-    return cfg, pre, TensorData.from_encoded(pre.transform(table))
 
 
 def _fit(tmp: Path, objective: DistillationObjective | None, teacher: bool) -> dict[str, torch.Tensor]:
-    cfg, pre, data = _toy_model({"backbone": {"hidden": [8], "dropout": 0.3}},
+    cfg, pre, data = toy_model({"backbone": {"hidden": [8], "dropout": 0.3}},
                                 train={"epochs": 2, "batch_size": 64, "lr": 0.01, "progress": False})
     if teacher:
         data.tensors["teacher"] = torch.randn(len(data), 2) * 3

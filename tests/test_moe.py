@@ -6,14 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 import torch
+from toy_data import toy_model
 
-from ranker.config import load_config
-from ranker.data.preprocess import Preprocessor
-from ranker.data.tensors import TensorData
 from ranker.models import build_model
 from ranker.nn.gates import Gate, entropy
 from ranker.nn.mmoe import MMoE
@@ -44,8 +40,8 @@ def test_every_gate_is_a_distribution_over_its_experts(make) -> None:
 
 
 def test_mmoe_with_one_expert_is_shared_bottom_up_to_parametrisation() -> None:
-    cfg_sb, pre, data = _toy_model({"backbone": {"hidden": [16], "dropout": 0.0}})
-    cfg_mm, _, _ = _toy_model({"backbone": {"hidden": []},
+    cfg_sb, pre, data = toy_model({"backbone": {"hidden": [16], "dropout": 0.0}})
+    cfg_mm, _, _ = toy_model({"backbone": {"hidden": []},
                                "heads": {"kind": "mmoe", "num_experts": 1, "expert": [16]}})
     torch.manual_seed(0)
     shared = build_model(cfg_sb.model, pre.layout())
@@ -71,7 +67,7 @@ def test_mmoe_with_one_expert_is_shared_bottom_up_to_parametrisation() -> None:
 
 
 def test_default_heads_keep_the_shared_bottom_state_dict() -> None:
-    cfg, pre, _ = _toy_model({})
+    cfg, pre, _ = toy_model({})
     keys = [k for k in build_model(cfg.model, pre.layout()).state_dict() if k.startswith("heads.")]
     assert keys == ["heads.linear.weight", "heads.linear.bias"]
 
@@ -127,7 +123,7 @@ def test_gate_entropy_statistics_detect_collapse() -> None:
     {"kind": "linear", "tower": [4]},
 ])
 def test_heads_train_and_log_gate_statistics(tmp_path: Path, heads: dict) -> None:
-    cfg, pre, data = _toy_model({"backbone": {"hidden": []}, "heads": heads},
+    cfg, pre, data = toy_model({"backbone": {"hidden": []}, "heads": heads},
                                 train={"epochs": 2, "batch_size": 64, "lr": 0.01, "progress": False})
     torch.manual_seed(0)
     model = build_model(cfg.model, pre.layout())
@@ -157,24 +153,6 @@ def test_moe_heads_export_for_serving() -> None:
         assert torch.allclose(program.module()(x), model(x))
 
 
-def _toy_model(model: dict, train: dict | None = None):
-    rng = np.random.default_rng(0)
-    n = 512
-    item = rng.integers(0, 20, n)
-    x = rng.normal(size=n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(np.where(item % 2 == 0, 2.0, -2.0) + x)))).astype(np.int64)
-    z = (rng.random(n) < 1 / (1 + np.exp(-(2 * x)))).astype(np.int64)
-    table = pa.table({"user": rng.integers(0, 30, n), "item": item, "x": x, "y": y, "z": z})
-    cfg = load_config(base={
-        "data": {"path": "x.csv", "split": {"kind": "random"},
-                 "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                              {"kind": "numerical", "name": "x"}],
-                 "tasks": [{"name": "y"}, {"name": "z"}]},
-        "model": {"encoders": {"categorical": {"dim": 4}}, **model},
-        **({"train": train} if train else {}),
-    })
-    pre = Preprocessor.for_data(cfg.data).fit(table)
-    return cfg, pre, TensorData.from_encoded(pre.transform(table))
 
 
 def test_doctests_of_the_moe_and_task_modules() -> None:
