@@ -23,29 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from ranker.config import load_generative_config
 from ranker.generative.batches import build_window, collate
 from ranker.generative.run import build_model, load_events, load_run
 from ranker.models.generative import Tokens, append_candidates
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def separate_batch(history: Tokens, items: torch.Tensor, time_: int) -> Tokens:
@@ -93,12 +82,12 @@ def main() -> None:
         print(f"{name:<20} {seconds * 1000:9.1f} ms  {c / seconds:12,.0f} candidates/s", flush=True)
 
     with torch.no_grad():
-        record("one_pass", median_seconds(lambda: model.score_candidates(hist, items, at), args.repeats))
+        record("one_pass", median_seconds(lambda: model.score_candidates(hist, items, at), args.repeats, warmup=1))
         for m in args.micro:
             record(f"microbatch_{m}", median_seconds(
-                lambda m=m: model.score_candidates(hist, items, at, chunk=m), args.repeats))
+                lambda m=m: model.score_candidates(hist, items, at, chunk=m), args.repeats, warmup=1))
         batch = separate_batch(hist, items, at)
-        record("separate_batched", median_seconds(lambda: model(batch), max(1, args.repeats // 2)))
+        record("separate_batched", median_seconds(lambda: model(batch), max(1, args.repeats // 2), warmup=1))
         start = time.perf_counter()
         loop = torch.cat([model.score_candidates(hist, items[i:i + 1], at) for i in range(c)])
         record("separate_loop", time.perf_counter() - start)

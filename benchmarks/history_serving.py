@@ -22,11 +22,9 @@ after 3 warm-ups. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_seconds
 from torch import nn
 
 from ranker.data.layout import Layout
@@ -36,17 +34,6 @@ from ranker.nn.history import MeanPoolHistory
 from ranker.nn.transact import TransActEncoder
 
 N_ITEMS, D_ITEM, N_ACTIONS, ACTION_DIM = 1683, 16, 6, 8
-
-
-def median_seconds(call: Callable[[], torch.Tensor], repeats: int) -> float:
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def user_batch(length: int, n: int) -> dict[str, torch.Tensor]:

@@ -15,13 +15,12 @@ model's forward pass in evaluation mode under ``torch.no_grad`` plus the serving
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
+from timing import median_seconds
 
 from ranker.config import load_config
 from ranker.data.preprocess import Preprocessor
@@ -59,14 +58,7 @@ def candidates_per_s(run_dir: Path, n: int, repeats: int) -> tuple[float, int]:
     def call() -> torch.Tensor:
         return serving_score(spec.outputs(model(batch)), spec, serving["weights"], serving["combine"])
 
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return n / statistics.median(times), sum(p.numel() for p in model.parameters())
+    return n / median_seconds(call, repeats), sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
