@@ -2,10 +2,11 @@
 
 Usage:
     RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/distill_rk.py \
-        [--seeds 2021 2022 2023] [--teacher-seed 2021] [--out runs/distill] [--alpha 0.5] [--temperature 1.0]
+        [--seeds 2021 2022 2023] [--teacher-seed 2021] [--out runs/distill] [--alpha 0.5] [--temperature 1.0] \
+        [--teacher-runs 'runs/grid/mtl-best-rk-ml100k/mmoe--4-experts-128-64--towers-32-{seed}']
 
 Per seed: the teacher (configs/distill-teacher-rk-ml100k.yaml: TransAct + DCN-V2 + MMoE) is
-trained, then the student (configs/distill-student-rk-ml100k.yaml: no history, one 64-wide
+trained (or, with ``--teacher-runs``, taken from finished runs of the same model), then the student (configs/distill-student-rk-ml100k.yaml: no history, one 64-wide
 MLP) alone, then the same student distilled from that seed's teacher (or from the one teacher
 of ``--teacher-seed``; what
 ``ranker distill --teacher RUN --student configs/distill-student-rk-ml100k.yaml`` runs).
@@ -40,7 +41,8 @@ def roles(label: str) -> tuple[str, str, str]:
 
 
 def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, extra: list[str],
-            results_path: Path, teacher_seed: int | None, student: Path, label: str) -> dict[str, Any]:
+            results_path: Path, teacher_seed: int | None, student: Path, label: str,
+            teacher_runs: str | None = None) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     teacher_role, _, distilled_role = roles(label)
     for seed in seeds:
@@ -48,15 +50,23 @@ def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, ex
             key = f"{role}|{seed}"
             if key in results or (role == teacher_role and teacher_seed not in (None, seed)):
                 continue
-            cfg_path = TEACHER if role == teacher_role else student
-            cfg = load_config(cfg_path, [f"train.seed={seed}", f"train.distill.alpha={alpha}",
-                                         f"train.distill.temperature={temperature}", *extra])
-            run_dir = out / f"{role.replace(' ', '-')}-{seed}"
             t_seed = seed if teacher_seed is None else teacher_seed
-            teacher = out / f"teacher-{t_seed}" if role == distilled_role else None
-            start = time.perf_counter()
-            metrics = train_run(cfg, run_dir, teacher=teacher)
-            metrics["wall_s"] = time.perf_counter() - start
+            teacher_dir = (Path(teacher_runs.format(seed=t_seed)) if teacher_runs
+                           else out / f"teacher-{t_seed}")
+            if role == teacher_role and teacher_runs:
+                # A teacher trained elsewhere (e.g. a grid's run): record its metrics, train nothing.
+                if not (teacher_dir / "metrics.json").is_file():
+                    raise SystemExit(f"--teacher-runs: no finished run at {teacher_dir} (metrics.json missing)")
+                metrics = json.loads((teacher_dir / "metrics.json").read_text())
+                run_dir = teacher_dir
+            else:
+                cfg_path = TEACHER if role == teacher_role else student
+                cfg = load_config(cfg_path, [f"train.seed={seed}", f"train.distill.alpha={alpha}",
+                                             f"train.distill.temperature={temperature}", *extra])
+                run_dir = out / f"{role.replace(' ', '-')}-{seed}"
+                start = time.perf_counter()
+                metrics = train_run(cfg, run_dir, teacher=teacher_dir if role == distilled_role else None)
+                metrics["wall_s"] = time.perf_counter() - start
             metrics["run_dir"] = str(run_dir)
             results[key] = metrics
             results_path.write_text(json.dumps(results, indent=1, default=float))
@@ -95,12 +105,14 @@ def main() -> None:
     ap.add_argument("--teacher-seed", type=int, help="train one teacher (this seed) for every student seed")
     ap.add_argument("--student", type=Path, default=STUDENT, help="the student's config")
     ap.add_argument("--label", default="", help="names the student in the results (e.g. mean-pool)")
+    ap.add_argument("--teacher-runs", help="use finished teacher runs instead of training one: a run "
+                    "directory with {seed} in it, e.g. runs/grid/mtl-best-rk-ml100k/mmoe-...-{seed}")
     args = ap.parse_args()
     if args.teacher_seed is not None and args.teacher_seed != args.seeds[0]:
         ap.error("--teacher-seed must be the first of --seeds (the teacher is trained first)")
     results = run_all(args.seeds, args.out, args.alpha, args.temperature, extra=args.extra,
                       results_path=args.results, teacher_seed=args.teacher_seed, student=args.student,
-                      label=args.label)
+                      label=args.label, teacher_runs=args.teacher_runs)
     speeds: dict[str, float] = {}
     if not args.no_speed:
         import torch

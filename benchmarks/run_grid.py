@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
             # Merge with what other grid processes wrote meanwhile, then replace atomically.
             on_disk = json.loads(results_path.read_text()) if results_path.is_file() else {}
             results = {**on_disk, **results}
-            tmp = results_path.with_suffix(".tmp")
+            tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(results, indent=1, default=float))
             tmp.replace(results_path)
             print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
