@@ -94,6 +94,24 @@ def test_batched_candidates_equal_one_by_one() -> None:
     torch.testing.assert_close(batched, micro)
 
 
+@pytest.mark.parametrize("bias", [{}, {"time_bias": False}, {"position_bias": False, "time_bias": False}])
+def test_kv_cached_scoring_equals_appended_pass(bias: dict[str, bool]) -> None:
+    """The KV-cached path (history encoded once, candidates attend to cached keys/values and
+    themselves) gives the scores of appending the candidates to the sequence, for any chunk."""
+    log = make_log()
+    model = make_model(log)
+    model.cfg = model.cfg.model_copy(update=bias)
+    h = history(log, user_events(log, 2)[:12])
+    items = torch.arange(1, ITEMS + 1)
+    appended = model.score_candidates(h, items, time=10**6, cached=False)
+    for chunk in (None, 7):
+        torch.testing.assert_close(model.score_candidates(h, items, time=10**6, chunk=chunk), appended)
+    # A request time inside the history: the cached mask row hides the later events too.
+    t = int(h.time[0, -1])
+    torch.testing.assert_close(model.score_candidates(h, items, time=t),
+                               model.score_candidates(h, items, time=t, cached=False))
+
+
 def test_score_does_not_depend_on_later_or_same_second_events() -> None:
     """History events at the request second or later are invisible: changing what they are
     (item, action) leaves the candidates' scores unchanged; changing an earlier one does not."""

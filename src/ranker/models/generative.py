@@ -21,8 +21,11 @@ token would be). Time bias: each token's query and key time is its own event's t
 M-FALCON (§3.4): :meth:`GenerativeRanker.score_candidates` appends C candidate tokens after a
 user's history; the mask lets them read the history and not each other, so C candidates cost
 one pass over ``N + C`` tokens (or ⌈C/m⌉ passes of ``N + m`` with micro-batches of m) instead
-of C passes over ``N + 1``. Deviations from the paper: no KV cache across micro-batches (each
-re-encodes the history); tokens carry ids only (no item side features).
+of C passes over ``N + 1``. By default the history's per-layer keys and values are cached
+(:meth:`GenerativeRanker.history_cache`) and the candidates attend to them and to themselves
+only, so C candidates cost one pass over the history plus O(C·N) attention rows, without the
+C × C block that an appended pass computes and masks away. Deviation from the paper: tokens
+carry ids only (no item side features).
 """
 
 from __future__ import annotations
@@ -31,12 +34,25 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ranker.config.generative import GenerativeModel
 from ranker.nn.hstu import HSTUConfig, HSTULayer, RelativeIndices
 from ranker.nn.interleave import ACTION, CANDIDATE, ITEM, PAD, STATIC, interleaved_mask
 from ranker.nn.towers import TaskTowers, TowerSpec
+
+
+@dataclass(frozen=True)
+class HistoryCache:
+    """One user's encoded history for M-FALCON scoring: per layer ``(K, V, bias row, mask row)``.
+
+    Shape: K (N, H·dqk), V (N, H·dv); bias and mask rows (N + 1,) over the history tokens and
+    the candidate itself (last entry).
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    candidate_kind: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -133,17 +149,77 @@ class GenerativeRanker(nn.Module):
 
     @torch.no_grad()
     def score_candidates(self, history: Tokens, items: torch.Tensor, time: int,
-                         chunk: int | None = None) -> torch.Tensor:
+                         chunk: int | None = None, *, cached: bool = True) -> torch.Tensor:
         """(C, T) raw outputs of candidate ``items`` (C,) for one user at request ``time``.
 
         ``history`` is one sequence (1, N) of static, item and action tokens (no padding
         needed); every candidate reads the history events before ``time`` and not the other
         candidates, so the result is the same for any ``chunk`` (micro-batch size m; None = all
-        candidates in one pass) and for any set of companions.
+        candidates at once), for any set of companions and with or without ``cached``.
+
+        ``cached`` (default): the history is encoded once and each layer's history keys and
+        values are kept (a KV cache); the candidates then attend to them and to themselves only,
+        which costs O(C·N) per layer. Without it, each chunk is appended to the history and
+        the whole (N + m)-token sequence is encoded (O((N + m)²) per layer, the history
+        re-encoded per chunk, the candidate × candidate block computed and masked away).
         """
-        step = chunk or max(items.shape[0], 1)
-        outs = [self(append_candidates(history, part, time)) for part in items.split(step)]
-        return torch.cat(outs) if outs else torch.zeros(0, len(self.heads.towers))
+        if items.shape[0] == 0:
+            return torch.zeros(0, len(self.heads.towers))
+        step = chunk or items.shape[0]
+        if cached:
+            cache = self.history_cache(history, time)
+            return torch.cat([self._score_cached(cache, part) for part in items.split(step)])
+        return torch.cat([self(append_candidates(history, part, time)) for part in items.split(step)])
+
+    @torch.no_grad()
+    def history_cache(self, history: Tokens, time: int) -> HistoryCache:
+        """Per layer: the history's keys and values and one candidate's bias/mask row over them.
+
+        Every candidate of a request sits at the same position and time, so its attention mask
+        and relative bias over the history (and over itself) are one row shared by all.
+        """
+        probe = append_candidates(history, history.ids.new_zeros(1), time)  # history + 1 candidate
+        n = history.kind.shape[1]
+        c = self.cfg
+        row = RelativeIndices.build(
+            max_len=self.max_tokens, num_buckets=c.num_buckets,
+            positions=probe.position if c.position_bias else None,
+            query_positions=probe.position[:, n:] if c.position_bias else None,
+            times=probe.time if c.time_bias else None,
+            query_times=probe.time[:, n:] if c.time_bias else None)
+        mask_row = interleaved_mask(probe.kind, probe.event, probe.time)[0, n].to(torch.float32)
+        x = self.embed(history)
+        hist_mask = interleaved_mask(history.kind, history.event, history.time).float()
+        hist_idx = RelativeIndices.build(
+            max_len=self.max_tokens, num_buckets=c.num_buckets,
+            positions=history.position if c.position_bias else None,
+            times=history.time if c.time_bias else None, query_times=history.time if c.time_bias else None)
+        layers = []
+        for layer in self.layers:
+            _, v, _, k = layer.project(x[0])  # (N, H·dv), (N, H·dqk)
+            bias = layer.rab(row).reshape(-1).expand(n + 1)  # (N + 1,)
+            layers.append((k, v, bias, mask_row))
+            x = layer(x, hist_mask, hist_idx, n_norm=self.max_tokens)
+        return HistoryCache(layers, probe.kind.new_full((1, 1), CANDIDATE))
+
+    def _score_cached(self, cache: HistoryCache, items: torch.Tensor) -> torch.Tensor:
+        """(m, T) raw outputs of ``items`` (m,) against a :meth:`history_cache`."""
+        m = items.shape[0]
+        kind = cache.candidate_kind.expand(1, m)
+        zeros = items.new_zeros(1, m)
+        x = self.embed(Tokens(kind, items.view(1, m), zeros, zeros, zeros, zeros[0]))[0]  # (m, D)
+        for layer, (k_h, v_h, bias, mask) in zip(self.layers, cache.layers, strict=True):
+            h, dv, dqk = layer.cfg.num_heads, layer.cfg.linear_dim, layer.cfg.attention_dim
+            u, v, q, k = layer.project(x)
+            q, k, v = q.view(m, h, dqk), k.view(m, h, dqk), v.view(m, h, dv)
+            kh, vh = k_h.view(-1, h, dqk), v_h.view(-1, h, dv)  # (N, H, d)
+            n = kh.shape[0]
+            # Eq. 2 for the candidate rows: SiLU(q·k + rab) / n_norm ⊙ mask, over history and self.
+            w_hist = F.silu(torch.einsum("mhd,nhd->hmn", q, kh) + bias[:n]) * (mask[:n] / self.max_tokens)
+            w_self = F.silu((q * k).sum(-1) + bias[n]) * (mask[n] / self.max_tokens)  # (m, H)
+            av = torch.einsum("hmn,nhd->mhd", w_hist, vh) + w_self.unsqueeze(-1) * v
+            x = layer.output(x, u, av.reshape(m, h * dv))
+        return self.heads(self.norm(x))
 
 
 def append_candidates(history: Tokens, items: torch.Tensor, time: int) -> Tokens:

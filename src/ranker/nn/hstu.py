@@ -227,15 +227,24 @@ class HSTULayer(nn.Module):
                 n_norm: int) -> torch.Tensor:
         c, (b, n, _) = self.cfg, x.shape
         h, dv, dqk = c.num_heads, c.linear_dim, c.attention_dim
-        uvqk = F.silu(self.f1(F.layer_norm(x, (c.dim,), eps=c.eps)))  # (B, N, H(2dv + 2dqk))
-        u, v, q, k = torch.split(uvqk, [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
+        u, v, q, k = self.project(x)
 
         def heads(t: torch.Tensor, d: int) -> torch.Tensor:
             return t.reshape(b, n, h, d).transpose(1, 2)  # (B, H, N, d)
 
         attn = ATTENTION[c.attention](heads(q, dqk), heads(k, dqk), heads(v, dv), self.rab(idx),
                                       mask, n_norm)  # (B, H, N, dv)
-        av = attn.transpose(1, 2).reshape(b, n, h * dv)
-        gated = u * F.layer_norm(av, (h * dv,), eps=c.eps)
+        return self.output(x, u, attn.transpose(1, 2).reshape(b, n, h * dv))
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Eq. 1: ``U, V, Q, K = split(SiLU(f1(LN(X))))``. (*, D) → (*, H·dv) ×2, (*, H·dqk) ×2."""
+        c = self.cfg
+        uvqk = F.silu(self.f1(F.layer_norm(x, (c.dim,), eps=c.eps)))
+        h, dv, dqk = c.num_heads, c.linear_dim, c.attention_dim
+        return torch.split(uvqk, [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
+
+    def output(self, x: torch.Tensor, u: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
+        """Eq. 3: ``X + f2(dropout(U ⊙ LN(A V)))``; ``av`` (*, H·dv) with heads concatenated."""
+        gated = u * F.layer_norm(av, (av.shape[-1],), eps=self.cfg.eps)
         return x + self.f2(self.dropout(gated))
 
