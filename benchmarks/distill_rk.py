@@ -42,13 +42,15 @@ def roles(label: str) -> tuple[str, str, str]:
 
 def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, extra: list[str],
             results_path: Path, teacher_seed: int | None, student: Path, label: str,
-            teacher_runs: str | None = None) -> dict[str, Any]:
+            teacher_runs: str | None = None, distilled_only: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    teacher_role, _, distilled_role = roles(label)
+    teacher_role, alone_role, distilled_role = roles(label)
     for seed in seeds:
         for role in roles(label):
             key = f"{role}|{seed}"
             if key in results or (role == teacher_role and teacher_seed not in (None, seed)):
+                continue
+            if distilled_only and role == alone_role:
                 continue
             t_seed = seed if teacher_seed is None else teacher_seed
             teacher_dir = (Path(teacher_runs.format(seed=t_seed)) if teacher_runs
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--teacher-seed", type=int, help="train one teacher (this seed) for every student seed")
     ap.add_argument("--student", type=Path, default=STUDENT, help="the student's config")
     ap.add_argument("--label", default="", help="names the student in the results (e.g. mean-pool)")
+    ap.add_argument("--distilled-only", action="store_true",
+                    help="skip the student-alone runs (e.g. an α sweep whose baseline is already run)")
     ap.add_argument("--teacher-runs", help="use finished teacher runs instead of training one: a run "
                     "directory with {seed} in it, e.g. runs/grid/mtl-best-rk-ml100k/mmoe-...-{seed}")
     args = ap.parse_args()
@@ -112,7 +116,8 @@ def main() -> None:
         ap.error("--teacher-seed must be the first of --seeds (the teacher is trained first)")
     results = run_all(args.seeds, args.out, args.alpha, args.temperature, extra=args.extra,
                       results_path=args.results, teacher_seed=args.teacher_seed, student=args.student,
-                      label=args.label, teacher_runs=args.teacher_runs)
+                      label=args.label, teacher_runs=args.teacher_runs,
+                      distilled_only=args.distilled_only)
     speeds: dict[str, float] = {}
     if not args.no_speed:
         import torch
