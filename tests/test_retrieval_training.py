@@ -66,6 +66,19 @@ def test_training_sequences_are_next_item_pairs_with_target_times() -> None:
     assert not train.items[u, :-n].any() and not train.targets[u, :-n].any()
 
 
+def test_a_share_of_training_users_is_a_fixed_subset_of_whole_sequences() -> None:
+    data = _data()
+    full = TrainSequences.build(data.train, MAX_LEN)
+    half = TrainSequences.build(data.train, MAX_LEN, share=0.5)
+    assert len(half) == round(0.5 * len(full))
+    rows = {tuple(r) for r in full.targets.tolist()}
+    assert all(tuple(r) in rows for r in half.targets.tolist())  # whole users, unchanged
+    torch.manual_seed(123)  # the subset depends on the data only, not on the model seed
+    again = TrainSequences.build(data.train, MAX_LEN, share=0.5)
+    assert torch.equal(again.targets, half.targets)
+    assert half.num_targets() < full.num_targets()
+
+
 def test_query_time_of_the_last_position_is_the_targets_time() -> None:
     data = _data()
     users = np.arange(5)

@@ -20,6 +20,10 @@ class RetrievalData(Strict):
 
     dataset: str = Field(..., description="e.g. r-ml100k, r-ml1m, r-beauty")
     max_len: int | None = Field(None, ge=2, description="model input length (default: the protocol's)")
+    train_users: float = Field(
+        1.0, gt=0, le=1, description="share of users whose training sequences train the model (a fixed "
+        "random subset, the same for every seed; for data-scaling studies); validation and test "
+        "always score every user")
 
 
 class SASRecModel(Strict):

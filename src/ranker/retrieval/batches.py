@@ -69,8 +69,13 @@ class TrainSequences:
     query_times: torch.Tensor | None
 
     @classmethod
-    def build(cls, train: Sequences, max_len: int) -> TrainSequences:
+    def build(cls, train: Sequences, max_len: int, share: float = 1.0) -> TrainSequences:
+        """``share`` < 1 keeps that share of the eligible users, a subset fixed by the data
+        alone (``default_rng(0)``), so every model seed trains on the same users."""
         users = np.flatnonzero(train.lengths() >= 2)
+        if share < 1.0:
+            keep = np.random.default_rng(0).permutation(len(users))[: max(1, round(share * len(users)))]
+            users = users[np.sort(keep)]
         sub = Sequences(*_subset(train, users))
         inputs, targets = _drop(sub, first=False), _drop(sub, first=True)
         everyone = np.arange(len(users))

@@ -62,7 +62,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume_config(run_dir, cfg)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
-    train = TrainSequences.build(data.train, data.max_len)
+    train = TrainSequences.build(data.train, data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
     fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
@@ -73,6 +73,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
         "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
         "params": sum(p.numel() for p in model.parameters()),
         "users": len(data.test_target), "items": data.num_items,
+        "train_users": len(train), "train_targets": train.num_targets(),
         "seconds_per_epoch": fit.seconds_per_epoch(),
         "train_time_s": sum(h["epoch_time_s"] for h in fit.history),
         "threads": torch.get_num_threads(),
