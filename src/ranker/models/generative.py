@@ -195,12 +195,15 @@ class GenerativeRanker(nn.Module):
             positions=history.position if c.position_bias else None,
             times=history.time if c.time_bias else None, query_times=history.time if c.time_bias else None)
         layers = []
-        for layer in self.layers:
+        for layer in self._hstu_layers():
             _, v, _, k = layer.project(x[0])  # (N, H·dv), (N, H·dqk)
             bias = layer.rab(row).reshape(-1).expand(n + 1)  # (N + 1,)
             layers.append((k, v, bias, mask_row))
             x = layer(x, hist_mask, hist_idx, n_norm=self.max_tokens)
         return HistoryCache(layers, probe.kind.new_full((1, 1), CANDIDATE))
+
+    def _hstu_layers(self) -> list[HSTULayer]:
+        return [layer for layer in self.layers if isinstance(layer, HSTULayer)]
 
     def _score_cached(self, cache: HistoryCache, items: torch.Tensor) -> torch.Tensor:
         """(m, T) raw outputs of ``items`` (m,) against a :meth:`history_cache`."""
@@ -208,7 +211,7 @@ class GenerativeRanker(nn.Module):
         kind = cache.candidate_kind.expand(1, m)
         zeros = items.new_zeros(1, m)
         x = self.embed(Tokens(kind, items.view(1, m), zeros, zeros, zeros, zeros[0]))[0]  # (m, D)
-        for layer, (k_h, v_h, bias, mask) in zip(self.layers, cache.layers, strict=True):
+        for layer, (k_h, v_h, bias, mask) in zip(self._hstu_layers(), cache.layers, strict=True):
             h, dv, dqk = layer.cfg.num_heads, layer.cfg.linear_dim, layer.cfg.attention_dim
             u, v, q, k = layer.project(x)
             q, k, v = q.view(m, h, dqk), k.view(m, h, dqk), v.view(m, h, dv)
