@@ -57,6 +57,29 @@ def test_hash_mode_emits_stable_raw_ids_and_unseen_values_keep_their_identity() 
     assert vocab[0] == vocab[3] == 1  # plain tables: OOV
 
 
+def test_tree_all_bins_follow_every_unmasked_task() -> None:
+    """``tree``: edges from the first task only; ``tree_all``: also where the second task steps;
+    a masked task (defined on some rows only) is not used."""
+    n = 400
+    age = np.linspace(18, 80, n)
+    table = pa.table({"age": age, "income": (age >= 60).astype(int), "young": (age < 25).astype(int),
+                      "liked": (age < 40).astype(int)})
+    tasks = [{"name": "income"}, {"name": "young"}, {"name": "liked", "mask_column": "young"}]
+    data = DataConfig.model_validate({"path": "x.csv", "split": {"kind": "random"}, "tasks": tasks,
+                                      "features": [{"kind": "numerical", "name": "age"}]})
+
+    def edges(method: str) -> np.ndarray:
+        pre = Preprocessor.for_data(data, ple_bins=3, ple_method=method).fit(table)
+        return np.asarray(pre.numeric["age"].ple_edges)
+
+    z = apply_numeric(age, fit_numeric(age, data.features[0]))[0]  # edges live on standardised values
+    young_step = (z[age < 25].max() + z[age >= 25].min()) / 2
+    liked_step = (z[age < 40].max() + z[age >= 40].min()) / 2
+    assert not np.isclose(edges("tree"), young_step).any()
+    assert np.isclose(edges("tree_all"), young_step).any()
+    assert not np.isclose(edges("tree_all"), liked_step).any()
+
+
 def test_numeric_transforms_hand_values_and_infinities() -> None:
     x = np.array([1.0, 2.0, 3.0, 4.0, np.nan, np.inf, -np.inf])
     from ranker.config.schema import NumericalFeature as NF
@@ -84,7 +107,8 @@ def test_numeric_transforms_hand_values_and_infinities() -> None:
 ])
 @pytest.mark.parametrize("numerical", [
     {"kind": "scalar"}, {"kind": "ple", "n_bins": 8}, {"kind": "ple", "n_bins": 8, "embed": True, "dim": 4},
-    {"kind": "ple", "n_bins": 4, "bins": "tree"}, {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
+    {"kind": "ple", "n_bins": 4, "bins": "tree"}, {"kind": "ple", "n_bins": 4, "bins": "tree_all"},
+    {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
 ])
 def test_every_encoder_combination_trains(categorical: dict, numerical: dict) -> None:
     model_cfg = ModelConfig.model_validate({"encoders": {"categorical": categorical, "numerical": numerical},

@@ -137,6 +137,20 @@ def test_tree_bins_find_the_steps_of_the_target() -> None:
     assert compute_bins(x, 1, method="tree", y=y).tolist() == [0.0, 1.0]
 
 
+def test_tree_bins_on_several_targets_find_each_targets_step() -> None:
+    """A 2-D y is one tree for all targets (summed Gini): with one split per target it finds
+    both steps, while the first target alone has no reason to cut at the second's step."""
+    x = np.arange(101) / 100
+    income = (x >= 0.7).astype(int)  # steps at 0.7
+    young = (x < 0.2).astype(int)  # steps at 0.2
+    both = compute_bins(x, 3, method="tree", y=np.stack([income, young], 1), regression=False).numpy()
+    assert np.allclose(both, [0.0, 0.195, 0.695, 1.0])
+    first_only = compute_bins(x, 3, method="tree", y=income, regression=False).numpy()
+    assert not np.any(np.isclose(first_only, 0.195))
+    with pytest.raises(ValueError, match="N = len"):
+        compute_bins(x, 3, method="tree", y=np.stack([income, young], 1)[:50], regression=False)
+
+
 def test_tree_bins_first_split_matches_brute_force() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=60), rng.normal(size=60)

@@ -296,12 +296,15 @@ class PLEEncoder(Strict):
 
     ``embed: false`` concatenates the parameter-free encodings; ``embed: true`` adds the
     per-feature linear → ReLU embedding of width ``dim`` (the paper's Q-LR / T-LR).
-    Bins: train quantiles (``quantile``) or target-aware tree bins (``tree``, first task's label).
+    Bins: train quantiles (``quantile``), target-aware tree bins on the first task's label
+    (``tree``, the paper's single-target setting) or on every task at once (``tree_all``: one
+    tree whose split criterion sums the Gini impurities of all tasks without a ``mask_column``,
+    so a multi-task model gets edges where any of its tasks changes, not only the first).
     """
 
     kind: Literal["ple"] = "ple"
     n_bins: int = Field(16, ge=1)
-    bins: Literal["quantile", "tree"] = "quantile"
+    bins: Literal["quantile", "tree", "tree_all"] = "quantile"
     embed: bool = False
     dim: int = Field(16, ge=1)
 

@@ -112,7 +112,7 @@ def fit_ple_edges(values: np.ndarray, missing: np.ndarray, n_bins: int, method: 
                   target: np.ndarray | None) -> list[float]:
     """PLE bin edges of the transformed train values (missing rows left out)."""
     keep = missing < 0.5
-    if method == "tree" and target is not None:
+    if method in ("tree", "tree_all") and target is not None:
         edges = compute_bins(values[keep], n_bins, method="tree", y=target[keep], regression=False)
     else:
         edges = compute_bins(values[keep], n_bins)

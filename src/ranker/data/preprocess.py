@@ -117,7 +117,8 @@ class Preprocessor:
                 state = self.numeric[f.name] = fit_numeric(x, f)
                 if self.ple_bins and f.transform != "bins":
                     values, missing = apply_numeric(x, state)
-                    target = _first_label(table, self.tasks, source)
+                    target = (_task_labels(table, self.tasks, source) if self.ple_method == "tree_all"
+                              else _first_label(table, self.tasks, source))
                     state.ple_edges = fit_ple_edges(values, missing, self.ple_bins, self.ple_method, target)
             elif isinstance(f, HistoryFeature) and f.action_column is not None:
                 acts = _list_column(table, f.action_column, source).flatten()
@@ -380,6 +381,16 @@ def _first_label(table: pa.Table, tasks: list[TaskConfig], source: str) -> np.nd
         return None
     t = tasks[0]
     return np.nan_to_num(_float_column(table, t.column or t.name, source), nan=0.0)
+
+
+def _task_labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> np.ndarray | None:
+    """(n, T) labels of every task defined on all rows (no ``mask_column``), NaN → 0; the first
+    task alone when every task is masked."""
+    chosen = [t for t in tasks if t.mask_column is None] or tasks[:1]
+    if not chosen:
+        return None
+    return np.stack([np.nan_to_num(_float_column(table, t.column or t.name, source), nan=0.0)
+                     for t in chosen], axis=1)
 
 
 def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str,

@@ -56,7 +56,9 @@ def compute_bins(
     most `n_bins` leaves, plus ``min(x)`` and ``max(x)`` — the paper's target-aware bins. The
     split criterion is squared-error reduction; with ``regression=False`` y holds class labels
     and is one-hot encoded, whose summed squared error is the Gini impurity, so this equals
-    sklearn's ``DecisionTreeClassifier(max_leaf_nodes=n_bins)`` split choice.
+    sklearn's ``DecisionTreeClassifier(max_leaf_nodes=n_bins)`` split choice. A 2-D y (N, T)
+    holds T targets (tasks): each column is one-hot encoded (or kept, for regression) and the
+    criterion is summed over them, one tree for all tasks.
 
     Non-finite values (NaN, ±inf) are ignored. Returns float32; raises ValueError when fewer
     than two distinct finite values remain.
@@ -81,8 +83,8 @@ def compute_bins(
         if y is None:
             raise ValueError(f"{method=} needs the train target y")
         target = np.asarray(y.detach().cpu().numpy() if isinstance(y, Tensor) else y)
-        if target.shape != values.shape:
-            raise ValueError(f"y must match x: {target.shape=} != {values.shape=}")
+        if target.ndim not in (1, 2) or target.shape[0] != values.shape[0]:
+            raise ValueError(f"y must be (N,) or (N, T) with N = len(x): {target.shape=}, {values.shape=}")
         edges = _tree_edges(finite, target[keep], n_bins, regression, min_samples_leaf)
     else:
         raise ValueError(f"{method=} is not one of quantile, tree")
@@ -125,13 +127,17 @@ def _tree_edges(
         return x
     order = np.argsort(x, kind="stable")
     xs = x[order]
+    columns = y[order].reshape(len(order), -1)  # (n, T): one column per target
     if regression:
-        ys = y[order].astype(np.float64).reshape(-1, 1)
+        ys = columns.astype(np.float64)
         if not np.isfinite(ys).all():
             raise ValueError("y must be finite where x is")
     else:
-        _, labels = np.unique(y[order], return_inverse=True)
-        ys = np.eye(labels.max() + 1)[labels]  # (n, C) one-hot
+        parts = []
+        for col in columns.T:
+            _, labels = np.unique(col, return_inverse=True)
+            parts.append(np.eye(labels.max() + 1)[labels])  # (n, C_t) one-hot
+        ys = np.concatenate(parts, axis=1)
     edges = [xs[0], xs[-1]]
     heap: list[tuple[float, int, int, int]] = []  # (-gain, lo, hi, split)
 
