@@ -5,7 +5,7 @@ Usage:
         [--seeds 2021 2022 2023] [--teacher-seed 2021] [--out runs/distill] [--alpha 0.5] [--temperature 1.0] \
         [--teacher-runs 'runs/grid/mtl-best-rk-ml100k/mmoe--4-experts-128-64--towers-32-{seed}']
 
-Per seed: the teacher (configs/distill-teacher-rk-ml100k.yaml: TransAct + DCN-V2 + MMoE) is
+Per seed: the teacher (configs/distill-teacher-rk-ml100k.yaml: TransAct + MMoE) is
 trained (or, with ``--teacher-runs``, taken from finished runs of the same model), then the student (configs/distill-student-rk-ml100k.yaml: no history, one 64-wide
 MLP) alone, then the same student distilled from that seed's teacher (or from the one teacher
 of ``--teacher-seed``; what
