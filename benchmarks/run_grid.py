@@ -68,17 +68,21 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
 
 def table(grid_path: Path, results: dict[str, Any]) -> str:
     grid = yaml.safe_load(grid_path.read_text())
+    wanted = [m for m in ("auc", "gauc", "logloss", "accuracy") if m in grid.get("metrics", ["auc", "logloss"])]
+    names = {v["name"] for v in grid["variants"]}
+    # Columns: every task of any variant (a single-task row leaves the others' cells as "–").
+    tasks = list(dict.fromkeys(t for k, r in results.items() if k.split("|")[0] in names for t in r["test"]))
     rows = []
     for variant in grid["variants"]:
         runs = [v for k, v in results.items() if k.split("|")[0] == variant["name"]]
         if not runs:
             continue
         cells = []
-        for task in runs[0]["test"]:
-            for metric in ("auc", "gauc", "logloss", "accuracy"):
-                vals = [r["test"][task].get(metric) for r in runs]
-                if all(v is not None for v in vals) and metric in grid.get("metrics", ["auc", "logloss"]):
-                    cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}")
+        for task in tasks:
+            for metric in wanted:
+                vals = [r["test"].get(task, {}).get(metric) for r in runs]
+                cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}"
+                             if all(v is not None for v in vals) else "–")
         speed = np.mean([r["train_samples_per_s"] for r in runs])
         rows.append(f"| {variant['name']} | " + " | ".join(cells) +
                     f" | {runs[0]['params']:,} | {speed:,.0f} | {len(runs)} |")
