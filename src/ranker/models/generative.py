@@ -45,14 +45,16 @@ from ranker.nn.towers import TaskTowers, TowerSpec
 
 @dataclass(frozen=True)
 class HistoryCache:
-    """One user's encoded history for M-FALCON scoring: per layer ``(K, V, bias row, mask row)``.
+    """One user's encoded history for M-FALCON scoring.
 
-    Shape: K (N, H·dqk), V (N, H·dv); bias and mask rows (N + 1,) over the history tokens and
-    the candidate itself (last entry).
+    Shape: per layer K (N, H·dqk), V (N, H·dv) and the candidates' bias row (N + 1,) over the
+    history tokens and the candidate itself (last entry); ``weight`` (N + 1,) = mask row / n.
     """
 
-    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-    candidate_kind: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    weight: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -128,18 +130,23 @@ class GenerativeRanker(nn.Module):
         x = x + self.types(k.where(k != CANDIDATE, ITEM))  # a candidate is an item token
         return x * (k != PAD).unsqueeze(-1)
 
-    def encode(self, t: Tokens) -> torch.Tensor:
-        """Final states (B, N, D) under the interleaved mask."""
-        mask = interleaved_mask(t.kind, t.event, t.time)
+    def attention_inputs(self, t: Tokens, queries: slice = slice(None)) -> tuple[torch.Tensor, RelativeIndices]:
+        """The float mask (B, Nq, N) and bias indices of the queries ``t[:, queries]`` over all of ``t``."""
         c = self.cfg
+        mask = interleaved_mask(t.kind, t.event, t.time)[:, queries].float()
         idx = RelativeIndices.build(
             max_len=self.max_tokens, num_buckets=c.num_buckets,
             positions=t.position if c.position_bias else None,
-            times=t.time if c.time_bias else None, query_times=t.time if c.time_bias else None)
+            query_positions=t.position[:, queries] if c.position_bias else None,
+            times=t.time if c.time_bias else None, query_times=t.time[:, queries] if c.time_bias else None)
+        return mask, idx
+
+    def encode(self, t: Tokens) -> torch.Tensor:
+        """Final states (B, N, D) under the interleaved mask."""
+        mask, idx = self.attention_inputs(t)  # the mask converted to float once for every layer
         x = self.input_dropout(self.embed(t))
-        maskf = mask.float()  # converted once for every layer
         for layer in self.layers:
-            x = layer(x, maskf, idx, n_norm=self.max_tokens)
+            x = layer(x, mask, idx, n_norm=self.max_tokens)
         return self.norm(x)
 
     def forward(self, t: Tokens) -> torch.Tensor:
@@ -173,53 +180,43 @@ class GenerativeRanker(nn.Module):
 
     @torch.no_grad()
     def history_cache(self, history: Tokens, time: int) -> HistoryCache:
-        """Per layer: the history's keys and values and one candidate's bias/mask row over them.
+        """Per layer: the history's keys and values and one candidate's bias row over them.
 
         Every candidate of a request sits at the same position and time, so its attention mask
         and relative bias over the history (and over itself) are one row shared by all.
         """
-        probe = append_candidates(history, history.ids.new_zeros(1), time)  # history + 1 candidate
         n = history.kind.shape[1]
-        c = self.cfg
-        row = RelativeIndices.build(
-            max_len=self.max_tokens, num_buckets=c.num_buckets,
-            positions=probe.position if c.position_bias else None,
-            query_positions=probe.position[:, n:] if c.position_bias else None,
-            times=probe.time if c.time_bias else None,
-            query_times=probe.time[:, n:] if c.time_bias else None)
-        mask_row = interleaved_mask(probe.kind, probe.event, probe.time)[0, n].to(torch.float32)
+        probe = append_candidates(history, history.ids.new_zeros(1), time)  # history + 1 candidate
+        mask_row, row = self.attention_inputs(probe, slice(n, n + 1))
         x = self.embed(history)
-        hist_mask = interleaved_mask(history.kind, history.event, history.time).float()
-        hist_idx = RelativeIndices.build(
-            max_len=self.max_tokens, num_buckets=c.num_buckets,
-            positions=history.position if c.position_bias else None,
-            times=history.time if c.time_bias else None, query_times=history.time if c.time_bias else None)
-        layers = []
+        hist_mask, hist_idx = self.attention_inputs(history)
+        keys, values, biases = [], [], []
         for layer in self._hstu_layers():
             _, v, _, k = layer.project(x[0])  # (N, H·dv), (N, H·dqk)
-            bias = layer.rab(row).reshape(-1).expand(n + 1)  # (N + 1,)
-            layers.append((k, v, bias, mask_row))
+            keys.append(k)
+            values.append(v)
+            biases.append(layer.rab(row).reshape(-1).expand(n + 1))  # (N + 1,)
             x = layer(x, hist_mask, hist_idx, n_norm=self.max_tokens)
-        return HistoryCache(layers, probe.kind.new_full((1, 1), CANDIDATE))
+        return HistoryCache(keys, values, biases, mask_row.reshape(-1) / self.max_tokens)
 
     def _hstu_layers(self) -> list[HSTULayer]:
         return [layer for layer in self.layers if isinstance(layer, HSTULayer)]
 
     def _score_cached(self, cache: HistoryCache, items: torch.Tensor) -> torch.Tensor:
         """(m, T) raw outputs of ``items`` (m,) against a :meth:`history_cache`."""
-        m = items.shape[0]
-        kind = cache.candidate_kind.expand(1, m)
+        m, n = items.shape[0], cache.weight.shape[0] - 1
         zeros = items.new_zeros(1, m)
-        x = self.embed(Tokens(kind, items.view(1, m), zeros, zeros, zeros, zeros[0]))[0]  # (m, D)
-        for layer, (k_h, v_h, bias, mask) in zip(self._hstu_layers(), cache.layers, strict=True):
+        x = self.embed(Tokens(items.new_full((1, m), CANDIDATE), items.view(1, m), zeros, zeros, zeros,
+                              zeros[0]))[0]  # (m, D)
+        w = cache.weight
+        for layer, k_h, v_h, bias in zip(self._hstu_layers(), cache.keys, cache.values, cache.biases, strict=True):
             h, dv, dqk = layer.cfg.num_heads, layer.cfg.linear_dim, layer.cfg.attention_dim
             u, v, q, k = layer.project(x)
             q, k, v = q.view(m, h, dqk), k.view(m, h, dqk), v.view(m, h, dv)
-            kh, vh = k_h.view(-1, h, dqk), v_h.view(-1, h, dv)  # (N, H, d)
-            n = kh.shape[0]
+            kh, vh = k_h.view(n, h, dqk), v_h.view(n, h, dv)
             # Eq. 2 for the candidate rows: SiLU(q·k + rab) / n_norm ⊙ mask, over history and self.
-            w_hist = F.silu(torch.einsum("mhd,nhd->hmn", q, kh) + bias[:n]) * (mask[:n] / self.max_tokens)
-            w_self = F.silu((q * k).sum(-1) + bias[n]) * (mask[n] / self.max_tokens)  # (m, H)
+            w_hist = F.silu(torch.einsum("mhd,nhd->hmn", q, kh) + bias[:n]) * w[:n]
+            w_self = F.silu((q * k).sum(-1) + bias[n]) * w[n]  # (m, H)
             av = torch.einsum("hmn,nhd->mhd", w_hist, vh) + w_self.unsqueeze(-1) * v
             x = layer.output(x, u, av.reshape(m, h * dv))
         return self.heads(self.norm(x))
