@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_config
 from ranker.pipeline import train_run
@@ -43,7 +44,7 @@ def roles(label: str) -> tuple[str, str, str]:
 def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, extra: list[str],
             results_path: Path, teacher_seed: int | None, student: Path, label: str,
             teacher_runs: str | None = None, distilled_only: bool = False) -> dict[str, Any]:
-    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = load_results(results_path)
     teacher_role, alone_role, distilled_role = roles(label)
     for seed in seeds:
         for role in roles(label):
@@ -70,8 +71,7 @@ def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, ex
                 metrics = train_run(cfg, run_dir, teacher=teacher_dir if role == distilled_role else None)
                 metrics["wall_s"] = time.perf_counter() - start
             metrics["run_dir"] = str(run_dir)
-            results[key] = metrics
-            results_path.write_text(json.dumps(results, indent=1, default=float))
+            results = save_result(results_path, key, metrics)
             print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f} gauc {m.get('gauc', float('nan')):.4f}"
                                          for t, m in metrics["test"].items()), flush=True)
     return results

@@ -20,14 +20,13 @@ validation epoch, mean ± std over seeds, with parameter counts and training sam
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_config
 from ranker.pipeline import train_run
@@ -39,7 +38,7 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
              seeds: list[int] | None = None) -> dict[str, Any]:
     grid = yaml.safe_load(grid_path.read_text())
     results_path = HERE / "results" / f"grid-{grid_path.stem}.json"
-    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = load_results(results_path)
     base = (grid_path.parent / grid["base"]).resolve()
     for variant in grid["variants"]:
         if only and variant["name"] not in only:
@@ -54,13 +53,7 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
             metrics = train_run(cfg, out_root / grid_path.stem / f"{slug}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = variant.get("set", [])
-            results[key] = metrics
-            # Merge with what other grid processes wrote meanwhile, then replace atomically.
-            on_disk = json.loads(results_path.read_text()) if results_path.is_file() else {}
-            results = {**on_disk, **results}
-            tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(results, indent=1, default=float))
-            tmp.replace(results_path)
+            results = save_result(results_path, key, metrics)
             print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
                   flush=True)
     return results
@@ -99,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
     results_path = HERE / "results" / f"grid-{args.grid.stem}.json"
     if args.table_only:
-        results = json.loads(results_path.read_text())
+        results = load_results(results_path)
     else:
         results = run_grid(args.grid, args.out, args.only, args.seeds)
     print(table(args.grid, results))

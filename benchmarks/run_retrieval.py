@@ -14,13 +14,11 @@ its checkpoint in ``--out``, so rerunning the same command continues where it st
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_retrieval_config
 from ranker.retrieval.run import train_retrieval_run
@@ -36,30 +34,19 @@ def results_path(dataset: str) -> Path:
     return HERE / "results" / f"retrieval-{dataset}{SUFFIX['value']}.json"
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _save(path: Path, new: dict[str, Any]) -> None:
-    merged = {**_load(path), **new}  # keep what other processes wrote meanwhile
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    os.replace(tmp, path)
-
-
 def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str]) -> None:
     for path in configs:
         for seed in seeds:
             cfg = load_retrieval_config(path, [*overrides, f"train.seed={seed}", "train.progress=false"])
             key, res = f"{cfg.name}|{seed}", results_path(cfg.data.dataset)
-            if key in _load(res):
+            if key in load_results(res):
                 continue
             print(f"{key}: training", flush=True)
             start = time.perf_counter()
             metrics = train_retrieval_run(cfg, out / f"{cfg.name}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = overrides
-            _save(res, {key: metrics})
+            save_result(res, key, metrics)
             t = metrics["test"]
             print(f"{key}: best epoch {metrics['best_epoch']}, test HR@10 {t['HR@10']:.4f} "
                   f"NDCG@10 {t['NDCG@10']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch", flush=True)
@@ -67,7 +54,7 @@ def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str]) 
 
 def table(dataset: str) -> str:
     """Markdown: mean ± std over seeds of the test metrics, epochs and seconds per epoch."""
-    results = _load(results_path(dataset))
+    results = load_results(results_path(dataset))
     names = list(dict.fromkeys(k.split("|")[0] for k in results))
     head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch", "params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -16,13 +16,12 @@ validation NDCG@10 and tested once, like every retrieval run. Results (resumable
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_retrieval_config
 from ranker.retrieval.run import train_retrieval_run
@@ -42,7 +41,7 @@ def sweep(config: Path, layers: list[int], users: list[float]) -> list[tuple[str
 
 def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int], out: Path,
             results_path: Path, extra: list[str]) -> dict[str, Any]:
-    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = load_results(results_path)
     for name, overrides in sweep(config, layers, users):
         for seed in seeds:
             key = f"{name}|{seed}"
@@ -54,11 +53,7 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             metrics = train_retrieval_run(cfg, out / f"{cfg.name}-{slug}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = overrides
-            on_disk = json.loads(results_path.read_text()) if results_path.is_file() else {}
-            results = {**on_disk, **results, key: metrics}
-            tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(results, indent=1, default=float))
-            tmp.replace(results_path)
+            results = save_result(results_path, key, metrics)
             print(f"{key}: test NDCG@10 {metrics['test']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
                   flush=True)
     return results
@@ -157,7 +152,7 @@ def main() -> None:
     dataset = load_retrieval_config(args.config).data.dataset
     results_path = args.results or HERE / "results" / f"scaling-{dataset}.json"
     if args.plot_only:
-        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        results = load_results(results_path)
     else:
         results = run_all(args.config, args.layers, args.users, args.seeds, args.out, results_path, args.extra)
     if not results:
