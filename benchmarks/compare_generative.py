@@ -81,8 +81,8 @@ def main() -> None:
         if not sep:
             raise SystemExit(f"--group {spec!r}: expected NAME=GLOB")
         groups[name] = load_group(pattern)
-    feature_run = next((r for runs in groups.values() for r in runs
-                        if "kind: generative" not in (r / "config.yaml").read_text()), None)
+    # Feature-based runs save the preprocessor that names their data; generative runs do not.
+    feature_run = next((r for runs in groups.values() for r in runs if (r / "preprocessor.json").is_file()), None)
     if feature_run is None:
         raise SystemExit("at least one group must be a feature-based ranker (its data config names the users)")
     all_users, like_users, seen_rows = test_users(feature_run)
