@@ -377,20 +377,18 @@ def raw_ids(column: pa.Array | pa.ChunkedArray, dtype: str, where: str = "") -> 
 
 def _first_label(table: pa.Table, tasks: list[TaskConfig], source: str) -> np.ndarray | None:
     """The first task's labels (target-aware PLE bins), NaN → 0."""
-    if not tasks:
-        return None
-    t = tasks[0]
-    return np.nan_to_num(_float_column(table, t.column or t.name, source), nan=0.0)
+    return _label(table, tasks[0], source) if tasks else None
 
 
 def _task_labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> np.ndarray | None:
     """(n, T) labels of every task defined on all rows (no ``mask_column``), NaN → 0; the first
     task alone when every task is masked."""
     chosen = [t for t in tasks if t.mask_column is None] or tasks[:1]
-    if not chosen:
-        return None
-    return np.stack([np.nan_to_num(_float_column(table, t.column or t.name, source), nan=0.0)
-                     for t in chosen], axis=1)
+    return np.stack([_label(table, t, source) for t in chosen], axis=1) if chosen else None
+
+
+def _label(table: pa.Table, task: TaskConfig, source: str) -> np.ndarray:
+    return np.nan_to_num(_float_column(table, task.column or task.name, source), nan=0.0)
 
 
 def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str,
