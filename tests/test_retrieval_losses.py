@@ -13,6 +13,7 @@ from ranker.retrieval.losses import (
     full_softmax_loss,
     in_batch_softmax_loss,
     sampled_softmax_loss,
+    sequence_sampled_softmax_loss,
 )
 
 
@@ -55,6 +56,53 @@ def test_accidental_hits_are_removed_row_by_row() -> None:
     torch.testing.assert_close(got, torch.stack(rows).mean())
 
 
+def test_per_row_negatives_by_hand() -> None:
+    states, table, targets = _case(seed=5)
+    negatives = torch.randint(1, 10, (6, 4), generator=torch.Generator().manual_seed(1))
+    negatives[2, 1] = targets[2]  # an accidental hit
+    got = sampled_softmax_loss(states, targets, table, negatives, temperature=0.5)
+    rows = []
+    for r in range(6):
+        cands = [int(targets[r])] + [int(j) for j in negatives[r] if j != targets[r]]
+        rows.append(-F.log_softmax(states[r] @ table[cands].T / 0.5, 0)[0])
+    torch.testing.assert_close(got, torch.stack(rows).mean())
+
+
+def test_per_sequence_negatives_equal_per_row_negatives_repeated_along_the_sequence() -> None:
+    g = torch.Generator().manual_seed(6)
+    states = torch.randn(3, 5, 4, generator=g, requires_grad=True)
+    table = torch.randn(10, 4, generator=g, requires_grad=True)
+    targets = torch.randint(1, 10, (3, 5), generator=g)
+    targets[0, :2] = 0  # positions without a target contribute nothing
+    negatives = torch.randint(1, 10, (3, 7), generator=g)
+    negatives[1, 0] = targets[1, 3]
+    got = sequence_sampled_softmax_loss(states, targets, table, negatives, temperature=0.3)
+    on = targets > 0
+    per_row = negatives.unsqueeze(1).expand(-1, 5, -1)[on]
+    want = sampled_softmax_loss(states[on], targets[on], table, per_row, temperature=0.3)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, (states, table)),
+                    torch.autograd.grad(want, (states, table)), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_sequence_losses_ignore_positions_without_a_target() -> None:
+    g = torch.Generator().manual_seed(7)
+    states = torch.randn(2, 4, 3, generator=g, requires_grad=True)
+    table = torch.randn(8, 3, generator=g)
+    targets = torch.tensor([[0, 0, 3, 5], [0, 2, 6, 1]])
+    for per in ("row", "sequence", "batch"):
+        fn = NextItemLoss(SampledSoftmax(num_negatives=4, negatives_per=per), num_items=7)
+        value = fn(states, targets, table, torch.Generator().manual_seed(0))
+        (grad,) = torch.autograd.grad(value, states)
+        assert grad[targets == 0].abs().sum() == 0, per
+        assert grad[targets > 0].abs().sum(-1).min() > 0, per
+    full = NextItemLoss(FullSoftmax(temperature=0.5), num_items=7)
+    on = targets > 0
+    torch.testing.assert_close(full(states, targets, table),
+                               full_softmax_loss(states[on], targets[on], table, 0.5))
+
+
 def test_in_batch_softmax_with_log_q_correction_by_hand() -> None:
     states, table, _ = _case(seed=3)
     targets = torch.tensor([2, 5, 2, 7, 5, 5])
@@ -75,7 +123,8 @@ def test_in_batch_softmax_with_log_q_correction_by_hand() -> None:
 def test_configured_losses_are_finite_and_train() -> None:
     states, table, targets = _case(seed=4)
     counts = torch.ones(10)
-    for cfg in (FullSoftmax(), SampledSoftmax(num_negatives=5), InBatchSoftmax()):
+    for cfg in (FullSoftmax(), SampledSoftmax(num_negatives=5), InBatchSoftmax(),
+                SampledSoftmax(num_negatives=5, negatives_per="batch")):
         fn = NextItemLoss(cfg, num_items=9, target_counts=counts)
         value = fn(states, targets, table, torch.Generator().manual_seed(0))
         assert torch.isfinite(value)

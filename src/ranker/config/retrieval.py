@@ -74,14 +74,20 @@ class FullSoftmax(Strict):
 
 
 class SampledSoftmax(Strict):
-    """Softmax over the target and ``num_negatives`` uniform items shared by the batch.
+    """Softmax over the target and ``num_negatives`` uniform items.
 
+    ``negatives_per``: who shares one draw of negatives. ``row`` draws for every target
+    position, as the HSTU reference does (a (N, K, D) gather: ~20× the cost of the others
+    on CPU); ``sequence`` draws once per training sequence, so a batch of B sequences sees
+    B·K negatives (every item of a small catalogue, each step) at the cost of one shared set;
+    ``batch`` draws one set for the whole step (cheapest, fewest distinct negatives).
     Negatives equal to a row's target (accidental hits) are removed from that row.
     """
 
     kind: Literal["sampled_softmax"] = "sampled_softmax"
     num_negatives: int = Field(128, ge=1)
     temperature: float = Field(0.05, gt=0)
+    negatives_per: Literal["row", "sequence", "batch"] = "sequence"
 
 
 class InBatchSoftmax(Strict):

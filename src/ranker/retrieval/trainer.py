@@ -85,14 +85,13 @@ class SequenceTrainer:
 
     def _step(self, batch: SeqBatch, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         states = self.model.encode(batch.items, batch.times, batch.query_times)  # (B, L, D)
-        on = batch.targets > 0  # (B, L)
-        loss = self.loss(states[on], batch.targets[on], self.model.item_vectors(), gen)
+        loss = self.loss(states, batch.targets, self.model.item_vectors(), gen)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
         self.optimizer.step()
-        return loss, int(on.sum())
+        return loss, int((batch.targets > 0).sum())
 
     def _validate(self, data: LeaveOneOut) -> dict[str, Any]:
         start = time.perf_counter()
