@@ -8,7 +8,8 @@ Usage:
 Two sweeps of the same config (the HSTU paper's ML-1M setup): the number of layers at 100 %
 of the training users, and the share of training users (``data.train_users``: a fixed random
 subset, validation and test on every user) at the config's depth. Each run is selected on
-validation NDCG@10 and tested once, like every retrieval run. Results (resumable):
+validation NDCG@10 and tested once, like every retrieval run; the config's own depth at all
+users is the main table's run (``run_retrieval.py``) when that is recorded. Results (resumable):
 ``benchmarks/results/scaling-<dataset>.json``; the figure: ``benchmarks/results/scaling-<dataset>.png``
 (NDCG@10 against non-embedding parameters and against training targets, mean over seeds).
 """
@@ -48,6 +49,11 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             if key in results:
                 continue
             cfg = load_retrieval_config(config, [*extra, *overrides, f"train.seed={seed}", "train.progress=false"])
+            same = _main_run(config, cfg.data.dataset, seed) if not extra and _is_base(config, overrides) else None
+            if same is not None:  # the config itself at its own depth: the main table's run
+                results = save_result(results_path, key, {**same, "overrides": overrides,
+                                                          "reused": f"retrieval-{cfg.data.dataset}.json"})
+                continue
             slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
             start = time.perf_counter()
             metrics = train_retrieval_run(cfg, out / f"{cfg.name}-{slug}-{seed}")
@@ -57,6 +63,18 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             print(f"{key}: test NDCG@10 {metrics['test']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
                   flush=True)
     return results
+
+
+def _is_base(config: Path, overrides: list[str]) -> bool:
+    depth = load_retrieval_config(config).model.num_layers
+    return overrides == [f"model.num_layers={depth}"]
+
+
+def _main_run(config: Path, dataset: str, seed: int) -> dict[str, Any] | None:
+    """The unmodified config's run from ``run_retrieval.py`` (same training), if recorded."""
+    found = load_results(HERE / "results" / f"retrieval-{dataset}.json").get(
+        f"{load_retrieval_config(config).name}|{seed}")
+    return found if found is not None and not found.get("overrides") else None
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
