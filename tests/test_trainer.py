@@ -161,3 +161,76 @@ def test_lr_decays_on_plateau_and_embedding_l2_shrinks_tables(tmp_path: Path) ->
     plain = TrainConfig.model_validate({**cfg2.train.model_dump(), "lr": 0.05, "patience": 10})
     Trainer(model2, plain, cfg2.data.tasks, tmp_path / "plain").fit(train2, valid2)
     assert norm_reg < sum(p.pow(2).sum().item() for p in model2.embedding_parameters())
+
+
+def test_weight_average_by_hand_with_warm_up_and_integer_buffers() -> None:
+    from ranker.train.ema import WeightAverage
+
+    model = torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([1.0, 2.0]))
+    ema = WeightAverage(model, decay=0.5)
+    assert ema.rate() == pytest.approx(min(0.5, 2 / 11))
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([3.0, 6.0]))
+    model.num_batches_tracked += 4
+    ema.update(model)  # d_1 = 2/11
+    want = 2 / 11 * torch.tensor([1.0, 2.0]) + 9 / 11 * torch.tensor([3.0, 6.0])
+    torch.testing.assert_close(ema.shadow["weight"], want)
+    assert int(ema.shadow["num_batches_tracked"]) == 4
+    ema.update(model)  # d_2 = 3/12
+    torch.testing.assert_close(ema.shadow["weight"], 0.25 * want + 0.75 * torch.tensor([3.0, 6.0]))
+    with ema.applied(model):
+        torch.testing.assert_close(model.weight.detach(), ema.shadow["weight"])
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([3.0, 6.0]))
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def _ema_setup(tmp_path: Path):
+    cfg, model, train, valid = _setup(tmp_path, epochs=4)
+    train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "ema_decay": 0.9})
+    return train_cfg, cfg, model, train, valid
+
+
+def test_weight_average_selects_saves_and_resumes(tmp_path: Path) -> None:
+    from ranker.train.evaluate import predict, selection_score, task_metrics
+
+    train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
+    trainer = Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "a")
+    result = trainer.fit(train, valid)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    # The model now holds the averaged weights of the best epoch, and they score what
+    # validation recorded (validation saw the average, not the raw weights).
+    t = valid.tensors
+    probs = predict(model, valid, 512, torch.device("cpu"), trainer.spec.outputs)
+    metrics = task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(),
+                           [x.name for x in cfg.data.tasks], None, trainer.spec.kinds)
+    assert selection_score(metrics) == pytest.approx(result.best_score, abs=1e-9)
+    raw = load_file(str(tmp_path / "a" / "checkpoints" / "epoch-0004.safetensors"))
+    assert not all(torch.equal(raw[k], v) for k, v in reference.items() if k in raw)
+    assert (tmp_path / "a" / "checkpoints" / "epoch-0004.ema.safetensors").is_file()
+
+    # Killed in epoch 3, resumed by a fresh process: the same averaged weights at the end.
+    train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
+    calls = {"n": 0}
+    steps = train.num_batches(cfg.train.batch_size)
+
+    def dying_loss(*args: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 2 * steps + 3:
+            raise _Kill
+        return multitask_loss(*args)
+
+    with pytest.raises(_Kill):
+        Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b", loss_fn=dying_loss).fit(train, valid)
+    train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
+    Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b").fit(train, valid)
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, reference[k], atol=1e-6), k
+    # A run checkpointed without the average cannot silently resume with one.
+    cfg, model, train, valid = _setup(tmp_path, epochs=1)
+    Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "c").fit(train, valid)
+    train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "c").fit(train, valid)

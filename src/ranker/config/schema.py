@@ -568,6 +568,10 @@ class TrainConfig(Strict):
         None, gt=0, lt=1, description="multiply the lr by this after an epoch without validation gain"
     )
     min_lr: float = Field(1e-6, ge=0)
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="keep an exponential moving average of the weights (e.g. 0.999); validation, "
+                    "selection and the saved model use the averaged weights")
     patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
     seed: int = 2021
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -4,7 +4,10 @@ Layout under ``run_dir/checkpoints/``:
 
 - ``epoch-NNNN.safetensors`` — model weights after epoch N (safetensors: no code execution);
 - ``epoch-NNNN.optim.pt`` — optimizer state, read back with ``torch.load(weights_only=True)``;
-- ``best-NNNN.safetensors`` — weights of the best validation epoch so far;
+- ``epoch-NNNN.ema.safetensors`` — the weight average's shadow and step count
+  (``train.ema_decay`` only);
+- ``best-NNNN.safetensors`` — weights of the best validation epoch so far (the averaged ones
+  when a weight average is kept);
 - ``last.json`` — the trainer state (epoch, best epoch/score, patience, log length) naming the
   files above. It is written last, atomically, so a kill at any moment leaves a consistent
   pointer to complete files; files it no longer names are deleted afterwards.
@@ -23,12 +26,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ranker.data.sources import atomic_write_bytes
+from ranker.train.ema import WeightAverage
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Write `model`'s state dict as safetensors, atomically (shared tensors stored once)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    state = _dedupe_shared(state)
+    save_tensors(model.state_dict(), path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write named tensors as safetensors, atomically (shared tensors stored once)."""
+    state = _dedupe_shared({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -71,21 +79,26 @@ class Checkpointer:
         self.dir = run_dir / "checkpoints"
 
     def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             state: dict[str, Any], *, is_best: bool) -> None:
+             state: dict[str, Any], *, is_best: bool, ema: WeightAverage | None = None) -> None:
+        """``ema``: also keep its state; the best weights are then its shadow."""
         self.dir.mkdir(parents=True, exist_ok=True)
         save_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+        if ema is not None:
+            save_tensors(ema.state(), self.dir / f"epoch-{epoch:04d}.ema.safetensors")
         buf = tempfile.SpooledTemporaryFile()
         torch.save(optimizer.state_dict(), buf)
         buf.seek(0)
         atomic_write_bytes(self.dir / f"epoch-{epoch:04d}.optim.pt", buf.read())
         if is_best:
-            save_weights(model, self.dir / f"best-{epoch:04d}.safetensors")
+            save_tensors(ema.shadow if ema is not None else model.state_dict(),
+                         self.dir / f"best-{epoch:04d}.safetensors")
         full = {**state, "epoch": epoch}
         atomic_write_bytes(self.dir / "last.json", json.dumps(full, indent=2).encode())
         self._prune(epoch, full["best_epoch"])
 
     def _prune(self, epoch: int, best_epoch: int) -> None:
         keep = {f"epoch-{epoch:04d}.safetensors", f"epoch-{epoch:04d}.optim.pt",
+                f"epoch-{epoch:04d}.ema.safetensors",
                 f"best-{best_epoch:04d}.safetensors", "last.json"}
         for path in self.dir.iterdir():
             if path.name not in keep and not path.name.startswith("."):
@@ -95,8 +108,10 @@ class Checkpointer:
         path = self.dir / "last.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-        """Load the last complete epoch into `model`/`optimizer`; None if there is none."""
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                ema: WeightAverage | None = None) -> dict[str, Any] | None:
+        """Load the last complete epoch into `model`/`optimizer` (and `ema`); None if there is
+        none."""
         state = self.state()
         if state is None:
             return None
@@ -104,6 +119,12 @@ class Checkpointer:
         load_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
         optim_state = torch.load(self.dir / f"epoch-{epoch:04d}.optim.pt", weights_only=True)
         optimizer.load_state_dict(optim_state)
+        if ema is not None:
+            path = self.dir / f"epoch-{epoch:04d}.ema.safetensors"
+            if not path.is_file():
+                raise ValueError(f"{path}: missing; the checkpoint was written without "
+                                 "train.ema_decay, so it cannot resume with it")
+            ema.load(load_file(str(path)))
         return state
 
     def best_path(self) -> Path | None:

@@ -7,12 +7,15 @@ statistics of mixture-of-experts heads (:mod:`ranker.nn.gates`) are logged per v
 Determinism and resumption: epoch ``e`` shuffles with ``torch.Generator().manual_seed(seed·1000
 + e)`` and reseeds torch's global RNG (dropout) with ``seed + e``, so a run killed after epoch
 ``k`` and resumed produces the same epochs ``k+1 ..`` as an uninterrupted run.
+``train.ema_decay``: an exponential moving average of the weights (:mod:`ranker.train.ema`) is
+updated after every step and is what validation sees and the best checkpoint holds.
 Data parallelism: ``rank`` / ``world_size`` shard every epoch's permutation; only rank 0
 writes files (a later issue wires ``torchrun`` and the metric reduction).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -32,6 +35,7 @@ from ranker.data.tensors import Batch, TensorData
 from ranker.nn.gates import collect_gate_stats
 from ranker.tasks import MultiTaskObjective, TaskSpec
 from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.ema import WeightAverage
 from ranker.train.evaluate import TaskMetrics, predict, selection_score, task_metrics
 
 Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
@@ -92,13 +96,14 @@ class Trainer:
         self.optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         emb = getattr(model, "embedding_parameters", None)
         self.embedding_params: list[nn.Parameter] = list(emb()) if callable(emb) else []
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.ckpt = Checkpointer(run_dir)
         self.log_path = run_dir / "log.jsonl"
         self._tb: Any = None
 
     # ------------------------------------------------------------------ public
     def fit(self, train: TensorData, valid: TensorData, valid_groups: np.ndarray | None = None) -> FitResult:
-        state = self.ckpt.restore(self.model, self.optimizer) or {
+        state = self.ckpt.restore(self.model, self.optimizer, self.ema) or {
             "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_epochs": 0}
         history = self._read_log(state["epoch"])
         result = FitResult(state["best_epoch"], state["best_score"], state["epoch"], history,
@@ -113,9 +118,10 @@ class Trainer:
                 break
             stats = self._train_epoch(train, epoch)
             collect_gate_stats(self.model)  # drop anything recorded outside validation
-            probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device, self.spec.outputs)
+            with self._averaged():
+                probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device, self.spec.outputs)
+                gates = collect_gate_stats(self.model)
             metrics = task_metrics(probs, labels, mask, names, valid_groups, self.spec.kinds)
-            gates = collect_gate_stats(self.model)
             score = selection_score(metrics)
             improved = score > state["best_score"]
             if improved:
@@ -133,7 +139,7 @@ class Trainer:
                 self._log(record)
                 self.ckpt.save(epoch, self.model, self.optimizer,
                                {k: state[k] for k in ("best_epoch", "best_score", "bad_epochs")},
-                               is_best=improved)
+                               is_best=improved, ema=self.ema)
                 if self.cfg.progress:
                     print(_summary(record, state["best_epoch"]))
             state["epoch"] = epoch
@@ -185,6 +191,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
             t2 = time.perf_counter()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             last = time.perf_counter()
             timers["forward"] += t1 - now
             timers["backward"] += t2 - t1
@@ -209,6 +217,10 @@ class Trainer:
         if self.cfg.embedding_l2 > 0 and self.embedding_params:
             loss = loss + self.cfg.embedding_l2 * sum(p.pow(2).sum() for p in self.embedding_params)
         return loss
+
+    def _averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The weight average in the model while validating (nothing without ``ema_decay``)."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _decay_lr(self) -> None:
         """Reduce-on-plateau: the new lr lives in the optimizer state, so it survives a resume."""
