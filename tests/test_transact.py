@@ -336,3 +336,24 @@ def test_max_len_equals_cutting_the_history_to_its_most_recent_events() -> None:
     cut = {k: v[:, -2:] if k.startswith("hist/") else v for k, v in batch.items()}
     torch.testing.assert_close(short(batch, cand), full(cut, cand))
     assert not torch.allclose(short(batch, cand), full(batch, cand))
+
+
+def test_mean_pool_recent_appends_the_mean_of_the_k_most_recent_events() -> None:
+    from ranker.nn.history import MeanPoolHistory
+
+    items = make_items()
+    torch.manual_seed(3)
+    enc = MeanPoolHistory("h", items, "item", N_ACTIONS, ACTION_DIM, recent=2)
+    batch = make_batch()
+    out = enc(batch)
+    assert out.shape == (len(LENGTHS), 2 * (D_ITEM + ACTION_DIM))
+    events = torch.cat([items.lookup("item", batch["hist/h/items"]),
+                        enc.action_table(batch["hist/h/actions"])], dim=-1)
+    for row, n in enumerate(LENGTHS):
+        real = events[row, L - n:]
+        whole = real.mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)
+        last = real[-2:].mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)  # n = 1: that one event
+        torch.testing.assert_close(out[row], torch.cat([whole, last]))
+    torch.testing.assert_close(enc(left_pad(batch, 3)), out)  # padding never matters
+    with pytest.raises(ValueError, match="recent"):
+        MeanPoolHistory("h", items, "item", N_ACTIONS, ACTION_DIM, recent=0)

@@ -477,10 +477,12 @@ class NoHistory(Strict):
 
 
 class MeanPoolHistory(Strict):
-    """Masked mean of (item embedding ⊕ action embedding) over the history events."""
+    """Masked mean of (item embedding ⊕ action embedding) over the history events; ``recent``:
+    also the mean over the k most recent events, concatenated."""
 
     kind: Literal["mean"] = "mean"
     action_dim: int = Field(8, ge=1)
+    recent: int | None = Field(None, ge=1)
 
 
 class TransActHistory(Strict):

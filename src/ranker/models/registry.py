@@ -133,7 +133,7 @@ def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
     """The configured encoder of history `name` (None for ``kind: none``)."""
     owner, n_actions = info["item_vocab"], info["n_actions"]
     if isinstance(cfg, cs.MeanPoolHistory):
-        return MeanPoolHistory(name, emb, owner, n_actions, cfg.action_dim)
+        return MeanPoolHistory(name, emb, owner, n_actions, cfg.action_dim, cfg.recent)
     if isinstance(cfg, cs.TransActHistory):
         if cfg.time_encoding and not info["has_time"]:
             raise ConfigError(f"model.history.time_encoding: history {name!r} has no time_column")
