@@ -90,15 +90,10 @@ class _Kill(Exception):
     pass
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
-    cfg, model, train, valid = _setup(tmp_path, epochs=4)
-    Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "a").fit(train, valid)
-    reference = {k: v.clone() for k, v in model.state_dict().items()}
-
-    # Same run, killed in the middle of epoch 3 (after epoch 2's checkpoint).
-    cfg, model, train, valid = _setup(tmp_path, epochs=4)
+def _dies_in_epoch_3(train: TensorData, batch_size: int):
+    """The default loss, raising _Kill at the third step of epoch 3 (after epoch 2's checkpoint)."""
     calls = {"n": 0}
-    steps_per_epoch = train.num_batches(cfg.train.batch_size)
+    steps_per_epoch = train.num_batches(batch_size)
 
     def dying_loss(*args: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
@@ -106,8 +101,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
             raise _Kill
         return multitask_loss(*args)
 
+    return dying_loss
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
+    cfg, model, train, valid = _setup(tmp_path, epochs=4)
+    Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "a").fit(train, valid)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # Same run, killed in the middle of epoch 3 (after epoch 2's checkpoint).
+    cfg, model, train, valid = _setup(tmp_path, epochs=4)
     with pytest.raises(_Kill):
-        Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "b", loss_fn=dying_loss).fit(train, valid)
+        Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "b",
+                loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)).fit(train, valid)
     state = json.loads((tmp_path / "b" / "checkpoints" / "last.json").read_text())
     assert state["epoch"] == 2
     # A fresh process: new model object, resumes from the checkpoint.
@@ -213,17 +219,9 @@ def test_weight_average_selects_saves_and_resumes(tmp_path: Path) -> None:
 
     # Killed in epoch 3, resumed by a fresh process: the same averaged weights at the end.
     train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
-    calls = {"n": 0}
-    steps = train.num_batches(cfg.train.batch_size)
-
-    def dying_loss(*args: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == 2 * steps + 3:
-            raise _Kill
-        return multitask_loss(*args)
-
     with pytest.raises(_Kill):
-        Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b", loss_fn=dying_loss).fit(train, valid)
+        Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b",
+                loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)).fit(train, valid)
     train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
     Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b").fit(train, valid)
     for k, v in model.state_dict().items():
