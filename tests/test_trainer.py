@@ -169,7 +169,7 @@ def test_lr_decays_on_plateau_and_embedding_l2_shrinks_tables(tmp_path: Path) ->
     assert norm_reg < sum(p.pow(2).sum().item() for p in model2.embedding_parameters())
 
 
-def test_weight_average_by_hand_with_warm_up_and_integer_buffers() -> None:
+def test_weight_average_by_hand_with_warm_up_and_copied_buffers() -> None:
     from ranker.train.ema import WeightAverage
 
     model = torch.nn.BatchNorm1d(2)
@@ -180,12 +180,15 @@ def test_weight_average_by_hand_with_warm_up_and_integer_buffers() -> None:
     with torch.no_grad():
         model.weight.copy_(torch.tensor([3.0, 6.0]))
     model.num_batches_tracked += 4
+    model.running_mean.fill_(float("inf"))  # a buffer may hold inf (bin edges): never averaged
     ema.update(model)  # d_1 = 2/11
     want = 2 / 11 * torch.tensor([1.0, 2.0]) + 9 / 11 * torch.tensor([3.0, 6.0])
     torch.testing.assert_close(ema.shadow["weight"], want)
     assert int(ema.shadow["num_batches_tracked"]) == 4
+    assert torch.isinf(ema.shadow["running_mean"]).all()
     ema.update(model)  # d_2 = 3/12
     torch.testing.assert_close(ema.shadow["weight"], 0.25 * want + 0.75 * torch.tensor([3.0, 6.0]))
+    assert torch.isinf(ema.shadow["running_mean"]).all()  # averaging inf with inf gives NaN
     with ema.applied(model):
         torch.testing.assert_close(model.weight.detach(), ema.shadow["weight"])
     torch.testing.assert_close(model.weight.detach(), torch.tensor([3.0, 6.0]))

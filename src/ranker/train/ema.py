@@ -9,8 +9,9 @@ Validation, model selection and the saved best weights then use ``θ̄`` instead
 average of the last ~1 / (1 − decay) steps sits nearer the centre of the basin the optimizer
 wanders in, which often scores better than the last iterate on small, noisy data (Polyak &
 Juditsky, SIAM J. Control Optim. 1992; Izmailov et al., UAI 2018, for the averaged-weights view).
-Floating-point buffers (batch-norm statistics) are averaged like parameters; integer buffers
-(``num_batches_tracked``) are copied.
+Only parameters are averaged; buffers are copied from the live model. Batch-norm statistics
+are running averages already, and constant buffers may hold ±inf (bin edges), which an
+average would turn into NaN.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.rate()
-        floats_s, floats_m = [], []
+        params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        averaged, live = [], []
         for key, value in model.state_dict().items():
-            if value.is_floating_point():
-                floats_s.append(self.shadow[key])
-                floats_m.append(value.detach())
+            if key in params:
+                averaged.append(self.shadow[key])
+                live.append(value.detach())
             else:
                 self.shadow[key].copy_(value)
-        if floats_s:
-            torch._foreach_lerp_(floats_s, floats_m, 1.0 - d)
+        if averaged:
+            torch._foreach_lerp_(averaged, live, 1.0 - d)
         self.steps += 1
 
     def state(self) -> dict[str, torch.Tensor]:
