@@ -51,8 +51,8 @@ class HSTUModel(Strict):
     dim: int = Field(50, ge=1)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(1, ge=1)
-    linear_dim: int = Field(25, ge=1, description="d_v per head")
-    attention_dim: int = Field(25, ge=1, description="d_qk per head")
+    linear_dim: int = Field(50, ge=1, description="d_v per head (the reference ML-1M HSTU: 50)")
+    attention_dim: int = Field(50, ge=1, description="d_qk per head (the reference ML-1M HSTU: 50)")
     dropout: float = Field(0.2, ge=0, lt=1, description="input and U⊙LN(AV) dropout")
     num_buckets: int = Field(128, ge=1)
     position_bias: bool = True
