@@ -4,8 +4,9 @@ Usage (from the repository root):
     python benchmarks/update_tables.py [--check]
 
 A table is the text between ``<!-- table:NAME -->`` and ``<!-- /table -->``. NAME is a grid
-(``benchmarks/grids/NAME.yaml``: the rows of ``run_grid.py NAME.yaml --table-only``) or
-``finetune`` (``finetune_rk.py``'s table). The header lines above a marker are prose and are
+(``benchmarks/grids/NAME.yaml``: the rows of ``run_grid.py NAME.yaml --table-only``),
+``finetune`` (``finetune_rk.py``'s table), ``retrieval-DATASET[-SUFFIX]`` (``run_retrieval.py``'s
+table of ``results/retrieval-DATASET[-SUFFIX].json``) or ``scaling-DATASET`` (``scaling_hstu.py``). The header lines above a marker are prose and are
 left alone. ``--check`` only reports which tables would change (exit 1 if any).
 """
 
@@ -21,6 +22,8 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 import finetune_rk  # noqa: E402
+import run_retrieval  # noqa: E402
+import scaling_hstu  # noqa: E402
 from run_grid import table as grid_table  # noqa: E402
 
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
@@ -30,6 +33,15 @@ def render(name: str) -> str | None:
     if name == "finetune":
         path = HERE / "results" / "finetune-rk-ml100k.json"
         return finetune_rk.table(json.loads(path.read_text())) if path.is_file() else None
+    if name.startswith(("retrieval-", "scaling-")):
+        path = HERE / "results" / f"{name}.json"
+        if not path.is_file():
+            return None
+        if name.startswith("scaling-"):
+            return scaling_hstu.table(scaling_hstu.rows(json.loads(path.read_text())))
+        dataset = next(iter(json.loads(path.read_text()).values()))["dataset"]
+        run_retrieval.SUFFIX["value"] = name.removeprefix(f"retrieval-{dataset}")
+        return run_retrieval.table(dataset)
     grid = HERE / "grids" / f"{name}.yaml"
     results = HERE / "results" / f"grid-{name}.json"
     if not grid.is_file() or not results.is_file():
