@@ -181,12 +181,12 @@ def test_weight_average_by_hand_with_warm_up_and_copied_buffers() -> None:
         model.weight.copy_(torch.tensor([3.0, 6.0]))
     model.num_batches_tracked += 4
     model.running_mean.fill_(float("inf"))  # a buffer may hold inf (bin edges): never averaged
-    ema.update(model)  # d_1 = 2/11
+    ema.update()  # d_1 = 2/11
     want = 2 / 11 * torch.tensor([1.0, 2.0]) + 9 / 11 * torch.tensor([3.0, 6.0])
     torch.testing.assert_close(ema.shadow["weight"], want)
     assert int(ema.shadow["num_batches_tracked"]) == 4
     assert torch.isinf(ema.shadow["running_mean"]).all()
-    ema.update(model)  # d_2 = 3/12
+    ema.update()  # d_2 = 3/12
     torch.testing.assert_close(ema.shadow["weight"], 0.25 * want + 0.75 * torch.tensor([3.0, 6.0]))
     assert torch.isinf(ema.shadow["running_mean"]).all()  # averaging inf with inf gives NaN
     with ema.applied(model):

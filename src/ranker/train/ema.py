@@ -24,14 +24,25 @@ from torch import nn
 
 
 class WeightAverage:
-    """The shadow weights of `model`, keyed like its ``state_dict``."""
+    """The shadow weights of `model`, keyed like its ``state_dict``.
+
+    Holds references to the model's tensors: build it after the model is on its device, and
+    update weights in place (optimizers and ``load_state_dict`` do).
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema_decay must lie in (0, 1), got {decay}")
         self.decay = decay
         self.steps = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        live = model.state_dict()  # detached views of the model's own tensors
+        self.shadow = {k: v.clone() for k, v in live.items()}
+        # Paired once: the optimizer and batch norm update these tensors in place, so the
+        # per-step update needs no state_dict() walk.
+        params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        self._averaged = ([self.shadow[k] for k in live if k in params], [v for k, v in live.items() if k in params])
+        self._copied = ([self.shadow[k] for k in live if k not in params],
+                        [v for k, v in live.items() if k not in params])
 
     def rate(self) -> float:
         """The decay d_t of the next update."""
@@ -39,18 +50,13 @@ class WeightAverage:
         return min(self.decay, (1 + t) / (10 + t))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
+        """One step of the average, from the model the average was made for."""
         d = self.rate()
-        params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-        averaged, live = [], []
-        for key, value in model.state_dict().items():
-            if key in params:
-                averaged.append(self.shadow[key])
-                live.append(value.detach())
-            else:
-                self.shadow[key].copy_(value)
-        if averaged:
-            torch._foreach_lerp_(averaged, live, 1.0 - d)
+        if self._averaged[0]:
+            torch._foreach_lerp_(*self._averaged, 1.0 - d)
+        if self._copied[0]:
+            torch._foreach_copy_(*self._copied)
         self.steps += 1
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -192,7 +192,7 @@ class Trainer:
             t2 = time.perf_counter()
             self.optimizer.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update()
             last = time.perf_counter()
             timers["forward"] += t1 - now
             timers["backward"] += t2 - t1
