@@ -8,8 +8,8 @@ Usage:
 Two sweeps of the same config (the HSTU paper's ML-1M setup): the number of layers at 100 %
 of the training users, and the share of training users (``data.train_users``: a fixed random
 subset, validation and test on every user) at the config's depth. Each run is selected on
-validation NDCG@10 and tested once, like every retrieval run; the config's own depth at all
-users is the main table's run (``run_retrieval.py``) when that is recorded. Results (resumable):
+validation NDCG@10 and tested once, like every retrieval run; a point whose resolved config
+equals a run of ``run_retrieval.py`` (in ``--main-runs``) reuses that run's metrics. Results (resumable):
 ``benchmarks/results/scaling-<dataset>.json``; the figure: ``benchmarks/results/scaling-<dataset>.png``
 (NDCG@10 against non-embedding parameters and against training targets, mean over seeds).
 """
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from results_store import load_results, save_result  # type: ignore[import-not-found]
 
-from ranker.config import load_retrieval_config
+from ranker.config import dump_config, load_retrieval_config
+from ranker.config.retrieval import RetrievalRunConfig
 from ranker.retrieval.run import train_retrieval_run
 
 HERE = Path(__file__).parent
@@ -41,7 +42,7 @@ def sweep(config: Path, layers: list[int], users: list[float]) -> list[tuple[str
 
 
 def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int], out: Path,
-            results_path: Path, extra: list[str]) -> dict[str, Any]:
+            results_path: Path, extra: list[str], main_runs: Path = Path("runs/retrieval")) -> dict[str, Any]:
     results = load_results(results_path)
     for name, overrides in sweep(config, layers, users):
         for seed in seeds:
@@ -49,8 +50,8 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             if key in results:
                 continue
             cfg = load_retrieval_config(config, [*extra, *overrides, f"train.seed={seed}", "train.progress=false"])
-            same = _main_run(config, cfg.data.dataset, seed) if not extra and _is_base(config, overrides) else None
-            if same is not None:  # the config itself at its own depth: the main table's run
+            same = _main_run(cfg, main_runs)
+            if same is not None:  # this very config was trained by run_retrieval.py: reuse it
                 results = save_result(results_path, key, {**same, "overrides": overrides,
                                                           "reused": f"retrieval-{cfg.data.dataset}.json"})
                 continue
@@ -65,16 +66,18 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
     return results
 
 
-def _is_base(config: Path, overrides: list[str]) -> bool:
-    depth = load_retrieval_config(config).model.num_layers
-    return overrides == [f"model.num_layers={depth}"]
+def _main_run(cfg: RetrievalRunConfig, main_runs: Path) -> dict[str, Any] | None:
+    """The metrics ``run_retrieval.py`` recorded for a run of exactly `cfg`, if any.
 
-
-def _main_run(config: Path, dataset: str, seed: int) -> dict[str, Any] | None:
-    """The unmodified config's run from ``run_retrieval.py`` (same training), if recorded."""
-    found = load_results(HERE / "results" / f"retrieval-{dataset}.json").get(
-        f"{load_retrieval_config(config).name}|{seed}")
-    return found if found is not None and not found.get("overrides") else None
+    Exactly: the run directory's resolved ``config.yaml`` equals `cfg`'s, so a main-table
+    run trained under an older version of the config file is never taken for this one.
+    """
+    found = load_results(HERE / "results" / f"retrieval-{cfg.data.dataset}.json").get(
+        f"{cfg.name}|{cfg.train.seed}")
+    saved = main_runs / f"{cfg.name}-{cfg.train.seed}" / "config.yaml"
+    if found is None or not saved.is_file() or saved.read_text() != dump_config(cfg):
+        return None
+    return found
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -161,6 +164,8 @@ def main() -> None:
     ap.add_argument("--users", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2021])
     ap.add_argument("--out", type=Path, default=Path("runs/scaling"))
+    ap.add_argument("--main-runs", type=Path, default=Path("runs/retrieval"),
+                    help="run_retrieval.py's --out: identical runs there are reused")
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="override for every run")
     ap.add_argument("--results", type=Path, help="default: benchmarks/results/scaling-<dataset>.json")
@@ -172,7 +177,8 @@ def main() -> None:
     if args.plot_only:
         results = load_results(results_path)
     else:
-        results = run_all(args.config, args.layers, args.users, args.seeds, args.out, results_path, args.extra)
+        results = run_all(args.config, args.layers, args.users, args.seeds, args.out, results_path, args.extra,
+                          args.main_runs)
     if not results:
         raise SystemExit(f"no results in {results_path}")
     points = rows(results)
