@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from results_store import load_results, save_result  # type: ignore[import-not-found]
@@ -27,18 +28,16 @@ HERE = Path(__file__).parent
 COLUMNS = ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")
 
 
-SUFFIX = {"value": ""}  # --results-suffix: ablations go to their own file
+def results_path(dataset: str, suffix: str = "") -> Path:
+    """``suffix`` (--results-suffix, e.g. ``-ablations``): a separate results file."""
+    return HERE / "results" / f"retrieval-{dataset}{suffix}.json"
 
 
-def results_path(dataset: str) -> Path:
-    return HERE / "results" / f"retrieval-{dataset}{SUFFIX['value']}.json"
-
-
-def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str]) -> None:
+def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str], suffix: str = "") -> None:
     for path in configs:
         for seed in seeds:
             cfg = load_retrieval_config(path, [*overrides, f"train.seed={seed}", "train.progress=false"])
-            key, res = f"{cfg.name}|{seed}", results_path(cfg.data.dataset)
+            key, res = f"{cfg.name}|{seed}", results_path(cfg.data.dataset, suffix)
             if key in load_results(res):
                 continue
             print(f"{key}: training", flush=True)
@@ -52,9 +51,8 @@ def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str]) 
                   f"NDCG@10 {t['NDCG@10']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch", flush=True)
 
 
-def table(dataset: str) -> str:
+def table(results: dict[str, Any]) -> str:
     """Markdown: mean ± std over seeds of the test metrics, epochs and seconds per epoch."""
-    results = load_results(results_path(dataset))
     names = list(dict.fromkeys(k.split("|")[0] for k in results))
     head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch", "params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -84,13 +82,12 @@ def main() -> None:
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--results-suffix", default="", help="e.g. -ablations: a separate results file")
     args = p.parse_args()
-    SUFFIX["value"] = args.results_suffix
     if not args.table_only:
-        run(args.configs, args.seeds, args.out, args.overrides)
+        run(args.configs, args.seeds, args.out, args.overrides, args.results_suffix)
     datasets = dict.fromkeys(load_retrieval_config(c).data.dataset for c in args.configs)
     for dataset in datasets:
         print(f"\n{dataset} (test at the best validation NDCG@10, mean ± std over seeds)\n")
-        print(table(dataset))
+        print(table(load_results(results_path(dataset, args.results_suffix))))
 
 
 if __name__ == "__main__":

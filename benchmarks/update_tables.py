@@ -37,11 +37,10 @@ def render(name: str) -> str | None:
         path = HERE / "results" / f"{name}.json"
         if not path.is_file():
             return None
+        results = json.loads(path.read_text())
         if name.startswith("scaling-"):
-            return scaling_hstu.table(scaling_hstu.rows(json.loads(path.read_text())))
-        dataset = next(iter(json.loads(path.read_text()).values()))["dataset"]
-        run_retrieval.SUFFIX["value"] = name.removeprefix(f"retrieval-{dataset}")
-        return run_retrieval.table(dataset)
+            return scaling_hstu.table(scaling_hstu.rows(results))
+        return run_retrieval.table(results)
     grid = HERE / "grids" / f"{name}.yaml"
     results = HERE / "results" / f"grid-{name}.json"
     if not grid.is_file() or not results.is_file():
