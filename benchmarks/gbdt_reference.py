@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ranker.config import load_config
 from ranker.metrics import auc
@@ -31,16 +32,15 @@ from ranker.pipeline import prepare_run_data
 HERE = Path(__file__).parent
 
 
-def _columns(table: pa.Table, features: list, codes: dict[str, dict]) -> np.ndarray:
-    """(N, F) float matrix: categorical codes (−1 → NaN for unseen) and raw numericals."""
+def _columns(table: pa.Table, features: list, train: pa.Table) -> np.ndarray:
+    """(N, F) float matrix: categorical codes = index among train's distinct values (unseen or
+    missing → NaN) and raw numericals (missing → NaN)."""
     cols = []
     for f in features:
-        values = table.column(f.name).to_pylist()
+        column = table.column(f.name)
         if f.kind == "categorical":
-            lookup = codes.setdefault(f.name, {v: i for i, v in enumerate(dict.fromkeys(values))})
-            cols.append(np.array([lookup.get(v, np.nan) for v in values], dtype=np.float64))
-        else:
-            cols.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+            column = pc.index_in(column, value_set=pc.unique(train.column(f.name)))
+        cols.append(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
     return np.stack(cols, axis=1)
 
 
@@ -59,14 +59,13 @@ def run(config: Path, seeds: list[int]) -> dict:
     cfg = load_config(config)
     prep = prepare_run_data(cfg)
     features = [f for f in prep.data.features if f.kind in ("categorical", "numerical")]
-    codes: dict[str, dict] = {}
-    x = {s: _columns(prep.tables[s], features, codes) for s in ("train", "valid", "test")}
+    x = {s: _columns(prep.tables[s], features, prep.tables["train"]) for s in ("train", "valid", "test")}
     cat_idx = [i for i, f in enumerate(features) if f.kind == "categorical"]
     threads = int(os.environ.get("RANKER_THREADS", 0)) or 0
     out: dict = {"config": str(config), "features": [f.name for f in features], "runs": {}}
     for task in prep.data.tasks:
+        ys = {s: _labels(prep.tables[s], task) for s in ("train", "valid", "test")}
         for seed in seeds:
-            ys = {s: _labels(prep.tables[s], task) for s in ("train", "valid", "test")}
             params = {"objective": "binary", "metric": "auc", "learning_rate": 0.05,
                       "num_leaves": 63, "min_data_in_leaf": 50, "feature_fraction": 0.8,
                       "bagging_fraction": 0.8, "bagging_freq": 1, "seed": seed, "verbose": -1,
