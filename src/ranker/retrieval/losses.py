@@ -15,8 +15,8 @@ position, one pass), the item table the model scores with, and a temperature τ:
 
 Shape: states (N, D), targets (N,) in 1..I, items (I + 1, D) with row 0 the padding item;
 :class:`NextItemLoss` also takes whole sequences, states (B, L, D) and targets (B, L) with 0
-where a position has no target. The mean over rows (target positions) is returned. With the whole catalogue as negatives, the sampled loss is
-exactly the full softmax (a test).
+where a position has no target. The mean over rows (target positions) is returned. With the
+whole catalogue as negatives, the sampled loss is exactly the full softmax (a test).
 """
 
 from __future__ import annotations
