@@ -164,3 +164,33 @@ def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
     for i, (name, owner) in enumerate(enc.categorical.items()):
         assert torch.equal(fused[i], enc.lookup(owner, batch[f"cat/{name}"])), name
     assert [f.shape[1] for f in fused] == enc.field_dims()
+
+
+def test_extra_features_append_a_numerical_column_read_again_as_categorical(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.csv as pacsv
+
+    from ranker.pipeline import resolve_data
+
+    table = _table().drop_columns(["hist", "tags"])
+    pacsv.write_csv(table, tmp_path / "x.csv")
+    raw = _data_cfg().model_dump()
+    raw["features"] = [f for f in raw["features"] if f["kind"] in ("categorical", "numerical")]
+    extra = [{"kind": "categorical", "name": "age_id", "column": "age"}]
+    data = DataConfig.model_validate({**raw, "path": str(tmp_path / "x.csv"), "extra_features": extra})
+    resolved, tables = resolve_data(data)
+    assert [f.name for f in resolved.features] == ["user", "item", "price", "age", "age_id"]
+    assert resolved.extra_features == []
+    pre = Preprocessor.for_data(resolved).fit(tables["train"])
+    ids = pre.transform(tables["train"]).cat["age_id"]
+    ages = tables["train"].column("age").to_numpy()
+    # one id per distinct age, the same age always the same id (the numerical column is untouched)
+    assert len(set(ids.tolist())) == len(set(ages.tolist()))
+    for a in set(ages.tolist()):
+        assert len(set(ids[ages == a].tolist())) == 1
+    assert pre.layout().numerical == ["price"] and {"age", "age_id"} <= set(pre.layout().categorical)
+
+
+def test_extra_features_may_not_repeat_a_feature_name() -> None:
+    raw = _data_cfg().model_dump()
+    with pytest.raises(ValueError, match=r"duplicate feature names \(features \+ extra_features\): \['age'\]"):
+        DataConfig.model_validate({**raw, "extra_features": [{"kind": "categorical", "name": "age"}]})

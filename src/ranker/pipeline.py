@@ -63,6 +63,7 @@ def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataCo
 
 def _resolve(data: DataConfig, base_dir: Path | None) -> tuple[DataConfig, dict[str, pa.Table], dict[str, Any] | None]:
     data, meta = _fill_recipe(data)
+    data = _append_extra_features(data)
     data = _absolute_paths(_override_transforms(data), base_dir)
     return data, load_splits(data), meta
 
@@ -83,6 +84,15 @@ def _fill_recipe(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
         data = DataConfig.model_validate({**filled, "dataset": recipe.name})
         meta = prepared.manifest.get("meta")
     return data, meta
+
+
+def _append_extra_features(data: DataConfig) -> DataConfig:
+    """Move ``data.extra_features`` to the end of ``data.features`` (after a recipe filled them)."""
+    if not data.extra_features:
+        return data
+    return DataConfig.model_validate(
+        {**data.model_dump(), "features": [*data.features, *data.extra_features], "extra_features": []}
+    )
 
 
 def _override_transforms(data: DataConfig) -> DataConfig:

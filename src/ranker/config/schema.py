@@ -208,6 +208,11 @@ class DataConfig(Strict):
     format: Literal["auto", "csv", "parquet"] = "auto"
     csv: CsvOptions = CsvOptions()
     features: list[Feature] = Field(default_factory=list)
+    extra_features: list[Feature] = Field(
+        default_factory=list,
+        description="appended to `features` (or to a recipe's): e.g. a numerical column also "
+        "read as categorical, `{kind: categorical, name: age_id, column: age}`",
+    )
     tasks: list[TaskConfig] = Field(default_factory=list)
     split: Split | None = None
     group_column: str | None = Field(None, description="groups for GAUC (usually the user id)")
@@ -227,10 +232,10 @@ class DataConfig(Strict):
                 )
             if self.path is None and not isinstance(self.split, FilesSplit):
                 raise ValueError("without `dataset`, give `path` or a split of kind `files`")
-        names = [f.name for f in self.features]
+        names = [f.name for f in self.features] + [f.name for f in self.extra_features]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"duplicate feature names: {dup}")
+            raise ValueError(f"duplicate feature names (features + extra_features): {dup}")
         tasks = [t.name for t in self.tasks]
         dup = sorted({n for n in tasks if tasks.count(n) > 1})
         if dup:
