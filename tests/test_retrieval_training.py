@@ -170,3 +170,40 @@ def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
         load_weights(fresh, tmp_path / "m.safetensors")
         data = _data(seed=5)
         assert evaluate_model(fresh.eval(), data, "test") == evaluate_model(model.eval(), data, "test")
+
+
+def test_reference_protocol_trains_on_the_validation_item() -> None:
+    from ranker.config.retrieval import RetrievalRunConfig
+    from ranker.retrieval.run import training_sequences
+
+    data = _data(seed=6)
+    base = {"kind": "retrieval", "name": "t", "data": {"dataset": "r-ml100k"},
+            "model": {"kind": "sasrec"}}
+    held = RetrievalRunConfig.model_validate(base)
+    ref = RetrievalRunConfig.model_validate({**base, "train": {"protocol": "reference"}})
+    assert training_sequences(held, data) is data.train
+    seqs = TrainSequences.build(training_sequences(ref, data), MAX_LEN)
+    # each user's last target is now the validation item, and its input is the whole train sequence
+    last = seqs.targets[:, -1].numpy()
+    np.testing.assert_array_equal(last, data.valid_target)
+    lengths = data.test_input.lengths()  # every item but the test one, the last MAX_LEN targets
+    assert seqs.num_targets() == sum(min(n - 1, MAX_LEN) for n in lengths if n >= 2)
+
+
+def test_reference_protocol_runs_every_epoch_and_keeps_the_last(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    data = _data(seed=7)
+    train = TrainSequences.build(data.train, MAX_LEN)
+    cfg = SequenceTrainConfig(epochs=5, batch_size=8, lr=0.01, progress=False, patience=0,
+                              eval_every=2, protocol="reference")
+    loss = NextItemLoss(SampledSoftmax(num_negatives=10, temperature=0.1), num_items=ITEMS)
+    model = _hstu(7)
+    trainer = SequenceTrainer(model, loss, cfg, RetrievalEval(ks=[1, 5, 10]), tmp_path)
+    scores = iter([0.9, 0.1, 0.05])  # validation only falls: selection would keep epoch 2 and stop
+    trainer._validate = lambda data: {"valid_score": next(scores)}  # type: ignore[method-assign]
+    fit = trainer.fit(train, data)
+    assert (fit.best_epoch, fit.stopped_epoch) == (5, 5)  # evaluated at 2, 4 and the last, 5
+    last = load_file(str(tmp_path / "checkpoints" / "epoch-0005.safetensors"))
+    for name, value in model.state_dict().items():  # the model ends at the last epoch's weights
+        torch.testing.assert_close(value, last[name])

@@ -115,6 +115,11 @@ class SequenceTrainConfig(Strict):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     length_window: int = Field(
         4, ge=0, description="sort users by length within windows of this many batches (0: off)")
+    protocol: Literal["select_on_valid", "reference"] = Field(
+        "select_on_valid",
+        description="select_on_valid: the validation item is held out and picks the epoch; "
+        "reference (the HSTU public code's): it is a training target too, all `epochs` run, "
+        "the test is reported at the last epoch (validation metrics are then leaked)")
     seed: int = 2021
     threads: int | None = Field(None, ge=1)
     progress: bool = True

@@ -29,7 +29,13 @@ from ranker.models.sequential import SequentialRetriever, build_retrieval_model
 from ranker.retrieval.batches import TrainSequences
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
-from ranker.retrieval.protocol import LeaveOneOut, evaluate, from_prepared, popularity_scorer
+from ranker.retrieval.protocol import (
+    LeaveOneOut,
+    Sequences,
+    evaluate,
+    from_prepared,
+    popularity_scorer,
+)
 from ranker.retrieval.trainer import SequenceTrainer
 from ranker.train.checkpoint import load_weights, save_weights
 
@@ -50,6 +56,12 @@ def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut) -> SequentialRetriev
     return build_retrieval_model(cfg.model, num_items=data.num_items, max_len=data.max_len)
 
 
+def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
+    """All items but the last two (the protocol), or but the last one (``train.protocol:
+    reference``, where the validation item is a training target as in the HSTU public code)."""
+    return data.test_input if cfg.train.protocol == "reference" else data.train
+
+
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
     run_dir = Path(run_dir)
@@ -62,7 +74,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume_config(run_dir, cfg)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
-    train = TrainSequences.build(data.train, data.max_len, cfg.data.train_users)
+    train = TrainSequences.build(training_sequences(cfg, data), data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
     fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
@@ -70,6 +82,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     e = cfg.eval
     metrics: dict[str, Any] = {
         "dataset": cfg.data.dataset, "model": cfg.model.kind, "seed": cfg.train.seed,
+        "protocol": cfg.train.protocol,
         "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
         "params": sum(p.numel() for p in model.parameters()),
         "users": len(data.test_target), "items": data.num_items,

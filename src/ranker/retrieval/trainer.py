@@ -56,7 +56,8 @@ class SequenceTrainer:
         state, history = fit_epochs(
             self.model, self.optimizer, self.run_dir, epochs=self.cfg.epochs, patience=self.cfg.patience,
             train_epoch=lambda epoch: self._train_epoch(train, epoch), validate=lambda: self._validate(data),
-            report=self._report, eval_every=self.cfg.eval_every, progress=self.cfg.progress)
+            report=self._report, eval_every=self.cfg.eval_every, progress=self.cfg.progress,
+            select_last=self.cfg.protocol == "reference")
         return SeqFitResult(state.best_epoch, state.best_score, state.epoch, history)
 
     def _train_epoch(self, train: TrainSequences, epoch: int) -> dict[str, Any]:

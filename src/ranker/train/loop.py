@@ -69,10 +69,13 @@ def fit_epochs(
     report: Callable[[dict[str, Any], int], None] = lambda record, best_epoch: None,
     eval_every: int = 1,
     progress: bool = False,
+    select_last: bool = False,
 ) -> tuple[EpochState, list[dict[str, Any]]]:
     """Train with early stopping on ``validate()["valid_score"]``; (final state, epoch records).
 
     ``report(record, best_epoch)`` is called after each epoch's record is logged (progress lines).
+    ``select_last``: no selection and no early stop; every evaluation becomes the "best", so all
+    ``epochs`` run and the model ends at the last epoch's weights.
     """
     ckpt = Checkpointer(run_dir)
     log = EpochLog(run_dir / "log.jsonl")
@@ -88,7 +91,7 @@ def fit_epochs(
         improved = False
         if epoch % eval_every == 0 or epoch == epochs:
             record.update(validate())
-            improved = record["valid_score"] > state["best_score"]
+            improved = select_last or record["valid_score"] > state["best_score"]
             if improved:
                 state.update(best_epoch=epoch, best_score=record["valid_score"], bad_evals=0)
             else:
