@@ -3,14 +3,16 @@
 Usage:
     pip install -e ".[bench]"    # lightgbm: not a dependency of ranker, this script only
     RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/gbdt_reference.py \
-        benchmarks/configs/mtl-mt-census.yaml [--seeds 2021 2022 2023]
+        benchmarks/configs/mtl-mt-census.yaml [--seeds 2021 2022 2023] [--predictions DIR]
 
 The config's data section gives the protocol (same recipe, same train/valid/test split as the
 neural runs). Per task and seed: LightGBM (one binary model per task, trained on the rows
 where the task's label is not masked), categorical columns as LightGBM categoricals (codes
 fitted on train; unseen values → missing), numerical columns as they are, early stopping on
 validation AUC (patience 50 rounds, at most 3,000), test AUC at the best round. Writes
-``benchmarks/results/gbdt-<dataset>.json`` and prints a table.
+``benchmarks/results/gbdt-<dataset>.json`` and prints a table. ``--predictions DIR`` also writes
+each seed's test probabilities as ``DIR/<seed>.npz`` with the keys of a run's
+``calibration_test.npz`` (``<task>__labels``, ``<task>__probs``), for ``paired_auc.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _labels(table: pa.Table, task) -> tuple[np.ndarray, np.ndarray]:
     return y, keep
 
 
-def run(config: Path, seeds: list[int]) -> dict:
+def run(config: Path, seeds: list[int], predictions: Path | None = None) -> dict:
     import lightgbm as lgb
 
     cfg = load_config(config)
@@ -63,6 +65,7 @@ def run(config: Path, seeds: list[int]) -> dict:
     cat_idx = [i for i, f in enumerate(features) if f.kind == "categorical"]
     threads = int(os.environ.get("RANKER_THREADS", 0)) or 0
     out: dict = {"config": str(config), "features": [f.name for f in features], "runs": {}}
+    saved: dict[int, dict[str, np.ndarray]] = {seed: {} for seed in seeds}
     for task in prep.data.tasks:
         ys = {s: _labels(prep.tables[s], task) for s in ("train", "valid", "test")}
         for seed in seeds:
@@ -81,8 +84,13 @@ def run(config: Path, seeds: list[int]) -> dict:
             record = {"valid_auc": auc(yva[mva], p_valid), "test_auc": auc(yte[mte], p_test),
                       "best_round": model.best_iteration, "seconds": time.perf_counter() - start}
             out["runs"][f"{task.name}|{seed}"] = record
+            saved[seed].update({f"{task.name}__labels": yte[mte], f"{task.name}__probs": p_test})
             print(f"{task.name} seed {seed}: valid AUC {record['valid_auc']:.5f} test AUC "
                   f"{record['test_auc']:.5f} (round {record['best_round']})", flush=True)
+    if predictions is not None:
+        predictions.mkdir(parents=True, exist_ok=True)
+        for seed, arrays in saved.items():
+            np.savez(predictions / f"{seed}.npz", **arrays)
     return out
 
 
@@ -90,8 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
+    ap.add_argument("--predictions", type=Path, default=None, help="write test probabilities here")
     args = ap.parse_args()
-    result = run(args.config, args.seeds)
+    result = run(args.config, args.seeds, args.predictions)
     dataset = load_config(args.config).data.dataset
     path = HERE / "results" / f"gbdt-{dataset}.json"
     path.write_text(json.dumps(result, indent=1))
