@@ -44,6 +44,14 @@ def test_attention_equals_a_per_pair_loop() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fn", [hstu_attention_reference, hstu_attention_fused])
+def test_a_mask_divided_by_n_beforehand_gives_the_same_attention(fn) -> None:  # type: ignore[no-untyped-def]
+    q, k, v, bias, mask = (t.double() if t.is_floating_point() else t for t in _inputs(seed=2))
+    want = fn(q, k, v, bias, mask, 7)
+    torch.testing.assert_close(fn(q, k, v, bias, mask.double() / 7, 1), want)
+    torch.testing.assert_close(fn(q, k, v, bias, mask.double(), 7), want)
+
+
 @pytest.mark.parametrize("bias_batch", [2, 1])
 def test_fused_attention_matches_reference_on_outputs_and_gradients(bias_batch: int) -> None:
     q, k, v, bias, mask = _inputs(seed=1)

@@ -154,9 +154,10 @@ class HSTU(SequentialRetriever):
             max_len=self.max_len, num_buckets=self.cfg.num_buckets,
             positions=columns if self.cfg.position_bias else None,
             times=times if use_time else None, query_times=query_times if use_time else None)
-        mask = causal_mask(valid).to(x.dtype)  # converted once, not once per layer
+        # M / n of Eq. 2 computed once for every layer (n_norm=1 then skips the division)
+        weight = causal_mask(valid).to(x.dtype) / self.max_len
         for layer in self.layers:
-            x = layer(x, mask, idx, n_norm=self.max_len)
+            x = layer(x, weight, idx, n_norm=1)
         return x
 
 

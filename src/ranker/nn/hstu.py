@@ -119,12 +119,15 @@ def hstu_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``(SiLU(Q Kᵀ + rab) / n ⊙ M) V`` per head, in plain autograd.
 
     Shape: q (B, H, N, d_qk); k (B, H, M, d_qk); v (B, H, M, d_v); bias broadcastable to
-    (B, N, M); mask (B | 1, N, M) bool (or 0/1 floats, which skip a conversion per call).
-    Returns (B, H, N, d_v).
+    (B, N, M); mask (B | 1, N, M) bool, or floats: 0/1 (skips a conversion per call) or
+    M / n already divided, with ``n_norm = 1`` (skips a pass over the scores per layer; the
+    models divide once per forward). Returns (B, H, N, d_v).
     """
     scores = q @ k.transpose(-1, -2) + bias.unsqueeze(1)  # (B, H, N, M)
-    weights = F.silu(scores) / n_norm * mask.unsqueeze(1)  # mask: bool or 0/1 floats
-    return weights @ v
+    weights = F.silu(scores)
+    if n_norm != 1:
+        weights = weights / n_norm
+    return (weights * mask.unsqueeze(1)) @ v
 
 
 class _FusedHSTUAttention(torch.autograd.Function):
@@ -168,7 +171,7 @@ class _FusedHSTUAttention(torch.autograd.Function):
 def hstu_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                          mask: torch.Tensor, n_norm: int) -> torch.Tensor:
     """:func:`hstu_attention_reference` through :class:`_FusedHSTUAttention`. Same shapes."""
-    weight = mask.to(q.dtype) / n_norm
+    weight = mask.to(q.dtype) if n_norm == 1 else mask.to(q.dtype) / n_norm
     return _FusedHSTUAttention.apply(q, k, v, bias.expand(-1, -1, -1).to(q.dtype), weight)
 
 
