@@ -207,3 +207,11 @@ def test_reference_protocol_runs_every_epoch_and_keeps_the_last(tmp_path: Path) 
     last = load_file(str(tmp_path / "checkpoints" / "epoch-0005.safetensors"))
     for name, value in model.state_dict().items():  # the model ends at the last epoch's weights
         torch.testing.assert_close(value, last[name])
+
+
+def test_adamw_betas_come_from_the_config() -> None:
+    loss = NextItemLoss(SampledSoftmax(num_negatives=10, temperature=0.1), num_items=ITEMS)
+    for betas in [(0.9, 0.999), (0.9, 0.98)]:
+        cfg = SequenceTrainConfig(betas=betas, progress=False)
+        trainer = SequenceTrainer(_hstu(), loss, cfg, RetrievalEval(), Path("unused"))
+        assert trainer.optimizer.param_groups[0]["betas"] == betas

@@ -110,6 +110,8 @@ class SequenceTrainConfig(Strict):
     eval_batch_size: int = Field(128, ge=1, description="users per scoring batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="AdamW's (β1, β2); the HSTU public code trains with (0.9, 0.98)")
     clip_grad_norm: float | None = Field(None, gt=0)
     patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")

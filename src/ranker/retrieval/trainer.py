@@ -49,7 +49,7 @@ class SequenceTrainer:
                  eval_cfg: RetrievalEval, run_dir: Path) -> None:
         self.model, self.loss, self.cfg, self.eval_cfg = model, loss, cfg, eval_cfg
         self.run_dir = run_dir
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay)
 
     def fit(self, train: TrainSequences, data: LeaveOneOut) -> SeqFitResult:
