@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ranker.config.retrieval import (
     HSTUModel,
@@ -191,8 +192,6 @@ def test_reference_protocol_trains_on_the_validation_item() -> None:
 
 
 def test_reference_protocol_runs_every_epoch_and_keeps_the_last(tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     data = _data(seed=7)
     train = TrainSequences.build(data.train, MAX_LEN)
     cfg = SequenceTrainConfig(epochs=5, batch_size=8, lr=0.01, progress=False, patience=0,
@@ -215,3 +214,48 @@ def test_adamw_betas_come_from_the_config() -> None:
         cfg = SequenceTrainConfig(betas=betas, progress=False)
         trainer = SequenceTrainer(_hstu(), loss, cfg, RetrievalEval(), Path("unused"))
         assert trainer.optimizer.param_groups[0]["betas"] == betas
+
+
+def _ema_trainer(model: SequentialRetriever, run_dir: Path, epochs: int) -> SequenceTrainer:
+    cfg = SequenceTrainConfig(epochs=epochs, batch_size=8, lr=0.01, progress=False, patience=50,
+                              ema_decay=0.9)
+    loss = NextItemLoss(SampledSoftmax(num_negatives=10, temperature=0.1), num_items=ITEMS)
+    return SequenceTrainer(model, loss, cfg, RetrievalEval(ks=[1, 5, 10]), run_dir)
+
+
+def test_weight_average_is_what_validation_sees_and_what_the_run_keeps(tmp_path: Path) -> None:
+    data = _data(seed=8)
+    train = TrainSequences.build(data.train, MAX_LEN)
+    model = _hstu(8)
+    trainer = _ema_trainer(model, tmp_path, epochs=3)
+    assert trainer.ema is not None
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    validate = trainer._validate
+
+    def spy(d: LeaveOneOut) -> dict:  # type: ignore[type-arg]
+        seen.append((model.item_embedding.weight.detach().clone(),
+                     trainer.ema.shadow["item_embedding.weight"].clone()))  # type: ignore[union-attr]
+        return validate(d)
+
+    trainer._validate = spy  # type: ignore[method-assign]
+    fit = trainer.fit(train, data)
+    assert len(seen) == 3
+    for weights, shadow in seen:
+        torch.testing.assert_close(weights, shadow)
+    raw = load_file(str(tmp_path / "checkpoints" / "epoch-0003.safetensors"))["item_embedding.weight"]
+    assert not torch.allclose(raw, seen[-1][1])  # the live weights differ from the average
+    best = load_file(str(tmp_path / "checkpoints" / f"best-{fit.best_epoch:04d}.safetensors"))
+    torch.testing.assert_close(model.item_embedding.weight.detach(), best["item_embedding.weight"])
+    torch.testing.assert_close(best["item_embedding.weight"], seen[fit.best_epoch - 1][1])
+
+
+def test_weight_average_resumes_as_if_never_interrupted(tmp_path: Path) -> None:
+    data = _data(seed=9)
+    train = TrainSequences.build(data.train, MAX_LEN)
+    full = _hstu(9)
+    _ema_trainer(full, tmp_path / "full", epochs=4).fit(train, data)
+    _ema_trainer(_hstu(9), tmp_path / "part", epochs=2).fit(train, data)
+    resumed = _hstu(99)
+    _ema_trainer(resumed, tmp_path / "part", epochs=4).fit(train, data)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -113,6 +113,10 @@ class SequenceTrainConfig(Strict):
     betas: tuple[float, float] = Field(
         (0.9, 0.999), description="AdamW's (β1, β2); the HSTU public code trains with (0.9, 0.98)")
     clip_grad_norm: float | None = Field(None, gt=0)
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="keep an exponential moving average of the weights (e.g. 0.99); validation, "
+                    "selection and the saved model use the averaged weights")
     patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     length_window: int = Field(

@@ -1,11 +1,12 @@
 """Generative training of a sequential retriever: next item at every position, AdamW.
 
-Model selection: validation NDCG@10 (full catalogue, PROTOCOLS.md) every ``eval_every`` epochs;
-the best epoch's weights are kept and training stops after ``patience`` evaluations without
-gain. Each epoch is checkpointed atomically (safetensors weights, ``weights_only`` optimizer
-state, ``last.json``); a rerun resumes after the last complete epoch and reproduces the
-uninterrupted run: epoch e shuffles and samples negatives with ``Generator(seed·1000 + e)``
-and reseeds dropout with ``seed + e``.
+Model selection: validation NDCG@10 (full catalogue, PROTOCOLS.md) every ``eval_every`` epochs,
+on the weight average when ``train.ema_decay`` is set; the best epoch's weights are kept and
+training stops after ``patience`` evaluations without gain. Each epoch is checkpointed
+atomically (safetensors weights, ``weights_only`` optimizer state, the average, ``last.json``);
+a rerun resumes after the last complete epoch and reproduces the uninterrupted run: epoch e
+shuffles and samples negatives with ``Generator(seed·1000 + e)`` and reseeds dropout with
+``seed + e``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ranker.retrieval.batches import SeqBatch, TrainSequences
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
 from ranker.retrieval.protocol import LeaveOneOut
+from ranker.train.ema import WeightAverage
 from ranker.train.loop import fit_epochs
 
 SELECTION = "NDCG@10"
@@ -51,13 +53,14 @@ class SequenceTrainer:
         self.run_dir = run_dir
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay)
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     def fit(self, train: TrainSequences, data: LeaveOneOut) -> SeqFitResult:
         state, history = fit_epochs(
             self.model, self.optimizer, self.run_dir, epochs=self.cfg.epochs, patience=self.cfg.patience,
             train_epoch=lambda epoch: self._train_epoch(train, epoch), validate=lambda: self._validate(data),
             report=self._report, eval_every=self.cfg.eval_every, progress=self.cfg.progress,
-            select_last=self.cfg.protocol == "reference")
+            select_last=self.cfg.protocol == "reference", ema=self.ema)
         return SeqFitResult(state.best_epoch, state.best_score, state.epoch, history)
 
     def _train_epoch(self, train: TrainSequences, epoch: int) -> dict[str, Any]:
@@ -92,6 +95,8 @@ class SequenceTrainer:
         if self.cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         return loss, int((batch.targets > 0).sum())
 
     def _validate(self, data: LeaveOneOut) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Used by :class:`ranker.retrieval.trainer.SequenceTrainer` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.ema import WeightAverage
 
 
 @dataclass
@@ -70,16 +72,20 @@ def fit_epochs(
     eval_every: int = 1,
     progress: bool = False,
     select_last: bool = False,
+    ema: WeightAverage | None = None,
 ) -> tuple[EpochState, list[dict[str, Any]]]:
     """Train with early stopping on ``validate()["valid_score"]``; (final state, epoch records).
 
     ``report(record, best_epoch)`` is called after each epoch's record is logged (progress lines).
     ``select_last``: no selection and no early stop; every evaluation becomes the "best", so all
     ``epochs`` run and the model ends at the last epoch's weights.
+    ``ema``: a weight average that ``train_epoch`` updates after each step; ``validate()`` then
+    sees the averaged weights, the average is checkpointed, and the best weights saved (and
+    loaded at the end) are the average's.
     """
     ckpt = Checkpointer(run_dir)
     log = EpochLog(run_dir / "log.jsonl")
-    state = ckpt.restore(model, optimizer) or {
+    state = ckpt.restore(model, optimizer, ema) or {
         "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_evals": 0}
     history = log.read(state["epoch"])
     if state["epoch"] and progress:
@@ -90,7 +96,8 @@ def fit_epochs(
         record: dict[str, Any] = {"epoch": epoch, **train_epoch(epoch)}
         improved = False
         if epoch % eval_every == 0 or epoch == epochs:
-            record.update(validate())
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                record.update(validate())
             improved = select_last or record["valid_score"] > state["best_score"]
             if improved:
                 state.update(best_epoch=epoch, best_score=record["valid_score"], bad_evals=0)
@@ -100,7 +107,8 @@ def fit_epochs(
         log.append(record)
         report(record, state["best_epoch"])
         ckpt.save(epoch, model, optimizer,
-                  {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")}, is_best=improved)
+                  {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")}, is_best=improved,
+                  ema=ema)
         state["epoch"] = epoch
     best = ckpt.best_path()
     if best is not None:
