@@ -31,9 +31,9 @@ def paired_bootstrap(labels: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: i
         ix = rng.integers(0, n, n)
         diffs[r] = auc_of(labels[ix], a[ix]) - auc_of(labels[ix], b[ix])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"auc_a": auc_of(labels, a), "auc_b": auc_of(labels, b),
-            "diff": auc_of(labels, a) - auc_of(labels, b), "ci_low": float(lo), "ci_high": float(hi),
-            "share_a_wins": float((diffs > 0).mean()), "rounds": rounds}
+    auc_a, auc_b = auc_of(labels, a), auc_of(labels, b)
+    return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b, "ci_low": float(lo),
+            "ci_high": float(hi), "share_a_wins": float((diffs > 0).mean()), "rounds": rounds}
 
 
 def _load(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -90,9 +90,8 @@ def _append_extra_features(data: DataConfig) -> DataConfig:
     """Move ``data.extra_features`` to the end of ``data.features`` (after a recipe filled them)."""
     if not data.extra_features:
         return data
-    return DataConfig.model_validate(
-        {**data.model_dump(), "features": [*data.features, *data.extra_features], "extra_features": []}
-    )
+    # names were checked unique across both lists when the config was validated
+    return data.model_copy(update={"features": [*data.features, *data.extra_features], "extra_features": []})
 
 
 def _override_transforms(data: DataConfig) -> DataConfig:

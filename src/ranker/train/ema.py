@@ -17,7 +17,7 @@ average would turn into NaN.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -81,3 +81,8 @@ class WeightAverage:
             yield
         finally:
             model.load_state_dict(raw, strict=True)
+
+
+def averaged_weights(ema: WeightAverage | None, model: nn.Module) -> AbstractContextManager[None]:
+    """``ema.applied(model)``, or nothing when there is no average (validation either way)."""
+    return ema.applied(model) if ema is not None else nullcontext()

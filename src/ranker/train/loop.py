@@ -14,7 +14,6 @@ Used by :class:`ranker.retrieval.trainer.SequenceTrainer` and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from ranker.train.checkpoint import Checkpointer, load_weights
-from ranker.train.ema import WeightAverage
+from ranker.train.ema import WeightAverage, averaged_weights
 
 
 @dataclass
@@ -96,7 +95,7 @@ def fit_epochs(
         record: dict[str, Any] = {"epoch": epoch, **train_epoch(epoch)}
         improved = False
         if epoch % eval_every == 0 or epoch == epochs:
-            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+            with averaged_weights(ema, model):
                 record.update(validate())
             improved = select_last or record["valid_score"] > state["best_score"]
             if improved:

@@ -15,7 +15,6 @@ writes files (a later issue wires ``torchrun`` and the metric reduction).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -35,7 +34,7 @@ from ranker.data.tensors import Batch, TensorData
 from ranker.nn.gates import collect_gate_stats
 from ranker.tasks import MultiTaskObjective, TaskSpec
 from ranker.train.checkpoint import Checkpointer, load_weights
-from ranker.train.ema import WeightAverage
+from ranker.train.ema import WeightAverage, averaged_weights
 from ranker.train.evaluate import TaskMetrics, predict, selection_score, task_metrics
 
 Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
@@ -118,7 +117,7 @@ class Trainer:
                 break
             stats = self._train_epoch(train, epoch)
             collect_gate_stats(self.model)  # drop anything recorded outside validation
-            with self._averaged():
+            with averaged_weights(self.ema, self.model):
                 probs = predict(self.model, valid, self.cfg.eval_batch_size, self.device, self.spec.outputs)
                 gates = collect_gate_stats(self.model)
             metrics = task_metrics(probs, labels, mask, names, valid_groups, self.spec.kinds)
@@ -217,10 +216,6 @@ class Trainer:
         if self.cfg.embedding_l2 > 0 and self.embedding_params:
             loss = loss + self.cfg.embedding_l2 * sum(p.pow(2).sum() for p in self.embedding_params)
         return loss
-
-    def _averaged(self) -> contextlib.AbstractContextManager[None]:
-        """The weight average in the model while validating (nothing without ``ema_decay``)."""
-        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _decay_lr(self) -> None:
         """Reduce-on-plateau: the new lr lives in the optimizer state, so it survives a resume."""
