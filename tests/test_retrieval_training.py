@@ -230,14 +230,14 @@ def test_weight_average_is_what_validation_sees_and_what_the_run_keeps(tmp_path:
     trainer = _ema_trainer(model, tmp_path, epochs=3)
     assert trainer.ema is not None
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    validate = trainer._validate
+    validate = trainer.validate
 
-    def spy(d: LeaveOneOut) -> dict:  # type: ignore[type-arg]
+    def spy() -> dict:  # type: ignore[type-arg]
         seen.append((model.item_embedding.weight.detach().clone(),
                      trainer.ema.shadow["item_embedding.weight"].clone()))  # type: ignore[union-attr]
-        return validate(d)
+        return validate()
 
-    trainer._validate = spy  # type: ignore[method-assign]
+    trainer.validate = spy  # type: ignore[method-assign]
     fit = trainer.fit(train, data)
     assert len(seen) == 3
     for weights, shadow in seen:

@@ -15,7 +15,6 @@ Run directory contents::
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ranker.config import dump_config, load_config
+from ranker.config import load_config
 from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import load_splits
@@ -38,6 +37,7 @@ from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
+from ranker.rundir import begin_run, set_threads, write_json
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
 from ranker.teacher import cached_teacher_outputs
@@ -156,15 +156,13 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
-    _set_threads(cfg)
+    set_threads(cfg.train)
     torch.manual_seed(cfg.train.seed)
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
     prep = prepare_run_data(cfg, base_dir, init_pre)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be readable
     cfg = cfg.model_copy(update={"data": prep.data})
-    _check_resume_config(run_dir, cfg)
-    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    begin_run(run_dir, cfg, load_config)  # only once the data is known to be readable
     prep.pre.save(run_dir / "preprocessor.json")
     spec = TaskSpec.from_tasks(prep.data.tasks)
     score_weights(spec, cfg.serving.weights)  # unknown task names fail before training
@@ -213,7 +211,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
         atomic_write_bytes(run_dir / "collisions.json", json.dumps(collisions, indent=2).encode())
     if prep.recipe_meta and "ceiling_auc" in prep.recipe_meta:  # synthetic data: the truth's score
         metrics["ceiling"] = {k: prep.recipe_meta[k] for k in ("ceiling_auc", "ceiling_gauc")}
-    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+    write_json(run_dir / "metrics.json", metrics)
     _write_report(run_dir)
     return metrics
 
@@ -352,25 +350,6 @@ def save_calibration(path: Path, data: TensorData, probs: np.ndarray, dcfg: Data
         arrays[f"{task.name}__labels"] = labels[on, i]
         arrays[f"{task.name}__probs"] = probs[on, i]
     np.savez_compressed(path, **arrays)
-
-
-def _check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to resume a run directory whose saved config differs from this one."""
-    saved = run_dir / "config.yaml"
-    if not (run_dir / "checkpoints" / "last.json").is_file() or not saved.is_file():
-        return
-    old = load_config(saved)
-    if old.model_dump(exclude={"train": {"epochs", "progress"}}) != cfg.model_dump(
-            exclude={"train": {"epochs", "progress"}}):
-        raise ConfigError(
-            f"{run_dir}: holds a checkpoint of a different config; use another --out or delete it"
-        )
-
-
-def _set_threads(cfg: RunConfig) -> None:
-    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _src(data: DataConfig, split: str) -> str:

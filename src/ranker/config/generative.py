@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ranker.config.schema import Strict
+from ranker.config.schema import BaseTrainConfig, Strict
 
 StaticFeature = Literal["user_id", "gender", "occupation", "zip1", "age"]
 STATIC_FEATURES: list[StaticFeature] = ["user_id", "gender", "occupation", "zip1", "age"]
@@ -47,22 +47,15 @@ class GenerativeModel(Strict):
     tower_hidden: list[int] = Field(default_factory=list, description="per-task MLP before the logit")
 
 
-class GenerativeTrainConfig(Strict):
-    """AdamW on every event (and its negatives) of each user sequence; selection on the
-    validation mean AUC of the tasks, as the feature-based ranker."""
+class GenerativeTrainConfig(BaseTrainConfig):
+    """Every event (and its negatives) of each user window, batches budgeted in attention
+    cells; selection on the validation mean AUC of the tasks, as the feature ranker."""
 
     epochs: int = Field(30, ge=1)
     batch_cells: int = Field(
         2_000_000, ge=1, description="attention cells B·N² per batch (sequences of similar length)")
     max_batch_size: int = Field(64, ge=1, description="sequences per batch at most")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    clip_grad_norm: float | None = Field(1.0, gt=0)
-    patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
-    seed: int = 2021
-    threads: int | None = Field(None, ge=1)
-    progress: bool = True
-    max_steps_per_epoch: int | None = Field(None, ge=1)
+    clip_grad_norm: float | None = Field(1.0, gt=0, description="max global gradient norm")
 
 
 class GenerativeRunConfig(Strict):

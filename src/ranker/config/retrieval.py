@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ranker.config.schema import Strict
+from ranker.config.schema import BaseTrainConfig, Strict
 
 
 class RetrievalData(Strict):
@@ -102,23 +102,14 @@ class InBatchSoftmax(Strict):
 RetrievalLoss = Annotated[FullSoftmax | SampledSoftmax | InBatchSoftmax, Field(discriminator="kind")]
 
 
-class SequenceTrainConfig(Strict):
-    """AdamW on next-item targets at every position; selection on validation NDCG@10."""
+class SequenceTrainConfig(BaseTrainConfig):
+    """Next-item targets at every position, users per step; selection on validation NDCG@10."""
 
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1, description="users per step")
     eval_batch_size: int = Field(128, ge=1, description="users per scoring batch")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = Field(
-        (0.9, 0.999), description="AdamW's (β1, β2); the HSTU public code trains with (0.9, 0.98)")
-    clip_grad_norm: float | None = Field(None, gt=0)
-    ema_decay: float | None = Field(
-        None, gt=0, lt=1,
-        description="keep an exponential moving average of the weights (e.g. 0.99); validation, "
-                    "selection and the saved model use the averaged weights")
+    clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient norm")
     patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
-    eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     length_window: int = Field(
         4, ge=0, description="sort users by length within windows of this many batches (0: off)")
     protocol: Literal["select_on_valid", "reference"] = Field(
@@ -126,10 +117,6 @@ class SequenceTrainConfig(Strict):
         description="select_on_valid: the validation item is held out and picks the epoch; "
         "reference (the HSTU public code's): it is a training target too, all `epochs` run, "
         "the test is reported at the last epoch (validation metrics are then leaked)")
-    seed: int = 2021
-    threads: int | None = Field(None, ge=1)
-    progress: bool = True
-    max_steps_per_epoch: int | None = Field(None, ge=1)
 
 
 class RetrievalEval(Strict):

@@ -562,30 +562,45 @@ class DistillConfig(Strict):
     soft_on_masked: bool = False
 
 
-class TrainConfig(Strict):
+class BaseTrainConfig(Strict):
+    """What every model family's ``train:`` section shares: the optimizer, the epoch loop
+    (selection, early stopping, lr decay, weight average) and the runtime (device, threads,
+    logging). Each family extends it with its own batching and overrides defaults that differ.
+    """
+
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    eval_batch_size: int = Field(8192, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam"] = "adamw"
-    clip_grad_norm: float | None = Field(10.0, gt=0)
-    embedding_l2: float = Field(0.0, ge=0, description="λ·Σ‖E‖² over embedding tables, added to the loss")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Adam's (β1, β2); the HSTU public code trains with (0.9, 0.98)")
+    clip_grad_norm: float | None = Field(10.0, gt=0, description="max global gradient norm")
     lr_decay_on_plateau: float | None = Field(
-        None, gt=0, lt=1, description="multiply the lr by this after an epoch without validation gain"
+        None, gt=0, lt=1, description="multiply the lr by this after an evaluation without gain"
     )
     min_lr: float = Field(1e-6, ge=0)
     ema_decay: float | None = Field(
         None, gt=0, lt=1,
         description="keep an exponential moving average of the weights (e.g. 0.999); validation, "
                     "selection and the saved model use the averaged weights")
-    patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
+    patience: int = Field(2, ge=0, description="evaluations without validation gain before stopping")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the last)")
     seed: int = 2021
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: cuda when available; bf16 autocast on cuda")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores, or "
+                                "$RANKER_THREADS)")
     progress: bool = True
-    tensorboard: bool = False
+    tensorboard: bool = Field(False, description="also log to RUN_DIR/tensorboard (needs ranker[tensorboard])")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for quick runs")
+
+
+class TrainConfig(BaseTrainConfig):
+    """The feature ranker's training: rows in shuffled batches, selection on mean valid AUC."""
+
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    embedding_l2: float = Field(0.0, ge=0, description="λ·Σ‖E‖² over embedding tables, added to the loss")
     distill: DistillConfig = Field(DistillConfig(), description="used by `ranker distill` only")
 
 

@@ -108,6 +108,9 @@ class Batch:
     tokens: Tokens
     rows: np.ndarray
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.tokens.to(device), self.rows)
+
 
 def collate(windows: list[Window]) -> Batch:
     """Right-pad windows to the longest; score indices become flat (b·N + i)."""

@@ -13,8 +13,6 @@ Run directory contents (as a feature-based ranker's, so ``ranker report`` reads 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ranker.config import dump_config, load_generative_config
+from ranker.config import load_generative_config
 from ranker.config.generative import GenerativeRunConfig
-from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.evaluate import predict_split, split_metrics
 from ranker.generative.events import EventLog, load_rk_ml100k
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
+from ranker.rundir import begin_run, set_threads, write_json
 from ranker.train.checkpoint import load_weights, save_weights
 
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
@@ -48,16 +46,11 @@ def build_model(cfg: GenerativeRunConfig, log: EventLog) -> GenerativeRanker:
 
 def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there); evaluate at the best epoch."""
-    run_dir = Path(run_dir)
-    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(cfg.train)
     torch.manual_seed(cfg.train.seed)
     log = load_events(cfg)
     model = build_model(cfg, log)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(run_dir, cfg)
-    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    run_dir = begin_run(run_dir, cfg, load_generative_config)
     w = cfg.data.max_events
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
@@ -69,7 +62,7 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
         "train_samples_per_s": fit.mean("samples_per_s"),
         "train_events_per_s": fit.mean("events_per_s"),
         "seconds_per_epoch": fit.mean("epoch_time_s"),
-        "train_time_s": sum(h["epoch_time_s"] for h in fit.history),
+        "train_time_s": fit.train_time_s(),
         "windows": {s: len(v) for s, v in windows.items()},
         "threads": torch.get_num_threads(),
     }
@@ -81,7 +74,7 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
         if split == "test":
             _save_calibration(run_dir / "calibration_test.npz", log, probs)
-    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+    write_json(run_dir / "metrics.json", metrics)
     from ranker.report import write_report
 
     write_report(run_dir)
@@ -125,12 +118,3 @@ def _save_calibration(path: Path, log: EventLog, probs: np.ndarray) -> None:
         on = mask[:, i] > 0
         arrays[f"{task.name}__labels"], arrays[f"{task.name}__probs"] = labels[on, i], probs[on, i]
     np.savez_compressed(path, **arrays)
-
-
-def _check_resume_config(run_dir: Path, cfg: GenerativeRunConfig) -> None:
-    if not (run_dir / "checkpoints" / "last.json").is_file() or not (run_dir / "config.yaml").is_file():
-        return
-    skip = {"train": {"epochs", "progress", "threads"}}
-    old = load_generative_config(run_dir / "config.yaml")
-    if old.model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
-        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out")

@@ -11,8 +11,6 @@ Run directory contents::
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ranker.config import dump_config, load_retrieval_config
+from ranker.config import load_retrieval_config
 from ranker.config.retrieval import HSTUModel, RetrievalRunConfig
 from ranker.data.recipes import get_recipe, prepare
-from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever, build_retrieval_model
 from ranker.retrieval.batches import TrainSequences
@@ -37,6 +34,7 @@ from ranker.retrieval.protocol import (
     popularity_scorer,
 )
 from ranker.retrieval.trainer import SequenceTrainer
+from ranker.rundir import begin_run, set_threads, write_json
 from ranker.train.checkpoint import load_weights, save_weights
 
 
@@ -64,16 +62,11 @@ def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
 
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
-    run_dir = Path(run_dir)
-    threads = cfg.train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(cfg.train)
     torch.manual_seed(cfg.train.seed)
     data = load_data(cfg)
     model = build_model(cfg, data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(run_dir, cfg)
-    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    run_dir = begin_run(run_dir, cfg, load_retrieval_config)
     train = TrainSequences.build(training_sequences(cfg, data), data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
@@ -88,7 +81,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
         "users": len(data.test_target), "items": data.num_items,
         "train_users": len(train), "train_targets": train.num_targets(),
         "seconds_per_epoch": fit.seconds_per_epoch(),
-        "train_time_s": sum(h["epoch_time_s"] for h in fit.history),
+        "train_time_s": fit.train_time_s(),
         "threads": torch.get_num_threads(),
     }
     for split in ("valid", "test"):
@@ -102,7 +95,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
             model, data, "test", ks=tuple(e.ks), exclude="input",
             batch_users=cfg.train.eval_batch_size)
     metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
-    atomic_write_bytes(run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -137,12 +130,3 @@ def user_row(data: LeaveOneOut, user: int) -> int:
     if not len(hit):
         raise ConfigError(f"--user {user}: no such user in this dataset")
     return int(hit[0])
-
-
-def _check_resume_config(run_dir: Path, cfg: RetrievalRunConfig) -> None:
-    if not (run_dir / "checkpoints" / "last.json").is_file() or not (run_dir / "config.yaml").is_file():
-        return
-    skip = {"train": {"epochs", "progress", "threads"}}
-    old = load_retrieval_config(run_dir / "config.yaml")
-    if old.model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
-        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out")

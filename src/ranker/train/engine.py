@@ -1,0 +1,335 @@
+"""The one training engine of the three model families: step, epoch loop, selection, resume.
+
+A family (the feature ranker, sequential retrieval, generative ranking) supplies only what is
+its own through :class:`Family`: the batches of an epoch, the loss of a batch and the
+validation metrics with their selection score. :class:`Engine` owns everything else:
+
+- **the step**: batch to the device, bf16 autocast on CUDA, ``zero_grad`` → ``backward`` →
+  gradient clipping → optimizer step → weight-average update;
+- **the epoch**: ``model.train()``, ``torch.manual_seed(seed + e)`` (dropout) and a
+  ``Generator(seed·1000 + e)`` for shuffling and sampling, an optional step cap, a progress bar,
+  the mean loss and throughput per counted unit (samples, targets, events);
+- **the loop**: validation every ``eval_every`` epochs (and at the last) on the weight average
+  when ``train.ema_decay`` is set, selection of the best epoch, early stopping after
+  ``patience`` evaluations without gain, reduce-on-plateau lr decay, one checkpoint per epoch
+  (:class:`~ranker.train.checkpoint.Checkpointer`, atomic), ``log.jsonl`` and optionally
+  TensorBoard. A rerun resumes after the last complete epoch and reproduces the uninterrupted
+  run, because every epoch reseeds itself from its number; the decayed lr lives in the
+  optimizer state and survives the resume.
+
+Only rank 0 writes files when ``world_size > 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ranker.config.schema import BaseTrainConfig
+from ranker.errors import ConfigError
+from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.ema import WeightAverage, averaged_weights
+
+
+class Family(Protocol):
+    """What a model family gives the engine.
+
+    ``batches(epoch, generator)`` yields the epoch's training batches (any object with
+    ``.to(device)``, or a dict of tensors); ``loss(batch, generator)`` runs the forward pass and
+    returns the scalar loss and the units it averaged over (e.g. ``{"samples": B}``; the first
+    key weights the epoch's mean loss and every key becomes ``train_<key>`` and
+    ``<key>_per_s`` in the epoch record); ``validate()`` returns at least ``valid`` (metrics)
+    and ``valid_score`` (higher is better) for the epoch record.
+    """
+
+    def batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]: ...
+
+    def loss(self, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]: ...
+
+    def validate(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class FitResult:
+    """Where training ended: best epoch and its score, the stopped epoch and every epoch record."""
+
+    best_epoch: int
+    best_score: float
+    stopped_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    def mean(self, key: str) -> float:
+        """Mean of an epoch-record key over the epochs that have it (NaN if none)."""
+        values = [h[key] for h in self.history if key in h]
+        return float(np.mean(values)) if values else math.nan
+
+    def seconds_per_epoch(self) -> float:
+        return self.mean("epoch_time_s")
+
+    @property
+    def train_samples_per_s(self) -> float:
+        return self.mean("samples_per_s")
+
+    def train_time_s(self) -> float:
+        return float(sum(h.get("epoch_time_s", 0.0) for h in self.history))
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: BaseTrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or Adam (L2 in the gradient) with the config's lr and betas."""
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch on `device`: objects with ``.to``, dicts of tensors, or unchanged on CPU."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+    return batch.to(device)
+
+
+class EpochLog:
+    """``log.jsonl``: one JSON record per epoch, cut back to the checkpoint on resume."""
+
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        self.path, self.writer = path, writer
+
+    def append(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+
+    def read(self, upto: int) -> list[dict[str, Any]]:
+        """Records of epochs ≤ ``upto`` (a killed epoch's record is dropped from the file)."""
+        if not self.path.is_file():
+            return []
+        records = [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
+        kept = [r for r in records if r["epoch"] <= upto]
+        if len(kept) != len(records) and self.writer:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+
+class Engine:
+    """Trains `model` for a :class:`Family` under a :class:`BaseTrainConfig`, into `run_dir`.
+
+    ``select_last``: no selection and no early stop (every evaluation becomes the best), so all
+    epochs run and the model ends at the last epoch's weights (retrieval's reference protocol).
+    ``extra_loss()``: a regulariser added to every step's loss (the ranker's embedding L2).
+    """
+
+    def __init__(self, model: nn.Module, cfg: BaseTrainConfig, run_dir: Path, *,
+                 device: torch.device | None = None, rank: int = 0, world_size: int = 1,
+                 select_last: bool = False) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = device or pick_device(cfg.device)
+        self.model = model.to(self.device)
+        self.rank, self.world_size = rank, world_size
+        self.writer = rank == 0
+        self.select_last = select_last
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self._tb: Any = None
+
+    # ------------------------------------------------------------------ the step
+    def step(self, family: Family, batch: Any, generator: torch.Generator,
+             timers: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+        """One optimizer step on `batch`; (the detached loss, its counted units).
+
+        ``timers``: seconds spent in ``forward`` (loss included), ``backward`` (and clipping)
+        and ``optimizer`` (and the average's update) are added to it.
+        """
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            loss, counts = family.loss(to_device(batch, self.device), generator)
+        t1 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        t2 = time.perf_counter()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        if timers is not None:
+            timers["forward"] += t1 - t0
+            timers["backward"] += t2 - t1
+            timers["optimizer"] += time.perf_counter() - t2
+        return loss.detach(), counts
+
+    def train_epoch(self, family: Family, epoch: int, total: int | None = None) -> dict[str, Any]:
+        """One pass over the family's batches; the epoch record's training part."""
+        self.model.train()
+        torch.manual_seed(self.cfg.seed + epoch)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        cap = self.cfg.max_steps_per_epoch
+        if total is not None and cap:
+            total = min(total, cap)
+        # Summed as a tensor: no host sync per batch (matters on CUDA); read every 20 steps.
+        loss_sum = torch.zeros((), device=self.device)
+        counts: dict[str, int] = {}
+        timers = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
+        start = last = time.perf_counter()
+        bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5,
+                   disable=not self.cfg.progress or not self.writer)
+        for step, batch in enumerate(family.batches(epoch, gen)):
+            if cap and step >= cap:
+                break
+            timers["data"] += time.perf_counter() - last
+            loss, n = self.step(family, batch, gen, timers)
+            last = time.perf_counter()
+            weight = next(iter(n.values()))
+            loss_sum += loss * weight
+            for key, value in n.items():
+                counts[key] = counts.get(key, 0) + value
+            bar.update(1)
+            if step % 20 == 0 and counts:
+                unit = next(iter(counts))
+                bar.set_postfix(loss=f"{loss_sum.item() / max(counts[unit], 1):.4f}",
+                                per_s=f"{counts[unit] / (time.perf_counter() - start):,.0f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        weight_total = next(iter(counts.values()), 0)
+        record: dict[str, Any] = {"train_loss": loss_sum.item() / max(weight_total, 1),
+                                  "epoch_time_s": elapsed, "time_split_s": timers}
+        for key, value in counts.items():
+            record[f"{key}_per_s"] = value / max(elapsed, 1e-9)
+            record[f"train_{key}"] = value
+        return record
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, family: Family, *, batches_per_epoch: int | None = None) -> FitResult:
+        """Train with early stopping on ``validate()["valid_score"]``, resuming a checkpoint in
+        ``run_dir``; the model ends with the best epoch's (averaged) weights."""
+        cfg = self.cfg
+        ckpt = Checkpointer(self.run_dir)
+        log = EpochLog(self.run_dir / "log.jsonl", self.writer)
+        state = ckpt.restore(self.model, self.optimizer, self.ema) or {
+            "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_evals": 0}
+        state.setdefault("bad_evals", state.pop("bad_epochs", 0))  # checkpoints before the engine
+        history = log.read(state["epoch"])
+        resumed_from = state["epoch"]
+        if resumed_from and self.writer:
+            print(f"resuming {self.run_dir} after epoch {resumed_from}")
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            if state["bad_evals"] > cfg.patience:
+                break
+            record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(family, epoch, batches_per_epoch)}
+            improved = False
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                start = time.perf_counter()
+                with averaged_weights(self.ema, self.model):
+                    record.update(family.validate())
+                record.setdefault("eval_time_s", time.perf_counter() - start)
+                improved = self.select_last or record["valid_score"] > state["best_score"]
+                if improved:
+                    state.update(best_epoch=epoch, best_score=record["valid_score"], bad_evals=0)
+                else:
+                    state["bad_evals"] += 1
+                    self._decay_lr()
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            history.append(record)
+            log.append(record)
+            if self.writer:
+                self._tensorboard(record)
+                ckpt.save(epoch, self.model, self.optimizer,
+                          {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")},
+                          is_best=improved, ema=self.ema)
+                if cfg.progress:
+                    print(epoch_summary(record, state["best_epoch"]), flush=True)
+            state["epoch"] = epoch
+        if self._tb is not None:
+            self._tb.close()
+        best = ckpt.best_path()
+        if best is not None:
+            load_weights(self.model, best)
+        return FitResult(state["best_epoch"], state["best_score"], state["epoch"], history,
+                         resumed_from=resumed_from)
+
+    def _decay_lr(self) -> None:
+        """Reduce on plateau: the new lr lives in the optimizer state, so it survives a resume."""
+        if self.cfg.lr_decay_on_plateau is None:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = max(group["lr"] * self.cfg.lr_decay_on_plateau, self.cfg.min_lr)
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        if not self.cfg.tensorboard:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError("train.tensorboard needs `pip install ranker[tensorboard]`") from exc
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        for key, value in flat_scalars(record).items():
+            self._tb.add_scalar(key, value, record["epoch"])
+        self._tb.flush()
+
+
+def flat_scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every finite number of a nested epoch record, keyed ``a/b/c`` (TensorBoard tags)."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key == "epoch":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_scalars(value, name + "/"))
+        elif isinstance(value, (int, float, np.generic)) and not isinstance(value, bool):
+            if math.isfinite(float(value)):
+                out[name] = float(value)
+    return out
+
+
+def epoch_summary(record: dict[str, Any], best_epoch: int) -> str:
+    """One progress line: loss, throughput, seconds, the validation metrics; ``*`` marks the best."""
+    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}"]
+    rates = [k for k in record if k.endswith("_per_s")]
+    if rates:
+        parts.append(f"{record[rates[0]]:,.0f} {rates[0][:-len('_per_s')]}/s")
+    parts.append(f"{record['epoch_time_s']:.1f}s")
+    valid = record.get("valid")
+    if isinstance(valid, dict):
+        if all(isinstance(m, dict) for m in valid.values()):  # per task
+            for task, m in valid.items():
+                if "rmse" in m:
+                    parts.append(f"{task} rmse {m['rmse']:.4f}")
+                elif "auc" in m:
+                    parts.append(f"{task} auc {m['auc']:.4f}" + (f" gauc {m['gauc']:.4f}" if "gauc" in m else ""))
+        else:
+            shown = [k for k in ("HR@10", "NDCG@10") if k in valid] or list(valid)[:2]
+            parts.append("valid " + " ".join(f"{k} {valid[k]:.4f}" for k in shown))
+    mark = " *" if "valid" in record and record["epoch"] == best_epoch else ""
+    return " | ".join(parts) + mark
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
