@@ -27,7 +27,7 @@ import numpy as np
 
 from ranker.config import load_config
 from ranker.metrics.ranking import gauc
-from ranker.pipeline import resolve_data
+from ranker.ranking.run import resolve_data
 
 TASKS = ("watch", "like")
 

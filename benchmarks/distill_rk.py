@@ -27,7 +27,7 @@ import numpy as np
 from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_config
-from ranker.pipeline import train_run
+from ranker.ranking.run import train_run
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "distill-rk-ml100k.json"

@@ -21,7 +21,7 @@ from ranker.config import load_config
 from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
-from ranker.pipeline import encode, prepare_run_data
+from ranker.ranking.run import encode, prepare_run_data
 from ranker.train import Trainer
 
 ENCODERS = {

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ranker.config import load_config
 from ranker.data.recipes import get_recipe, prepare
-from ranker.pipeline import train_run
+from ranker.ranking.run import train_run
 
 HERE = Path(__file__).parent
 ENCODERS = {

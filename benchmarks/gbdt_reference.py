@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from ranker.config import load_config
 from ranker.metrics import auc
-from ranker.pipeline import prepare_run_data
+from ranker.ranking.run import prepare_run_data
 
 HERE = Path(__file__).parent
 

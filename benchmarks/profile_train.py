@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from ranker.config import load_config
 from ranker.models import build_model
-from ranker.pipeline import encode, prepare_run_data
+from ranker.ranking.run import encode, prepare_run_data
 from ranker.train import Trainer, multitask_loss
 
 

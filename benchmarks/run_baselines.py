@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ranker.config import load_config
-from ranker.pipeline import train_run
+from ranker.ranking.run import train_run
 
 HERE = Path(__file__).parent
 DATASETS = ("rk-ml100k", "c-frappe", "t-adult", "mt-census")

@@ -29,7 +29,7 @@ import yaml
 from results_store import load_results, save_result  # type: ignore[import-not-found]
 
 from ranker.config import load_config
-from ranker.pipeline import train_run
+from ranker.ranking.run import train_run
 
 HERE = Path(__file__).parent
 

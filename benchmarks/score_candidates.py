@@ -26,7 +26,7 @@ from ranker.config import load_config
 from ranker.data.preprocess import Preprocessor
 from ranker.data.tensors import TensorData
 from ranker.models import build_model
-from ranker.pipeline import resolve_data
+from ranker.ranking.run import resolve_data
 from ranker.tasks import TaskSpec, serving_score
 from ranker.train import load_weights
 

@@ -19,7 +19,7 @@ from ranker.cli import main
 from ranker.config import load_config
 from ranker.data.sources import SourceFile, locate
 from ranker.errors import ConfigError, DataError
-from ranker.pipeline import encode, prepare_run_data, train_run
+from ranker.ranking.run import encode, prepare_run_data, train_run
 
 N = 60
 

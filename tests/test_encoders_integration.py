@@ -143,7 +143,7 @@ def test_memory_fraction_sets_the_table_sizes() -> None:
 def test_numerical_transform_default_applies_to_every_numerical_feature(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.csv as pacsv
 
-    from ranker.pipeline import resolve_data
+    from ranker.ranking.run import resolve_data
 
     pacsv.write_csv(_table().drop_columns(["hist", "tags"]), tmp_path / "x.csv")
     raw = _data_cfg().model_dump()
@@ -169,7 +169,7 @@ def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
 def test_extra_features_append_a_numerical_column_read_again_as_categorical(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.csv as pacsv
 
-    from ranker.pipeline import resolve_data
+    from ranker.ranking.run import resolve_data
 
     table = _table().drop_columns(["hist", "tags"])
     pacsv.write_csv(table, tmp_path / "x.csv")

@@ -12,7 +12,7 @@ import pytest
 
 from ranker.config import load_config
 from ranker.errors import ConfigError
-from ranker.pipeline import evaluate_run, train_run
+from ranker.ranking.run import evaluate_run, train_run
 
 
 def _write(path: Path, n: int = 1500) -> None:

@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ranker.config import load_config
-    from ranker.pipeline import train_run
+    from ranker.ranking.run import train_run
 
     cfg_file = resources.files("ranker") / "configs" / DEMOS[args.dataset]
     with resources.as_file(cfg_file) as path:
@@ -124,25 +124,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ranker.config import config_kind, load_config
-    from ranker.pipeline import train_run
+    from ranker.errors import ConfigError
+    from ranker.families import family_of_config
 
-    kind = config_kind(args.config)
-    if kind == "retrieval":
-        return _train_retrieval(args)
-    if kind == "generative":
-        return _train_generative(args)
-    cfg = load_config(args.config, args.overrides)
+    family = family_of_config(args.config)
+    if args.init_from is not None and not family.fine_tunes:
+        raise ConfigError(f"--init-from: fine-tuning is for ranking runs, not {family.kind} runs")
+    cfg = family.load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg.name)
+    options: dict[str, Any] = {}
+    if family.kind == "ranking":
+        options = {"base_dir": args.config.resolve().parent, "init_from": args.init_from}
     start = time.perf_counter()
-    metrics = train_run(cfg, out, base_dir=args.config.resolve().parent, init_from=args.init_from)
-    _print_summary(metrics, out, time.perf_counter() - start)
+    metrics = family.train(cfg, out, **options)
+    SUMMARIES[family.kind](cfg, metrics, out, time.perf_counter() - start)
     return 0
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from ranker.config import load_config
-    from ranker.pipeline import train_run
+    from ranker.ranking.run import train_run
 
     cfg = load_config(args.student, args.overrides)
     out = args.out or _default_out(f"{cfg.name}-distilled")
@@ -155,44 +156,21 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_retrieval(args: argparse.Namespace) -> int:
-    from ranker.config import load_retrieval_config
-    from ranker.retrieval.run import train_retrieval_run
-
-    if args.init_from is not None:
-        from ranker.errors import ConfigError
-
-        raise ConfigError("--init-from: fine-tuning is for rankers, not retrieval runs")
-    cfg = load_retrieval_config(args.config, args.overrides)
-    out = args.out or _default_out(cfg.name)
-    start = time.perf_counter()
-    m = train_retrieval_run(cfg, out)
+def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
     print(f"\n{cfg.model.kind} on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
           f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
           f"{m['users']:,} users x {m['items']:,} items")
     for name, row in (("test", m["test"]), ("most-popular", m["most_popular"]["test"])):
         print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
-    print(f"\nrun directory: {out}  total {time.perf_counter() - start:.0f}s")
-    return 0
+    print(f"\nrun directory: {out}  total {seconds:.0f}s")
 
 
-def _train_generative(args: argparse.Namespace) -> int:
-    from ranker.config import load_generative_config
-    from ranker.errors import ConfigError
-    from ranker.generative.run import train_generative_run
-
-    if args.init_from is not None:
-        raise ConfigError("--init-from: fine-tuning is for feature-based rankers, not generative runs")
-    cfg = load_generative_config(args.config, args.overrides)
-    out = args.out or _default_out(cfg.name)
-    start = time.perf_counter()
-    m = train_generative_run(cfg, out)
+def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
     print(f"\ngenerative HSTU on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
           f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s")
     for task, row in m["test"].items():
         print(f"test {task:<8} auc {row['auc']:.4f}  gauc {row['gauc']:.4f}  logloss {row['logloss']:.4f}")
-    print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {time.perf_counter() - start:.0f}s")
-    return 0
+    print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
@@ -220,21 +198,9 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ranker.config import config_kind
-    from ranker.pipeline import evaluate_run
+    from ranker.families import family_of_run
 
-    cfg_path = args.run_dir / "config.yaml"
-    kind = config_kind(cfg_path) if cfg_path.is_file() else "ranking"
-    if kind == "retrieval":
-        from ranker.retrieval.run import evaluate_run as evaluate_retrieval
-
-        result = evaluate_retrieval(args.run_dir, args.split)
-    elif kind == "generative":
-        from ranker.generative.run import evaluate_run as evaluate_generative
-
-        result = evaluate_generative(args.run_dir, args.split)
-    else:
-        result = evaluate_run(args.run_dir, args.split)
+    result = family_of_run(args.run_dir).evaluate(args.run_dir, args.split)
     print(json.dumps(result, indent=2, default=float))
     return 0
 
@@ -269,7 +235,7 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> int:
-    from ranker.pipeline import collisions_of_run
+    from ranker.ranking.run import collisions_of_run
 
     report = collisions_of_run(args.run_dir)
     if report is None:
@@ -309,6 +275,10 @@ def _fmt(x: Any) -> str:
     return "  n/a " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
+def _ranking_summary(cfg: Any, metrics: dict[str, Any], out: Path, seconds: float) -> None:
+    _print_summary(metrics, out, seconds)
+
+
 def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
     test, base = metrics.get("test", {}), metrics.get("baseline", {}).get("test", {})
     name = metrics.get("baseline", {}).get("name", "baseline")
@@ -334,3 +304,7 @@ def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+SUMMARIES = {"ranking": _ranking_summary, "retrieval": _retrieval_summary,
+             "generative": _generative_summary}

@@ -11,7 +11,7 @@ A run directory holds what training wrote and what evaluation or serving reads b
     …                  the family's own state (preprocessing, vocabularies, calibration, report)
 
 This module owns the parts that do not depend on the family: threads, the resume check, the
-config and metrics files, and which family a run directory or config file belongs to.
+config and metrics files. Which family a run belongs to is :mod:`ranker.families`' business.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import torch
 from pydantic import BaseModel
 
-from ranker.config.load import dump_config, read_raw
+from ranker.config.load import dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
@@ -35,25 +35,6 @@ C = TypeVar("C", bound=BaseModel)
 
 #: ``train`` keys that may differ between a checkpoint's config and the rerun that resumes it.
 RESUMABLE_CHANGES = frozenset({"epochs", "progress", "threads", "tensorboard"})
-
-FAMILIES = ("ranking", "retrieval", "generative")
-
-
-def family_of(config_path: Path) -> str:
-    """The family of a config file by its top-level ``kind`` (absent: ``ranking``)."""
-    kind = read_raw(config_path).get("kind", "ranking")
-    if kind not in FAMILIES:
-        raise ConfigError(f"{config_path}: kind: {kind!r} is not one of {', '.join(FAMILIES)}")
-    return str(kind)
-
-
-def run_family(run_dir: Path) -> str:
-    """The family of a finished or started run directory (from its ``config.yaml``)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return family_of(path)
-
 
 def set_threads(train: BaseTrainConfig) -> None:
     """torch's CPU threads from ``train.threads``, else ``$RANKER_THREADS``, else torch's default."""

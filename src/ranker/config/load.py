@@ -28,6 +28,8 @@ def load_config(
 ) -> RunConfig:
     """Parse `path` (YAML) or `base`, apply ``key.path=value`` overrides, validate strictly."""
     raw = read_raw(path, overrides, base=base)
+    if raw.get("kind") == "ranking":  # the default family may be named explicitly
+        raw = {k: v for k, v in raw.items() if k != "kind"}
     return validate(raw, source=str(path) if path else "config")
 
 
@@ -43,10 +45,17 @@ def load_generative_config(path: str | Path, overrides: list[str] | None = None)
     return validate(raw, source=str(path), root=GenerativeRunConfig)
 
 
+KINDS = ("ranking", "retrieval", "generative")
+
+
 def config_kind(path: str | Path) -> str:
-    """The file's top-level ``kind`` when it is ``retrieval`` or ``generative``, else ``ranking``."""
-    kind = read_raw(path).get("kind")
-    return kind if kind in ("retrieval", "generative") else "ranking"
+    """The file's top-level ``kind``: ``ranking`` (the default when absent), ``retrieval`` or
+    ``generative``; any other value is a ConfigError naming the allowed ones."""
+    kind = read_raw(path).get("kind", "ranking")
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: kind: unknown model family {kind!r}; allowed: "
+                          f"{', '.join(map(repr, KINDS))}")
+    return str(kind)
 
 
 def read_raw(path: str | Path | None, overrides: list[str] | None = None, *,

@@ -37,10 +37,10 @@ from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
+from ranker.ranking.teacher import cached_teacher_outputs
 from ranker.rundir import begin_run, set_threads, write_json
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
-from ranker.teacher import cached_teacher_outputs
 from ranker.train import Trainer, load_weights, pick_device, save_weights, task_metrics
 from ranker.train.baselines import constant_scores, popularity_scores
 
@@ -263,23 +263,29 @@ def _load_init_weights(model: torch.nn.Module, init_from: Path) -> None:
         ) from None
 
 
-def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
-    """Re-evaluate a finished run on `split` with its saved config, preprocessor and weights."""
+def load_run(run_dir: Path) -> tuple[RunConfig, torch.nn.Module, Preprocessor]:
+    """A finished run's config, best weights (eval mode) and fitted preprocessing, read from the
+    run directory alone (no dataset preparation): what evaluation and serving start from."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    if split not in ("train", "valid", "test"):
-        raise ConfigError(f"--split {split!r}: expected train, valid or test")
-    cfg = load_config(cfg_path)
+    for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"{run_dir}: not a finished ranking run (no {name})")
+    cfg = load_config(run_dir / "config.yaml")
     pre = Preprocessor.load(run_dir / "preprocessor.json")
-    data, tables = resolve_data(cfg.data)
-    prep = PreparedData(data, tables, pre)
     model = build_model(cfg.model, pre.layout())
     load_weights(model, run_dir / "model.safetensors")
+    return cfg, model.eval(), pre
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Re-evaluate a finished run on `split` with its saved config, preprocessor and weights."""
+    if split not in ("train", "valid", "test"):
+        raise ConfigError(f"--split {split!r}: expected train, valid or test")
+    cfg, model, pre = load_run(run_dir)
+    data, tables = resolve_data(cfg.data)
+    prep = PreparedData(data, tables, pre)
     tensors = encode(prep, split)
-    device = pick_device(cfg.train.device)
-    trainer = Trainer(model, cfg.train, data.tasks, run_dir, device=device)
+    trainer = Trainer(model, cfg.train, data.tasks, Path(run_dir), device=pick_device(cfg.train.device))
     metrics, _ = trainer.evaluate(tensors, group_ids(prep, split))
     return {"split": split, "metrics": metrics}
 
@@ -295,11 +301,9 @@ def collision_report(model: torch.nn.Module, train: TensorData) -> dict[str, Any
 
 def collisions_of_run(run_dir: Path) -> dict[str, Any] | None:
     """Collision statistics of a run directory's fitted config, recomputed from its train split."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    pre = Preprocessor.load(Path(run_dir) / "preprocessor.json")
+    cfg, model, pre = load_run(run_dir)
     data, tables = resolve_data(cfg.data)
-    prep = PreparedData(data, tables, pre)
-    return collision_report(build_model(cfg.model, pre.layout()), encode(prep, "train"))
+    return collision_report(model, encode(PreparedData(data, tables, pre), "train"))
 
 
 def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:

@@ -1,0 +1,1 @@
+"""The feature ranker's orchestration: config → data → preprocessing → model → engine → run directory."""
