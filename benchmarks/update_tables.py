@@ -13,7 +13,6 @@ left alone. ``--check`` only reports which tables would change (exit 1 if any).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(HERE))
 import finetune_rk  # noqa: E402
 import run_retrieval  # noqa: E402
 import scaling_hstu  # noqa: E402
+from results_store import load_results  # noqa: E402  # type: ignore[import-not-found]
 from run_grid import table as grid_table  # noqa: E402
 
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
@@ -32,12 +32,12 @@ MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n<!-- /
 def render(name: str) -> str | None:
     if name == "finetune":
         path = HERE / "results" / "finetune-rk-ml100k.json"
-        return finetune_rk.table(json.loads(path.read_text())) if path.is_file() else None
+        return finetune_rk.table(load_results(path)) if path.is_file() else None
     if name.startswith(("retrieval-", "scaling-")):
         path = HERE / "results" / f"{name}.json"
         if not path.is_file():
             return None
-        results = json.loads(path.read_text())
+        results = load_results(path)
         if name.startswith("scaling-"):
             return scaling_hstu.table(scaling_hstu.rows(results))
         return run_retrieval.table(results)
@@ -45,7 +45,7 @@ def render(name: str) -> str | None:
     results = HERE / "results" / f"grid-{name}.json"
     if not grid.is_file() or not results.is_file():
         return None
-    return grid_table(grid, json.loads(results.read_text())) or None
+    return grid_table(grid, load_results(results)) or None
 
 
 def main() -> None:
