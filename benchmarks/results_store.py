@@ -205,6 +205,8 @@ def save_document(path: Path, entries: dict[str, Any], *, protocol: str | None =
     doc = new_document(path.stem, protocol or protocol_of(path.stem), notes=notes)
     for key, value in entries.items():
         rec = make_record(key, value, prov=prov, protocol=protocol, **record_fields)
+        if rec["protocol"] == UNKNOWN:
+            rec["protocol"] = doc["protocol"]
         doc["records"].append(rec)
     write_document(path, doc)
     return doc
