@@ -21,7 +21,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
-- ``summary``: one row per protocol (``SUMMARY`` below) for docs/RESULTS.md.
+- ``summary`` / ``summary-root``: one row per protocol (``SUMMARY`` below), for docs/RESULTS.md /
+  BENCHMARKS.md (the links differ).
 
 ``--check`` writes nothing and exits 1 if any table differs from what the generator produces
 (tests/test_results_tables.py runs it, so tables cannot drift from their results files).
@@ -242,11 +243,11 @@ def transcribed(name: str) -> str | None:
 # other libraries' or papers' figures are quoted from the study page (they have no results file
 # here); peers that are our own runs are read from their results file.
 SUMMARY: list[dict[str, Any]] = [
-    {"protocol": "C-Frappe", "study": "c-frappe", "file": "grid-c-frappe-search",
+    {"protocol": "C-Frappe", "study": "interactions", "file": "grid-c-frappe-search",
      "name": "DenseNet dim 128 EMA 0.99", "label": "DenseNet + EMA, embeddings 128 (`best-c-frappe.yaml`)",
      "metric": ("test", "click", "auc"), "metric_label": "test AUC",
      "peer": "FuxiCTR 2.3.9 DNN 0.9638 (best seed, BARS recipe, same split)"},
-    {"protocol": "RK-ML100K", "study": "rk-ml100k-history", "file": "grid-history-rk-ml100k",
+    {"protocol": "RK-ML100K", "study": "history", "file": "grid-history-rk-ml100k",
      "name": "TransAct", "label": "TransAct + MLP (`best-rk-ml100k.yaml`)",
      "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
      "peer_ours": ("grid-history-rk-ml100k", "mean pool", "mean-pool MLP baseline (ours)")},
@@ -279,7 +280,7 @@ SUMMARY: list[dict[str, Any]] = [
      "name": "student mean+recent α=0.2 distilled",
      "label": "student mean + recent-5, distilled α = 0.2 (`distill-student-recent-rk-ml100k.yaml`)",
      "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
-     "peer_ours": ("distill-alpha-rk-ml100k", "teacher", "teacher TransAct + MMoE, 5× slower to serve")},
+     "peer_ours": ("distill-alpha-rk-ml100k", "teacher", "teacher TransAct + MMoE (ours; 5× slower to serve)")},
 ]
 
 
@@ -297,7 +298,7 @@ def summary_figure(file: str, name: str, path: tuple[str, ...]) -> tuple[str, li
     return f"{text} ({len(vals)} seed{'s' if len(vals) > 1 else ''}{': ' + str(seeds[0]) if len(vals) == 1 else ''})", recs
 
 
-def summary() -> str:
+def summary(link_base: str = "experiments/") -> str:
     lines = []
     for s in SUMMARY:
         figure, recs = summary_figure(s["file"], s["name"], s["metric"])
@@ -310,14 +311,15 @@ def summary() -> str:
         prov = [r["provenance"] for r in recs]
         dates = sorted({p["date"][:10] for p in prov if p["date"] != UNKNOWN})
         commits = list(dict.fromkeys(p["commit"][:7] for p in prov if p["commit"] != UNKNOWN))
-        command = prov[0]["command"]
-        command = command if len(command) <= 140 else command[:137] + "…"
+        # The environment prefix is the same everywhere (the method notes say so).
+        command = re.sub(r"^(RANKER_\w+=\S+ )+", "", prov[0]["command"])
+        command = command if len(command) <= 110 else command[:107] + "…"
         lines.append(row([
             s["protocol"], s["label"], f"{s['metric_label']} {figure}", peer,
             f"`{command}`" if command != UNKNOWN else UNKNOWN,
             (f"{dates[0]}" if len(dates) == 1 else f"{dates[0]} – {dates[-1]}") if dates else UNKNOWN,
             ", ".join(commits) or UNKNOWN,
-            f"[{s['study']}](experiments/{s['study']}.md)",
+            f"[{s['study']}]({link_base}{s['study']}.md)",
         ]))
     return "\n".join(lines)
 
@@ -333,6 +335,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "history-row-transact": history_row_transact,
     "mtl-rk-ml100k": mtl_rk_ml100k,
     "summary": summary,
+    "summary-root": lambda: summary("docs/experiments/"),
 }
 
 
