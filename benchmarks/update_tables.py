@@ -17,7 +17,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
   ``results/retrieval-r-ml100k-ablations.json``), ``ann-r-ml100k``, ``generative-compare`` and
   ``generative-by-user`` (``results/compare-generative-rk-ml100k.json``),
   ``generative-serving`` (``results/generative-candidates.json`` + the feature rankers' rows),
-  ``history-row-transact`` (the history grid's TransAct row, relabelled);
+  ``history-row-transact`` (the history grid's TransAct row, relabelled), ``distill-rk-ml100k``
+  (``results/distill-*.json``; candidates/s from ``results/transcribed-distill-rk-ml100k.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -203,6 +204,38 @@ def history_row_transact() -> str:
     return line.replace("| TransAct |", '| shared bottom (= history grid "TransAct") |', 1)
 
 
+# Distillation: row → (results file, record name). The quality, parameter and samples/s cells are
+# computed from those files; the labels, the bold cells and the candidates/s column (timed by
+# score_candidates.py, which writes no results file) come from the transcribed file.
+DISTILL_ROWS = (
+    ("distill-rk-ml100k", "teacher"),
+    ("distill-rk-ml100k", "student mean-pool alone"),
+    ("distill-rk-ml100k", "student mean-pool distilled"),
+    ("distill-alpha-rk-ml100k", "student mean-pool α=0.2 distilled"),
+    ("distill-alpha-rk-ml100k", "student mean-pool α=0.0 distilled"),
+    ("distill-rk-ml100k", "student mean+recent alone"),
+    ("distill-rk-ml100k", "student mean+recent distilled"),
+    ("distill-alpha-rk-ml100k", "student mean+recent α=0.2 distilled"),
+    ("distill-alpha-rk-ml100k", "student mean+recent α=0.0 distilled"),
+    ("distill-rk-ml100k", "student alone"),
+    ("distill-rk-ml100k", "student distilled"),
+)
+
+
+def distill_rk_ml100k() -> str:
+    typed = records(RESULTS / "transcribed-distill-rk-ml100k.json")
+    assert len(typed) == len(DISTILL_ROWS)
+    lines = []
+    for (file, name), rec in zip(DISTILL_ROWS, typed, strict=True):
+        old = rec["metrics"]["cells"]
+        runs = [v for k, v in load_results(RESULTS / f"{file}.json").items() if k.split("|")[0] == name]
+        cells = [pm([r["test"][t][m] for r in runs]) for t in ("watch", "like") for m in ("auc", "gauc")]
+        cells += [f"{runs[0]['params']:,}", f"{np.mean([r['train_samples_per_s'] for r in runs]):,.0f}"]
+        cells = [f"**{c}**" if o.startswith("**") else c for c, o in zip(cells, old[1:7], strict=True)]
+        lines.append(row([old[0], *cells, old[7], str(len(runs))]))
+    return "\n".join(lines)
+
+
 # mtl-rk-ml100k: the last column is the best epochs, and the bold cells (index into the
 # metric cells: 0-2 watch AUC/GAUC/logloss, 3-5 like AUC/GAUC/logloss) are the readings'.
 MTL_RK_BOLD = {("single-task like", 3), ("shared bottom", 4), ("MMoE (4 experts 128-64, towers 32)", 4)}
@@ -334,6 +367,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "generative-serving": generative_serving,
     "history-row-transact": history_row_transact,
     "mtl-rk-ml100k": mtl_rk_ml100k,
+    "distill-rk-ml100k": distill_rk_ml100k,
     "summary": summary,
     "summary-root": lambda: summary("docs/experiments/"),
 }
