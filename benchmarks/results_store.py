@@ -28,8 +28,13 @@ Layout ``ranker-results/1`` (every file under ``benchmarks/results/`` has it)::
       ]
     }
 
-A field that could not be recovered holds the string ``"unknown"`` (``UNKNOWN``); nothing is
-guessed. ``save_result`` stamps the provenance of the running process automatically
+Optional provenance fields: ``"dirty": true`` when the working tree had uncommitted changes to
+tracked files (the commit alone does not pin the code), ``"recovered_from"`` on records that
+``migrate_results.py`` or ``transcribe_table.py`` reconstructed after the fact (how each field
+was found). A field that could not be recovered holds the string ``"unknown"`` (``UNKNOWN``);
+nothing is guessed. Dates are UTC ISO 8601 (the migrated ones: the date of the commit that
+recorded the result, not of the run itself; runners' own dates, where a file recorded one,
+are kept as written). ``save_result`` stamps the provenance of the running process automatically
 (``provenance()``: ``git rev-parse HEAD``, the UTC date, ``sys.argv``, platform and CPU count),
 merges the new record with what is on disk (other processes of the same grid may have written
 meanwhile) and replaces the file atomically, so a killed runner never leaves a half-written
