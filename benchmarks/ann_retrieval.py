@@ -12,12 +12,12 @@ benchmarks/results/ann-<dataset>.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+from results_store import save_document  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.retrieval.ann import ann_report
 from ranker.retrieval.batches import query_batch
@@ -62,7 +62,7 @@ def main() -> None:
     out = {"run_dir": str(args.run_dir), "k": args.k, "queries": len(queries),
            "items": len(items) - 1, "rows": rows}
     path = HERE / "results" / f"ann-{dataset}.json"
-    path.write_text(json.dumps(out, indent=2))
+    save_document(path, {"item index": out}, name="item index")
     print(path)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_store import save_document  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.config import load_config
 from ranker.metrics.ranking import gauc
@@ -96,7 +97,9 @@ def main() -> None:
     results["_rows"] = {t: {"rows": int(len(reference[t])), "seen_rows": int(seen[t].sum()),
                             "users": int(len(np.unique(users[t]))),
                             "seen_users": int(len(np.unique(users[t][seen[t]])))} for t in TASKS}
-    args.out.write_text(json.dumps(results, indent=1, default=float))
+    save_document(args.out, {f"{name}|{run}": {"run_dir": run, **m} for name, runs in results.items()
+                             if name != "_rows" for run, m in runs.items()},
+                  protocol="RK-ML100K", notes={"_rows": results["_rows"]})
 
     print("| model | watch AUC | watch GAUC | like AUC | like GAUC | watch logloss | params | train s | best epochs | seeds |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="median over this many interleaved rounds")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write the rows to this results file (layout of results_store.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("| encoder | embedding params | train samples/s |\n|---|---|---|")
@@ -62,6 +64,14 @@ def main() -> None:
             params[name] = sum(p.numel() for p in model.embeddings.parameters())
     for name in ENCODERS:
         print(f"| {name} | {params[name]:,} | {statistics.median(speeds[name]):,.0f} |", flush=True)
+    if args.results:
+        from results_store import save_document  # type: ignore[import-not-found]
+
+        save_document(args.results, {name: {"embedding_params": params[name], "train_samples_per_s": speeds[name],
+                                            "median_samples_per_s": statistics.median(speeds[name])}
+                                     for name in ENCODERS},
+                      config=str(args.config), seed=None,
+                      notes={"threads": args.threads, "epochs": args.epochs, "rounds": args.rounds})
 
 if __name__ == "__main__":
     main()

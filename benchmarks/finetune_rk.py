@@ -17,13 +17,13 @@ Usage: RANKER_DATA_DIR=../shared/data python benchmarks/finetune_rk.py [--seeds 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from results_store import load_results, save_result  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.config import load_config
 from ranker.data.recipes import get_recipe, prepare
@@ -52,7 +52,7 @@ def main() -> None:
     pq.write_table(train.slice(cut), tmp / "b.parquet")
     data = ds.data_config()
     results_path = HERE / "results" / "finetune-rk-ml100k.json"
-    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results: dict[str, Any] = load_results(results_path)
     base = HERE / "configs" / "baseline-rk-ml100k.yaml"
     for enc in args.encoders:
         for seed in args.seeds:
@@ -71,8 +71,9 @@ def main() -> None:
                 cfg = cfg.model_copy(update={"data": cfg.data.model_validate(
                     {**data, "dataset": None, "split": split})})
                 metrics = train_run(cfg, args.out / f"{enc}-{seed}-{step}", init_from=init)
-                results[key] = {k: metrics[k] for k in ("test", "valid", "best_epoch", "params")}
-                results_path.write_text(json.dumps(results, indent=1, default=float))
+                results = save_result(results_path, key, {k: metrics[k] for k in ("test", "valid", "best_epoch", "params")},
+                                      name=f"{enc}|{step}", seed=seed, protocol="RK-ML100K",
+                                      config="benchmarks/configs/baseline-rk-ml100k.yaml")
                 print(key, {t: round(m["auc"], 4) for t, m in metrics["test"].items()}, flush=True)
     print(table(results))
 

@@ -18,7 +18,6 @@ each seed's test probabilities as ``DIR/<seed>.npz`` with the keys of a run's
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from results_store import save_document  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.config import load_config
 from ranker.metrics import auc
@@ -103,7 +103,8 @@ def main() -> None:
     result = run(args.config, args.seeds, args.predictions)
     dataset = load_config(args.config).data.dataset
     path = HERE / "results" / f"gbdt-{dataset}.json"
-    path.write_text(json.dumps(result, indent=1))
+    save_document(path, result["runs"], config=str(args.config),
+                  notes={k: v for k, v in result.items() if k != "runs"})
     print("\n| task | valid AUC | test AUC | best round |\n|---|---|---|---|")
     for task in dict.fromkeys(k.split("|")[0] for k in result["runs"]):
         rs = [v for k, v in result["runs"].items() if k.split("|")[0] == task]

@@ -25,7 +25,6 @@ the loop's.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from results_store import save_document  # type: ignore[import-not-found]
 from timing import median_seconds
 
 from ranker.config import load_generative_config
@@ -110,7 +110,8 @@ def main() -> None:
           f"max |kv cache − loop| = {res['max_abs_diff_kv_cache_vs_loop']:.2e}; speed-up vs loop: "
           f"kv cache {res['speedup_kv_cache_vs_loop']:.1f}x, one pass {res['speedup_one_pass_vs_loop']:.1f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    save_document(args.out, {"generative HSTU serving": res}, name="generative HSTU serving",
+                  seed=None, config=str(args.config), protocol="RK-ML100K")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ after 3 warm-ups. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from timing import median_seconds
@@ -78,12 +79,15 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write the rows to this results file (layout of results_store.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     items = FeatureEmbeddings(Layout({"item": "item"}, {}, {"item": N_ITEMS}, [], {}, {}, []), D_ITEM)
     print(f"| encoder | events L | candidates n | naive candidates/s | split candidates/s |  "
           f"({args.threads} thread)\n|---|---|---|---|---|")
+    rows: dict[str, dict[str, object]] = {}
     for name, enc in encoders(items).items():
         enc.eval()
         for length in args.lengths:
@@ -91,6 +95,14 @@ def main() -> None:
                 naive, split = measure(enc, items, length, n, args.repeats)
                 shown = "–" if split is None else f"{split:,.0f}"
                 print(f"| {name} | {length} | {n:,} | {naive:,.0f} | {shown} |", flush=True)
+                rows[f"{name}|L={length}|n={n}"] = {"encoder": name, "events": length, "candidates": n,
+                                                      "naive_candidates_per_s": naive,
+                                                      "split_candidates_per_s": split}
+    if args.results:
+        from results_store import save_document  # type: ignore[import-not-found]
+
+        save_document(args.results, rows, protocol="RK-ML100K", seed=None,
+                      notes={"threads": args.threads, "repeats": args.repeats})
 
 
 if __name__ == "__main__":

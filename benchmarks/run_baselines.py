@@ -10,13 +10,13 @@ Writes benchmarks/results/baseline-<dataset>.json (per-seed metrics) and prints 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_store import save_document  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.config import load_config
 from ranker.ranking.run import train_run
@@ -40,7 +40,10 @@ def run(dataset: str, out_root: Path, seeds: tuple[int, ...]) -> dict:
     result = {"dataset": dataset, "seeds": list(seeds), "runs": per_seed,
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "date": time.strftime("%Y-%m-%d")}
-    (HERE / "results" / f"baseline-{dataset}.json").write_text(json.dumps(result, indent=1, default=float))
+    save_document(HERE / "results" / f"baseline-{dataset}.json",
+                  {f"baseline|{m['seed']}": m for m in per_seed}, name="baseline",
+                  config=f"benchmarks/configs/baseline-{dataset}.yaml",
+                  notes={"dataset": dataset, "seeds": list(seeds), "torch_threads": torch.get_num_threads()})
     return result
 
 

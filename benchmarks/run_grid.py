@@ -53,7 +53,8 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
             metrics = train_run(cfg, out_root / grid_path.stem / f"{slug}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = variant.get("set", [])
-            results = save_result(results_path, key, metrics)
+            results = save_result(results_path, key, metrics, name=variant["name"], seed=seed,
+                                  config=str(grid_path))
             print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
                   flush=True)
     return results

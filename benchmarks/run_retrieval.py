@@ -45,7 +45,7 @@ def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str], 
             metrics = train_retrieval_run(cfg, out / f"{cfg.name}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = overrides
-            save_result(res, key, metrics)
+            save_result(res, key, metrics, name=cfg.name, seed=seed, config=str(path))
             t = metrics["test"]
             print(f"{key}: best epoch {metrics['best_epoch']}, test HR@10 {t['HR@10']:.4f} "
                   f"NDCG@10 {t['NDCG@10']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch", flush=True)

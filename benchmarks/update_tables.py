@@ -1,75 +1,439 @@
-"""Regenerate the marked tables of BENCHMARKS.md from the results JSON files.
+"""Regenerate every results table of the docs from the results files (``benchmarks/results/``).
 
 Usage (from the repository root):
-    python benchmarks/update_tables.py [--check]
+    python benchmarks/update_tables.py [--check] [--file DOC.md ...]
 
-A table is the text between ``<!-- table:NAME -->`` and ``<!-- /table -->``. NAME is a grid
-(``benchmarks/grids/NAME.yaml``: the rows of ``run_grid.py NAME.yaml --table-only``),
-``finetune`` (``finetune_rk.py``'s table), ``retrieval-DATASET[-SUFFIX]`` (``run_retrieval.py``'s
-table of ``results/retrieval-DATASET[-SUFFIX].json``) or ``scaling-DATASET`` (``scaling_hstu.py``). The header lines above a marker are prose and are
-left alone. ``--check`` only reports which tables would change (exit 1 if any).
+A generated table is the text between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in
+BENCHMARKS.md, docs/RESULTS.md or docs/experiments/*.md. The header lines above a marker are
+prose and are left alone (except where the renderer writes its own header). NAME is one of:
+
+- a grid (``benchmarks/grids/NAME.yaml``: the rows of ``run_grid.py NAME.yaml --table-only``
+  from ``results/grid-NAME.json``); ``mtl-rk-ml100k`` adds the best epochs and the bold cells;
+- ``finetune`` (``finetune_rk.py``'s table), ``retrieval-DATASET[-SUFFIX]``
+  (``run_retrieval.py``'s table of ``results/retrieval-DATASET[-SUFFIX].json``),
+  ``scaling-DATASET`` (``scaling_hstu.py``);
+- ``baseline`` (``results/baseline-*.json``), ``most-popular`` (the most-popular floor stored in
+  each ``results/retrieval-r-*.json``), ``ablations-r-ml100k`` (HSTU ablations of
+  ``results/retrieval-r-ml100k-ablations.json``), ``ann-r-ml100k``, ``generative-compare`` and
+  ``generative-by-user`` (``results/compare-generative-rk-ml100k.json``),
+  ``generative-serving`` (``results/generative-candidates.json`` + the feature rankers' rows),
+  ``history-row-transact`` (the history grid's TransAct row, relabelled), ``distill-rk-ml100k``
+  (``results/distill-*.json``; candidates/s from ``results/transcribed-distill-rk-ml100k.json``);
+- ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
+  BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
+  (``source: "transcribed from BENCHMARKS.md"``);
+- ``summary`` / ``summary-root``: one row per protocol (``SUMMARY`` below), for docs/RESULTS.md /
+  BENCHMARKS.md (the links differ).
+
+``--check`` writes nothing and exits 1 if any table differs from what the generator produces
+(tests/test_results_tables.py runs it, so tables cannot drift from their results files).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 import finetune_rk  # noqa: E402
 import run_retrieval  # noqa: E402
 import scaling_hstu  # noqa: E402
+from results_store import UNKNOWN, load_results, records  # noqa: E402  # type: ignore[import-not-found]
 from run_grid import table as grid_table  # noqa: E402
 
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
 
 
+def docs() -> list[Path]:
+    """Every document whose tables are generated."""
+    files = [ROOT / "BENCHMARKS.md", ROOT / "docs" / "RESULTS.md"]
+    files += sorted((ROOT / "docs" / "experiments").glob("*.md"))
+    return [f for f in files if f.is_file()]
+
+
+def pm(vals: list[float], digits: int = 4) -> str:
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}"
+
+
+def row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def by_name(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Records of a file grouped by name, in file order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records(path):
+        out.setdefault(r["name"], []).append(r)
+    return out
+
+
+# --- renderers of tables whose results files have their own shape -------------------------
+
+BASELINE_ORDER = ("rk-ml100k", "c-frappe", "t-adult", "mt-census")
+
+
+def baseline() -> str:
+    lines = []
+    for dataset in BASELINE_ORDER:
+        recs = records(RESULTS / f"baseline-{dataset}.json")
+        runs = [r["metrics"] for r in recs]
+        protocol = recs[0]["protocol"]
+        speed = np.mean([r["train_samples_per_s"] for r in runs])
+        epochs = "/".join(str(r["best_epoch"]) for r in runs)
+        for task in runs[0]["test"]:
+            cells = [protocol, task]
+            for key in ("auc", "gauc", "logloss", "accuracy"):
+                vals = [r["test"][task].get(key) for r in runs]
+                cells.append("–" if any(v is None for v in vals) else pm(vals))
+            base = [r["baseline"]["test"][task]["auc"] for r in runs]
+            # No item column: the popularity baseline is a constant (AUC 0.5), shown as "–".
+            cells.append("–" if np.allclose(base, 0.5) else f"{np.mean(base):.4f}")
+            cells += [f"{runs[0]['params']:,}", f"{speed:,.0f}", epochs]
+            lines.append(row(cells))
+    return "\n".join(lines)
+
+
+MOST_POPULAR = (("r-ml100k", "R-ML100K"), ("r-ml1m", "R-ML1M (offline sequences)"), ("r-beauty", "R-Beauty"))
+
+
+def most_popular() -> str:
+    lines = []
+    for dataset, label in MOST_POPULAR:
+        run = next(iter(load_results(RESULTS / f"retrieval-{dataset}.json").values()))
+        pop = run["most_popular"]["test"]
+        lines.append(row([label, f"{run['users']:,}", f"{run['items']:,}",
+                          *(f"{pop[c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR"))]))
+    return "\n".join(lines)
+
+
+ABLATIONS_R_ML100K = (
+    ("128 sampled negatives, one set per batch", "hstu-sampled-softmax"),
+    ("128 sampled negatives per row (the reference's sampler)", "hstu-sampled-per-row"),
+    ("128 sampled negatives per sequence", "hstu-sampled-per-sequence"),
+    ("full softmax (the shipped config)", "hstu-full-softmax"),
+    ("sampled, no time bias (position bias only)", "hstu-no-time-bias"),
+    ("sampled, query time = own event's time", "hstu-query-time-last"),
+)
+
+
+def ablations_r_ml100k() -> str:
+    results = load_results(RESULTS / "retrieval-r-ml100k-ablations.json")
+    lines = []
+    for label, name in ABLATIONS_R_ML100K:
+        m = results[f"{name}|2021"]
+        cells = [label, *(f"{m['test'][c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")),
+                 f"{m['valid']['NDCG@10']:.4f}", f"{m['best_epoch']} / {m['stopped_epoch']}",
+                 f"{m['seconds_per_epoch']:.1f}"]
+        lines.append(row(cells))
+    return "\n".join(lines)
+
+
+def ann_r_ml100k() -> str:
+    doc = records(RESULTS / "ann-r-ml100k.json")[0]["metrics"]
+    exact = [r["exact_qps"] for r in doc["rows"]]
+    lines = [row(["exact (batched matrix product)", "–", "1.0000",
+                  f"{round(min(exact), -3):,.0f}–{round(max(exact), -3):,.0f}"])]
+    for r in doc["rows"]:
+        if r["index"] == "hnsw":
+            kind, setting = "HNSW", f"M {r['hnsw_m']}, efSearch {r['ef_search']}"
+        else:
+            kind = "IVF-Flat"
+            setting = f"{r['nlist']} lists, nprobe {r['nprobe']}" + (" (all)" if r["nprobe"] == r["nlist"] else "")
+        lines.append(row([kind, setting, f"{r['recall']:.4f}", f"{r['qps']:,.0f}"]))
+    return "\n".join(lines)
+
+
+def _generative_groups() -> dict[str, list[dict[str, Any]]]:
+    return {name: [r["metrics"] for r in recs]
+            for name, recs in by_name(RESULTS / "compare-generative-rk-ml100k.json").items()}
+
+
+def generative_compare() -> str:
+    lines = []
+    for name, runs in _generative_groups().items():
+        cells = [name, *(pm([r["test"][t][m] for r in runs]) for t in ("watch", "like") for m in ("auc", "gauc")),
+                 pm([r["test"]["watch"]["logloss"] for r in runs]), f"{runs[0]['params']:,}",
+                 f"{np.mean([r['train_time_s'] for r in runs]):,.0f}",
+                 "/".join(str(r["best_epoch"]) for r in runs), str(len(runs))]
+        lines.append(row(cells))
+    return "\n".join(lines)
+
+
+def generative_by_user() -> str:
+    return "\n".join(row([name, *(pm([r["split"][k] for r in runs])
+                                  for k in ("watch/seen", "watch/new", "like/seen", "like/new"))])
+                     for name, runs in _generative_groups().items())
+
+
+GENERATIVE_MODES = (
+    ("kv_cache", "M-FALCON with the history KV cache (default): history encoded once, candidates "
+                 "attend to its cached keys/values and themselves"),
+    ("kv_cache_256", "the same, micro-batches of 256 candidates"),
+    ("one_pass", "candidates appended to the sequence, one pass (N + 1,000 tokens)"),
+    ("microbatch_256", "appended, micro-batches of 256 (history re-encoded per batch)"),
+    ("separate_loop", "1,000 separate passes (history + 1 candidate), one after another"),
+    ("separate_batched", "1,000 separate passes as one batch"),
+)
+
+
+def generative_serving() -> str:
+    gen = records(RESULTS / "generative-candidates.json")[0]["metrics"]["modes"]
+    lines = [row(["generative HSTU", label, f"{gen[mode]['candidates_per_s']:,.0f}"])
+             for mode, label in GENERATIVE_MODES]
+    # The feature rankers' figures (score_candidates.py) have no results file of their own.
+    for r in records(RESULTS / "transcribed-generative-serving-feature-rankers.json"):
+        lines.append(row(r["metrics"]["cells"]))
+    return "\n".join(lines)
+
+
+def history_row_transact() -> str:
+    grid = HERE / "grids" / "history-rk-ml100k.yaml"
+    results = {k: v for k, v in load_results(RESULTS / "grid-history-rk-ml100k.json").items()
+               if k.split("|")[0] == "TransAct"}
+    line = grid_table(grid, results)
+    return line.replace("| TransAct |", '| shared bottom (= history grid "TransAct") |', 1)
+
+
+# Distillation: row → (results file, record name). The quality, parameter and samples/s cells are
+# computed from those files; the labels, the bold cells and the candidates/s column (timed by
+# score_candidates.py, which writes no results file) come from the transcribed file.
+DISTILL_ROWS = (
+    ("distill-rk-ml100k", "teacher"),
+    ("distill-rk-ml100k", "student mean-pool alone"),
+    ("distill-rk-ml100k", "student mean-pool distilled"),
+    ("distill-alpha-rk-ml100k", "student mean-pool α=0.2 distilled"),
+    ("distill-alpha-rk-ml100k", "student mean-pool α=0.0 distilled"),
+    ("distill-rk-ml100k", "student mean+recent alone"),
+    ("distill-rk-ml100k", "student mean+recent distilled"),
+    ("distill-alpha-rk-ml100k", "student mean+recent α=0.2 distilled"),
+    ("distill-alpha-rk-ml100k", "student mean+recent α=0.0 distilled"),
+    ("distill-rk-ml100k", "student alone"),
+    ("distill-rk-ml100k", "student distilled"),
+)
+
+
+def distill_rk_ml100k() -> str:
+    typed = records(RESULTS / "transcribed-distill-rk-ml100k.json")
+    assert len(typed) == len(DISTILL_ROWS)
+    lines = []
+    for (file, name), rec in zip(DISTILL_ROWS, typed, strict=True):
+        old = rec["metrics"]["cells"]
+        runs = [v for k, v in load_results(RESULTS / f"{file}.json").items() if k.split("|")[0] == name]
+        cells = [pm([r["test"][t][m] for r in runs]) for t in ("watch", "like") for m in ("auc", "gauc")]
+        cells += [f"{runs[0]['params']:,}", f"{np.mean([r['train_samples_per_s'] for r in runs]):,.0f}"]
+        cells = [f"**{c}**" if o.startswith("**") else c for c, o in zip(cells, old[1:7], strict=True)]
+        lines.append(row([old[0], *cells, old[7], str(len(runs))]))
+    return "\n".join(lines)
+
+
+# mtl-rk-ml100k: the last column is the best epochs, and the bold cells (index into the
+# metric cells: 0-2 watch AUC/GAUC/logloss, 3-5 like AUC/GAUC/logloss) are the readings'.
+MTL_RK_BOLD = {("single-task like", 3), ("shared bottom", 4), ("MMoE (4 experts 128-64, towers 32)", 4)}
+
+
+def mtl_rk_ml100k() -> str:
+    import yaml
+
+    grid = yaml.safe_load((HERE / "grids" / "mtl-rk-ml100k.yaml").read_text())
+    results = load_results(RESULTS / "grid-mtl-rk-ml100k.json")
+    lines = []
+    for variant in grid["variants"]:
+        name = variant["name"]
+        runs = [v for k, v in results.items() if k.split("|")[0] == name]
+        cells = []
+        for task in ("watch", "like"):
+            for metric in ("auc", "gauc", "logloss"):
+                vals = [r["test"].get(task, {}).get(metric) for r in runs]
+                cell = pm(vals) if all(v is not None for v in vals) else "–"
+                cells.append(f"**{cell}**" if (name, len(cells)) in MTL_RK_BOLD else cell)
+        speed = np.mean([r["train_samples_per_s"] for r in runs])
+        lines.append(row([name, *cells, f"{runs[0]['params']:,}", f"{speed:,.0f}",
+                          "/".join(str(r["best_epoch"]) for r in runs)]))
+    return "\n".join(lines)
+
+
+def transcribed(name: str) -> str | None:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return None
+    return "\n".join(row(r["metrics"]["cells"]) for r in records(path))
+
+
+# --- the one-page summary -----------------------------------------------------------------
+
+# One row per protocol: the configuration the study selected (on validation, see the study's
+# page), the metric read from its results file, and the peer it is set beside. Peers that are
+# other libraries' or papers' figures are quoted from the study page (they have no results file
+# here); peers that are our own runs are read from their results file.
+SUMMARY: list[dict[str, Any]] = [
+    {"protocol": "C-Frappe", "study": "interactions", "file": "grid-c-frappe-search",
+     "name": "DenseNet dim 128 EMA 0.99", "label": "DenseNet + EMA, embeddings 128 (`best-c-frappe.yaml`)",
+     "metric": ("test", "click", "auc"), "metric_label": "test AUC",
+     "peer": "FuxiCTR 2.3.9 DNN 0.9638 (best seed, BARS recipe, same split)"},
+    {"protocol": "RK-ML100K", "study": "history", "file": "grid-history-rk-ml100k",
+     "name": "TransAct", "label": "TransAct + MLP (`best-rk-ml100k.yaml`)",
+     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
+     "peer_ours": ("grid-history-rk-ml100k", "mean pool", "mean-pool MLP baseline (ours)")},
+    {"protocol": "MT-Census", "study": "multitask", "file": "grid-mtl-mt-census",
+     "name": "MMoE, embeddings 16, tree bins on both tasks, batch 256, EMA 0.999, DCN-V2 2 layers",
+     "label": "MMoE on DCN-V2, tree bins, EMA", "metric": ("test", "income", "auc"),
+     "metric_label": "income AUC",
+     "peer": "FuxiCTR 2.3.9 MMoE 0.9514 (seed 2021); LightGBM 0.9551 (ours, `gbdt-mt-census.json`)"},
+    {"protocol": "T-Adult", "study": "numerical-encodings", "file": "grid-numerical-t-adult",
+     "name": "PLE tree bins (T-LR) 32", "label": "PLE tree bins + linear + ReLU (T-LR), 32 bins",
+     "metric": ("test", "income", "accuracy"), "metric_label": "accuracy",
+     "peer": "PLE paper MLP-T-LR 0.868 (15 seeds, their split)"},
+    {"protocol": "R-ML100K", "study": "retrieval", "file": "retrieval-r-ml100k",
+     "name": "sasrec-r-ml100k", "label": "SASRec (`retrieval-sasrec-r-ml100k.yaml`)",
+     "metric": ("test", "HR@10"), "metric_label": "HR@10",
+     "peer": "RecBole SASRec 0.160 (same protocol and machine)"},
+    {"protocol": "R-ML1M", "study": "retrieval", "file": "retrieval-r-ml1m",
+     "name": "hstu-large-r-ml1m", "label": "HSTU-large (`retrieval-hstu-large-r-ml1m.yaml`)",
+     "metric": ("test", "HR@10"), "metric_label": "HR@10",
+     "peer": "HSTU paper HSTU-large 0.3294 (selected on test)"},
+    {"protocol": "R-Beauty", "study": "retrieval", "file": "retrieval-r-beauty",
+     "name": "sasrec-patience-30-r-beauty", "label": "SASRec, patience 30",
+     "metric": ("test", "HR@10"), "metric_label": "HR@10",
+     "peer": "published SASRec (BCE, 1 negative) 0.0605; BSARec 0.1008"},
+    {"protocol": "RK-ML100K generative", "study": "generative", "file": "compare-generative-rk-ml100k",
+     "name": "generative HSTU", "label": "generative HSTU (`generative-hstu-rk-ml100k.yaml`)",
+     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
+     "peer_ours": ("compare-generative-rk-ml100k", "TransAct + MLP", "TransAct + MLP (ours)")},
+    {"protocol": "RK-ML100K distillation", "study": "multitask", "file": "distill-alpha-rk-ml100k",
+     "name": "student mean+recent α=0.2 distilled",
+     "label": "student mean + recent-5, distilled α = 0.2 (`distill-student-recent-rk-ml100k.yaml`)",
+     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
+     "peer_ours": ("distill-alpha-rk-ml100k", "teacher", "teacher TransAct + MMoE (ours; 5× slower to serve)")},
+]
+
+
+def metric_of(m: dict[str, Any], path: tuple[str, ...]) -> float:
+    for p in path:
+        m = m[p]
+    return float(m)  # type: ignore[arg-type]
+
+
+def summary_figure(file: str, name: str, path: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+    recs = by_name(RESULTS / f"{file}.json")[name]
+    vals = [metric_of(r["metrics"], path) for r in recs]
+    seeds = [r["seed"] for r in recs]
+    text = f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if len(vals) > 1 else f"{vals[0]:.4f}"
+    return f"{text} ({len(vals)} seed{'s' if len(vals) > 1 else ''}{': ' + str(seeds[0]) if len(vals) == 1 else ''})", recs
+
+
+def summary(link_base: str = "experiments/") -> str:
+    lines = []
+    for s in SUMMARY:
+        figure, recs = summary_figure(s["file"], s["name"], s["metric"])
+        if "peer_ours" in s:
+            pfile, pname, plabel = s["peer_ours"]
+            pfig, _ = summary_figure(pfile, pname, s["metric"])
+            peer = f"{plabel} {pfig.split(' (')[0]}"
+        else:
+            peer = s["peer"]
+        prov = [r["provenance"] for r in recs]
+        dates = sorted({p["date"][:10] for p in prov if p["date"] != UNKNOWN})
+        commits = list(dict.fromkeys(p["commit"][:7] for p in prov if p["commit"] != UNKNOWN))
+        # The environment prefix is the same everywhere (the method notes say so).
+        command = re.sub(r"^(RANKER_\w+=\S+ )+", "", prov[0]["command"])
+        command = command if len(command) <= 110 else command[:107] + "…"
+        lines.append(row([
+            s["protocol"], s["label"], f"{s['metric_label']} {figure}", peer,
+            f"`{command}`" if command != UNKNOWN else UNKNOWN,
+            (f"{dates[0]}" if len(dates) == 1 else f"{dates[0]} – {dates[-1]}") if dates else UNKNOWN,
+            ", ".join(commits) or UNKNOWN,
+            f"[{s['study']}]({link_base}{s['study']}.md)",
+        ]))
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "baseline": baseline,
+    "most-popular": most_popular,
+    "ablations-r-ml100k": ablations_r_ml100k,
+    "ann-r-ml100k": ann_r_ml100k,
+    "generative-compare": generative_compare,
+    "generative-by-user": generative_by_user,
+    "generative-serving": generative_serving,
+    "history-row-transact": history_row_transact,
+    "mtl-rk-ml100k": mtl_rk_ml100k,
+    "distill-rk-ml100k": distill_rk_ml100k,
+    "summary": summary,
+    "summary-root": lambda: summary("docs/experiments/"),
+}
+
+
 def render(name: str) -> str | None:
+    if name in RENDERERS:
+        return RENDERERS[name]()
+    if name.startswith("transcribed-"):
+        return transcribed(name)
     if name == "finetune":
-        path = HERE / "results" / "finetune-rk-ml100k.json"
-        return finetune_rk.table(json.loads(path.read_text())) if path.is_file() else None
+        path = RESULTS / "finetune-rk-ml100k.json"
+        return finetune_rk.table(load_results(path)) if path.is_file() else None
     if name.startswith(("retrieval-", "scaling-")):
-        path = HERE / "results" / f"{name}.json"
+        path = RESULTS / f"{name}.json"
         if not path.is_file():
             return None
-        results = json.loads(path.read_text())
+        results = load_results(path)
         if name.startswith("scaling-"):
             return scaling_hstu.table(scaling_hstu.rows(results))
         return run_retrieval.table(results)
     grid = HERE / "grids" / f"{name}.yaml"
-    results = HERE / "results" / f"grid-{name}.json"
-    if not grid.is_file() or not results.is_file():
+    results_path = RESULTS / f"grid-{name}.json"
+    if not grid.is_file() or not results_path.is_file():
         return None
-    return grid_table(grid, json.loads(results.read_text())) or None
+    return grid_table(grid, load_results(results_path)) or None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--file", type=Path, default=HERE.parent / "BENCHMARKS.md")
-    ap.add_argument("--check", action="store_true")
-    args = ap.parse_args()
-    text = args.file.read_text()
+def update(path: Path, check: bool) -> tuple[list[str], list[str]]:
+    """(tables that differ, tables with no renderer/results) of one document."""
+    text = path.read_text()
     changed: list[str] = []
+    missing: list[str] = []
 
     def replace(m: re.Match[str]) -> str:
         body = render(m["name"])
         if body is None:
-            print(f"{m['name']}: no grid/results found, left as is", file=sys.stderr)
+            missing.append(m["name"])
             return m.group(0)
         if body != m["body"]:
             changed.append(m["name"])
         return m.group(1) + body + m.group(4)
 
     new = MARKER.sub(replace, text)
-    print("changed: " + (", ".join(changed) or "nothing"))
+    if not check and new != text:
+        path.write_text(new)
+    return changed, missing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, nargs="*", help="documents (default: all generated docs)")
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    bad = False
+    for path in args.file or docs():
+        changed, missing = update(path, args.check)
+        rel = path.resolve().relative_to(ROOT.resolve()) if path.resolve().is_relative_to(ROOT.resolve()) else path
+        if changed or missing:
+            print(f"{rel}: {'differ' if args.check else 'changed'}: {', '.join(changed) or 'none'}"
+                  + (f"; no renderer or results file: {', '.join(missing)}" if missing else ""))
+        bad = bad or bool(changed) or bool(missing)
+    if not bad:
+        print("every generated table matches its results files")
     if args.check:
-        sys.exit(1 if changed else 0)
-    args.file.write_text(new)
+        sys.exit(1 if bad else 0)
 
 
 if __name__ == "__main__":

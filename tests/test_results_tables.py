@@ -1,0 +1,89 @@
+"""The docs' results tables are generated from benchmarks/results/*.json and cannot drift.
+
+Fast: no training, only reading the results files and rendering the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import results_store  # noqa: E402
+import update_tables  # noqa: E402
+
+
+def test_every_generated_table_matches_its_results_files() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "update_tables.py"), "--check"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_check_mode_catches_a_drifted_figure(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    body = update_tables.render("numerical-t-adult")
+    assert body
+    doc.write_text(f"<!-- table:numerical-t-adult -->\n{body}\n<!-- /table -->\n")
+    assert update_tables.update(doc, check=True) == ([], [])
+    doc.write_text(doc.read_text().replace("0.9210 ± 0.0007", "0.9211 ± 0.0007"))
+    assert update_tables.update(doc, check=True)[0] == ["numerical-t-adult"]
+    assert "0.9211" in doc.read_text()  # check mode writes nothing
+    update_tables.update(doc, check=False)
+    assert "0.9210 ± 0.0007" in doc.read_text()
+
+
+def test_unknown_marker_is_reported(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- table:no-such-table -->\n| x |\n<!-- /table -->\n")
+    assert update_tables.update(doc, check=True) == ([], ["no-such-table"])
+
+
+def test_no_hand_typed_results_table_left() -> None:
+    """Every table row in the generated docs sits between markers, except header lines (tables
+    indented inside a list item are readings of the generated ones and are not checked)."""
+    for path in update_tables.docs():
+        lines = path.read_text().split("\n")
+        inside = False
+        for i, line in enumerate(lines):
+            if line.startswith("<!-- table:"):
+                inside = True
+            elif line.startswith("<!-- /table"):
+                inside = False
+            elif line.startswith("|") and not inside:
+                header = line.startswith("|---") or (i + 1 < len(lines) and lines[i + 1].startswith("|---"))
+                assert header, f"{path.name}:{i + 1}: hand-typed table row {line[:80]}"
+
+
+@pytest.mark.parametrize("path", sorted((BENCH / "results").glob("*.json")), ids=lambda p: p.name)
+def test_results_file_has_the_one_layout(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    assert doc["layout"] == results_store.LAYOUT
+    assert doc["study"] == path.stem
+    assert doc["source"] in (results_store.SOURCE_RUNNER, results_store.SOURCE_MIGRATED,
+                             results_store.SOURCE_TRANSCRIBED)
+    keys = [r["key"] for r in doc["records"]]
+    assert keys and len(keys) == len(set(keys))
+    for r in doc["records"]:
+        assert {"key", "name", "config", "protocol", "seed", "metrics", "provenance"} <= set(r)
+        assert {"command", "commit", "date", "machine"} <= set(r["provenance"])
+        assert r["seed"] is None or isinstance(r["seed"], int)
+
+
+def test_save_result_stamps_provenance_and_merges(tmp_path: Path) -> None:
+    path = tmp_path / "grid-x-c-frappe.json"
+    results_store.save_result(path, "MLP|2021", {"dataset": "c-frappe", "test": {"click": {"auc": 0.9}}})
+    merged = results_store.save_result(path, "MLP|2022", {"dataset": "c-frappe", "test": {}})
+    assert list(merged) == ["MLP|2021", "MLP|2022"]
+    rec = results_store.records(path)[0]
+    assert (rec["name"], rec["seed"], rec["protocol"]) == ("MLP", 2021, "C-Frappe")
+    prov = rec["provenance"]
+    assert prov["commit"] != "" and prov["date"].endswith("+00:00") and "CPUs" in prov["machine"]
+    assert prov["command"].startswith("python ")
+    assert results_store.load_results(path)["MLP|2021"]["test"]["click"]["auc"] == 0.9
