@@ -302,9 +302,9 @@ def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
     print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 SUMMARIES = {"ranking": _ranking_summary, "retrieval": _retrieval_summary,
              "generative": _generative_summary}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
