@@ -13,10 +13,10 @@ from ranker.config.schema import DataConfig, ModelConfig
 from ranker.data.numeric import NumericState, apply_numeric, fit_numeric
 from ranker.data.preprocess import MISSING_RAW, Preprocessor
 from ranker.data.tensors import TensorData
+from ranker.hashing import stable_string_hash
 from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
-from ranker.nn.hashing import stable_string_hash
 
 
 def _data_cfg(**num: object) -> DataConfig:
