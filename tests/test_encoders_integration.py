@@ -158,9 +158,10 @@ def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
         "kind": "unified", "dim": 8, "probes": 2, "per_feature_probes": {"item": 4}, "memory": 0.5}}})
     pre = Preprocessor.for_data(_data_cfg(), ids="hash").fit(_table())
     data = TensorData.from_encoded(pre.transform(_table(32, 3)))
-    enc = build_model(model_cfg, pre.layout()).embeddings
+    model = build_model(model_cfg, pre.layout())
+    enc = model.embeddings
     batch = next(data.batches(32))
-    fused = enc(batch)
+    fused = enc(model.inputs.ids(batch), model.inputs.bags(batch))
     for i, (name, owner) in enumerate(enc.categorical.items()):
         assert torch.equal(fused[i], enc.lookup(owner, batch[f"cat/{name}"])), name
     assert [f.shape[1] for f in fused] == enc.field_dims()

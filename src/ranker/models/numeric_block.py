@@ -34,9 +34,10 @@ class NumericalBlock(nn.Module):
         self.encoder = encoder
         self.out_dim = out_dim
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        values = self.encoder(batch["num"]).flatten(1)  # (B, D - F)
-        return torch.cat([values, batch["num_missing"]], dim=1)  # (B, D)
+    def forward(self, values: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        """values, missing (B, F) → (B, D)."""
+        encoded = self.encoder(values).flatten(1)  # (B, D - F)
+        return torch.cat([encoded, missing], dim=1)  # (B, D)
 
 
 def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
