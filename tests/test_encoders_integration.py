@@ -106,8 +106,10 @@ def test_numeric_transforms_hand_values_and_infinities() -> None:
     {"kind": "unified", "dim": 8, "probes": 1, "per_feature_probes": {"item": 4}},
 ])
 @pytest.mark.parametrize("numerical", [
-    {"kind": "scalar"}, {"kind": "ple", "n_bins": 8}, {"kind": "ple", "n_bins": 8, "embed": True, "dim": 4},
-    {"kind": "ple", "n_bins": 4, "bins": "tree"}, {"kind": "ple", "n_bins": 4, "bins": "tree_all"},
+    {"kind": "scalar"}, {"kind": "piecewise_linear", "n_bins": 8},
+    {"kind": "piecewise_linear", "n_bins": 8, "embed": True, "dim": 4},
+    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree"},
+    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree_all"},
     {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
 ])
 def test_every_encoder_combination_trains(categorical: dict, numerical: dict) -> None:

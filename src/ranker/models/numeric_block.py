@@ -4,7 +4,7 @@ Input: ``num`` (B, F) transformed values (0 where missing) and ``num_missing`` (
 Output: (B, D) = the encoding of the values ⊕ the missing indicators, where the encoding is
 
 - ``scalar``: the values themselves (D = 2F);
-- ``ple``: Piecewise Linear Encoding, concatenated (D = Σ T_f + F), or with ``embed`` the
+- ``piecewise_linear``: Piecewise Linear Encoding, concatenated (D = Σ T_f + F), or with ``embed`` the
   per-feature linear → ReLU embeddings, flattened (D = F·d + F) — Gorishniy et al., 2022;
 - ``periodic``: PLR embeddings, flattened (D = F·d + F);
 - ``linear``: per-feature linear embeddings, flattened (D = F·d + F).
@@ -45,7 +45,7 @@ def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
     n = len(layout.numerical)
     if isinstance(cfg, cs.ScalarEncoder):
         return NumericalBlock(nn.Identity(), 2 * n)
-    if isinstance(cfg, cs.PLEEncoder):
+    if isinstance(cfg, cs.PiecewiseLinearEncoder):
         edges = [torch.tensor(layout.numeric_edges[f]) for f in layout.numerical
                  if f in layout.numeric_edges]
         if len(edges) != n:
@@ -65,6 +65,6 @@ def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
 def ple_settings(cfg: cs.ModelConfig) -> tuple[int | None, str]:
     """(n_bins, method) the preprocessor must fit for this model, or (None, "quantile")."""
     enc = cfg.encoders.numerical
-    if isinstance(enc, cs.PLEEncoder):
+    if isinstance(enc, cs.PiecewiseLinearEncoder):
         return enc.n_bins, enc.bins
     return None, "quantile"
