@@ -28,48 +28,47 @@ import torch
 from timing import median_seconds
 from torch import nn
 
-from ranker.data.layout import Layout
 from ranker.nn.din import DINAttention
-from ranker.nn.embeddings import FeatureEmbeddings
+from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
 from ranker.nn.history import MeanPoolHistory
 from ranker.nn.transact import TransActEncoder
 
 N_ITEMS, D_ITEM, N_ACTIONS, ACTION_DIM = 1683, 16, 6, 8
 
 
-def user_batch(length: int, n: int) -> dict[str, torch.Tensor]:
+def user_history(length: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """items, mask, actions (n, length): one user's history repeated for n candidates."""
     g = torch.Generator().manual_seed(length)
     items = torch.randint(3, N_ITEMS, (1, length), generator=g)
     actions = torch.randint(1, N_ACTIONS, (1, length), generator=g)
     mask = torch.ones(1, length, dtype=torch.bool)
-    return {"hist/h/items": items.expand(n, -1), "hist/h/actions": actions.expand(n, -1),
-            "hist/h/mask": mask.expand(n, -1)}
+    return items.expand(n, -1), mask.expand(n, -1), actions.expand(n, -1)
 
 
 def encoders(items: FeatureEmbeddings) -> dict[str, nn.Module]:
     return {
-        "TransAct (early fusion)": TransActEncoder("h", items, "item", N_ACTIONS, action_dim=ACTION_DIM),
-        "TransAct (no early fusion)": TransActEncoder("h", items, "item", N_ACTIONS, action_dim=ACTION_DIM,
+        "TransAct (early fusion)": TransActEncoder(items, "item", N_ACTIONS, action_dim=ACTION_DIM),
+        "TransAct (no early fusion)": TransActEncoder(items, "item", N_ACTIONS, action_dim=ACTION_DIM,
                                                       early_fusion=False),
-        "DIN": DINAttention("h", items, "item", N_ACTIONS, action_dim=ACTION_DIM),
-        "mean pool": MeanPoolHistory("h", items, "item", N_ACTIONS, ACTION_DIM),
+        "DIN": DINAttention(items, "item", N_ACTIONS, action_dim=ACTION_DIM),
+        "mean pool": MeanPoolHistory(items, "item", N_ACTIONS, ACTION_DIM),
     }
 
 
 @torch.no_grad()
 def measure(enc: nn.Module, items: FeatureEmbeddings, length: int, n: int, repeats: int) -> tuple[float, float | None]:
     """(naive, split) candidates/s for one user with `length` events and `n` candidates."""
-    batch = user_batch(length, n)
+    history = user_history(length, n)
     cands = items.lookup("item", torch.randperm(N_ITEMS - 3)[:n] + 3)  # (n, d_item)
-    naive = n / median_seconds(lambda: enc(batch, cands), repeats)
+    naive = n / median_seconds(lambda: enc(*history, candidate=cands), repeats)
     if not isinstance(enc, TransActEncoder):
         return naive, None
-    one = {k: v[:1] for k, v in batch.items()}
+    one = [x[:1] for x in history]
 
     def serve() -> torch.Tensor:
-        return enc.score_candidates(enc.encode_history(one), cands)
+        return enc.score_candidates(enc.encode_history(*one), cands)
 
-    torch.testing.assert_close(serve(), enc(batch, cands))
+    torch.testing.assert_close(serve(), enc(*history, candidate=cands))
     return naive, n / median_seconds(serve, repeats)
 
 
@@ -84,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    items = FeatureEmbeddings(Layout({"item": "item"}, {}, {"item": N_ITEMS}, [], {}, {}, []), D_ITEM)
+    items = FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": N_ITEMS}), D_ITEM)
     print(f"| encoder | events L | candidates n | naive candidates/s | split candidates/s |  "
           f"({args.threads} thread)\n|---|---|---|---|---|")
     rows: dict[str, dict[str, object]] = {}

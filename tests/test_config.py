@@ -152,6 +152,20 @@ def test_unknown_split_kind() -> None:
     assert "'kfold'" in line and "'random'" in line and "'time'" in line and "'files'" in line
 
 
+def test_renamed_numerical_kind_ple_says_piecewise_linear(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({**base(), "model": {"encoders": {"numerical": {"kind": "ple", "n_bins": 8}}}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    line = problem_line(str(info.value), "model.encoders.numerical")
+    assert line == ("model.encoders.numerical: kind 'ple' was renamed to 'piecewise_linear' "
+                    "(`ple` now only names the multi-task heads, model.heads.kind)")
+    assert len(str(info.value).splitlines()) == 2  # the header and this one problem
+    cfg = load_config(path, ["model.encoders.numerical.kind=piecewise_linear"])
+    assert cfg.model.encoders.numerical.kind == "piecewise_linear"
+    assert load_config(base={**base(), "model": {"heads": {"kind": "ple"}}}).model.heads.kind == "ple"
+
+
 # ---------------------------------------------------------------------- consistency
 
 

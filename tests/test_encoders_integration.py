@@ -13,10 +13,10 @@ from ranker.config.schema import DataConfig, ModelConfig
 from ranker.data.numeric import NumericState, apply_numeric, fit_numeric
 from ranker.data.preprocess import MISSING_RAW, Preprocessor
 from ranker.data.tensors import TensorData
+from ranker.hashing import stable_string_hash
 from ranker.models import build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
-from ranker.nn.hashing import stable_string_hash
 
 
 def _data_cfg(**num: object) -> DataConfig:
@@ -106,8 +106,10 @@ def test_numeric_transforms_hand_values_and_infinities() -> None:
     {"kind": "unified", "dim": 8, "probes": 1, "per_feature_probes": {"item": 4}},
 ])
 @pytest.mark.parametrize("numerical", [
-    {"kind": "scalar"}, {"kind": "ple", "n_bins": 8}, {"kind": "ple", "n_bins": 8, "embed": True, "dim": 4},
-    {"kind": "ple", "n_bins": 4, "bins": "tree"}, {"kind": "ple", "n_bins": 4, "bins": "tree_all"},
+    {"kind": "scalar"}, {"kind": "piecewise_linear", "n_bins": 8},
+    {"kind": "piecewise_linear", "n_bins": 8, "embed": True, "dim": 4},
+    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree"},
+    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree_all"},
     {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
 ])
 def test_every_encoder_combination_trains(categorical: dict, numerical: dict) -> None:
@@ -158,9 +160,10 @@ def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
         "kind": "unified", "dim": 8, "probes": 2, "per_feature_probes": {"item": 4}, "memory": 0.5}}})
     pre = Preprocessor.for_data(_data_cfg(), ids="hash").fit(_table())
     data = TensorData.from_encoded(pre.transform(_table(32, 3)))
-    enc = build_model(model_cfg, pre.layout()).embeddings
+    model = build_model(model_cfg, pre.layout())
+    enc = model.embeddings
     batch = next(data.batches(32))
-    fused = enc(batch)
+    fused = enc(model.inputs.ids(batch), model.inputs.bags(batch))
     for i, (name, owner) in enumerate(enc.categorical.items()):
         assert torch.equal(fused[i], enc.lookup(owner, batch[f"cat/{name}"])), name
     assert [f.shape[1] for f in fused] == enc.field_dims()

@@ -14,9 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.nn import gather, hashing, unified
+from ranker import hashing
+from ranker.hashing import bucket, mix64, stable_string_hash
+from ranker.nn import gather, unified
+from ranker.nn import hashing as nn_hashing
 from ranker.nn.gather import gather_rows
-from ranker.nn.hashing import HashEmbedding, bucket, mix64, stable_string_hash
+from ranker.nn.hashing import HashEmbedding
 from ranker.nn.unified import UnifiedEmbedding, collision_stats
 
 M64 = (1 << 64) - 1
@@ -33,7 +36,7 @@ def splitmix64_reference(x: int, seed: int) -> int:
 
 
 def test_doctests() -> None:
-    for module in (gather, hashing, unified):
+    for module in (hashing, gather, nn_hashing, unified):
         assert doctest.testmod(module).failed == 0
 
 
@@ -84,7 +87,7 @@ def test_bucket_rejects_empty_range() -> None:
 
 STRINGS = ["", "a", "Alice", "жанр", "a" * 1000, "x\x00y"]
 SCRIPT = (
-    "import torch; from ranker.nn.hashing import mix64, stable_string_hash; "
+    "import torch; from ranker.hashing import mix64, stable_string_hash; "
     "print(mix64(torch.arange(-3, 3), 17).tolist()); "
     f"print(stable_string_hash({STRINGS!r} + [None]).tolist())"
 )

@@ -12,20 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ranker.data import bins, numeric
+from ranker.data.bins import compute_bins, quantile_bin_ids
+from ranker.data.numeric import EmpiricalCDF, SigmoidSquash, sigmoid_squash, signed_log1p
 from ranker.data.vocab import MISSING
 from ranker.nn import functional, numerical
 from ranker.nn.functional import piecewise_linear_encoding
 from ranker.nn.numerical import (
-    EmpiricalCDF,
     LinearEmbeddings,
     PeriodicEmbeddings,
     PiecewiseLinearEmbeddings,
     PiecewiseLinearEncoding,
-    SigmoidSquash,
-    compute_bins,
-    quantile_bin_ids,
-    sigmoid_squash,
-    signed_log1p,
 )
 
 INF, NAN = math.inf, math.nan
@@ -47,7 +44,7 @@ FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
 
 
 def test_doctests() -> None:
-    for module in (functional, numerical):
+    for module in (functional, numerical, bins, numeric):
         assert doctest.testmod(module).failed == 0
 
 
@@ -263,7 +260,7 @@ def test_periodic_fixed_frequencies_are_not_trained() -> None:
 
 def test_signed_log1p() -> None:
     out = signed_log1p([0.0, 1.0, -1.0, math.e - 1, INF, -INF, NAN])
-    bound = numerical.LOG1P_BOUND
+    bound = numeric.LOG1P_BOUND
     assert np.allclose(out[:4], [0.0, math.log(2), -math.log(2), 1.0])
     assert out[4] == bound and out[5] == -bound and math.isfinite(bound)
     assert np.isnan(out[6])

@@ -10,9 +10,8 @@ import torch
 
 import ranker.nn.din
 import ranker.nn.transact
-from ranker.data.layout import Layout
 from ranker.nn.din import DINAttention
-from ranker.nn.embeddings import FeatureEmbeddings
+from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
 from ranker.nn.transact import TransActEncoder, hide_recent
 
 N_ITEMS, D_ITEM, N_ACTIONS, ACTION_DIM = 60, 8, 4, 4
@@ -22,8 +21,7 @@ L = 6
 
 def make_items(seed: int = 0) -> FeatureEmbeddings:
     torch.manual_seed(seed)
-    layout = Layout({"item": "item"}, {}, {"item": N_ITEMS}, [], {}, {}, [])
-    return FeatureEmbeddings(layout, D_ITEM)
+    return FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": N_ITEMS}), D_ITEM)
 
 
 def make_batch(seed: int = 0, lengths: list[int] = LENGTHS, width: int = L) -> dict[str, torch.Tensor]:
@@ -55,6 +53,16 @@ def left_pad(batch: dict[str, torch.Tensor], extra: int, seed: int = 9) -> dict[
     return out
 
 
+def inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """A history encoder's tensors from a test batch: items, mask, actions, times (may be None)."""
+    return batch["hist/h/items"], batch["hist/h/mask"], batch.get("hist/h/actions"), batch.get("hist/h/times")
+
+
+def run(encoder: torch.nn.Module, batch: dict[str, torch.Tensor], cand: torch.Tensor | None = None) -> torch.Tensor:
+    """The encoder on a test batch, unpacked as the ranker does."""
+    return encoder(*inputs(batch), candidate=cand)
+
+
 def candidates(items: FeatureEmbeddings, n: int = len(LENGTHS), seed: int = 1) -> torch.Tensor:
     ids = torch.randint(3, N_ITEMS, (n,), generator=torch.Generator().manual_seed(seed))
     return items.lookup("item", ids)
@@ -62,12 +70,12 @@ def candidates(items: FeatureEmbeddings, n: int = len(LENGTHS), seed: int = 1) -
 
 def transact(items: FeatureEmbeddings, **kwargs: object) -> TransActEncoder:
     torch.manual_seed(3)
-    return TransActEncoder("h", items, "item", N_ACTIONS, action_dim=ACTION_DIM, ff_dim=16, **kwargs)  # type: ignore[arg-type]
+    return TransActEncoder(items, "item", N_ACTIONS, action_dim=ACTION_DIM, ff_dim=16, **kwargs)  # type: ignore[arg-type]
 
 
 def din(items: FeatureEmbeddings) -> DINAttention:
     torch.manual_seed(3)
-    return DINAttention("h", items, "item", N_ACTIONS, action_dim=ACTION_DIM, hidden=(16, 8))
+    return DINAttention(items, "item", N_ACTIONS, action_dim=ACTION_DIM, hidden=(16, 8))
 
 
 # -- shapes, empty histories, padding ------------------------------------------------------
@@ -77,7 +85,7 @@ def din(items: FeatureEmbeddings) -> DINAttention:
 def test_shape_and_empty_history_is_finite_zero(k: int) -> None:
     items = make_items()
     enc = transact(items, k_recent=k).eval()
-    out = enc(make_batch(), candidates(items))
+    out = run(enc, make_batch(), candidates(items))
     assert enc.d_model == D_ITEM + ACTION_DIM + D_ITEM  # event ⊕ candidate width by default
     assert out.shape == (len(LENGTHS), (k + 1) * enc.d_model) == (len(LENGTHS), enc.out_dim)
     assert torch.isfinite(out).all()
@@ -93,7 +101,7 @@ def test_all_empty_batch_in_training_is_finite_with_finite_gradients() -> None:
     enc = transact(items).train()
     seen: list[torch.Tensor] = []
     enc.encoder.register_forward_pre_hook(lambda _m, args: seen.append(~args[1]))
-    out = enc(make_batch(lengths=[0, 0]), candidates(items, 2))
+    out = run(enc, make_batch(lengths=[0, 0]), candidates(items, 2))
     out.sum().backward()
     assert (out == 0).all()
     # the encoder never gets an all-masked row (softmax over no keys is NaN)
@@ -108,8 +116,8 @@ def test_transact_padding_invariance(time_encoding: bool, grad: bool) -> None:
     enc = transact(items, time_encoding=time_encoding).eval()
     batch, cand = make_batch(), candidates(items)
     with torch.set_grad_enabled(grad):
-        ref = enc(batch, cand)
-        wide = enc(left_pad(batch, 4), cand)
+        ref = run(enc, batch, cand)
+        wide = run(enc, left_pad(batch, 4), cand)
     torch.testing.assert_close(wide, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -117,8 +125,8 @@ def test_din_padding_invariance_and_empty_history() -> None:
     items = make_items()
     model = din(items)
     batch, cand = make_batch(), candidates(items)
-    ref = model(batch, cand)
-    torch.testing.assert_close(model(left_pad(batch, 4), cand), ref, atol=1e-6, rtol=1e-6)
+    ref = run(model, batch, cand)
+    torch.testing.assert_close(run(model, left_pad(batch, 4), cand), ref, atol=1e-6, rtol=1e-6)
     assert ref.shape == (len(LENGTHS), D_ITEM + ACTION_DIM) and torch.isfinite(ref).all()
     assert (ref[2] == 0).all() and (ref[[0, 1, 3, 4]] != 0).any(1).all()
 
@@ -131,12 +139,12 @@ def test_din_matches_the_formula_and_is_not_normalised() -> None:
     e = torch.cat([x, model.action_table(batch["hist/h/actions"][0, -3:])], -1)  # type: ignore[misc]
     c = cand.expand_as(x)
     a = model.unit(torch.cat([e, c, x - c, x * c], -1))  # (3, 1)
-    torch.testing.assert_close(model(batch, cand)[0], (a * e).sum(0))
+    torch.testing.assert_close(run(model, batch, cand)[0], (a * e).sum(0))
     # no softmax: the same events twice give twice the vector
     doubled = {k: torch.cat([v[:, -3:], v[:, -3:]], 1) for k, v in batch.items()}
-    torch.testing.assert_close(model(doubled, cand), 2 * model(batch, cand))
+    torch.testing.assert_close(run(model, doubled, cand), 2 * run(model, batch, cand))
     with pytest.raises(ValueError, match="candidate"):
-        model(batch, None)
+        run(model, batch, None)
 
 
 # -- the random recent mask ----------------------------------------------------------------
@@ -149,15 +157,15 @@ def test_recent_mask_active_in_train_and_inactive_in_eval() -> None:
     off.load_state_dict(enc.state_dict())
     batch, cand = make_batch(), candidates(items)
     enc.eval()
-    ref = enc(batch, cand)
-    torch.testing.assert_close(enc(batch, cand), ref, atol=0, rtol=0)  # deterministic
-    torch.testing.assert_close(off(batch, cand), ref, atol=0, rtol=0)  # = mask disabled
-    torch.testing.assert_close(off.train()(batch, cand), ref)  # dropout 0: train = eval w/o mask
+    ref = run(enc, batch, cand)
+    torch.testing.assert_close(run(enc, batch, cand), ref, atol=0, rtol=0)  # deterministic
+    torch.testing.assert_close(run(off, batch, cand), ref, atol=0, rtol=0)  # = mask disabled
+    torch.testing.assert_close(run(off.train(), batch, cand), ref)  # dropout 0: train = eval w/o mask
     enc.train()
     torch.manual_seed(0)
-    first = enc(batch, cand)
+    first = run(enc, batch, cand)
     torch.manual_seed(1)
-    second = enc(batch, cand)
+    second = run(enc, batch, cand)
     assert not torch.allclose(first, second)
     assert not torch.allclose(first, ref) and not torch.allclose(second, ref)
 
@@ -212,29 +220,29 @@ def test_permutation_changes_only_the_k_recent_part() -> None:
     items = make_items()
     enc = transact(items).eval()
     batch, cand = make_batch(), candidates(items)
-    before, after = enc(batch, cand), enc(reverse_real_events(batch), cand)
+    before, after = run(enc, batch, cand), run(enc, reverse_real_events(batch), cand)
     pool = slice(enc.k_recent * enc.d_model, None)
     torch.testing.assert_close(after[:, pool], before[:, pool], atol=1e-5, rtol=1e-5)
     changed = ~torch.isclose(after[:, : pool.start], before[:, : pool.start], atol=1e-4).all(1)
     assert changed.tolist() == [True, True, False, False, True]  # rows with ≥ 2 events
     # with the time encoding, the order (through the times) also reaches the max-pool
     timed = transact(items, time_encoding=True).eval()
-    assert not torch.allclose(timed(reverse_real_events(batch), cand)[:, pool],
-                              timed(batch, cand)[:, pool], atol=1e-4)
+    assert not torch.allclose(run(timed, reverse_real_events(batch), cand)[:, pool],
+                              run(timed, batch, cand)[:, pool], atol=1e-4)
 
 
 def test_early_fusion_makes_the_output_depend_on_the_candidate() -> None:
     items = make_items()
     batch, c1, c2 = make_batch(), candidates(items, seed=1), candidates(items, seed=2)
     fused = transact(items).eval()
-    diff = ~torch.isclose(fused(batch, c1), fused(batch, c2)).all(1)
+    diff = ~torch.isclose(run(fused, batch, c1), run(fused, batch, c2)).all(1)
     assert diff.tolist() == [True, True, False, True, True]  # not the empty history
     with pytest.raises(ValueError, match="candidate"):
-        fused(batch, None)
+        run(fused, batch, None)
     late = transact(items, early_fusion=False).eval()
     assert late.d_model == D_ITEM + ACTION_DIM
-    torch.testing.assert_close(late(batch, c1), late(batch, c2), atol=0, rtol=0)
-    torch.testing.assert_close(late(batch, None), late(batch, c1), atol=0, rtol=0)
+    torch.testing.assert_close(run(late, batch, c1), run(late, batch, c2), atol=0, rtol=0)
+    torch.testing.assert_close(run(late, batch, None), run(late, batch, c1), atol=0, rtol=0)
 
 
 # -- serving -------------------------------------------------------------------------------
@@ -248,14 +256,14 @@ def test_score_candidates_equals_the_batched_forward(early_fusion: bool, user: i
     one = {k: v[user: user + 1] for k, v in make_batch().items()}
     cands = candidates(items, 7)
     with torch.no_grad():
-        served = enc.score_candidates(enc.encode_history(one), cands)
-        batched = enc({k: v.expand(7, -1) for k, v in one.items()}, cands)
+        served = enc.score_candidates(enc.encode_history(*inputs(one)), cands)
+        batched = run(enc, {k: v.expand(7, -1) for k, v in one.items()}, cands)
     assert served.shape == (7, enc.out_dim)
     torch.testing.assert_close(served, batched, atol=1e-5, rtol=1e-5)
     if early_fusion and user != 2:
         assert not torch.allclose(served[0], served[1])
     with pytest.raises(ValueError, match="batch of 5"):
-        enc.encode_history(make_batch())
+        enc.encode_history(*inputs(make_batch()))
 
 
 # -- gradients, export, construction -------------------------------------------------------
@@ -267,7 +275,7 @@ def test_gradients_reach_used_item_rows_and_every_parameter(kind: str) -> None:
     model = transact(items, recent_mask=None) if kind == "transact" else din(items)
     model.train()
     batch, cand_ids = make_batch(), torch.tensor([40, 41, 42, 43, 44])
-    model(batch, items.lookup("item", cand_ids)).square().sum().backward()
+    run(model, batch, items.lookup("item", cand_ids)).square().sum().backward()
     grad = items.table("item").weight.grad
     assert grad is not None
     used = torch.zeros(N_ITEMS, dtype=torch.bool)
@@ -285,9 +293,9 @@ def test_export_in_eval_mode(kind: str) -> None:
     items = make_items()
     model = (transact(items, time_encoding=True) if kind == "transact" else din(items)).eval()
     batch, cand = make_batch(), candidates(items).detach()  # inputs are data, not graph nodes
-    program = torch.export.export(model, (batch, cand))
+    program = torch.export.export(model, inputs(batch), {"candidate": cand})
     other, other_cand = make_batch(seed=5), candidates(items, seed=5).detach()
-    torch.testing.assert_close(program.module()(other, other_cand), model(other, other_cand))
+    torch.testing.assert_close(program.module()(*inputs(other), candidate=other_cand), run(model, other, other_cand))
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -304,20 +312,20 @@ def test_time_encoding_without_times_is_a_clear_error() -> None:
     items = make_items()
     batch = make_batch()
     del batch["hist/h/times"]
-    with pytest.raises(ValueError, match="hist/h/times"):
-        transact(items, time_encoding=True)(batch, candidates(items))
+    with pytest.raises(ValueError, match="needs the history's times"):
+        run(transact(items, time_encoding=True), batch, candidates(items))
     with pytest.raises(ValueError, match="recent_mask=3600.0 is in seconds"):
-        transact(items, recent_mask=3600.0).train()(batch, candidates(items))
-    transact(items, recent_mask=3600.0).eval()(batch, candidates(items))  # eval: no mask, no times
+        run(transact(items, recent_mask=3600.0).train(), batch, candidates(items))
+    run(transact(items, recent_mask=3600.0).eval(), batch, candidates(items))  # eval: no mask, no times
 
 
 def test_no_actions() -> None:
     items = make_items()
     batch = make_batch()
     del batch["hist/h/actions"]
-    enc = TransActEncoder("h", items, "item", 0).eval()
-    assert enc(batch, candidates(items)).shape == (len(LENGTHS), 4 * 2 * D_ITEM)
-    assert DINAttention("h", items, "item", 0)(batch, candidates(items)).shape == (len(LENGTHS), D_ITEM)
+    enc = TransActEncoder(items, "item", 0).eval()
+    assert run(enc, batch, candidates(items)).shape == (len(LENGTHS), 4 * 2 * D_ITEM)
+    assert run(DINAttention(items, "item", 0), batch, candidates(items)).shape == (len(LENGTHS), D_ITEM)
 
 
 @pytest.mark.parametrize("module", [ranker.nn.transact, ranker.nn.din])
@@ -334,8 +342,8 @@ def test_max_len_equals_cutting_the_history_to_its_most_recent_events() -> None:
     short.load_state_dict(full.state_dict())
     batch, cand = make_batch(), candidates(items)
     cut = {k: v[:, -2:] if k.startswith("hist/") else v for k, v in batch.items()}
-    torch.testing.assert_close(short(batch, cand), full(cut, cand))
-    assert not torch.allclose(short(batch, cand), full(batch, cand))
+    torch.testing.assert_close(run(short, batch, cand), run(full, cut, cand))
+    assert not torch.allclose(run(short, batch, cand), run(full, batch, cand))
 
 
 def test_mean_pool_recent_appends_the_mean_of_the_k_most_recent_events() -> None:
@@ -343,9 +351,9 @@ def test_mean_pool_recent_appends_the_mean_of_the_k_most_recent_events() -> None
 
     items = make_items()
     torch.manual_seed(3)
-    enc = MeanPoolHistory("h", items, "item", N_ACTIONS, ACTION_DIM, recent=2)
+    enc = MeanPoolHistory(items, "item", N_ACTIONS, ACTION_DIM, recent=2)
     batch = make_batch()
-    out = enc(batch)
+    out = run(enc, batch)
     assert out.shape == (len(LENGTHS), 2 * (D_ITEM + ACTION_DIM))
     events = torch.cat([items.lookup("item", batch["hist/h/items"]),
                         enc.action_table(batch["hist/h/actions"])], dim=-1)
@@ -354,6 +362,6 @@ def test_mean_pool_recent_appends_the_mean_of_the_k_most_recent_events() -> None
         whole = real.mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)
         last = real[-2:].mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)  # n = 1: that one event
         torch.testing.assert_close(out[row], torch.cat([whole, last]))
-    torch.testing.assert_close(enc(left_pad(batch, 3)), out)  # padding never matters
+    torch.testing.assert_close(run(enc, left_pad(batch, 3)), out)  # padding never matters
     with pytest.raises(ValueError, match="recent"):
-        MeanPoolHistory("h", items, "item", N_ACTIONS, ACTION_DIM, recent=0)
+        MeanPoolHistory(items, "item", N_ACTIONS, ACTION_DIM, recent=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -296,8 +296,11 @@ class ScalarEncoder(Strict):
     kind: Literal["scalar"] = "scalar"
 
 
-class PLEEncoder(Strict):
+class PiecewiseLinearEncoder(Strict):
     """Piecewise Linear Encoding (Gorishniy et al., 2022) of every numerical feature.
+
+    ``kind: piecewise_linear`` (called ``ple`` before; ``ple`` now only names the multi-task
+    heads, :class:`PLEHeads`).
 
     ``embed: false`` concatenates the parameter-free encodings; ``embed: true`` adds the
     per-feature linear → ReLU embedding of width ``dim`` (the paper's Q-LR / T-LR).
@@ -307,7 +310,7 @@ class PLEEncoder(Strict):
     so a multi-task model gets edges where any of its tasks changes, not only the first).
     """
 
-    kind: Literal["ple"] = "ple"
+    kind: Literal["piecewise_linear"] = "piecewise_linear"
     n_bins: int = Field(16, ge=1)
     bins: Literal["quantile", "tree", "tree_all"] = "quantile"
     embed: bool = False
@@ -332,7 +335,7 @@ class LinearNumericalEncoder(Strict):
 
 
 NumericalEncoder = Annotated[
-    ScalarEncoder | PLEEncoder | PeriodicEncoder | LinearNumericalEncoder, Field(discriminator="kind")
+    ScalarEncoder | PiecewiseLinearEncoder | PeriodicEncoder | LinearNumericalEncoder, Field(discriminator="kind")
 ]
 
 
@@ -355,6 +358,14 @@ class EncodersConfig(Strict):
     @classmethod
     def _kinds(cls, values: Any) -> Any:
         return _default_kinds(values, {"categorical": "embedding", "numerical": "scalar"})
+
+    @field_validator("numerical", mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("kind") == "ple":
+            raise ValueError("kind 'ple' was renamed to 'piecewise_linear' "
+                             "(`ple` now only names the multi-task heads, model.heads.kind)")
+        return value
 
 
 class ConcatInteraction(Strict):
@@ -461,7 +472,7 @@ class PLEHeads(Strict):
     Each of `num_levels` extraction levels has `task_experts` experts per task and
     `shared_experts` shared ones; task t's gate mixes its own and the shared experts, the shared
     gate (all levels but the last) mixes every expert. Not the numerical encoding of the same
-    initials (``model.encoders.numerical.kind: ple``).
+    initials (``model.encoders.numerical.kind: piecewise_linear``).
     """
 
     kind: Literal["ple"] = "ple"

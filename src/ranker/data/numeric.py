@@ -14,28 +14,101 @@ Per-feature ``transform`` (``data.features[].transform``):
 Missing values (NaN / null) give 0 plus a missing indicator of 1; ``±inf`` become ``±clip``
 (standard, log1p) or 0 / 1 before centring (cdf, sigmoid) — never NaN, never a crash.
 
-For the PLE encoders (Gorishniy et al., 2022) the preprocessor also fits per-feature bin edges
-on the *transformed* train values (quantile or target-aware tree bins), stored with its state.
+Each transform is a pure numpy function or a small frozen dataclass of fitted state
+(``signed_log1p``, ``SigmoidSquash``, ``EmpiricalCDF``); they map ±inf to finite values (the CDF
+to 0 / 1, ``signed_log1p`` to ±log1p(max float64), the sigmoid to 0 / 1) and pass NaN through.
+
+For the piecewise linear encoders (Gorishniy et al., 2022) the preprocessor also fits
+per-feature bin edges (:mod:`ranker.data.bins`) on the *transformed* train values (quantile or
+target-aware tree bins), stored with its state.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ranker.config.schema import NumericalFeature
+from ranker.data.bins import compute_bins, quantile_bin_ids
 from ranker.data.vocab import RESERVED
-from ranker.nn.numerical import (
-    EmpiricalCDF,
-    SigmoidSquash,
-    compute_bins,
-    quantile_bin_ids,
-    signed_log1p,
-)
 
 CDF_POINTS = 1025
+
+
+LOG1P_BOUND = math.log1p(np.finfo(np.float64).max)  # ≈ 709.78
+
+
+def signed_log1p(x: ArrayLike) -> np.ndarray:
+    """``sign(x)·log1p(|x|)``, clipped to ±log1p(max float64) so ±inf become finite; NaN stays."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.clip(np.sign(x) * np.log1p(np.abs(x)), -LOG1P_BOUND, LOG1P_BOUND)
+
+
+def sigmoid_squash(x: ArrayLike, a: float, b: float) -> np.ndarray:
+    """``σ(a·x + b)`` computed as ``(1 + tanh((a·x + b)/2)) / 2`` (no overflow); ±inf → 0/1."""
+    z = a * np.asarray(x, dtype=np.float64) + b
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+@dataclass(frozen=True)
+class SigmoidSquash:
+    """``σ(a·x + b)`` with ``a = 2 / IQR`` and ``b = −a · median`` of the finite train values.
+
+    The median maps to 0.5 and, for a symmetric distribution, the quartiles to σ(±1) ≈ 0.27 /
+    0.73. If the IQR is 0 the range (max − min) is used instead, and 1 if that is 0 too.
+
+    >>> SigmoidSquash.fit([0.0, 1.0, 2.0, 3.0, 4.0]).transform([2.0, 3.0]).round(3).tolist()
+    [0.5, 0.731]
+    """
+
+    a: float
+    b: float
+
+    @classmethod
+    def fit(cls, x_train: ArrayLike) -> SigmoidSquash:
+        x = _finite(x_train, "SigmoidSquash.fit")
+        q25, median, q75 = np.quantile(x, [0.25, 0.5, 0.75])
+        scale = (q75 - q25) or (x.max() - x.min()) or 1.0
+        a = 2.0 / float(scale)
+        return cls(a=a, b=-a * float(median))
+
+    def transform(self, x: ArrayLike) -> np.ndarray:
+        return sigmoid_squash(x, self.a, self.b)
+
+
+@dataclass(frozen=True, eq=False)
+class EmpiricalCDF:
+    """``F(x) = P(X ≤ x) = |{train values ≤ x}| / n`` over the finite train values.
+
+    ``searchsorted(side="right")`` counts ties as ≤, so F is right-continuous. −inf → 0,
+    +inf → 1, NaN → NaN.
+
+    >>> EmpiricalCDF.fit([1.0, 2.0, 2.0, 3.0]).transform([0.0, 1.0, 2.0, 2.5, 3.0]).tolist()
+    [0.0, 0.25, 0.75, 0.75, 1.0]
+    """
+
+    sorted_values: np.ndarray  # (n,) float64, finite, ascending
+
+    @classmethod
+    def fit(cls, x_train: ArrayLike) -> EmpiricalCDF:
+        return cls(sorted_values=np.sort(_finite(x_train, "EmpiricalCDF.fit")))
+
+    def transform(self, x: ArrayLike) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        cdf = np.searchsorted(self.sorted_values, x, side="right") / self.sorted_values.size
+        return np.where(np.isnan(x), np.nan, cdf)
+
+
+def _finite(x: ArrayLike, who: str) -> np.ndarray:
+    values = np.asarray(x, dtype=np.float64).reshape(-1)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError(f"{who}: no finite value among the {values.size} given")
+    return finite
 
 
 @dataclass
@@ -129,4 +202,14 @@ def _edges(finite: np.ndarray, n_bins: int) -> list[float]:
     return [float(e) for e in np.asarray(compute_bins(finite, n_bins))]
 
 
-__all__ = ["CDF_POINTS", "EmpiricalCDF", "NumericState", "apply_numeric", "fit_numeric", "fit_ple_edges"]
+__all__ = [
+    "CDF_POINTS",
+    "EmpiricalCDF",
+    "NumericState",
+    "SigmoidSquash",
+    "apply_numeric",
+    "fit_numeric",
+    "fit_ple_edges",
+    "sigmoid_squash",
+    "signed_log1p",
+]

@@ -9,7 +9,7 @@ Numerical transforms and their missing / infinite-value contract live in
 
 - ``ids="vocab"``: train vocabulary ids (0 pad, 1 OOV, 2 missing, 3.. known) for plain tables;
 - ``ids="hash"``: the raw value as a stable int64 (integers as they are, strings through
-  :func:`ranker.nn.hashing.stable_string_hash`, missing → :data:`MISSING_RAW`) for the hashing
+  :func:`ranker.hashing.stable_string_hash`, missing → :data:`MISSING_RAW`) for the hashing
   trick and Unified Embeddings, so values first seen after training still get their own rows.
 
 Bags and histories always come with a mask (``multi_mask/<f>``, ``hist/<h>/mask``): in hash mode
@@ -42,7 +42,7 @@ from ranker.data.layout import Layout
 from ranker.data.numeric import NumericState, apply_numeric, fit_numeric, fit_ple_edges
 from ranker.data.vocab import PAD, Vocabulary, normalise
 from ranker.errors import DataError
-from ranker.nn.hashing import stable_string_hash
+from ranker.hashing import stable_string_hash
 
 MISSING_RAW = -0x5EED_0F_0BAD_C0DE  # the raw id of a missing value in hash mode
 

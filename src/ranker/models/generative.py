@@ -44,8 +44,8 @@ from ranker.nn.towers import TaskTowers, TowerSpec
 
 
 @dataclass(frozen=True)
-class HistoryCache:
-    """One user's encoded history for M-FALCON scoring.
+class HSTUKVCache:
+    """One user's history as the HSTU layers' keys and values, for M-FALCON scoring.
 
     Shape: per layer K (N, H·dqk), V (N, H·dv) and the candidates' bias row (N + 1,) over the
     history tokens and the candidate itself (last entry); ``weight`` (N + 1,) = mask row / n.
@@ -179,7 +179,7 @@ class GenerativeRanker(nn.Module):
         return torch.cat([self(append_candidates(history, part, time)) for part in items.split(step)])
 
     @torch.no_grad()
-    def history_cache(self, history: Tokens, time: int) -> HistoryCache:
+    def history_cache(self, history: Tokens, time: int) -> HSTUKVCache:
         """Per layer: the history's keys and values and one candidate's bias row over them.
 
         Every candidate of a request sits at the same position and time, so its attention mask
@@ -197,12 +197,12 @@ class GenerativeRanker(nn.Module):
             values.append(v)
             biases.append(layer.rab(row).reshape(-1).expand(n + 1))  # (N + 1,)
             x = layer(x, hist_mask, hist_idx, n_norm=self.max_tokens)
-        return HistoryCache(keys, values, biases, mask_row.reshape(-1) / self.max_tokens)
+        return HSTUKVCache(keys, values, biases, mask_row.reshape(-1) / self.max_tokens)
 
     def _hstu_layers(self) -> list[HSTULayer]:
         return [layer for layer in self.layers if isinstance(layer, HSTULayer)]
 
-    def _score_cached(self, cache: HistoryCache, items: torch.Tensor) -> torch.Tensor:
+    def _score_cached(self, cache: HSTUKVCache, items: torch.Tensor) -> torch.Tensor:
         """(m, T) raw outputs of ``items`` (m,) against a :meth:`history_cache`."""
         m, n = items.shape[0], cache.weight.shape[0] - 1
         zeros = items.new_zeros(1, m)

@@ -4,7 +4,7 @@ Input: ``num`` (B, F) transformed values (0 where missing) and ``num_missing`` (
 Output: (B, D) = the encoding of the values ⊕ the missing indicators, where the encoding is
 
 - ``scalar``: the values themselves (D = 2F);
-- ``ple``: Piecewise Linear Encoding, concatenated (D = Σ T_f + F), or with ``embed`` the
+- ``piecewise_linear``: Piecewise Linear Encoding, concatenated (D = Σ T_f + F), or with ``embed`` the
   per-feature linear → ReLU embeddings, flattened (D = F·d + F) — Gorishniy et al., 2022;
 - ``periodic``: PLR embeddings, flattened (D = F·d + F);
 - ``linear``: per-feature linear embeddings, flattened (D = F·d + F).
@@ -34,9 +34,10 @@ class NumericalBlock(nn.Module):
         self.encoder = encoder
         self.out_dim = out_dim
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        values = self.encoder(batch["num"]).flatten(1)  # (B, D - F)
-        return torch.cat([values, batch["num_missing"]], dim=1)  # (B, D)
+    def forward(self, values: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        """values, missing (B, F) → (B, D)."""
+        encoded = self.encoder(values).flatten(1)  # (B, D - F)
+        return torch.cat([encoded, missing], dim=1)  # (B, D)
 
 
 def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
@@ -44,7 +45,7 @@ def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
     n = len(layout.numerical)
     if isinstance(cfg, cs.ScalarEncoder):
         return NumericalBlock(nn.Identity(), 2 * n)
-    if isinstance(cfg, cs.PLEEncoder):
+    if isinstance(cfg, cs.PiecewiseLinearEncoder):
         edges = [torch.tensor(layout.numeric_edges[f]) for f in layout.numerical
                  if f in layout.numeric_edges]
         if len(edges) != n:
@@ -64,6 +65,6 @@ def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
 def ple_settings(cfg: cs.ModelConfig) -> tuple[int | None, str]:
     """(n_bins, method) the preprocessor must fit for this model, or (None, "quantile")."""
     enc = cfg.encoders.numerical
-    if isinstance(enc, cs.PLEEncoder):
+    if isinstance(enc, cs.PiecewiseLinearEncoder):
         return enc.n_bins, enc.bins
     return None, "quantile"

@@ -1,10 +1,11 @@
 """The feature-based ranker, assembled from named parts passed in as modules.
 
-    fields = embeddings(batch) ++ [numerical] ++ [dense] ++ [history(batch, candidate)]
+    fields = embeddings(ids, bags) ++ [numerical(values, missing)] ++ [dense]
+             ++ [history(items, mask, actions, times, candidate=c)]
     logits = heads(backbone(interaction(fields)))
 
 Each part is swapped from the config (:mod:`ranker.models.registry`); this class only wires
-them. The output is one logit per task; probabilities are ``sigmoid(logits)``.
+them. The parts take tensors: :class:`~ranker.models.fields.BatchFields` unpacks the batch. The output is one logit per task; probabilities are ``sigmoid(logits)``.
 
 Shape:
     batch of B rows → logits (B, T)
@@ -15,19 +16,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ranker.models.fields import BatchFields
+from ranker.nn.embeddings import CategoricalEncoder
+
 
 class Ranker(nn.Module):
     """Encoders → interaction → backbone → heads, with optional history encoders."""
 
     def __init__(
         self,
-        embeddings: nn.Module,
+        embeddings: CategoricalEncoder,
         histories: nn.ModuleList,
         interaction: nn.Module,
         backbone: nn.Module,
         heads: nn.Module,
         *,
-        dense: tuple[str, ...] = (),
+        inputs: BatchFields,
         numerical: nn.Module | None = None,
         candidate_index: int | None = None,
     ) -> None:
@@ -37,7 +41,7 @@ class Ranker(nn.Module):
         self.interaction = interaction
         self.backbone = backbone
         self.heads = heads
-        self.dense = dense
+        self.inputs = inputs  # batch keys, in field order; histories[i] reads inputs.histories[i]
         self.numerical = numerical
         # Position (in `fields`) of the candidate item's embedding, for target-aware histories.
         self.candidate_index = candidate_index
@@ -48,13 +52,19 @@ class Ranker(nn.Module):
 
     def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Every input as a list of (B, d_i) vectors, in a fixed order."""
-        fields = self.embeddings(batch)
+        inputs = self.inputs
+        fields = self.embeddings(inputs.ids(batch), inputs.bags(batch))
         if self.numerical is not None:
-            fields.append(self.numerical(batch))
-        fields.extend(batch[f"dense/{name}"] for name in self.dense)
+            fields.append(self.numerical(*inputs.numerical(batch)))
+        fields.extend(inputs.dense_fields(batch))
         cand = fields[self.candidate_index] if self.candidate_index is not None else None
-        fields.extend(h(batch, cand) for h in self.histories)
+        for name, history in zip(inputs.histories, self.histories, strict=True):
+            fields.append(history(*inputs.history(batch, name), candidate=cand))
         return fields
+
+    def values_by_owner(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The distinct ids each embedding owner serves in `batch` (for collision statistics)."""
+        return self.embeddings.values_by_owner(self.inputs.ids(batch), self.inputs.bags(batch))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.interaction(self.fields(batch))  # (B, D)

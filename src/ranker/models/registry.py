@@ -14,6 +14,7 @@ from torch import nn
 from ranker.config import schema as cs
 from ranker.data.layout import Layout
 from ranker.errors import ConfigError
+from ranker.models.fields import BatchFields, categorical_fields
 from ranker.models.numeric_block import build_numerical
 from ranker.models.ranker import ConcatInteraction, LinearHeads, Ranker
 from ranker.nn import MLP, FeatureEmbeddings, MeanPoolHistory
@@ -111,11 +112,12 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     if numerical is not None:
         dims.append(numerical.out_dim)
     dims.extend(layout.dense.values())
-    histories = nn.ModuleList()
+    histories, names = nn.ModuleList(), []
     for name, info in layout.history.items():
         h = build_history(cfg.history, name, emb, info)
         if h is not None:
             histories.append(h)
+            names.append(name)
             dims.append(int(h.out_dim))  # type: ignore[arg-type]
     if not dims:
         raise ConfigError("data.features: the model has no input features")
@@ -123,7 +125,7 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, list(layout.tasks))
     return Ranker(
         emb, histories, interaction, backbone, heads,
-        dense=tuple(layout.dense), numerical=numerical,
+        inputs=BatchFields.of(layout, tuple(names)), numerical=numerical,
         candidate_index=_candidate_index(layout),
     )
 
@@ -133,17 +135,17 @@ def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
     """The configured encoder of history `name` (None for ``kind: none``)."""
     owner, n_actions = info["item_vocab"], info["n_actions"]
     if isinstance(cfg, cs.MeanPoolHistory):
-        return MeanPoolHistory(name, emb, owner, n_actions, cfg.action_dim, cfg.recent)
+        return MeanPoolHistory(emb, owner, n_actions, cfg.action_dim, cfg.recent)
     if isinstance(cfg, cs.TransActHistory):
         if cfg.time_encoding and not info["has_time"]:
             raise ConfigError(f"model.history.time_encoding: history {name!r} has no time_column")
-        return TransActEncoder(name, emb, owner, n_actions, action_dim=cfg.action_dim,
+        return TransActEncoder(emb, owner, n_actions, action_dim=cfg.action_dim,
                                num_layers=cfg.num_layers, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim,
                                dropout=cfg.dropout, k_recent=cfg.k_recent, time_encoding=cfg.time_encoding,
                                early_fusion=cfg.early_fusion, recent_mask=cfg.recent_mask,
                                attention_dropout=cfg.attention_dropout, max_len=cfg.max_len)
     if isinstance(cfg, cs.DINHistory):
-        return DINAttention(name, emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
+        return DINAttention(emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
     return None
 
 
@@ -154,15 +156,15 @@ def categorical_ids(cfg: cs.ModelConfig) -> str:
 
 def build_categorical(cfg: cs.CategoricalEncoder, layout: Layout) -> CategoricalEncoder:
     if isinstance(cfg, cs.HashingEncoder):
-        return HashedEmbeddings(layout, cfg.dim, memory=cfg.memory, seed=cfg.seed)
+        return HashedEmbeddings(categorical_fields(layout), cfg.dim, memory=cfg.memory, seed=cfg.seed)
     if isinstance(cfg, cs.UnifiedEncoder):
         unknown = sorted(set(cfg.per_feature_probes) - set(layout.vocab_sizes))
         if unknown:
             raise ConfigError(f"model.encoders.categorical.per_feature_probes: {unknown} are not "
                               f"categorical features; known: {sorted(layout.vocab_sizes)}")
-        return UnifiedEmbeddings(layout, cfg.dim, probes=cfg.probes, per_feature_probes=cfg.per_feature_probes,
+        return UnifiedEmbeddings(categorical_fields(layout), cfg.dim, probes=cfg.probes, per_feature_probes=cfg.per_feature_probes,
                                  memory=cfg.memory, seed=cfg.seed)
-    return FeatureEmbeddings(layout, cfg.dim)
+    return FeatureEmbeddings(categorical_fields(layout), cfg.dim)
 
 
 def _pick(table: dict[str, Any], kind: str, key: str) -> Any:

@@ -14,7 +14,6 @@ from ranker.nn.numerical import (
     PeriodicEmbeddings,
     PiecewiseLinearEmbeddings,
     PiecewiseLinearEncoding,
-    compute_bins,
 )
 from ranker.nn.transact import TransActEncoder
 from ranker.nn.unified import UnifiedEmbedding
@@ -32,7 +31,6 @@ __all__ = [
     "TransActEncoder",
     "UnifiedEmbedding",
     "UnifiedEmbeddings",
-    "compute_bins",
     "CrossNetV2",
     "CrossStructure",
     "DenseNet",

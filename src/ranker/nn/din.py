@@ -22,13 +22,12 @@ Shape:
     items, mask, actions (B, L); candidate (B, d_item) → (B, d_item + action_dim)
 
 >>> import torch
->>> from ranker.data.layout import Layout
->>> from ranker.nn.embeddings import FeatureEmbeddings
->>> items = FeatureEmbeddings(Layout({"item": "item"}, {}, {"item": 50}, [], {}, {}, []), 16)
->>> din = DINAttention("h", items, "item", 4)
->>> batch = {"hist/h/items": torch.tensor([[0, 7, 9]]), "hist/h/actions": torch.tensor([[0, 1, 2]]),
-...          "hist/h/mask": torch.tensor([[False, True, True]])}
->>> din(batch, items.lookup("item", torch.tensor([3]))).shape
+>>> from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
+>>> table = FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": 50}), 16)
+>>> din = DINAttention(table, "item", 4)
+>>> items, actions = torch.tensor([[0, 7, 9]]), torch.tensor([[0, 1, 2]])
+>>> mask = torch.tensor([[False, True, True]])
+>>> din(items, mask, actions, candidate=table.lookup("item", torch.tensor([3]))).shape
 torch.Size([1, 24])
 """
 
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder
+from ranker.nn.history import need_actions
 
 
 class DINAttention(nn.Module):
@@ -47,7 +47,6 @@ class DINAttention(nn.Module):
 
     def __init__(
         self,
-        name: str,
         items: CategoricalEncoder,
         owner: str,
         n_actions: int,
@@ -58,7 +57,7 @@ class DINAttention(nn.Module):
         super().__init__()
         if any(h < 1 for h in hidden) or (n_actions and action_dim < 1):
             raise ValueError(f"{hidden=} must be positive widths and {action_dim=} >= 1 when there are actions")
-        self.name, self.owner, self.items = name, owner, items  # items: shared with the ranker
+        self.owner, self.items = owner, items  # items: shared with the ranker
         d_item = items.dim_of(owner)
         self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
         self.out_dim = d_item + (action_dim if n_actions else 0)
@@ -70,15 +69,16 @@ class DINAttention(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.unit = nn.Sequential(*layers)
 
-    def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
+                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+        """items, mask (bool), actions (B, L), candidate (B, d_item); `times` is not used."""
         if candidate is None:
-            raise ValueError(f"history {self.name!r}: DIN attention needs the candidate item's "
-                             "embedding, and the model has no candidate field")
-        mask = batch[f"hist/{self.name}/mask"]  # (B, L)
-        x = self.items.lookup(self.owner, batch[f"hist/{self.name}/items"])  # (B, L, d)
+            raise ValueError("DIN attention needs the candidate item's embedding, and the model "
+                             "has no candidate field")
+        x = self.items.lookup(self.owner, items)  # (B, L, d)
         events = x
         if self.action_table is not None:
-            events = torch.cat([x, self.action_table(batch[f"hist/{self.name}/actions"])], dim=-1)
+            events = torch.cat([x, self.action_table(need_actions(actions))], dim=-1)
         c = candidate.unsqueeze(1).expand_as(x)  # (B, L, d)
         weights = self.unit(torch.cat([events, c, x - c, x * c], dim=-1))  # (B, L, 1)
         weights = weights * mask.unsqueeze(-1).to(weights.dtype)  # padding: weight 0

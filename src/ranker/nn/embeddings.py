@@ -5,39 +5,60 @@ All three share one interface, so the ranker and the history encoders never care
 - ``lookup(owner, ids)`` embeds ids of any shape ``(*)`` → ``(*, dim_of(owner))``, where
   ``owner`` is the feature whose vocabulary / hash space the ids belong to (features with
   ``vocab_from`` and a history's items share their owner's rows);
-- ``forward(batch)`` returns one (B, d) field per categorical and multi-valued feature, in
-  layout order; bags are the masked mean of their values (an empty bag gives zeros).
+- ``forward(ids, bags)`` returns one (B, d) field per categorical and multi-valued feature, in
+  the order of :class:`CategoricalFields`; bags are the masked mean of their values (an empty
+  bag gives zeros). The model unpacks its batch into these tensors; encoders never see it.
 
 Plain tables read vocabulary ids (0 pad, 1 OOV, 2 missing, 3.. known; see
 :mod:`ranker.data.vocab`); the hashing encoders read raw stable ids (``ids="hash"``
 preprocessing), so values first seen after training still get rows.
 
 Shape:
-    ``cat/<f>`` (B,) → (B, d_f); ``multi/<f>`` (B, L) with ``multi_mask/<f>`` → (B, d_f)
+    ids: one (B,) tensor per categorical feature → (B, d_f) each; bags: one (ids (B, L),
+    mask (B, L)) pair per multi-valued feature → (B, d_f) each
+
+>>> fields = CategoricalFields({"item": "item", "genre": "genre"}, {"tags": "genre"},
+...                            {"item": 50, "genre": 10})
+>>> enc = FeatureEmbeddings(fields, 4)
+>>> tags, mask = torch.tensor([[3, 4, 0]]), torch.tensor([[True, True, False]])
+>>> [f.shape for f in enc([torch.tensor([7]), torch.tensor([5])], [(tags, mask)])]
+[torch.Size([1, 4]), torch.Size([1, 4]), torch.Size([1, 4])]
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ranker.data.layout import Layout
 from ranker.nn.gather import gather_rows
 from ranker.nn.hashing import HashEmbedding, bucket
 from ranker.nn.unified import FeatureCollisions, UnifiedEmbedding, collision_stats
 
+Bag = tuple[torch.Tensor, torch.Tensor]  # ids (B, L), mask (B, L) bool: one multi-valued feature
+
+
+@dataclass(frozen=True)
+class CategoricalFields:
+    """Which rows each field reads (sizes, no values); dict order is the field order."""
+
+    categorical: dict[str, str]  # single-valued feature -> vocabulary owner
+    multi: dict[str, str]  # multi-valued feature -> vocabulary owner
+    vocab_sizes: dict[str, int]  # vocabulary owner -> rows
+
 
 class CategoricalEncoder(nn.Module):
-    """Base: fields for the layout's categorical and multi-valued features."""
+    """Base: one field per categorical and multi-valued feature."""
 
     ids = "vocab"  # the preprocessing id mode this encoder reads
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, fields: CategoricalFields) -> None:
         super().__init__()
-        self.categorical = dict(layout.categorical)
-        self.multi = dict(layout.multi)
+        self.categorical = dict(fields.categorical)
+        self.multi = dict(fields.multi)
 
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -47,13 +68,14 @@ class CategoricalEncoder(nn.Module):
         return {o: FeatureCollisions(distinct=int(torch.unique(v).numel()), intra=0.0, inter=0.0)
                 for o, v in values.items()}
 
-    def values_by_owner(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The ids each owner's rows serve in `batch` (bag padding excluded)."""
+    def values_by_owner(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag] = ()) -> dict[str, torch.Tensor]:
+        """The distinct ids each owner's rows serve (bag padding excluded); inputs as ``forward``."""
+        self._check(ids, bags)
         out: dict[str, list[torch.Tensor]] = {}
-        for name, owner in self.categorical.items():
-            out.setdefault(owner, []).append(batch[f"cat/{name}"].reshape(-1))
-        for name, owner in self.multi.items():
-            out.setdefault(owner, []).append(batch[f"multi/{name}"][batch[f"multi_mask/{name}"]])
+        for owner, values in zip(self.categorical.values(), ids, strict=True):
+            out.setdefault(owner, []).append(values.reshape(-1))
+        for owner, (values, mask) in zip(self.multi.values(), bags, strict=True):
+            out.setdefault(owner, []).append(values[mask])
         return {o: torch.unique(torch.cat(v)) for o, v in out.items()}
 
     def dim_of(self, owner: str) -> int:
@@ -66,20 +88,29 @@ class CategoricalEncoder(nn.Module):
     def num_fields(self) -> int:
         return len(self.categorical) + len(self.multi)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        fields = [self.lookup(owner, batch[f"cat/{name}"]) for name, owner in self.categorical.items()]
-        for name, owner in self.multi.items():
-            fields.append(masked_mean(self.lookup(owner, batch[f"multi/{name}"]), batch[f"multi_mask/{name}"]))
-        return fields
+    def forward(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag] = ()) -> list[torch.Tensor]:
+        """ids[i] (B,) of the i-th categorical feature, bags[j] of the j-th multi-valued one."""
+        self._check(ids, bags)
+        fields = [self.lookup(owner, x) for owner, x in zip(self.categorical.values(), ids, strict=True)]
+        return fields + self._bags(bags)
+
+    def _bags(self, bags: Sequence[Bag]) -> list[torch.Tensor]:
+        return [masked_mean(self.lookup(owner, values), mask)  # (B, d)
+                for owner, (values, mask) in zip(self.multi.values(), bags, strict=True)]
+
+    def _check(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag]) -> None:
+        if len(ids) != len(self.categorical) or len(bags) != len(self.multi):
+            raise ValueError(f"expected {len(self.categorical)} id tensors and {len(self.multi)} bags "
+                             f"({list(self.categorical)}, {list(self.multi)}); got {len(ids)} and {len(bags)}")
 
 
 class FeatureEmbeddings(CategoricalEncoder):
     """One ``nn.Embedding`` per vocabulary owner (row 0 = padding, kept at zero)."""
 
-    def __init__(self, layout: Layout, dim: int) -> None:
-        super().__init__(layout)
+    def __init__(self, fields: CategoricalFields, dim: int) -> None:
+        super().__init__(fields)
         self.tables = nn.ModuleDict(
-            {owner: nn.Embedding(size, dim, padding_idx=0) for owner, size in layout.vocab_sizes.items()}
+            {owner: nn.Embedding(size, dim, padding_idx=0) for owner, size in fields.vocab_sizes.items()}
         )
         for owner in self.tables:
             weight = self.table(owner).weight
@@ -105,11 +136,11 @@ class HashedEmbeddings(CategoricalEncoder):
 
     ids = "hash"
 
-    def __init__(self, layout: Layout, dim: int, *, memory: float = 1.0, seed: int = 0) -> None:
-        super().__init__(layout)
+    def __init__(self, fields: CategoricalFields, dim: int, *, memory: float = 1.0, seed: int = 0) -> None:
+        super().__init__(fields)
         self.tables = nn.ModuleDict({
             owner: HashEmbedding(max(1, math.ceil(memory * size)), dim, seed=seed)
-            for owner, size in layout.vocab_sizes.items()
+            for owner, size in fields.vocab_sizes.items()
         })
         self.dim = dim
 
@@ -140,12 +171,12 @@ class UnifiedEmbeddings(CategoricalEncoder):
     ids = "hash"
     cat_seeds: torch.Tensor
 
-    def __init__(self, layout: Layout, dim: int, *, probes: int = 2,
+    def __init__(self, fields: CategoricalFields, dim: int, *, probes: int = 2,
                  per_feature_probes: dict[str, int] | None = None, memory: float = 1.0, seed: int = 0) -> None:
-        super().__init__(layout)
+        super().__init__(fields)
         width = max(1, dim // probes)
-        k = {owner: (per_feature_probes or {}).get(owner, probes) for owner in layout.vocab_sizes}
-        rows = max(1, math.ceil(memory * sum(layout.vocab_sizes.values()) * dim / width))
+        k = {owner: (per_feature_probes or {}).get(owner, probes) for owner in fields.vocab_sizes}
+        rows = max(1, math.ceil(memory * sum(fields.vocab_sizes.values()) * dim / width))
         self.table = UnifiedEmbedding(rows, width, k, seed=seed)
         # The single-valued features are looked up together: one hash and ONE gather for all
         # of them (the point of a unified table), padded to the largest k and sliced back.
@@ -155,20 +186,19 @@ class UnifiedEmbeddings(CategoricalEncoder):
             else torch.zeros(0, 1, dtype=torch.int64)
         self.register_buffer("cat_seeds", seeds[:, : max(self.cat_k, default=1)], persistent=False)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag] = ()) -> list[torch.Tensor]:
+        self._check(ids, bags)
         fields: list[torch.Tensor] = []
         if self.categorical:
-            ids = torch.stack([batch[f"cat/{name}"] for name in self.categorical], dim=1)  # (B, F)
-            rows = bucket(ids.unsqueeze(-1), self.cat_seeds, self.table.num_rows)  # (B, F, k_max)
+            stacked = torch.stack(list(ids), dim=1)  # (B, F)
+            rows = bucket(stacked.unsqueeze(-1), self.cat_seeds, self.table.num_rows)  # (B, F, k_max)
             emb = gather_rows(self.table.weight, rows)  # (B, F, k_max, w)
             if all(k == rows.shape[-1] for k in self.cat_k):
                 # views, not slices: a slice's backward writes a zero (B, F, k, w) per field
                 fields = list(emb.flatten(2).unbind(1))  # (B, k·w) each
             else:
                 fields = [emb[:, i, :k].flatten(1) for i, k in enumerate(self.cat_k)]
-        for name, owner in self.multi.items():
-            fields.append(masked_mean(self.lookup(owner, batch[f"multi/{name}"]), batch[f"multi_mask/{name}"]))
-        return fields
+        return fields + self._bags(bags)
 
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         return self.table(owner, ids)

@@ -7,9 +7,20 @@ events. Not target-aware; an empty history gives zeros. ``recent = k`` appends a
 over the k most recent events (the input is left-padded, most recent last), a cheap way to
 expose recency, which a mean over the whole history averages away.
 
+The history encoders of :mod:`ranker.nn` share one call, ``encoder(items, mask, actions,
+times, candidate=c)``, with tensors the model unpacks from its batch (``times`` and
+``candidate`` are read only by the encoders that use them).
+
 Shape:
-    items (B, L), actions (B, L) → (B, d_item + d_action), or (B, 2·(d_item + d_action)) with
+    items, mask, actions (B, L) → (B, d_item + d_action), or (B, 2·(d_item + d_action)) with
     ``recent``
+
+>>> from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
+>>> table = FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": 50}), 16)
+>>> pool = MeanPoolHistory(table, "item", 4, 8)
+>>> items, actions = torch.tensor([[0, 7, 9]]), torch.tensor([[0, 1, 2]])
+>>> pool(items, items > 0, actions).shape
+torch.Size([1, 24])
 """
 
 from __future__ import annotations
@@ -23,25 +34,32 @@ from ranker.nn.embeddings import CategoricalEncoder, masked_mean
 class MeanPoolHistory(nn.Module):
     """Masked mean of event vectors; items go through the candidate's own encoder."""
 
-    def __init__(self, name: str, items: CategoricalEncoder, owner: str, n_actions: int,
+    def __init__(self, items: CategoricalEncoder, owner: str, n_actions: int,
                  action_dim: int, recent: int | None = None) -> None:
         super().__init__()
         if recent is not None and recent < 1:
             raise ValueError(f"model.history.recent must be ≥ 1, got {recent}")
-        self.name, self.owner, self.recent = name, owner, recent
+        self.owner, self.recent = owner, recent
         self.items = items  # shared with the ranker: the same rows embed history and candidate
         self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
         event_dim = items.dim_of(owner) + (action_dim if n_actions else 0)
         self.out_dim = event_dim * (2 if recent else 1)
 
-    def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
-        mask = batch[f"hist/{self.name}/mask"]  # (B, L)
-        events = self.items.lookup(self.owner, batch[f"hist/{self.name}/items"])  # (B, L, d)
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
+                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+        """items, mask (bool), actions (B, L); `times` and `candidate` are not used."""
+        events = self.items.lookup(self.owner, items)  # (B, L, d)
         if self.action_table is not None:
-            actions = self.action_table(batch[f"hist/{self.name}/actions"])  # (B, L, a)
-            events = torch.cat([events, actions], dim=-1)
+            events = torch.cat([events, self.action_table(need_actions(actions))], dim=-1)  # (B, L, d + a)
         pooled = masked_mean(events, mask)  # (B, d + a)
         if self.recent is None:
             return pooled
         last = masked_mean(events[:, -self.recent:], mask[:, -self.recent:])
         return torch.cat([pooled, last], dim=-1)
+
+
+def need_actions(actions: torch.Tensor | None) -> torch.Tensor:
+    """`actions`, or a clear error for an encoder built with an action table."""
+    if actions is None:
+        raise ValueError("this history encoder has an action table (n_actions > 0) and needs the actions")
+    return actions

@@ -1,23 +1,18 @@
-"""Numerical features: bins, piecewise linear / periodic / linear embeddings, fitted transforms.
+"""Numerical features: piecewise linear / periodic / linear embeddings (torch modules only).
 
 Gorishniy, Rubachev & Babenko, NeurIPS 2022, "On Embeddings for Numerical Features in Tabular
 Deep Learning". Parameter-free encoders (``PiecewiseLinearEncoding``) are kept apart from
 trainable embeddings, as in the paper's package ``rtdl_num_embeddings``:
 
-* ``compute_bins``: bin edges ``b_0 < … < b_T`` per feature from train quantiles (Section
-  3.2.1) or from a target-aware decision tree (Section 3.2.2, "T-" variants);
 * ``PiecewiseLinearEncoding``: PLE (Eq. 1, :mod:`ranker.nn.functional`), many features at once;
 * ``PiecewiseLinearEmbeddings``: PLE → per-feature linear → ReLU ("Q-LR" / "T-LR");
 * ``PeriodicEmbeddings``: ``[sin(2π c x), cos(2π c x)]`` → linear → ReLU ("PLR", Section 3.3);
 * ``LinearEmbeddings``: per-feature ``x·w_f + b_f`` ("L").
 
-And numpy transforms fitted on train data, each a pure function or a small frozen dataclass
-of fitted state: ``signed_log1p``, ``SigmoidSquash``, ``EmpiricalCDF``, ``quantile_bin_ids``.
-
-Missing values and infinities: the encoders and embeddings need finite input (the caller
-zero-fills NaN and adds a missing-indicator feature). The transforms map ±inf to finite values
-(the CDF to 0 / 1, ``signed_log1p`` to ±log1p(max float64), the sigmoid to 0 / 1, the bin ids to
-the first / last bin) and pass NaN through as NaN (``quantile_bin_ids``: NaN → the missing id).
+The bin edges are fitted on train by :func:`ranker.data.bins.compute_bins` (quantile or tree
+bins) and passed in as tensors; the numpy transforms fitted on train live in
+:mod:`ranker.data.numeric`. The encoders and embeddings need finite input (the caller
+zero-fills NaN and adds a missing-indicator feature).
 
 Shape:
     encoders and embeddings: x (*, F) → (*, Σ_f T_f) or (*, F, d)
@@ -25,134 +20,13 @@ Shape:
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
-from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from ranker.data.vocab import MISSING, RESERVED
 from ranker.nn.functional import check_edges, ple_clamp_bounds
-
-
-def compute_bins(
-    x: Tensor | np.ndarray,
-    n_bins: int,
-    *,
-    method: str = "quantile",
-    y: Tensor | np.ndarray | None = None,
-    regression: bool = True,
-    min_samples_leaf: int = 1,
-) -> Tensor:
-    """Bin edges ``b_0 < … < b_T`` (T ≤ n_bins) of one feature from its train values.
-
-    ``method="quantile"``: the ``i/n_bins`` quantiles (i = 0..n_bins, linear interpolation)
-    with duplicates removed, as in the paper's package (so T < n_bins for discrete features).
-    ``method="tree"``: the thresholds of a decision tree on ``(x, y)`` grown best-first to at
-    most `n_bins` leaves, plus ``min(x)`` and ``max(x)`` — the paper's target-aware bins. The
-    split criterion is squared-error reduction; with ``regression=False`` y holds class labels
-    and is one-hot encoded, whose summed squared error is the Gini impurity, so this equals
-    sklearn's ``DecisionTreeClassifier(max_leaf_nodes=n_bins)`` split choice. A 2-D y (N, T)
-    holds T targets (tasks): each column is one-hot encoded (or kept, for regression) and the
-    criterion is summed over them, one tree for all tasks.
-
-    Non-finite values (NaN, ±inf) are ignored. Returns float32; raises ValueError when fewer
-    than two distinct finite values remain.
-
-    Shape: x (N,) → (T+1,).
-
-    >>> compute_bins(torch.tensor([1.0, 2.0, 2.0, 2.0, 3.0, float("nan")]), 4).tolist()
-    [1.0, 2.0, 3.0]
-    """
-    if n_bins < 1:
-        raise ValueError(f"{n_bins=} must be at least 1")
-    values = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"compute_bins takes one feature: {values.shape=} must be (N,)")
-    keep = np.isfinite(values)
-    finite = values[keep]
-    if method == "quantile":
-        if y is not None:
-            raise ValueError(f"{method=} does not use y; pass method='tree' for target-aware bins")
-        edges = np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)) if finite.size else finite
-    elif method == "tree":
-        if y is None:
-            raise ValueError(f"{method=} needs the train target y")
-        target = np.asarray(y.detach().cpu().numpy() if isinstance(y, Tensor) else y)
-        if target.ndim not in (1, 2) or target.shape[0] != values.shape[0]:
-            raise ValueError(f"y must be (N,) or (N, T) with N = len(x): {target.shape=}, {values.shape=}")
-        edges = _tree_edges(finite, target[keep], n_bins, regression, min_samples_leaf)
-    else:
-        raise ValueError(f"{method=} is not one of quantile, tree")
-    out = torch.unique(torch.as_tensor(edges, dtype=torch.float32))  # sorted
-    if out.numel() < 2:
-        raise ValueError(
-            f"cannot bin a feature with {finite.size} finite values of which "
-            f"{np.unique(finite).size} distinct ({n_bins=}, {values.size} values in all)"
-        )
-    return out
-
-
-def _best_split(xs: np.ndarray, ys: np.ndarray, min_leaf: int) -> tuple[float, int] | None:
-    """Best squared-error split of sorted `xs` (targets `ys` (n, C)): (gain, left size)."""
-    n = xs.size
-    if n < 2 * max(min_leaf, 1):
-        return None
-    ys = ys - ys.mean(0)  # centred: fewer cancellation errors in Σy² − (Σy)²/n
-    csum = np.cumsum(ys, 0)  # (n, C); row i-1 is Σy over the i leftmost values
-    csq = np.cumsum((ys**2).sum(1))  # (n,)
-    m = np.arange(1, n)  # left sizes 1..n-1
-    left, right = csum[:-1], csum[-1] - csum[:-1]  # (n-1, C)
-    sse_left = csq[:-1] - (left**2).sum(1) / m
-    sse_right = (csq[-1] - csq[:-1]) - (right**2).sum(1) / (n - m)
-    gain = csq[-1] - (csum[-1] ** 2).sum() / n - sse_left - sse_right  # parent SSE − children
-    ok = (xs[1:] > xs[:-1]) & (m >= min_leaf) & (n - m >= min_leaf)
-    if not ok.any():
-        return None
-    best = int(np.argmax(np.where(ok, gain, -np.inf)))
-    if gain[best] <= 1e-12 * max(float(csq[-1]), 1.0):
-        return None
-    return float(gain[best]), best + 1
-
-
-def _tree_edges(
-    x: np.ndarray, y: np.ndarray, n_bins: int, regression: bool, min_samples_leaf: int
-) -> np.ndarray:
-    """Thresholds of a best-first regression tree with ≤ n_bins leaves, plus min and max."""
-    if x.size == 0:
-        return x
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    columns = y[order].reshape(len(order), -1)  # (n, T): one column per target
-    if regression:
-        ys = columns.astype(np.float64)
-        if not np.isfinite(ys).all():
-            raise ValueError("y must be finite where x is")
-    else:
-        parts = []
-        for col in columns.T:
-            _, labels = np.unique(col, return_inverse=True)
-            parts.append(np.eye(labels.max() + 1)[labels])  # (n, C_t) one-hot
-        ys = np.concatenate(parts, axis=1)
-    edges = [xs[0], xs[-1]]
-    heap: list[tuple[float, int, int, int]] = []  # (-gain, lo, hi, split)
-
-    def push(lo: int, hi: int) -> None:
-        split = _best_split(xs[lo:hi], ys[lo:hi], min_samples_leaf)
-        if split is not None:
-            heapq.heappush(heap, (-split[0], lo, hi, lo + split[1]))
-
-    push(0, xs.size)
-    while heap and len(edges) - 1 < n_bins:
-        _, lo, hi, cut = heapq.heappop(heap)
-        edges.append((xs[cut - 1] + xs[cut]) / 2)  # midpoint, as sklearn
-        push(lo, cut)
-        push(cut, hi)
-    return np.asarray(edges)
 
 
 class _FeatureLinear(nn.Module):
@@ -319,97 +193,3 @@ class LinearEmbeddings(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.bias, self.weight, x.unsqueeze(-1))  # (*, F, d)
-
-
-# --- transforms fitted on train (numpy) ------------------------------------------------------
-
-LOG1P_BOUND = math.log1p(np.finfo(np.float64).max)  # ≈ 709.78
-
-
-def signed_log1p(x: ArrayLike) -> np.ndarray:
-    """``sign(x)·log1p(|x|)``, clipped to ±log1p(max float64) so ±inf become finite; NaN stays."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.clip(np.sign(x) * np.log1p(np.abs(x)), -LOG1P_BOUND, LOG1P_BOUND)
-
-
-def sigmoid_squash(x: ArrayLike, a: float, b: float) -> np.ndarray:
-    """``σ(a·x + b)`` computed as ``(1 + tanh((a·x + b)/2)) / 2`` (no overflow); ±inf → 0/1."""
-    z = a * np.asarray(x, dtype=np.float64) + b
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-@dataclass(frozen=True)
-class SigmoidSquash:
-    """``σ(a·x + b)`` with ``a = 2 / IQR`` and ``b = −a · median`` of the finite train values.
-
-    The median maps to 0.5 and, for a symmetric distribution, the quartiles to σ(±1) ≈ 0.27 /
-    0.73. If the IQR is 0 the range (max − min) is used instead, and 1 if that is 0 too.
-
-    >>> SigmoidSquash.fit([0.0, 1.0, 2.0, 3.0, 4.0]).transform([2.0, 3.0]).round(3).tolist()
-    [0.5, 0.731]
-    """
-
-    a: float
-    b: float
-
-    @classmethod
-    def fit(cls, x_train: ArrayLike) -> SigmoidSquash:
-        x = _finite(x_train, "SigmoidSquash.fit")
-        q25, median, q75 = np.quantile(x, [0.25, 0.5, 0.75])
-        scale = (q75 - q25) or (x.max() - x.min()) or 1.0
-        a = 2.0 / float(scale)
-        return cls(a=a, b=-a * float(median))
-
-    def transform(self, x: ArrayLike) -> np.ndarray:
-        return sigmoid_squash(x, self.a, self.b)
-
-
-@dataclass(frozen=True, eq=False)
-class EmpiricalCDF:
-    """``F(x) = P(X ≤ x) = |{train values ≤ x}| / n`` over the finite train values.
-
-    ``searchsorted(side="right")`` counts ties as ≤, so F is right-continuous. −inf → 0,
-    +inf → 1, NaN → NaN.
-
-    >>> EmpiricalCDF.fit([1.0, 2.0, 2.0, 3.0]).transform([0.0, 1.0, 2.0, 2.5, 3.0]).tolist()
-    [0.0, 0.25, 0.75, 0.75, 1.0]
-    """
-
-    sorted_values: np.ndarray  # (n,) float64, finite, ascending
-
-    @classmethod
-    def fit(cls, x_train: ArrayLike) -> EmpiricalCDF:
-        return cls(sorted_values=np.sort(_finite(x_train, "EmpiricalCDF.fit")))
-
-    def transform(self, x: ArrayLike) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        cdf = np.searchsorted(self.sorted_values, x, side="right") / self.sorted_values.size
-        return np.where(np.isnan(x), np.nan, cdf)
-
-
-def quantile_bin_ids(x: ArrayLike, edges: ArrayLike | Tensor) -> np.ndarray:
-    """Bin of each value as a categorical id, with :mod:`ranker.data.vocab`'s reserved ids.
-
-    Bin t (0-based) is ``[b_t, b_{t+1})`` (the last one closed) and gets id ``RESERVED + t``
-    (3, 4, …); values below ``b_0`` / above ``b_T`` (±inf included) go to the first / last
-    bin; NaN gets ``MISSING`` (2). An embedding table for it needs ``RESERVED + T`` rows.
-
-    Shape: x (N,), edges (T+1,) → (N,) int64.
-
-    >>> quantile_bin_ids([-9.0, 0.0, 1.0, 2.5, 9.0, float("nan")], [0.0, 1.0, 2.0, 3.0]).tolist()
-    [3, 3, 4, 5, 5, 2]
-    """
-    x = np.asarray(x, dtype=np.float64)
-    e = np.asarray(edges.detach().cpu() if isinstance(edges, Tensor) else edges, np.float64)
-    if e.ndim != 1 or e.size < 2:
-        raise ValueError(f"edges must be 1-D with at least 2 entries, got {e.shape=}")
-    ids = RESERVED + np.searchsorted(e[1:-1], x, side="right")
-    return np.where(np.isnan(x), MISSING, ids).astype(np.int64)
-
-
-def _finite(x: ArrayLike, who: str) -> np.ndarray:
-    values = np.asarray(x, dtype=np.float64).reshape(-1)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        raise ValueError(f"{who}: no finite value among the {values.size} given")
-    return finite

@@ -47,14 +47,19 @@ Shape:
     items, mask, actions, (times) (B, L); candidate (B, d_item) → (B, (k_recent + 1) · d_model)
 
 >>> import torch
->>> from ranker.data.layout import Layout
->>> from ranker.nn.embeddings import FeatureEmbeddings
->>> items = FeatureEmbeddings(Layout({"item": "item"}, {}, {"item": 50}, [], {}, {}, []), 16)
->>> enc = TransActEncoder("h", items, "item", 4).eval()
->>> batch = {"hist/h/items": torch.tensor([[0, 7, 9]]), "hist/h/actions": torch.tensor([[0, 1, 2]]),
-...          "hist/h/mask": torch.tensor([[False, True, True]])}
->>> enc.d_model, enc(batch, items.lookup("item", torch.tensor([3]))).shape
+>>> from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
+>>> table = FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": 50}), 16)
+>>> enc = TransActEncoder(table, "item", 4).eval()
+>>> items, actions = torch.tensor([[0, 7, 9]]), torch.tensor([[0, 1, 2]])
+>>> mask = torch.tensor([[False, True, True]])
+>>> enc.d_model, enc(items, mask, actions, candidate=table.lookup("item", torch.tensor([3]))).shape
 (40, torch.Size([1, 160]))
+
+Serving one user: the candidate-independent part once, then every candidate.
+
+>>> cached = enc.encode_history(items, mask, actions)
+>>> enc.score_candidates(cached, table.lookup("item", torch.tensor([3, 4, 5]))).shape
+torch.Size([3, 160])
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder
+from ranker.nn.history import need_actions
 from ranker.nn.transformer import Encoder
 
 TIME_DIM = 8  # width of the optional time encoding τ(t)
@@ -111,7 +117,7 @@ def hide_recent(mask: torch.Tensor, window: float | int, times: torch.Tensor | N
 
 
 @dataclass
-class HistoryCache:
+class TransActUserCache:
     """What one user's scoring reuses across candidates (see ``encode_history``)."""
 
     events: torch.Tensor  # (1, L, d_model): W_e e_j + b
@@ -124,7 +130,6 @@ class TransActEncoder(nn.Module):
 
     def __init__(
         self,
-        name: str,
         items: CategoricalEncoder,
         owner: str,
         n_actions: int,
@@ -153,7 +158,7 @@ class TransActEncoder(nn.Module):
             raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{dropout=} is not in [0, 1)")
-        self.name, self.owner, self.items = name, owner, items  # items: shared with the ranker
+        self.owner, self.items = owner, items  # items: shared with the ranker
         self.k_recent, self.recent_mask, self.early_fusion = k_recent, recent_mask, early_fusion
         self.max_len = max_len
         d_item = items.dim_of(owner)
@@ -168,27 +173,28 @@ class TransActEncoder(nn.Module):
         self.encoder = Encoder(self.d_model, num_layers, num_heads, ff_dim, dropout, attention_dropout)
         self.out_dim = (k_recent + 1) * self.d_model
 
-    def forward(self, batch: dict[str, torch.Tensor], candidate: torch.Tensor | None = None) -> torch.Tensor:
-        batch = self._recent(batch)
-        mask = batch[f"hist/{self.name}/mask"]  # (B, L)
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
+                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+        """items, mask (bool), actions, times (B, L) log1p-hours, candidate (B, d_item)."""
+        items, mask, actions, times = self._recent(items, mask, actions, times)
         if self.training and self.recent_mask is not None:
-            mask = hide_recent(mask, self.recent_mask, batch.get(f"hist/{self.name}/times"))
-        return self._encode(self._events(batch), mask, candidate)
+            mask = hide_recent(mask, self.recent_mask, times)
+        return self._encode(self._events(items, actions, times), mask, candidate)
 
-    def encode_history(self, batch: dict[str, torch.Tensor]) -> HistoryCache:
+    def encode_history(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
+                       times: torch.Tensor | None = None) -> TransActUserCache:
         """Everything that does not depend on the candidate, for ONE user (batch size 1).
 
         The random recent mask is never applied here (serving is evaluation).
         """
-        batch = self._recent(batch)
-        mask = batch[f"hist/{self.name}/mask"]  # (1, L)
+        items, mask, actions, times = self._recent(items, mask, actions, times)  # (1, L) each
         if mask.shape[0] != 1:
             raise ValueError(f"encode_history takes one user; got a batch of {mask.shape[0]}")
-        events = self._events(batch)  # (1, L, d_model)
+        events = self._events(items, actions, times)  # (1, L, d_model)
         output = None if self.early_fusion else self._encode(events, mask, None)
-        return HistoryCache(events, mask, output)
+        return TransActUserCache(events, mask, output)
 
-    def score_candidates(self, cache: HistoryCache, candidates: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, cache: TransActUserCache, candidates: torch.Tensor) -> torch.Tensor:
         """The history vector for each of n candidates, equal to ``forward`` on n copies of the
         user; only ``W_c c`` and the transformer run per candidate.
 
@@ -201,24 +207,24 @@ class TransActEncoder(nn.Module):
         length = cache.mask.shape[1]
         return self._encode(cache.events.expand(n, length, -1), cache.mask.expand(n, length), candidates)
 
-    def _recent(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This history's tensors cut to the ``max_len`` most recent slots (left-padded input)."""
-        if self.max_len is None:
-            return batch
-        prefix = f"hist/{self.name}/"
-        return {key: value[:, -self.max_len:] if key.startswith(prefix) else value
-                for key, value in batch.items()}
+    def _recent(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None,
+                times: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The history cut to its ``max_len`` most recent slots (left-padded input)."""
+        n = self.max_len
+        if n is None:
+            return items, mask, actions, times
+        return (items[:, -n:], mask[:, -n:], None if actions is None else actions[:, -n:],
+                None if times is None else times[:, -n:])
 
-    def _events(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _events(self, items: torch.Tensor, actions: torch.Tensor | None, times: torch.Tensor | None) -> torch.Tensor:
         """W_e e_j + b for every slot (padding included; it is masked later). (B, L, d_model)"""
-        parts = [self.items.lookup(self.owner, batch[f"hist/{self.name}/items"])]  # (B, L, d_item)
+        parts = [self.items.lookup(self.owner, items)]  # (B, L, d_item)
         if self.action_table is not None:
-            parts.append(self.action_table(batch[f"hist/{self.name}/actions"]))  # (B, L, a)
+            parts.append(self.action_table(need_actions(actions)))  # (B, L, a)
         if self.time_encoding is not None:
-            key = f"hist/{self.name}/times"
-            if key not in batch:
-                raise ValueError(f"time_encoding=True needs {key!r} in the batch; the data has no times")
-            parts.append(self.time_encoding(batch[key]))  # (B, L, TIME_DIM)
+            if times is None:
+                raise ValueError("time_encoding=True needs the history's times; the data has no times")
+            parts.append(self.time_encoding(times))  # (B, L, TIME_DIM)
         return self.event_proj(torch.cat(parts, dim=-1))
 
     def _encode(self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
@@ -227,8 +233,8 @@ class TransActEncoder(nn.Module):
             return events.new_zeros(batch, self.out_dim)
         if self.cand_proj is not None:
             if candidate is None:
-                raise ValueError(f"history {self.name!r}: early fusion needs the candidate item's "
-                                 "embedding, and the model has no candidate field")
+                raise ValueError("early fusion needs the candidate item's embedding, and the model "
+                                 "has no candidate field")
             events = events + self.cand_proj(candidate).unsqueeze(1)  # (B, L, d_model)
         # An all-masked row would make attention NaN: let it attend to its last slot instead.
         last = torch.arange(length, device=mask.device) == length - 1  # (L,)

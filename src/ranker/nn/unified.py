@@ -6,7 +6,7 @@ with its own ``k_t`` hash functions and a value ``v`` is embedded as (paper Sect
 multi-probe variant)
 
     e_t(v) = concat[E[h_{t,1}(v)], …, E[h_{t,k_t}(v)]] ∈ R^{k_t·d},
-    h_{t,j}(v) = mix64(v, s_{t,j}) mod M            (see :mod:`ranker.nn.hashing`),
+    h_{t,j}(v) = mix64(v, s_{t,j}) mod M            (see :mod:`ranker.hashing`),
 
 with per-(feature, probe) seeds derived deterministically from the table seed, a stable hash
 of the feature name and the probe index:
@@ -41,8 +41,9 @@ from typing import Protocol, TypedDict
 import torch
 from torch import Tensor, nn
 
+from ranker.hashing import bucket, mix64, stable_string_hash
 from ranker.nn.gather import gather_rows
-from ranker.nn.hashing import INIT_STD, bucket, mix64, stable_string_hash
+from ranker.nn.hashing import INIT_STD
 
 
 def probe_seeds(seed: int, feature: str, k: int) -> Tensor:

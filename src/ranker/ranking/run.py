@@ -33,7 +33,7 @@ from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
 from ranker.data.tensors import TensorData
 from ranker.errors import ConfigError, DataError
-from ranker.models import build_model
+from ranker.models import Ranker, build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
@@ -292,10 +292,10 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
 
 def collision_report(model: torch.nn.Module, train: TensorData) -> dict[str, Any] | None:
     """Intra- and inter-feature collision shares of the train values (hashing encoders only)."""
-    enc = getattr(model, "embeddings", None)
-    if enc is None or getattr(enc, "ids", "vocab") != "hash":
+    if not isinstance(model, Ranker) or model.embeddings.ids != "hash":
         return None
-    stats = enc.collisions(enc.values_by_owner(train.tensors))
+    enc = model.embeddings
+    stats = enc.collisions(model.values_by_owner(train.tensors))
     return {"encoder": type(enc).__name__, "features": stats}
 
 
