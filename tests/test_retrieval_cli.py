@@ -69,7 +69,7 @@ def test_retrieve_errors_are_one_line(run_dir: Path, capsys: pytest.CaptureFixtu
     assert main(["retrieve", str(run_dir), "--user", "99999"]) == 2
     assert "no such user" in capsys.readouterr().err
     assert main(["retrieve", str(run_dir), "--history", "1,99999"]) == 2
-    assert "1..1682" in capsys.readouterr().err
+    assert "unknown item id(s) 99999" in capsys.readouterr().err
 
 
 def test_retrieve_with_an_ann_index(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
