@@ -135,6 +135,9 @@ def test_train_and_retrieve_with_raw_ids_on_an_event_file(
     catalogue = set(pq.read_table(out / "items.parquet").column("item").to_pylist())
     assert json.loads((out / "data.json").read_text())["num_items"] == len(catalogue)
 
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["test"])
     (tmp_path / "events.csv").unlink()  # serving reads the run directory only
     capsys.readouterr()
     assert main(["retrieve", str(out), "--history", "sku-0001,sku-0002", "--k", "5"]) == 0
@@ -151,6 +154,7 @@ def test_train_and_retrieve_with_raw_ids_on_an_event_file(
     ({"max_len": 10}, r"data: give exactly one of `dataset`.*neither"),
     ({"path": "x.csv", "user_column": "u"}, r"item_column"),
     ({"dataset": "r-ml100k", "user_column": "u"}, r"user_column: only with `path`"),
+    ({"dataset": "r-ml100k", "format": "csv"}, r"format: only with `path`"),
     ({"path": "x.csv", "user_column": "u", "item_column": "i", "split": {"kind": "time",
       "fractions": [0.8, 0.1, 0.1]}}, r"time split needs time_column"),
     ({"path": "x.csv", "user_column": "u", "item_column": "i", "min_action": 4}, r"needs action_column"),

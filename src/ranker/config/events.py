@@ -92,10 +92,10 @@ class EventFile(Strict):
         if (dataset is None) == (self.path is None):
             raise ValueError("give exactly one of `dataset` (a built-in recipe) or `path` (your "
                              "event file), got " + ("both" if dataset else "neither"))
-        own = ("user_column", "item_column", "time_column", "action_column", "keep_actions",
-               "min_action")
+        own = ("format", "csv", "user_column", "item_column", "time_column", "action_column",
+               "keep_actions", "min_action")
         if dataset is not None:
-            given = [k for k in own if getattr(self, k) is not None]
+            given = [k for k in own if getattr(self, k) != type(self).model_fields[k].default]
             if given:
                 raise ValueError(f"{', '.join(given)}: only with `path` (dataset {dataset!r} "
                                  "follows its protocol)")

@@ -92,21 +92,17 @@ def from_recipe(name: str, max_len: int | None = None) -> RetrievalEvents:
 
 
 def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEvents:
-    """The declared event file: filtered (actions, k-core, < 3 events under leave-one-out),
-    ids mapped by sorted vocabularies, events ordered per user by (time, row)."""
+    """The declared event file: filtered (actions, then the k-core, where leave-one-out needs
+    at least 3 events per user), ids mapped by sorted vocabularies, events ordered per user by
+    (time, row)."""
     table = read_events(data, base_dir=base_dir)
     assert data.user_column is not None and data.item_column is not None
     users = id_values(table.column(data.user_column), "user_column")
     items = id_values(table.column(data.item_column), "item_column")
     times = time_values(table.column(data.time_column)) if data.time_column else None
     summary: dict[str, Any] = {"source": data.path, "rows": table.num_rows}
-    keep = np.ones(table.num_rows, dtype=bool)
-    if data.min_user_events or data.min_item_events:
-        keep = k_core(vocabulary(users)[0], vocabulary(items)[0],
-                      data.min_user_events or 1, data.min_item_events or 1)
-    if data.split.kind == "leave_one_out":
-        u = vocabulary(users)[0]
-        keep &= np.bincount(u[keep], minlength=u.max() + 1)[u] >= 3
+    min_user = max(data.min_user_events or 1, 3 if data.split.kind == "leave_one_out" else 1)
+    keep = k_core(vocabulary(users)[0], vocabulary(items)[0], min_user, data.min_item_events or 1)
     summary["dropped_rows"] = int((~keep).sum())
     if not keep.any():
         raise DataError(f"{data.path}: no events left after filtering (k-core, leave-one-out "
@@ -127,14 +123,8 @@ def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEve
 
 def save_serving(run_dir: Path, events: RetrievalEvents) -> None:
     """Write the catalogue, every user's history and a data summary into `run_dir`."""
-    seqs = events.sequences
-    offsets = pa.array(seqs.offsets.astype(np.int32))
-    raw = events.items.take(pa.array(seqs.items - 1))
-    times = (pa.nulls(len(seqs), pa.list_(pa.int64())) if seqs.times is None
-             else pa.ListArray.from_arrays(offsets, pa.array(seqs.times, pa.int64())))
-    histories = pa.table({"user": events.users, "items": pa.ListArray.from_arrays(offsets, raw),
-                          "times": times})
-    for name, table in (("items", pa.table({"item": events.items})), ("histories", histories)):
+    serving = ServingData.from_events(events)
+    for name, table in (("items", pa.table({"item": serving.items})), ("histories", serving.histories)):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         atomic_write_bytes(run_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
@@ -151,12 +141,22 @@ class ServingData:
     max_len: int
 
     @classmethod
-    def load(cls, run_dir: Path) -> ServingData:
+    def from_events(cls, events: RetrievalEvents) -> ServingData:
+        seqs = events.sequences
+        offsets = pa.array(seqs.offsets.astype(np.int32))
+        raw = events.items.take(pa.array(seqs.items - 1))
+        times = (pa.nulls(len(seqs), pa.list_(pa.int64())) if seqs.times is None
+                 else pa.ListArray.from_arrays(offsets, pa.array(seqs.times, pa.int64())))
+        histories = pa.table({"user": events.users, "items": pa.ListArray.from_arrays(offsets, raw),
+                              "times": times})
+        return cls(events.items, histories, events.max_len)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ServingData | None:
+        """The run's serving files, or None for a run trained before they were kept."""
         paths = [run_dir / n for n in ("items.parquet", "histories.parquet", "data.json")]
-        missing = [p.name for p in paths if not p.is_file()]
-        if missing:
-            raise ConfigError(f"{run_dir}: missing {', '.join(missing)} (a run trained before "
-                              "serving files were kept; retrain it)")
+        if not all(p.is_file() for p in paths):
+            return None
         info = json.loads(paths[2].read_text())
         return cls(pq.read_table(paths[0]).column("item").combine_chunks(), pq.read_table(paths[1]),
                    int(info["max_len"]))

@@ -110,10 +110,13 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
 
 
 def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, ServingData]:
-    """A finished run's config, best weights (eval mode) and serving files; no dataset is read."""
+    """A finished run's config, best weights (eval mode) and serving files; no dataset is read
+    (except for a run trained before the serving files were kept)."""
     run_dir = Path(run_dir)
     cfg = _finished_config(run_dir)
     serving = ServingData.load(run_dir)
+    if serving is None:  # a run from before the serving files: its built-in recipe has them
+        serving = ServingData.from_events(load_retrieval_events(cfg))
     model = build_model(cfg, serving)
     load_weights(model, run_dir / "model.safetensors")
     return cfg, model.eval(), serving
