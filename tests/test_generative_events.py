@@ -154,6 +154,8 @@ def test_bad_declarations_name_the_key(tmp_path: Path, data: dict[str, object], 
     ({"static_features": ["age"]}, r"data\.static_features\.0: column 'age' is not in"),
     ({"path": "nowhere.parquet"}, r"data\.path: .*nowhere\.parquet: file not found"),
     ({"user_table": {"path": "users.csv"}}, r"data\.user_table\.path: .*users\.csv: file not found"),
+    ({"user_table": {"path": "events.parquet", "user_column": "uid"}},
+     r"data\.user_table\.user_column: column 'uid' is not in .*events\.parquet"),
 ])
 def test_bad_columns_fail_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           change: dict[str, object], match: str) -> None:

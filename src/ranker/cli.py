@@ -164,13 +164,20 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _anchored(cfg: C, config_path: Path) -> C:
-    """`cfg` with a relative ``data.path`` made absolute against the config file's folder (as
-    the feature ranker reads paths), so the run directory's config.yaml finds it from anywhere."""
-    path = getattr(cfg.data, "path", None)  # type: ignore[attr-defined]
-    if path is None or Path(path).expanduser().is_absolute():
-        return cfg
-    full = str((config_path.resolve().parent / Path(path).expanduser()).resolve())
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": full})})  # type: ignore[attr-defined]
+    """`cfg` with relative ``data.path`` / ``data.user_table.path`` made absolute against the
+    config file's folder (as the feature ranker reads paths), so the run directory's
+    config.yaml finds the files from anywhere."""
+    def absolute(section: Any) -> Any:
+        path = getattr(section, "path", None)
+        if path is None or Path(path).expanduser().is_absolute():
+            return section
+        full = (config_path.resolve().parent / Path(path).expanduser()).resolve()
+        return section.model_copy(update={"path": str(full)})
+
+    data = absolute(cfg.data)  # type: ignore[attr-defined]
+    if getattr(data, "user_table", None) is not None:
+        data = data.model_copy(update={"user_table": absolute(data.user_table)})
+    return cfg.model_copy(update={"data": data})
 
 
 def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
