@@ -21,7 +21,7 @@ from results_store import save_document  # type: ignore[import-not-found]  # noq
 
 from ranker.retrieval.ann import ann_report
 from ranker.retrieval.batches import query_batch
-from ranker.retrieval.run import load_run
+from ranker.retrieval.run import load_data, load_run
 
 HERE = Path(__file__).parent
 SETTINGS = [
@@ -36,7 +36,8 @@ SETTINGS = [
 
 @torch.no_grad()
 def test_user_vectors(run_dir: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
-    cfg, model, data = load_run(run_dir)
+    cfg, model, _ = load_run(run_dir)
+    data = load_data(cfg)
     users = np.arange(len(data.test_target))
     batch = query_batch(data.test_input, users, data.max_len, data.test_target_time)
     return cfg.data.dataset, model.user_vectors(batch.items, batch.times, batch.query_times), \

@@ -219,9 +219,9 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     path.write_text("kind: generative\nmodel: {dimm: 8}\n")
     with pytest.raises(ConfigError, match=r"model\.dimm"):
         load_generative_config(path)
-    path.write_text("kind: generative\ndata: {static_features: [user_id, shoe_size]}\n")
-    with pytest.raises(ConfigError, match=r"data\.static_features\.1"):
+    path.write_text("kind: generative\ndata: {dataset: rk-ml100k, static_features: [user_id, shoe_size]}\n")
+    with pytest.raises(ConfigError, match=r"data: static_features\.1: 'shoe_size'"):
         load_generative_config(path)
-    path.write_text("kind: generative\n")
+    path.write_text("kind: generative\ndata: {dataset: rk-ml100k}\n")
     with pytest.raises(ConfigError, match=r"data\.max_events"):
         load_generative_config(path, ["data.max_events=1"])

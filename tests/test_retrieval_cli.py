@@ -69,7 +69,23 @@ def test_retrieve_errors_are_one_line(run_dir: Path, capsys: pytest.CaptureFixtu
     assert main(["retrieve", str(run_dir), "--user", "99999"]) == 2
     assert "no such user" in capsys.readouterr().err
     assert main(["retrieve", str(run_dir), "--history", "1,99999"]) == 2
-    assert "1..1682" in capsys.readouterr().err
+    assert "unknown item id(s) 99999" in capsys.readouterr().err
+
+
+def test_serving_files_are_kept_and_older_runs_still_serve(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("items.parquet", "histories.parquet", "data.json"):
+        assert (run_dir / name).is_file(), name
+    assert main(["retrieve", str(run_dir), "--user", "1", "--k", "4"]) == 0
+    kept = capsys.readouterr().out
+    old = tmp_path / "old"  # a run from before the serving files: rebuilt from its recipe
+    old.mkdir()
+    for name in ("config.yaml", "model.safetensors"):
+        (old / name).write_bytes((run_dir / name).read_bytes())
+    monkeypatch.setenv("RANKER_CACHE_DIR", str(run_dir.parent / "cache"))
+    assert main(["retrieve", str(old), "--user", "1", "--k", "4"]) == 0
+    assert capsys.readouterr().out == kept
 
 
 def test_retrieve_with_an_ann_index(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,10 +13,14 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ranker.errors import RankerError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+C = TypeVar("C", bound="BaseModel")
 DEMOS = {"synthetic": "demo-synthetic.yaml", "ml-100k": "demo-ml100k.yaml", "rk-ml100k": "demo-ml100k.yaml"}
 
 
@@ -80,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retrieve", help="top-k candidates of a trained retrieval run for one user")
     rt.add_argument("run_dir", type=Path)
     who = rt.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", type=int, help="a user id of the run's dataset")
+    who.add_argument("--user", help="a user id of the run's data (raw id, as in the event file)")
     who.add_argument("--history", metavar="ITEM,ITEM,...",
-                     help="item ids, oldest first, of a user the model has never seen")
+                     help="raw item ids, oldest first, of a user the model has never seen "
+                          "(an id outside the run's catalogue is an error naming it)")
     rt.add_argument("--times", metavar="T,T,...", help="unix seconds of the --history items")
     rt.add_argument("--k", type=int, default=20)
     rt.add_argument("--ann", choices=["hnsw", "ivf"], help="search a faiss index (ranker[ann])")
@@ -135,6 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if family.kind == "ranking":
         options = {"base_dir": args.config.resolve().parent, "init_from": args.init_from}
+    else:
+        cfg = _anchored(cfg, args.config)
     start = time.perf_counter()
     metrics = family.train(cfg, out, **options)
     SUMMARIES[family.kind](cfg, metrics, out, time.perf_counter() - start)
@@ -156,8 +163,25 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchored(cfg: C, config_path: Path) -> C:
+    """`cfg` with relative ``data.path`` / ``data.user_table.path`` made absolute against the
+    config file's folder (as the feature ranker reads paths), so the run directory's
+    config.yaml finds the files from anywhere."""
+    def absolute(section: Any) -> Any:
+        path = getattr(section, "path", None)
+        if path is None or Path(path).expanduser().is_absolute():
+            return section
+        full = (config_path.resolve().parent / Path(path).expanduser()).resolve()
+        return section.model_copy(update={"path": str(full)})
+
+    data = absolute(cfg.data)  # type: ignore[attr-defined]
+    if getattr(data, "user_table", None) is not None:
+        data = data.model_copy(update={"user_table": absolute(data.user_table)})
+    return cfg.model_copy(update={"data": data})
+
+
 def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
-    print(f"\n{cfg.model.kind} on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
+    print(f"\n{cfg.model.kind} on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
           f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
           f"{m['users']:,} users x {m['items']:,} items")
     for name, row in (("test", m["test"]), ("most-popular", m["most_popular"]["test"])):
@@ -166,7 +190,7 @@ def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -
 
 
 def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
-    print(f"\ngenerative HSTU on {cfg.data.dataset}: best epoch {m['best_epoch']}, "
+    print(f"\ngenerative HSTU on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
           f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s")
     for task, row in m["test"].items():
         print(f"test {task:<8} auc {row['auc']:.4f}  gauc {row['gauc']:.4f}  logloss {row['logloss']:.4f}")
@@ -174,15 +198,15 @@ def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) 
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from ranker.retrieval.run import load_run, user_row
-    from ranker.retrieval.serve import parse_ids, recommend, user_history
+    from ranker.retrieval.run import load_run
+    from ranker.retrieval.serve import parse_ids, parse_raw_ids, recommend
 
-    cfg, model, data = load_run(args.run_dir)
+    cfg, model, serving = load_run(args.run_dir)
     if args.user is not None:
-        items, times = user_history(data, user_row(data, args.user))
+        items, times = serving.history(args.user)
         who = f"user {args.user} ({len(items)} items)"
     else:
-        items = parse_ids(args.history, "--history")
+        items = serving.internal(parse_raw_ids(args.history, "--history"), "--history")
         times = parse_ids(args.times, "--times") if args.times else None
         who = f"new user ({len(items)} items)"
     index = None
@@ -191,9 +215,10 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
         index = build_index(model.item_vectors()[1:].detach().numpy(), args.ann)
     top = recommend(model, items, times, args.k, ann_index=index)
+    raw = serving.raw([item for item, _ in top])
     print(f"{cfg.model.kind} top-{args.k} for {who}, {'faiss ' + args.ann if args.ann else 'exact'}:")
-    for rank, (item, score) in enumerate(top, 1):
-        print(f"{rank:>4}  item {item:<8} score {score:.4f}")
+    for rank, ((_, score), item) in enumerate(zip(top, raw, strict=True), 1):
+        print(f"{rank:>4}  item {item!s:<8} score {score:.4f}")
     return 0
 
 

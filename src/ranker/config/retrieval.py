@@ -1,7 +1,7 @@
 """The typed, strict configuration of a candidate-generation (retrieval) run.
 
 A YAML file with ``kind: retrieval`` at the top is a :class:`RetrievalRunConfig`; ``ranker
-train`` dispatches on that key. Sections: ``data`` (a retrieval recipe), ``model`` (``sasrec``
+train`` dispatches on that key. Sections: ``data`` (a retrieval recipe or an event file), ``model`` (``sasrec``
 or ``hstu``), ``loss`` (``full_softmax``, ``sampled_softmax`` or ``in_batch``), ``train`` and
 ``eval``. Unknown keys are errors that name their path, as in the ranker's config.
 """
@@ -12,18 +12,62 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from ranker.config.events import EventFile, EventTimeSplit, LeaveOneOutSplit
 from ranker.config.schema import BaseTrainConfig, Strict
 
 
-class RetrievalData(Strict):
-    """A built-in retrieval recipe (``ranker datasets list``, kind ``retrieval``)."""
+class RetrievalData(EventFile):
+    """A built-in retrieval recipe (``dataset``) or your own event file (``path``): exactly one.
 
-    dataset: str = Field(..., description="e.g. r-ml100k, r-ml1m, r-beauty")
-    max_len: int | None = Field(None, ge=2, description="model input length (default: the protocol's)")
+    Own data (keys of :class:`~ranker.config.events.EventFile`)::
+
+        data:
+          path: events.csv            # one row per interaction, any order
+          user_column: user_id
+          item_column: item_id
+          time_column: ts             # optional: without it, file order is the order
+          action_column: rating       # optional, with keep_actions: [...] or min_action: 4
+          split: {kind: leave_one_out}   # or {kind: time, valid_start: T1, test_start: T2}
+          min_user_events: 5          # optional k-core, repeated until stable
+          min_item_events: 5
+          max_len: 200
+
+    Events are ordered per user by (time, row in the file). ``leave_one_out`` is PROTOCOLS.md's
+    (users with fewer than 3 events are dropped). A ``time`` split (see
+    :class:`~ranker.config.events.EventTimeSplit`) trains on the train-period events; a user's
+    validation target is their first valid-period event, their test target their first
+    test-period event, each with every earlier event as input (users without such an event, or
+    without any earlier event, have no target there). The catalogue is every item left after
+    filtering; raw ids are mapped to indices by a vocabulary saved in the run directory
+    (``items.parquet``) with every user's history (``histories.parquet``), so ``ranker
+    retrieve`` takes and prints raw ids.
+    """
+
+    dataset: str | None = Field(None, description="built-in recipe, e.g. r-ml100k, r-ml1m, r-beauty")
+    split: LeaveOneOutSplit | EventTimeSplit = Field(
+        LeaveOneOutSplit(), discriminator="kind",
+        description="leave_one_out (the built-ins' protocol) or time (own data only)")
+    min_user_events: int | None = Field(None, ge=1, description="k-core: users with fewer events are dropped")
+    min_item_events: int | None = Field(None, ge=1, description="k-core: items with fewer events are dropped")
+    max_len: int | None = Field(
+        None, ge=2, description="model input length (default: the protocol's; 200 for own data)")
     train_users: float = Field(
         1.0, gt=0, le=1, description="share of users whose training sequences train the model (a fixed "
         "random subset, the same for every seed; for data-scaling studies); validation and test "
         "always score every user")
+
+    @model_validator(mode="after")
+    def _source(self) -> RetrievalData:
+        self._check_event_keys(self.dataset)
+        if self.dataset is not None:
+            if self.split.kind != "leave_one_out":
+                raise ValueError(f"split: dataset {self.dataset!r} follows its protocol (leave_one_out)")
+            for key in ("min_user_events", "min_item_events"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only with `path`")
+        elif self.split.kind == "time" and self.time_column is None:
+            raise ValueError("split: a time split needs time_column")
+        return self
 
 
 class SASRecModel(Strict):

@@ -21,8 +21,13 @@ from ranker.errors import DataError
 SPLITS = ("train", "valid", "test")
 
 
-def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None) -> pa.Table:
-    """Read one CSV (optionally ``.gz``) or parquet file into an arrow table."""
+def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None, *,
+               string_columns: tuple[str, ...] = ()) -> pa.Table:
+    """Read one CSV (optionally ``.gz``) or parquet file into an arrow table.
+
+    `string_columns` of a CSV are read as text, never inferred (ids: ``007`` stays ``007``,
+    and a 20-digit id is not rounded through a float).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
@@ -40,7 +45,8 @@ def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = Non
             raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")
         parse = pacsv.ParseOptions(delimiter=csv.delimiter)
         convert = pacsv.ConvertOptions(
-            null_values=["", "NA", "NaN", "nan", "null", "None"], strings_can_be_null=True
+            null_values=["", "NA", "NaN", "nan", "null", "None"], strings_can_be_null=True,
+            column_types={c: pa.string() for c in string_columns},
         )
         return pacsv.read_csv(path, read_options=read_opts, parse_options=parse,
                               convert_options=convert)

@@ -32,7 +32,8 @@ class EventLog:
     Shapes (n events, K rows per event, T tasks): user, item, action, time, split (n,) int64
     (split 0/1/2 = train/valid/test); candidates (n, K) item ids, column 0 the event's own
     item; labels, label_mask (n, K, T) float32; static (num_users + 1, S) int64 ids into the
-    static table, indexed by user id.
+    static table, indexed by user id. ``vocab`` (own event files): raw ids of users ``1..U``
+    and items ``1..I`` (``vocab["items"][k - 1]`` is item k) and the action values of ids 1..A.
     """
 
     user: np.ndarray
@@ -48,6 +49,7 @@ class EventLog:
     num_items: int
     num_actions: int
     num_static: int
+    vocab: dict[str, pa.Array] | None = None
 
     def rows_of(self, split: int) -> tuple[np.ndarray, np.ndarray]:
         """(events, groups): the split's rows in table order as (row → event, slot), and users."""

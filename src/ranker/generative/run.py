@@ -9,6 +9,9 @@ Run directory contents (as a feature-based ranker's, so ``ranker report`` reads 
     calibration_test.npz   test labels and probabilities per task (report's calibration plot)
     checkpoints/           resumable training state
     report.html
+    users.parquet, items.parquet, actions.parquet
+                           own event files: raw ids of internal users / items 1.. and the
+                           action values of action tokens 1.. (row k − 1 is id k)
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from ranker.config import load_generative_config
 from ranker.config.generative import GenerativeRunConfig
+from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.evaluate import predict_split, split_metrics
+from ranker.generative.event_file import load_event_file
 from ranker.generative.events import EventLog, load_rk_ml100k
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
@@ -35,7 +42,20 @@ SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
 
 
 def load_events(cfg: GenerativeRunConfig) -> EventLog:
+    """The config's event log: the built-in RK-ML100K or the declared event file."""
+    if cfg.data.path is not None:
+        return load_event_file(cfg.data)
     return load_rk_ml100k(list(cfg.data.static_features))
+
+
+def save_vocab(run_dir: Path, log: EventLog) -> None:
+    """Own data: raw ids of the internal users / items (row k − 1 is id k) and action values."""
+    if log.vocab is None:
+        return
+    for name in ("users", "items", "actions"):
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({name[:-1]: log.vocab[name]}), sink)
+        atomic_write_bytes(run_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
 
 
 def build_model(cfg: GenerativeRunConfig, log: EventLog) -> GenerativeRanker:
@@ -51,12 +71,13 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     log = load_events(cfg)
     model = build_model(cfg, log)
     run_dir = begin_run(run_dir, cfg, load_generative_config)
+    save_vocab(run_dir, log)
     w = cfg.data.max_events
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
     save_weights(model, run_dir / "model.safetensors")
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset, "model": "generative-hstu", "seed": cfg.train.seed,
+        "dataset": cfg.data.dataset or cfg.data.path, "model": "generative-hstu", "seed": cfg.train.seed,
         "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
         "params": sum(p.numel() for p in model.parameters()),
         "train_samples_per_s": fit.mean("samples_per_s"),

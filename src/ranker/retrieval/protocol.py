@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from ranker.data.events import chronological
 from ranker.data.recipes.base import PreparedDataset
+from ranker.errors import DataError
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 
 
@@ -101,20 +103,41 @@ def _flat(lists: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray
     return flat, offsets - offsets[0]
 
 
+def event_sequences(user: np.ndarray, item: np.ndarray, time: np.ndarray | None,
+                    num_users: int) -> tuple[Sequences, np.ndarray]:
+    """Every user's events in (time, input row) order, and the permutation applied.
+
+    `user` (n,) indices ``0..num_users-1``, `item` (n,) ids ``1..num_items``, `time` (n,) or
+    None (then input order is the order). The one ordering of both the built-in recipes and
+    own event files.
+    """
+    order = chronological(user, time)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user, minlength=num_users))]).astype(np.int64)
+    return Sequences(item[order].astype(np.int64), offsets,
+                     None if time is None else time[order].astype(np.int64)), order
+
+
 def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int,
                   times: pa.ListArray | pa.ChunkedArray | None = None,
                   users: np.ndarray | None = None) -> LeaveOneOut:
-    """Cut every user's chronological sequence (at least 3 items) into the three views.
-
-    `times` (the same lists of unix seconds) travel with the items; the targets' times are kept
-    as the request times of the validation and test queries.
-    """
+    """:func:`leave_one_out_views` of per-user lists of items (and unix seconds)."""
     flat, offsets = _flat(items)
     tflat = None
     if times is not None:
         tflat, toffsets = _flat(times)
         if not np.array_equal(toffsets, offsets):
             raise ValueError("times must have one timestamp per item")
+    return leave_one_out_views(Sequences(flat, offsets, tflat), num_items, max_len, users)
+
+
+def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
+                        users: np.ndarray | None = None) -> LeaveOneOut:
+    """Cut every user's chronological sequence (at least 3 items) into the three views.
+
+    Times travel with the items; the targets' times are kept as the request times of the
+    validation and test queries.
+    """
+    flat, offsets, tflat = seqs.items, seqs.offsets, seqs.times
     lengths = np.diff(offsets)
     if (lengths < 3).any():
         raise ValueError(f"{int((lengths < 3).sum())} users have fewer than 3 items")
@@ -136,15 +159,60 @@ def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len
     )
 
 
-def from_prepared(ds: PreparedDataset, max_len: int | None = None) -> LeaveOneOut:
-    """The leave-one-out views of a prepared retrieval recipe (with times when it has them)."""
+def time_split_views(seqs: Sequences, period: np.ndarray, num_items: int, max_len: int) -> LeaveOneOut:
+    """Views of a global time split: `period` (total,) 0/1/2 per event of `seqs`, non-decreasing
+    within a user. Train = period-0 events; a user's valid (test) target is their first
+    period-1 (period-2) event that has at least one earlier event, the input every earlier
+    event. Users without one have no query in that split."""
+    lengths = seqs.lengths()
+    owner = np.repeat(np.arange(len(seqs)), lengths)
+
+    def subset(keep: np.ndarray) -> Sequences:
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(seqs)))])
+        return Sequences(seqs.items[keep], offsets.astype(np.int64),
+                         None if seqs.times is None else seqs.times[keep])
+
+    def queries(p: int) -> tuple[Sequences, np.ndarray, np.ndarray | None]:
+        before = np.bincount(owner[period < p], minlength=len(seqs))  # events before the target
+        first = seqs.offsets[:-1] + before
+        has = (before > 0) & (before < lengths)
+        has[has] = period[first[has]] == p
+        pos = np.arange(len(owner)) - seqs.offsets[owner]
+        inp = subset(has[owner] & (pos < before[owner]))
+        inp = Sequences(inp.items, np.concatenate([[0], np.cumsum(before[has])]).astype(np.int64), inp.times)
+        t = None if seqs.times is None else seqs.times[first[has]]
+        return inp, seqs.items[first[has]], t
+
+    valid_input, valid_target, valid_time = queries(1)
+    test_input, test_target, test_time = queries(2)
+    for name, target in (("valid", valid_target), ("test", test_target)):
+        if not len(target):
+            raise DataError(f"data.split: no user has a {name} target (an event in the {name} "
+                            "period after at least one earlier event)")
+    return LeaveOneOut(num_items, max_len, subset(period == 0), valid_input, valid_target,
+                       test_input, test_target, valid_time, test_time)
+
+
+def prepared_sequences(ds: PreparedDataset) -> tuple[Sequences, np.ndarray | None]:
+    """A retrieval recipe's prepared per-user lists exploded to events (user row, item, time)
+    and ordered by :func:`event_sequences`, like an event file (a no-op on their already
+    chronological order); and the recipe's user ids, row order."""
     table = ds.table("sequences")
+    flat, offsets = _flat(table.column("items"))
+    lengths = np.diff(offsets)
     times = None
     if "times" in table.column_names and table.column("times").null_count == 0:
-        times = table.column("times")
+        times = _flat(table.column("times"))[0]
     users = table.column("user").to_numpy() if "user" in table.column_names else None
-    return leave_one_out(table.column("items"), int(ds.manifest["num_items"]),
-                         max_len or int(ds.manifest["max_len"]), times, users)
+    seqs, _ = event_sequences(np.repeat(np.arange(len(lengths)), lengths), flat, times, len(lengths))
+    return seqs, users
+
+
+def from_prepared(ds: PreparedDataset, max_len: int | None = None) -> LeaveOneOut:
+    """The leave-one-out views of a prepared retrieval recipe (with times when it has them)."""
+    seqs, users = prepared_sequences(ds)
+    return leave_one_out_views(seqs, int(ds.manifest["num_items"]),
+                               max_len or int(ds.manifest["max_len"]), users)
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)

@@ -7,6 +7,12 @@ Run directory contents::
     log.jsonl            one record per epoch (loss, seconds, targets/s, valid metrics)
     metrics.json         best epoch, valid/test metrics at it, most-popular on test, timings
     checkpoints/         resumable training state
+    items.parquet        the catalogue: raw item ids (see :mod:`ranker.retrieval.data`)
+    histories.parquet    every user's items (raw ids) and times, for ``ranker retrieve --user``
+    data.json            catalogue size, max_len, users, events, rows dropped by filtering
+
+Serving (:func:`load_run`) reads only the run directory; :func:`evaluate_run` loads the data
+again (it needs the targets).
 """
 
 from __future__ import annotations
@@ -15,22 +21,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ranker.config import load_retrieval_config
 from ranker.config.retrieval import HSTUModel, RetrievalRunConfig
-from ranker.data.recipes import get_recipe, prepare
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever, build_retrieval_model
 from ranker.retrieval.batches import TrainSequences
+from ranker.retrieval.data import RetrievalEvents, ServingData, load_events, save_serving
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
 from ranker.retrieval.protocol import (
     LeaveOneOut,
     Sequences,
     evaluate,
-    from_prepared,
     popularity_scorer,
 )
 from ranker.retrieval.trainer import SequenceTrainer
@@ -39,19 +43,23 @@ from ranker.train.checkpoint import load_weights, save_weights
 
 
 def load_data(cfg: RetrievalRunConfig) -> LeaveOneOut:
-    """The leave-one-out views of the config's retrieval recipe."""
-    recipe = get_recipe(cfg.data.dataset)
-    if recipe.kind != "retrieval":
-        raise ConfigError(f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset, not a retrieval one")
-    data = from_prepared(prepare(recipe), cfg.data.max_len)
-    if isinstance(cfg.model, HSTUModel) and cfg.model.time_bias and not data.has_times:
-        raise ConfigError(f"model.time_bias: {recipe.name!r} has no timestamps here; set "
+    """The protocol views of the config's data (a retrieval recipe or an event file)."""
+    return load_retrieval_events(cfg).views()
+
+
+def load_retrieval_events(cfg: RetrievalRunConfig) -> RetrievalEvents:
+    """The config's events; a ConfigError before any training when they cannot serve the model."""
+    events = load_events(cfg.data)
+    if isinstance(cfg.model, HSTUModel) and cfg.model.time_bias and events.sequences.times is None:
+        where = cfg.data.dataset or cfg.data.path
+        raise ConfigError(f"model.time_bias: {where!r} has no timestamps here; set "
                           "model.time_bias=false (position bias only)")
-    return data
+    return events
 
 
-def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut) -> SequentialRetriever:
-    return build_retrieval_model(cfg.model, num_items=data.num_items, max_len=data.max_len)
+def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut | ServingData) -> SequentialRetriever:
+    num_items = data.num_items if isinstance(data, LeaveOneOut) else len(data.items)
+    return build_retrieval_model(cfg.model, num_items=num_items, max_len=data.max_len)
 
 
 def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
@@ -64,9 +72,11 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
     set_threads(cfg.train)
     torch.manual_seed(cfg.train.seed)
-    data = load_data(cfg)
+    events = load_retrieval_events(cfg)
+    data = events.views()
     model = build_model(cfg, data)
     run_dir = begin_run(run_dir, cfg, load_retrieval_config)
+    save_serving(run_dir, events)
     train = TrainSequences.build(training_sequences(cfg, data), data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
@@ -74,7 +84,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     save_weights(model, run_dir / "model.safetensors")
     e = cfg.eval
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset, "model": cfg.model.kind, "seed": cfg.train.seed,
+        "dataset": cfg.data.dataset or cfg.data.path, "model": cfg.model.kind, "seed": cfg.train.seed,
         "protocol": cfg.train.protocol,
         "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
         "params": sum(p.numel() for p in model.parameters()),
@@ -99,34 +109,35 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, LeaveOneOut]:
-    """A finished run's config, best weights (eval mode) and data."""
+def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, ServingData]:
+    """A finished run's config, best weights (eval mode) and serving files; no dataset is read
+    (except for a run trained before the serving files were kept)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
-        raise ConfigError(f"{run_dir}: not a finished retrieval run (config.yaml, model.safetensors)")
-    cfg = load_retrieval_config(run_dir / "config.yaml")
-    data = load_data(cfg)
-    model = build_model(cfg, data)
+    cfg = _finished_config(run_dir)
+    serving = ServingData.load(run_dir)
+    if serving is None:  # a run from before the serving files: its built-in recipe has them
+        serving = ServingData.from_events(load_retrieval_events(cfg))
+    model = build_model(cfg, serving)
     load_weights(model, run_dir / "model.safetensors")
-    return cfg, model.eval(), data
+    return cfg, model.eval(), serving
 
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     """Re-evaluate a finished run's best weights on `split` (valid or test), as configured."""
     if split not in ("valid", "test"):
         raise ConfigError(f"--split {split!r}: a retrieval run has valid and test targets")
-    cfg, model, data = load_run(run_dir)
+    cfg = _finished_config(Path(run_dir))
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    load_weights(model, Path(run_dir) / "model.safetensors")
     e = cfg.eval
-    metrics = evaluate_model(model, data, split, ks=tuple(e.ks), exclude=e.exclude,
+    metrics = evaluate_model(model.eval(), data, split, ks=tuple(e.ks), exclude=e.exclude,
                              batch_users=cfg.train.eval_batch_size,
                              sampled_negatives=e.sampled_negatives)
     return {"split": split, "metrics": metrics}
 
 
-def user_row(data: LeaveOneOut, user: int) -> int:
-    """Row of the dataset's user id `user` (ConfigError naming it when unknown)."""
-    ids = data.users if data.users is not None else np.arange(len(data.test_target))
-    hit = np.flatnonzero(ids == user)
-    if not len(hit):
-        raise ConfigError(f"--user {user}: no such user in this dataset")
-    return int(hit[0])
+def _finished_config(run_dir: Path) -> RetrievalRunConfig:
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"{run_dir}: not a finished retrieval run (config.yaml, model.safetensors)")
+    return load_retrieval_config(run_dir / "config.yaml")

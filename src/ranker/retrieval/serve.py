@@ -2,8 +2,11 @@
 
 The models are inductive over the history, so a user the model has never seen is served from
 its items alone. A known user's input is the whole sequence (every item of the dataset, the
-held-out ones included); the request time is the last event's time. Items of the history are
-never returned.
+held-out ones included, read from the run's ``histories.parquet``); the request time is the
+last event's time. Items of the history are never returned. Here items are internal ids
+``1..num_items``; ``ranker retrieve`` maps raw ids in and out
+(:class:`ranker.retrieval.data.ServingData`): an unknown raw id in ``--history`` is an error
+that names it (not skipped, so a typo never silently changes the recommendations).
 """
 
 from __future__ import annotations
@@ -14,18 +17,7 @@ import torch
 
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever
-from ranker.retrieval.protocol import LeaveOneOut
 from ranker.retrieval.search import exact_topk
-
-
-def user_history(data: LeaveOneOut, row: int) -> tuple[list[int], list[int] | None]:
-    """Every item (and time) of dataset row `row`, the test target last."""
-    seqs = data.test_input
-    lo, hi = seqs.offsets[row], seqs.offsets[row + 1]
-    items = [*seqs.items[lo:hi].tolist(), int(data.test_target[row])]
-    if seqs.times is None or data.test_target_time is None:
-        return items, None
-    return items, [*seqs.times[lo:hi].tolist(), int(data.test_target_time[row])]
 
 
 @torch.no_grad()
@@ -59,6 +51,14 @@ def recommend(model: SequentialRetriever, items: list[int], times: list[int] | N
     k = min(k, int((~exclude[0, 1:]).sum()))
     scores, ids = exact_topk(user, table, k, exclude=exclude)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)]
+
+
+def parse_raw_ids(text: str, flag: str) -> list[str]:
+    """``"a,b , c"`` → ["a", "b", "c"] (raw ids as text; ConfigError naming the flag when empty)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise ConfigError(f"{flag}: empty list")
+    return values
 
 
 def parse_ids(text: str, flag: str) -> list[int]:

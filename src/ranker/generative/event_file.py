@@ -1,0 +1,196 @@
+"""An :class:`~ranker.generative.events.EventLog` from a declared event file (``data.path``).
+
+What :func:`~ranker.generative.events.load_rk_ml100k` reads from the prepared RK-ML100K tables,
+read here from the user's columns (see :class:`ranker.config.generative.GenerativeData`):
+
+- events: one per row, user and item ids mapped by sorted vocabularies to ``1..U`` / ``1..I``,
+  times as integers (unix seconds for the time bias), ordered globally by (split, time, row),
+  so each split is one contiguous block and every user's events stay in time order;
+- actions: the action column's values (as text) seen in train events get ids ``1..A`` in
+  sorted order, every other value the id ``A + 1`` (the table then has A + 1 actions);
+- rows: slot 0 is the event's own item with the tasks' labels from their columns (a null label
+  or a 0 in ``mask_column`` masks the task); with ``negatives``, slots ``1..K−1`` are items
+  sampled as RK-ML100K's (:func:`ranker.data.recipes.rk_ml100k.sample_negatives`), label 0,
+  masked for tasks with a ``mask_column``;
+- static tokens: per user, the user id itself (a static feature named as the user column) or a
+  column of ``user_table`` or of the event file (which must be constant per user); values not
+  seen among train users share an "unseen" id (:func:`~ranker.generative.events.static_ids`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ranker.config.events import EventTimeSplit
+from ranker.config.generative import GenerativeData, SampledNegatives
+from ranker.config.schema import TaskConfig
+from ranker.data.events import (
+    chronological,
+    id_values,
+    last_n_periods,
+    read_events,
+    resolve,
+    time_periods,
+    time_values,
+    vocabulary,
+)
+from ranker.data.readers import read_table
+from ranker.data.recipes.rk_ml100k import sample_negatives
+from ranker.errors import ConfigError, DataError
+from ranker.generative.events import EventLog, static_ids
+
+MAX_FIRST_POSITION_CELLS = 50_000_000  # users × items of the negative sampler's lookup table
+
+
+def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> EventLog:
+    """The declared event file as an EventLog (see the module docstring)."""
+    assert data.user_column and data.item_column and data.time_column and data.action_column
+    table = read_events(data, extra=_declared_columns(data), base_dir=base_dir)
+    user, users = vocabulary(id_values(table.column(data.user_column), "user_column"))
+    item, items = vocabulary(id_values(table.column(data.item_column), "item_column"))
+    user, item = user + 1, item + 1
+    time = time_values(table.column(data.time_column))
+    if isinstance(data.split, EventTimeSplit):
+        period = time_periods(time, data.split)
+    else:
+        assert data.split is not None
+        period = last_n_periods(user, chronological(user, time), data.split.valid, data.split.test)
+    order = np.lexsort((np.arange(len(time)), time, period))
+    table, user, item, time, period = table.take(pa.array(order)), user[order], item[order], time[order], period[order]
+    for split, name in enumerate(("train", "valid", "test")):
+        if not (period == split).any():
+            raise DataError(f"{data.path}: data.split leaves the {name} split empty")
+    action, num_actions, action_values = _actions(table.column(data.action_column), period == 0)
+    labels, mask = _labels(table, data.tasks)
+    candidates = item[:, None]
+    if data.negatives is not None:
+        neg = _negatives(user, item, period, len(items), data.negatives)
+        candidates = np.concatenate([candidates, neg], 1)
+        k = candidates.shape[1]
+        labels = np.concatenate([labels, np.zeros((len(item), k - 1, len(data.tasks)), np.float32)], 1)
+        neg_mask = np.array([0.0 if t.mask_column else 1.0 for t in data.tasks], np.float32)
+        mask = np.concatenate([mask, np.broadcast_to(neg_mask, (len(item), k - 1, len(data.tasks)))], 1)
+    in_train = np.zeros(len(users) + 1, dtype=bool)
+    in_train[user[period == 0]] = True
+    cols = _static_columns(data, table, user, users, base_dir)
+    static, num_static = static_ids(cols, in_train)
+    return EventLog(
+        user=user, item=item, action=action, time=time, split=period.astype(np.int64),
+        candidates=candidates.astype(np.int64), labels=labels, label_mask=np.ascontiguousarray(mask),
+        static=static, tasks=tuple(data.tasks), num_items=len(items), num_actions=num_actions,
+        num_static=num_static, vocab={"users": users, "items": items, "actions": action_values})
+
+
+def _declared_columns(data: GenerativeData) -> dict[str, str]:
+    """Config key → column, for every column the tasks and static features name."""
+    out: dict[str, str] = {}
+    for i, t in enumerate(data.tasks):
+        out[f"tasks.{i}.column"] = t.column or t.name
+        if t.mask_column:
+            out[f"tasks.{i}.mask_column"] = t.mask_column
+    if data.user_table is None:
+        for i, name in enumerate(data.static_features):
+            out[f"static_features.{i}"] = name
+    return out
+
+
+def _actions(col: pa.ChunkedArray, train: np.ndarray) -> tuple[np.ndarray, int, pa.Array]:
+    """Action ids (n,), the table size (A, plus 1 when some value is unseen in train) and the
+    train values (as text) of ids 1..A."""
+    text = pc.fill_null(pc.cast(col, pa.string()), "").combine_chunks()
+    known = pc.unique(text.filter(pa.array(train)))
+    known = known.take(pc.array_sort_indices(known))
+    index = pc.index_in(text, value_set=known)
+    unseen = index.null_count > 0
+    ids = pc.fill_null(index, len(known)).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    return ids, len(known) + int(unseen), known
+
+
+def _labels(table: pa.Table, tasks: list[TaskConfig]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 1, T) labels and masks of the events' own rows from the tasks' columns."""
+    labels, masks = [], []
+    for i, t in enumerate(tasks):
+        col = table.column(t.column or t.name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                or pa.types.is_boolean(col.type)):
+            raise ConfigError(f"data.tasks.{i}.column: {t.column or t.name!r} holds {col.type}; "
+                              "labels must be numbers (0/1 for binary tasks)")
+        values = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)
+        mask = ~np.isnan(values)
+        if t.mask_column:
+            m = pc.cast(table.column(t.mask_column), pa.float32()).to_numpy(zero_copy_only=False)
+            mask &= np.nan_to_num(m) > 0
+        values = np.where(mask, np.nan_to_num(values), 0.0)
+        if t.kind == "binary" and not np.isin(values[mask], (0.0, 1.0)).all():
+            raise DataError(f"data.tasks.{i}: binary task {t.name!r} needs 0/1 labels in "
+                            f"column {t.column or t.name!r}")
+        labels.append(values)
+        masks.append(mask)
+    return (np.stack(labels, -1)[:, None].astype(np.float32),
+            np.stack(masks, -1)[:, None].astype(np.float32))
+
+
+def _negatives(user: np.ndarray, item: np.ndarray, period: np.ndarray, num_items: int,
+               cfg: SampledNegatives) -> np.ndarray:
+    """(n, per_event) items: RK-ML100K's sampler over this log's global event order."""
+    num_users = int(user.max())
+    if (num_users + 1) * (num_items + 1) > MAX_FIRST_POSITION_CELLS:
+        raise ConfigError(f"data.negatives: {num_users:,} users × {num_items:,} items is too large "
+                          "for the negative sampler; store impressions (label 0 rows) instead")
+    popularity = np.bincount(item[period == 0], minlength=num_items + 1).astype(np.float64)
+    popularity[0] = 0.0
+    weights = popularity**cfg.power * (popularity > 0)
+    if (weights > 0).sum() <= cfg.per_event:
+        raise ConfigError(f"data.negatives.per_event: {cfg.per_event} needs more items with train "
+                          f"events than {int((weights > 0).sum())}")
+    n = len(user)
+    first_position = np.full((num_users + 1, num_items + 1), n, dtype=np.int64)
+    np.minimum.at(first_position, (user, item), np.arange(n))
+    neg, _ = sample_negatives(user, first_position, weights / weights.sum(),
+                              np.random.default_rng(cfg.seed), k=cfg.per_event)
+    return neg
+
+
+def _static_columns(data: GenerativeData, table: pa.Table, user: np.ndarray, users: pa.Array,
+                    base_dir: Path | None) -> dict[str, np.ndarray]:
+    """Per user id (0..U, row 0 unused) the text value of each static feature."""
+    num = len(users) + 1
+    user_text = np.array([""] + pc.cast(users, pa.string()).to_pylist(), dtype=object)
+    source, source_users, where = table, None, str(data.path)
+    if data.user_table is not None:
+        ut = data.user_table
+        key = ut.user_column or data.user_column
+        assert key is not None
+        path = resolve(ut.path, base_dir)
+        if not path.is_file():
+            raise ConfigError(f"data.user_table.path: {path}: file not found")
+        source, where = read_table(path, ut.format, ut.csv, string_columns=(key,)), str(path)
+        wanted = {"data.user_table.user_column": key}
+        wanted |= {f"data.static_features.{i}": f for i, f in enumerate(data.static_features)
+                   if f != data.user_column}
+        for label, name in wanted.items():
+            if name not in source.column_names:
+                raise ConfigError(f"{label}: column {name!r} is not in {path}; columns: "
+                                  f"{', '.join(source.column_names)}")
+        ids = pc.cast(source.column(key), pa.string()).combine_chunks()
+        source_users = pc.index_in(ids, value_set=pa.array(user_text[1:].tolist(), pa.string()))
+        source_users = pc.fill_null(source_users, -1).to_numpy(zero_copy_only=False) + 1
+    cols: dict[str, np.ndarray] = {}
+    for name in data.static_features:
+        if name == data.user_column:
+            cols[name] = user_text.astype(str)
+            continue
+        text = np.array(pc.fill_null(pc.cast(source.column(name), pa.string()), "").to_pylist(), dtype=object)
+        owner = user if source_users is None else source_users
+        values = np.full(num, "", dtype=object)
+        values[owner[::-1]] = text[::-1]  # the first row of each user wins
+        if source_users is None and (values[owner] != text).any():
+            bad = user_text[owner[values[owner] != text][0]]
+            raise DataError(f"data.static_features: column {name!r} of {where} is not constant per "
+                            f"user (user {bad}); give it in data.user_table")
+        cols[name] = values[:].astype(str)
+    return cols

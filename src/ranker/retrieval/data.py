@@ -1,0 +1,198 @@
+"""The events of a retrieval run, from a built-in recipe or a declared event file, and the
+files a run directory keeps so that serving needs no dataset preparation.
+
+Both sources become one :class:`RetrievalEvents`: every user's full chronological sequence
+(:func:`~ranker.retrieval.protocol.event_sequences`, the same ordering code for both) plus the
+raw user and item ids; :meth:`RetrievalEvents.views` cuts it into the protocol's views
+(:func:`~ranker.retrieval.protocol.leave_one_out_views` or a time split).
+
+Run-directory files (:func:`save_serving`)::
+
+    items.parquet        `item`: raw item id of internal item k at row k - 1 (the catalogue)
+    histories.parquet    `user` raw id, `items` list of raw item ids, `times` list<int64>
+                         (null without times): every user's events in order
+    data.json            catalogue size, max_len, users, events and what filtering dropped
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ranker.config.events import EventTimeSplit
+from ranker.config.retrieval import RetrievalData
+from ranker.data.events import id_values, k_core, read_events, time_periods, time_values, vocabulary
+from ranker.data.recipes import get_recipe, prepare
+from ranker.data.sources import atomic_write_bytes
+from ranker.errors import ConfigError, DataError
+from ranker.retrieval.protocol import (
+    LeaveOneOut,
+    Sequences,
+    event_sequences,
+    leave_one_out_views,
+    prepared_sequences,
+    time_split_views,
+)
+
+OWN_MAX_LEN = 200
+
+
+@dataclass(frozen=True)
+class RetrievalEvents:
+    """Every user's chronological sequence (internal item ids ``1..num_items``) and raw ids.
+
+    ``period`` (total,) 0/1/2 per event of ``sequences`` under a time split, else None
+    (leave-one-out). ``users[u]`` is row u's raw id, ``items[k - 1]`` item k's raw id.
+    """
+
+    sequences: Sequences
+    users: pa.Array
+    items: pa.Array
+    max_len: int
+    period: np.ndarray | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def views(self) -> LeaveOneOut:
+        if self.period is None:
+            users = self.users.to_numpy(zero_copy_only=False) if pa.types.is_integer(self.users.type) else None
+            return leave_one_out_views(self.sequences, self.num_items, self.max_len, users)
+        return time_split_views(self.sequences, self.period, self.num_items, self.max_len)
+
+
+def load_events(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEvents:
+    """The config's events: a built-in recipe's prepared sequences or the declared file."""
+    return from_file(data, base_dir) if data.path is not None else from_recipe(data.dataset or "", data.max_len)
+
+
+def from_recipe(name: str, max_len: int | None = None) -> RetrievalEvents:
+    """A retrieval recipe's prepared sequences, exploded to events and ordered again (a no-op
+    on their already chronological order, so the protocol's sequences are unchanged)."""
+    recipe = get_recipe(name)
+    if recipe.kind != "retrieval":
+        raise ConfigError(f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset, not a retrieval one")
+    ds = prepare(recipe)
+    seqs, user_ids = prepared_sequences(ds)
+    num_items = int(ds.manifest["num_items"])
+    raw_items = ds.manifest.get("meta", {}).get("item_ids") or list(range(1, num_items + 1))
+    users = pa.array(user_ids if user_ids is not None else np.arange(len(seqs)), pa.int64())
+    return RetrievalEvents(seqs, users, pa.array(raw_items, pa.int64()),
+                           max_len or int(ds.manifest["max_len"]),
+                           summary={"source": name, "users": len(seqs), "events": len(seqs.items)})
+
+
+def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEvents:
+    """The declared event file: filtered (actions, then the k-core, where leave-one-out needs
+    at least 3 events per user), ids mapped by sorted vocabularies, events ordered per user by
+    (time, row)."""
+    table = read_events(data, base_dir=base_dir)
+    assert data.user_column is not None and data.item_column is not None
+    users = id_values(table.column(data.user_column), "user_column")
+    items = id_values(table.column(data.item_column), "item_column")
+    times = time_values(table.column(data.time_column)) if data.time_column else None
+    summary: dict[str, Any] = {"source": data.path, "rows": table.num_rows}
+    min_user = max(data.min_user_events or 1, 3 if data.split.kind == "leave_one_out" else 1)
+    keep = k_core(vocabulary(users)[0], vocabulary(items)[0], min_user, data.min_item_events or 1)
+    summary["dropped_rows"] = int((~keep).sum())
+    if not keep.any():
+        raise DataError(f"{data.path}: no events left after filtering (k-core, leave-one-out "
+                        "needs 3 events per user)")
+    mask = pa.array(keep)
+    users, items = users.filter(mask), items.filter(mask)
+    times = None if times is None else times[keep]
+    user, user_vocab = vocabulary(users)
+    item, item_vocab = vocabulary(items)
+    seqs, order = event_sequences(user, item + 1, times, len(user_vocab))
+    period = None
+    if isinstance(data.split, EventTimeSplit):
+        assert times is not None
+        period = time_periods(times, data.split)[order]
+    summary.update(users=len(user_vocab), items=len(item_vocab), events=len(user))
+    return RetrievalEvents(seqs, user_vocab, item_vocab, data.max_len or OWN_MAX_LEN, period, summary)
+
+
+def save_serving(run_dir: Path, events: RetrievalEvents) -> None:
+    """Write the catalogue, every user's history and a data summary into `run_dir`."""
+    serving = ServingData.from_events(events)
+    for name, table in (("items", pa.table({"item": serving.items})), ("histories", serving.histories)):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(run_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
+    info = {"num_items": events.num_items, "max_len": events.max_len, **events.summary}
+    atomic_write_bytes(run_dir / "data.json", json.dumps(info, indent=2).encode())
+
+
+@dataclass(frozen=True)
+class ServingData:
+    """What ``ranker retrieve`` reads from a run directory: raw ids ↔ internal items, histories."""
+
+    items: pa.Array
+    histories: pa.Table
+    max_len: int
+
+    @classmethod
+    def from_events(cls, events: RetrievalEvents) -> ServingData:
+        seqs = events.sequences
+        offsets = pa.array(seqs.offsets.astype(np.int32))
+        raw = events.items.take(pa.array(seqs.items - 1))
+        times = (pa.nulls(len(seqs), pa.list_(pa.int64())) if seqs.times is None
+                 else pa.ListArray.from_arrays(offsets, pa.array(seqs.times, pa.int64())))
+        histories = pa.table({"user": events.users, "items": pa.ListArray.from_arrays(offsets, raw),
+                              "times": times})
+        return cls(events.items, histories, events.max_len)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ServingData | None:
+        """The run's serving files, or None for a run trained before they were kept."""
+        paths = [run_dir / n for n in ("items.parquet", "histories.parquet", "data.json")]
+        if not all(p.is_file() for p in paths):
+            return None
+        info = json.loads(paths[2].read_text())
+        return cls(pq.read_table(paths[0]).column("item").combine_chunks(), pq.read_table(paths[1]),
+                   int(info["max_len"]))
+
+    def internal(self, raw: list[str], flag: str) -> list[int]:
+        """Internal item ids of raw ids given as text (ConfigError naming an unknown one)."""
+        return self._internal(_typed(raw, self.items.type, flag), flag)
+
+    def _internal(self, values: pa.Array, flag: str) -> list[int]:
+        index = pc.index_in(values, value_set=self.items)
+        unknown = [str(values[i]) for i in np.flatnonzero(index.is_null().to_numpy(zero_copy_only=False))]
+        if unknown:
+            raise ConfigError(f"{flag}: unknown item id(s) {', '.join(unknown[:5])} "
+                              "(not in this run's catalogue)")
+        return [int(i) + 1 for i in index.to_pylist()]
+
+    def raw(self, items: list[int]) -> list[Any]:
+        """Raw ids of internal items."""
+        return self.items.take(pa.array(np.asarray(items, dtype=np.int64) - 1)).to_pylist()
+
+    def history(self, user: str) -> tuple[list[int], list[int] | None]:
+        """A known user's every item (internal ids) and time, oldest first."""
+        ids = self.histories.column("user").combine_chunks()
+        hit = np.flatnonzero(pc.equal(ids, _typed([user], ids.type, "--user")[0]).to_numpy(zero_copy_only=False))
+        if not len(hit):
+            raise ConfigError(f"--user {user}: no such user in this run")
+        row = self.histories.slice(int(hit[0]), 1)
+        items = row.column("items").combine_chunks().flatten()
+        return self._internal(items, "--user"), row.column("times").to_pylist()[0]
+
+
+def _typed(raw: list[str], typ: pa.DataType, flag: str) -> pa.Array:
+    """Raw ids given on the command line, as the catalogue's id type."""
+    if pa.types.is_string(typ):
+        return pa.array(raw, pa.string())
+    try:
+        return pa.array([int(r) for r in raw], typ)
+    except (ValueError, OverflowError, pa.ArrowInvalid):
+        raise ConfigError(f"{flag}: ids of this run are integers, got {raw[:5]}") from None
