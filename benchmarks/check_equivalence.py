@@ -6,8 +6,9 @@ Usage (from the repository root):
 
 For each ``benchmarks/configs/*.yaml`` (or the named ones) the script trains the config for
 ``--epochs`` epochs of at most ``--steps`` steps, with seed 2021, twice: once with the code of
-``--base`` (a temporary git worktree; its own copy of the config file, so renamed config keys
-are read as that commit wrote them) and once with the working tree. Both runs share the data
+``--base`` and once with the code of ``--head`` (default HEAD), each in a temporary git worktree
+with its own copy of the config file, so renamed config keys are read as that commit wrote
+them and the working tree may change meanwhile. Both runs share the data
 cache. It compares, epoch by epoch, the training loss and every validation metric of
 ``log.jsonl``, and every test metric of ``metrics.json``:
 
@@ -91,6 +92,7 @@ def train(src: Path, config: Path, out: Path, epochs: int, steps: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the commit to compare against")
+    p.add_argument("--head", default="HEAD", help="the commit to check (default HEAD)")
     p.add_argument("--configs", nargs="*", help="config stems (default: every shipped config)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
@@ -100,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     names = args.configs or sorted(c.stem for c in (HERE / "configs").glob("*.yaml"))
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.base], cwd=ROOT, check=True)
+        trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
+        for side, rev in (("base", args.base), ("head", args.head)):
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[side]), rev],
+                           cwd=ROOT, check=True)
         try:
             for name in names:
                 runs = {}
-                for side, tree in (("base", base), ("head", ROOT)):
+                for side, tree in trees.items():
                     out = (args.out / side / name).resolve()
                     if not (out / "metrics.json").is_file():
                         train(tree / "src", tree / "benchmarks" / "configs" / f"{name}.yaml", out,
@@ -117,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                       + ("equal" if not diffs else f"DIFFER ({len(diffs)}): " + "; ".join(diffs[:3])),
                       flush=True)
                 save_result(args.results, name, {"compared": len(runs["head"]), "differences": diffs,
-                                                 "equal": not diffs, "base": args.base,
+                                                 "equal": not diffs, "base": args.base, "head": args.head,
                                                  "epochs": args.epochs, "steps": args.steps},
                             name=name, seed=2021, config=f"benchmarks/configs/{name}.yaml")
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
+            for tree in trees.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     return 0 if ok else 1
 
 
