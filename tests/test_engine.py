@@ -4,6 +4,7 @@ generative family resumes through the same engine; CUDA + bf16 where a GPU exist
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,38 @@ def test_summary_and_scalars_and_strict_json(tmp_path: Path) -> None:
     write_json(tmp_path / "m.json", {"auc": float("nan"), "n": torch.tensor(3).numpy()})
     assert json.loads((tmp_path / "m.json").read_text()) == {"auc": None, "n": 3}
     assert finite([float("-inf"), 1]) == [None, 1]
+
+
+@GPU
+@pytest.mark.parametrize("family", ["ranking", "retrieval", "generative"])
+def test_each_family_trains_on_cuda(tmp_path: Path, family: str) -> None:
+    """``train.device: cuda`` end to end through the CLI: bf16 autocast, metrics written."""
+    import contextlib
+    import io
+
+    import yaml
+    from test_generative_events import _config, _events
+    from test_retrieval_events import MODEL, _events_csv
+
+    from ranker.cli import main
+
+    cuda = ["--set", "train.device=cuda", "--set", "train.epochs=2", "--set", "train.progress=false"]
+    if family == "ranking":
+        args = ["demo", "--set", "train.max_steps_per_epoch=5", *cuda]
+    elif family == "retrieval":
+        _events_csv(tmp_path / "events.csv")
+        cfg = {"kind": "retrieval", "data": {"path": "events.csv", "user_column": "user",
+                                             "item_column": "item", "time_column": "ts", "max_len": 10,
+                                             "split": {"kind": "leave_one_out"}},
+               "model": MODEL, "loss": {"kind": "full_softmax"}}
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["train", str(tmp_path / "r.yaml"), *cuda]
+    else:
+        _events(tmp_path / "events.parquet")
+        args = ["train", str(_config(tmp_path)), *cuda]
+    out = tmp_path / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "--out", str(out)]) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(math.isfinite(r["train_loss"]) for r in log)
+    assert json.loads((out / "metrics.json").read_text())["test"]
