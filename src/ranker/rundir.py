@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
@@ -30,6 +31,7 @@ from ranker.config.load import dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
+from ranker.train.engine import FitResult
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -41,6 +43,53 @@ def set_threads(train: BaseTrainConfig) -> None:
     threads = train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
     if threads:
         torch.set_num_threads(threads)
+
+
+def start_process(train: BaseTrainConfig) -> None:
+    """Threads, and torch's global seed (model initialisation) from ``train.seed``."""
+    set_threads(train)
+    torch.manual_seed(train.seed)
+
+
+def finished_config(run_dir: Path, load_saved: Callable[[Path], C], kind: str) -> C:
+    """The saved config of a finished run (``config.yaml`` and ``model.safetensors`` present)."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"{run_dir}: not a finished {kind} run (no {name})")
+    return load_saved(run_dir / "config.yaml")
+
+
+def fit_metrics(train: BaseTrainConfig, fit: FitResult, model: torch.nn.Module) -> dict[str, Any]:
+    """What every family's ``metrics.json`` says about training: seed, selected and stopped
+    epochs, parameters, seconds, threads."""
+    return {"seed": train.seed, "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
+            "params": sum(p.numel() for p in model.parameters()),
+            "seconds_per_epoch": fit.seconds_per_epoch(), "train_time_s": fit.train_time_s(),
+            "threads": torch.get_num_threads()}
+
+
+def finish_run(run_dir: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
+    """Write ``metrics.json`` (strict JSON) and, where plotting is installed, ``report.html``."""
+    write_json(Path(run_dir) / "metrics.json", metrics)
+    if not report:
+        return
+    try:
+        from ranker.report import write_report
+    except ImportError:  # plotting is optional for library use
+        return
+    write_report(Path(run_dir))
+
+
+def save_calibration(path: Path, names: list[str], labels: np.ndarray, mask: np.ndarray,
+                     probs: np.ndarray) -> None:
+    """``{task}__labels`` and ``{task}__probs`` of each named task's unmasked rows (the report's
+    calibration plot). Shapes: labels, mask, probs (N, T) in the order of `names`."""
+    arrays = {}
+    for i, name in enumerate(names):
+        on = mask[:, i] > 0
+        arrays[f"{name}__labels"], arrays[f"{name}__probs"] = labels[on, i], probs[on, i]
+    np.savez_compressed(path, **arrays)
 
 
 def check_resume(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> None:

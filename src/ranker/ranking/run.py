@@ -38,10 +38,10 @@ from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
 from ranker.ranking.teacher import cached_teacher_outputs
-from ranker.rundir import begin_run, set_threads, write_json
+from ranker.rundir import begin_run, finish_run, fit_metrics, save_calibration, start_process
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
-from ranker.train import Trainer, load_weights, pick_device, save_weights, task_metrics
+from ranker.train import Trainer, load_weights, pick_device, task_metrics
 from ranker.train.baselines import constant_scores, popularity_scores
 
 
@@ -156,8 +156,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
-    set_threads(cfg.train)
-    torch.manual_seed(cfg.train.seed)
+    start_process(cfg.train)
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
     prep = prepare_run_data(cfg, base_dir, init_pre)
@@ -180,25 +179,17 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
                  if distill is not None else None)
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
-    save_weights(trainer.model, run_dir / "model.safetensors")
-
     metrics: dict[str, Any] = {
-        "dataset": prep.data.dataset or prep.data.path or "files",
-        "seed": cfg.train.seed,
-        "best_epoch": fit.best_epoch,
-        "stopped_epoch": fit.stopped_epoch,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_samples_per_s": fit.train_samples_per_s,
-        "rows": {s: len(d) for s, d in splits.items()},
-        "prepare_time_s": prep_time,
-        "train_time_s": sum(h.get("epoch_time_s", 0.0) for h in fit.history),
-        "device": str(trainer.device),
-    }
+        "dataset": prep.data.dataset or prep.data.path or "files", **fit_metrics(cfg.train, fit, model),
+        "train_samples_per_s": fit.train_samples_per_s, "rows": {s: len(d) for s, d in splits.items()},
+        "prepare_time_s": prep_time, "device": str(trainer.device)}
     for split in ("valid", "test"):
         m, probs = trainer.evaluate(splits[split], groups[split])
         metrics[split] = m
         if split == "test":
-            save_calibration(run_dir / "calibration_test.npz", splits[split], probs, prep.data)
+            t, binary = splits[split].tensors, [i for i, task in enumerate(prep.data.tasks) if task.kind == "binary"]
+            save_calibration(run_dir / "calibration_test.npz", [prep.data.tasks[i].name for i in binary],
+                             t["labels"].numpy()[:, binary], t["label_mask"].numpy()[:, binary], probs[:, binary])
             gates = collect_gate_stats(trainer.model)
             if gates:
                 metrics["gates"] = gates
@@ -211,8 +202,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
         atomic_write_bytes(run_dir / "collisions.json", json.dumps(collisions, indent=2).encode())
     if prep.recipe_meta and "ceiling_auc" in prep.recipe_meta:  # synthetic data: the truth's score
         metrics["ceiling"] = {k: prep.recipe_meta[k] for k in ("ceiling_auc", "ceiling_gauc")}
-    write_json(run_dir / "metrics.json", metrics)
-    _write_report(run_dir)
+    finish_run(run_dir, metrics)
     return metrics
 
 
@@ -343,29 +333,7 @@ def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
     return out
 
 
-def save_calibration(path: Path, data: TensorData, probs: np.ndarray, dcfg: DataConfig) -> None:
-    """Labels and probabilities of each binary task's rows (regression tasks have no calibration)."""
-    arrays = {}
-    labels, mask = data.tensors["labels"].numpy(), data.tensors["label_mask"].numpy()
-    for i, task in enumerate(dcfg.tasks):
-        if task.kind != "binary":
-            continue
-        on = mask[:, i] > 0
-        arrays[f"{task.name}__labels"] = labels[on, i]
-        arrays[f"{task.name}__probs"] = probs[on, i]
-    np.savez_compressed(path, **arrays)
-
-
 def _src(data: DataConfig, split: str) -> str:
     if data.split is not None and data.split.kind == "files":
         return str(getattr(data.split, split))
     return f"{data.path or data.dataset} ({split} split)"
-
-
-def _write_report(run_dir: Path) -> None:
-    try:
-        from ranker.report import write_report
-    except ImportError:  # plotting is optional for library use
-        return
-    write_report(run_dir)
-

@@ -13,7 +13,7 @@ validation metrics with their selection score. :class:`Engine` owns everything e
   when ``train.ema_decay`` is set, selection of the best epoch, early stopping after
   ``patience`` evaluations without gain, reduce-on-plateau lr decay, one checkpoint per epoch
   (:class:`~ranker.train.checkpoint.Checkpointer`, atomic), ``log.jsonl`` and optionally
-  TensorBoard. A rerun resumes after the last complete epoch and reproduces the uninterrupted
+  TensorBoard; at the end the selected weights are loaded and written to ``model.safetensors``. A rerun resumes after the last complete epoch and reproduces the uninterrupted
   run, because every epoch reseeds itself from its number; the decayed lr lives in the
   optimizer state and survives the resume.
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ranker.config.schema import BaseTrainConfig
 from ranker.errors import ConfigError
-from ranker.train.checkpoint import Checkpointer, load_weights
+from ranker.train.checkpoint import Checkpointer, load_weights, save_weights
 from ranker.train.ema import WeightAverage, averaged_weights
 
 
@@ -268,6 +268,8 @@ class Engine:
         best = ckpt.best_path()
         if best is not None:
             load_weights(self.model, best)
+        if self.writer:
+            save_weights(self.model, self.run_dir / "model.safetensors")
         return FitResult(state["best_epoch"], state["best_score"], state["epoch"], history,
                          resumed_from=resumed_from)
 
