@@ -16,6 +16,8 @@ cache. It compares, epoch by epoch, the training loss and every validation metri
 
 A config whose numbers are equal at both commits trains the same model from the same batches,
 so its recorded seed figures (``check_reproduce.py``) still hold without a full rerun.
+Runs are kept under ``OUT/<commit>/<config>`` and reused by later checks against the same
+commit (use another ``--out`` for other ``--epochs`` / ``--steps``).
 The comparison is written to ``--results`` in the one results layout. Exit status 1 on any
 difference.
 """
@@ -103,14 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
-        for side, rev in (("base", args.base), ("head", args.head)):
+        revs = {side: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                                     capture_output=True, text=True).stdout.strip()
+                for side, rev in (("base", args.base), ("head", args.head))}
+        for side, rev in revs.items():
             subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[side]), rev],
                            cwd=ROOT, check=True)
         try:
             for name in names:
                 runs = {}
                 for side, tree in trees.items():
-                    out = (args.out / side / name).resolve()
+                    out = (args.out / revs[side] / name).resolve()  # a commit's runs are reused
                     if not (out / "metrics.json").is_file():
                         train(tree / "src", tree / "benchmarks" / "configs" / f"{name}.yaml", out,
                               args.epochs, args.steps)
