@@ -1,7 +1,8 @@
 """An :class:`~ranker.generative.events.EventLog` from a declared event file (``data.path``).
 
-What :func:`~ranker.generative.events.load_rk_ml100k` reads from the prepared RK-ML100K tables,
-read here from the user's columns (see :class:`ranker.config.generative.GenerativeData`):
+The one path of both own data and the built-in RK-ML100K
+(:func:`~ranker.generative.events.rk_ml100k_data`), read from the declared columns (see
+:class:`ranker.config.generative.GenerativeData`):
 
 - events: one per row, user and item ids mapped by sorted vocabularies to ``1..U`` / ``1..I``,
   times as integers (unix seconds for the time bias), ordered globally by (split, time, row),

@@ -32,6 +32,7 @@ class BuiltRanking:
     tables: dict[str, pa.Table]  # "train", "valid", "test"
     data: dict[str, Any]  # features, tasks, group_column, item_column (DataConfig fields)
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, pa.Table] = field(default_factory=dict)  # written beside the splits, as <name>.parquet
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> Prep
             "meta": built.meta,
         }
         if isinstance(built, BuiltRanking):
-            for split, table in built.tables.items():
+            for split, table in {**built.tables, **built.extra}.items():
                 pq.write_table(table, tmp / f"{split}.parquet")
             manifest["data"] = built.data
             manifest["rows"] = {s: t.num_rows for s, t in built.tables.items()}

@@ -32,6 +32,11 @@ Protocol ``RK-ML100K`` of ``shared/benchmarks/PROTOCOLS.md``. The exact procedur
    ratings excluded), as ``hist_item`` (list<int64>), ``hist_action`` (the rating 1..5,
    list<int64>) and ``hist_seconds`` (seconds before the row's time, list<float32>). Labels
    ``watch``, ``like`` (int8) and ``timestamp`` (int64).
+
+The same protocol as generative ranking reads it (:func:`ranker.generative.events.rk_ml100k_data`):
+``events.parquet`` (the events in position order: ``user_id``, ``item_id``, ``timestamp``,
+``rating``, ``watch``, ``like``) and ``users.parquet`` (``user_id``, ``gender``, ``occupation``,
+``zip1``, ``age`` as its decade in text), written beside the splits.
 """
 
 from __future__ import annotations
@@ -259,7 +264,12 @@ def build_rk_ml100k(paths: dict[str, Path]) -> BuiltRanking:
         "items_without_train_ratings": int((popularity[1:] == 0).sum()),
         "row_layout": "per event in (timestamp, row) order: positive row, then its 4 negatives",
     }
-    return BuiltRanking(tables=tables, data=DATA, meta=meta)
+    events = pa.table({"user_id": ev_u, "item_id": ev_i, "timestamp": ev_t, "rating": ev_r,
+                       "watch": watch[:, 0], "like": like[:, 0]})
+    decade = pa.array([str(a // 10) for a in users_t["age"].to_pylist()])
+    user_table = pa.table({"user_id": users_t["user_id"], "gender": users_t["gender"],
+                           "occupation": users_t["occupation"], "zip1": zip1, "age": decade})
+    return BuiltRanking(tables=tables, data=DATA, meta=meta, extra={"events": events, "users": user_table})
 
 
 RK_ML100K = Recipe(
@@ -269,5 +279,6 @@ RK_ML100K = Recipe(
     summary="MovieLens-100K watch/like ranking with history, 4 popularity negatives, time split",
     sources=(U_DATA, U_USER, U_ITEM),
     build=build_rk_ml100k,
+    version=2,
     aliases=("ml-100k", "ml100k"),
 )
