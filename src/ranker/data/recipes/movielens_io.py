@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from ranker.data.recipes.base import read_lines
 from ranker.data.sources import SourceFile, read_bytes
 from ranker.errors import DataError
 
@@ -181,9 +182,7 @@ def read_ml1m_movie_ids(path: Path) -> np.ndarray:
 
 def read_sequences(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     """``sequences.txt``: ``UserID MovieID_1 ... MovieID_n`` per line -> (users, item arrays)."""
-    lines = read_bytes(path).decode("ascii").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path, "ascii", "strict")
     try:
         rows = [np.array(line.split(), dtype=np.int64) for line in lines]  # one line per user
     except ValueError as exc:
@@ -199,22 +198,3 @@ def read_sequences(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
 def chronological(ratings: Ratings) -> np.ndarray:
     """Permutation ordering ratings by (timestamp, row in the file): the protocols' event order."""
     return np.argsort(ratings["timestamp"], kind="stable")
-
-
-def user_sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray | None) -> pa.Table:
-    """Per-user table ``user``, ``items``, ``times`` from events already in chronological order.
-
-    Events are grouped by user with a stable sort, so each user's events keep the given order.
-    ``times`` is a list<int64> column, null in every row when `times` is None.
-    """
-    order = np.argsort(users, kind="stable")
-    su = users[order]
-    starts = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1]]))
-    offsets = pa.array(np.concatenate([starts, [len(su)]]).astype(np.int32))
-    item_lists = pa.ListArray.from_arrays(offsets, pa.array(items[order], pa.int64()))
-    if times is None:
-        time_lists = pa.nulls(len(starts), pa.list_(pa.int64()))
-    else:
-        time_lists = pa.ListArray.from_arrays(offsets, pa.array(times[order], pa.int64()))
-    return pa.table({"user": pa.array(su[starts], pa.int64()), "items": item_lists,
-                     "times": time_lists})  # fmt: skip
