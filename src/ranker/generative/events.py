@@ -50,12 +50,6 @@ class EventLog:
     num_static: int
     vocab: dict[str, pa.Array] | None = None
 
-    def rows_of(self, split: int) -> tuple[np.ndarray, np.ndarray]:
-        """(events, groups): the split's rows in table order as (row → event, slot), and users."""
-        ev = np.flatnonzero(self.split == split)
-        k = self.candidates.shape[1]
-        return np.repeat(ev, k), np.repeat(self.user[ev], k)
-
 
 def static_ids(columns: dict[str, np.ndarray], train: np.ndarray) -> tuple[np.ndarray, int]:
     """Static token ids (U, S) of per-user feature values and the table size.

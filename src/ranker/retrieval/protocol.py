@@ -30,6 +30,13 @@ class Sequences:
     offsets: np.ndarray  # (U+1,) int64
     times: np.ndarray | None = None  # (total,) int64 unix seconds, parallel to items
 
+    @classmethod
+    def from_lists(cls, items: pa.Array | pa.ChunkedArray | list[list[int]],
+                   times: pa.Array | pa.ChunkedArray | list[list[int]] | None = None) -> Sequences:
+        """Per-user lists of items (and unix seconds, one per item) as jagged arrays."""
+        flat, offsets = _flat(items)
+        return cls(flat, offsets, None if times is None else _flat(times)[0])
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
@@ -78,10 +85,6 @@ class LeaveOneOut:
     test_target_time: np.ndarray | None = None
     users: np.ndarray | None = None  # (U,) the dataset's user ids, row order
 
-    @property
-    def has_times(self) -> bool:
-        return self.train.times is not None
-
     def split(self, name: str) -> tuple[Sequences, np.ndarray]:
         if name == "valid":
             return self.valid_input, self.valid_target
@@ -95,7 +98,8 @@ class LeaveOneOut:
         return self.valid_target_time if name == "valid" else self.test_target_time
 
 
-def _flat(lists: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def _flat(lists: pa.Array | pa.ChunkedArray | list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lists = pa.array(lists) if isinstance(lists, list) else lists
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks()
     flat = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -115,19 +119,6 @@ def event_sequences(user: np.ndarray, item: np.ndarray, time: np.ndarray | None,
     offsets = np.concatenate([[0], np.cumsum(np.bincount(user, minlength=num_users))]).astype(np.int64)
     return Sequences(item[order].astype(np.int64), offsets,
                      None if time is None else time[order].astype(np.int64)), order
-
-
-def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int,
-                  times: pa.ListArray | pa.ChunkedArray | None = None,
-                  users: np.ndarray | None = None) -> LeaveOneOut:
-    """:func:`leave_one_out_views` of per-user lists of items (and unix seconds)."""
-    flat, offsets = _flat(items)
-    tflat = None
-    if times is not None:
-        tflat, toffsets = _flat(times)
-        if not np.array_equal(toffsets, offsets):
-            raise ValueError("times must have one timestamp per item")
-    return leave_one_out_views(Sequences(flat, offsets, tflat), num_items, max_len, users)
 
 
 def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
@@ -198,21 +189,11 @@ def prepared_sequences(ds: PreparedDataset) -> tuple[Sequences, np.ndarray | Non
     and ordered by :func:`event_sequences`, like an event file (a no-op on their already
     chronological order); and the recipe's user ids, row order."""
     table = ds.table("sequences")
-    flat, offsets = _flat(table.column("items"))
-    lengths = np.diff(offsets)
-    times = None
-    if "times" in table.column_names and table.column("times").null_count == 0:
-        times = _flat(table.column("times"))[0]
+    timed = "times" in table.column_names and table.column("times").null_count == 0
+    lists = Sequences.from_lists(table.column("items"), table.column("times") if timed else None)
     users = table.column("user").to_numpy() if "user" in table.column_names else None
-    seqs, _ = event_sequences(np.repeat(np.arange(len(lengths)), lengths), flat, times, len(lengths))
-    return seqs, users
-
-
-def from_prepared(ds: PreparedDataset, max_len: int | None = None) -> LeaveOneOut:
-    """The leave-one-out views of a prepared retrieval recipe (with times when it has them)."""
-    seqs, users = prepared_sequences(ds)
-    return leave_one_out_views(seqs, int(ds.manifest["num_items"]),
-                               max_len or int(ds.manifest["max_len"]), users)
+    owner = np.repeat(np.arange(len(lists)), lists.lengths())
+    return event_sequences(owner, lists.items, lists.times, len(lists))[0], users
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)
