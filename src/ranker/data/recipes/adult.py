@@ -46,21 +46,12 @@ NUMERICAL: dict[str, str] = {
 }
 CATEGORICAL: tuple[str, ...] = tuple(c for c in COLUMNS[:-1] if c not in NUMERICAL)
 
-SOURCES = (
-    SourceFile(
-        folder="uci-adult",
-        name="adult.data",
-        sha256="5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
-        url=_ZIP,
-        member="adult.data",
-    ),
-    SourceFile(
-        folder="uci-adult",
-        name="adult.test",
-        sha256="a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
-        url=_ZIP,
-        member="adult.test",
-    ),
+SOURCES = tuple(
+    SourceFile("uci-adult", name, sha256, _ZIP, member=name)
+    for name, sha256 in (
+        ("adult.data", "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d"),
+        ("adult.test", "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05"),
+    )
 )
 
 

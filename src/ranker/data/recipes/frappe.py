@@ -44,19 +44,12 @@ FIELDS: tuple[tuple[str, int, int], ...] = (
 FIELD_NAMES: tuple[str, ...] = tuple(f[0] for f in FIELDS)
 SEED = 2021
 
-SOURCES = (
-    SourceFile(
-        folder="frappe",
-        name="frappe.validation.libfm",
-        sha256="fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e",
-        url=f"{_REPO}/{_COMMIT}/data/frappe/frappe.validation.libfm",
-    ),
-    SourceFile(
-        folder="frappe",
-        name="frappe.test.libfm",
-        sha256="a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097",
-        url=f"{_REPO}/{_COMMIT}/data/frappe/frappe.test.libfm",
-    ),
+SOURCES = tuple(
+    SourceFile("frappe", name, sha256, f"{_REPO}/{_COMMIT}/data/frappe/{name}")
+    for name, sha256 in (
+        ("frappe.validation.libfm", "fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e"),
+        ("frappe.test.libfm", "a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097"),
+    )
 )
 
 

@@ -24,27 +24,15 @@ from ranker.errors import DataError
 _ML100K_ZIP = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 _ML1M_ZIP = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 
-U_DATA = SourceFile(
-    folder="movielens-100k",
-    name="u.data",
-    sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.data",
-)
-U_USER = SourceFile(
-    folder="movielens-100k",
-    name="u.user",
-    sha256="f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.user",
-)
-U_ITEM = SourceFile(
-    folder="movielens-100k",
-    name="u.item",
-    sha256="553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.item",
-)
+
+def _ml100k(name: str, sha256: str) -> SourceFile:
+    return SourceFile("movielens-100k", name, sha256, _ML100K_ZIP, member=f"ml-100k/{name}")
+
+
+U_DATA = _ml100k("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490")
+U_USER = _ml100k("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c")
+U_ITEM = _ml100k("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701")
+
 ML1M_RATINGS = SourceFile(
     folder="movielens-1m",
     name="ratings.dat",
