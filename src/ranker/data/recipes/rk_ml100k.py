@@ -103,6 +103,21 @@ def split_bounds(n: int) -> tuple[int, int]:
     return int(0.8 * n), int(0.9 * n)
 
 
+def draw_negatives(users: np.ndarray, items: np.ndarray, train: np.ndarray, num_items: int, *,
+                   k: int = NEGATIVES, seed: int = SEED, power: float = POP_EXPONENT,
+                   ) -> tuple[np.ndarray, int, np.ndarray]:
+    """Step 4 for events in position order: (n, k) negatives, the rounds used and the train
+    popularity of ids ``0..num_items`` (`train` (n,) bool marks the train events)."""
+    popularity = np.bincount(items[train], minlength=num_items + 1).astype(np.float64)
+    popularity[0] = 0.0
+    weights = popularity**power * (popularity > 0)
+    first_position = np.full((int(users.max()) + 1, num_items + 1), len(users), dtype=np.int64)
+    np.minimum.at(first_position, (users, items), np.arange(len(users)))
+    neg, rounds = sample_negatives(users, first_position, weights / weights.sum(),
+                                   np.random.default_rng(seed), k=k)
+    return neg, rounds, popularity
+
+
 def sample_negatives(
     users: np.ndarray,
     first_position: np.ndarray,
@@ -199,15 +214,7 @@ def build_rk_ml100k(paths: dict[str, Path]) -> BuiltRanking:
     n = len(order)
     n_train, n_valid_end = split_bounds(n)
     num_items = int(max(items_t["item_id"].to_numpy().max(), ev_i.max()))
-    num_users = int(ev_u.max())
-
-    popularity = np.bincount(ev_i[:n_train], minlength=num_items + 1).astype(np.float64)
-    popularity[0] = 0.0
-    weights = popularity**POP_EXPONENT
-    p = weights / weights.sum()
-    first_position = np.full((num_users + 1, num_items + 1), n, dtype=np.int64)
-    np.minimum.at(first_position, (ev_u, ev_i), np.arange(n))
-    neg, rounds = sample_negatives(ev_u, first_position, p, np.random.default_rng(SEED))
+    neg, rounds, popularity = draw_negatives(ev_u, ev_i, np.arange(n) < n_train, num_items)
 
     # Rows: event-major, positive first then its negatives.
     k1 = NEGATIVES + 1
