@@ -43,23 +43,40 @@ class Sequences:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def _index(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat index of each element of `users`' sequences in order, position in its
+        sequence, the sequences' lengths)."""
+        lens = self.lengths()[users]
+        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        return np.repeat(self.offsets[users], lens) + pos, pos, lens
+
     def gather(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Flattened items of `users`: (row in `users`, position in sequence, item, lengths)."""
-        lens = self.lengths()[users]
-        row = np.repeat(np.arange(len(users)), lens)
-        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        return row, pos, self.items[np.repeat(self.offsets[users], lens) + pos], lens
+        flat, pos, lens = self._index(users)
+        return np.repeat(np.arange(len(users)), lens), pos, self.items[flat], lens
+
+    def take(self, users: np.ndarray) -> Sequences:
+        """The sequences of `users`, in that order."""
+        flat, _, lens = self._index(users)
+        return Sequences(self.items[flat], np.concatenate([[0], np.cumsum(lens)]),
+                         None if self.times is None else self.times[flat])
+
+    def drop(self, first: int = 0, last: int = 0) -> Sequences:
+        """Every sequence without its `first` first and `last` last elements (it must have them)."""
+        lens = self.lengths()
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lens)
+        keep = (pos >= first) & (pos < np.repeat(lens - last, lens))
+        return Sequences(self.items[keep], np.concatenate([[0], np.cumsum(lens - first - last)]),
+                         None if self.times is None else self.times[keep])
 
     def padded(self, users: np.ndarray, max_len: int, *, times: bool = False) -> torch.Tensor:
         """The last `max_len` items (or their times) of each user, left-padded with 0.
 
         Shape: (len(users), max_len) int64.
         """
-        lens = self.lengths()[users]
-        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        flat = np.repeat(self.offsets[users], lens) + pos
         if times and self.times is None:
             raise ValueError("these sequences have no timestamps")
+        flat, pos, lens = self._index(users)
         vals = (self.times if times else self.items)[flat]  # type: ignore[index]
         row = np.repeat(np.arange(len(users)), lens)
         skip = np.repeat(np.maximum(lens - max_len, 0), lens)
@@ -133,17 +150,9 @@ def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
     if (lengths < 3).any():
         raise ValueError(f"{int((lengths < 3).sum())} users have fewer than 3 items")
     ends = offsets[1:]
-
-    def cut(drop: int) -> Sequences:
-        keep = np.ones(len(flat), dtype=bool)
-        for d in range(1, drop + 1):
-            keep[ends - d] = False
-        new_offsets = np.concatenate([[0], np.cumsum(lengths - drop)])
-        return Sequences(flat[keep], new_offsets, None if tflat is None else tflat[keep])
-
-    train = cut(2)
+    train = seqs.drop(last=2)
     return LeaveOneOut(
-        num_items, max_len, train, train, flat[ends - 2], cut(1), flat[ends - 1],
+        num_items, max_len, train, train, flat[ends - 2], seqs.drop(last=1), flat[ends - 1],
         valid_target_time=None if tflat is None else tflat[ends - 2],
         test_target_time=None if tflat is None else tflat[ends - 1],
         users=users,

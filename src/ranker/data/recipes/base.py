@@ -61,6 +61,11 @@ def read_lines(path: Path, encoding: str = "utf-8", errors: str = "replace") -> 
     return lines
 
 
+def split_bounds(n: int) -> tuple[int, int]:
+    """End positions of train and valid in an `n`-event global time split (80/10/10)."""
+    return int(0.8 * n), int(0.9 * n)
+
+
 def permutation_split(n: int, seed: int, cuts: tuple[float, ...] = (0.8, 0.9)) -> dict[str, np.ndarray]:
     """PROTOCOLS.md's random split: ``perm = default_rng(seed).permutation(n)`` cut at
     ``int(c * n)`` for each of `cuts`, into train, valid (and test) row indices."""

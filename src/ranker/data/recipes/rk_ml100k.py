@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ranker.data.history import build_histories
-from ranker.data.recipes.base import BuiltRanking, Recipe
+from ranker.data.recipes.base import BuiltRanking, Recipe, split_bounds
 from ranker.data.recipes.movielens_io import (
     U_DATA,
     U_ITEM,
@@ -96,11 +96,6 @@ DATA: dict[str, Any] = {
     "group_column": "user_id",
     "item_column": "item_id",
 }  # fmt: skip
-
-
-def split_bounds(n: int) -> tuple[int, int]:
-    """End positions of train and valid in an `n`-event global time split (80/10/10)."""
-    return int(0.8 * n), int(0.9 * n)
 
 
 def draw_negatives(users: np.ndarray, items: np.ndarray, train: np.ndarray, num_items: int, *,
