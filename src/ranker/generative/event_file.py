@@ -34,12 +34,11 @@ from ranker.data.events import (
     id_values,
     last_n_periods,
     read_events,
-    resolve,
     time_periods,
     time_values,
     vocabulary,
 )
-from ranker.data.readers import read_table
+from ranker.data.readers import read_table, resolve
 from ranker.data.recipes.rk_ml100k import draw_negatives
 from ranker.errors import ConfigError, DataError
 from ranker.generative.events import EventLog, static_ids

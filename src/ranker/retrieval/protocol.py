@@ -17,7 +17,6 @@ import pyarrow as pa
 import torch
 
 from ranker.data.events import chronological
-from ranker.data.recipes.base import PreparedDataset
 from ranker.errors import DataError
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 
@@ -191,18 +190,6 @@ def time_split_views(seqs: Sequences, period: np.ndarray, num_items: int, max_le
                             "period after at least one earlier event)")
     return LeaveOneOut(num_items, max_len, subset(period == 0), valid_input, valid_target,
                        test_input, test_target, valid_time, test_time)
-
-
-def prepared_sequences(ds: PreparedDataset) -> tuple[Sequences, np.ndarray | None]:
-    """A retrieval recipe's prepared per-user lists exploded to events (user row, item, time)
-    and ordered by :func:`event_sequences`, like an event file (a no-op on their already
-    chronological order); and the recipe's user ids, row order."""
-    table = ds.table("sequences")
-    timed = "times" in table.column_names and table.column("times").null_count == 0
-    lists = Sequences.from_lists(table.column("items"), table.column("times") if timed else None)
-    users = table.column("user").to_numpy() if "user" in table.column_names else None
-    owner = np.repeat(np.arange(len(lists)), lists.lengths())
-    return event_sequences(owner, lists.items, lists.times, len(lists))[0], users
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)
