@@ -25,7 +25,7 @@ from ranker.data.recipes.movielens_io import read_ml100k_ratings, read_ml100k_us
 from ranker.data.sources import locate
 from ranker.errors import ConfigError, DataError
 from ranker.generative.event_file import load_event_file
-from ranker.generative.events import EventLog, load_rk_ml100k
+from ranker.generative.events import EventLog, rk_ml100k_data
 
 ARRAYS = ("user", "item", "action", "time", "split", "candidates", "labels", "label_mask", "static")
 # sha256 of the built-in RK-ML100K EventLog's arrays, computed with main's code before own data
@@ -45,7 +45,7 @@ def _fingerprint(log: EventLog) -> str:
 
 
 def test_rk_ml100k_as_an_event_file_is_the_built_in_event_log(tmp_path: Path) -> None:
-    built_in = load_rk_ml100k(list(STATIC_FEATURES))
+    built_in = load_event_file(rk_ml100k_data(list(STATIC_FEATURES)))
     assert _fingerprint(built_in) == RK_ML100K_FINGERPRINT  # unchanged by own data
 
     sources = {s.name: locate(s) for s in get_recipe("rk-ml100k").active_sources()}

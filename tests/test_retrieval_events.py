@@ -21,9 +21,14 @@ from ranker.data.recipes import get_recipe, prepare
 from ranker.data.recipes.movielens_io import read_ml100k_ratings
 from ranker.data.sources import locate
 from ranker.errors import ConfigError
-from ranker.retrieval import leave_one_out
 from ranker.retrieval.data import from_file, from_recipe
-from ranker.retrieval.protocol import LeaveOneOut, Sequences, event_sequences, time_split_views
+from ranker.retrieval.protocol import (
+    LeaveOneOut,
+    Sequences,
+    event_sequences,
+    leave_one_out_views,
+    time_split_views,
+)
 
 MODEL = {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4}
 TRAIN = {"epochs": 2, "batch_size": 16, "progress": False}
@@ -51,8 +56,8 @@ def test_r_ml100k_views_are_unchanged_and_equal_to_the_event_file_path(
     monkeypatch.setenv("RANKER_CACHE_DIR", str(cache))
     recipe = get_recipe("r-ml100k")
     table = prepare(recipe).table("sequences")
-    before = leave_one_out(table.column("items"), 1682, 200, table.column("times"),  # the old path
-                           table.column("user").to_numpy())
+    before = leave_one_out_views(Sequences.from_lists(table.column("items"), table.column("times")),
+                                 1682, 200, table.column("user").to_numpy())  # the lists, cut as written
     built_in = from_recipe("r-ml100k").views()
     _same_views(before, built_in)
     assert np.array_equal(built_in.users, before.users)

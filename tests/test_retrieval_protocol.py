@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
-from ranker.retrieval import evaluate, leave_one_out, popularity_scorer
+from ranker.retrieval import Sequences, evaluate, leave_one_out_views, popularity_scorer
 
 
 def _seqs(seed: int = 0, users: int = 40, items: int = 30) -> list[list[int]]:
@@ -17,7 +16,7 @@ def _seqs(seed: int = 0, users: int = 40, items: int = 30) -> list[list[int]]:
 
 def test_views_are_the_leave_one_out_cuts() -> None:
     seqs = _seqs()
-    data = leave_one_out(pa.array(seqs), num_items=30, max_len=5)
+    data = leave_one_out_views(Sequences.from_lists(seqs), num_items=30, max_len=5)
     for u, s in enumerate(seqs):
         tr = data.train.items[data.train.offsets[u]:data.train.offsets[u + 1]]
         te = data.test_input.items[data.test_input.offsets[u]:data.test_input.offsets[u + 1]]
@@ -31,13 +30,13 @@ def test_views_are_the_leave_one_out_cuts() -> None:
 
 def test_too_short_sequences_are_rejected() -> None:
     with pytest.raises(ValueError, match="fewer than 3"):
-        leave_one_out(pa.array([[1, 2, 3], [4, 5]]), num_items=5, max_len=3)
+        leave_one_out_views(Sequences.from_lists([[1, 2, 3], [4, 5]]), num_items=5, max_len=3)
 
 
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_popularity_metrics_equal_a_brute_force_loop(split: str) -> None:
     seqs = _seqs(seed=1)
-    data = leave_one_out(pa.array(seqs), num_items=30, max_len=4)
+    data = leave_one_out_views(Sequences.from_lists(seqs), num_items=30, max_len=4)
     got = evaluate(popularity_scorer(data), data, split, ks=(1, 5, 10), batch_users=7)
     counts = np.bincount(np.concatenate([s[:-2] for s in seqs]), minlength=31)
     ranks = []
@@ -56,7 +55,7 @@ def test_popularity_metrics_equal_a_brute_force_loop(split: str) -> None:
 
 def test_a_perfect_scorer_gets_rank_one_even_when_the_target_is_in_the_history() -> None:
     seqs = [[1, 2, 3, 2], [4, 5, 6, 7]]  # user 0's test target 2 also appears in its history
-    data = leave_one_out(pa.array(seqs), num_items=7, max_len=3)
+    data = leave_one_out_views(Sequences.from_lists(seqs), num_items=7, max_len=3)
 
     def oracle(inputs: torch.Tensor, users: np.ndarray) -> torch.Tensor:
         scores = torch.zeros(len(users), 8)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,11 +18,10 @@ from ranker.config.retrieval import (
     SequenceTrainConfig,
 )
 from ranker.models import HSTU, SASRec, SequentialRetriever
-from ranker.retrieval import leave_one_out
 from ranker.retrieval.batches import TrainSequences, query_batch
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
-from ranker.retrieval.protocol import LeaveOneOut
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, leave_one_out_views
 from ranker.retrieval.search import exact_topk
 from ranker.retrieval.trainer import SequenceTrainer
 from ranker.train.checkpoint import load_weights, save_weights
@@ -39,7 +37,7 @@ def _data(users: int = 40, seed: int = 0) -> LeaveOneOut:
         n, start = int(rng.integers(3, 12)), int(rng.integers(0, ITEMS))
         seqs.append([(start + i) % ITEMS + 1 for i in range(n)])
         times.append(list(np.cumsum(rng.integers(0, 5000, n))))
-    return leave_one_out(pa.array(seqs), ITEMS, MAX_LEN, pa.array(times))
+    return leave_one_out_views(Sequences.from_lists(seqs, times), ITEMS, MAX_LEN)
 
 
 def _hstu(seed: int = 0) -> HSTU:

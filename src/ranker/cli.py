@@ -274,14 +274,15 @@ def _cmd_collisions(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
-    from ranker.data.recipes import get_recipe, prepare
+    from ranker.data.recipes import get_recipe
     from ranker.errors import ConfigError
-    from ranker.retrieval import evaluate, from_prepared, popularity_scorer
+    from ranker.retrieval import evaluate, popularity_scorer
+    from ranker.retrieval.data import from_recipe
 
     recipe = get_recipe(args.name)
     if recipe.kind != "retrieval":
         raise ConfigError(f"{args.name!r} is a {recipe.kind} dataset, not a retrieval one")
-    data = from_prepared(prepare(recipe))
+    data = from_recipe(recipe.name).views()
     metrics = evaluate(popularity_scorer(data), data, args.split)
     print(f"{recipe.name} ({recipe.protocol}), {args.split}, {len(data.test_target):,} users, "
           f"{data.num_items:,} items, most-popular:")

@@ -16,13 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ranker.config.events import EventFile, EventTimeSplit
-from ranker.data.readers import read_table
+from ranker.data.readers import read_table, resolve
 from ranker.errors import ConfigError, DataError
-
-
-def resolve(path: str, base_dir: Path | None = None) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
 def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None,

@@ -21,6 +21,12 @@ from ranker.errors import DataError
 SPLITS = ("train", "valid", "test")
 
 
+def resolve(path: str, base_dir: Path | None = None) -> Path:
+    """`path` (``~`` expanded) against `base_dir` when relative and a base is given."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
 def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None, *,
                string_columns: tuple[str, ...] = ()) -> pa.Table:
     """Read one CSV (optionally ``.gz``) or parquet file into an arrow table.
@@ -56,18 +62,13 @@ def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = Non
 
 def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.Table]:
     """The train / valid / test tables the data section describes; each split must be non-empty."""
-
-    def resolve(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() or base_dir is None else base_dir / q
-
     split = data.split
     if isinstance(split, FilesSplit):
-        tables = {s: read_table(resolve(getattr(split, s)), data.format, data.csv) for s in SPLITS}
+        tables = {s: read_table(resolve(getattr(split, s), base_dir), data.format, data.csv) for s in SPLITS}
         sources = {s: str(getattr(split, s)) for s in SPLITS}
     else:
         assert data.path is not None and split is not None
-        table = read_table(resolve(data.path), data.format, data.csv)
+        table = read_table(resolve(data.path, base_dir), data.format, data.csv)
         tables = cut(table, split, source=data.path)
         sources = {s: f"{data.path} ({s} split)" for s in SPLITS}
     for name, table in tables.items():

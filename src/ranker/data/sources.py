@@ -61,13 +61,6 @@ def data_dirs() -> list[Path]:
     return dirs
 
 
-def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a raw file as text, gunzipping ``*.gz`` transparently."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding)
-    return open(path, encoding=encoding)  # noqa: SIM115
-
-
 def read_bytes(path: Path) -> bytes:
     """The uncompressed bytes of a raw file."""
     with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:

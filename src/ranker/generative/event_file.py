@@ -1,7 +1,8 @@
 """An :class:`~ranker.generative.events.EventLog` from a declared event file (``data.path``).
 
-What :func:`~ranker.generative.events.load_rk_ml100k` reads from the prepared RK-ML100K tables,
-read here from the user's columns (see :class:`ranker.config.generative.GenerativeData`):
+The one path of both own data and the built-in RK-ML100K
+(:func:`~ranker.generative.events.rk_ml100k_data`), read from the declared columns (see
+:class:`ranker.config.generative.GenerativeData`):
 
 - events: one per row, user and item ids mapped by sorted vocabularies to ``1..U`` / ``1..I``,
   times as integers (unix seconds for the time bias), ordered globally by (split, time, row),
@@ -10,7 +11,7 @@ read here from the user's columns (see :class:`ranker.config.generative.Generati
   sorted order, every other value the id ``A + 1`` (the table then has A + 1 actions);
 - rows: slot 0 is the event's own item with the tasks' labels from their columns (a null label
   or a 0 in ``mask_column`` masks the task); with ``negatives``, slots ``1..K−1`` are items
-  sampled as RK-ML100K's (:func:`ranker.data.recipes.rk_ml100k.sample_negatives`), label 0,
+  sampled as RK-ML100K's (:func:`ranker.data.recipes.rk_ml100k.draw_negatives`), label 0,
   masked for tasks with a ``mask_column``;
 - static tokens: per user, the user id itself (a static feature named as the user column) or a
   column of ``user_table`` or of the event file (which must be constant per user); values not
@@ -33,13 +34,12 @@ from ranker.data.events import (
     id_values,
     last_n_periods,
     read_events,
-    resolve,
     time_periods,
     time_values,
     vocabulary,
 )
-from ranker.data.readers import read_table
-from ranker.data.recipes.rk_ml100k import sample_negatives
+from ranker.data.readers import read_table, resolve
+from ranker.data.recipes.rk_ml100k import draw_negatives
 from ranker.errors import ConfigError, DataError
 from ranker.generative.events import EventLog, static_ids
 
@@ -141,18 +141,12 @@ def _negatives(user: np.ndarray, item: np.ndarray, period: np.ndarray, num_items
     if (num_users + 1) * (num_items + 1) > MAX_FIRST_POSITION_CELLS:
         raise ConfigError(f"data.negatives: {num_users:,} users × {num_items:,} items is too large "
                           "for the negative sampler; store impressions (label 0 rows) instead")
-    popularity = np.bincount(item[period == 0], minlength=num_items + 1).astype(np.float64)
-    popularity[0] = 0.0
-    weights = popularity**cfg.power * (popularity > 0)
-    if (weights > 0).sum() <= cfg.per_event:
+    trained = len(np.unique(item[period == 0]))  # items with train events: the ones drawn
+    if trained <= cfg.per_event:
         raise ConfigError(f"data.negatives.per_event: {cfg.per_event} needs more items with train "
-                          f"events than {int((weights > 0).sum())}")
-    n = len(user)
-    first_position = np.full((num_users + 1, num_items + 1), n, dtype=np.int64)
-    np.minimum.at(first_position, (user, item), np.arange(n))
-    neg, _ = sample_negatives(user, first_position, weights / weights.sum(),
-                              np.random.default_rng(cfg.seed), k=cfg.per_event)
-    return neg
+                          f"events than {trained}")
+    return draw_negatives(user, item, period == 0, num_items, k=cfg.per_event, seed=cfg.seed,
+                          power=cfg.power)[0]
 
 
 def _static_columns(data: GenerativeData, table: pa.Table, user: np.ndarray, users: pa.Array,

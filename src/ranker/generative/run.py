@@ -32,7 +32,7 @@ from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.evaluate import predict_split, split_metrics
 from ranker.generative.event_file import load_event_file
-from ranker.generative.events import EventLog, load_rk_ml100k
+from ranker.generative.events import EventLog, rk_ml100k_data
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
 from ranker.rundir import begin_run, set_threads, write_json
@@ -42,10 +42,8 @@ SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
 
 
 def load_events(cfg: GenerativeRunConfig) -> EventLog:
-    """The config's event log: the built-in RK-ML100K or the declared event file."""
-    if cfg.data.path is not None:
-        return load_event_file(cfg.data)
-    return load_rk_ml100k(list(cfg.data.static_features))
+    """The config's event log: the declared event file, or the built-in RK-ML100K declared as one."""
+    return load_event_file(cfg.data if cfg.data.path is not None else rk_ml100k_data(cfg.data.static_features))
 
 
 def save_vocab(run_dir: Path, log: EventLog) -> None:

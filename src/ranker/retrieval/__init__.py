@@ -6,8 +6,7 @@ from ranker.retrieval.protocol import (
     LeaveOneOut,
     Sequences,
     evaluate,
-    from_prepared,
-    leave_one_out,
+    leave_one_out_views,
     popularity_scorer,
 )
 from ranker.retrieval.search import exact_topk
@@ -18,7 +17,6 @@ __all__ = [
     "evaluate",
     "evaluate_model",
     "exact_topk",
-    "from_prepared",
-    "leave_one_out",
+    "leave_one_out_views",
     "popularity_scorer",
 ]

@@ -49,16 +49,6 @@ class SeqBatch:
                         cut(self.query_times))
 
 
-def _drop(seqs: Sequences, first: bool) -> Sequences:
-    """Every sequence without its first (or last) element; sequences must be non-empty."""
-    lens = seqs.lengths()
-    keep = np.ones(len(seqs.items), dtype=bool)
-    keep[seqs.offsets[:-1] if first else seqs.offsets[1:] - 1] = False
-    offsets = np.concatenate([[0], np.cumsum(lens - 1)])
-    times = None if seqs.times is None else seqs.times[keep]
-    return Sequences(seqs.items[keep], offsets, times)
-
-
 @dataclass(frozen=True)
 class TrainSequences:
     """Padded next-item training tensors of every user with at least two training items."""
@@ -76,8 +66,8 @@ class TrainSequences:
         if share < 1.0:
             keep = np.random.default_rng(0).permutation(len(users))[: max(1, round(share * len(users)))]
             users = users[np.sort(keep)]
-        sub = Sequences(*_subset(train, users))
-        inputs, targets = _drop(sub, first=False), _drop(sub, first=True)
+        sub = train.take(users)
+        inputs, targets = sub.drop(last=1), sub.drop(first=1)
         everyone = np.arange(len(users))
         times = qtimes = None
         if train.times is not None:
@@ -117,14 +107,6 @@ class TrainSequences:
 
 def _rows(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t[rows]
-
-
-def _subset(seqs: Sequences, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    lens = seqs.lengths()[users]
-    pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-    flat = np.repeat(seqs.offsets[users], lens) + pos
-    times = None if seqs.times is None else seqs.times[flat]
-    return seqs.items[flat], np.concatenate([[0], np.cumsum(lens)]), times
 
 
 def query_batch(seqs: Sequences, users: np.ndarray, max_len: int,

@@ -37,7 +37,6 @@ from ranker.retrieval.protocol import (
     Sequences,
     event_sequences,
     leave_one_out_views,
-    prepared_sequences,
     time_split_views,
 )
 
@@ -82,11 +81,14 @@ def from_recipe(name: str, max_len: int | None = None) -> RetrievalEvents:
     if recipe.kind != "retrieval":
         raise ConfigError(f"data.dataset: {recipe.name!r} is a {recipe.kind} dataset, not a retrieval one")
     ds = prepare(recipe)
-    seqs, user_ids = prepared_sequences(ds)
+    table = ds.table("sequences")
+    timed = "times" in table.column_names and table.column("times").null_count == 0
+    lists = Sequences.from_lists(table.column("items"), table.column("times") if timed else None)
+    owner = np.repeat(np.arange(len(lists)), lists.lengths())
+    seqs = event_sequences(owner, lists.items, lists.times, len(lists))[0]
     num_items = int(ds.manifest["num_items"])
     raw_items = ds.manifest.get("meta", {}).get("item_ids") or list(range(1, num_items + 1))
-    users = pa.array(user_ids if user_ids is not None else np.arange(len(seqs)), pa.int64())
-    return RetrievalEvents(seqs, users, pa.array(raw_items, pa.int64()),
+    return RetrievalEvents(seqs, table.column("user").combine_chunks(), pa.array(raw_items, pa.int64()),
                            max_len or int(ds.manifest["max_len"]),
                            summary={"source": name, "users": len(seqs), "events": len(seqs.items)})
 

@@ -17,7 +17,6 @@ import pyarrow as pa
 import torch
 
 from ranker.data.events import chronological
-from ranker.data.recipes.base import PreparedDataset
 from ranker.errors import DataError
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 
@@ -30,29 +29,53 @@ class Sequences:
     offsets: np.ndarray  # (U+1,) int64
     times: np.ndarray | None = None  # (total,) int64 unix seconds, parallel to items
 
+    @classmethod
+    def from_lists(cls, items: pa.Array | pa.ChunkedArray | list[list[int]],
+                   times: pa.Array | pa.ChunkedArray | list[list[int]] | None = None) -> Sequences:
+        """Per-user lists of items (and unix seconds, one per item) as jagged arrays."""
+        flat, offsets = _flat(items)
+        return cls(flat, offsets, None if times is None else _flat(times)[0])
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def _index(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat index of each element of `users`' sequences in order, position in its
+        sequence, the sequences' lengths)."""
+        lens = self.lengths()[users]
+        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        return np.repeat(self.offsets[users], lens) + pos, pos, lens
+
     def gather(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Flattened items of `users`: (row in `users`, position in sequence, item, lengths)."""
-        lens = self.lengths()[users]
-        row = np.repeat(np.arange(len(users)), lens)
-        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        return row, pos, self.items[np.repeat(self.offsets[users], lens) + pos], lens
+        flat, pos, lens = self._index(users)
+        return np.repeat(np.arange(len(users)), lens), pos, self.items[flat], lens
+
+    def take(self, users: np.ndarray) -> Sequences:
+        """The sequences of `users`, in that order."""
+        flat, _, lens = self._index(users)
+        return Sequences(self.items[flat], np.concatenate([[0], np.cumsum(lens)]),
+                         None if self.times is None else self.times[flat])
+
+    def drop(self, first: int = 0, last: int = 0) -> Sequences:
+        """Every sequence without its `first` first and `last` last elements (it must have them)."""
+        lens = self.lengths()
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lens)
+        keep = (pos >= first) & (pos < np.repeat(lens - last, lens))
+        return Sequences(self.items[keep], np.concatenate([[0], np.cumsum(lens - first - last)]),
+                         None if self.times is None else self.times[keep])
 
     def padded(self, users: np.ndarray, max_len: int, *, times: bool = False) -> torch.Tensor:
         """The last `max_len` items (or their times) of each user, left-padded with 0.
 
         Shape: (len(users), max_len) int64.
         """
-        lens = self.lengths()[users]
-        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        flat = np.repeat(self.offsets[users], lens) + pos
         if times and self.times is None:
             raise ValueError("these sequences have no timestamps")
+        flat, pos, lens = self._index(users)
         vals = (self.times if times else self.items)[flat]  # type: ignore[index]
         row = np.repeat(np.arange(len(users)), lens)
         skip = np.repeat(np.maximum(lens - max_len, 0), lens)
@@ -78,10 +101,6 @@ class LeaveOneOut:
     test_target_time: np.ndarray | None = None
     users: np.ndarray | None = None  # (U,) the dataset's user ids, row order
 
-    @property
-    def has_times(self) -> bool:
-        return self.train.times is not None
-
     def split(self, name: str) -> tuple[Sequences, np.ndarray]:
         if name == "valid":
             return self.valid_input, self.valid_target
@@ -95,7 +114,8 @@ class LeaveOneOut:
         return self.valid_target_time if name == "valid" else self.test_target_time
 
 
-def _flat(lists: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def _flat(lists: pa.Array | pa.ChunkedArray | list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lists = pa.array(lists) if isinstance(lists, list) else lists
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks()
     flat = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -117,19 +137,6 @@ def event_sequences(user: np.ndarray, item: np.ndarray, time: np.ndarray | None,
                      None if time is None else time[order].astype(np.int64)), order
 
 
-def leave_one_out(items: pa.ListArray | pa.ChunkedArray, num_items: int, max_len: int,
-                  times: pa.ListArray | pa.ChunkedArray | None = None,
-                  users: np.ndarray | None = None) -> LeaveOneOut:
-    """:func:`leave_one_out_views` of per-user lists of items (and unix seconds)."""
-    flat, offsets = _flat(items)
-    tflat = None
-    if times is not None:
-        tflat, toffsets = _flat(times)
-        if not np.array_equal(toffsets, offsets):
-            raise ValueError("times must have one timestamp per item")
-    return leave_one_out_views(Sequences(flat, offsets, tflat), num_items, max_len, users)
-
-
 def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
                         users: np.ndarray | None = None) -> LeaveOneOut:
     """Cut every user's chronological sequence (at least 3 items) into the three views.
@@ -142,17 +149,9 @@ def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
     if (lengths < 3).any():
         raise ValueError(f"{int((lengths < 3).sum())} users have fewer than 3 items")
     ends = offsets[1:]
-
-    def cut(drop: int) -> Sequences:
-        keep = np.ones(len(flat), dtype=bool)
-        for d in range(1, drop + 1):
-            keep[ends - d] = False
-        new_offsets = np.concatenate([[0], np.cumsum(lengths - drop)])
-        return Sequences(flat[keep], new_offsets, None if tflat is None else tflat[keep])
-
-    train = cut(2)
+    train = seqs.drop(last=2)
     return LeaveOneOut(
-        num_items, max_len, train, train, flat[ends - 2], cut(1), flat[ends - 1],
+        num_items, max_len, train, train, flat[ends - 2], seqs.drop(last=1), flat[ends - 1],
         valid_target_time=None if tflat is None else tflat[ends - 2],
         test_target_time=None if tflat is None else tflat[ends - 1],
         users=users,
@@ -191,28 +190,6 @@ def time_split_views(seqs: Sequences, period: np.ndarray, num_items: int, max_le
                             "period after at least one earlier event)")
     return LeaveOneOut(num_items, max_len, subset(period == 0), valid_input, valid_target,
                        test_input, test_target, valid_time, test_time)
-
-
-def prepared_sequences(ds: PreparedDataset) -> tuple[Sequences, np.ndarray | None]:
-    """A retrieval recipe's prepared per-user lists exploded to events (user row, item, time)
-    and ordered by :func:`event_sequences`, like an event file (a no-op on their already
-    chronological order); and the recipe's user ids, row order."""
-    table = ds.table("sequences")
-    flat, offsets = _flat(table.column("items"))
-    lengths = np.diff(offsets)
-    times = None
-    if "times" in table.column_names and table.column("times").null_count == 0:
-        times = _flat(table.column("times"))[0]
-    users = table.column("user").to_numpy() if "user" in table.column_names else None
-    seqs, _ = event_sequences(np.repeat(np.arange(len(lengths)), lengths), flat, times, len(lengths))
-    return seqs, users
-
-
-def from_prepared(ds: PreparedDataset, max_len: int | None = None) -> LeaveOneOut:
-    """The leave-one-out views of a prepared retrieval recipe (with times when it has them)."""
-    seqs, users = prepared_sequences(ds)
-    return leave_one_out_views(seqs, int(ds.manifest["num_items"]),
-                               max_len or int(ds.manifest["max_len"]), users)
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)

@@ -16,7 +16,7 @@ Learning", NeurIPS 2022.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ranker.data.recipes.base import BuiltRanking, Recipe
+from ranker.data.recipes.base import BuiltRanking, Recipe, permutation_split, tabular_data
 from ranker.data.sources import SourceFile, read_bytes
 from ranker.errors import DataError
 
@@ -46,21 +46,12 @@ NUMERICAL: dict[str, str] = {
 }
 CATEGORICAL: tuple[str, ...] = tuple(c for c in COLUMNS[:-1] if c not in NUMERICAL)
 
-SOURCES = (
-    SourceFile(
-        folder="uci-adult",
-        name="adult.data",
-        sha256="5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
-        url=_ZIP,
-        member="adult.data",
-    ),
-    SourceFile(
-        folder="uci-adult",
-        name="adult.test",
-        sha256="a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
-        url=_ZIP,
-        member="adult.test",
-    ),
+SOURCES = tuple(
+    SourceFile("uci-adult", name, sha256, _ZIP, member=name)
+    for name, sha256 in (
+        ("adult.data", "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d"),
+        ("adult.test", "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05"),
+    )
 )
 
 
@@ -135,14 +126,8 @@ def _read(path: Path, skip_rows: int) -> pa.Table:
 def _build(paths: dict[str, Path]) -> BuiltRanking:
     full = _read(paths["adult.data"], skip_rows=0)
     test = _read(paths["adult.test"], skip_rows=1)
-    n = full.num_rows
-    perm = np.random.default_rng(SEED).permutation(n)
-    cut = int(0.8 * n)
-    tables = {
-        "train": full.take(pa.array(perm[:cut])),
-        "valid": full.take(pa.array(perm[cut:])),
-        "test": test,
-    }
+    split = permutation_split(full.num_rows, SEED, cuts=(0.8,))
+    tables = {s: full.take(pa.array(ix)) for s, ix in split.items()} | {"test": test}
     meta: dict[str, object] = {
         "rows": {s: t.num_rows for s, t in tables.items()},
         "positives": {s: int(pc.sum(t["income"]).as_py()) for s, t in tables.items()},
@@ -153,21 +138,6 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
     return BuiltRanking(
         tables=tables, data=tabular_data(COLUMNS[:-1], NUMERICAL, ["income"]), meta=meta
     )
-
-
-def tabular_data(
-    names: Sequence[str], numerical: Mapping[str, str], labels: Sequence[str]
-) -> dict[str, object]:
-    """Data section of a tabular protocol: numerical columns with their transform, the rest
-    categorical, one binary task per label column, no group or item column."""
-    features = [
-        {"kind": "numerical", "name": n, "transform": numerical[n]}
-        if n in numerical
-        else {"kind": "categorical", "name": n}
-        for n in names
-    ]
-    tasks = [{"name": k, "column": k} for k in labels]
-    return {"features": features, "tasks": tasks, "group_column": None, "item_column": None}
 
 
 RECIPES: list[Recipe] = [

@@ -31,8 +31,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ranker.data.recipes.base import BuiltRetrieval, Recipe
-from ranker.data.sources import SourceFile, read_bytes
+from ranker.data.recipes.base import (
+    BuiltRetrieval,
+    Recipe,
+    read_lines,
+    sequence_table,
+    user_sequences,
+)
+from ranker.data.sources import SourceFile
 from ranker.errors import DataError
 
 _S3REC = (
@@ -71,17 +77,6 @@ S3REC_FILES: dict[str, tuple[str, str, tuple[int, int, int]]] = {
 BERT4REC_COUNTS = (40_226, 54_542, 353_962)
 
 
-def _sequences(users: np.ndarray, offsets: np.ndarray, items: np.ndarray) -> pa.Table:
-    values = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(items, pa.int64()))
-    return pa.table(
-        {
-            "user": pa.array(users, pa.int64()),
-            "items": values,
-            "times": pa.nulls(len(users), pa.list_(pa.int64())),
-        }
-    )
-
-
 def _check_counts(
     path: Path, seqs: pa.Table, num_items: int, expected: tuple[int, int, int]
 ) -> None:
@@ -94,9 +89,7 @@ def _check_counts(
 
 def read_user_lines(path: Path) -> pa.Table:
     """S3-Rec format: ``user item item ...`` per line -> user / items / times (null) columns."""
-    lines = read_bytes(path).decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path)
     tokens = pc.split_pattern_regex(pc.utf8_trim_whitespace(pa.array(lines, pa.string())), r"\s+")
     lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
     flat = pc.list_flatten(tokens)
@@ -122,7 +115,7 @@ def read_user_lines(path: Path) -> pa.Table:
         raise DataError(f"{path}: a user id appears on more than one line")
     if items.min() < 1:
         raise DataError(f"{path}: item ids must be >= 1 (0 is the padding id)")
-    return _sequences(users, offsets, items)
+    return sequence_table(users, offsets, items)
 
 
 def _s3rec_build(name: str) -> Callable[[dict[str, Path]], BuiltRetrieval]:
@@ -149,9 +142,7 @@ def _s3rec_build(name: str) -> Callable[[dict[str, Path]], BuiltRetrieval]:
 
 def _bert4rec_build(paths: dict[str, Path]) -> BuiltRetrieval:
     path = paths["beauty.txt"]
-    lines = read_bytes(path).decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path)
     arr = pc.utf8_trim_whitespace(pa.array(lines, pa.string()))
     ok = pc.match_substring_regex(arr, r"^[0-9]{1,12} +[0-9]{1,12}$").to_numpy(zero_copy_only=False)
     if ok.size == 0 or not ok.all():
@@ -159,13 +150,9 @@ def _bert4rec_build(paths: dict[str, Path]) -> BuiltRetrieval:
         raise DataError(f"{path}: line {i + 1}: expected 'user item', got {lines[i][:120]!r}")
     flat = pc.list_flatten(pc.split_pattern_regex(arr, " +"))
     pairs = pc.cast(flat, pa.int64()).to_numpy().reshape(-1, 2)
-    order = np.argsort(pairs[:, 0], kind="stable")  # group users, keep file order within one
-    user_col, item_col = pairs[order, 0], pairs[order, 1]
-    uniq_items, inverse = np.unique(item_col, return_inverse=True)
+    uniq_items, inverse = np.unique(pairs[:, 1], return_inverse=True)
     items = inverse.astype(np.int64) + 1
-    users, starts = np.unique(user_col, return_index=True)
-    offsets = np.concatenate([starts, [user_col.size]])
-    seqs = _sequences(users, offsets, items)
+    seqs = user_sequences(pairs[:, 0], items, None)  # users grouped, file order within one
     num_items = int(uniq_items.size)
     _check_counts(path, seqs, num_items, BERT4REC_COUNTS)
     blocks = int((np.diff(pairs[:, 0]) != 0).sum()) + 1
@@ -174,7 +161,7 @@ def _bert4rec_build(paths: dict[str, Path]) -> BuiltRetrieval:
         "interactions": int(items.size),
         "item_reindex": "sorted original id",
         "reindex_is_identity": bool(np.array_equal(uniq_items, np.arange(1, num_items + 1))),
-        "users_in_contiguous_blocks": blocks == users.size,
+        "users_in_contiguous_blocks": blocks == seqs.num_rows,
         "timestamps": False,
     }
     return BuiltRetrieval(sequences=seqs, num_items=num_items, max_len=MAX_LEN, meta=meta)

@@ -14,15 +14,16 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ranker.data.sources import SourceFile, cache_root, find_local, locate
+from ranker.data.sources import SourceFile, cache_root, find_local, locate, read_bytes
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BuiltRanking:
     tables: dict[str, pa.Table]  # "train", "valid", "test"
     data: dict[str, Any]  # features, tasks, group_column, item_column (DataConfig fields)
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, pa.Table] = field(default_factory=dict)  # written beside the splits, as <name>.parquet
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,63 @@ class BuiltRetrieval:
 
 
 Built = BuiltRanking | BuiltRetrieval
+
+
+def read_lines(path: Path, encoding: str = "utf-8", errors: str = "replace") -> list[str]:
+    """The lines of a (possibly gzipped) text file, without the empty one after a final newline."""
+    lines = read_bytes(path).decode(encoding, errors=errors).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def split_bounds(n: int) -> tuple[int, int]:
+    """End positions of train and valid in an `n`-event global time split (80/10/10)."""
+    return int(0.8 * n), int(0.9 * n)
+
+
+def permutation_split(n: int, seed: int, cuts: tuple[float, ...] = (0.8, 0.9)) -> dict[str, np.ndarray]:
+    """PROTOCOLS.md's random split: ``perm = default_rng(seed).permutation(n)`` cut at
+    ``int(c * n)`` for each of `cuts`, into train, valid (and test) row indices."""
+    perm = np.random.default_rng(seed).permutation(n)
+    parts = np.split(perm, [int(c * n) for c in cuts])
+    return dict(zip(("train", "valid", "test"), parts, strict=False))
+
+
+def tabular_data(names: Sequence[str], numerical: Mapping[str, str], labels: Sequence[str],
+                 ) -> dict[str, object]:
+    """Data section of a tabular protocol: numerical columns with their transform, the rest
+    categorical, one binary task per label column, no group or item column."""
+    features = [{"kind": "numerical", "name": n, "transform": numerical[n]} if n in numerical
+                else {"kind": "categorical", "name": n} for n in names]
+    tasks = [{"name": k, "column": k} for k in labels]
+    return {"features": features, "tasks": tasks, "group_column": None, "item_column": None}
+
+
+def user_sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray | None) -> pa.Table:
+    """A retrieval recipe's per-user table (:class:`BuiltRetrieval`) from events in their order.
+
+    Events are grouped by user with a stable sort, so each user's events keep the given order;
+    users come out sorted. ``times`` is a list<int64> column, null in every row when None.
+    """
+    order = np.argsort(users, kind="stable")
+    su = users[order]
+    starts = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1]]))
+    return sequence_table(su[starts], np.concatenate([starts, [len(su)]]), items[order],
+                          None if times is None else times[order])
+
+
+def sequence_table(users: np.ndarray, offsets: np.ndarray, items: np.ndarray,
+                   times: np.ndarray | None = None) -> pa.Table:
+    """Columns ``user`` (int64), ``items`` and ``times`` (list<int64>, null rows when `times`
+    is None): row u holds events ``offsets[u]:offsets[u + 1]``."""
+    starts = pa.array(np.asarray(offsets).astype(np.int32))
+
+    def lists(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(starts, pa.array(values, pa.int64()))
+
+    return pa.table({"user": pa.array(users, pa.int64()), "items": lists(items),
+                     "times": pa.nulls(len(users), pa.list_(pa.int64())) if times is None else lists(times)})
 
 
 @dataclass(frozen=True)
@@ -126,7 +185,7 @@ def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> Prep
             "meta": built.meta,
         }
         if isinstance(built, BuiltRanking):
-            for split, table in built.tables.items():
+            for split, table in {**built.tables, **built.extra}.items():
                 pq.write_table(table, tmp / f"{split}.parquet")
             manifest["data"] = built.data
             manifest["rows"] = {s: t.num_rows for s, t in built.tables.items()}

@@ -26,11 +26,9 @@ from ranker.data.recipes.adult import (
     binary_label,
     read_comma_space,
     rows_with_null,
-    tabular_data,
     to_numbers,
 )
-from ranker.data.recipes.base import BuiltRanking, Recipe
-from ranker.data.recipes.frappe import split_80_10_10
+from ranker.data.recipes.base import BuiltRanking, Recipe, permutation_split, tabular_data
 from ranker.data.sources import SourceFile
 
 SEED = 2021
@@ -114,7 +112,7 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
     never_married = pc.cast(pc.fill_null(pc.equal(married, "Never married"), False), pa.int64())
     table = raw.select(list(FEATURES))
     table = table.append_column("income", income).append_column("never_married", never_married)
-    tables = {s: table.take(pa.array(ix)) for s, ix in split_80_10_10(table.num_rows, SEED).items()}
+    tables = {s: table.take(pa.array(ix)) for s, ix in permutation_split(table.num_rows, SEED).items()}
     labels = ("income", "never_married")
     meta: dict[str, object] = {
         "rows": {s: t.num_rows for s, t in tables.items()},

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ranker.data.recipes.base import BuiltRanking, Recipe
-from ranker.data.sources import SourceFile, read_bytes
+from ranker.data.recipes.base import BuiltRanking, Recipe, permutation_split, read_lines
+from ranker.data.sources import SourceFile
 from ranker.errors import DataError
 
 _REPO = "https://raw.githubusercontent.com/hexiangnan/neural_factorization_machine"
@@ -44,19 +44,12 @@ FIELDS: tuple[tuple[str, int, int], ...] = (
 FIELD_NAMES: tuple[str, ...] = tuple(f[0] for f in FIELDS)
 SEED = 2021
 
-SOURCES = (
-    SourceFile(
-        folder="frappe",
-        name="frappe.validation.libfm",
-        sha256="fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e",
-        url=f"{_REPO}/{_COMMIT}/data/frappe/frappe.validation.libfm",
-    ),
-    SourceFile(
-        folder="frappe",
-        name="frappe.test.libfm",
-        sha256="a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097",
-        url=f"{_REPO}/{_COMMIT}/data/frappe/frappe.test.libfm",
-    ),
+SOURCES = tuple(
+    SourceFile("frappe", name, sha256, f"{_REPO}/{_COMMIT}/data/frappe/{name}")
+    for name, sha256 in (
+        ("frappe.validation.libfm", "fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e"),
+        ("frappe.test.libfm", "a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097"),
+    )
 )
 
 
@@ -66,9 +59,7 @@ def read_libfm(path: Path) -> tuple[np.ndarray, np.ndarray]:
     Every line must be ``<-1|1>`` followed by exactly 10 ``idx:1`` tokens, token i inside the
     global index range of field i; otherwise a :class:`DataError` names the file and the line.
     """
-    lines = read_bytes(path).decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path)
     if not lines:
         raise DataError(f"{path}: empty libfm file")
     n, width = len(lines), 1 + len(FIELDS)
@@ -114,13 +105,6 @@ def read_libfm(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return labels, idx_np - lo
 
 
-def split_80_10_10(n: int, seed: int = SEED) -> dict[str, np.ndarray]:
-    """PROTOCOLS.md's split: ``perm = default_rng(seed).permutation(n)``, cut at 80 % / 90 %."""
-    perm = np.random.default_rng(seed).permutation(n)
-    a, b = int(0.8 * n), int(0.9 * n)
-    return {"train": perm[:a], "valid": perm[a:b], "test": perm[b:]}
-
-
 def _build(paths: dict[str, Path]) -> BuiltRanking:
     parts = [read_libfm(paths[src.name]) for src in SOURCES]
     labels = np.concatenate([p[0] for p in parts])
@@ -128,7 +112,7 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
     columns: dict[str, np.ndarray] = {"label": labels}
     columns.update({name: fields[:, j] for j, name in enumerate(FIELD_NAMES)})
     table = pa.table(columns)
-    tables = {s: table.take(pa.array(ix)) for s, ix in split_80_10_10(table.num_rows).items()}
+    tables = {s: table.take(pa.array(ix)) for s, ix in permutation_split(table.num_rows, SEED).items()}
     meta: dict[str, object] = {
         "rows": {s: t.num_rows for s, t in tables.items()},
         "positives": {s: int(pc.sum(t["label"]).as_py()) for s, t in tables.items()},

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker.data.recipes.base import BuiltRetrieval, Recipe
+from ranker.data.recipes.base import BuiltRetrieval, Recipe, user_sequences
 from ranker.data.recipes.movielens_io import (
     ML1M_MOVIES,
     ML1M_RATINGS,
@@ -42,7 +42,6 @@ from ranker.data.recipes.movielens_io import (
     read_ml100k_items,
     read_ml100k_ratings,
     read_sequences,
-    user_sequences,
 )
 from ranker.data.recipes.rk_ml100k import RK_ML100K
 from ranker.errors import DataError

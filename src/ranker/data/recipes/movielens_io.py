@@ -17,33 +17,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from ranker.data.recipes.base import read_lines
 from ranker.data.sources import SourceFile, read_bytes
 from ranker.errors import DataError
 
 _ML100K_ZIP = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 _ML1M_ZIP = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 
-U_DATA = SourceFile(
-    folder="movielens-100k",
-    name="u.data",
-    sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.data",
-)
-U_USER = SourceFile(
-    folder="movielens-100k",
-    name="u.user",
-    sha256="f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.user",
-)
-U_ITEM = SourceFile(
-    folder="movielens-100k",
-    name="u.item",
-    sha256="553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
-    url=_ML100K_ZIP,
-    member="ml-100k/u.item",
-)
+
+def _ml100k(name: str, sha256: str) -> SourceFile:
+    return SourceFile("movielens-100k", name, sha256, _ML100K_ZIP, member=f"ml-100k/{name}")
+
+
+U_DATA = _ml100k("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490")
+U_USER = _ml100k("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c")
+U_ITEM = _ml100k("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701")
+
 ML1M_RATINGS = SourceFile(
     folder="movielens-1m",
     name="ratings.dat",
@@ -181,9 +170,7 @@ def read_ml1m_movie_ids(path: Path) -> np.ndarray:
 
 def read_sequences(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     """``sequences.txt``: ``UserID MovieID_1 ... MovieID_n`` per line -> (users, item arrays)."""
-    lines = read_bytes(path).decode("ascii").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path, "ascii", "strict")
     try:
         rows = [np.array(line.split(), dtype=np.int64) for line in lines]  # one line per user
     except ValueError as exc:
@@ -199,22 +186,3 @@ def read_sequences(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
 def chronological(ratings: Ratings) -> np.ndarray:
     """Permutation ordering ratings by (timestamp, row in the file): the protocols' event order."""
     return np.argsort(ratings["timestamp"], kind="stable")
-
-
-def user_sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray | None) -> pa.Table:
-    """Per-user table ``user``, ``items``, ``times`` from events already in chronological order.
-
-    Events are grouped by user with a stable sort, so each user's events keep the given order.
-    ``times`` is a list<int64> column, null in every row when `times` is None.
-    """
-    order = np.argsort(users, kind="stable")
-    su = users[order]
-    starts = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1]]))
-    offsets = pa.array(np.concatenate([starts, [len(su)]]).astype(np.int32))
-    item_lists = pa.ListArray.from_arrays(offsets, pa.array(items[order], pa.int64()))
-    if times is None:
-        time_lists = pa.nulls(len(starts), pa.list_(pa.int64()))
-    else:
-        time_lists = pa.ListArray.from_arrays(offsets, pa.array(times[order], pa.int64()))
-    return pa.table({"user": pa.array(su[starts], pa.int64()), "items": item_lists,
-                     "times": time_lists})  # fmt: skip

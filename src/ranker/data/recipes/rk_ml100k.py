@@ -32,6 +32,11 @@ Protocol ``RK-ML100K`` of ``shared/benchmarks/PROTOCOLS.md``. The exact procedur
    ratings excluded), as ``hist_item`` (list<int64>), ``hist_action`` (the rating 1..5,
    list<int64>) and ``hist_seconds`` (seconds before the row's time, list<float32>). Labels
    ``watch``, ``like`` (int8) and ``timestamp`` (int64).
+
+The same protocol as generative ranking reads it (:func:`ranker.generative.events.rk_ml100k_data`):
+``events.parquet`` (the events in position order: ``user_id``, ``item_id``, ``timestamp``,
+``rating``, ``watch``, ``like``) and ``users.parquet`` (``user_id``, ``gender``, ``occupation``,
+``zip1``, ``age`` as its decade in text), written beside the splits.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ranker.data.history import build_histories
-from ranker.data.recipes.base import BuiltRanking, Recipe
+from ranker.data.recipes.base import BuiltRanking, Recipe, split_bounds
 from ranker.data.recipes.movielens_io import (
     U_DATA,
     U_ITEM,
@@ -93,9 +98,19 @@ DATA: dict[str, Any] = {
 }  # fmt: skip
 
 
-def split_bounds(n: int) -> tuple[int, int]:
-    """End positions of train and valid in an `n`-event global time split (80/10/10)."""
-    return int(0.8 * n), int(0.9 * n)
+def draw_negatives(users: np.ndarray, items: np.ndarray, train: np.ndarray, num_items: int, *,
+                   k: int = NEGATIVES, seed: int = SEED, power: float = POP_EXPONENT,
+                   ) -> tuple[np.ndarray, int, np.ndarray]:
+    """Step 4 for events in position order: (n, k) negatives, the rounds used and the train
+    popularity of ids ``0..num_items`` (`train` (n,) bool marks the train events)."""
+    popularity = np.bincount(items[train], minlength=num_items + 1).astype(np.float64)
+    popularity[0] = 0.0
+    weights = popularity**power * (popularity > 0)
+    first_position = np.full((int(users.max()) + 1, num_items + 1), len(users), dtype=np.int64)
+    np.minimum.at(first_position, (users, items), np.arange(len(users)))
+    neg, rounds = sample_negatives(users, first_position, weights / weights.sum(),
+                                   np.random.default_rng(seed), k=k)
+    return neg, rounds, popularity
 
 
 def sample_negatives(
@@ -194,15 +209,7 @@ def build_rk_ml100k(paths: dict[str, Path]) -> BuiltRanking:
     n = len(order)
     n_train, n_valid_end = split_bounds(n)
     num_items = int(max(items_t["item_id"].to_numpy().max(), ev_i.max()))
-    num_users = int(ev_u.max())
-
-    popularity = np.bincount(ev_i[:n_train], minlength=num_items + 1).astype(np.float64)
-    popularity[0] = 0.0
-    weights = popularity**POP_EXPONENT
-    p = weights / weights.sum()
-    first_position = np.full((num_users + 1, num_items + 1), n, dtype=np.int64)
-    np.minimum.at(first_position, (ev_u, ev_i), np.arange(n))
-    neg, rounds = sample_negatives(ev_u, first_position, p, np.random.default_rng(SEED))
+    neg, rounds, popularity = draw_negatives(ev_u, ev_i, np.arange(n) < n_train, num_items)
 
     # Rows: event-major, positive first then its negatives.
     k1 = NEGATIVES + 1
@@ -259,7 +266,12 @@ def build_rk_ml100k(paths: dict[str, Path]) -> BuiltRanking:
         "items_without_train_ratings": int((popularity[1:] == 0).sum()),
         "row_layout": "per event in (timestamp, row) order: positive row, then its 4 negatives",
     }
-    return BuiltRanking(tables=tables, data=DATA, meta=meta)
+    events = pa.table({"user_id": ev_u, "item_id": ev_i, "timestamp": ev_t, "rating": ev_r,
+                       "watch": watch[:, 0], "like": like[:, 0]})
+    decade = pa.array([str(a // 10) for a in users_t["age"].to_pylist()])
+    user_table = pa.table({"user_id": users_t["user_id"], "gender": users_t["gender"],
+                           "occupation": users_t["occupation"], "zip1": zip1, "age": decade})
+    return BuiltRanking(tables=tables, data=DATA, meta=meta, extra={"events": events, "users": user_table})
 
 
 RK_ML100K = Recipe(
@@ -269,5 +281,6 @@ RK_ML100K = Recipe(
     summary="MovieLens-100K watch/like ranking with history, 4 popularity negatives, time split",
     sources=(U_DATA, U_USER, U_ITEM),
     build=build_rk_ml100k,
+    version=2,
     aliases=("ml-100k", "ml100k"),
 )

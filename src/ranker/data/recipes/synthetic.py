@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from ranker.data.history import build_histories
-from ranker.data.recipes.base import BuiltRanking, Recipe
+from ranker.data.recipes.base import BuiltRanking, Recipe, split_bounds
 
 COUNTRIES = ("US", "IN", "BR", "GB", "DE", "FR", "JP", "MX", "NG", "ID")
 DEVICES = ("android", "ios", "web")
@@ -245,11 +245,6 @@ def generate_log(config: SyntheticConfig | None = None, **overrides: Any) -> dic
         "p_view": p_view,
         "p_like": p_like,
     }
-
-
-def split_bounds(n: int) -> tuple[int, int]:
-    """Row cuts of the time split: rows [0, a) train, [a, b) valid, [b, n) test."""
-    return int(0.8 * n), int(0.9 * n)
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> float:
