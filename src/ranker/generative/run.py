@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from ranker.config import load_generative_config
 from ranker.config.generative import GenerativeRunConfig
@@ -35,8 +34,15 @@ from ranker.generative.event_file import load_event_file
 from ranker.generative.events import EventLog, rk_ml100k_data
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
-from ranker.rundir import begin_run, set_threads, write_json
-from ranker.train.checkpoint import load_weights, save_weights
+from ranker.rundir import (
+    begin_run,
+    finish_run,
+    finished_config,
+    fit_metrics,
+    save_calibration,
+    start_process,
+)
+from ranker.train.checkpoint import load_weights
 
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
 
@@ -64,8 +70,7 @@ def build_model(cfg: GenerativeRunConfig, log: EventLog) -> GenerativeRanker:
 
 def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there); evaluate at the best epoch."""
-    set_threads(cfg.train)
-    torch.manual_seed(cfg.train.seed)
+    start_process(cfg.train)
     log = load_events(cfg)
     model = build_model(cfg, log)
     run_dir = begin_run(run_dir, cfg, load_generative_config)
@@ -73,18 +78,10 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     w = cfg.data.max_events
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
-    save_weights(model, run_dir / "model.safetensors")
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset or cfg.data.path, "model": "generative-hstu", "seed": cfg.train.seed,
-        "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_samples_per_s": fit.mean("samples_per_s"),
-        "train_events_per_s": fit.mean("events_per_s"),
-        "seconds_per_epoch": fit.mean("epoch_time_s"),
-        "train_time_s": fit.train_time_s(),
-        "windows": {s: len(v) for s, v in windows.items()},
-        "threads": torch.get_num_threads(),
-    }
+        "dataset": cfg.data.dataset or cfg.data.path, "model": "generative-hstu",
+        **fit_metrics(cfg.train, fit, model), "train_samples_per_s": fit.mean("samples_per_s"),
+        "train_events_per_s": fit.mean("events_per_s"), "windows": {s: len(v) for s, v in windows.items()}}
     for split in ("valid", "test"):
         start = time.perf_counter()
         probs = _predict(cfg, model, log, split, windows[split])
@@ -92,20 +89,17 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
         metrics["rows"] = {**metrics.get("rows", {}), split: len(probs)}
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
         if split == "test":
-            _save_calibration(run_dir / "calibration_test.npz", log, probs)
-    write_json(run_dir / "metrics.json", metrics)
-    from ranker.report import write_report
-
-    write_report(run_dir)
+            events, t = np.flatnonzero(log.split == SPLIT_IDS["test"]), len(log.tasks)
+            save_calibration(run_dir / "calibration_test.npz", [task.name for task in log.tasks],
+                             log.labels[events].reshape(-1, t), log.label_mask[events].reshape(-1, t), probs)
+    finish_run(run_dir, metrics)
     return metrics
 
 
 def load_run(run_dir: Path) -> tuple[GenerativeRunConfig, GenerativeRanker, EventLog]:
     """A finished run's config, best weights (eval mode) and event log."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
-        raise ConfigError(f"{run_dir}: not a finished generative run (config.yaml, model.safetensors)")
-    cfg = load_generative_config(run_dir / "config.yaml")
+    cfg = finished_config(run_dir, load_generative_config, "generative")
     log = load_events(cfg)
     model = build_model(cfg, log)
     load_weights(model, run_dir / "model.safetensors")
@@ -126,14 +120,3 @@ def _predict(cfg: GenerativeRunConfig, model: GenerativeRanker, log: EventLog, s
              windows: list[Any]) -> np.ndarray:
     return predict_split(model, log, SPLIT_IDS[split], windows, cfg.train.batch_cells,
                          cfg.train.max_batch_size)
-
-
-def _save_calibration(path: Path, log: EventLog, probs: np.ndarray) -> None:
-    events = np.flatnonzero(log.split == SPLIT_IDS["test"])
-    t = len(log.tasks)
-    labels, mask = log.labels[events].reshape(-1, t), log.label_mask[events].reshape(-1, t)
-    arrays = {}
-    for i, task in enumerate(log.tasks):
-        on = mask[:, i] > 0
-        arrays[f"{task.name}__labels"], arrays[f"{task.name}__probs"] = labels[on, i], probs[on, i]
-    np.savez_compressed(path, **arrays)

@@ -38,8 +38,8 @@ from ranker.retrieval.protocol import (
     popularity_scorer,
 )
 from ranker.retrieval.trainer import SequenceTrainer
-from ranker.rundir import begin_run, set_threads, write_json
-from ranker.train.checkpoint import load_weights, save_weights
+from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, start_process
+from ranker.train.checkpoint import load_weights
 
 
 def load_data(cfg: RetrievalRunConfig) -> LeaveOneOut:
@@ -70,8 +70,7 @@ def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
 
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
-    set_threads(cfg.train)
-    torch.manual_seed(cfg.train.seed)
+    start_process(cfg.train)
     events = load_retrieval_events(cfg)
     data = events.views()
     model = build_model(cfg, data)
@@ -81,19 +80,12 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
     fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
-    save_weights(model, run_dir / "model.safetensors")
     e = cfg.eval
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset or cfg.data.path, "model": cfg.model.kind, "seed": cfg.train.seed,
-        "protocol": cfg.train.protocol,
-        "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
-        "params": sum(p.numel() for p in model.parameters()),
+        "dataset": cfg.data.dataset or cfg.data.path, "model": cfg.model.kind,
+        "protocol": cfg.train.protocol, **fit_metrics(cfg.train, fit, model),
         "users": len(data.test_target), "items": data.num_items,
-        "train_users": len(train), "train_targets": train.num_targets(),
-        "seconds_per_epoch": fit.seconds_per_epoch(),
-        "train_time_s": fit.train_time_s(),
-        "threads": torch.get_num_threads(),
-    }
+        "train_users": len(train), "train_targets": train.num_targets()}
     for split in ("valid", "test"):
         start = time.perf_counter()
         metrics[split] = evaluate_model(model, data, split, ks=tuple(e.ks), exclude=e.exclude,
@@ -105,7 +97,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
             model, data, "test", ks=tuple(e.ks), exclude="input",
             batch_users=cfg.train.eval_batch_size)
     metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
-    write_json(run_dir / "metrics.json", metrics)
+    finish_run(run_dir, metrics, report=False)
     return metrics
 
 
@@ -113,7 +105,7 @@ def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, Se
     """A finished run's config, best weights (eval mode) and serving files; no dataset is read
     (except for a run trained before the serving files were kept)."""
     run_dir = Path(run_dir)
-    cfg = _finished_config(run_dir)
+    cfg = finished_config(run_dir, load_retrieval_config, "retrieval")
     serving = ServingData.load(run_dir)
     if serving is None:  # a run from before the serving files: its built-in recipe has them
         serving = ServingData.from_events(load_retrieval_events(cfg))
@@ -126,7 +118,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     """Re-evaluate a finished run's best weights on `split` (valid or test), as configured."""
     if split not in ("valid", "test"):
         raise ConfigError(f"--split {split!r}: a retrieval run has valid and test targets")
-    cfg = _finished_config(Path(run_dir))
+    cfg = finished_config(Path(run_dir), load_retrieval_config, "retrieval")
     data = load_data(cfg)
     model = build_model(cfg, data)
     load_weights(model, Path(run_dir) / "model.safetensors")
@@ -135,9 +127,3 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
                              batch_users=cfg.train.eval_batch_size,
                              sampled_negatives=e.sampled_negatives)
     return {"split": split, "metrics": metrics}
-
-
-def _finished_config(run_dir: Path) -> RetrievalRunConfig:
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model.safetensors").is_file():
-        raise ConfigError(f"{run_dir}: not a finished retrieval run (config.yaml, model.safetensors)")
-    return load_retrieval_config(run_dir / "config.yaml")
