@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -128,8 +128,16 @@ class TaskConfig(Strict):
         return self.loss or ("bce" if self.kind == "binary" else "mse")
 
 
-def _check_chains(tasks: list[TaskConfig]) -> None:
-    """Each ``conditional_on`` names an earlier binary task (so chains have no cycles)."""
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _check_tasks(tasks: list[TaskConfig]) -> None:
+    """Task names are unique; each ``conditional_on`` names an earlier binary task (so chains
+    have no cycles)."""
+    dup = _duplicates([t.name for t in tasks])
+    if dup:
+        raise ValueError(f"tasks: duplicate task names: {dup}")
     for i, t in enumerate(tasks):
         if t.conditional_on is None:
             continue
@@ -146,9 +154,14 @@ def _check_chains(tasks: list[TaskConfig]) -> None:
 # --------------------------------------------------------------------------- data: split
 
 
-def _check_fractions(fractions: tuple[float, float, float]) -> None:
+def _check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    return fractions
+
+
+Fractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
+"""(train, valid, test) shares: each >= 0, summing to 1."""
 
 
 class RandomSplit(Strict):
@@ -156,12 +169,7 @@ class RandomSplit(Strict):
 
     kind: Literal["random"]
     seed: int = 2021
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> RandomSplit:
-        _check_fractions(self.fractions)
-        return self
+    fractions: Fractions = (0.8, 0.1, 0.1)
 
 
 class TimeSplit(Strict):
@@ -169,12 +177,7 @@ class TimeSplit(Strict):
 
     kind: Literal["time"]
     column: str
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> TimeSplit:
-        _check_fractions(self.fractions)
-        return self
+    fractions: Fractions = (0.8, 0.1, 0.1)
 
 
 class FilesSplit(Strict):
@@ -232,15 +235,10 @@ class DataConfig(Strict):
                 )
             if self.path is None and not isinstance(self.split, FilesSplit):
                 raise ValueError("without `dataset`, give `path` or a split of kind `files`")
-        names = [f.name for f in self.features] + [f.name for f in self.extra_features]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = _duplicates([f.name for f in self.features] + [f.name for f in self.extra_features])
         if dup:
             raise ValueError(f"duplicate feature names (features + extra_features): {dup}")
-        tasks = [t.name for t in self.tasks]
-        dup = sorted({n for n in tasks if tasks.count(n) > 1})
-        if dup:
-            raise ValueError(f"tasks: duplicate task names: {dup}")
-        _check_chains(self.tasks)
+        _check_tasks(self.tasks)
         return self
 
 

@@ -60,6 +60,11 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name}={value!r} must be >= 1")
 
 
+def _branch(dim: int, width: int, dropout: float, norm: str, activation: str) -> list[nn.Module]:
+    """norm → Linear(dim, width) → activation → dropout: how both blocks' F begins."""
+    return [make_norm(norm, dim), nn.Linear(dim, width), make_activation(activation), FastDropout(dropout)]
+
+
 class ResNetBlock(nn.Module):
     """``x + F(x)``, F = norm → Linear(dim, hidden) → activation → dropout → Linear(hidden, dim).
 
@@ -82,13 +87,7 @@ class ResNetBlock(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(dim=dim, hidden=hidden)
-        self.f = nn.Sequential(
-            make_norm(norm, dim),
-            nn.Linear(dim, hidden),
-            make_activation(activation),
-            FastDropout(dropout),
-            nn.Linear(hidden, dim),
-        )
+        self.f = nn.Sequential(*_branch(dim, hidden, dropout, norm, activation), nn.Linear(hidden, dim))
         self.out_dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,12 +116,7 @@ class DenseNetBlock(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(dim=dim, growth=growth)
-        self.f = nn.Sequential(
-            make_norm(norm, dim),
-            nn.Linear(dim, growth),
-            make_activation(activation),
-            FastDropout(dropout),
-        )
+        self.f = nn.Sequential(*_branch(dim, growth, dropout, norm, activation))
         self.out_dim = dim + growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,14 +178,10 @@ class DenseNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
-        self.net = nn.Sequential(
-            *(
-                DenseNetBlock(
-                    in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation
-                )
-                for i in range(num_blocks)
-            )
-        )
+        self.net = nn.Sequential(*(
+            DenseNetBlock(in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation)
+            for i in range(num_blocks)
+        ))
         self.out_dim = in_dim + num_blocks * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
