@@ -31,27 +31,7 @@ import torch
 from torch import nn
 
 from ranker.nn.dropout import FastDropout
-from ranker.nn.mlp import ACTIVATIONS
-
-NORMS = ("batch", "layer", "none")
-
-
-def make_norm(norm: str, dim: int) -> nn.Module:
-    """``BatchNorm1d``, ``LayerNorm`` or ``Identity`` over `dim` features."""
-    if norm == "batch":
-        return nn.BatchNorm1d(dim)
-    if norm == "layer":
-        return nn.LayerNorm(dim)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"{norm=} is not one of {', '.join(NORMS)}")
-
-
-def make_activation(activation: str) -> nn.Module:
-    """An activation from :data:`ranker.nn.mlp.ACTIVATIONS`, by name."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{activation=} is not one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[activation]()
+from ranker.nn.mlp import make_activation, make_norm
 
 
 def _check_positive(**values: int) -> None:
