@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ranker.config.retrieval import HSTUModel, HSTUStack, RetrievalModel, SASRecModel
+from ranker.config.generative import GenerativeModel
+from ranker.config.retrieval import HSTUModel, RetrievalModel, SASRecModel
 from ranker.nn.hstu import HSTUConfig, HSTULayer, RelativeIndices
 from ranker.nn.masks import causal_mask
 from ranker.nn.sasrec import SASRecBlock, SASRecConfig
@@ -45,7 +46,7 @@ def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
     return (torch.arange(valid.shape[1], device=valid.device) - first).clamp_min(0)
 
 
-def hstu_layers(cfg: HSTUStack, max_len: int) -> nn.ModuleList:
+def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList:
     """``cfg.num_layers`` :class:`~ranker.nn.hstu.HSTULayer` over sequences of up to `max_len`
     tokens (the retrievers' and the generative ranker's stack)."""
     layer = HSTUConfig(dim=cfg.dim, linear_dim=cfg.linear_dim, attention_dim=cfg.attention_dim,
