@@ -13,6 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+Transform = Literal["standard", "log1p", "cdf", "sigmoid", "bins"]  # of a numerical feature
+Norm = Literal["none", "batch", "layer"]  # of the backbones (ranker.nn.mlp.make_norm)
+Activation = Literal["relu", "gelu", "silu"]  # of backbones, experts, towers (ranker.nn.mlp.ACTIVATIONS)
+
 
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, instances are immutable."""
@@ -56,7 +60,7 @@ class NumericalFeature(Strict):
     kind: Literal["numerical"]
     name: str
     column: str | None = None
-    transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] = "standard"
+    transform: Transform = "standard"
     clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
     n_bins: int = Field(16, ge=1, description="quantile bins of transform: bins")
 
@@ -220,7 +224,7 @@ class DataConfig(Strict):
     split: Split | None = None
     group_column: str | None = Field(None, description="groups for GAUC (usually the user id)")
     item_column: str | None = Field(None, description="item id column (popularity baseline)")
-    numerical_transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] | None = Field(
+    numerical_transform: Transform | None = Field(
         None, description="overrides the transform of every numerical feature"
     )
 
@@ -407,8 +411,8 @@ class MLPBackbone(Strict):
     kind: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "none"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "none"
+    activation: Activation = "relu"
 
 
 class ResNetBackbone(Strict):
@@ -419,8 +423,8 @@ class ResNetBackbone(Strict):
     num_blocks: int = Field(2, ge=1)
     hidden: int = Field(512, ge=1, description="inner width of each block's F")
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "batch"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "batch"
+    activation: Activation = "relu"
 
 
 class DenseNetBackbone(Strict):
@@ -430,8 +434,8 @@ class DenseNetBackbone(Strict):
     num_blocks: int = Field(2, ge=1)
     growth: int = Field(128, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "batch"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "batch"
+    activation: Activation = "relu"
 
 
 Backbone = Annotated[MLPBackbone | ResNetBackbone | DenseNetBackbone, Field(discriminator="kind")]
@@ -446,7 +450,7 @@ class LinearHeads(Strict):
     kind: Literal["linear"] = "linear"
     tower: list[int] = Field(default_factory=list, description="per-task MLP widths before the logit")
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 class MMoEHeads(Strict):
@@ -461,7 +465,7 @@ class MMoEHeads(Strict):
     expert: list[int] = Field(default_factory=lambda: [64], min_length=1, description="expert MLP widths")
     tower: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 class PLEHeads(Strict):
@@ -480,7 +484,7 @@ class PLEHeads(Strict):
     expert: list[int] = Field(default_factory=lambda: [64], min_length=1)
     tower: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 Heads = Annotated[LinearHeads | MMoEHeads | PLEHeads, Field(discriminator="kind")]
