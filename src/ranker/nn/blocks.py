@@ -31,13 +31,8 @@ import torch
 from torch import nn
 
 from ranker.nn.dropout import FastDropout
+from ranker.nn.functional import check_positive
 from ranker.nn.mlp import make_activation, make_norm
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name}={value!r} must be >= 1")
 
 
 def _branch(dim: int, width: int, dropout: float, norm: str, activation: str) -> list[nn.Module]:
@@ -66,7 +61,7 @@ class ResNetBlock(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(dim=dim, hidden=hidden)
+        check_positive(dim=dim, hidden=hidden)
         self.f = nn.Sequential(*_branch(dim, hidden, dropout, norm, activation), nn.Linear(hidden, dim))
         self.out_dim = dim
 
@@ -95,7 +90,7 @@ class DenseNetBlock(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(dim=dim, growth=growth)
+        check_positive(dim=dim, growth=growth)
         self.f = nn.Sequential(*_branch(dim, growth, dropout, norm, activation))
         self.out_dim = dim + growth
 
@@ -122,7 +117,7 @@ class ResNet(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(in_dim=in_dim, width=width, num_blocks=num_blocks, hidden=hidden)
+        check_positive(in_dim=in_dim, width=width, num_blocks=num_blocks, hidden=hidden)
         blocks = [
             ResNetBlock(width, hidden, dropout=dropout, norm=norm, activation=activation)
             for _ in range(num_blocks)
@@ -157,7 +152,7 @@ class DenseNet(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
+        check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
         self.net = nn.Sequential(*(
             DenseNetBlock(in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation)
             for i in range(num_blocks)

@@ -70,6 +70,7 @@ import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder
+from ranker.nn.functional import check_positive
 from ranker.nn.history import HistoryEvents
 from ranker.nn.transformer import Encoder
 
@@ -148,11 +149,8 @@ class TransActEncoder(HistoryEvents):
         max_len: int | None = None,
     ) -> None:
         _check_window(recent_mask)
-        sizes = {"num_layers": num_layers, "num_heads": num_heads, "ff_dim": ff_dim,
-                 "d_model": 1 if d_model is None else d_model, "max_len": 1 if max_len is None else max_len}
-        for key, value in sizes.items():
-            if value < 1:
-                raise ValueError(f"{key}={value} must be at least 1")
+        check_positive(num_layers=num_layers, num_heads=num_heads, ff_dim=ff_dim, d_model=d_model,
+                       max_len=max_len)
         if k_recent < 0 or (n_actions and action_dim < 1):
             raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
         if not 0.0 <= dropout < 1.0:
