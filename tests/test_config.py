@@ -195,7 +195,8 @@ def test_duplicate_feature_names() -> None:
 
 
 def test_random_split_fractions_must_sum_to_one() -> None:
-    line = problem_line(config_error(overrides=["data.split.fractions=[0.5,0.2,0.2]"]), "data.split")
+    line = problem_line(config_error(overrides=["data.split.fractions=[0.5,0.2,0.2]"]),
+                        "data.split.fractions")
     assert "sum to 1" in line and "0.5" in line
     # and a valid one is accepted
     cfg = load_config(base=base(), overrides=["data.split.fractions=[0.6,0.2,0.2]"])
@@ -205,7 +206,7 @@ def test_random_split_fractions_must_sum_to_one() -> None:
 
 def test_negative_fraction_rejected() -> None:
     msg = config_error(overrides=["data.split.fractions=[1.2,-0.1,-0.1]"])
-    assert "sum to 1" in problem_line(msg, "data.split")
+    assert "sum to 1" in problem_line(msg, "data.split.fractions")
 
 
 def test_time_split_needs_its_column() -> None:

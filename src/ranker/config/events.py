@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ranker.config.schema import CsvOptions, Strict, _check_fractions
+from ranker.config.schema import CsvOptions, Fractions, Strict
 
 
 class LeaveOneOutSplit(Strict):
@@ -39,7 +39,7 @@ class EventTimeSplit(Strict):
     kind: Literal["time"]
     valid_start: int | None = Field(None, description="first time of the valid period")
     test_start: int | None = Field(None, description="first time of the test period")
-    fractions: tuple[float, float, float] | None = Field(
+    fractions: Fractions | None = Field(
         None, description="shares of the events (in time order) for train, valid, test")
 
     @model_validator(mode="after")
@@ -48,7 +48,6 @@ class EventTimeSplit(Strict):
         if self.fractions is not None:
             if cuts != (None, None):
                 raise ValueError("give either fractions or valid_start + test_start, not both")
-            _check_fractions(self.fractions)
         elif None in cuts:
             raise ValueError("a time split needs valid_start and test_start (or fractions)")
         elif self.valid_start > self.test_start:  # type: ignore[operator]

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ranker.config.events import EventFile, EventTimeSplit, LastNSplit
-from ranker.config.schema import BaseTrainConfig, CsvOptions, Strict, TaskConfig, _check_chains
+from ranker.config.retrieval import HSTUStack
+from ranker.config.schema import BaseTrainConfig, CsvOptions, Strict, TaskConfig, _check_tasks
 
 StaticFeature = Literal["user_id", "gender", "occupation", "zip1", "age"]
 STATIC_FEATURES: list[StaticFeature] = ["user_id", "gender", "occupation", "zip1", "age"]
@@ -105,27 +106,17 @@ class GenerativeData(EventFile):
         missing = [k for k in ("time_column", "action_column", "tasks", "split") if not getattr(self, k)]
         if missing:
             raise ValueError(f"with `path`, give {', '.join(missing)}")
-        names = [t.name for t in self.tasks]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"tasks: duplicate task names: {dup}")
-        _check_chains(self.tasks)
+        _check_tasks(self.tasks)
         return self
 
 
-class GenerativeModel(Strict):
+class GenerativeModel(HSTUStack):
     """HSTU (Zhai et al., 2024) over ``[static] i0 a0 i1 a1 …`` plus candidate tokens."""
 
-    kind: Literal["hstu"] = "hstu"
     dim: int = Field(64, ge=1)
-    num_layers: int = Field(2, ge=1)
     num_heads: int = Field(2, ge=1)
     linear_dim: int = Field(32, ge=1, description="d_v per head")
     attention_dim: int = Field(32, ge=1, description="d_qk per head")
-    dropout: float = Field(0.2, ge=0, lt=1, description="input and U⊙LN(AV) dropout")
-    num_buckets: int = Field(128, ge=1)
-    position_bias: bool = True
-    time_bias: bool = True
     attention: Literal["reference", "fused"] = "fused"
     tower_hidden: list[int] = Field(default_factory=list, description="per-task MLP before the logit")
 

@@ -82,14 +82,11 @@ class SASRecModel(Strict):
     l2_normalize: bool = Field(True, description="score cosine similarities (user and item)")
 
 
-class HSTUModel(Strict):
-    """HSTU (Zhai et al., 2024): SiLU attention with relative position/time bias, no FFN.
-
-    ``time_bias`` needs a dataset with timestamps; ``query_time``: ``next`` = position i asks
-    at the time of the event it predicts (the reference; at evaluation the target's time is
-    the request time), ``last`` = at its own event's time (no later timestamp at all).
-    ``position_embedding``: the reference also adds learned absolute positions to the input.
-    """
+class HSTUStack(Strict):
+    """The stack of HSTU layers (Zhai et al., 2024; :mod:`ranker.nn.hstu`) that both sequence
+    families build: SiLU attention with relative position/time bias, no FFN. Each family's
+    ``model:`` section extends it, overriding the defaults that differ (and placing
+    ``attention``, so that saved configs keep their key order)."""
 
     kind: Literal["hstu"] = "hstu"
     dim: int = Field(50, ge=1)
@@ -101,6 +98,17 @@ class HSTUModel(Strict):
     num_buckets: int = Field(128, ge=1)
     position_bias: bool = True
     time_bias: bool = True
+
+
+class HSTUModel(HSTUStack):
+    """HSTU for next-item retrieval, with the reference ML-1M model's defaults.
+
+    ``time_bias`` needs a dataset with timestamps; ``query_time``: ``next`` = position i asks
+    at the time of the event it predicts (the reference; at evaluation the target's time is
+    the request time), ``last`` = at its own event's time (no later timestamp at all).
+    ``position_embedding``: the reference also adds learned absolute positions to the input.
+    """
+
     query_time: Literal["next", "last"] = "next"
     position_embedding: bool = True
     attention: Literal["reference", "fused"] = "reference"

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Transform = Literal["standard", "log1p", "cdf", "sigmoid", "bins"]  # of a numerical feature
+Norm = Literal["none", "batch", "layer"]  # of the backbones (ranker.nn.mlp.make_norm)
+Activation = Literal["relu", "gelu", "silu"]  # of backbones, experts, towers (ranker.nn.mlp.ACTIVATIONS)
 
 
 class Strict(BaseModel):
@@ -56,7 +60,7 @@ class NumericalFeature(Strict):
     kind: Literal["numerical"]
     name: str
     column: str | None = None
-    transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] = "standard"
+    transform: Transform = "standard"
     clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
     n_bins: int = Field(16, ge=1, description="quantile bins of transform: bins")
 
@@ -128,8 +132,16 @@ class TaskConfig(Strict):
         return self.loss or ("bce" if self.kind == "binary" else "mse")
 
 
-def _check_chains(tasks: list[TaskConfig]) -> None:
-    """Each ``conditional_on`` names an earlier binary task (so chains have no cycles)."""
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _check_tasks(tasks: list[TaskConfig]) -> None:
+    """Task names are unique; each ``conditional_on`` names an earlier binary task (so chains
+    have no cycles)."""
+    dup = _duplicates([t.name for t in tasks])
+    if dup:
+        raise ValueError(f"tasks: duplicate task names: {dup}")
     for i, t in enumerate(tasks):
         if t.conditional_on is None:
             continue
@@ -146,9 +158,14 @@ def _check_chains(tasks: list[TaskConfig]) -> None:
 # --------------------------------------------------------------------------- data: split
 
 
-def _check_fractions(fractions: tuple[float, float, float]) -> None:
+def _check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    return fractions
+
+
+Fractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
+"""(train, valid, test) shares: each >= 0, summing to 1."""
 
 
 class RandomSplit(Strict):
@@ -156,12 +173,7 @@ class RandomSplit(Strict):
 
     kind: Literal["random"]
     seed: int = 2021
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> RandomSplit:
-        _check_fractions(self.fractions)
-        return self
+    fractions: Fractions = (0.8, 0.1, 0.1)
 
 
 class TimeSplit(Strict):
@@ -169,12 +181,7 @@ class TimeSplit(Strict):
 
     kind: Literal["time"]
     column: str
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> TimeSplit:
-        _check_fractions(self.fractions)
-        return self
+    fractions: Fractions = (0.8, 0.1, 0.1)
 
 
 class FilesSplit(Strict):
@@ -217,7 +224,7 @@ class DataConfig(Strict):
     split: Split | None = None
     group_column: str | None = Field(None, description="groups for GAUC (usually the user id)")
     item_column: str | None = Field(None, description="item id column (popularity baseline)")
-    numerical_transform: Literal["standard", "log1p", "cdf", "sigmoid", "bins"] | None = Field(
+    numerical_transform: Transform | None = Field(
         None, description="overrides the transform of every numerical feature"
     )
 
@@ -232,15 +239,10 @@ class DataConfig(Strict):
                 )
             if self.path is None and not isinstance(self.split, FilesSplit):
                 raise ValueError("without `dataset`, give `path` or a split of kind `files`")
-        names = [f.name for f in self.features] + [f.name for f in self.extra_features]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = _duplicates([f.name for f in self.features] + [f.name for f in self.extra_features])
         if dup:
             raise ValueError(f"duplicate feature names (features + extra_features): {dup}")
-        tasks = [t.name for t in self.tasks]
-        dup = sorted({n for n in tasks if tasks.count(n) > 1})
-        if dup:
-            raise ValueError(f"tasks: duplicate task names: {dup}")
-        _check_chains(self.tasks)
+        _check_tasks(self.tasks)
         return self
 
 
@@ -409,8 +411,8 @@ class MLPBackbone(Strict):
     kind: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "none"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "none"
+    activation: Activation = "relu"
 
 
 class ResNetBackbone(Strict):
@@ -421,8 +423,8 @@ class ResNetBackbone(Strict):
     num_blocks: int = Field(2, ge=1)
     hidden: int = Field(512, ge=1, description="inner width of each block's F")
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "batch"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "batch"
+    activation: Activation = "relu"
 
 
 class DenseNetBackbone(Strict):
@@ -432,8 +434,8 @@ class DenseNetBackbone(Strict):
     num_blocks: int = Field(2, ge=1)
     growth: int = Field(128, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "batch"
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    norm: Norm = "batch"
+    activation: Activation = "relu"
 
 
 Backbone = Annotated[MLPBackbone | ResNetBackbone | DenseNetBackbone, Field(discriminator="kind")]
@@ -448,7 +450,7 @@ class LinearHeads(Strict):
     kind: Literal["linear"] = "linear"
     tower: list[int] = Field(default_factory=list, description="per-task MLP widths before the logit")
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 class MMoEHeads(Strict):
@@ -463,7 +465,7 @@ class MMoEHeads(Strict):
     expert: list[int] = Field(default_factory=lambda: [64], min_length=1, description="expert MLP widths")
     tower: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 class PLEHeads(Strict):
@@ -482,7 +484,7 @@ class PLEHeads(Strict):
     expert: list[int] = Field(default_factory=lambda: [64], min_length=1)
     tower: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu"] = "relu"
+    activation: Activation = "relu"
 
 
 Heads = Annotated[LinearHeads | MMoEHeads | PLEHeads, Field(discriminator="kind")]

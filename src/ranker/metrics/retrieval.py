@@ -5,8 +5,8 @@ items that are not excluded and score at least as high as the target::
 
     rank_u = 1 + #{j != t_u : not exclude[u, j] and scores[u, j] >= scores[u, t_u]}
 
-The target itself is never excluded, even if its mask bit is set. Torch inputs are ranked in
-torch on their own device (only the (U,) ranks come back to numpy); other inputs use numpy.
+The target itself is never excluded, even if its mask bit is set. Inputs are ranked in torch,
+tensors on their own device (only the (U,) ranks come back to numpy), arrays on the CPU.
 Ranks of several user batches can be concatenated and passed to :func:`metrics_from_ranks`.
 """
 
@@ -20,44 +20,24 @@ import torch
 from ranker.metrics.ranking import ArrayOrTensor, _to_numpy
 
 
-def _ranks_numpy(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
-    rows = np.arange(scores.shape[0])
-    ahead = scores >= scores[rows, targets][:, None]
-    if exclude is not None:
-        ahead &= ~exclude
-    ahead[rows, targets] = False
-    return 1 + ahead.sum(axis=1, dtype=np.int64)
+def _check(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None) -> None:
+    """Raise ValueError unless scores is (U, I) without NaN, targets (U,) in [0, I) and exclude
+    (U, I)."""
+    shape = tuple(scores.shape)
+    if len(shape) != 2:
+        raise ValueError(f"scores must have shape (U, I), got {shape}")
+    if tuple(targets.shape) != (shape[0],):
+        raise ValueError(f"targets must have shape ({shape[0]},), got {tuple(targets.shape)}")
+    t_range = (int(targets.min()), int(targets.max())) if targets.numel() else (0, 0)
+    if shape[0] and (t_range[0] < 0 or t_range[1] >= shape[1]):
+        raise ValueError(f"targets must be item indices in [0, {shape[1]}), got range {t_range}")
+    if exclude is not None and tuple(exclude.shape) != shape:
+        raise ValueError(f"exclude must have the shape of scores {shape}, got {tuple(exclude.shape)}")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
 
 
 @torch.no_grad()
-def _ranks_torch(
-    scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None
-) -> np.ndarray:
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    ahead = scores >= scores[rows, targets].unsqueeze(1)
-    if exclude is not None:
-        ahead &= ~exclude
-    ahead[rows, targets] = False
-    return (1 + ahead.sum(dim=1, dtype=torch.int64)).cpu().numpy()
-
-
-def _check(
-    shape: tuple[int, ...],
-    t_shape: tuple[int, ...],
-    t_range: tuple[int, int],
-    ex_shape: tuple[int, ...] | None,
-) -> None:
-    """Raise ValueError unless scores is (U, I), targets (U,) in [0, I) and exclude (U, I)."""
-    if len(shape) != 2:
-        raise ValueError(f"scores must have shape (U, I), got {shape}")
-    if t_shape != (shape[0],):
-        raise ValueError(f"targets must have shape ({shape[0]},), got {t_shape}")
-    if shape[0] and (t_range[0] < 0 or t_range[1] >= shape[1]):
-        raise ValueError(f"targets must be item indices in [0, {shape[1]}), got range {t_range}")
-    if ex_shape is not None and ex_shape != shape:
-        raise ValueError(f"exclude must have the shape of scores {shape}, got {ex_shape}")
-
-
 def retrieval_ranks(
     scores: ArrayOrTensor, targets: ArrayOrTensor, exclude: ArrayOrTensor | None = None
 ) -> np.ndarray:
@@ -78,26 +58,18 @@ def retrieval_ranks(
         ...                 exclude=[[False, False, False], [True, True, False]])
         array([1, 1])
     """
-    if isinstance(scores, torch.Tensor):
-        t = torch.as_tensor(targets, device=scores.device).long().reshape(-1)
-        ex = None if exclude is None else torch.as_tensor(exclude, device=scores.device).bool()
-        t_range = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
-        _check(
-            tuple(scores.shape), tuple(t.shape), t_range, None if ex is None else tuple(ex.shape)
-        )
-        if torch.isnan(scores).any():
-            raise ValueError("scores contain NaN")
-        return _ranks_torch(scores, t, ex)
-    s = np.asarray(scores)
-    if s.dtype.kind != "f":
-        s = s.astype(np.float64)
-    tn = _to_numpy(targets, np.int64)
-    exn = None if exclude is None else np.asarray(exclude, dtype=bool)
-    t_range = (int(tn.min()), int(tn.max())) if tn.size else (0, 0)
-    _check(s.shape, tn.shape, t_range, None if exn is None else exn.shape)
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    return _ranks_numpy(s, tn, exn)
+    if not isinstance(scores, torch.Tensor):
+        s = np.ascontiguousarray(scores)
+        scores = torch.from_numpy(s if s.dtype.kind == "f" else s.astype(np.float64))
+    t = torch.as_tensor(targets, device=scores.device).long().reshape(-1)
+    ex = None if exclude is None else torch.as_tensor(exclude, device=scores.device).bool()
+    _check(scores, t, ex)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    ahead = scores >= scores[rows, t].unsqueeze(1)
+    if ex is not None:
+        ahead &= ~ex
+    ahead[rows, t] = False
+    return (1 + ahead.sum(dim=1, dtype=torch.int64)).cpu().numpy()
 
 
 def metrics_from_ranks(ranks: ArrayOrTensor, ks: Sequence[int] = (10, 50, 200)) -> dict[str, float]:

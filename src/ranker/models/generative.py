@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ranker.config.generative import GenerativeModel
-from ranker.nn.hstu import HSTUConfig, HSTULayer, RelativeIndices
+from ranker.models.sequential import hstu_layers
+from ranker.nn.hstu import HSTULayer, RelativeIndices
 from ranker.nn.interleave import ACTION, CANDIDATE, ITEM, PAD, STATIC, interleaved_mask
 from ranker.nn.towers import TaskTowers, TowerSpec
 
@@ -113,10 +114,7 @@ class GenerativeRanker(nn.Module):
         self.types = nn.Embedding(CANDIDATE + 1, d)
         for table in (self.items, self.actions, self.static, self.types):
             nn.init.trunc_normal_(table.weight, std=0.02)
-        hstu = HSTUConfig(dim=d, linear_dim=cfg.linear_dim, attention_dim=cfg.attention_dim,
-                          num_heads=cfg.num_heads, dropout=cfg.dropout, max_len=max_tokens,
-                          num_buckets=cfg.num_buckets, attention=cfg.attention)
-        self.layers = nn.ModuleList(HSTULayer(hstu) for _ in range(cfg.num_layers))
+        self.layers = hstu_layers(cfg, max_tokens)
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.norm = nn.LayerNorm(d)
         self.heads = TaskTowers(d, num_tasks, TowerSpec(tuple(cfg.tower_hidden), cfg.dropout))

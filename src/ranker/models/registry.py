@@ -22,6 +22,7 @@ from ranker.nn.blocks import DenseNet, ResNet
 from ranker.nn.crossnet import CrossNetV2
 from ranker.nn.din import DINAttention
 from ranker.nn.embeddings import CategoricalEncoder, HashedEmbeddings, UnifiedEmbeddings
+from ranker.nn.history import HistoryEvents
 from ranker.nn.interaction import CrossStructure
 from ranker.nn.mmoe import MMoE
 from ranker.nn.progressive import PLE, PLEExperts
@@ -118,7 +119,7 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
         if h is not None:
             histories.append(h)
             names.append(name)
-            dims.append(int(h.out_dim))  # type: ignore[arg-type]
+            dims.append(h.out_dim)
     if not dims:
         raise ConfigError("data.features: the model has no input features")
     interaction, backbone, width = _interaction_and_backbone(cfg, sum(dims), len(dims))
@@ -131,7 +132,7 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
 
 
 def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
-                  info: dict[str, Any]) -> nn.Module | None:
+                  info: dict[str, Any]) -> HistoryEvents | None:
     """The configured encoder of history `name` (None for ``kind: none``)."""
     owner, n_actions = info["item_vocab"], info["n_actions"]
     if isinstance(cfg, cs.MeanPoolHistory):

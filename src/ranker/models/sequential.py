@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ranker.config.generative import GenerativeModel
 from ranker.config.retrieval import HSTUModel, RetrievalModel, SASRecModel
 from ranker.nn.hstu import HSTUConfig, HSTULayer, RelativeIndices
 from ranker.nn.masks import causal_mask
@@ -43,6 +44,15 @@ def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
     """
     first = valid.shape[1] - valid.sum(1, keepdim=True)  # (B, 1) index of the oldest real item
     return (torch.arange(valid.shape[1], device=valid.device) - first).clamp_min(0)
+
+
+def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList:
+    """``cfg.num_layers`` :class:`~ranker.nn.hstu.HSTULayer` over sequences of up to `max_len`
+    tokens (the retrievers' and the generative ranker's stack)."""
+    layer = HSTUConfig(dim=cfg.dim, linear_dim=cfg.linear_dim, attention_dim=cfg.attention_dim,
+                       num_heads=cfg.num_heads, dropout=cfg.dropout, max_len=max_len,
+                       num_buckets=cfg.num_buckets, attention=cfg.attention)
+    return nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
 
 
 class SequentialRetriever(nn.Module):
@@ -135,10 +145,7 @@ class HSTU(SequentialRetriever):
         super().__init__(num_items=num_items, dim=cfg.dim, max_len=max_len, dropout=cfg.dropout,
                          l2_normalize=cfg.l2_normalize, position_embedding=cfg.position_embedding)
         self.cfg = cfg
-        layer = HSTUConfig(dim=cfg.dim, linear_dim=cfg.linear_dim, attention_dim=cfg.attention_dim,
-                           num_heads=cfg.num_heads, dropout=cfg.dropout, max_len=max_len,
-                           num_buckets=cfg.num_buckets, attention=cfg.attention)
-        self.layers = nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
+        self.layers = hstu_layers(cfg, max_len)
 
     def blocks(self, x: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor,
                times: torch.Tensor | None, query_times: torch.Tensor | None) -> torch.Tensor:

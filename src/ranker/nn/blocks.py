@@ -31,33 +31,13 @@ import torch
 from torch import nn
 
 from ranker.nn.dropout import FastDropout
-from ranker.nn.mlp import ACTIVATIONS
-
-NORMS = ("batch", "layer", "none")
-
-
-def make_norm(norm: str, dim: int) -> nn.Module:
-    """``BatchNorm1d``, ``LayerNorm`` or ``Identity`` over `dim` features."""
-    if norm == "batch":
-        return nn.BatchNorm1d(dim)
-    if norm == "layer":
-        return nn.LayerNorm(dim)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"{norm=} is not one of {', '.join(NORMS)}")
+from ranker.nn.functional import check_positive
+from ranker.nn.mlp import make_activation, make_norm
 
 
-def make_activation(activation: str) -> nn.Module:
-    """An activation from :data:`ranker.nn.mlp.ACTIVATIONS`, by name."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{activation=} is not one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[activation]()
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name}={value!r} must be >= 1")
+def _branch(dim: int, width: int, dropout: float, norm: str, activation: str) -> list[nn.Module]:
+    """norm → Linear(dim, width) → activation → dropout: how both blocks' F begins."""
+    return [make_norm(norm, dim), nn.Linear(dim, width), make_activation(activation), FastDropout(dropout)]
 
 
 class ResNetBlock(nn.Module):
@@ -81,14 +61,8 @@ class ResNetBlock(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(dim=dim, hidden=hidden)
-        self.f = nn.Sequential(
-            make_norm(norm, dim),
-            nn.Linear(dim, hidden),
-            make_activation(activation),
-            FastDropout(dropout),
-            nn.Linear(hidden, dim),
-        )
+        check_positive(dim=dim, hidden=hidden)
+        self.f = nn.Sequential(*_branch(dim, hidden, dropout, norm, activation), nn.Linear(hidden, dim))
         self.out_dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,13 +90,8 @@ class DenseNetBlock(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(dim=dim, growth=growth)
-        self.f = nn.Sequential(
-            make_norm(norm, dim),
-            nn.Linear(dim, growth),
-            make_activation(activation),
-            FastDropout(dropout),
-        )
+        check_positive(dim=dim, growth=growth)
+        self.f = nn.Sequential(*_branch(dim, growth, dropout, norm, activation))
         self.out_dim = dim + growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +117,7 @@ class ResNet(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(in_dim=in_dim, width=width, num_blocks=num_blocks, hidden=hidden)
+        check_positive(in_dim=in_dim, width=width, num_blocks=num_blocks, hidden=hidden)
         blocks = [
             ResNetBlock(width, hidden, dropout=dropout, norm=norm, activation=activation)
             for _ in range(num_blocks)
@@ -183,15 +152,11 @@ class DenseNet(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
-        self.net = nn.Sequential(
-            *(
-                DenseNetBlock(
-                    in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation
-                )
-                for i in range(num_blocks)
-            )
-        )
+        check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
+        self.net = nn.Sequential(*(
+            DenseNetBlock(in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation)
+            for i in range(num_blocks)
+        ))
         self.out_dim = in_dim + num_blocks * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ranker.nn.functional import check_positive
 from ranker.nn.mlp import ACTIVATIONS
 
 EXPERT_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, **ACTIVATIONS}
@@ -137,14 +138,7 @@ class CrossNetV2(nn.Module):
         expert_activation: str | None = "tanh",
     ) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"{dim=} must be >= 1")
-        if num_layers < 1:
-            raise ValueError(f"{num_layers=} must be >= 1")
-        if rank is not None and rank < 1:
-            raise ValueError(f"{rank=} must be >= 1 (or None for full rank)")
-        if num_experts < 1:
-            raise ValueError(f"{num_experts=} must be >= 1")
+        check_positive(dim=dim, num_layers=num_layers, rank=rank, num_experts=num_experts)
         if num_experts > 1 and rank is None:
             raise ValueError(f"{num_experts=} > 1 needs a low rank, got {rank=}")
         if expert_activation is not None and expert_activation not in EXPERT_ACTIVATIONS:

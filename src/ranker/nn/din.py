@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder
-from ranker.nn.history import need_actions
+from ranker.nn.history import HistoryEvents
 
 
-class DINAttention(nn.Module):
+class DINAttention(HistoryEvents):
     """Σ_j a(e_j, c) e_j over the real events, with a from the local activation unit."""
 
     def __init__(
@@ -54,15 +54,12 @@ class DINAttention(nn.Module):
         action_dim: int = 8,
         hidden: Sequence[int] = (64, 32),
     ) -> None:
-        super().__init__()
         if any(h < 1 for h in hidden) or (n_actions and action_dim < 1):
             raise ValueError(f"{hidden=} must be positive widths and {action_dim=} >= 1 when there are actions")
-        self.owner, self.items = owner, items  # items: shared with the ranker
-        d_item = items.dim_of(owner)
-        self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
-        self.out_dim = d_item + (action_dim if n_actions else 0)
+        super().__init__(items, owner, n_actions, action_dim)
+        self.out_dim = self.event_dim
         layers: list[nn.Module] = []
-        width = self.out_dim + 3 * d_item  # [e_j, c, x_j − c, x_j ⊙ c]
+        width = self.out_dim + 3 * items.dim_of(owner)  # [e_j, c, x_j − c, x_j ⊙ c]
         for h in hidden:
             layers += [nn.Linear(width, h), nn.PReLU()]
             width = h
@@ -75,10 +72,9 @@ class DINAttention(nn.Module):
         if candidate is None:
             raise ValueError("DIN attention needs the candidate item's embedding, and the model "
                              "has no candidate field")
-        x = self.items.lookup(self.owner, items)  # (B, L, d)
-        events = x
-        if self.action_table is not None:
-            events = torch.cat([x, self.action_table(need_actions(actions))], dim=-1)
+        parts = self.event_parts(items, actions)
+        x = parts[0]  # (B, L, d)
+        events = torch.cat(parts, dim=-1) if len(parts) > 1 else x  # (B, L, d + a)
         c = candidate.unsqueeze(1).expand_as(x)  # (B, L, d)
         weights = self.unit(torch.cat([events, c, x - c, x * c], dim=-1))  # (B, L, 1)
         weights = weights * mask.unsqueeze(-1).to(weights.dtype)  # padding: weight 0

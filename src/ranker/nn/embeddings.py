@@ -54,6 +54,7 @@ class CategoricalEncoder(nn.Module):
     """Base: one field per categorical and multi-valued feature."""
 
     ids = "vocab"  # the preprocessing id mode this encoder reads
+    dim: int  # every owner's width, unless dim_of says otherwise
 
     def __init__(self, fields: CategoricalFields) -> None:
         super().__init__()
@@ -79,7 +80,7 @@ class CategoricalEncoder(nn.Module):
         return {o: torch.unique(torch.cat(v)) for o, v in out.items()}
 
     def dim_of(self, owner: str) -> int:
-        raise NotImplementedError
+        return self.dim
 
     def field_dims(self) -> list[int]:
         return [self.dim_of(o) for o in self.categorical.values()] + [self.dim_of(o) for o in self.multi.values()]
@@ -127,9 +128,6 @@ class FeatureEmbeddings(CategoricalEncoder):
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         return self.table(owner)(ids)
 
-    def dim_of(self, owner: str) -> int:
-        return self.dim
-
 
 class HashedEmbeddings(CategoricalEncoder):
     """Per-owner hashing trick tables with ``ceil(memory × V_owner)`` rows each."""
@@ -156,9 +154,6 @@ class HashedEmbeddings(CategoricalEncoder):
             mapper = _SingleProbe(table)
             out[owner] = collision_stats(mapper, {owner: ids})[owner]
         return out
-
-    def dim_of(self, owner: str) -> int:
-        return self.dim
 
 
 class UnifiedEmbeddings(CategoricalEncoder):

@@ -1,4 +1,4 @@
-"""Stateless tensor functions shared by the layers: piecewise linear encoding (PLE).
+"""Stateless functions shared by the layers: piecewise linear encoding (PLE), argument checks.
 
 Gorishniy, Rubachev & Babenko, NeurIPS 2022, "On Embeddings for Numerical Features in Tabular
 Deep Learning", Section 3.2, Eq. 1. Given bin edges ``b_0 < b_1 < … < b_T`` of one feature,
@@ -53,6 +53,18 @@ def ple_clamp_bounds(n_bins: Tensor, max_bins: int) -> tuple[Tensor, Tensor]:
     upper = torch.where(t == n - 1, math.inf, 1.0)  # (F, T)
     upper = torch.where(t >= n, 0.0, upper)
     return lower.contiguous(), upper
+
+
+def check_positive(**sizes: int | None) -> None:
+    """Raise ValueError naming the first size below 1 (None: not set, allowed).
+
+    >>> check_positive(dim=4, rank=None, num_layers=0)
+    Traceback (most recent call last):
+    ValueError: num_layers=0 must be >= 1
+    """
+    for name, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name}={value!r} must be >= 1")
 
 
 def check_edges(edges: Tensor, *, name: str = "edges") -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ranker.hashing import bucket
+from ranker.nn.functional import check_positive
 
 INIT_STD = 0.05
 """Standard deviation of the normal init of hashed tables (as ``FeatureEmbeddings``)."""
@@ -29,8 +30,7 @@ class HashEmbedding(nn.Module):
 
     def __init__(self, num_rows: int, dim: int, *, seed: int = 0) -> None:
         super().__init__()
-        if num_rows < 1 or dim < 1:
-            raise ValueError(f"{num_rows=} and {dim=} must be at least 1")
+        check_positive(num_rows=num_rows, dim=dim)
         self.weight = nn.Parameter(torch.empty(num_rows, dim))
         nn.init.normal_(self.weight, std=INIT_STD)
         self.num_rows, self.dim, self.seed = num_rows, dim, seed

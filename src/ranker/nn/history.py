@@ -31,26 +31,42 @@ from torch import nn
 from ranker.nn.embeddings import CategoricalEncoder, masked_mean
 
 
-class MeanPoolHistory(nn.Module):
+class HistoryEvents(nn.Module):
+    """Base of the history encoders: event j is ``E_item[i_j] ⊕ E_action[a_j]`` (no action
+    part when ``n_actions`` is 0); ``items`` is the ranker's own encoder, so the same rows embed
+    history and candidate. ``out_dim``: the width of the encoder's output."""
+
+    out_dim: int
+
+    def __init__(self, items: CategoricalEncoder, owner: str, n_actions: int, action_dim: int) -> None:
+        super().__init__()
+        self.owner, self.items = owner, items
+        self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
+        self.event_dim = items.dim_of(owner) + (action_dim if n_actions else 0)
+
+    def event_parts(self, items: torch.Tensor, actions: torch.Tensor | None) -> list[torch.Tensor]:
+        """[item embeddings (B, L, d_item)] + [action embeddings (B, L, a)] with an action table."""
+        parts = [self.items.lookup(self.owner, items)]
+        if self.action_table is not None:
+            parts.append(self.action_table(need_actions(actions)))
+        return parts
+
+
+class MeanPoolHistory(HistoryEvents):
     """Masked mean of event vectors; items go through the candidate's own encoder."""
 
     def __init__(self, items: CategoricalEncoder, owner: str, n_actions: int,
                  action_dim: int, recent: int | None = None) -> None:
-        super().__init__()
         if recent is not None and recent < 1:
             raise ValueError(f"model.history.recent must be ≥ 1, got {recent}")
-        self.owner, self.recent = owner, recent
-        self.items = items  # shared with the ranker: the same rows embed history and candidate
-        self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
-        event_dim = items.dim_of(owner) + (action_dim if n_actions else 0)
-        self.out_dim = event_dim * (2 if recent else 1)
+        super().__init__(items, owner, n_actions, action_dim)
+        self.recent = recent
+        self.out_dim = self.event_dim * (2 if recent else 1)
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
                 times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
         """items, mask (bool), actions (B, L); `times` and `candidate` are not used."""
-        events = self.items.lookup(self.owner, items)  # (B, L, d)
-        if self.action_table is not None:
-            events = torch.cat([events, self.action_table(need_actions(actions))], dim=-1)  # (B, L, d + a)
+        events = torch.cat(self.event_parts(items, actions), dim=-1)  # (B, L, d + a)
         pooled = masked_mean(events, mask)  # (B, d + a)
         if self.recent is None:
             return pooled

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ranker.nn.crossnet import CrossNetV2
+from ranker.nn.functional import check_positive
 
 STRUCTURES = ("stacked", "parallel", "cross_only")
 
@@ -74,8 +75,7 @@ class CrossStructure(nn.Module):
                 raise ValueError(f"deep={type(deep).__name__} has no integer out_dim ({deep_out=})")
         if projection is not None and structure != "stacked":
             raise ValueError(f"{projection=} only applies to structure='stacked', got {structure=}")
-        if projection is not None and projection < 1:
-            raise ValueError(f"{projection=} must be >= 1")
+        check_positive(projection=projection)
         self.structure = structure
         self.cross = cross
         # Absent parts are Identity so that the module scripts/exports without Optional modules.

@@ -22,6 +22,25 @@ from torch import nn
 from ranker.nn.dropout import FastDropout
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+NORMS = ("batch", "layer", "none")
+
+
+def make_norm(norm: str, dim: int) -> nn.Module:
+    """``BatchNorm1d``, ``LayerNorm`` or ``Identity`` over `dim` features."""
+    if norm == "batch":
+        return nn.BatchNorm1d(dim)
+    if norm == "layer":
+        return nn.LayerNorm(dim)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"{norm=} is not one of {', '.join(NORMS)}")
+
+
+def make_activation(activation: str) -> nn.Module:
+    """An activation from :data:`ACTIVATIONS`, by name."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{activation=} is not one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]()
 
 
 class MLP(nn.Module):
@@ -41,13 +60,9 @@ class MLP(nn.Module):
         width = in_dim
         for h in hidden:
             layers.append(nn.Linear(width, h))
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(h))
-            elif norm == "layer":
-                layers.append(nn.LayerNorm(h))
-            elif norm != "none":
-                raise ValueError(f"{norm=} is not one of none, batch, layer")
-            layers.append(ACTIVATIONS[activation]())
+            if norm != "none":  # no Identity: the layers' indices (state_dict keys) stay
+                layers.append(make_norm(norm, h))
+            layers.append(make_activation(activation))
             if dropout > 0:
                 layers.append(FastDropout(dropout))
             width = h

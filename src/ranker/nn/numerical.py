@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ranker.nn.functional import check_edges, ple_clamp_bounds
+from ranker.nn.functional import check_edges, check_positive, ple_clamp_bounds
 
 
 class _FeatureLinear(nn.Module):
@@ -114,8 +114,7 @@ class PiecewiseLinearEmbeddings(nn.Module):
         self, edges: Sequence[Tensor], d_embedding: int, *, activation: bool = True
     ) -> None:
         super().__init__()
-        if d_embedding < 1:
-            raise ValueError(f"{d_embedding=} must be at least 1")
+        check_positive(d_embedding=d_embedding)
         self.encoding = PiecewiseLinearEncoding(edges)
         self.linear = _FeatureLinear(len(edges), max(self.encoding.n_bins), d_embedding)
         self.activation = nn.ReLU() if activation else nn.Identity()
@@ -185,8 +184,7 @@ class LinearEmbeddings(nn.Module):
 
     def __init__(self, n_features: int, d_embedding: int) -> None:
         super().__init__()
-        if n_features < 1 or d_embedding < 1:
-            raise ValueError(f"{n_features=} and {d_embedding=} must be at least 1")
+        check_positive(n_features=n_features, d_embedding=d_embedding)
         bound = d_embedding**-0.5
         self.weight = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))

@@ -70,7 +70,8 @@ import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder
-from ranker.nn.history import need_actions
+from ranker.nn.functional import check_positive
+from ranker.nn.history import HistoryEvents
 from ranker.nn.transformer import Encoder
 
 TIME_DIM = 8  # width of the optional time encoding τ(t)
@@ -125,7 +126,7 @@ class TransActUserCache:
     output: torch.Tensor | None  # (1, out_dim) when the encoder is not target-aware
 
 
-class TransActEncoder(nn.Module):
+class TransActEncoder(HistoryEvents):
     """Early-fused transformer over the events, read out as k recent rows ⊕ a max-pool."""
 
     def __init__(
@@ -147,24 +148,19 @@ class TransActEncoder(nn.Module):
         attention_dropout: float = 0.0,
         max_len: int | None = None,
     ) -> None:
-        super().__init__()
         _check_window(recent_mask)
-        sizes = {"num_layers": num_layers, "num_heads": num_heads, "ff_dim": ff_dim,
-                 "d_model": 1 if d_model is None else d_model, "max_len": 1 if max_len is None else max_len}
-        for key, value in sizes.items():
-            if value < 1:
-                raise ValueError(f"{key}={value} must be at least 1")
+        check_positive(num_layers=num_layers, num_heads=num_heads, ff_dim=ff_dim, d_model=d_model,
+                       max_len=max_len)
         if k_recent < 0 or (n_actions and action_dim < 1):
             raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{dropout=} is not in [0, 1)")
-        self.owner, self.items = owner, items  # items: shared with the ranker
+        super().__init__(items, owner, n_actions, action_dim)
         self.k_recent, self.recent_mask, self.early_fusion = k_recent, recent_mask, early_fusion
         self.max_len = max_len
         d_item = items.dim_of(owner)
-        self.action_table = nn.Embedding(n_actions, action_dim, padding_idx=0) if n_actions else None
         self.time_encoding = TimeEncoding() if time_encoding else None
-        event_dim = d_item + (action_dim if n_actions else 0) + (TIME_DIM if time_encoding else 0)
+        event_dim = self.event_dim + (TIME_DIM if time_encoding else 0)
         self.d_model = d_model if d_model is not None else event_dim + (d_item if early_fusion else 0)
         if self.d_model % num_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by {num_heads=}")
@@ -218,9 +214,7 @@ class TransActEncoder(nn.Module):
 
     def _events(self, items: torch.Tensor, actions: torch.Tensor | None, times: torch.Tensor | None) -> torch.Tensor:
         """W_e e_j + b for every slot (padding included; it is masked later). (B, L, d_model)"""
-        parts = [self.items.lookup(self.owner, items)]  # (B, L, d_item)
-        if self.action_table is not None:
-            parts.append(self.action_table(need_actions(actions)))  # (B, L, a)
+        parts = self.event_parts(items, actions)  # (B, L, d_item), (B, L, a)
         if self.time_encoding is not None:
             if times is None:
                 raise ValueError("time_encoding=True needs the history's times; the data has no times")

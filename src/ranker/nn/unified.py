@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ranker.hashing import bucket, mix64, stable_string_hash
+from ranker.nn.functional import check_positive
 from ranker.nn.gather import gather_rows
 from ranker.nn.hashing import INIT_STD
 
@@ -62,8 +63,7 @@ class UnifiedEmbedding(nn.Module):
         self, num_rows: int, dim: int, feature_probes: Mapping[str, int], *, seed: int = 0
     ) -> None:
         super().__init__()
-        if num_rows < 1 or dim < 1:
-            raise ValueError(f"{num_rows=} and {dim=} must be at least 1")
+        check_positive(num_rows=num_rows, dim=dim)
         if not feature_probes:
             raise ValueError(f"{feature_probes=} must name at least one feature")
         bad = {f: k for f, k in feature_probes.items() if k < 1}
