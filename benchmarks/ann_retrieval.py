@@ -40,8 +40,7 @@ def test_user_vectors(run_dir: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
     data = load_data(cfg)
     users = np.arange(len(data.test_target))
     batch = query_batch(data.test_input, users, data.max_len, data.test_target_time)
-    return cfg.data.dataset, model.user_vectors(batch.items, batch.times, batch.query_times), \
-        model.item_vectors()
+    return cfg.data.dataset, model.user_vectors(batch.items, batch.times, batch.query_times), model.item_vectors()
 
 
 def main() -> None:
@@ -58,10 +57,11 @@ def main() -> None:
         report = ann_report(queries, items, args.k, setting["kinds"], **opts)  # type: ignore[arg-type]
         kind = setting["kinds"][0]  # type: ignore[index]
         rows.append({"index": kind, **opts, **report[kind], "exact_qps": report["exact_qps"]})
-        print(f"{kind} {opts}: recall@{args.k} {report[kind]['recall']:.4f}, "
-              f"{report[kind]['qps']:,.0f} q/s (exact {report['exact_qps']:,.0f} q/s)")
-    out = {"run_dir": str(args.run_dir), "k": args.k, "queries": len(queries),
-           "items": len(items) - 1, "rows": rows}
+        print(
+            f"{kind} {opts}: recall@{args.k} {report[kind]['recall']:.4f}, "
+            f"{report[kind]['qps']:,.0f} q/s (exact {report['exact_qps']:,.0f} q/s)"
+        )
+    out = {"run_dir": str(args.run_dir), "k": args.k, "queries": len(queries), "items": len(items) - 1, "rows": rows}
     path = HERE / "results" / f"ann-{dataset}.json"
     save_document(path, {"item index": out}, name="item index")
     print(path)

@@ -83,9 +83,23 @@ def train(src: Path, config: Path, out: Path, epochs: int, steps: int) -> None:
     for key in ("RANKER_DATA_DIR", "RANKER_CACHE_DIR"):  # the run's cwd is the tree's root
         if key in env:
             env[key] = str(Path(env[key]).resolve())
-    cmd = [sys.executable, "-m", "ranker.cli", "train", str(config), "--out", str(out),
-           "--set", "train.seed=2021", "--set", f"train.epochs={epochs}",
-           "--set", f"train.max_steps_per_epoch={steps}", "--set", "train.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ranker.cli",
+        "train",
+        str(config),
+        "--out",
+        str(out),
+        "--set",
+        "train.seed=2021",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        f"train.max_steps_per_epoch={steps}",
+        "--set",
+        "train.progress=false",
+    ]
     done = subprocess.run(cmd, env=env, cwd=config.parent.parent.parent, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
@@ -105,30 +119,47 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
-        revs = {side: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
-                                     capture_output=True, text=True).stdout.strip()
-                for side, rev in (("base", args.base), ("head", args.head))}
+        revs = {
+            side: subprocess.run(
+                ["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True
+            ).stdout.strip()
+            for side, rev in (("base", args.base), ("head", args.head))
+        }
         for side, rev in revs.items():
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[side]), rev],
-                           cwd=ROOT, check=True)
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[side]), rev], cwd=ROOT, check=True)
         try:
             for name in names:
                 runs = {}
                 for side, tree in trees.items():
                     out = (args.out / revs[side] / name).resolve()  # a commit's runs are reused
                     if not (out / "metrics.json").is_file():
-                        train(tree / "src", tree / "benchmarks" / "configs" / f"{name}.yaml", out,
-                              args.epochs, args.steps)
+                        train(
+                            tree / "src", tree / "benchmarks" / "configs" / f"{name}.yaml", out, args.epochs, args.steps
+                        )
                     runs[side] = run_numbers(out)
                 diffs = differences(runs["base"], runs["head"])
                 ok &= not diffs
-                print(f"{name:<36} {len(runs['head']):>4} numbers  "
-                      + ("equal" if not diffs else f"DIFFER ({len(diffs)}): " + "; ".join(diffs[:3])),
-                      flush=True)
-                save_result(args.results, name, {"compared": len(runs["head"]), "differences": diffs,
-                                                 "equal": not diffs, "base": args.base, "head": args.head,
-                                                 "epochs": args.epochs, "steps": args.steps},
-                            name=name, seed=2021, config=f"benchmarks/configs/{name}.yaml")
+                print(
+                    f"{name:<36} {len(runs['head']):>4} numbers  "
+                    + ("equal" if not diffs else f"DIFFER ({len(diffs)}): " + "; ".join(diffs[:3])),
+                    flush=True,
+                )
+                save_result(
+                    args.results,
+                    name,
+                    {
+                        "compared": len(runs["head"]),
+                        "differences": diffs,
+                        "equal": not diffs,
+                        "base": args.base,
+                        "head": args.head,
+                        "epochs": args.epochs,
+                        "steps": args.steps,
+                    },
+                    name=name,
+                    seed=2021,
+                    config=f"benchmarks/configs/{name}.yaml",
+                )
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)

@@ -66,31 +66,45 @@ CHECKS: dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]] = {
     "bars-c-frappe": ("grid-dcn-c-frappe-bars", "MLP", (("click", "auc"),)),
     "best-c-frappe": ("grid-c-frappe-search", "DenseNet dim 128 EMA 0.99", (("click", "auc"),)),
     "mtl-mt-census": ("grid-mtl-mt-census", "shared bottom", (("income", "auc"), ("never_married", "auc"))),
-    "best-mt-census": ("grid-mtl-mt-census",
-                       "MMoE, embeddings 16, tree bins on both tasks, batch 256, EMA 0.999, DCN-V2 2 layers",
-                       (("income", "auc"), ("never_married", "auc"))),
+    "best-mt-census": (
+        "grid-mtl-mt-census",
+        "MMoE, embeddings 16, tree bins on both tasks, batch 256, EMA 0.999, DCN-V2 2 layers",
+        (("income", "auc"), ("never_married", "auc")),
+    ),
     "best-rk-ml100k": ("grid-history-rk-ml100k", "TransAct", (("watch", "auc"), ("like", "auc"))),
-    "distill-teacher-rk-ml100k": ("grid-mtl-best-rk-ml100k", "MMoE (4 experts 128-64, towers 32)",
-                                  (("watch", "auc"), ("like", "auc"))),
+    "distill-teacher-rk-ml100k": (
+        "grid-mtl-best-rk-ml100k",
+        "MMoE (4 experts 128-64, towers 32)",
+        (("watch", "auc"), ("like", "auc")),
+    ),
     # The students' figures trained alone with their config (distill_rk.py's "alone" rows); the
     # distilled figures need the teacher runs: benchmarks/distill_rk.py.
-    "distill-student-mean-rk-ml100k": ("distill-rk-ml100k", "student mean-pool alone",
-                                       (("watch", "auc"), ("like", "auc"))),
+    "distill-student-mean-rk-ml100k": (
+        "distill-rk-ml100k",
+        "student mean-pool alone",
+        (("watch", "auc"), ("like", "auc")),
+    ),
     "distill-student-rk-ml100k": ("distill-rk-ml100k", "student alone", (("watch", "auc"), ("like", "auc"))),
-    "distill-student-recent-rk-ml100k": ("distill-rk-ml100k", "student mean+recent alone",
-                                         (("watch", "auc"), ("like", "auc"))),
+    "distill-student-recent-rk-ml100k": (
+        "distill-rk-ml100k",
+        "student mean+recent alone",
+        (("watch", "auc"), ("like", "auc")),
+    ),
     "generative-hstu-rk-ml100k": ("generative-rk-ml100k", "generative HSTU", (("watch", "auc"), ("like", "auc"))),
-    **{f"retrieval-{m}-{d}": (f"retrieval-{d}", f"{m}-{d}", tuple((c,) for c in RETRIEVAL))
-       for m in ("hstu", "sasrec", "hstu-large") for d in ("r-ml100k", "r-ml1m", "r-beauty")
-       if (HERE / "configs" / f"retrieval-{m}-{d}.yaml").is_file()},
+    **{
+        f"retrieval-{m}-{d}": (f"retrieval-{d}", f"{m}-{d}", tuple((c,) for c in RETRIEVAL))
+        for m in ("hstu", "sasrec", "hstu-large")
+        for d in ("r-ml100k", "r-ml1m", "r-beauty")
+        if (HERE / "configs" / f"retrieval-{m}-{d}.yaml").is_file()
+    },
 }
 
 
 @dataclass
 class Figure:
-    metric: str           # "test/watch/auc" or "test/HR@10"
-    recorded: float       # seed 2021
-    std: float | None     # over the recorded seeds (None: one seed)
+    metric: str  # "test/watch/auc" or "test/HR@10"
+    recorded: float  # seed 2021
+    std: float | None  # over the recorded seeds (None: one seed)
     seeds: list[int]
     tolerance: float
 
@@ -110,8 +124,9 @@ def figures(config: str, results_dir: Path = RESULTS) -> list[Figure]:
     """The recorded figures of a config, with their tolerances."""
     file, name, paths = CHECKS[config]
     results = load_results(results_dir / f"{file}.json")
-    runs = {int(k.split("|")[-1]): v for k, v in results.items()
-            if k.split("|")[0] == name and k.split("|")[-1].isdigit()}
+    runs = {
+        int(k.split("|")[-1]): v for k, v in results.items() if k.split("|")[0] == name and k.split("|")[-1].isdigit()
+    }
     if not runs:  # records keyed by run directory (generative): the seed is in the metrics
         runs = {int(v["seed"]): v for v in results.values() if isinstance(v, dict) and "seed" in v}
     if SEED not in runs:
@@ -126,8 +141,7 @@ def figures(config: str, results_dir: Path = RESULTS) -> list[Figure]:
 
 
 def command(config: str, run_dir: Path | str = "RUN_DIR") -> str:
-    return (f"{ENV} ranker train benchmarks/configs/{config}.yaml --set train.seed={SEED} "
-            f"--out {run_dir}")
+    return f"{ENV} ranker train benchmarks/configs/{config}.yaml --set train.seed={SEED} --out {run_dir}"
 
 
 def compare(config: str, metrics: dict[str, Any], results_dir: Path = RESULTS) -> dict[str, Any]:
@@ -136,23 +150,43 @@ def compare(config: str, metrics: dict[str, Any], results_dir: Path = RESULTS) -
     for fig in figures(config, results_dir):
         path = tuple(fig.metric.split("/")[1:])
         got = read_metric(metrics, path)
-        rows.append({"metric": fig.metric, "recorded": fig.recorded, "got": got,
-                     "diff": got - fig.recorded, "std": fig.std, "seeds": fig.seeds,
-                     "tolerance": fig.tolerance, "ok": abs(got - fig.recorded) <= fig.tolerance})
-    return {"config": f"benchmarks/configs/{config}.yaml", "seed": SEED, "compared": rows,
-            "ok": all(r["ok"] for r in rows)}
+        rows.append(
+            {
+                "metric": fig.metric,
+                "recorded": fig.recorded,
+                "got": got,
+                "diff": got - fig.recorded,
+                "std": fig.std,
+                "seeds": fig.seeds,
+                "tolerance": fig.tolerance,
+                "ok": abs(got - fig.recorded) <= fig.tolerance,
+            }
+        )
+    return {
+        "config": f"benchmarks/configs/{config}.yaml",
+        "seed": SEED,
+        "compared": rows,
+        "ok": all(r["ok"] for r in rows),
+    }
 
 
 def list_table(results_dir: Path = RESULTS) -> str:
-    lines = ["| config | recorded in | metric | seed 2021 | std (seeds) | tolerance | command |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | recorded in | metric | seed 2021 | std (seeds) | tolerance | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for config in sorted(CHECKS):
         file, name, _ = CHECKS[config]
         for fig in figures(config, results_dir):
-            spread = (f"{fig.std:.4f} ({len(fig.seeds)})" if fig.std is not None
-                      else f"– (1 seed: default {SINGLE_SEED_TOLERANCE})")
-            lines.append(f"| {config} | {file}: {name} | {fig.metric} | {fig.recorded:.4f} | {spread} | "
-                         f"{fig.tolerance:.4f} | `{command(config, f'runs/reproduce/{config}-{SEED}')}` |")
+            spread = (
+                f"{fig.std:.4f} ({len(fig.seeds)})"
+                if fig.std is not None
+                else f"– (1 seed: default {SINGLE_SEED_TOLERANCE})"
+            )
+            lines.append(
+                f"| {config} | {file}: {name} | {fig.metric} | {fig.recorded:.4f} | {spread} | "
+                f"{fig.tolerance:.4f} | `{command(config, f'runs/reproduce/{config}-{SEED}')}` |"
+            )
     return "\n".join(lines)
 
 
@@ -166,8 +200,9 @@ def find_runs(dirs: list[Path]) -> dict[str, Path]:
                 names[line.split(":", 1)[1].strip()] = config
     found: dict[str, Path] = {}
     for d in dirs:
-        candidates = [d] if (d / "metrics.json").is_file() else sorted(
-            p for p in d.iterdir() if (p / "metrics.json").is_file())
+        candidates = (
+            [d] if (d / "metrics.json").is_file() else sorted(p for p in d.iterdir() if (p / "metrics.json").is_file())
+        )
         for run in candidates:
             stem = run.name[: -len(f"-{SEED}")] if run.name.endswith(f"-{SEED}") else run.name
             if stem in names:
@@ -178,8 +213,10 @@ def find_runs(dirs: list[Path]) -> dict[str, Path]:
 
 
 def report(config: str, result: dict[str, Any]) -> str:
-    parts = [f"{r['metric']} {r['got']:.4f} vs {r['recorded']:.4f} ({r['diff']:+.4f}, tol {r['tolerance']:.4f})"
-             for r in result["compared"]]
+    parts = [
+        f"{r['metric']} {r['got']:.4f} vs {r['recorded']:.4f} ({r['diff']:+.4f}, tol {r['tolerance']:.4f})"
+        for r in result["compared"]
+    ]
     return f"{'ok  ' if result['ok'] else 'FAIL'} {config}: " + "; ".join(parts)
 
 
@@ -190,8 +227,15 @@ def check_runs(runs: dict[str, Path], results_path: Path, results_dir: Path = RE
     for config, run in runs.items():
         metrics = json.loads((run / "metrics.json").read_text())
         result = {**compare(config, metrics, results_dir), "run_dir": str(run)}
-        save_result(results_path, f"{config}|{SEED}", result, name=config, seed=SEED,
-                    config=result["config"], protocol=_protocol(config, results_dir))
+        save_result(
+            results_path,
+            f"{config}|{SEED}",
+            result,
+            name=config,
+            seed=SEED,
+            config=result["config"],
+            protocol=_protocol(config, results_dir),
+        )
         print(report(config, result))
         ok = ok and result["ok"]
     return ok
@@ -214,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--list", action="store_true", help="configs, recorded figures, tolerances")
     mode.add_argument("--run", nargs="+", metavar="NAME", help="train these configs (seed 2021) and compare")
-    mode.add_argument("--from-results", nargs="+", type=Path, metavar="DIR",
-                      help="compare finished run directories")
+    mode.add_argument("--from-results", nargs="+", type=Path, metavar="DIR", help="compare finished run directories")
     ap.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="where --run trains")
-    ap.add_argument("--results", type=Path, default=RESULTS / "reproduce-check.json",
-                    help="results file to write the comparison to")
+    ap.add_argument(
+        "--results", type=Path, default=RESULTS / "reproduce-check.json", help="results file to write the comparison to"
+    )
     ap.add_argument("--recorded", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.list:
@@ -231,10 +275,20 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for name in args.run:
             run_dir = args.out / f"{name}-{SEED}"
-            ranker = [shutil.which("ranker")] if shutil.which("ranker") else [
-                sys.executable, "-c", "import sys; from ranker.cli import main; sys.exit(main())"]
-            cmd: list[str] = [*ranker, "train", str(HERE / "configs" / f"{name}.yaml"), "--set", f"train.seed={SEED}",
-                   "--out", str(run_dir)]
+            ranker = (
+                [shutil.which("ranker")]
+                if shutil.which("ranker")
+                else [sys.executable, "-c", "import sys; from ranker.cli import main; sys.exit(main())"]
+            )
+            cmd: list[str] = [
+                *ranker,
+                "train",
+                str(HERE / "configs" / f"{name}.yaml"),
+                "--set",
+                f"train.seed={SEED}",
+                "--out",
+                str(run_dir),
+            ]
             print("$ " + shlex.join(cmd), flush=True)
             train(cmd)
             runs[name] = run_dir

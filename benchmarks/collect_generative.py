@@ -40,8 +40,9 @@ def main() -> None:
     for key in ("train_samples_per_s", "train_events_per_s", "seconds_per_epoch", "best_epoch", "params"):
         out["summary"][key] = summary([float(m[key]) for m in runs])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_document(args.out, out["runs"], name="generative HSTU", notes={"summary": out["summary"]},
-                  protocol="RK-ML100K")
+    save_document(
+        args.out, out["runs"], name="generative HSTU", notes={"summary": out["summary"]}, protocol="RK-ML100K"
+    )
     for k, v in out["summary"].items():
         print(f"{k:<28} {v['mean']:.4f} ± {v['std']:.4f}")
 

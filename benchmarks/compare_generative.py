@@ -51,12 +51,18 @@ def test_users(feature_run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return users, users[watched], seen
 
 
-def per_run(run: Path, reference: dict[str, np.ndarray], users: dict[str, np.ndarray],
-            seen: dict[str, np.ndarray]) -> dict[str, Any]:
+def per_run(
+    run: Path, reference: dict[str, np.ndarray], users: dict[str, np.ndarray], seen: dict[str, np.ndarray]
+) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     cal = np.load(run / "calibration_test.npz")
-    out: dict[str, Any] = {"params": metrics["params"], "train_time_s": metrics["train_time_s"],
-                           "best_epoch": metrics["best_epoch"], "test": metrics["test"], "split": {}}
+    out: dict[str, Any] = {
+        "params": metrics["params"],
+        "train_time_s": metrics["train_time_s"],
+        "best_epoch": metrics["best_epoch"],
+        "test": metrics["test"],
+        "split": {},
+    }
     for task in TASKS:
         labels = cal[f"{task}__labels"]
         if not np.array_equal(labels, reference[task]):
@@ -94,31 +100,56 @@ def main() -> None:
     if len(seen["like"]) != len(reference["like"]):
         raise SystemExit("like rows are not the watch = 1 rows of the test split")
     results = {name: {str(r): per_run(r, reference, users, seen) for r in runs} for name, runs in groups.items()}
-    results["_rows"] = {t: {"rows": int(len(reference[t])), "seen_rows": int(seen[t].sum()),
-                            "users": int(len(np.unique(users[t]))),
-                            "seen_users": int(len(np.unique(users[t][seen[t]])))} for t in TASKS}
-    save_document(args.out, {f"{name}|{run}": {"run_dir": run, **m} for name, runs in results.items()
-                             if name != "_rows" for run, m in runs.items()},
-                  protocol="RK-ML100K", notes={"_rows": results["_rows"]})
+    results["_rows"] = {
+        t: {
+            "rows": int(len(reference[t])),
+            "seen_rows": int(seen[t].sum()),
+            "users": int(len(np.unique(users[t]))),
+            "seen_users": int(len(np.unique(users[t][seen[t]]))),
+        }
+        for t in TASKS
+    }
+    save_document(
+        args.out,
+        {
+            f"{name}|{run}": {"run_dir": run, **m}
+            for name, runs in results.items()
+            if name != "_rows"
+            for run, m in runs.items()
+        },
+        protocol="RK-ML100K",
+        notes={"_rows": results["_rows"]},
+    )
 
-    print("| model | watch AUC | watch GAUC | like AUC | like GAUC | watch logloss | params | train s | best epochs | seeds |")
+    print(
+        "| model | watch AUC | watch GAUC | like AUC | like GAUC | watch logloss | params | train s | best epochs | seeds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in groups:
         runs = list(results[name].values())
         cells = [fmt([r["test"][t][m] for r in runs]) for t in TASKS for m in ("auc", "gauc")]
         cells.append(fmt([r["test"]["watch"]["logloss"] for r in runs]))
-        print(f"| {name} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | "
-              f"{np.mean([r['train_time_s'] for r in runs]):,.0f} | "
-              f"{'/'.join(str(r['best_epoch']) for r in runs)} | {len(runs)} |")
+        print(
+            f"| {name} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | "
+            f"{np.mean([r['train_time_s'] for r in runs]):,.0f} | "
+            f"{'/'.join(str(r['best_epoch']) for r in runs)} | {len(runs)} |"
+        )
     rows = results["_rows"]
-    print(f"\nGAUC by user: seen in train ({rows['watch']['seen_users']} of {rows['watch']['users']} "
-          f"test users, {rows['watch']['seen_rows']:,} of {rows['watch']['rows']:,} rows) vs new")
+    print(
+        f"\nGAUC by user: seen in train ({rows['watch']['seen_users']} of {rows['watch']['users']} "
+        f"test users, {rows['watch']['seen_rows']:,} of {rows['watch']['rows']:,} rows) vs new"
+    )
     print("| model | watch GAUC seen | watch GAUC new | like GAUC seen | like GAUC new |")
     print("|---|---|---|---|---|")
     for name in groups:
         runs = list(results[name].values())
-        print(f"| {name} | " + " | ".join(fmt([r["split"][k] for r in runs])
-                                        for k in ("watch/seen", "watch/new", "like/seen", "like/new")) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(
+                fmt([r["split"][k] for r in runs]) for k in ("watch/seen", "watch/new", "like/seen", "like/new")
+            )
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,20 @@ def roles(label: str) -> tuple[str, str, str]:
     return "teacher", f"{student} alone", f"{student} distilled"
 
 
-def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, extra: list[str],
-            results_path: Path, teacher_seed: int | None, student: Path, label: str,
-            teacher_runs: str | None = None, distilled_only: bool = False) -> dict[str, Any]:
+def run_all(
+    seeds: list[int],
+    out: Path,
+    alpha: float,
+    temperature: float,
+    *,
+    extra: list[str],
+    results_path: Path,
+    teacher_seed: int | None,
+    student: Path,
+    label: str,
+    teacher_runs: str | None = None,
+    distilled_only: bool = False,
+) -> dict[str, Any]:
     results = load_results(results_path)
     teacher_role, alone_role, distilled_role = roles(label)
     for seed in seeds:
@@ -54,8 +65,7 @@ def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, ex
             if distilled_only and role == alone_role:
                 continue
             t_seed = seed if teacher_seed is None else teacher_seed
-            teacher_dir = (Path(teacher_runs.format(seed=t_seed)) if teacher_runs
-                           else out / f"teacher-{t_seed}")
+            teacher_dir = Path(teacher_runs.format(seed=t_seed)) if teacher_runs else out / f"teacher-{t_seed}"
             if role == teacher_role and teacher_runs:
                 # A teacher trained elsewhere (e.g. a grid's run): record its metrics, train nothing.
                 if not (teacher_dir / "metrics.json").is_file():
@@ -64,22 +74,37 @@ def run_all(seeds: list[int], out: Path, alpha: float, temperature: float, *, ex
                 run_dir = teacher_dir
             else:
                 cfg_path = TEACHER if role == teacher_role else student
-                cfg = load_config(cfg_path, [f"train.seed={seed}", f"train.distill.alpha={alpha}",
-                                             f"train.distill.temperature={temperature}", *extra])
+                cfg = load_config(
+                    cfg_path,
+                    [
+                        f"train.seed={seed}",
+                        f"train.distill.alpha={alpha}",
+                        f"train.distill.temperature={temperature}",
+                        *extra,
+                    ],
+                )
                 run_dir = out / f"{role.replace(' ', '-')}-{seed}"
                 start = time.perf_counter()
                 metrics = train_run(cfg, run_dir, teacher=teacher_dir if role == distilled_role else None)
                 metrics["wall_s"] = time.perf_counter() - start
             metrics["run_dir"] = str(run_dir)
             results = save_result(results_path, key, metrics)
-            print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f} gauc {m.get('gauc', float('nan')):.4f}"
-                                         for t, m in metrics["test"].items()), flush=True)
+            print(
+                f"{key}: "
+                + ", ".join(
+                    f"{t} auc {m['auc']:.4f} gauc {m.get('gauc', float('nan')):.4f}" for t, m in metrics["test"].items()
+                ),
+                flush=True,
+            )
     return results
 
 
 def table(results: dict[str, Any], speeds: dict[str, float]) -> str:
-    lines = ["| model | watch AUC | watch GAUC | like AUC | like GAUC | params | train samples/s | "
-             "candidates/s (1 user × 1,000, 1 thread) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | watch AUC | watch GAUC | like AUC | like GAUC | params | train samples/s | "
+        "candidates/s (1 user × 1,000, 1 thread) | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for role in dict.fromkeys(k.split("|")[0] for k in results):
         runs = [v for k, v in results.items() if k.split("|")[0] == role]
         if not runs:
@@ -91,7 +116,9 @@ def table(results: dict[str, Any], speeds: dict[str, float]) -> str:
                 cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}")
         speed = np.mean([r["train_samples_per_s"] for r in runs])
         cand = f"{speeds[role]:,.0f}" if role in speeds else "–"
-        lines.append(f"| {role} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | {speed:,.0f} | {cand} | {len(runs)} |")
+        lines.append(
+            f"| {role} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | {speed:,.0f} | {cand} | {len(runs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -107,17 +134,32 @@ def main() -> None:
     ap.add_argument("--teacher-seed", type=int, help="train one teacher (this seed) for every student seed")
     ap.add_argument("--student", type=Path, default=STUDENT, help="the student's config")
     ap.add_argument("--label", default="", help="names the student in the results (e.g. mean-pool)")
-    ap.add_argument("--distilled-only", action="store_true",
-                    help="skip the student-alone runs (e.g. an α sweep whose baseline is already run)")
-    ap.add_argument("--teacher-runs", help="use finished teacher runs instead of training one: a run "
-                    "directory with {seed} in it, e.g. runs/grid/mtl-best-rk-ml100k/mmoe-...-{seed}")
+    ap.add_argument(
+        "--distilled-only",
+        action="store_true",
+        help="skip the student-alone runs (e.g. an α sweep whose baseline is already run)",
+    )
+    ap.add_argument(
+        "--teacher-runs",
+        help="use finished teacher runs instead of training one: a run "
+        "directory with {seed} in it, e.g. runs/grid/mtl-best-rk-ml100k/mmoe-...-{seed}",
+    )
     args = ap.parse_args()
     if args.teacher_seed is not None and args.teacher_seed != args.seeds[0]:
         ap.error("--teacher-seed must be the first of --seeds (the teacher is trained first)")
-    results = run_all(args.seeds, args.out, args.alpha, args.temperature, extra=args.extra,
-                      results_path=args.results, teacher_seed=args.teacher_seed, student=args.student,
-                      label=args.label, teacher_runs=args.teacher_runs,
-                      distilled_only=args.distilled_only)
+    results = run_all(
+        args.seeds,
+        args.out,
+        args.alpha,
+        args.temperature,
+        extra=args.extra,
+        results_path=args.results,
+        teacher_seed=args.teacher_seed,
+        student=args.student,
+        label=args.label,
+        teacher_runs=args.teacher_runs,
+        distilled_only=args.distilled_only,
+    )
     speeds: dict[str, float] = {}
     if not args.no_speed:
         import torch

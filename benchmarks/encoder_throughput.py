@@ -38,15 +38,26 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="median over this many interleaved rounds")
-    ap.add_argument("--results", type=Path, default=None,
-                    help="also write the rows to this results file (layout of results_store.py)")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the rows to this results file (layout of results_store.py)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("| encoder | embedding params | train samples/s |\n|---|---|---|")
     prepared = {}
     for name, enc in ENCODERS.items():
-        cfg = load_config(args.config, [f"model.encoders.categorical={enc}", f"train.epochs={args.epochs}",
-                                        "train.patience=100", "train.progress=false"])
+        cfg = load_config(
+            args.config,
+            [
+                f"model.encoders.categorical={enc}",
+                f"train.epochs={args.epochs}",
+                "train.patience=100",
+                "train.progress=false",
+            ],
+        )
         assert cfg.model.encoders.categorical is not None
         prep = prepare_run_data(cfg)
         assert prep.pre.ids == categorical_ids(cfg.model) and ple_settings(cfg.model)[0] is None
@@ -67,11 +78,21 @@ def main() -> None:
     if args.results:
         from results_store import save_document  # type: ignore[import-not-found]
 
-        save_document(args.results, {name: {"embedding_params": params[name], "train_samples_per_s": speeds[name],
-                                            "median_samples_per_s": statistics.median(speeds[name])}
-                                     for name in ENCODERS},
-                      config=str(args.config), seed=None,
-                      notes={"threads": args.threads, "epochs": args.epochs, "rounds": args.rounds})
+        save_document(
+            args.results,
+            {
+                name: {
+                    "embedding_params": params[name],
+                    "train_samples_per_s": speeds[name],
+                    "median_samples_per_s": statistics.median(speeds[name]),
+                }
+                for name in ENCODERS
+            },
+            config=str(args.config),
+            seed=None,
+            notes={"threads": args.threads, "epochs": args.epochs, "rounds": args.rounds},
+        )
+
 
 if __name__ == "__main__":
     main()

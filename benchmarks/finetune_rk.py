@@ -68,26 +68,39 @@ def main() -> None:
                     continue
                 split = {**data["split"], "train": train_file}
                 cfg = load_config(base, common)
-                cfg = cfg.model_copy(update={"data": cfg.data.model_validate(
-                    {**data, "dataset": None, "split": split})})
+                cfg = cfg.model_copy(
+                    update={"data": cfg.data.model_validate({**data, "dataset": None, "split": split})}
+                )
                 metrics = train_run(cfg, args.out / f"{enc}-{seed}-{step}", init_from=init)
-                results = save_result(results_path, key, {k: metrics[k] for k in ("test", "valid", "best_epoch", "params")},
-                                      name=f"{enc}|{step}", seed=seed, protocol="RK-ML100K",
-                                      config="benchmarks/configs/baseline-rk-ml100k.yaml")
+                results = save_result(
+                    results_path,
+                    key,
+                    {k: metrics[k] for k in ("test", "valid", "best_epoch", "params")},
+                    name=f"{enc}|{step}",
+                    seed=seed,
+                    protocol="RK-ML100K",
+                    config="benchmarks/configs/baseline-rk-ml100k.yaml",
+                )
                 print(key, {t: round(m["auc"], 4) for t, m in metrics["test"].items()}, flush=True)
     print(table(results))
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = ["| encoder | step | watch AUC | watch GAUC | like AUC | like GAUC | seeds |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| encoder | step | watch AUC | watch GAUC | like AUC | like GAUC | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     names = {"a": "(a) 70 %, as is", "b": "(b) + fine-tune on next 10 %", "c": "(c) scratch on 80 %"}
     for enc in ENCODERS:
         for step in "abc":
             runs = [v for k, v in results.items() if k.startswith(f"{enc}|") and k.endswith(f"|{step}")]
             if not runs:
                 continue
-            cells = [f"{np.mean([r['test'][t][m] for r in runs]):.4f} ± {np.std([r['test'][t][m] for r in runs]):.4f}"
-                     for t in ("watch", "like") for m in ("auc", "gauc")]
+            cells = [
+                f"{np.mean([r['test'][t][m] for r in runs]):.4f} ± {np.std([r['test'][t][m] for r in runs]):.4f}"
+                for t in ("watch", "like")
+                for m in ("auc", "gauc")
+            ]
             rows.append(f"| {enc} | {names[step]} | " + " | ".join(cells) + f" | {len(runs)} |")
     return "\n".join(rows)
 

@@ -69,24 +69,45 @@ def run(config: Path, seeds: list[int], predictions: Path | None = None) -> dict
     for task in prep.data.tasks:
         ys = {s: _labels(prep.tables[s], task) for s in ("train", "valid", "test")}
         for seed in seeds:
-            params = {"objective": "binary", "metric": "auc", "learning_rate": 0.05,
-                      "num_leaves": 63, "min_data_in_leaf": 50, "feature_fraction": 0.8,
-                      "bagging_fraction": 0.8, "bagging_freq": 1, "seed": seed, "verbose": -1,
-                      "num_threads": threads}
+            params = {
+                "objective": "binary",
+                "metric": "auc",
+                "learning_rate": 0.05,
+                "num_leaves": 63,
+                "min_data_in_leaf": 50,
+                "feature_fraction": 0.8,
+                "bagging_fraction": 0.8,
+                "bagging_freq": 1,
+                "seed": seed,
+                "verbose": -1,
+                "num_threads": threads,
+            }
             start = time.perf_counter()
             (ytr, mtr), (yva, mva), (yte, mte) = ys["train"], ys["valid"], ys["test"]
             train = lgb.Dataset(x["train"][mtr], ytr[mtr], categorical_feature=cat_idx)
             valid = lgb.Dataset(x["valid"][mva], yva[mva], categorical_feature=cat_idx, reference=train)
-            model = lgb.train(params, train, num_boost_round=3000, valid_sets=[valid],
-                              callbacks=[lgb.early_stopping(50, verbose=False)])
+            model = lgb.train(
+                params,
+                train,
+                num_boost_round=3000,
+                valid_sets=[valid],
+                callbacks=[lgb.early_stopping(50, verbose=False)],
+            )
             p_valid = model.predict(x["valid"][mva], num_iteration=model.best_iteration)
             p_test = model.predict(x["test"][mte], num_iteration=model.best_iteration)
-            record = {"valid_auc": auc(yva[mva], p_valid), "test_auc": auc(yte[mte], p_test),
-                      "best_round": model.best_iteration, "seconds": time.perf_counter() - start}
+            record = {
+                "valid_auc": auc(yva[mva], p_valid),
+                "test_auc": auc(yte[mte], p_test),
+                "best_round": model.best_iteration,
+                "seconds": time.perf_counter() - start,
+            }
             out["runs"][f"{task.name}|{seed}"] = record
             saved[seed].update({f"{task.name}__labels": yte[mte], f"{task.name}__probs": p_test})
-            print(f"{task.name} seed {seed}: valid AUC {record['valid_auc']:.5f} test AUC "
-                  f"{record['test_auc']:.5f} (round {record['best_round']})", flush=True)
+            print(
+                f"{task.name} seed {seed}: valid AUC {record['valid_auc']:.5f} test AUC "
+                f"{record['test_auc']:.5f} (round {record['best_round']})",
+                flush=True,
+            )
     if predictions is not None:
         predictions.mkdir(parents=True, exist_ok=True)
         for seed, arrays in saved.items():
@@ -103,14 +124,15 @@ def main() -> None:
     result = run(args.config, args.seeds, args.predictions)
     dataset = load_config(args.config).data.dataset
     path = HERE / "results" / f"gbdt-{dataset}.json"
-    save_document(path, result["runs"], config=str(args.config),
-                  notes={k: v for k, v in result.items() if k != "runs"})
+    save_document(path, result["runs"], config=str(args.config), notes={k: v for k, v in result.items() if k != "runs"})
     print("\n| task | valid AUC | test AUC | best round |\n|---|---|---|---|")
     for task in dict.fromkeys(k.split("|")[0] for k in result["runs"]):
         rs = [v for k, v in result["runs"].items() if k.split("|")[0] == task]
         t = np.array([r["test_auc"] for r in rs])
-        print(f"| {task} | {np.mean([r['valid_auc'] for r in rs]):.5f} | {t.mean():.5f} ± {t.std():.5f} | "
-              f"{', '.join(str(r['best_round']) for r in rs)} |")
+        print(
+            f"| {task} | {np.mean([r['valid_auc'] for r in rs]):.5f} | {t.mean():.5f} ± {t.std():.5f} | "
+            f"{', '.join(str(r['best_round']) for r in rs)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from ranker.models.generative import Tokens, append_candidates
 
 def separate_batch(history: Tokens, items: torch.Tensor, time_: int) -> Tokens:
     """C copies of (history + one candidate) as one padded batch."""
-    one = [append_candidates(history, items[i:i + 1], time_) for i in range(len(items))]
+    one = [append_candidates(history, items[i : i + 1], time_) for i in range(len(items))]
     n = one[0].kind.shape[1]
     stack = {f: torch.cat([getattr(t, f) for t in one]) for f in ("kind", "ids", "event", "time", "position")}
     return Tokens(**stack, score=torch.arange(len(items)) * n + (n - 1))
@@ -71,15 +71,21 @@ def main() -> None:
     user = int(np.bincount(log.user).argmax())
     test_start = int(np.flatnonzero(log.split == 2)[0])
     ev = np.flatnonzero((log.user == user) & (np.arange(len(log.user)) < test_start))
-    ev = ev[-cfg.data.max_events:]
+    ev = ev[-cfg.data.max_events :]
     w = build_window(log, ev, np.zeros(len(ev), bool))
     hist = collate([w]).tokens
     at = int(log.time[ev[-1]]) + 1
     c = args.candidates
     items = torch.from_numpy(np.random.default_rng(0).choice(np.arange(1, log.num_items + 1), c, replace=False))
-    res: dict[str, Any] = {"candidates": c, "history_events": len(ev), "history_tokens": len(w),
-                           "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                           "params": sum(q.numel() for q in model.parameters()), "modes": {}}
+    res: dict[str, Any] = {
+        "candidates": c,
+        "history_events": len(ev),
+        "history_tokens": len(w),
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "params": sum(q.numel() for q in model.parameters()),
+        "modes": {},
+    }
 
     def record(name: str, seconds: float) -> None:
         res["modes"][name] = {"seconds": seconds, "candidates_per_s": c / seconds}
@@ -88,17 +94,25 @@ def main() -> None:
     with torch.no_grad():
         record("kv_cache", median_seconds(lambda: model.score_candidates(hist, items, at), args.repeats, warmup=1))
         for m in args.micro:
-            record(f"kv_cache_{m}", median_seconds(
-                lambda m=m: model.score_candidates(hist, items, at, chunk=m), args.repeats, warmup=1))
-        record("one_pass", median_seconds(lambda: model.score_candidates(hist, items, at, cached=False),
-                                          args.repeats, warmup=1))
+            record(
+                f"kv_cache_{m}",
+                median_seconds(lambda m=m: model.score_candidates(hist, items, at, chunk=m), args.repeats, warmup=1),
+            )
+        record(
+            "one_pass",
+            median_seconds(lambda: model.score_candidates(hist, items, at, cached=False), args.repeats, warmup=1),
+        )
         for m in args.micro:
-            record(f"microbatch_{m}", median_seconds(
-                lambda m=m: model.score_candidates(hist, items, at, chunk=m, cached=False), args.repeats, warmup=1))
+            record(
+                f"microbatch_{m}",
+                median_seconds(
+                    lambda m=m: model.score_candidates(hist, items, at, chunk=m, cached=False), args.repeats, warmup=1
+                ),
+            )
         batch = separate_batch(hist, items, at)
         record("separate_batched", median_seconds(lambda: model(batch), max(1, args.repeats // 2), warmup=1))
         start = time.perf_counter()
-        loop = torch.cat([model.score_candidates(hist, items[i:i + 1], at, cached=False) for i in range(c)])
+        loop = torch.cat([model.score_candidates(hist, items[i : i + 1], at, cached=False) for i in range(c)])
         record("separate_loop", time.perf_counter() - start)
         cached = model.score_candidates(hist, items, at)
         one = model.score_candidates(hist, items, at, cached=False)
@@ -106,12 +120,20 @@ def main() -> None:
     res["max_abs_diff_kv_cache_vs_loop"] = float((cached - loop).abs().max())
     for mode in ("kv_cache", "one_pass"):
         res[f"speedup_{mode}_vs_loop"] = res["modes"]["separate_loop"]["seconds"] / res["modes"][mode]["seconds"]
-    print(f"max |one pass − loop| = {res['max_abs_diff_one_pass_vs_loop']:.2e}, "
-          f"max |kv cache − loop| = {res['max_abs_diff_kv_cache_vs_loop']:.2e}; speed-up vs loop: "
-          f"kv cache {res['speedup_kv_cache_vs_loop']:.1f}x, one pass {res['speedup_one_pass_vs_loop']:.1f}x")
+    print(
+        f"max |one pass − loop| = {res['max_abs_diff_one_pass_vs_loop']:.2e}, "
+        f"max |kv cache − loop| = {res['max_abs_diff_kv_cache_vs_loop']:.2e}; speed-up vs loop: "
+        f"kv cache {res['speedup_kv_cache_vs_loop']:.1f}x, one pass {res['speedup_one_pass_vs_loop']:.1f}x"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_document(args.out, {"generative HSTU serving": res}, name="generative HSTU serving",
-                  seed=None, config=str(args.config), protocol="RK-ML100K")
+    save_document(
+        args.out,
+        {"generative HSTU serving": res},
+        name="generative HSTU serving",
+        seed=None,
+        config=str(args.config),
+        protocol="RK-ML100K",
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def user_history(length: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch
 def encoders(items: FeatureEmbeddings) -> dict[str, nn.Module]:
     return {
         "TransAct (early fusion)": TransActEncoder(items, "item", N_ACTIONS, action_dim=ACTION_DIM),
-        "TransAct (no early fusion)": TransActEncoder(items, "item", N_ACTIONS, action_dim=ACTION_DIM,
-                                                      early_fusion=False),
+        "TransAct (no early fusion)": TransActEncoder(
+            items, "item", N_ACTIONS, action_dim=ACTION_DIM, early_fusion=False
+        ),
         "DIN": DINAttention(items, "item", N_ACTIONS, action_dim=ACTION_DIM),
         "mean pool": MeanPoolHistory(items, "item", N_ACTIONS, ACTION_DIM),
     }
@@ -78,14 +79,20 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--results", type=Path, default=None,
-                    help="also write the rows to this results file (layout of results_store.py)")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the rows to this results file (layout of results_store.py)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     items = FeatureEmbeddings(CategoricalFields({"item": "item"}, {}, {"item": N_ITEMS}), D_ITEM)
-    print(f"| encoder | events L | candidates n | naive candidates/s | split candidates/s |  "
-          f"({args.threads} thread)\n|---|---|---|---|---|")
+    print(
+        f"| encoder | events L | candidates n | naive candidates/s | split candidates/s |  "
+        f"({args.threads} thread)\n|---|---|---|---|---|"
+    )
     rows: dict[str, dict[str, object]] = {}
     for name, enc in encoders(items).items():
         enc.eval()
@@ -94,14 +101,23 @@ def main() -> None:
                 naive, split = measure(enc, items, length, n, args.repeats)
                 shown = "–" if split is None else f"{split:,.0f}"
                 print(f"| {name} | {length} | {n:,} | {naive:,.0f} | {shown} |", flush=True)
-                rows[f"{name}|L={length}|n={n}"] = {"encoder": name, "events": length, "candidates": n,
-                                                      "naive_candidates_per_s": naive,
-                                                      "split_candidates_per_s": split}
+                rows[f"{name}|L={length}|n={n}"] = {
+                    "encoder": name,
+                    "events": length,
+                    "candidates": n,
+                    "naive_candidates_per_s": naive,
+                    "split_candidates_per_s": split,
+                }
     if args.results:
         from results_store import save_document  # type: ignore[import-not-found]
 
-        save_document(args.results, rows, protocol="RK-ML100K", seed=None,
-                      notes={"threads": args.threads, "repeats": args.repeats})
+        save_document(
+            args.results,
+            rows,
+            protocol="RK-ML100K",
+            seed=None,
+            notes={"threads": args.threads, "repeats": args.repeats},
+        )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _grid(name: str) -> str:
 
 _DISTILL = (
     "T='runs/grid/mtl-best-rk-ml100k/mmoe--4-experts-128-64--towers-32-{seed}'; "
-    f"{ENV}python benchmarks/distill_rk.py --teacher-runs \"$T\" [--student CONFIG --label LABEL]"
+    f'{ENV}python benchmarks/distill_rk.py --teacher-runs "$T" [--student CONFIG --label LABEL]'
 )
 _RETRIEVAL_ML100K = (
     f"{ENV}python benchmarks/run_retrieval.py benchmarks/configs/retrieval-hstu-r-ml100k.yaml "
@@ -65,12 +65,26 @@ _RETRIEVAL_ML100K = (
 # The command of BENCHMARKS.md's code block for each study (file stem). Placeholders in
 # capitals (CONFIG, LABEL, ...) stand where the block says "likewise ..." for other rows.
 COMMANDS: dict[str, str] = {
-    **{f"baseline-{d}": "RANKER_DATA_DIR=../shared/data python benchmarks/run_baselines.py"
-       for d in ("c-frappe", "mt-census", "rk-ml100k", "t-adult")},
-    **{f"grid-{g}": _grid(g) for g in (
-        "c-frappe-search", "dcn-c-frappe-bars", "dcn-rk-ml100k", "history-rk-ml100k",
-        "memory-c-frappe", "memory-mt-census", "mtl-best-rk-ml100k", "mtl-mt-census",
-        "mtl-rk-ml100k", "numerical-mt-census", "numerical-t-adult")},
+    **{
+        f"baseline-{d}": "RANKER_DATA_DIR=../shared/data python benchmarks/run_baselines.py"
+        for d in ("c-frappe", "mt-census", "rk-ml100k", "t-adult")
+    },
+    **{
+        f"grid-{g}": _grid(g)
+        for g in (
+            "c-frappe-search",
+            "dcn-c-frappe-bars",
+            "dcn-rk-ml100k",
+            "history-rk-ml100k",
+            "memory-c-frappe",
+            "memory-mt-census",
+            "mtl-best-rk-ml100k",
+            "mtl-mt-census",
+            "mtl-rk-ml100k",
+            "numerical-mt-census",
+            "numerical-t-adult",
+        )
+    },
     # No code block: the text names the grid file, which only run_grid.py runs.
     "grid-dcn-c-frappe": _grid("dcn-c-frappe"),
     "finetune-rk-ml100k": f"{ENV}python benchmarks/finetune_rk.py --encoders embedding unified hashing",
@@ -81,16 +95,19 @@ COMMANDS: dict[str, str] = {
     "retrieval-r-ml100k": _RETRIEVAL_ML100K,
     "retrieval-r-ml100k-ablations": (
         f"{ENV}python benchmarks/run_retrieval.py benchmarks/configs/retrieval-hstu-r-ml100k.yaml "
-        "--seeds 2021 --results-suffix=-ablations --set name=NAME --set OVERRIDES"),
+        "--seeds 2021 --results-suffix=-ablations --set name=NAME --set OVERRIDES"
+    ),
     "ann-r-ml100k": "python benchmarks/ann_retrieval.py runs/retrieval/hstu-r-ml100k-2021",
     "retrieval-r-ml1m": (
         f"{ENV}python benchmarks/run_retrieval.py benchmarks/configs/retrieval-sasrec-r-ml1m.yaml "
         "benchmarks/configs/retrieval-hstu-r-ml1m.yaml benchmarks/configs/retrieval-hstu-large-r-ml1m.yaml "
-        "--seeds 2021 2022 2023 --out runs/retrieval"),
+        "--seeds 2021 2022 2023 --out runs/retrieval"
+    ),
     "retrieval-r-beauty": (
         f"{ENV}python benchmarks/run_retrieval.py benchmarks/configs/retrieval-hstu-r-beauty.yaml "
         "benchmarks/configs/retrieval-sasrec-r-beauty.yaml --seeds 2021 2022 2023 "
-        "[--set name=NAME --set OVERRIDES]"),
+        "[--set name=NAME --set OVERRIDES]"
+    ),
     "scaling-r-ml1m": f"{ENV}python benchmarks/scaling_hstu.py --layers 1 2 4 8 --users 0.25 0.5 1.0",
     "generative-rk-ml100k": "python benchmarks/collect_generative.py runs/issue8/gen-hstu-s*",
     "compare-generative-rk-ml100k": (
@@ -98,13 +115,16 @@ COMMANDS: dict[str, str] = {
         '--group "TransAct + MLP=runs/grid/history-rk-ml100k/transact-202?" '
         '--group "TransAct + MMoE=runs/grid/mtl-best-rk-ml100k/mmoe--4-experts-128-64--towers-32-*" '
         '--group "TransAct + DCN-V2 4 + MMoE=runs/grid/mtl-best-rk-ml100k/transact---dcn*" '
-        '--group "MLP + mean pool (baseline)=runs/grid/dcn-rk-ml100k/mlp--foundation-baseline-*"'),
+        '--group "MLP + mean pool (baseline)=runs/grid/dcn-rk-ml100k/mlp--foundation-baseline-*"'
+    ),
     "generative-candidates": "python benchmarks/generative_candidates.py --run runs/issue8/gen-hstu-s2021",
 }
 
 CONFIGS: dict[str, str] = {
-    **{f"baseline-{d}": f"benchmarks/configs/baseline-{d}.yaml"
-       for d in ("c-frappe", "mt-census", "rk-ml100k", "t-adult")},
+    **{
+        f"baseline-{d}": f"benchmarks/configs/baseline-{d}.yaml"
+        for d in ("c-frappe", "mt-census", "rk-ml100k", "t-adult")
+    },
     "gbdt-mt-census": "benchmarks/configs/mtl-mt-census.yaml",
     "generative-rk-ml100k": "benchmarks/configs/generative-hstu-rk-ml100k.yaml",
     "generative-candidates": "benchmarks/configs/generative-hstu-rk-ml100k.yaml",
@@ -124,8 +144,7 @@ def config_of(stem: str, key: str) -> str | None:
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
 
 
 def history(path: Path) -> list[tuple[str, str]]:
@@ -166,15 +185,20 @@ def entries(doc: Any, stem: str) -> tuple[dict[str, dict[str, Any]], dict[str, A
                 continue
             for run_dir, m in runs.items():
                 seed = re.search(r"(20\d\d)$", run_dir)
-                out[f"{group}|{run_dir}"] = {"metrics": {"run_dir": run_dir, **m}, "name": group,
-                                             "seed": int(seed.group(1)) if seed else None}
+                out[f"{group}|{run_dir}"] = {
+                    "metrics": {"run_dir": run_dir, **m},
+                    "name": group,
+                    "seed": int(seed.group(1)) if seed else None,
+                }
     elif stem.startswith("ann-"):
         seed = re.search(r"(20\d\d)$", doc.get("run_dir", ""))
-        out["hstu item index"] = {"metrics": doc, "name": "hstu item index",
-                                  "seed": int(seed.group(1)) if seed else None}
+        out["hstu item index"] = {
+            "metrics": doc,
+            "name": "hstu item index",
+            "seed": int(seed.group(1)) if seed else None,
+        }
     elif stem == "generative-candidates":
-        out["generative HSTU serving"] = {"metrics": doc, "name": "generative HSTU serving",
-                                          "seed": None}
+        out["generative HSTU serving"] = {"metrics": doc, "name": "generative HSTU serving", "seed": None}
         prov["machine"] = f"{DEV_BOX}, {doc.get('machine', UNKNOWN)}, {doc.get('threads', '?')} torch thread(s)"
     else:  # {"name|seed": metrics}
         out = {k: {"metrics": v} for k, v in doc.items()}
@@ -216,8 +240,7 @@ def migrate(path: Path) -> dict[str, Any] | None:
             "commit": commit,
             "date": date,
             "machine": DEV_BOX + (f", {threads} torch thread(s)" if threads else ""),
-            "recovered_from": "git log of the file (commit that first recorded the key); "
-                              "command from BENCHMARKS.md",
+            "recovered_from": "git log of the file (commit that first recorded the key); command from BENCHMARKS.md",
         }
         prov.update(file_prov)
         extra = {k: v for k, v in fields.items() if k in ("name", "seed")}

@@ -21,8 +21,9 @@ import numpy as np
 from ranker.metrics import auc as auc_of
 
 
-def paired_bootstrap(labels: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int = 2000,
-                     seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    labels: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """AUC(a), AUC(b), their difference and its bootstrap distribution over resampled rows."""
     rng = np.random.default_rng(seed)
     diffs = np.empty(rounds)
@@ -32,8 +33,15 @@ def paired_bootstrap(labels: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: i
         diffs[r] = auc_of(labels[ix], a[ix]) - auc_of(labels[ix], b[ix])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     auc_a, auc_b = auc_of(labels, a), auc_of(labels, b)
-    return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b, "ci_low": float(lo),
-            "ci_high": float(hi), "share_a_wins": float((diffs > 0).mean()), "rounds": rounds}
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "diff": auc_a - auc_b,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "share_a_wins": float((diffs > 0).mean()),
+        "rounds": rounds,
+    }
 
 
 def _load(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +64,11 @@ def main() -> None:
     if len(ya) != len(yb) or not np.array_equal(ya, yb):
         raise SystemExit(f"{args.a} and {args.b}: the {args.task} labels differ (not the same test rows)")
     r = paired_bootstrap(ya, pa_, pb, args.rounds)
-    print(f"{args.task}: AUC A {r['auc_a']:.5f}, B {r['auc_b']:.5f}, A − B {r['diff']:+.5f} "
-          f"(95 % interval {r['ci_low']:+.5f} … {r['ci_high']:+.5f}; A ahead in "
-          f"{100 * r['share_a_wins']:.1f} % of {r['rounds']} resamples)")
+    print(
+        f"{args.task}: AUC A {r['auc_a']:.5f}, B {r['auc_b']:.5f}, A − B {r['diff']:+.5f} "
+        f"(95 % interval {r['ci_low']:+.5f} … {r['ci_high']:+.5f}; A ahead in "
+        f"{100 * r['share_a_wins']:.1f} % of {r['rounds']} resamples)"
+    )
 
 
 if __name__ == "__main__":

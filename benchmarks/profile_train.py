@@ -34,8 +34,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"train.epochs={args.epochs}", "train.patience=100",
-                                    "train.progress=false", *args.overrides])
+    cfg = load_config(
+        args.config, [f"train.epochs={args.epochs}", "train.patience=100", "train.progress=false", *args.overrides]
+    )
     prep = prepare_run_data(cfg)
     train, valid = encode(prep, "train"), encode(prep, "valid")
     torch.manual_seed(0)
@@ -43,15 +44,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, cfg.train, prep.data.tasks, Path(tmp))
         result = trainer.fit(train, valid)
-    lines = [f"# {cfg.name}: {len(train):,} train rows, batch {cfg.train.batch_size}, "
-             f"{sum(p.numel() for p in model.parameters()):,} parameters",
-             f"# machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-             f"date {time.strftime('%Y-%m-%d')}", ""]
+    lines = [
+        f"# {cfg.name}: {len(train):,} train rows, batch {cfg.train.batch_size}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters",
+        f"# machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+        f"date {time.strftime('%Y-%m-%d')}",
+        "",
+    ]
     lines.append("epoch  samples/s  epoch_s  data_s  forward_s  backward_s  optimizer_s  (eval excluded)")
     for h in result.history:
         t = h["time_split_s"]
-        lines.append(f"{h['epoch']:>5}  {h['samples_per_s']:>9,.0f}  {h['epoch_time_s']:>7.2f}  "
-                     f"{t['data']:>6.2f}  {t['forward']:>9.2f}  {t['backward']:>10.2f}  {t['optimizer']:>11.2f}")
+        lines.append(
+            f"{h['epoch']:>5}  {h['samples_per_s']:>9,.0f}  {h['epoch_time_s']:>7.2f}  "
+            f"{t['data']:>6.2f}  {t['forward']:>9.2f}  {t['backward']:>10.2f}  {t['optimizer']:>11.2f}"
+        )
     last = result.history[-1]["time_split_s"]
     total = sum(last.values())
     lines.append("share of the last epoch: " + ", ".join(f"{k} {v / total:.0%}" for k, v in last.items()))
@@ -68,8 +74,11 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    lines += ["", "torch.profiler, 30 training steps, top ops by self CPU time:",
-              prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)]
+    lines += [
+        "",
+        "torch.profiler, 30 training steps, top ops by self CPU time:",
+        prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15),
+    ]
     text = "\n".join(lines)
     out = Path(__file__).parent / "results" / f"profile-{cfg.name}.txt"
     out.write_text(text)

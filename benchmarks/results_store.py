@@ -64,8 +64,13 @@ DEV_BOX = "2-core CPU (dev box)"
 REPO = Path(__file__).resolve().parent.parent
 
 PROTOCOLS = {
-    "c-frappe": "C-Frappe", "rk-ml100k": "RK-ML100K", "mt-census": "MT-Census",
-    "t-adult": "T-Adult", "r-ml100k": "R-ML100K", "r-ml1m": "R-ML1M", "r-beauty": "R-Beauty",
+    "c-frappe": "C-Frappe",
+    "rk-ml100k": "RK-ML100K",
+    "mt-census": "MT-Census",
+    "t-adult": "T-Adult",
+    "r-ml100k": "R-ML100K",
+    "r-ml1m": "R-ML1M",
+    "r-beauty": "R-Beauty",
     "ts-ml1m": "TS-ML1M",
 }
 
@@ -119,9 +124,16 @@ def split_key(key: str) -> tuple[str, int | None]:
     return name, int(seeds[0])
 
 
-def make_record(key: str, metrics: Any, *, prov: dict[str, Any], name: str | None = None,
-                seed: int | None | str = "auto", protocol: str | None = None,
-                config: str | None = None) -> dict[str, Any]:
+def make_record(
+    key: str,
+    metrics: Any,
+    *,
+    prov: dict[str, Any],
+    name: str | None = None,
+    seed: int | None | str = "auto",
+    protocol: str | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
     """One record of the layout."""
     auto_name, auto_seed = split_key(key)
     if seed == "auto":
@@ -130,8 +142,15 @@ def make_record(key: str, metrics: Any, *, prov: dict[str, Any], name: str | Non
             seed = metrics["seed"]
     if protocol is None and isinstance(metrics, dict):
         protocol = protocol_of(str(metrics.get("dataset", "")))
-    return {"key": key, "name": name or auto_name, "config": config or UNKNOWN,
-            "protocol": protocol or UNKNOWN, "seed": seed, "metrics": metrics, "provenance": prov}
+    return {
+        "key": key,
+        "name": name or auto_name,
+        "config": config or UNKNOWN,
+        "protocol": protocol or UNKNOWN,
+        "seed": seed,
+        "metrics": metrics,
+        "provenance": prov,
+    }
 
 
 def is_current(doc: Any) -> bool:
@@ -166,10 +185,10 @@ def load_results(path: Path) -> dict[str, Any]:
     return doc
 
 
-def new_document(study: str, protocol: str, source: str = SOURCE_RUNNER,
-                 notes: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"layout": LAYOUT, "study": study, "protocol": protocol,
-                           "source": source}
+def new_document(
+    study: str, protocol: str, source: str = SOURCE_RUNNER, notes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {"layout": LAYOUT, "study": study, "protocol": protocol, "source": source}
     if notes:
         doc["notes"] = notes
     doc["records"] = []
@@ -202,8 +221,14 @@ def save_result(path: Path, key: str, value: Any, **record_fields: Any) -> dict[
     return {r["key"]: r["metrics"] for r in doc["records"]}
 
 
-def save_document(path: Path, entries: dict[str, Any], *, protocol: str | None = None,
-                  notes: dict[str, Any] | None = None, **record_fields: Any) -> dict[str, Any]:
+def save_document(
+    path: Path,
+    entries: dict[str, Any],
+    *,
+    protocol: str | None = None,
+    notes: dict[str, Any] | None = None,
+    **record_fields: Any,
+) -> dict[str, Any]:
     """Write a whole file at once: one record per ``entries`` item, all with this process's
     provenance (for the runners that produce a file in one go)."""
     prov = provenance()

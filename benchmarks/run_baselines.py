@@ -35,15 +35,24 @@ def run(dataset: str, out_root: Path, seeds: tuple[int, ...]) -> dict:
         metrics = train_run(cfg, out)
         metrics["wall_s"] = time.perf_counter() - start
         per_seed.append(metrics)
-        print(f"{dataset} seed {seed}: " + ", ".join(
-            f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()), flush=True)
-    result = {"dataset": dataset, "seeds": list(seeds), "runs": per_seed,
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-              "date": time.strftime("%Y-%m-%d")}
-    save_document(HERE / "results" / f"baseline-{dataset}.json",
-                  {f"baseline|{m['seed']}": m for m in per_seed}, name="baseline",
-                  config=f"benchmarks/configs/baseline-{dataset}.yaml",
-                  notes={"dataset": dataset, "seeds": list(seeds), "torch_threads": torch.get_num_threads()})
+        print(
+            f"{dataset} seed {seed}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
+            flush=True,
+        )
+    result = {
+        "dataset": dataset,
+        "seeds": list(seeds),
+        "runs": per_seed,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    save_document(
+        HERE / "results" / f"baseline-{dataset}.json",
+        {f"baseline|{m['seed']}": m for m in per_seed},
+        name="baseline",
+        config=f"benchmarks/configs/baseline-{dataset}.yaml",
+        notes={"dataset": dataset, "seeds": list(seeds), "torch_threads": torch.get_num_threads()},
+    )
     return result
 
 
@@ -61,8 +70,11 @@ def table(result: dict) -> str:
         base = [r["baseline"]["test"][task]["auc"] for r in runs]
         speed = np.mean([r["train_samples_per_s"] for r in runs])
         epochs = "/".join(str(r["best_epoch"]) for r in runs)
-        lines.append(f"| {result['dataset']} | {task} | " + " | ".join(cells) +
-                     f" | {np.mean(base):.4f} | {runs[0]['params']:,} | {speed:,.0f} | {epochs} |")
+        lines.append(
+            f"| {result['dataset']} | {task} | "
+            + " | ".join(cells)
+            + f" | {np.mean(base):.4f} | {runs[0]['params']:,} | {speed:,.0f} | {epochs} |"
+        )
     return "\n".join(lines)
 
 

@@ -34,8 +34,7 @@ from ranker.ranking.run import train_run
 HERE = Path(__file__).parent
 
 
-def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
-             seeds: list[int] | None = None) -> dict[str, Any]:
+def run_grid(grid_path: Path, out_root: Path, only: list[str] | None, seeds: list[int] | None = None) -> dict[str, Any]:
     grid = yaml.safe_load(grid_path.read_text())
     results_path = HERE / "results" / f"grid-{grid_path.stem}.json"
     results = load_results(results_path)
@@ -53,10 +52,8 @@ def run_grid(grid_path: Path, out_root: Path, only: list[str] | None,
             metrics = train_run(cfg, out_root / grid_path.stem / f"{slug}-{seed}")
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = variant.get("set", [])
-            results = save_result(results_path, key, metrics, name=variant["name"], seed=seed,
-                                  config=str(grid_path))
-            print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()),
-                  flush=True)
+            results = save_result(results_path, key, metrics, name=variant["name"], seed=seed, config=str(grid_path))
+            print(f"{key}: " + ", ".join(f"{t} auc {m['auc']:.4f}" for t, m in metrics["test"].items()), flush=True)
     return results
 
 
@@ -75,11 +72,11 @@ def table(grid_path: Path, results: dict[str, Any]) -> str:
         for task in tasks:
             for metric in wanted:
                 vals = [r["test"].get(task, {}).get(metric) for r in runs]
-                cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}"
-                             if all(v is not None for v in vals) else "–")
+                cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if all(v is not None for v in vals) else "–")
         speed = np.mean([r["train_samples_per_s"] for r in runs])
-        rows.append(f"| {variant['name']} | " + " | ".join(cells) +
-                    f" | {runs[0]['params']:,} | {speed:,.0f} | {len(runs)} |")
+        rows.append(
+            f"| {variant['name']} | " + " | ".join(cells) + f" | {runs[0]['params']:,} | {speed:,.0f} | {len(runs)} |"
+        )
     return "\n".join(rows)
 
 

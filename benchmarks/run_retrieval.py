@@ -47,8 +47,11 @@ def run(configs: list[Path], seeds: list[int], out: Path, overrides: list[str], 
             metrics["overrides"] = overrides
             save_result(res, key, metrics, name=cfg.name, seed=seed, config=str(path))
             t = metrics["test"]
-            print(f"{key}: best epoch {metrics['best_epoch']}, test HR@10 {t['HR@10']:.4f} "
-                  f"NDCG@10 {t['NDCG@10']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch", flush=True)
+            print(
+                f"{key}: best epoch {metrics['best_epoch']}, test HR@10 {t['HR@10']:.4f} "
+                f"NDCG@10 {t['NDCG@10']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch",
+                flush=True,
+            )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -68,8 +71,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     pop = next(iter(results.values()), {}).get("most_popular", {}).get("test")
     if pop:
-        lines.append("| most popular | – | " + " | ".join(f"{pop[c]:.4f}" for c in COLUMNS)
-                     + " | – | – | – |")
+        lines.append("| most popular | – | " + " | ".join(f"{pop[c]:.4f}" for c in COLUMNS) + " | – | – | – |")
     return "\n".join(lines)
 
 

@@ -36,13 +36,20 @@ def sweep(config: Path, layers: list[int], users: list[float]) -> list[tuple[str
     base = load_retrieval_config(config)
     depth = base.model.num_layers
     runs = [(f"{n} layers, 100% users", [f"model.num_layers={n}"]) for n in layers]
-    runs += [(f"{depth} layers, {share:.0%} users", [f"data.train_users={share}"])
-             for share in users if share < 1.0]
+    runs += [(f"{depth} layers, {share:.0%} users", [f"data.train_users={share}"]) for share in users if share < 1.0]
     return runs
 
 
-def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int], out: Path,
-            results_path: Path, extra: list[str], main_runs: Path = Path("runs/retrieval")) -> dict[str, Any]:
+def run_all(
+    config: Path,
+    layers: list[int],
+    users: list[float],
+    seeds: list[int],
+    out: Path,
+    results_path: Path,
+    extra: list[str],
+    main_runs: Path = Path("runs/retrieval"),
+) -> dict[str, Any]:
     results = load_results(results_path)
     for name, overrides in sweep(config, layers, users):
         for seed in seeds:
@@ -52,8 +59,9 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             cfg = load_retrieval_config(config, [*extra, *overrides, f"train.seed={seed}", "train.progress=false"])
             same = _main_run(cfg, main_runs)
             if same is not None:  # this very config was trained by run_retrieval.py: reuse it
-                results = save_result(results_path, key, {**same, "overrides": overrides,
-                                                          "reused": f"retrieval-{cfg.data.dataset}.json"})
+                results = save_result(
+                    results_path, key, {**same, "overrides": overrides, "reused": f"retrieval-{cfg.data.dataset}.json"}
+                )
                 continue
             slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
             start = time.perf_counter()
@@ -61,8 +69,9 @@ def run_all(config: Path, layers: list[int], users: list[float], seeds: list[int
             metrics["wall_s"] = time.perf_counter() - start
             metrics["overrides"] = overrides
             results = save_result(results_path, key, metrics)
-            print(f"{key}: test NDCG@10 {metrics['test']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
-                  flush=True)
+            print(
+                f"{key}: test NDCG@10 {metrics['test']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}", flush=True
+            )
     return results
 
 
@@ -72,8 +81,7 @@ def _main_run(cfg: RetrievalRunConfig, main_runs: Path) -> dict[str, Any] | None
     Exactly: the run directory's resolved ``config.yaml`` equals `cfg`'s, so a main-table
     run trained under an older version of the config file is never taken for this one.
     """
-    found = load_results(HERE / "results" / f"retrieval-{cfg.data.dataset}.json").get(
-        f"{cfg.name}|{cfg.train.seed}")
+    found = load_results(HERE / "results" / f"retrieval-{cfg.data.dataset}.json").get(f"{cfg.name}|{cfg.train.seed}")
     saved = main_runs / f"{cfg.name}-{cfg.train.seed}" / "config.yaml"
     if found is None or not saved.is_file() or saved.read_text() != dump_config(cfg):
         return None
@@ -87,11 +95,21 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         runs = [v for k, v in results.items() if k.split("|")[0] == name]
         ndcg = [r["test"]["NDCG@10"] for r in runs]
         hr = [r["test"]["HR@10"] for r in runs]
-        out.append({"name": name, "seeds": len(runs), "ndcg": float(np.mean(ndcg)), "ndcg_std": float(np.std(ndcg)),
-                    "hr": float(np.mean(hr)), "params": runs[0]["params"],
-                    "train_targets": runs[0].get("train_targets"), "layers": _layers(runs[0]),
-                    "share": _share(runs[0]), "s_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
-                    "best_epochs": [r["best_epoch"] for r in runs]})
+        out.append(
+            {
+                "name": name,
+                "seeds": len(runs),
+                "ndcg": float(np.mean(ndcg)),
+                "ndcg_std": float(np.std(ndcg)),
+                "hr": float(np.mean(hr)),
+                "params": runs[0]["params"],
+                "train_targets": runs[0].get("train_targets"),
+                "layers": _layers(runs[0]),
+                "share": _share(runs[0]),
+                "s_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
+                "best_epochs": [r["best_epoch"] for r in runs],
+            }
+        )
     return out
 
 
@@ -110,13 +128,17 @@ def _share(run: dict[str, Any]) -> float:
 
 
 def table(points: list[dict[str, Any]]) -> str:
-    lines = ["| run | seeds | test NDCG@10 | test HR@10 | params | training targets | s/epoch | best epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | seeds | test NDCG@10 | test HR@10 | params | training targets | s/epoch | best epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in points:
         targets = f"{p['train_targets']:,}" if p["train_targets"] else "–"
-        lines.append(f"| {p['name']} | {p['seeds']} | {p['ndcg']:.4f} ± {p['ndcg_std']:.4f} | {p['hr']:.4f} | "
-                     f"{p['params']:,} | {targets} | {p['s_per_epoch']:.1f} | "
-                     f"{', '.join(map(str, p['best_epochs']))} |")
+        lines.append(
+            f"| {p['name']} | {p['seeds']} | {p['ndcg']:.4f} ± {p['ndcg_std']:.4f} | {p['hr']:.4f} | "
+            f"{p['params']:,} | {targets} | {p['s_per_epoch']:.1f} | "
+            f"{', '.join(map(str, p['best_epochs']))} |"
+        )
     return "\n".join(lines)
 
 
@@ -129,17 +151,28 @@ def plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     depth = sorted((p for p in points if p["share"] == 1.0 and p["layers"]), key=lambda p: p["layers"])
     if depth:
-        left.errorbar([p["layers"] for p in depth], [p["ndcg"] for p in depth],
-                      yerr=[p["ndcg_std"] for p in depth], marker="o", capsize=3)
+        left.errorbar(
+            [p["layers"] for p in depth],
+            [p["ndcg"] for p in depth],
+            yerr=[p["ndcg_std"] for p in depth],
+            marker="o",
+            capsize=3,
+        )
         left.set_xscale("log", base=2)
         left.set_xticks([p["layers"] for p in depth], [str(p["layers"]) for p in depth])
         left.set_xlabel("HSTU layers (100 % of training users)")
     base = _base(points)
-    data = sorted((p for p in points if p["train_targets"] and p["name"].split(",")[0] == base),
-                  key=lambda p: p["train_targets"])
+    data = sorted(
+        (p for p in points if p["train_targets"] and p["name"].split(",")[0] == base), key=lambda p: p["train_targets"]
+    )
     if data:
-        right.errorbar([p["train_targets"] for p in data], [p["ndcg"] for p in data],
-                       yerr=[p["ndcg_std"] for p in data], marker="o", capsize=3)
+        right.errorbar(
+            [p["train_targets"] for p in data],
+            [p["ndcg"] for p in data],
+            yerr=[p["ndcg_std"] for p in data],
+            marker="o",
+            capsize=3,
+        )
         right.set_xscale("log")
         right.set_xlabel("training targets (share of users)")
     for ax in (left, right):
@@ -164,8 +197,12 @@ def main() -> None:
     ap.add_argument("--users", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2021])
     ap.add_argument("--out", type=Path, default=Path("runs/scaling"))
-    ap.add_argument("--main-runs", type=Path, default=Path("runs/retrieval"),
-                    help="run_retrieval.py's --out: identical runs there are reused")
+    ap.add_argument(
+        "--main-runs",
+        type=Path,
+        default=Path("runs/retrieval"),
+        help="run_retrieval.py's --out: identical runs there are reused",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="override for every run")
     ap.add_argument("--results", type=Path, help="default: benchmarks/results/scaling-<dataset>.json")
@@ -177,8 +214,9 @@ def main() -> None:
     if args.plot_only:
         results = load_results(results_path)
     else:
-        results = run_all(args.config, args.layers, args.users, args.seeds, args.out, results_path, args.extra,
-                          args.main_runs)
+        results = run_all(
+            args.config, args.layers, args.users, args.seeds, args.out, results_path, args.extra, args.main_runs
+        )
     if not results:
         raise SystemExit(f"no results in {results_path}")
     points = rows(results)

@@ -67,8 +67,12 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--results", type=Path, default=None,
-                    help="also write the rows to this results file (layout of results_store.py)")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the rows to this results file (layout of results_store.py)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"| run | params | candidates/s ({args.candidates} for one user, {args.threads} thread) |\n|---|---|---|")
@@ -76,8 +80,12 @@ def main() -> None:
     for run in args.runs:
         speed, params = candidates_per_s(run, args.candidates, args.repeats)
         print(f"| {run} | {params:,} | {speed:,.0f} |", flush=True)
-        rows[str(run)] = {"run_dir": str(run), "params": params, "candidates_per_s": speed,
-                          "candidates": args.candidates}
+        rows[str(run)] = {
+            "run_dir": str(run),
+            "params": params,
+            "candidates_per_s": speed,
+            "candidates": args.candidates,
+        }
     if args.results:
         from results_store import save_document  # type: ignore[import-not-found]
 

@@ -24,14 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from results_store import (  # noqa: E402  # type: ignore[import-not-found]
-    DEV_BOX,
-    SOURCE_TRANSCRIBED,
-    UNKNOWN,
-    make_record,
-    new_document,
-    write_document,
-)
+from results_store import DEV_BOX, SOURCE_TRANSCRIBED, UNKNOWN, make_record, new_document, write_document  # noqa: E402  # type: ignore[import-not-found]
 
 
 def cells(line: str) -> list[str]:
@@ -40,8 +33,13 @@ def cells(line: str) -> list[str]:
 
 def added_by(text: str, doc: Path) -> tuple[str, str]:
     """(commit, UTC date) of the first commit whose doc contained ``text``."""
-    out = subprocess.run(["git", "log", "--reverse", "--format=%H %aI", "-S", text, "--", doc.name],
-                         cwd=doc.parent, capture_output=True, text=True, check=True).stdout.split("\n")[0]
+    out = subprocess.run(
+        ["git", "log", "--reverse", "--format=%H %aI", "-S", text, "--", doc.name],
+        cwd=doc.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")[0]
     if not out:
         return UNKNOWN, UNKNOWN
     commit, date = out.split()
@@ -65,7 +63,7 @@ def main() -> None:
     lines = args.doc.read_text().split("\n")
     starts = [i for i, line in enumerate(lines) if args.header in line]
     if args.nth is not None:
-        starts = starts[args.nth:args.nth + 1]
+        starts = starts[args.nth : args.nth + 1]
     if len(starts) != 1:
         raise SystemExit(f"header found {len(starts)} times")
     head = starts[0]
@@ -86,11 +84,19 @@ def main() -> None:
     for i in body:
         row = cells(lines[i])
         commit, date = added_by(lines[i].strip(), args.doc)
-        prov = {"command": args.command, "commit": commit, "date": date, "machine": args.machine,
-                "recovered_from": "git log -S of the row in BENCHMARKS.md; command from its text"}
+        prov = {
+            "command": args.command,
+            "commit": commit,
+            "date": date,
+            "machine": args.machine,
+            "recovered_from": "git log -S of the row in BENCHMARKS.md; command from its text",
+        }
         key = row[0] if row[0] not in {r["key"] for r in out["records"]} else " | ".join(row[:3])
-        out["records"].append(make_record(key, {"cells": row}, prov=prov, name=row[0], seed=None,
-                                          protocol=args.protocol, config=args.config))
+        out["records"].append(
+            make_record(
+                key, {"cells": row}, prov=prov, name=row[0], seed=None, protocol=args.protocol, config=args.config
+            )
+        )
     write_document(HERE / "results" / f"{name}.json", out)
     indent = lines[body[0]][: len(lines[body[0]]) - len(lines[body[0]].lstrip())]
     if indent:

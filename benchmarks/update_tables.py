@@ -111,8 +111,16 @@ def most_popular() -> str:
     for dataset, label in MOST_POPULAR:
         run = next(iter(load_results(RESULTS / f"retrieval-{dataset}.json").values()))
         pop = run["most_popular"]["test"]
-        lines.append(row([label, f"{run['users']:,}", f"{run['items']:,}",
-                          *(f"{pop[c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR"))]))
+        lines.append(
+            row(
+                [
+                    label,
+                    f"{run['users']:,}",
+                    f"{run['items']:,}",
+                    *(f"{pop[c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")),
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -131,9 +139,13 @@ def ablations_r_ml100k() -> str:
     lines = []
     for label, name in ABLATIONS_R_ML100K:
         m = results[f"{name}|2021"]
-        cells = [label, *(f"{m['test'][c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")),
-                 f"{m['valid']['NDCG@10']:.4f}", f"{m['best_epoch']} / {m['stopped_epoch']}",
-                 f"{m['seconds_per_epoch']:.1f}"]
+        cells = [
+            label,
+            *(f"{m['test'][c]:.4f}" for c in ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "MRR")),
+            f"{m['valid']['NDCG@10']:.4f}",
+            f"{m['best_epoch']} / {m['stopped_epoch']}",
+            f"{m['seconds_per_epoch']:.1f}",
+        ]
         lines.append(row(cells))
     return "\n".join(lines)
 
@@ -141,8 +153,16 @@ def ablations_r_ml100k() -> str:
 def ann_r_ml100k() -> str:
     doc = records(RESULTS / "ann-r-ml100k.json")[0]["metrics"]
     exact = [r["exact_qps"] for r in doc["rows"]]
-    lines = [row(["exact (batched matrix product)", "–", "1.0000",
-                  f"{round(min(exact), -3):,.0f}–{round(max(exact), -3):,.0f}"])]
+    lines = [
+        row(
+            [
+                "exact (batched matrix product)",
+                "–",
+                "1.0000",
+                f"{round(min(exact), -3):,.0f}–{round(max(exact), -3):,.0f}",
+            ]
+        )
+    ]
     for r in doc["rows"]:
         if r["index"] == "hnsw":
             kind, setting = "HNSW", f"M {r['hnsw_m']}, efSearch {r['ef_search']}"
@@ -154,30 +174,41 @@ def ann_r_ml100k() -> str:
 
 
 def _generative_groups() -> dict[str, list[dict[str, Any]]]:
-    return {name: [r["metrics"] for r in recs]
-            for name, recs in by_name(RESULTS / "compare-generative-rk-ml100k.json").items()}
+    return {
+        name: [r["metrics"] for r in recs]
+        for name, recs in by_name(RESULTS / "compare-generative-rk-ml100k.json").items()
+    }
 
 
 def generative_compare() -> str:
     lines = []
     for name, runs in _generative_groups().items():
-        cells = [name, *(pm([r["test"][t][m] for r in runs]) for t in ("watch", "like") for m in ("auc", "gauc")),
-                 pm([r["test"]["watch"]["logloss"] for r in runs]), f"{runs[0]['params']:,}",
-                 f"{np.mean([r['train_time_s'] for r in runs]):,.0f}",
-                 "/".join(str(r["best_epoch"]) for r in runs), str(len(runs))]
+        cells = [
+            name,
+            *(pm([r["test"][t][m] for r in runs]) for t in ("watch", "like") for m in ("auc", "gauc")),
+            pm([r["test"]["watch"]["logloss"] for r in runs]),
+            f"{runs[0]['params']:,}",
+            f"{np.mean([r['train_time_s'] for r in runs]):,.0f}",
+            "/".join(str(r["best_epoch"]) for r in runs),
+            str(len(runs)),
+        ]
         lines.append(row(cells))
     return "\n".join(lines)
 
 
 def generative_by_user() -> str:
-    return "\n".join(row([name, *(pm([r["split"][k] for r in runs])
-                                  for k in ("watch/seen", "watch/new", "like/seen", "like/new"))])
-                     for name, runs in _generative_groups().items())
+    return "\n".join(
+        row([name, *(pm([r["split"][k] for r in runs]) for k in ("watch/seen", "watch/new", "like/seen", "like/new"))])
+        for name, runs in _generative_groups().items()
+    )
 
 
 GENERATIVE_MODES = (
-    ("kv_cache", "M-FALCON with the history KV cache (default): history encoded once, candidates "
-                 "attend to its cached keys/values and themselves"),
+    (
+        "kv_cache",
+        "M-FALCON with the history KV cache (default): history encoded once, candidates "
+        "attend to its cached keys/values and themselves",
+    ),
     ("kv_cache_256", "the same, micro-batches of 256 candidates"),
     ("one_pass", "candidates appended to the sequence, one pass (N + 1,000 tokens)"),
     ("microbatch_256", "appended, micro-batches of 256 (history re-encoded per batch)"),
@@ -188,8 +219,9 @@ GENERATIVE_MODES = (
 
 def generative_serving() -> str:
     gen = records(RESULTS / "generative-candidates.json")[0]["metrics"]["modes"]
-    lines = [row(["generative HSTU", label, f"{gen[mode]['candidates_per_s']:,.0f}"])
-             for mode, label in GENERATIVE_MODES]
+    lines = [
+        row(["generative HSTU", label, f"{gen[mode]['candidates_per_s']:,.0f}"]) for mode, label in GENERATIVE_MODES
+    ]
     # The feature rankers' figures (score_candidates.py) have no results file of their own.
     for r in records(RESULTS / "transcribed-generative-serving-feature-rankers.json"):
         lines.append(row(r["metrics"]["cells"]))
@@ -198,8 +230,9 @@ def generative_serving() -> str:
 
 def history_row_transact() -> str:
     grid = HERE / "grids" / "history-rk-ml100k.yaml"
-    results = {k: v for k, v in load_results(RESULTS / "grid-history-rk-ml100k.json").items()
-               if k.split("|")[0] == "TransAct"}
+    results = {
+        k: v for k, v in load_results(RESULTS / "grid-history-rk-ml100k.json").items() if k.split("|")[0] == "TransAct"
+    }
     line = grid_table(grid, results)
     return line.replace("| TransAct |", '| shared bottom (= history grid "TransAct") |', 1)
 
@@ -257,8 +290,9 @@ def mtl_rk_ml100k() -> str:
                 cell = pm(vals) if all(v is not None for v in vals) else "–"
                 cells.append(f"**{cell}**" if (name, len(cells)) in MTL_RK_BOLD else cell)
         speed = np.mean([r["train_samples_per_s"] for r in runs])
-        lines.append(row([name, *cells, f"{runs[0]['params']:,}", f"{speed:,.0f}",
-                          "/".join(str(r["best_epoch"]) for r in runs)]))
+        lines.append(
+            row([name, *cells, f"{runs[0]['params']:,}", f"{speed:,.0f}", "/".join(str(r["best_epoch"]) for r in runs)])
+        )
     return "\n".join(lines)
 
 
@@ -276,44 +310,96 @@ def transcribed(name: str) -> str | None:
 # other libraries' or papers' figures are quoted from the study page (they have no results file
 # here); peers that are our own runs are read from their results file.
 SUMMARY: list[dict[str, Any]] = [
-    {"protocol": "C-Frappe", "study": "interactions", "file": "grid-c-frappe-search",
-     "name": "DenseNet dim 128 EMA 0.99", "label": "DenseNet + EMA, embeddings 128 (`best-c-frappe.yaml`)",
-     "metric": ("test", "click", "auc"), "metric_label": "test AUC",
-     "peer": "FuxiCTR 2.3.9 DNN 0.9638 (best seed, BARS recipe, same split)"},
-    {"protocol": "RK-ML100K", "study": "history", "file": "grid-history-rk-ml100k",
-     "name": "TransAct", "label": "TransAct + MLP (`best-rk-ml100k.yaml`)",
-     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
-     "peer_ours": ("grid-history-rk-ml100k", "mean pool", "mean-pool MLP baseline (ours)")},
-    {"protocol": "MT-Census", "study": "multitask", "file": "grid-mtl-mt-census",
-     "name": "MMoE, embeddings 16, tree bins on both tasks, batch 256, EMA 0.999, DCN-V2 2 layers",
-     "label": "MMoE on DCN-V2, tree bins, EMA", "metric": ("test", "income", "auc"),
-     "metric_label": "income AUC",
-     "peer": "FuxiCTR 2.3.9 MMoE 0.9514 (seed 2021); LightGBM 0.9551 (ours, `gbdt-mt-census.json`)"},
-    {"protocol": "T-Adult", "study": "numerical-encodings", "file": "grid-numerical-t-adult",
-     "name": "PLE tree bins (T-LR) 32", "label": "PLE tree bins + linear + ReLU (T-LR), 32 bins",
-     "metric": ("test", "income", "accuracy"), "metric_label": "accuracy",
-     "peer": "PLE paper MLP-T-LR 0.868 (15 seeds, their split)"},
-    {"protocol": "R-ML100K", "study": "retrieval", "file": "retrieval-r-ml100k",
-     "name": "sasrec-r-ml100k", "label": "SASRec (`retrieval-sasrec-r-ml100k.yaml`)",
-     "metric": ("test", "HR@10"), "metric_label": "HR@10",
-     "peer": "RecBole SASRec 0.160 (same protocol and machine)"},
-    {"protocol": "R-ML1M", "study": "retrieval", "file": "retrieval-r-ml1m",
-     "name": "hstu-large-r-ml1m", "label": "HSTU-large (`retrieval-hstu-large-r-ml1m.yaml`)",
-     "metric": ("test", "HR@10"), "metric_label": "HR@10",
-     "peer": "HSTU paper HSTU-large 0.3294 (selected on test)"},
-    {"protocol": "R-Beauty", "study": "retrieval", "file": "retrieval-r-beauty",
-     "name": "sasrec-patience-30-r-beauty", "label": "SASRec, patience 30",
-     "metric": ("test", "HR@10"), "metric_label": "HR@10",
-     "peer": "published SASRec (BCE, 1 negative) 0.0605; BSARec 0.1008"},
-    {"protocol": "RK-ML100K generative", "study": "generative", "file": "compare-generative-rk-ml100k",
-     "name": "generative HSTU", "label": "generative HSTU (`generative-hstu-rk-ml100k.yaml`)",
-     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
-     "peer_ours": ("compare-generative-rk-ml100k", "TransAct + MLP", "TransAct + MLP (ours)")},
-    {"protocol": "RK-ML100K distillation", "study": "multitask", "file": "distill-alpha-rk-ml100k",
-     "name": "student mean+recent α=0.2 distilled",
-     "label": "student mean + recent-5, distilled α = 0.2 (`distill-student-recent-rk-ml100k.yaml`)",
-     "metric": ("test", "watch", "auc"), "metric_label": "watch AUC",
-     "peer_ours": ("distill-alpha-rk-ml100k", "teacher", "teacher TransAct + MMoE (ours; 5× slower to serve)")},
+    {
+        "protocol": "C-Frappe",
+        "study": "interactions",
+        "file": "grid-c-frappe-search",
+        "name": "DenseNet dim 128 EMA 0.99",
+        "label": "DenseNet + EMA, embeddings 128 (`best-c-frappe.yaml`)",
+        "metric": ("test", "click", "auc"),
+        "metric_label": "test AUC",
+        "peer": "FuxiCTR 2.3.9 DNN 0.9638 (best seed, BARS recipe, same split)",
+    },
+    {
+        "protocol": "RK-ML100K",
+        "study": "history",
+        "file": "grid-history-rk-ml100k",
+        "name": "TransAct",
+        "label": "TransAct + MLP (`best-rk-ml100k.yaml`)",
+        "metric": ("test", "watch", "auc"),
+        "metric_label": "watch AUC",
+        "peer_ours": ("grid-history-rk-ml100k", "mean pool", "mean-pool MLP baseline (ours)"),
+    },
+    {
+        "protocol": "MT-Census",
+        "study": "multitask",
+        "file": "grid-mtl-mt-census",
+        "name": "MMoE, embeddings 16, tree bins on both tasks, batch 256, EMA 0.999, DCN-V2 2 layers",
+        "label": "MMoE on DCN-V2, tree bins, EMA",
+        "metric": ("test", "income", "auc"),
+        "metric_label": "income AUC",
+        "peer": "FuxiCTR 2.3.9 MMoE 0.9514 (seed 2021); LightGBM 0.9551 (ours, `gbdt-mt-census.json`)",
+    },
+    {
+        "protocol": "T-Adult",
+        "study": "numerical-encodings",
+        "file": "grid-numerical-t-adult",
+        "name": "PLE tree bins (T-LR) 32",
+        "label": "PLE tree bins + linear + ReLU (T-LR), 32 bins",
+        "metric": ("test", "income", "accuracy"),
+        "metric_label": "accuracy",
+        "peer": "PLE paper MLP-T-LR 0.868 (15 seeds, their split)",
+    },
+    {
+        "protocol": "R-ML100K",
+        "study": "retrieval",
+        "file": "retrieval-r-ml100k",
+        "name": "sasrec-r-ml100k",
+        "label": "SASRec (`retrieval-sasrec-r-ml100k.yaml`)",
+        "metric": ("test", "HR@10"),
+        "metric_label": "HR@10",
+        "peer": "RecBole SASRec 0.160 (same protocol and machine)",
+    },
+    {
+        "protocol": "R-ML1M",
+        "study": "retrieval",
+        "file": "retrieval-r-ml1m",
+        "name": "hstu-large-r-ml1m",
+        "label": "HSTU-large (`retrieval-hstu-large-r-ml1m.yaml`)",
+        "metric": ("test", "HR@10"),
+        "metric_label": "HR@10",
+        "peer": "HSTU paper HSTU-large 0.3294 (selected on test)",
+    },
+    {
+        "protocol": "R-Beauty",
+        "study": "retrieval",
+        "file": "retrieval-r-beauty",
+        "name": "sasrec-patience-30-r-beauty",
+        "label": "SASRec, patience 30",
+        "metric": ("test", "HR@10"),
+        "metric_label": "HR@10",
+        "peer": "published SASRec (BCE, 1 negative) 0.0605; BSARec 0.1008",
+    },
+    {
+        "protocol": "RK-ML100K generative",
+        "study": "generative",
+        "file": "compare-generative-rk-ml100k",
+        "name": "generative HSTU",
+        "label": "generative HSTU (`generative-hstu-rk-ml100k.yaml`)",
+        "metric": ("test", "watch", "auc"),
+        "metric_label": "watch AUC",
+        "peer_ours": ("compare-generative-rk-ml100k", "TransAct + MLP", "TransAct + MLP (ours)"),
+    },
+    {
+        "protocol": "RK-ML100K distillation",
+        "study": "multitask",
+        "file": "distill-alpha-rk-ml100k",
+        "name": "student mean+recent α=0.2 distilled",
+        "label": "student mean + recent-5, distilled α = 0.2 (`distill-student-recent-rk-ml100k.yaml`)",
+        "metric": ("test", "watch", "auc"),
+        "metric_label": "watch AUC",
+        "peer_ours": ("distill-alpha-rk-ml100k", "teacher", "teacher TransAct + MMoE (ours; 5× slower to serve)"),
+    },
 ]
 
 
@@ -328,7 +414,10 @@ def summary_figure(file: str, name: str, path: tuple[str, ...]) -> tuple[str, li
     vals = [metric_of(r["metrics"], path) for r in recs]
     seeds = [r["seed"] for r in recs]
     text = f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if len(vals) > 1 else f"{vals[0]:.4f}"
-    return f"{text} ({len(vals)} seed{'s' if len(vals) > 1 else ''}{': ' + str(seeds[0]) if len(vals) == 1 else ''})", recs
+    return (
+        f"{text} ({len(vals)} seed{'s' if len(vals) > 1 else ''}{': ' + str(seeds[0]) if len(vals) == 1 else ''})",
+        recs,
+    )
 
 
 def summary(link_base: str = "experiments/") -> str:
@@ -347,17 +436,69 @@ def summary(link_base: str = "experiments/") -> str:
         # The environment prefix is the same everywhere (the method notes say so).
         command = re.sub(r"^(RANKER_\w+=\S+ )+", "", prov[0]["command"])
         command = command if len(command) <= 110 else command[:107] + "…"
-        lines.append(row([
-            s["protocol"], s["label"], f"{s['metric_label']} {figure}", peer,
-            f"`{command}`" if command != UNKNOWN else UNKNOWN,
-            (f"{dates[0]}" if len(dates) == 1 else f"{dates[0]} – {dates[-1]}") if dates else UNKNOWN,
-            ", ".join(commits) or UNKNOWN,
-            f"[{s['study']}]({link_base}{s['study']}.md)",
-        ]))
+        lines.append(
+            row(
+                [
+                    s["protocol"],
+                    s["label"],
+                    f"{s['metric_label']} {figure}",
+                    peer,
+                    f"`{command}`" if command != UNKNOWN else UNKNOWN,
+                    (f"{dates[0]}" if len(dates) == 1 else f"{dates[0]} – {dates[-1]}") if dates else UNKNOWN,
+                    ", ".join(commits) or UNKNOWN,
+                    f"[{s['study']}]({link_base}{s['study']}.md)",
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def equivalence() -> str:
+    """check_equivalence.py: each shipped config's short run at two commits, numbers compared."""
+    lines = []
+    for r in records(RESULTS / "equivalence-check.json"):
+        m = r["metrics"]
+        verdict = "equal" if m["equal"] else f"**differ** ({len(m['differences'])}): {m['differences'][0]}"
+        lines.append(
+            row(
+                [
+                    f"`{r['name']}`",
+                    f"{m['base']} → {m['head']}",
+                    f"{m['epochs']} × ≤ {m['steps']}",
+                    str(m["compared"]),
+                    verdict,
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def reproduce() -> str:
+    """check_reproduce.py: full seed-2021 reruns against the recorded seed-2021 figures."""
+    lines = []
+    for r in records(RESULTS / "reproduce-check.json"):
+        for c in r["metrics"]["compared"]:
+            lines.append(
+                row(
+                    [
+                        f"`{r['name']}`",
+                        c["metric"],
+                        f"{c['recorded']:.4f}",
+                        f"{c['got']:.4f}",
+                        f"{c['diff']:+.4f}",
+                        f"{c['tolerance']:.4f}",
+                        "ok" if c["ok"] else "**outside**",
+                        r["provenance"]["commit"][:7],
+                        r["provenance"]["date"][:10],
+                    ]
+                )
+            )
     return "\n".join(lines)
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
+    "equivalence": equivalence,
+    "reproduce": reproduce,
     "baseline": baseline,
     "most-popular": most_popular,
     "ablations-r-ml100k": ablations_r_ml100k,
@@ -427,8 +568,10 @@ def main() -> None:
         changed, missing = update(path, args.check)
         rel = path.resolve().relative_to(ROOT.resolve()) if path.resolve().is_relative_to(ROOT.resolve()) else path
         if changed or missing:
-            print(f"{rel}: {'differ' if args.check else 'changed'}: {', '.join(changed) or 'none'}"
-                  + (f"; no renderer or results file: {', '.join(missing)}" if missing else ""))
+            print(
+                f"{rel}: {'differ' if args.check else 'changed'}: {', '.join(changed) or 'none'}"
+                + (f"; no renderer or results file: {', '.join(missing)}" if missing else "")
+            )
         bad = bad or bool(changed) or bool(missing)
     if not bad:
         print("every generated table matches its results files")

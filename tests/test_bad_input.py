@@ -26,13 +26,15 @@ N = 60
 
 def table(n: int = N, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
-    return pa.table({
-        "user": rng.integers(0, 8, n),
-        "item": [f"i{k}" for k in rng.integers(0, 12, n)],
-        "price": rng.exponential(20.0, n),
-        "click": rng.integers(0, 2, n),
-        "ts": np.arange(n),
-    })
+    return pa.table(
+        {
+            "user": rng.integers(0, 8, n),
+            "item": [f"i{k}" for k in rng.integers(0, 12, n)],
+            "price": rng.exponential(20.0, n),
+            "click": rng.integers(0, 2, n),
+            "ts": np.arange(n),
+        }
+    )
 
 
 CONFIG: dict[str, Any] = {
@@ -49,10 +51,12 @@ CONFIG: dict[str, Any] = {
         "group_column": "user",
         "item_column": "item",
     },
-    "model": {"encoders": {"categorical": {"dim": 4}}, "history": {"kind": "none"},
-              "backbone": {"hidden": [8], "dropout": 0.0}},
-    "train": {"epochs": 2, "batch_size": 16, "eval_batch_size": 64, "progress": False,
-              "device": "cpu", "patience": 5},
+    "model": {
+        "encoders": {"categorical": {"dim": 4}},
+        "history": {"kind": "none"},
+        "backbone": {"hidden": [8], "dropout": 0.0},
+    },
+    "train": {"epochs": 2, "batch_size": 16, "eval_batch_size": 64, "progress": False, "device": "cpu", "patience": 5},
 }
 
 
@@ -97,15 +101,13 @@ def test_missing_column_in_valid_file_names_that_file(tmp_path: Path) -> None:
     write_csv(table(), tmp_path / "train.csv")
     write_csv(table(10, 1).drop_columns(["item"]), tmp_path / "valid.csv")
     write_csv(table(10, 2), tmp_path / "test.csv")
-    raw = config(path=None, split={"kind": "files", "train": "train.csv", "valid": "valid.csv",
-                                   "test": "test.csv"})
+    raw = config(path=None, split={"kind": "files", "train": "train.csv", "valid": "valid.csv", "test": "test.csv"})
     msg = data_error(raw, tmp_path)
     assert msg.startswith(f"{tmp_path / 'valid.csv'}:") and "'item' (feature 'item')" in msg
 
 
 def test_missing_label_column(tmp_path: Path) -> None:
-    write_csv(table().rename_columns(["user", "item", "price", "clicked", "ts"]),
-              tmp_path / "rows.csv")
+    write_csv(table().rename_columns(["user", "item", "price", "clicked", "ts"]), tmp_path / "rows.csv")
     msg = data_error(config(), tmp_path)
     assert "'click' (task 'click')" in msg and "'clicked'" in msg
 
@@ -148,8 +150,7 @@ def test_history_column_of_wrong_type(tmp_path: Path) -> None:
     t = table().append_column("past", pa.array(["i1 i2", "i3"] * (N // 2)))
     write_csv(t, tmp_path / "rows.csv")
     raw = config()
-    raw["data"]["features"].append({"kind": "history", "name": "hist", "item_column": "past",
-                                    "item_feature": "item"})
+    raw["data"]["features"].append({"kind": "history", "name": "hist", "item_column": "past", "item_feature": "item"})
     msg = data_error(raw, tmp_path)
     assert "rows.csv (train split)" in msg
     assert "'past'" in msg and "must be a list column" in msg and "string" in msg
@@ -159,8 +160,7 @@ def test_history_as_parquet_list_column_works(tmp_path: Path) -> None:
     t = table().append_column("past", pa.array([["i1", "i2"], []] * (N // 2)))
     pq.write_table(t, tmp_path / "rows.parquet")
     raw = config(path="rows.parquet")
-    raw["data"]["features"].append({"kind": "history", "name": "hist", "item_column": "past",
-                                    "item_feature": "item"})
+    raw["data"]["features"].append({"kind": "history", "name": "hist", "item_column": "past", "item_feature": "item"})
     prep = prepare_run_data(load_config(base=raw), tmp_path)
     items = encode(prep, "valid").tensors["hist/hist/items"]
     i2 = int(prep.pre.vocabs["item"].lookup(pa.array(["i2"]))[0])
@@ -241,8 +241,7 @@ def write_config(raw: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def test_cli_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     write_csv(table(), tmp_path / "rows.csv")
     cfg = write_config(config(), tmp_path / "run.yaml")
@@ -255,8 +254,7 @@ def test_cli_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     write_csv(table().drop_columns(["user"]), tmp_path / "rows.csv")
     cfg = write_config(config(), tmp_path / "run.yaml")
@@ -292,8 +290,7 @@ def test_unseen_categories_and_nan_inf_train_end_to_end(tmp_path: Path) -> None:
     price[[20, 30]] = np.nan  # also missing in train
     clicks[96:98] = [0, 1]  # both classes in valid
     clicks[108:110] = [0, 1]  # and in test
-    t = pa.table({"user": users, "item": items, "price": price, "click": clicks,
-                  "ts": np.arange(n)})
+    t = pa.table({"user": users, "item": items, "price": price, "click": clicks, "ts": np.arange(n)})
     write_csv(t, tmp_path / "rows.csv")
     assert "inf" in (tmp_path / "rows.csv").read_text()  # the values really reach the file
 

@@ -116,10 +116,7 @@ def test_dropout_is_active_in_training_only() -> None:
 
 @pytest.mark.parametrize(
     "net",
-    [
-        ResNet(5, width=6, num_blocks=2, hidden=8, norm="batch"),
-        DenseNet(5, num_blocks=2, growth=3, norm="batch"),
-    ],
+    [ResNet(5, width=6, num_blocks=2, hidden=8, norm="batch"), DenseNet(5, num_blocks=2, growth=3, norm="batch")],
     ids=["resnet", "densenet"],
 )
 def test_export_matches_eager(net: nn.Module) -> None:

@@ -53,8 +53,13 @@ def test_tolerance_is_the_seed_spread_or_the_single_seed_default() -> None:
 
 
 def test_list_prints_every_config() -> None:
-    out = subprocess.run([sys.executable, str(BENCH / "check_reproduce.py"), "--list"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "check_reproduce.py"), "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for config in cr.CHECKS:
         assert f"| {config} |" in out
     assert "ranker train benchmarks/configs/best-c-frappe.yaml --set train.seed=2021" in out

@@ -20,13 +20,31 @@ def test_demo_writes_a_complete_run_directory_and_evaluate_reproduces_it(
     cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = cache / "run"
-    rc = main(["demo", "--out", str(out), "--set", "train.epochs=2", "--set", "train.max_steps_per_epoch=15",
-               "--set", "train.progress=false"])
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.max_steps_per_epoch=15",
+            "--set",
+            "train.progress=false",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "view" in printed and "like" in printed and "popularity AUC" in printed
-    for name in ("config.yaml", "preprocessor.json", "model.safetensors", "log.jsonl", "metrics.json",
-                 "calibration_test.npz", "report.html"):
+    for name in (
+        "config.yaml",
+        "preprocessor.json",
+        "model.safetensors",
+        "log.jsonl",
+        "metrics.json",
+        "calibration_test.npz",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) == {"view", "like"}
@@ -39,10 +57,21 @@ def test_demo_writes_a_complete_run_directory_and_evaluate_reproduces_it(
         assert again[task]["gauc"] == pytest.approx(metrics["test"][task]["gauc"], abs=1e-9)
 
 
-def test_rerunning_a_finished_run_resumes_instead_of_retraining(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerunning_a_finished_run_resumes_instead_of_retraining(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = cache / "run"
-    args = ["demo", "--out", str(out), "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=5",
-            "--set", "train.progress=false"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.max_steps_per_epoch=5",
+        "--set",
+        "train.progress=false",
+    ]
     assert main(args) == 0
     assert main(args[:-2] + ["--set", "train.epochs=2", "--set", "train.progress=false"]) == 0
     assert "resuming" in capsys.readouterr().out
@@ -52,8 +81,17 @@ def test_rerunning_a_finished_run_resumes_instead_of_retraining(cache: Path, cap
 
 def test_resuming_with_a_different_model_is_refused(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = cache / "run"
-    base = ["demo", "--out", str(out), "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=5",
-            "--set", "train.progress=false"]
+    base = [
+        "demo",
+        "--out",
+        str(out),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.max_steps_per_epoch=5",
+        "--set",
+        "train.progress=false",
+    ]
     assert main(base) == 0
     assert main(base + ["--set", "model.backbone.hidden=[8]"]) == 2
     assert "different config" in capsys.readouterr().err
@@ -88,8 +126,12 @@ def test_init_from_fine_tunes_from_a_finished_run(cache: Path, capsys: pytest.Ca
     cfg_path.write_text(dump_config(load_config(first / "config.yaml")))
     # Zero training steps would keep the initial weights: evaluate equality through 1 tiny step at lr≈0.
     second = cache / "second"
-    assert main(["train", str(cfg_path), "--out", str(second), "--init-from", str(first),
-                 "--set", "train.lr=1e-12", *quick]) == 0
+    assert (
+        main(
+            ["train", str(cfg_path), "--out", str(second), "--init-from", str(first), "--set", "train.lr=1e-12", *quick]
+        )
+        == 0
+    )
     a = json.loads((first / "metrics.json").read_text())["test"]
     b = json.loads((second / "metrics.json").read_text())["test"]
     assert b["view"]["auc"] == pytest.approx(a["view"]["auc"], abs=1e-4)
@@ -104,9 +146,24 @@ def test_collisions_are_stored_and_printed_for_unified_embeddings(
     cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = cache / "ue"
-    assert main(["demo", "--out", str(out), "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=3",
-                 "--set", "train.progress=false", "--set",
-                 "model.encoders.categorical={kind: unified, dim: 16, probes: 2, memory: 0.05}"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.max_steps_per_epoch=3",
+                "--set",
+                "train.progress=false",
+                "--set",
+                "model.encoders.categorical={kind: unified, dim: 16, probes: 2, memory: 0.05}",
+            ]
+        )
+        == 0
+    )
     stored = json.loads((out / "collisions.json").read_text())
     capsys.readouterr()
     assert main(["collisions", str(out)]) == 0

@@ -54,16 +54,17 @@ def problem_line(message: str, path: str) -> str:
     [
         ("modle.x=1", "modle", ["data", "model", "name", "train"]),
         ("train.epocs=3", "train.epocs", ["epochs", "batch_size", "lr", "optimizer"]),
-        ("model.backbone.hiden=[64]", "model.backbone.hiden",
-         ["activation", "dropout", "hidden", "kind", "norm"]),
+        ("model.backbone.hiden=[64]", "model.backbone.hiden", ["activation", "dropout", "hidden", "kind", "norm"]),
         ("model.encoders.categorical.dimm=8", "model.encoders.categorical.dimm", ["dim", "kind"]),
         ("model.history.action_dimm=4", "model.history.action_dimm", ["action_dim", "kind"]),
         ("data.csv.delim=;", "data.csv.delim", ["column_names", "delimiter", "header"]),
         ("data.split.sed=3", "data.split.sed", ["fractions", "kind", "seed"]),
-        ("data.features.user_id.colum=uid", "data.features.0.colum",
-         ["column", "kind", "min_count", "name", "vocab_from"]),
-        ("data.features.genres.max_length=3", "data.features.2.max_length",
-         ["max_len", "separator"]),
+        (
+            "data.features.user_id.colum=uid",
+            "data.features.0.colum",
+            ["column", "kind", "min_count", "name", "vocab_from"],
+        ),
+        ("data.features.genres.max_length=3", "data.features.2.max_length", ["max_len", "separator"]),
         ("data.tasks.click.wieght=2", "data.tasks.0.wieght", ["mask_column", "weight"]),
     ],
 )
@@ -124,8 +125,7 @@ def test_unknown_literal_lists_allowed_values() -> None:
 
 
 def test_unknown_literal_inside_a_feature() -> None:
-    line = problem_line(config_error(overrides=["data.features.price.transform=cube"]),
-                        "data.features.1.transform")
+    line = problem_line(config_error(overrides=["data.features.price.transform=cube"]), "data.features.1.transform")
     assert "'cube'" in line and "'standard'" in line and "'log1p'" in line
 
 
@@ -158,8 +158,10 @@ def test_renamed_numerical_kind_ple_says_piecewise_linear(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(path)
     line = problem_line(str(info.value), "model.encoders.numerical")
-    assert line == ("model.encoders.numerical: kind 'ple' was renamed to 'piecewise_linear' "
-                    "(`ple` now only names the multi-task heads, model.heads.kind)")
+    assert line == (
+        "model.encoders.numerical: kind 'ple' was renamed to 'piecewise_linear' "
+        "(`ple` now only names the multi-task heads, model.heads.kind)"
+    )
     assert len(str(info.value).splitlines()) == 2  # the header and this one problem
     cfg = load_config(path, ["model.encoders.numerical.kind=piecewise_linear"])
     assert cfg.model.encoders.numerical.kind == "piecewise_linear"
@@ -195,8 +197,7 @@ def test_duplicate_feature_names() -> None:
 
 
 def test_random_split_fractions_must_sum_to_one() -> None:
-    line = problem_line(config_error(overrides=["data.split.fractions=[0.5,0.2,0.2]"]),
-                        "data.split.fractions")
+    line = problem_line(config_error(overrides=["data.split.fractions=[0.5,0.2,0.2]"]), "data.split.fractions")
     assert "sum to 1" in line and "0.5" in line
     # and a valid one is accepted
     cfg = load_config(base=base(), overrides=["data.split.fractions=[0.6,0.2,0.2]"])
@@ -249,9 +250,10 @@ def test_override_bool(text: str, value: bool) -> None:
 
 
 def test_override_addresses_feature_by_name_and_index() -> None:
-    cfg = load_config(base=base(), overrides=["data.features.price.transform=log1p",
-                                              "data.features.0.min_count=3",
-                                              "data.tasks.click.weight=0.5"])
+    cfg = load_config(
+        base=base(),
+        overrides=["data.features.price.transform=log1p", "data.features.0.min_count=3", "data.tasks.click.weight=0.5"],
+    )
     price = next(f for f in cfg.data.features if f.name == "price")
     assert price.transform == "log1p"
     assert cfg.data.features[0].min_count == 3
@@ -270,8 +272,7 @@ def test_override_later_wins() -> None:
 
 
 def test_override_replaces_a_list_item_by_index() -> None:
-    cfg = load_config(base=base(), overrides=["model.backbone.hidden=[1,2,3]",
-                                              "model.backbone.hidden.1=7"])
+    cfg = load_config(base=base(), overrides=["model.backbone.hidden=[1,2,3]", "model.backbone.hidden.1=7"])
     assert cfg.model.backbone.hidden == [1, 7, 3]
 
 
@@ -306,8 +307,7 @@ def test_apply_override_in_place() -> None:
 
 def test_omitted_kind_of_model_parts_takes_the_default() -> None:
     raw = base()
-    raw["model"] = {"backbone": {"hidden": [32]}, "history": {"action_dim": 4},
-                    "encoders": {"categorical": {"dim": 5}}}
+    raw["model"] = {"backbone": {"hidden": [32]}, "history": {"action_dim": 4}, "encoders": {"categorical": {"dim": 5}}}
     cfg = load_config(base=raw)
     assert isinstance(cfg.model.backbone, MLPBackbone)
     assert cfg.model.backbone.kind == "mlp" and cfg.model.backbone.hidden == [32]
@@ -325,8 +325,15 @@ def test_history_kind_none() -> None:
 def test_dump_load_round_trip(tmp_path: Path) -> None:
     raw = base()
     raw["data"]["features"].append(
-        {"kind": "history", "name": "hist", "item_column": "h_items", "item_feature": "user_id",
-         "time_column": "h_secs", "max_len": 7})
+        {
+            "kind": "history",
+            "name": "hist",
+            "item_column": "h_items",
+            "item_feature": "user_id",
+            "time_column": "h_secs",
+            "max_len": 7,
+        }
+    )
     raw["data"]["features"].append({"kind": "dense", "name": "emb", "dim": 3})
     raw["data"]["split"] = {"kind": "time", "column": "ts", "fractions": [0.7, 0.2, 0.1]}
     cfg = load_config(base=raw, overrides=["model.backbone.hidden=[16]", "train.progress=false"])

@@ -17,11 +17,7 @@ from ranker.nn.crossnet import CrossNetV2
 from ranker.nn.interaction import CrossStructure
 from ranker.nn.mlp import MLP
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "low_rank": {"rank": 2},
-    "mixture": {"rank": 2, "num_experts": 3},
-}
+VARIANTS: dict[str, dict[str, Any]] = {"full": {}, "low_rank": {"rank": 2}, "mixture": {"rank": 2, "num_experts": 3}}
 
 
 def _layers(net: CrossNetV2) -> list[Any]:
@@ -38,9 +34,7 @@ def _randomize_biases(net: CrossNetV2, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
-def _ray_differences(
-    net: nn.Module, dim: int, num_layers: int, seed: int
-) -> tuple[float, float, float]:
+def _ray_differences(net: nn.Module, dim: int, num_layers: int, seed: int) -> tuple[float, float, float]:
     """f(t) = 1ᵀ net(t·x) at L + 3 equally spaced t (float64); returns the largest |value|,
     the smallest |(L+1)-th difference| and the |(L+2)-th difference|."""
     x = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -54,9 +48,7 @@ def _ray_differences(
 
 @pytest.mark.parametrize("variant", ["full", "low_rank", "mixture"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
-def test_output_is_polynomial_of_degree_exactly_layers_plus_one(
-    variant: str, num_layers: int
-) -> None:
+def test_output_is_polynomial_of_degree_exactly_layers_plus_one(variant: str, num_layers: int) -> None:
     torch.manual_seed(num_layers)
     dim = 5
     net = CrossNetV2(dim, num_layers, **VARIANTS[variant], expert_activation=None).double()
@@ -227,10 +219,7 @@ def test_export_matches_eager(variant: str) -> None:
         ({"dim": 4, "num_layers": 1, "rank": 0}, "rank="),
         ({"dim": 4, "num_layers": 1, "num_experts": 0}, "num_experts="),
         ({"dim": 4, "num_layers": 1, "num_experts": 2}, "rank=None"),
-        (
-            {"dim": 4, "num_layers": 1, "rank": 2, "num_experts": 2, "expert_activation": "x"},
-            "expert_activation='x'",
-        ),
+        ({"dim": 4, "num_layers": 1, "rank": 2, "num_experts": 2, "expert_activation": "x"}, "expert_activation='x'"),
     ],
 )
 def test_bad_hyperparameters_are_named(kwargs: dict[str, int | str], name: str) -> None:
@@ -301,9 +290,7 @@ def test_bad_structures_are_named(kwargs: dict[str, object], name: str) -> None:
 
 def test_structure_exports() -> None:
     torch.manual_seed(0)
-    block = CrossStructure(
-        CrossNetV2(6, 2, rank=2, num_experts=2), structure="parallel", deep=MLP(6, [5])
-    ).eval()
+    block = CrossStructure(CrossNetV2(6, 2, rank=2, num_experts=2), structure="parallel", deep=MLP(6, [5])).eval()
     fields = _fields()
     program = torch.export.export(block, (fields,))
     torch.testing.assert_close(program.module()(fields), block(fields))

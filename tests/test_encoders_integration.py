@@ -20,35 +20,49 @@ from ranker.models.registry import categorical_ids
 
 
 def _data_cfg(**num: object) -> DataConfig:
-    return DataConfig.model_validate({
-        "path": "x.csv", "split": {"kind": "random"},
-        "features": [
-            {"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-            {"kind": "multi_categorical", "name": "tags"},
-            {"kind": "numerical", "name": "price", **num},
-            {"kind": "numerical", "name": "age", "transform": "bins", "n_bins": 4},
-            {"kind": "history", "name": "h", "item_column": "hist", "item_feature": "item", "max_len": 3},
-        ],
-        "tasks": [{"name": "y"}],
-    })
+    return DataConfig.model_validate(
+        {
+            "path": "x.csv",
+            "split": {"kind": "random"},
+            "features": [
+                {"kind": "categorical", "name": "user"},
+                {"kind": "categorical", "name": "item"},
+                {"kind": "multi_categorical", "name": "tags"},
+                {"kind": "numerical", "name": "price", **num},
+                {"kind": "numerical", "name": "age", "transform": "bins", "n_bins": 4},
+                {"kind": "history", "name": "h", "item_column": "hist", "item_feature": "item", "max_len": 3},
+            ],
+            "tasks": [{"name": "y"}],
+        }
+    )
 
 
 def _table(n: int = 80, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     price = rng.lognormal(size=n)
     price[:3] = [np.nan, np.inf, -np.inf]
-    return pa.table({
-        "user": [f"u{i}" for i in rng.integers(0, 9, n)], "item": rng.integers(0, 20, n),
-        "tags": ["a|b", "c", "", "b"] * (n // 4), "price": price, "age": rng.integers(18, 70, n).astype(float),
-        "hist": [list(rng.integers(0, 20, rng.integers(0, 4))) for _ in range(n)], "y": rng.integers(0, 2, n),
-    })
+    return pa.table(
+        {
+            "user": [f"u{i}" for i in rng.integers(0, 9, n)],
+            "item": rng.integers(0, 20, n),
+            "tags": ["a|b", "c", "", "b"] * (n // 4),
+            "price": price,
+            "age": rng.integers(18, 70, n).astype(float),
+            "hist": [list(rng.integers(0, 20, rng.integers(0, 4))) for _ in range(n)],
+            "y": rng.integers(0, 2, n),
+        }
+    )
 
 
 def test_hash_mode_emits_stable_raw_ids_and_unseen_values_keep_their_identity() -> None:
     data = _data_cfg()
     pre = Preprocessor.for_data(data, ids="hash").fit(_table())
-    new = pa.table({**{c: _table(4, 1).column(c) for c in _table(4, 1).column_names},
-                    "user": ["never-seen", None, "u1", "never-seen"]})
+    new = pa.table(
+        {
+            **{c: _table(4, 1).column(c) for c in _table(4, 1).column_names},
+            "user": ["never-seen", None, "u1", "never-seen"],
+        }
+    )
     enc = pre.transform(new)
     users = enc.cat["user"]
     assert users[0] == users[3] == stable_string_hash(["never-seen"])[0]
@@ -62,11 +76,23 @@ def test_tree_all_bins_follow_every_unmasked_task() -> None:
     a masked task (defined on some rows only) is not used."""
     n = 400
     age = np.linspace(18, 80, n)
-    table = pa.table({"age": age, "income": (age >= 60).astype(int), "young": (age < 25).astype(int),
-                      "liked": (age < 40).astype(int)})
+    table = pa.table(
+        {
+            "age": age,
+            "income": (age >= 60).astype(int),
+            "young": (age < 25).astype(int),
+            "liked": (age < 40).astype(int),
+        }
+    )
     tasks = [{"name": "income"}, {"name": "young"}, {"name": "liked", "mask_column": "young"}]
-    data = DataConfig.model_validate({"path": "x.csv", "split": {"kind": "random"}, "tasks": tasks,
-                                      "features": [{"kind": "numerical", "name": "age"}]})
+    data = DataConfig.model_validate(
+        {
+            "path": "x.csv",
+            "split": {"kind": "random"},
+            "tasks": tasks,
+            "features": [{"kind": "numerical", "name": "age"}],
+        }
+    )
 
     def edges(method: str) -> np.ndarray:
         pre = Preprocessor.for_data(data, ple_bins=3, ple_method=method).fit(table)
@@ -99,25 +125,35 @@ def test_numeric_transforms_hand_values_and_infinities() -> None:
     assert state == bins
 
 
-@pytest.mark.parametrize("categorical", [
-    {"kind": "embedding", "dim": 8},
-    {"kind": "hashing", "dim": 8, "memory": 0.25},
-    {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25},
-    {"kind": "unified", "dim": 8, "probes": 1, "per_feature_probes": {"item": 4}},
-])
-@pytest.mark.parametrize("numerical", [
-    {"kind": "scalar"}, {"kind": "piecewise_linear", "n_bins": 8},
-    {"kind": "piecewise_linear", "n_bins": 8, "embed": True, "dim": 4},
-    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree"},
-    {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree_all"},
-    {"kind": "periodic", "dim": 4}, {"kind": "linear", "dim": 4},
-])
+@pytest.mark.parametrize(
+    "categorical",
+    [
+        {"kind": "embedding", "dim": 8},
+        {"kind": "hashing", "dim": 8, "memory": 0.25},
+        {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25},
+        {"kind": "unified", "dim": 8, "probes": 1, "per_feature_probes": {"item": 4}},
+    ],
+)
+@pytest.mark.parametrize(
+    "numerical",
+    [
+        {"kind": "scalar"},
+        {"kind": "piecewise_linear", "n_bins": 8},
+        {"kind": "piecewise_linear", "n_bins": 8, "embed": True, "dim": 4},
+        {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree"},
+        {"kind": "piecewise_linear", "n_bins": 4, "bins": "tree_all"},
+        {"kind": "periodic", "dim": 4},
+        {"kind": "linear", "dim": 4},
+    ],
+)
 def test_every_encoder_combination_trains(categorical: dict, numerical: dict) -> None:
-    model_cfg = ModelConfig.model_validate({"encoders": {"categorical": categorical, "numerical": numerical},
-                                            "backbone": {"hidden": [8]}})
+    model_cfg = ModelConfig.model_validate(
+        {"encoders": {"categorical": categorical, "numerical": numerical}, "backbone": {"hidden": [8]}}
+    )
     n_bins, method = ple_settings(model_cfg)
-    pre = Preprocessor.for_data(_data_cfg(), ids=categorical_ids(model_cfg), ple_bins=n_bins,
-                                ple_method=method).fit(_table())
+    pre = Preprocessor.for_data(_data_cfg(), ids=categorical_ids(model_cfg), ple_bins=n_bins, ple_method=method).fit(
+        _table()
+    )
     data = TensorData.from_encoded(pre.transform(_table(40, 2)))
     model = build_model(model_cfg, pre.layout())
     batch = next(data.batches(40))
@@ -135,8 +171,12 @@ def test_memory_fraction_sets_the_table_sizes() -> None:
     layout = pre.layout()
     plain = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}}), layout)
     plain_rows = sum(t.weight.shape[0] for t in plain.embeddings.tables.values())
-    ue = build_model(ModelConfig.model_validate(
-        {"encoders": {"categorical": {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25}}}), layout)
+    ue = build_model(
+        ModelConfig.model_validate(
+            {"encoders": {"categorical": {"kind": "unified", "dim": 8, "probes": 2, "memory": 0.25}}}
+        ),
+        layout,
+    )
     ue_params = ue.embeddings.table.weight.numel()
     assert ue_params == math.ceil(0.25 * plain_rows * 2) * 4  # rows of width dim/k = 4
     assert abs(ue_params - 0.25 * plain_rows * 8) <= 4
@@ -156,8 +196,19 @@ def test_numerical_transform_default_applies_to_every_numerical_feature(tmp_path
 
 
 def test_fused_unified_lookup_equals_feature_by_feature_lookup() -> None:
-    model_cfg = ModelConfig.model_validate({"encoders": {"categorical": {
-        "kind": "unified", "dim": 8, "probes": 2, "per_feature_probes": {"item": 4}, "memory": 0.5}}})
+    model_cfg = ModelConfig.model_validate(
+        {
+            "encoders": {
+                "categorical": {
+                    "kind": "unified",
+                    "dim": 8,
+                    "probes": 2,
+                    "per_feature_probes": {"item": 4},
+                    "memory": 0.5,
+                }
+            }
+        }
+    )
     pre = Preprocessor.for_data(_data_cfg(), ids="hash").fit(_table())
     data = TensorData.from_encoded(pre.transform(_table(32, 3)))
     model = build_model(model_cfg, pre.layout())

@@ -39,7 +39,7 @@ class Regression:
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
         order = torch.randperm(256, generator=generator)
         for i in range(0, 256, 16):
-            yield {"x": self.x[order[i:i + 16]], "y": self.y[order[i:i + 16]]}
+            yield {"x": self.x[order[i : i + 16]], "y": self.y[order[i : i + 16]]}
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
         pred = self.model(batch["x"]).squeeze(-1)
@@ -123,8 +123,9 @@ def test_generative_family_resumes_through_the_engine(tmp_path: Path) -> None:
         if seed:
             for p in model.parameters():
                 p.data.normal_()
-        cfg = GenerativeTrainConfig(epochs=epochs, batch_cells=10**7, lr=3e-3, progress=False,
-                                    patience=5, ema_decay=0.9, device="cpu")
+        cfg = GenerativeTrainConfig(
+            epochs=epochs, batch_cells=10**7, lr=3e-3, progress=False, patience=5, ema_decay=0.9, device="cpu"
+        )
         trainer = GenerativeTrainer(model, log, cfg, tmp_path / out)
         trainer.fit(train, valid)
         return trainer
@@ -150,7 +151,9 @@ def test_cuda_trains_with_bf16_autocast(tmp_path: Path) -> None:
     seen: list[torch.dtype] = []
 
     class Spy(Regression):
-        def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
+        def loss(
+            self, batch: dict[str, torch.Tensor], generator: torch.Generator
+        ) -> tuple[torch.Tensor, dict[str, int]]:
             seen.append(self.model(batch["x"]).dtype)
             return super().loss(batch, generator)
 
@@ -161,8 +164,14 @@ def test_cuda_trains_with_bf16_autocast(tmp_path: Path) -> None:
 
 
 def test_summary_and_scalars_and_strict_json(tmp_path: Path) -> None:
-    record = {"epoch": 2, "train_loss": 0.5, "samples_per_s": 1000.0, "epoch_time_s": 1.0,
-              "valid": {"y": {"auc": 0.75, "gauc": 0.7}}, "valid_score": 0.75}
+    record = {
+        "epoch": 2,
+        "train_loss": 0.5,
+        "samples_per_s": 1000.0,
+        "epoch_time_s": 1.0,
+        "valid": {"y": {"auc": 0.75, "gauc": 0.7}},
+        "valid_score": 0.75,
+    }
     line = epoch_summary(record, best_epoch=2)
     assert line.startswith("epoch 2: loss 0.5000") and "y auc 0.7500 gauc 0.7000" in line
     assert line.endswith(" *")
@@ -193,10 +202,19 @@ def test_each_family_trains_on_cuda(tmp_path: Path, family: str) -> None:
         args = ["demo", "--set", "train.max_steps_per_epoch=5", *cuda]
     elif family == "retrieval":
         _events_csv(tmp_path / "events.csv")
-        cfg = {"kind": "retrieval", "data": {"path": "events.csv", "user_column": "user",
-                                             "item_column": "item", "time_column": "ts", "max_len": 10,
-                                             "split": {"kind": "leave_one_out"}},
-               "model": MODEL, "loss": {"kind": "full_softmax"}}
+        cfg = {
+            "kind": "retrieval",
+            "data": {
+                "path": "events.csv",
+                "user_column": "user",
+                "item_column": "item",
+                "time_column": "ts",
+                "max_len": 10,
+                "split": {"kind": "leave_one_out"},
+            },
+            "model": MODEL,
+            "loss": {"kind": "full_softmax"},
+        }
         (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
         args = ["train", str(tmp_path / "r.yaml"), *cuda]
     else:

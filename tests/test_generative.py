@@ -23,8 +23,7 @@ from ranker.nn.interleave import ACTION, ITEM, STATIC
 from ranker.train.checkpoint import load_weights, save_weights
 
 K, ITEMS, CELLS = 5, 30, 10**7
-TASKS = (TaskConfig(name="watch", column="watch"),
-         TaskConfig(name="like", column="like", mask_column="watch"))
+TASKS = (TaskConfig(name="watch", column="watch"), TaskConfig(name="like", column="like", mask_column="watch"))
 
 
 def make_log(n: int = 120, users: int = 4, seed: int = 0) -> EventLog:
@@ -42,16 +41,15 @@ def make_log(n: int = 120, users: int = 4, seed: int = 0) -> EventLog:
     mask[:, 1:, 1] = 0
     cols = {"user_id": np.arange(users + 1).astype(str), "g": np.array(["x", "y"] * users)[: users + 1]}
     static, num_static = static_ids(cols, np.arange(users + 1) > 0)
-    return EventLog(user, item, action, time, split, cand, labels, mask, static, TASKS,
-                    ITEMS, 5, num_static)
+    return EventLog(user, item, action, time, split, cand, labels, mask, static, TASKS, ITEMS, 5, num_static)
 
 
 def make_model(log: EventLog, max_events: int = 64, attention: str = "reference") -> GenerativeRanker:
     torch.manual_seed(0)
-    cfg = GenerativeModel(dim=16, linear_dim=8, attention_dim=8, num_heads=2, dropout=0.0,
-                          attention=attention)  # type: ignore[arg-type]
-    model = GenerativeRanker(cfg, TokenVocab(log.num_items, 5, log.num_static), num_tasks=2,
-                             max_tokens=log.static.shape[1] + 2 * max_events)
+    cfg = GenerativeModel(dim=16, linear_dim=8, attention_dim=8, num_heads=2, dropout=0.0, attention=attention)  # type: ignore[arg-type]
+    model = GenerativeRanker(
+        cfg, TokenVocab(log.num_items, 5, log.num_static), num_tasks=2, max_tokens=log.static.shape[1] + 2 * max_events
+    )
     for p in model.parameters():  # break the symmetry of the small init, make scores vary
         p.data.add_(torch.randn_like(p) * 0.1)
     return model.eval()
@@ -88,7 +86,7 @@ def test_batched_candidates_equal_one_by_one() -> None:
     h = history(log, user_events(log, 2)[:12])
     items = torch.arange(1, ITEMS + 1)
     batched = model.score_candidates(h, items, time=10**6)
-    one_by_one = torch.cat([model.score_candidates(h, items[i:i + 1], time=10**6) for i in range(ITEMS)])
+    one_by_one = torch.cat([model.score_candidates(h, items[i : i + 1], time=10**6) for i in range(ITEMS)])
     micro = model.score_candidates(h, items, time=10**6, chunk=7)
     torch.testing.assert_close(batched, one_by_one)
     torch.testing.assert_close(batched, micro)
@@ -108,8 +106,9 @@ def test_kv_cached_scoring_equals_appended_pass(bias: dict[str, bool]) -> None:
         torch.testing.assert_close(model.score_candidates(h, items, time=10**6, chunk=chunk), appended)
     # A request time inside the history: the cached mask row hides the later events too.
     t = int(h.time[0, -1])
-    torch.testing.assert_close(model.score_candidates(h, items, time=t),
-                               model.score_candidates(h, items, time=t, cached=False))
+    torch.testing.assert_close(
+        model.score_candidates(h, items, time=t), model.score_candidates(h, items, time=t, cached=False)
+    )
 
 
 def test_score_does_not_depend_on_later_or_same_second_events() -> None:
@@ -142,10 +141,9 @@ def test_window_rows_equal_one_user_scoring_and_no_leakage() -> None:
     for e in events[:6]:
         past = user_events(log, int(log.user[e]))
         past = past[past < e]
-        raw = model.score_candidates(history(log, past), torch.from_numpy(log.candidates[e]),
-                                     time=int(log.time[e]))
+        raw = model.score_candidates(history(log, past), torch.from_numpy(log.candidates[e]), time=int(log.time[e]))
         row = (e - events[0]) * K
-        np.testing.assert_allclose(probs[row:row + K], torch.sigmoid(raw).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(probs[row : row + K], torch.sigmoid(raw).numpy(), rtol=1e-4, atol=1e-5)
     # Leakage: flip every action at or after the first valid event's second; rows at that
     # second keep their scores (their own labels and same-second events are invisible).
     t0 = log.time[events[0]]

@@ -50,28 +50,52 @@ def test_rk_ml100k_as_an_event_file_is_the_built_in_event_log(tmp_path: Path) ->
 
     sources = {s.name: locate(s) for s in get_recipe("rk-ml100k").active_sources()}
     r = read_ml100k_ratings(sources["u.data"])
-    pq.write_table(pa.table({"user_id": r["user"], "item_id": r["item"], "timestamp": r["timestamp"],
-                             "rating": r["rating"], "watch": np.ones(len(r["user"]), np.int8),
-                             "like": (r["rating"] >= 4).astype(np.int8)}), tmp_path / "events.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": r["user"],
+                "item_id": r["item"],
+                "timestamp": r["timestamp"],
+                "rating": r["rating"],
+                "watch": np.ones(len(r["user"]), np.int8),
+                "like": (r["rating"] >= 4).astype(np.int8),
+            }
+        ),
+        tmp_path / "events.parquet",
+    )
     u = read_ml100k_users(sources["u.user"])
-    pq.write_table(pa.table({
-        "user_id": u["user_id"], "gender": u["gender"], "occupation": u["occupation"],
-        "zip1": pc.utf8_slice_codeunits(u["zip_code"], 0, 1),
-        "age": pa.array([str(a // 10) for a in u["age"].to_pylist()])}), tmp_path / "users.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": u["user_id"],
+                "gender": u["gender"],
+                "occupation": u["occupation"],
+                "zip1": pc.utf8_slice_codeunits(u["zip_code"], 0, 1),
+                "age": pa.array([str(a // 10) for a in u["age"].to_pylist()]),
+            }
+        ),
+        tmp_path / "users.parquet",
+    )
     data = GenerativeData(
-        path=str(tmp_path / "events.parquet"), user_column="user_id", item_column="item_id",
-        time_column="timestamp", action_column="rating",
-        tasks=[{"name": "watch", "column": "watch"},
-               {"name": "like", "column": "like", "mask_column": "watch"}],  # type: ignore[list-item]
+        path=str(tmp_path / "events.parquet"),
+        user_column="user_id",
+        item_column="item_id",
+        time_column="timestamp",
+        action_column="rating",
+        tasks=[{"name": "watch", "column": "watch"}, {"name": "like", "column": "like", "mask_column": "watch"}],  # type: ignore[list-item]
         negatives={"per_event": 4, "seed": 2021, "power": 0.75},  # type: ignore[arg-type]
         static_features=list(STATIC_FEATURES),
         user_table={"path": str(tmp_path / "users.parquet")},  # type: ignore[arg-type]
-        split={"kind": "time", "fractions": [0.8, 0.1, 0.1]})  # type: ignore[arg-type]
+        split={"kind": "time", "fractions": [0.8, 0.1, 0.1]},
+    )  # type: ignore[arg-type]
     own = load_event_file(data)
     for name in ARRAYS:
         assert np.array_equal(getattr(own, name), getattr(built_in, name)), name
     assert (own.num_items, own.num_actions, own.num_static) == (
-        built_in.num_items, built_in.num_actions, built_in.num_static)
+        built_in.num_items,
+        built_in.num_actions,
+        built_in.num_static,
+    )
     assert own.tasks == built_in.tasks
 
 
@@ -84,22 +108,37 @@ def _events(path: Path, users: int = 10, per_user: int = 30, seed: int = 0) -> P
             click = int(rng.random() < 0.4)
             like = int(click and rng.random() < 0.5)
             action = ["skip", "click", "like"][click + like]
-            rows.append({"user": f"u{u:02d}", "item": f"sku-{int(rng.integers(0, 25)):03d}",
-                         "ts": int(t), "event": action, "clicked": click, "liked": like,
-                         "country": "fr" if u % 2 else "de"})
+            rows.append(
+                {
+                    "user": f"u{u:02d}",
+                    "item": f"sku-{int(rng.integers(0, 25)):03d}",
+                    "ts": int(t),
+                    "event": action,
+                    "clicked": click,
+                    "liked": like,
+                    "country": "fr" if u % 2 else "de",
+                }
+            )
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
 
 def _config(tmp_path: Path, **data: object) -> Path:
-    base = {"path": "events.parquet", "user_column": "user", "item_column": "item",
-            "time_column": "ts", "action_column": "event",
-            "tasks": [{"name": "click", "column": "clicked"},
-                      {"name": "like", "column": "liked", "mask_column": "clicked"}],
-            "static_features": ["user", "country"], "max_events": 16,
-            "split": {"kind": "last_n", "valid": 2, "test": 2}}
-    cfg = {"kind": "generative", "name": "own", "data": {**base, **data}, "model": MODEL,
-           "train": TRAIN}
+    base = {
+        "path": "events.parquet",
+        "user_column": "user",
+        "item_column": "item",
+        "time_column": "ts",
+        "action_column": "event",
+        "tasks": [
+            {"name": "click", "column": "clicked"},
+            {"name": "like", "column": "liked", "mask_column": "clicked"},
+        ],
+        "static_features": ["user", "country"],
+        "max_events": 16,
+        "split": {"kind": "last_n", "valid": 2, "test": 2},
+    }
+    cfg = {"kind": "generative", "name": "own", "data": {**base, **data}, "model": MODEL, "train": TRAIN}
     path = tmp_path / "own.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -124,8 +163,17 @@ def test_train_on_an_event_file_end_to_end(tmp_path: Path) -> None:
     _events(tmp_path / "events.parquet")
     out = tmp_path / "run"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["train", str(_config(tmp_path, split={"kind": "time", "fractions": [0.7, 0.15, 0.15]})),
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    str(_config(tmp_path, split={"kind": "time", "fractions": [0.7, 0.15, 0.15]})),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) == {"click", "like"}
     users = pq.read_table(out / "users.parquet").column("user").to_pylist()
@@ -134,13 +182,16 @@ def test_train_on_an_event_file_end_to_end(tmp_path: Path) -> None:
     assert main(["evaluate", str(out), "--split", "valid"]) == 0
 
 
-@pytest.mark.parametrize(("data", "match"), [
-    ({"dataset": "rk-ml100k", "path": "x.csv"}, r"data: give exactly one of `dataset`.*both"),
-    ({"max_events": 8}, r"data: give exactly one of `dataset`.*neither"),
-    ({"dataset": "rk-ml100k", "static_features": ["user_id", "shoe_size"]}, r"static_features\.1: 'shoe_size'"),
-    ({"dataset": "rk-ml100k", "tasks": [{"name": "x"}]}, r"tasks: only with `path`"),
-    ({"path": "x.csv", "user_column": "u", "item_column": "i"}, r"time_column, action_column, tasks, split"),
-])
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"dataset": "rk-ml100k", "path": "x.csv"}, r"data: give exactly one of `dataset`.*both"),
+        ({"max_events": 8}, r"data: give exactly one of `dataset`.*neither"),
+        ({"dataset": "rk-ml100k", "static_features": ["user_id", "shoe_size"]}, r"static_features\.1: 'shoe_size'"),
+        ({"dataset": "rk-ml100k", "tasks": [{"name": "x"}]}, r"tasks: only with `path`"),
+        ({"path": "x.csv", "user_column": "u", "item_column": "i"}, r"time_column, action_column, tasks, split"),
+    ],
+)
 def test_bad_declarations_name_the_key(tmp_path: Path, data: dict[str, object], match: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"kind": "generative", "data": data}))
@@ -148,17 +199,23 @@ def test_bad_declarations_name_the_key(tmp_path: Path, data: dict[str, object], 
         load_generative_config(path)
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    ({"item_column": "sku"}, r"data\.item_column: column 'sku' is not in .*events\.parquet"),
-    ({"tasks": [{"name": "buy"}]}, r"data\.tasks\.0\.column: column 'buy' is not in"),
-    ({"static_features": ["age"]}, r"data\.static_features\.0: column 'age' is not in"),
-    ({"path": "nowhere.parquet"}, r"data\.path: .*nowhere\.parquet: file not found"),
-    ({"user_table": {"path": "users.csv"}}, r"data\.user_table\.path: .*users\.csv: file not found"),
-    ({"user_table": {"path": "events.parquet", "user_column": "uid"}},
-     r"data\.user_table\.user_column: column 'uid' is not in .*events\.parquet"),
-])
-def test_bad_columns_fail_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          change: dict[str, object], match: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"item_column": "sku"}, r"data\.item_column: column 'sku' is not in .*events\.parquet"),
+        ({"tasks": [{"name": "buy"}]}, r"data\.tasks\.0\.column: column 'buy' is not in"),
+        ({"static_features": ["age"]}, r"data\.static_features\.0: column 'age' is not in"),
+        ({"path": "nowhere.parquet"}, r"data\.path: .*nowhere\.parquet: file not found"),
+        ({"user_table": {"path": "users.csv"}}, r"data\.user_table\.path: .*users\.csv: file not found"),
+        (
+            {"user_table": {"path": "events.parquet", "user_column": "uid"}},
+            r"data\.user_table\.user_column: column 'uid' is not in .*events\.parquet",
+        ),
+    ],
+)
+def test_bad_columns_fail_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object], match: str
+) -> None:
     _events(tmp_path / "events.parquet")
     assert main(["train", str(_config(tmp_path, **change)), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

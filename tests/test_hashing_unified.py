@@ -109,12 +109,7 @@ def test_stable_string_hash_values_and_inputs() -> None:
     assert len(set(stable_string_hash([str(i) for i in range(10_000)]).tolist())) == 10_000
     # the same values as pyarrow string, large_string, dictionary and chunked arrays
     arr = pa.array(["b", "a", None, "b"])
-    for variant in (
-        arr,
-        arr.cast(pa.large_string()),
-        arr.dictionary_encode(),
-        pa.chunked_array([arr[:1], arr[1:]]),
-    ):
+    for variant in (arr, arr.cast(pa.large_string()), arr.dictionary_encode(), pa.chunked_array([arr[:1], arr[1:]])):
         assert stable_string_hash(variant).tolist() == h.tolist()
     assert stable_string_hash([]).shape == (0,)
     with pytest.raises(TypeError, match="int64"):
@@ -207,10 +202,7 @@ def test_gradients_reach_only_used_rows() -> None:
 class HandRows:
     """A row mapper with hand-chosen k = 2 rows."""
 
-    table = {
-        "a": {10: (0, 1), 11: (0, 1), 12: (2, 3), 13: (4, 5), 14: (1, 0)},
-        "b": {7: (2, 3), 8: (0, 9)},
-    }
+    table = {"a": {10: (0, 1), 11: (0, 1), 12: (2, 3), 13: (4, 5), 14: (1, 0)}, "b": {7: (2, 3), 8: (0, 9)}}
 
     def rows(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
         return torch.tensor([self.table[feature][int(v)] for v in ids], dtype=torch.int64)

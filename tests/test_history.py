@@ -93,15 +93,15 @@ def test_ties_keep_input_order_and_same_second_is_excluded() -> None:
 
 def test_keeps_the_last_max_len() -> None:
     ev_t = np.arange(10)
-    got = build_histories(np.zeros(10), ev_t, ev_t + 100, np.ones(10), np.array([0]),
-                          np.array([8]), 3)
+    got = build_histories(np.zeros(10), ev_t, ev_t + 100, np.ones(10), np.array([0]), np.array([8]), 3)
     assert got.items.tolist() == [[105, 106, 107]]
     assert got.lengths.tolist() == [3]
 
 
 def test_user_without_past_has_length_zero() -> None:
-    got = build_histories(np.array([1, 1]), np.array([5, 6]), np.array([7, 8]), np.array([1, 1]),
-                          np.array([2, 1]), np.array([100, 5]), 4)
+    got = build_histories(
+        np.array([1, 1]), np.array([5, 6]), np.array([7, 8]), np.array([1, 1]), np.array([2, 1]), np.array([100, 5]), 4
+    )
     assert got.lengths.tolist() == [0, 0]
     assert not got.items.any() and not got.actions.any() and not got.times.any()
 
@@ -116,8 +116,9 @@ def test_no_events_at_all() -> None:
 def test_to_lists_gives_seconds_before() -> None:
     ev_u = np.array([0, 0, 0])
     ev_t = np.array([10, 40, 70])
-    got = build_histories(ev_u, ev_t, np.array([1, 2, 3]), np.array([5, 6, 7]),
-                          np.array([0, 0, 0]), np.array([50, 11, 10]), 2)
+    got = build_histories(
+        ev_u, ev_t, np.array([1, 2, 3]), np.array([5, 6, 7]), np.array([0, 0, 0]), np.array([50, 11, 10]), 2
+    )
     lists = got.to_lists(np.array([50, 11, 10]))
     assert lists["items"].to_pylist() == [[1, 2], [1], []]
     assert lists["actions"].to_pylist() == [[5, 6], [5], []]

@@ -74,15 +74,16 @@ def test_fused_attention_passes_gradcheck() -> None:
 
 def test_layers_with_either_attention_give_the_same_outputs_and_gradients() -> None:
     torch.manual_seed(0)
-    ref = HSTULayer(HSTUConfig(dim=6, linear_dim=3, attention_dim=2, num_heads=2, max_len=5,
-                               dropout=0.0))
-    fused = HSTULayer(HSTUConfig(dim=6, linear_dim=3, attention_dim=2, num_heads=2, max_len=5,
-                                 dropout=0.0, attention="fused"))
+    ref = HSTULayer(HSTUConfig(dim=6, linear_dim=3, attention_dim=2, num_heads=2, max_len=5, dropout=0.0))
+    fused = HSTULayer(
+        HSTUConfig(dim=6, linear_dim=3, attention_dim=2, num_heads=2, max_len=5, dropout=0.0, attention="fused")
+    )
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(3, 5, 6)
     times = torch.cumsum(torch.randint(0, 500, (3, 5)), 1)
-    idx = RelativeIndices.build(max_len=5, num_buckets=128, positions=torch.arange(5)[None],
-                                times=times, query_times=times + 7)
+    idx = RelativeIndices.build(
+        max_len=5, num_buckets=128, positions=torch.arange(5)[None], times=times, query_times=times + 7
+    )
     mask = torch.ones(5, 5, dtype=torch.bool).tril()[None]
     outs = []
     for layer in (ref, fused):
@@ -100,15 +101,15 @@ def test_layer_equals_the_paper_formula_written_out() -> None:
     layer = HSTULayer(cfg)
     x = torch.randn(1, 4, 4)
     times = torch.tensor([[0, 10, 100, 1000]])
-    idx = RelativeIndices.build(max_len=4, num_buckets=128, positions=torch.arange(4)[None],
-                                times=times, query_times=times)
+    idx = RelativeIndices.build(
+        max_len=4, num_buckets=128, positions=torch.arange(4)[None], times=times, query_times=times
+    )
     mask = torch.ones(4, 4, dtype=torch.bool).tril()[None]
     u, v, q, k = torch.split(F.silu(layer.f1(F.layer_norm(x, (4,), eps=1e-6))), [2, 2, 3, 3], -1)
     want = torch.zeros(1, 4, 2)
     for i in range(4):
         for j in range(i + 1):
-            rab = layer.rab.position[j - i + 3] + layer.rab.time[log_time_buckets(
-                times[0, i] - times[0, j], 128)]
+            rab = layer.rab.position[j - i + 3] + layer.rab.time[log_time_buckets(times[0, i] - times[0, j], 128)]
             want[0, i] += F.silu(q[0, i] @ k[0, j] + rab) / 4 * v[0, j]
     y = x + layer.f2(u * F.layer_norm(want, (2,), eps=1e-6))
     torch.testing.assert_close(layer(x, mask, idx, n_norm=4), y, rtol=1e-5, atol=1e-6)
@@ -116,8 +117,7 @@ def test_layer_equals_the_paper_formula_written_out() -> None:
 
 def test_time_buckets_are_log_scale_as_in_the_reference() -> None:
     got = log_time_buckets(torch.tensor([0, 1, 2, 3, 59, 60, 86_400, -86_400, 10**12]), 30)
-    want = [min(int(math.log(max(abs(x), 1)) / 0.301), 30)
-            for x in (0, 1, 2, 3, 59, 60, 86_400, -86_400, 10**12)]
+    want = [min(int(math.log(max(abs(x), 1)) / 0.301), 30) for x in (0, 1, 2, 3, 59, 60, 86_400, -86_400, 10**12)]
     assert got.tolist() == want
 
 
@@ -143,7 +143,7 @@ def test_candidates_that_do_not_see_each_other_are_scored_independently() -> Non
 
     together = run(cands)
     for i in range(4):
-        torch.testing.assert_close(run(cands[:, i:i + 1])[:, 0], together[:, i])
+        torch.testing.assert_close(run(cands[:, i : i + 1])[:, 0], together[:, i])
 
 
 def test_doctests() -> None:

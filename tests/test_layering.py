@@ -38,8 +38,7 @@ def violations(source: str, module: str) -> list[str]:
     banned = FORBIDDEN.get(package)
     if banned is None:
         return []
-    return sorted(name for name in imported_modules(source, module)
-                  if name == banned or name.startswith(banned + "."))
+    return sorted(name for name in imported_modules(source, module) if name == banned or name.startswith(banned + "."))
 
 
 def module_name(path: Path) -> str:
@@ -55,25 +54,31 @@ def test_nn_and_data_do_not_import_each_other(package: str) -> None:
     assert not found, f"imports across the nn / data boundary: {found}"
 
 
-@pytest.mark.parametrize(("module", "source"), [
-    ("ranker.nn.x", "from ranker.data.layout import Layout"),
-    ("ranker.nn.x", "import ranker.data.vocab"),
-    ("ranker.nn.x", "from ranker import data"),
-    ("ranker.nn.x", "from ..data import vocab"),
-    ("ranker.nn.x", "def f():\n    from ranker.data.vocab import MISSING\n"),
-    ("ranker.data.recipes.x", "from ranker.nn.hashing import HashEmbedding"),
-    ("ranker.data.x", "from ranker import nn"),
-])
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("ranker.nn.x", "from ranker.data.layout import Layout"),
+        ("ranker.nn.x", "import ranker.data.vocab"),
+        ("ranker.nn.x", "from ranker import data"),
+        ("ranker.nn.x", "from ..data import vocab"),
+        ("ranker.nn.x", "def f():\n    from ranker.data.vocab import MISSING\n"),
+        ("ranker.data.recipes.x", "from ranker.nn.hashing import HashEmbedding"),
+        ("ranker.data.x", "from ranker import nn"),
+    ],
+)
 def test_the_checker_catches_a_crossing_import(module: str, source: str) -> None:
     assert violations(source, module)
 
 
-@pytest.mark.parametrize(("module", "source"), [
-    ("ranker.nn.x", "from ranker.hashing import bucket\nfrom ranker.nn.gather import gather_rows"),
-    ("ranker.data.x", "from ranker.hashing import stable_string_hash\nfrom torch import nn"),
-    ("ranker.models.x", "from ranker.data.layout import Layout\nfrom ranker.nn import MLP"),
-    ("ranker.data.x", "from ranker.database import x"),
-])
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("ranker.nn.x", "from ranker.hashing import bucket\nfrom ranker.nn.gather import gather_rows"),
+        ("ranker.data.x", "from ranker.hashing import stable_string_hash\nfrom torch import nn"),
+        ("ranker.models.x", "from ranker.data.layout import Layout\nfrom ranker.nn import MLP"),
+        ("ranker.data.x", "from ranker.database import x"),
+    ],
+)
 def test_the_checker_allows_other_imports(module: str, source: str) -> None:
     assert not violations(source, module)
 

@@ -10,15 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.metrics import (
-    accuracy,
-    auc,
-    gauc,
-    logloss,
-    metrics_from_ranks,
-    retrieval_metrics,
-    retrieval_ranks,
-)
+from ranker.metrics import accuracy, auc, gauc, logloss, metrics_from_ranks, retrieval_metrics, retrieval_ranks
 
 SEEDS = range(8)
 
@@ -89,19 +81,11 @@ def assert_same_dict(a: dict[str, float], b: dict[str, float]) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_auc_matches_pairwise_reference_with_ties(seed: int) -> None:
     labels, scores, _ = tied_data(seed)
-    assert auc(labels, scores) == pytest.approx(
-        ref_auc(labels.tolist(), scores.tolist()), abs=1e-12
-    )
+    assert auc(labels, scores) == pytest.approx(ref_auc(labels.tolist(), scores.tolist()), abs=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 1), st.integers(-3, 3)),
-        min_size=2,
-        max_size=40,
-    )
-)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(-3, 3)), min_size=2, max_size=40))
 def test_auc_hypothesis(rows: list[tuple[int, int]]) -> None:
     labels = [y for y, _ in rows]
     scores = [float(s) for _, s in rows]
@@ -254,9 +238,7 @@ def test_retrieval_torch_matches_numpy(seed: int) -> None:
         expected = retrieval_metrics(scores, targets, ex, ks=(5, 20))
         ts = torch.from_numpy(scores).float()
         tex = None if ex is None else torch.from_numpy(ex)
-        assert_same_dict(
-            retrieval_metrics(ts, torch.from_numpy(targets), tex, ks=(5, 20)), expected
-        )
+        assert_same_dict(retrieval_metrics(ts, torch.from_numpy(targets), tex, ks=(5, 20)), expected)
         # mixed inputs: torch scores with numpy/list targets and mask
         assert_same_dict(retrieval_metrics(ts, targets.tolist(), ex, ks=(5, 20)), expected)
 
@@ -282,10 +264,7 @@ def test_retrieval_default_ks_and_batched_accumulation() -> None:
     scores, targets, exclude = random_retrieval(0, users=40, items=300)
     full = retrieval_metrics(scores, targets, exclude)
     assert list(full) == ["HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200", "MRR"]
-    parts = [
-        retrieval_ranks(scores[i : i + 7], targets[i : i + 7], exclude[i : i + 7])
-        for i in range(0, 40, 7)
-    ]
+    parts = [retrieval_ranks(scores[i : i + 7], targets[i : i + 7], exclude[i : i + 7]) for i in range(0, 40, 7)]
     assert_same_dict(metrics_from_ranks(np.concatenate(parts)), full)
 
 

@@ -21,27 +21,44 @@ def _data() -> tuple[object, TensorData]:
     rng = np.random.default_rng(0)
     n = 64
     hist = [list(rng.integers(0, 10, rng.integers(0, 5))) for _ in range(n)]
-    table = pa.table({
-        "user": rng.integers(0, 5, n), "item": rng.integers(0, 10, n),
-        "tags": ["a|b", "c", "", "b"] * (n // 4), "x": rng.normal(size=n),
-        "vec": [list(rng.normal(size=3)) for _ in range(n)],
-        "hist_item": hist, "hist_action": [[1] * len(h) for h in hist],
-        "y": rng.integers(0, 2, n), "z": rng.integers(0, 2, n),
-    })
-    cfg = load_config(base={
-        "data": {
-            "path": "x.csv", "split": {"kind": "random"},
-            "features": [
-                {"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                {"kind": "multi_categorical", "name": "tags"}, {"kind": "numerical", "name": "x"},
-                {"kind": "dense", "name": "vec", "dim": 3},
-                {"kind": "history", "name": "h", "item_column": "hist_item", "item_feature": "item",
-                 "action_column": "hist_action", "max_len": 4},
-            ],
-            "tasks": [{"name": "y"}, {"name": "z"}],
-        },
-        "model": {"encoders": {"categorical": {"dim": 8}}, "backbone": {"hidden": [16, 8]}},
-    })
+    table = pa.table(
+        {
+            "user": rng.integers(0, 5, n),
+            "item": rng.integers(0, 10, n),
+            "tags": ["a|b", "c", "", "b"] * (n // 4),
+            "x": rng.normal(size=n),
+            "vec": [list(rng.normal(size=3)) for _ in range(n)],
+            "hist_item": hist,
+            "hist_action": [[1] * len(h) for h in hist],
+            "y": rng.integers(0, 2, n),
+            "z": rng.integers(0, 2, n),
+        }
+    )
+    cfg = load_config(
+        base={
+            "data": {
+                "path": "x.csv",
+                "split": {"kind": "random"},
+                "features": [
+                    {"kind": "categorical", "name": "user"},
+                    {"kind": "categorical", "name": "item"},
+                    {"kind": "multi_categorical", "name": "tags"},
+                    {"kind": "numerical", "name": "x"},
+                    {"kind": "dense", "name": "vec", "dim": 3},
+                    {
+                        "kind": "history",
+                        "name": "h",
+                        "item_column": "hist_item",
+                        "item_feature": "item",
+                        "action_column": "hist_action",
+                        "max_len": 4,
+                    },
+                ],
+                "tasks": [{"name": "y"}, {"name": "z"}],
+            },
+            "model": {"encoders": {"categorical": {"dim": 8}}, "backbone": {"hidden": [16, 8]}},
+        }
+    )
     pre = Preprocessor.for_data(cfg.data).fit(table)
     return cfg, pre, TensorData.from_encoded(pre.transform(table))
 
@@ -99,21 +116,25 @@ def test_model_without_tasks_is_a_config_error() -> None:
         build_model(cfg.model, empty)
 
 
-@pytest.mark.parametrize("model_cfg", [
-    {"interaction": {"kind": "cross", "num_layers": 2}},
-    {"interaction": {"kind": "cross", "structure": "stacked", "projection": 16, "rank": 8}},
-    {"interaction": {"kind": "cross", "structure": "parallel", "rank": 4, "num_experts": 4}},
-    {"interaction": {"kind": "cross", "structure": "cross_only"}},
-    {"backbone": {"kind": "resnet", "width": 16, "num_blocks": 2, "hidden": 32}},
-    {"backbone": {"kind": "densenet", "num_blocks": 2, "growth": 8}},
-    {"interaction": {"kind": "cross", "structure": "parallel"}, "backbone": {"kind": "densenet", "growth": 4}},
-])
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        {"interaction": {"kind": "cross", "num_layers": 2}},
+        {"interaction": {"kind": "cross", "structure": "stacked", "projection": 16, "rank": 8}},
+        {"interaction": {"kind": "cross", "structure": "parallel", "rank": 4, "num_experts": 4}},
+        {"interaction": {"kind": "cross", "structure": "cross_only"}},
+        {"backbone": {"kind": "resnet", "width": 16, "num_blocks": 2, "hidden": 32}},
+        {"backbone": {"kind": "densenet", "num_blocks": 2, "growth": 8}},
+        {"interaction": {"kind": "cross", "structure": "parallel"}, "backbone": {"kind": "densenet", "growth": 4}},
+    ],
+)
 def test_every_interaction_and_backbone_combination_trains_one_step(model_cfg: dict) -> None:
     cfg, pre, data = _data()
     from ranker.config.schema import ModelConfig
 
-    model = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}, **model_cfg}),
-                        pre.layout())
+    model = build_model(
+        ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}, **model_cfg}), pre.layout()
+    )
     batch = next(data.batches(64))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = model(batch).detach()
@@ -132,17 +153,23 @@ def test_mixture_without_rank_is_a_config_error() -> None:
         ModelConfig.model_validate({"interaction": {"kind": "cross", "num_experts": 4}})
 
 
-@pytest.mark.parametrize("history", [
-    {"kind": "none"}, {"kind": "mean"}, {"kind": "din", "hidden": [8]},
-    {"kind": "transact", "num_layers": 1, "k_recent": 2, "recent_mask": 2},
-    {"kind": "transact", "early_fusion": False, "recent_mask": None},
-])
+@pytest.mark.parametrize(
+    "history",
+    [
+        {"kind": "none"},
+        {"kind": "mean"},
+        {"kind": "din", "hidden": [8]},
+        {"kind": "transact", "num_layers": 1, "k_recent": 2, "recent_mask": 2},
+        {"kind": "transact", "early_fusion": False, "recent_mask": None},
+    ],
+)
 def test_every_history_encoder_trains_and_exports(history: dict) -> None:
     cfg, pre, data = _data()
     from ranker.config.schema import ModelConfig
 
-    model = build_model(ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}},
-                                                    "history": history}), pre.layout())
+    model = build_model(
+        ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}, "history": history}), pre.layout()
+    )
     assert len(model.histories) == (0 if history["kind"] == "none" else 1)
     batch = next(data.batches(64))
     model(batch).sum().backward()
@@ -156,5 +183,4 @@ def test_time_encoding_without_times_is_a_config_error() -> None:
     from ranker.config.schema import ModelConfig
 
     with pytest.raises(ConfigError, match="time_encoding"):
-        build_model(ModelConfig.model_validate({"history": {"kind": "transact", "time_encoding": True}}),
-                    pre.layout())
+        build_model(ModelConfig.model_validate({"history": {"kind": "transact", "time_encoding": True}}), pre.layout())

@@ -22,10 +22,13 @@ def _gates(model: torch.nn.Module) -> list[Gate]:
     return [m for m in model.modules() if isinstance(m, Gate)]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: MMoE(6, ["a", "b", "c"], num_experts=4, expert=TowerSpec((8,))),
-    lambda: PLE(6, ["a", "b"], experts=PLEExperts(3, 2, 2), expert=TowerSpec((8, 5))),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MMoE(6, ["a", "b", "c"], num_experts=4, expert=TowerSpec((8,))),
+        lambda: PLE(6, ["a", "b"], experts=PLEExperts(3, 2, 2), expert=TowerSpec((8, 5))),
+    ],
+)
 def test_every_gate_is_a_distribution_over_its_experts(make) -> None:
     torch.manual_seed(0)
     model = make()
@@ -41,8 +44,7 @@ def test_every_gate_is_a_distribution_over_its_experts(make) -> None:
 
 def test_mmoe_with_one_expert_is_shared_bottom_up_to_parametrisation() -> None:
     cfg_sb, pre, data = toy_model({"backbone": {"hidden": [16], "dropout": 0.0}})
-    cfg_mm, _, _ = toy_model({"backbone": {"hidden": []},
-                               "heads": {"kind": "mmoe", "num_experts": 1, "expert": [16]}})
+    cfg_mm, _, _ = toy_model({"backbone": {"hidden": []}, "heads": {"kind": "mmoe", "num_experts": 1, "expert": [16]}})
     torch.manual_seed(0)
     shared = build_model(cfg_sb.model, pre.layout())
     torch.manual_seed(1)
@@ -75,8 +77,11 @@ def test_default_heads_keep_the_shared_bottom_state_dict() -> None:
 def _grad_norms(model: PLE, loss: torch.Tensor) -> dict[str, float]:
     model.zero_grad()
     loss.backward()
-    return {n: sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in m.parameters())
-            for n, m in model.named_modules() if n.count(".") == 3 and "experts." in n}
+    return {
+        n: sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in m.parameters())
+        for n, m in model.named_modules()
+        if n.count(".") == 3 and "experts." in n
+    }
 
 
 def test_ple_task_experts_get_no_gradient_from_other_tasks() -> None:
@@ -117,14 +122,19 @@ def test_gate_entropy_statistics_detect_collapse() -> None:
     assert entropy(torch.tensor([0.5, 0.5, 0.0])).item() == pytest.approx(math.log(2))
 
 
-@pytest.mark.parametrize("heads", [
-    {"kind": "mmoe", "num_experts": 3, "expert": [8], "tower": [4]},
-    {"kind": "ple", "num_levels": 2, "task_experts": 1, "shared_experts": 2, "expert": [8]},
-    {"kind": "linear", "tower": [4]},
-])
+@pytest.mark.parametrize(
+    "heads",
+    [
+        {"kind": "mmoe", "num_experts": 3, "expert": [8], "tower": [4]},
+        {"kind": "ple", "num_levels": 2, "task_experts": 1, "shared_experts": 2, "expert": [8]},
+        {"kind": "linear", "tower": [4]},
+    ],
+)
 def test_heads_train_and_log_gate_statistics(tmp_path: Path, heads: dict) -> None:
-    cfg, pre, data = toy_model({"backbone": {"hidden": []}, "heads": heads},
-                                train={"epochs": 2, "batch_size": 64, "lr": 0.01, "progress": False})
+    cfg, pre, data = toy_model(
+        {"backbone": {"hidden": []}, "heads": heads},
+        train={"epochs": 2, "batch_size": 64, "lr": 0.01, "progress": False},
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model, pre.layout())
     Trainer(model, cfg.train, cfg.data.tasks, tmp_path).fit(data, data)
@@ -134,8 +144,11 @@ def test_heads_train_and_log_gate_statistics(tmp_path: Path, heads: dict) -> Non
         assert "gates" not in log[-1]
         return
     gates = log[-1]["gates"]
-    expected = {"mmoe/y", "mmoe/z"} if heads["kind"] == "mmoe" else {
-        "ple/level1/y", "ple/level1/z", "ple/level1/shared", "ple/level2/y", "ple/level2/z"}
+    expected = (
+        {"mmoe/y", "mmoe/z"}
+        if heads["kind"] == "mmoe"
+        else {"ple/level1/y", "ple/level1/z", "ple/level1/shared", "ple/level2/y", "ple/level2/z"}
+    )
     assert set(gates) == expected
     for g in gates.values():
         assert sum(g["weights"]) == pytest.approx(1.0, abs=1e-3)
@@ -145,14 +158,14 @@ def test_heads_train_and_log_gate_statistics(tmp_path: Path, heads: dict) -> Non
 def test_moe_heads_export_for_serving() -> None:
     torch.manual_seed(0)
     batch = torch.export.Dim("batch")
-    for model in (MMoE(6, ["a", "b"], num_experts=2, expert=TowerSpec((8,))),
-                  PLE(6, ["a", "b"], experts=PLEExperts(2, 1, 1), expert=TowerSpec((8,)))):
+    for model in (
+        MMoE(6, ["a", "b"], num_experts=2, expert=TowerSpec((8,))),
+        PLE(6, ["a", "b"], experts=PLEExperts(2, 1, 1), expert=TowerSpec((8,))),
+    ):
         model.train()  # gate statistics are an evaluation-time side effect, not part of the graph
         program = torch.export.export(model, (torch.randn(3, 6),), dynamic_shapes=({0: batch},))
         x = torch.randn(7, 6)
         assert torch.allclose(program.module()(x), model(x))
-
-
 
 
 def test_doctests_of_the_moe_and_task_modules() -> None:
@@ -168,8 +181,16 @@ def test_doctests_of_the_moe_and_task_modules() -> None:
     import ranker.tasks.score
     import ranker.tasks.spec
 
-    for module in (ranker.nn.gates, ranker.nn.mmoe, ranker.nn.progressive, ranker.nn.towers,
-                   ranker.tasks.chain, ranker.tasks.distill, ranker.tasks.losses, ranker.tasks.score,
-                   ranker.tasks.spec):
+    for module in (
+        ranker.nn.gates,
+        ranker.nn.mmoe,
+        ranker.nn.progressive,
+        ranker.nn.towers,
+        ranker.tasks.chain,
+        ranker.tasks.distill,
+        ranker.tasks.losses,
+        ranker.tasks.score,
+        ranker.tasks.spec,
+    ):
         result = doctest.testmod(module, raise_on_error=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__

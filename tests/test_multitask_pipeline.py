@@ -21,23 +21,39 @@ def _write(path: Path, n: int = 1500) -> None:
     watch = (rng.random(n) < 1 / (1 + np.exp(-(np.where(item % 3 == 0, 1.5, -1.0) + x)))).astype(np.int64)
     like = watch * (rng.random(n) < 1 / (1 + np.exp(-2 * x))).astype(np.int64)
     minutes = 3.0 * x + item % 5 + rng.normal(size=n)
-    pq.write_table(pa.table({"user": user, "item": item, "x": x, "watch": watch, "like": like,
-                             "minutes": minutes}), path)
+    pq.write_table(
+        pa.table({"user": user, "item": item, "x": x, "watch": watch, "like": like, "minutes": minutes}), path
+    )
 
 
 def _cfg(path: Path, **serving: object):
-    return load_config(base={
-        "data": {"path": str(path), "split": {"kind": "random"}, "group_column": "user", "item_column": "item",
-                 "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                              {"kind": "numerical", "name": "x"}],
-                 "tasks": [{"name": "watch"},
-                           {"name": "like", "mask_column": "watch", "conditional_on": "watch"},
-                           {"name": "minutes", "kind": "regression", "loss": "huber", "weight": 0.1}]},
-        "model": {"encoders": {"categorical": {"dim": 4}}, "backbone": {"hidden": []},
-                  "heads": {"kind": "mmoe", "num_experts": 2, "expert": [8]}},
-        "train": {"epochs": 2, "batch_size": 128, "lr": 0.01, "progress": False},
-        "serving": serving or {"weights": {"watch": 1.0, "like": 2.0}},
-    })
+    return load_config(
+        base={
+            "data": {
+                "path": str(path),
+                "split": {"kind": "random"},
+                "group_column": "user",
+                "item_column": "item",
+                "features": [
+                    {"kind": "categorical", "name": "user"},
+                    {"kind": "categorical", "name": "item"},
+                    {"kind": "numerical", "name": "x"},
+                ],
+                "tasks": [
+                    {"name": "watch"},
+                    {"name": "like", "mask_column": "watch", "conditional_on": "watch"},
+                    {"name": "minutes", "kind": "regression", "loss": "huber", "weight": 0.1},
+                ],
+            },
+            "model": {
+                "encoders": {"categorical": {"dim": 4}},
+                "backbone": {"hidden": []},
+                "heads": {"kind": "mmoe", "num_experts": 2, "expert": [8]},
+            },
+            "train": {"epochs": 2, "batch_size": 128, "lr": 0.01, "progress": False},
+            "serving": serving or {"weights": {"watch": 1.0, "like": 2.0}},
+        }
+    )
 
 
 def test_multitask_run_reports_per_task_metrics_gates_and_serving_score(tmp_path: Path) -> None:

@@ -18,12 +18,7 @@ from ranker.data.numeric import EmpiricalCDF, SigmoidSquash, sigmoid_squash, sig
 from ranker.data.vocab import MISSING
 from ranker.nn import functional, numerical
 from ranker.nn.functional import piecewise_linear_encoding
-from ranker.nn.numerical import (
-    LinearEmbeddings,
-    PeriodicEmbeddings,
-    PiecewiseLinearEmbeddings,
-    PiecewiseLinearEncoding,
-)
+from ranker.nn.numerical import LinearEmbeddings, PeriodicEmbeddings, PiecewiseLinearEmbeddings, PiecewiseLinearEncoding
 
 INF, NAN = math.inf, math.nan
 EDGES = torch.tensor([0.0, 1.0, 3.0, 4.0])  # T = 3 bins of widths 1, 2, 1

@@ -21,12 +21,14 @@ TASKS = [{"name": "click"}]
 
 def rows(n: int, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
-    return pa.table({
-        "row": np.arange(n),
-        "user": rng.integers(0, 5, n),
-        "ts": rng.integers(0, 4, n),  # many ties
-        "click": rng.integers(0, 2, n),
-    })
+    return pa.table(
+        {
+            "row": np.arange(n),
+            "user": rng.integers(0, 5, n),
+            "ts": rng.integers(0, 4, n),  # many ties
+            "click": rng.integers(0, 2, n),
+        }
+    )
 
 
 def data_config(**kw: Any) -> DataConfig:
@@ -79,8 +81,7 @@ def test_time_split_matches_stable_argsort_on_random_data() -> None:
 
 def test_time_split_on_timestamps_and_strings() -> None:
     stamps = pa.array([3, 1, 2, 0, 4, 1, 2, 3, 0, 5], pa.timestamp("s"))
-    table = pa.table({"row": np.arange(10), "ts": stamps,
-                      "day": ["2020-01-0" + str(int(v.value)) for v in stamps]})
+    table = pa.table({"row": np.arange(10), "ts": stamps, "day": ["2020-01-0" + str(int(v.value)) for v in stamps]})
     split = TimeSplit(kind="time", column="ts")
     by_ts = cut(table, split, source="t")
     by_day = cut(table, TimeSplit(kind="time", column="day"), source="t")
@@ -104,8 +105,7 @@ def test_time_split_missing_column_and_nulls() -> None:
 def test_files_split_reads_each_file(tmp_path: Path) -> None:
     for i, name in enumerate(("tr", "va", "te")):
         pacsv.write_csv(rows(5 + i, seed=i), tmp_path / f"{name}.csv")
-    cfg = data_config(split={"kind": "files", "train": "tr.csv", "valid": "va.csv",
-                             "test": str(tmp_path / "te.csv")})
+    cfg = data_config(split={"kind": "files", "train": "tr.csv", "valid": "va.csv", "test": str(tmp_path / "te.csv")})
     tables = load_splits(cfg, base_dir=tmp_path)  # relative paths resolve against base_dir
     assert [tables[s].num_rows for s in ("train", "valid", "test")] == [5, 6, 7]
     assert tables["valid"].column("user").to_pylist() == rows(6, seed=1).column("user").to_pylist()
@@ -196,8 +196,7 @@ def test_empty_split_names_the_split(tmp_path: Path) -> None:
 
     pacsv.write_csv(rows(3), tmp_path / "tr.csv")
     pacsv.write_csv(rows(0), tmp_path / "empty.csv")
-    cfg = data_config(split={"kind": "files", "train": "tr.csv", "valid": "tr.csv",
-                             "test": "empty.csv"})
+    cfg = data_config(split={"kind": "files", "train": "tr.csv", "valid": "tr.csv", "test": "empty.csv"})
     with pytest.raises(DataError) as info:
         load_splits(cfg, base_dir=tmp_path)
     assert "empty.csv" in str(info.value) and "test split is empty" in str(info.value)

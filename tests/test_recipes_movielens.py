@@ -38,8 +38,7 @@ _NEEDED = (
 _MISSING = [f for f in _NEEDED if not (_DATA and (Path(_DATA) / f).is_file())]
 needs_data = pytest.mark.skipif(
     bool(_MISSING),
-    reason="MovieLens offline copies not found: set RANKER_DATA_DIR to shared/data "
-    f"(missing: {', '.join(_MISSING)})",
+    reason=f"MovieLens offline copies not found: set RANKER_DATA_DIR to shared/data (missing: {', '.join(_MISSING)})",
 )
 ML100K = Path(_DATA) / "movielens-100k"
 ML1M = Path(_DATA) / "movielens-1m"
@@ -116,10 +115,7 @@ def test_rk_split_sizes_and_layout(rk_prepared: PreparedDataset, rk_rows: pa.Tab
     for col in ("user_id", "timestamp"):
         block = _np(rk_rows, col).reshape(-1, 5)
         assert (block == block[:, :1]).all(), f"{col} differs within an event's rows"
-    assert (
-        _np(rk_prepared.table("train"), "timestamp").max()
-        <= _np(rk_prepared.table("valid"), "timestamp").min()
-    )
+    assert _np(rk_prepared.table("train"), "timestamp").max() <= _np(rk_prepared.table("valid"), "timestamp").min()
 
 
 @needs_data
@@ -231,18 +227,13 @@ def test_rk_deterministic_and_valid_config(rk_prepared: PreparedDataset) -> None
     for split in ("train", "valid", "test"):
         assert again.tables[split].equals(rk_prepared.table(split)), split
     cfg = DataConfig.model_validate(
-        {
-            **rk_prepared.manifest["data"],
-            "split": {"kind": "files", "train": "a", "valid": "b", "test": "c"},
-        }
+        {**rk_prepared.manifest["data"], "split": {"kind": "files", "train": "a", "valid": "b", "test": "c"}}
     )
     assert cfg.group_column == "user_id" and cfg.item_column == "item_id"
     assert [t.name for t in cfg.tasks] == ["watch", "like"]
     columns = set(rk_prepared.table("test").column_names)
     for f in cfg.features:
-        needed = (
-            [f.item_column, f.action_column, f.time_column] if f.kind == "history" else [f.name]
-        )
+        needed = [f.item_column, f.action_column, f.time_column] if f.kind == "history" else [f.name]
         assert set(needed) <= columns, f.name
     DataConfig.model_validate(rk_prepared.data_config())
 

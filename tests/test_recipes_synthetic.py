@@ -98,9 +98,7 @@ def test_columns_types_and_missing_values(tables: dict[str, pa.Table]) -> None:
     assert (hour_from_ts == train.column("hour").to_numpy(zero_copy_only=False)).all()
 
 
-def test_histories_hold_only_earlier_viewed_events(
-    log: dict[str, np.ndarray], tables: dict[str, pa.Table]
-) -> None:
+def test_histories_hold_only_earlier_viewed_events(log: dict[str, np.ndarray], tables: dict[str, pa.Table]) -> None:
     table = pa.concat_tables([tables[s] for s in ("train", "valid", "test")])
     lengths = pc.list_value_length(table.column("hist_item")).to_numpy()
     assert lengths.max() == HISTORY_LEN and (lengths <= HISTORY_LEN).all()
@@ -154,9 +152,7 @@ def test_truth_beats_popularity_on_both_tasks(log: dict[str, np.ndarray]) -> Non
         assert _auc(y, popularity) > 0.55, task  # popularity is a real, incomplete signal
 
 
-def test_prepare_writes_splits_and_valid_data(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_prepare_writes_splits_and_valid_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RANKER_CACHE_DIR", str(tmp_path))
     assert get_recipe("synthetic") is SYNTHETIC
     prepared = prepare(SYNTHETIC)

@@ -82,9 +82,7 @@ def _cuts(n: int) -> tuple[int, int]:
 
 def _validates(ds: PreparedDataset) -> None:
     data = dict(ds.manifest["data"])
-    cfg = DataConfig.model_validate(
-        {**data, "split": {"kind": "files", "train": "a", "valid": "b", "test": "c"}}
-    )
+    cfg = DataConfig.model_validate({**data, "split": {"kind": "files", "train": "a", "valid": "b", "test": "c"}})
     cols = set(ds.table("train").column_names)
     assert {f.name for f in cfg.features} <= cols
     assert {t.column for t in cfg.tasks} <= cols
@@ -110,9 +108,7 @@ def test_frappe_rows_labels_and_split(frappe: PreparedDataset) -> None:
     assert str(tables["train"].schema.field("label").type) == "int64"
     assert set(pc.unique(tables["train"]["label"]).to_pylist()) == {0, 1}
     # Independent parse of the raw files, in the protocol's order: validation then test.
-    raw = _lines(_raw("frappe", "frappe.validation.libfm")) + _lines(
-        _raw("frappe", "frappe.test.libfm")
-    )
+    raw = _lines(_raw("frappe", "frappe.validation.libfm")) + _lines(_raw("frappe", "frappe.test.libfm"))
     assert len(raw) == n
     labels = np.array([int(line.split()[0] == "1") for line in raw])
     item = np.array([int(line.split()[2].split(":")[0]) - 957 for line in raw])
@@ -131,9 +127,7 @@ def test_frappe_rows_labels_and_split(frappe: PreparedDataset) -> None:
 def _frappe_copy(tmp: Path, edit_line: int | None, new_line: str = "") -> Path:
     """A data dir with the Frappe files, uncompressed; `edit_line` (1-based) of test replaced."""
     (tmp / "frappe").mkdir(parents=True)
-    shutil.copy(
-        _raw("frappe", "frappe.validation.libfm"), tmp / "frappe" / "frappe.validation.libfm.gz"
-    )
+    shutil.copy(_raw("frappe", "frappe.validation.libfm"), tmp / "frappe" / "frappe.validation.libfm.gz")
     lines = _lines(_raw("frappe", "frappe.test.libfm"))
     if edit_line is not None:
         lines[edit_line - 1] = new_line
@@ -150,9 +144,7 @@ def fresh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_corrupted_file_fails_checksum(fresh_env: Path) -> None:
-    _frappe_copy(
-        fresh_env, 5, "1 1:1 957:1 5039:1 5046:1 5053:1 5055:1 5058:1 5060:1 5069:1 5149:1"
-    )
+    _frappe_copy(fresh_env, 5, "1 1:1 957:1 5039:1 5046:1 5053:1 5055:1 5058:1 5060:1 5069:1 5149:1")
     with pytest.raises(DataError, match=r"frappe\.test\.libfm.*checksum"):
         prepare(frappe_mod.RECIPES[0])
 
@@ -188,10 +180,7 @@ def test_adult(adult: PreparedDataset) -> None:
         for name in adult_mod.CATEGORICAL:
             assert not pc.any(pc.equal(t[name], "?")).as_py()
             assert not pc.any(pc.match_substring_regex(t[name], r"^\s|\s$")).as_py()
-    assert (
-        sum(tables["train"][c].null_count for c in ("workclass", "occupation", "native_country"))
-        > 0
-    )
+    assert sum(tables["train"][c].null_count for c in ("workclass", "occupation", "native_country")) > 0
     for name in adult_mod.NUMERICAL:
         assert str(tables["test"].schema.field(name).type) == "int64"
     raw = _lines(_raw("uci-adult", "adult.data"))
@@ -245,11 +234,7 @@ def test_sequence_recipes(name: str) -> None:
     recipe = get_recipe(name)
     ds = _prepared(recipe)
     seqs = ds.table("sequences")
-    expected = (
-        amazon_mod.S3REC_FILES[name][2]
-        if name in amazon_mod.S3REC_FILES
-        else amazon_mod.BERT4REC_COUNTS
-    )
+    expected = amazon_mod.S3REC_FILES[name][2] if name in amazon_mod.S3REC_FILES else amazon_mod.BERT4REC_COUNTS
     items = pc.list_flatten(seqs["items"])
     assert (seqs.num_rows, ds.manifest["num_items"], len(items)) == expected
     assert pc.min_max(items).as_py() == {"min": 1, "max": expected[1]}

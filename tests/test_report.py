@@ -25,24 +25,40 @@ def _write_log(run_dir: Path, n_epochs: int = 3) -> None:
             # a NaN metric (written as the NaN token json.dumps emits) and a null one
             "like": {"auc": math.nan if epoch == 2 else 0.60 + 0.02 * epoch, "gauc": None},
         }
-        lines.append(json.dumps({
-            "epoch": epoch, "train_loss": 0.6 - 0.05 * epoch, "valid": valid,
-            "valid_score": 0.68 + 0.01 * epoch, "samples_per_s": 51234.0,
-            "epoch_time_s": 3.2, "lr": 0.001,
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "train_loss": 0.6 - 0.05 * epoch,
+                    "valid": valid,
+                    "valid_score": 0.68 + 0.01 * epoch,
+                    "samples_per_s": 51234.0,
+                    "epoch_time_s": 3.2,
+                    "lr": 0.001,
+                }
+            )
+        )
     (run_dir / "log.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _write_full_run(run_dir: Path) -> None:
     _write_log(run_dir)
     metrics = {
-        "best_epoch": 3, "stopped_epoch": 3,
+        "best_epoch": 3,
+        "stopped_epoch": 3,
         "valid": {"watch": {"auc": 0.73, "logloss": 0.48}, "like": {"auc": 0.66}},
         "test": {"watch": {"auc": 0.72, "logloss": 0.49}, "like": {"auc": 0.65}},
-        "baseline": {"name": "popularity", "valid": {"watch": {"auc": 0.61}},
-                     "test": {"watch": {"auc": 0.60}, "like": {"auc": 0.55}}},
-        "params": 123456, "train_samples_per_s": 50000.0, "dataset": "synthetic",
-        "seed": 2021, "note": "<b>bold</b>", "nested_extra": {"ignored": 1},
+        "baseline": {
+            "name": "popularity",
+            "valid": {"watch": {"auc": 0.61}},
+            "test": {"watch": {"auc": 0.60}, "like": {"auc": 0.55}},
+        },
+        "params": 123456,
+        "train_samples_per_s": 50000.0,
+        "dataset": "synthetic",
+        "seed": 2021,
+        "note": "<b>bold</b>",
+        "nested_extra": {"ignored": 1},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     rng = np.random.default_rng(0)
@@ -52,7 +68,7 @@ def _write_full_run(run_dir: Path) -> None:
         arrays[f"{task}__probs"] = probs
         arrays[f"{task}__labels"] = (rng.uniform(0, 1, 200) < probs).astype(np.float64)
     np.savez(run_dir / "calibration_test.npz", **arrays)
-    (run_dir / "config.yaml").write_text("model:\n  name: dcn<v2> & \"mmoe\"\n")
+    (run_dir / "config.yaml").write_text('model:\n  name: dcn<v2> & "mmoe"\n')
 
 
 def test_full_report(tmp_path: Path) -> None:

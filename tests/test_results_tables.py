@@ -21,8 +21,9 @@ import update_tables  # noqa: E402
 
 
 def test_every_generated_table_matches_its_results_files() -> None:
-    out = subprocess.run([sys.executable, str(BENCH / "update_tables.py"), "--check"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "update_tables.py"), "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -66,8 +67,11 @@ def test_results_file_has_the_one_layout(path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc["layout"] == results_store.LAYOUT
     assert doc["study"] == path.stem
-    assert doc["source"] in (results_store.SOURCE_RUNNER, results_store.SOURCE_MIGRATED,
-                             results_store.SOURCE_TRANSCRIBED)
+    assert doc["source"] in (
+        results_store.SOURCE_RUNNER,
+        results_store.SOURCE_MIGRATED,
+        results_store.SOURCE_TRANSCRIBED,
+    )
     keys = [r["key"] for r in doc["records"]]
     assert keys and len(keys) == len(set(keys))
     for r in doc["records"]:

@@ -18,7 +18,8 @@ from ranker.config import load_retrieval_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "benchmarks" / "configs").glob("retrieval-*.yaml"))
 TINY = {
-    "kind": "retrieval", "name": "tiny",
+    "kind": "retrieval",
+    "name": "tiny",
     "data": {"dataset": "r-ml100k", "max_len": 20},
     "model": {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4},
     "loss": {"kind": "sampled_softmax", "num_negatives": 16},
@@ -58,8 +59,21 @@ def test_train_evaluate_and_retrieve(run_dir: Path, capsys: pytest.CaptureFixtur
     lines = [x for x in capsys.readouterr().out.splitlines() if "item" in x and "score" in x]
     assert len(lines) == 5
 
-    assert main(["retrieve", str(run_dir), "--history", "50,172,133", "--times",
-                 "880000000,880000100,880000200", "--k", "7"]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                str(run_dir),
+                "--history",
+                "50,172,133",
+                "--times",
+                "880000000,880000100,880000200",
+                "--k",
+                "7",
+            ]
+        )
+        == 0
+    )
     shown = [int(x.split()[2]) for x in capsys.readouterr().out.splitlines() if "score" in x]
     assert len(shown) == 7 and not {50, 172, 133} & set(shown)
 
@@ -73,8 +87,8 @@ def test_retrieve_errors_are_one_line(run_dir: Path, capsys: pytest.CaptureFixtu
 
 
 def test_serving_files_are_kept_and_older_runs_still_serve(
-        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("items.parquet", "histories.parquet", "data.json"):
         assert (run_dir / name).is_file(), name
     assert main(["retrieve", str(run_dir), "--user", "1", "--k", "4"]) == 0

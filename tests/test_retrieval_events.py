@@ -22,13 +22,7 @@ from ranker.data.recipes.movielens_io import read_ml100k_ratings
 from ranker.data.sources import locate
 from ranker.errors import ConfigError
 from ranker.retrieval.data import from_file, from_recipe
-from ranker.retrieval.protocol import (
-    LeaveOneOut,
-    Sequences,
-    event_sequences,
-    leave_one_out_views,
-    time_split_views,
-)
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, event_sequences, leave_one_out_views, time_split_views
 
 MODEL = {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4}
 TRAIN = {"epochs": 2, "batch_size": 16, "progress": False}
@@ -52,12 +46,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_r_ml100k_views_are_unchanged_and_equal_to_the_event_file_path(
-        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RANKER_CACHE_DIR", str(cache))
     recipe = get_recipe("r-ml100k")
     table = prepare(recipe).table("sequences")
-    before = leave_one_out_views(Sequences.from_lists(table.column("items"), table.column("times")),
-                                 1682, 200, table.column("user").to_numpy())  # the lists, cut as written
+    before = leave_one_out_views(
+        Sequences.from_lists(table.column("items"), table.column("times")), 1682, 200, table.column("user").to_numpy()
+    )  # the lists, cut as written
     built_in = from_recipe("r-ml100k").views()
     _same_views(before, built_in)
     assert np.array_equal(built_in.users, before.users)
@@ -86,8 +82,7 @@ def _events_csv(path: Path, users: int = 12, per_user: int = 25, seed: int = 0) 
 
 def test_file_ids_are_raw_and_exact(tmp_path: Path) -> None:
     csv = tmp_path / "e.csv"
-    csv.write_text("user,item\n007,12345678901234567891\n007,2\n007,12345678901234567891\n"
-                   "7,2\n7,3\n7,2\n")
+    csv.write_text("user,item\n007,12345678901234567891\n007,2\n007,12345678901234567891\n7,2\n7,3\n7,2\n")
     ev = from_file(RetrievalData(path=str(csv), user_column="user", item_column="item"))
     assert ev.users.to_pylist() == ["007", "7"]  # text: 007 and 7 are two users
     assert ev.items.to_pylist() == ["12345678901234567891", "2", "3"]  # never through a float
@@ -123,14 +118,23 @@ def test_time_split_targets_are_first_events_after_the_cuts() -> None:
     assert isinstance(data.train, Sequences)
 
 
-def test_train_and_retrieve_with_raw_ids_on_an_event_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_and_retrieve_with_raw_ids_on_an_event_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _events_csv(tmp_path / "events.csv")
-    cfg = {"kind": "retrieval", "name": "own",
-           "data": {"path": "events.csv", "user_column": "user", "item_column": "item",
-                    "time_column": "ts", "max_len": 10,
-                    "split": {"kind": "time", "fractions": [0.7, 0.15, 0.15]}},
-           "model": MODEL, "loss": {"kind": "full_softmax"}, "train": TRAIN}
+    cfg = {
+        "kind": "retrieval",
+        "name": "own",
+        "data": {
+            "path": "events.csv",
+            "user_column": "user",
+            "item_column": "item",
+            "time_column": "ts",
+            "max_len": 10,
+            "split": {"kind": "time", "fractions": [0.7, 0.15, 0.15]},
+        },
+        "model": MODEL,
+        "loss": {"kind": "full_softmax"},
+        "train": TRAIN,
+    }
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -142,7 +146,8 @@ def test_train_and_retrieve_with_raw_ids_on_an_event_file(
 
     assert main(["evaluate", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(
-        json.loads((out / "metrics.json").read_text())["test"])
+        json.loads((out / "metrics.json").read_text())["test"]
+    )
     (tmp_path / "events.csv").unlink()  # serving reads the run directory only
     capsys.readouterr()
     assert main(["retrieve", str(out), "--history", "sku-0001,sku-0002", "--k", "5"]) == 0
@@ -154,16 +159,26 @@ def test_train_and_retrieve_with_raw_ids_on_an_event_file(
     assert "unknown item id(s) nope" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("data", "match"), [
-    ({"dataset": "r-ml100k", "path": "x.csv"}, r"data: give exactly one of `dataset`.*both"),
-    ({"max_len": 10}, r"data: give exactly one of `dataset`.*neither"),
-    ({"path": "x.csv", "user_column": "u"}, r"item_column"),
-    ({"dataset": "r-ml100k", "user_column": "u"}, r"user_column: only with `path`"),
-    ({"dataset": "r-ml100k", "format": "csv"}, r"format: only with `path`"),
-    ({"path": "x.csv", "user_column": "u", "item_column": "i", "split": {"kind": "time",
-      "fractions": [0.8, 0.1, 0.1]}}, r"time split needs time_column"),
-    ({"path": "x.csv", "user_column": "u", "item_column": "i", "min_action": 4}, r"needs action_column"),
-])
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"dataset": "r-ml100k", "path": "x.csv"}, r"data: give exactly one of `dataset`.*both"),
+        ({"max_len": 10}, r"data: give exactly one of `dataset`.*neither"),
+        ({"path": "x.csv", "user_column": "u"}, r"item_column"),
+        ({"dataset": "r-ml100k", "user_column": "u"}, r"user_column: only with `path`"),
+        ({"dataset": "r-ml100k", "format": "csv"}, r"format: only with `path`"),
+        (
+            {
+                "path": "x.csv",
+                "user_column": "u",
+                "item_column": "i",
+                "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1]},
+            },
+            r"time split needs time_column",
+        ),
+        ({"path": "x.csv", "user_column": "u", "item_column": "i", "min_action": 4}, r"needs action_column"),
+    ],
+)
 def test_bad_declarations_name_the_key(tmp_path: Path, data: dict[str, object], match: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"kind": "retrieval", "data": data}))
@@ -171,12 +186,14 @@ def test_bad_declarations_name_the_key(tmp_path: Path, data: dict[str, object], 
         load_retrieval_config(path)
 
 
-def test_missing_column_or_file_fails_before_training(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_column_or_file_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _events_csv(tmp_path / "events.csv")
-    cfg = {"kind": "retrieval", "data": {"path": "events.csv", "user_column": "user",
-                                         "item_column": "sku", "time_column": "ts"},
-           "model": MODEL, "train": TRAIN}
+    cfg = {
+        "kind": "retrieval",
+        "data": {"path": "events.csv", "user_column": "user", "item_column": "sku", "time_column": "ts"},
+        "model": MODEL,
+        "train": TRAIN,
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

@@ -81,8 +81,7 @@ def test_per_sequence_negatives_equal_per_row_negatives_repeated_along_the_seque
     per_row = negatives.unsqueeze(1).expand(-1, 5, -1)[on]
     want = sampled_softmax_loss(states[on], targets[on], table, per_row, temperature=0.3)
     torch.testing.assert_close(got, want)
-    for a, b in zip(torch.autograd.grad(got, (states, table)),
-                    torch.autograd.grad(want, (states, table)), strict=True):
+    for a, b in zip(torch.autograd.grad(got, (states, table)), torch.autograd.grad(want, (states, table)), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -99,8 +98,7 @@ def test_sequence_losses_ignore_positions_without_a_target() -> None:
         assert grad[targets > 0].abs().sum(-1).min() > 0, per
     full = NextItemLoss(FullSoftmax(temperature=0.5), num_items=7)
     on = targets > 0
-    torch.testing.assert_close(full(states, targets, table),
-                               full_softmax_loss(states[on], targets[on], table, 0.5))
+    torch.testing.assert_close(full(states, targets, table), full_softmax_loss(states[on], targets[on], table, 0.5))
 
 
 def test_in_batch_softmax_with_log_q_correction_by_hand() -> None:
@@ -123,8 +121,12 @@ def test_in_batch_softmax_with_log_q_correction_by_hand() -> None:
 def test_configured_losses_are_finite_and_train() -> None:
     states, table, targets = _case(seed=4)
     counts = torch.ones(10)
-    for cfg in (FullSoftmax(), SampledSoftmax(num_negatives=5), InBatchSoftmax(),
-                SampledSoftmax(num_negatives=5, negatives_per="batch")):
+    for cfg in (
+        FullSoftmax(),
+        SampledSoftmax(num_negatives=5),
+        InBatchSoftmax(),
+        SampledSoftmax(num_negatives=5, negatives_per="batch"),
+    ):
         fn = NextItemLoss(cfg, num_items=9, target_counts=counts)
         value = fn(states, targets, table, torch.Generator().manual_seed(0))
         assert torch.isfinite(value)

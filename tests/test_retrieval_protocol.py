@@ -18,14 +18,14 @@ def test_views_are_the_leave_one_out_cuts() -> None:
     seqs = _seqs()
     data = leave_one_out_views(Sequences.from_lists(seqs), num_items=30, max_len=5)
     for u, s in enumerate(seqs):
-        tr = data.train.items[data.train.offsets[u]:data.train.offsets[u + 1]]
-        te = data.test_input.items[data.test_input.offsets[u]:data.test_input.offsets[u + 1]]
+        tr = data.train.items[data.train.offsets[u] : data.train.offsets[u + 1]]
+        te = data.test_input.items[data.test_input.offsets[u] : data.test_input.offsets[u + 1]]
         assert list(tr) == s[:-2] and list(te) == s[:-1]
         assert data.valid_target[u] == s[-2] and data.test_target[u] == s[-1]
     padded = data.test_input.padded(np.array([0, 1]), 5).numpy()
     for row, u in enumerate([0, 1]):
         tail = seqs[u][:-1][-5:]
-        assert list(padded[row, 5 - len(tail):]) == tail and not padded[row, : 5 - len(tail)].any()
+        assert list(padded[row, 5 - len(tail) :]) == tail and not padded[row, : 5 - len(tail)].any()
 
 
 def test_too_short_sequences_are_rejected() -> None:

@@ -10,13 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ranker.config.retrieval import (
-    HSTUModel,
-    RetrievalEval,
-    SampledSoftmax,
-    SASRecModel,
-    SequenceTrainConfig,
-)
+from ranker.config.retrieval import HSTUModel, RetrievalEval, SampledSoftmax, SASRecModel, SequenceTrainConfig
 from ranker.models import HSTU, SASRec, SequentialRetriever
 from ranker.retrieval.batches import TrainSequences, query_batch
 from ranker.retrieval.evaluation import evaluate_model
@@ -56,8 +50,8 @@ def test_training_sequences_are_next_item_pairs_with_target_times() -> None:
     data = _data()
     train = TrainSequences.build(data.train, MAX_LEN)
     u = 0
-    seq = data.train.items[data.train.offsets[u]:data.train.offsets[u + 1]]
-    t = data.train.times[data.train.offsets[u]:data.train.offsets[u + 1]]
+    seq = data.train.items[data.train.offsets[u] : data.train.offsets[u + 1]]
+    t = data.train.times[data.train.offsets[u] : data.train.offsets[u + 1]]
     n = min(len(seq) - 1, MAX_LEN)
     assert train.items[u, -n:].tolist() == list(seq[:-1][-n:])
     assert train.targets[u, -n:].tolist() == list(seq[1:][-n:])
@@ -97,23 +91,23 @@ def test_length_windows_keep_every_user_once() -> None:
 @pytest.mark.parametrize("exclude", ["history", "input"])
 def test_model_metrics_equal_a_brute_force_loop_and_ignore_the_batch_size(exclude: str) -> None:
     data, model = _data(seed=1), _hstu(1).eval()
-    got = {b: evaluate_model(model, data, "test", ks=(1, 5, 10), batch_users=b, exclude=exclude)
-           for b in (1, 7, 1000)}
+    got = {b: evaluate_model(model, data, "test", ks=(1, 5, 10), batch_users=b, exclude=exclude) for b in (1, 7, 1000)}
     assert got[1] == got[7] == got[1000]
     ranks = []
     with torch.no_grad():
         items = model.item_vectors()
         for u in range(len(data.test_target)):
-            seq = data.test_input.items[data.test_input.offsets[u]:data.test_input.offsets[u + 1]]
-            tms = data.test_input.times[data.test_input.offsets[u]:data.test_input.offsets[u + 1]]
+            seq = data.test_input.items[data.test_input.offsets[u] : data.test_input.offsets[u + 1]]
+            tms = data.test_input.times[data.test_input.offsets[u] : data.test_input.offsets[u + 1]]
             x = torch.tensor(seq[-MAX_LEN:])[None]
             t = torch.tensor(tms[-MAX_LEN:])[None]
             q = torch.cat([t[:, 1:], torch.tensor([[data.test_target_time[u]]])], 1)
             scores = (model.user_vectors(x, t, q) @ items.T)[0]
             seen = set(seq.tolist()) if exclude == "history" else set(seq[-MAX_LEN:].tolist())
             target = int(data.test_target[u])
-            rank = 1 + sum(1 for j in range(1, ITEMS + 1)
-                           if j != target and j not in seen and scores[j] >= scores[target])
+            rank = 1 + sum(
+                1 for j in range(1, ITEMS + 1) if j != target and j not in seen and scores[j] >= scores[target]
+            )
             ranks.append(rank)
     r = np.array(ranks)
     assert got[7]["HR@5"] == pytest.approx(np.mean(r <= 5))
@@ -161,11 +155,11 @@ def test_training_learns_and_resume_reproduces_the_uninterrupted_run(tmp_path: P
 
 
 def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
-    for model in (_hstu(4), SASRec(SASRecModel(dim=8, num_layers=1), num_items=ITEMS,
-                                   max_len=MAX_LEN)):
+    for model in (_hstu(4), SASRec(SASRecModel(dim=8, num_layers=1), num_items=ITEMS, max_len=MAX_LEN)):
         save_weights(model, tmp_path / "m.safetensors")
-        fresh = type(model)(model.cfg if isinstance(model, HSTU) else SASRecModel(dim=8, num_layers=1),
-                            num_items=ITEMS, max_len=MAX_LEN)
+        fresh = type(model)(
+            model.cfg if isinstance(model, HSTU) else SASRecModel(dim=8, num_layers=1), num_items=ITEMS, max_len=MAX_LEN
+        )
         load_weights(fresh, tmp_path / "m.safetensors")
         data = _data(seed=5)
         assert evaluate_model(fresh.eval(), data, "test") == evaluate_model(model.eval(), data, "test")
@@ -176,8 +170,7 @@ def test_reference_protocol_trains_on_the_validation_item() -> None:
     from ranker.retrieval.run import training_sequences
 
     data = _data(seed=6)
-    base = {"kind": "retrieval", "name": "t", "data": {"dataset": "r-ml100k"},
-            "model": {"kind": "sasrec"}}
+    base = {"kind": "retrieval", "name": "t", "data": {"dataset": "r-ml100k"}, "model": {"kind": "sasrec"}}
     held = RetrievalRunConfig.model_validate(base)
     ref = RetrievalRunConfig.model_validate({**base, "train": {"protocol": "reference"}})
     assert training_sequences(held, data) is data.train
@@ -192,8 +185,9 @@ def test_reference_protocol_trains_on_the_validation_item() -> None:
 def test_reference_protocol_runs_every_epoch_and_keeps_the_last(tmp_path: Path) -> None:
     data = _data(seed=7)
     train = TrainSequences.build(data.train, MAX_LEN)
-    cfg = SequenceTrainConfig(epochs=5, batch_size=8, lr=0.01, progress=False, patience=0,
-                              eval_every=2, protocol="reference")
+    cfg = SequenceTrainConfig(
+        epochs=5, batch_size=8, lr=0.01, progress=False, patience=0, eval_every=2, protocol="reference"
+    )
     loss = NextItemLoss(SampledSoftmax(num_negatives=10, temperature=0.1), num_items=ITEMS)
     model = _hstu(7)
     trainer = SequenceTrainer(model, loss, cfg, RetrievalEval(ks=[1, 5, 10]), tmp_path)
@@ -215,8 +209,7 @@ def test_adamw_betas_come_from_the_config() -> None:
 
 
 def _ema_trainer(model: SequentialRetriever, run_dir: Path, epochs: int) -> SequenceTrainer:
-    cfg = SequenceTrainConfig(epochs=epochs, batch_size=8, lr=0.01, progress=False, patience=50,
-                              ema_decay=0.9)
+    cfg = SequenceTrainConfig(epochs=epochs, batch_size=8, lr=0.01, progress=False, patience=50, ema_decay=0.9)
     loss = NextItemLoss(SampledSoftmax(num_negatives=10, temperature=0.1), num_items=ITEMS)
     return SequenceTrainer(model, loss, cfg, RetrievalEval(ks=[1, 5, 10]), run_dir)
 
@@ -231,8 +224,7 @@ def test_weight_average_is_what_validation_sees_and_what_the_run_keeps(tmp_path:
     validate = trainer.validate
 
     def spy() -> dict:  # type: ignore[type-arg]
-        seen.append((model.item_embedding.weight.detach().clone(),
-                     trainer.ema.shadow["item_embedding.weight"].clone()))  # type: ignore[union-attr]
+        seen.append((model.item_embedding.weight.detach().clone(), trainer.ema.shadow["item_embedding.weight"].clone()))  # type: ignore[union-attr]
         return validate()
 
     trainer.validate = spy  # type: ignore[method-assign]

@@ -17,10 +17,12 @@ def _models() -> list[SequentialRetriever]:
     torch.manual_seed(0)
     return [
         SASRec(SASRecModel(dim=8, num_layers=2, num_heads=2, ff_dim=16), num_items=30, max_len=L),
-        HSTU(HSTUModel(dim=8, num_layers=2, num_heads=2, linear_dim=4, attention_dim=4),
-             num_items=30, max_len=L),
-        HSTU(HSTUModel(dim=8, num_layers=2, linear_dim=4, attention_dim=4, query_time="last",
-                       attention="fused"), num_items=30, max_len=L),
+        HSTU(HSTUModel(dim=8, num_layers=2, num_heads=2, linear_dim=4, attention_dim=4), num_items=30, max_len=L),
+        HSTU(
+            HSTUModel(dim=8, num_layers=2, linear_dim=4, attention_dim=4, query_time="last", attention="fused"),
+            num_items=30,
+            max_len=L,
+        ),
     ]
 
 
@@ -37,12 +39,12 @@ def test_position_i_does_not_see_later_inputs(model: SequentialRetriever) -> Non
     base = model.encode(items, times, qtimes)
     for i in range(3, L - 1):
         later_items, later_times, later_q = items.clone(), times.clone(), qtimes.clone()
-        later_items[:, i + 1:] = torch.randint(1, 31, (2, L - i - 1))
-        later_times[:, i + 1:] += 12_345
-        later_q[:, i + 1:] += 777  # query times of later positions only
+        later_items[:, i + 1 :] = torch.randint(1, 31, (2, L - i - 1))
+        later_times[:, i + 1 :] += 12_345
+        later_q[:, i + 1 :] += 777  # query times of later positions only
         out = model.encode(later_items, later_times, later_q)
         torch.testing.assert_close(out[:, : i + 1], base[:, : i + 1])
-        assert not torch.allclose(out[:, i + 1:], base[:, i + 1:])
+        assert not torch.allclose(out[:, i + 1 :], base[:, i + 1 :])
 
 
 @pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
@@ -64,19 +66,16 @@ def test_hstu_uses_the_query_time_and_sasrec_ignores_times() -> None:
     torch.testing.assert_close(sasrec.encode(items, times, qtimes), sasrec.encode(items))
     later = qtimes.clone()
     later[:, -1] += 10**7
-    assert not torch.allclose(hstu.user_vectors(items, times, later),
-                              hstu.user_vectors(items, times, qtimes))
+    assert not torch.allclose(hstu.user_vectors(items, times, later), hstu.user_vectors(items, times, qtimes))
 
 
 def test_output_items_are_the_input_table_l2_normalised() -> None:
     model = _models()[1]
     vecs = model.item_vectors()
     torch.testing.assert_close(vecs.norm(dim=1)[1:], torch.ones(30))
-    torch.testing.assert_close(vecs[5] * model.item_embedding.weight[5].norm(),
-                               model.item_embedding.weight[5])
+    torch.testing.assert_close(vecs[5] * model.item_embedding.weight[5].norm(), model.item_embedding.weight[5])
     items, times, qtimes = _inputs()
-    torch.testing.assert_close(model.eval().user_vectors(items, times, qtimes).norm(dim=1),
-                               torch.ones(2))
+    torch.testing.assert_close(model.eval().user_vectors(items, times, qtimes).norm(dim=1), torch.ones(2))
 
 
 def test_hstu_with_time_bias_refuses_inputs_without_times() -> None:
@@ -86,8 +85,7 @@ def test_hstu_with_time_bias_refuses_inputs_without_times() -> None:
 
 
 def test_config_errors_name_the_key() -> None:
-    raw = {"kind": "retrieval", "data": {"dataset": "r-ml100k"},
-           "model": {"kind": "hstu", "num_layer": 3}}
+    raw = {"kind": "retrieval", "data": {"dataset": "r-ml100k"}, "model": {"kind": "hstu", "num_layer": 3}}
     with pytest.raises(ConfigError, match=r"model\.num_layer: unknown key; allowed: .*num_layers"):
         validate(raw, root=RetrievalRunConfig)
     raw["model"] = {"kind": "gru"}

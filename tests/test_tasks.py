@@ -11,14 +11,7 @@ import torch
 from ranker.config import load_config
 from ranker.config.schema import TaskConfig
 from ranker.errors import ConfigError
-from ranker.tasks import (
-    MultiTaskObjective,
-    TaskSpec,
-    joint_labels,
-    joint_log_prob,
-    log1mexp,
-    serving_score,
-)
+from ranker.tasks import MultiTaskObjective, TaskSpec, joint_labels, joint_log_prob, log1mexp, serving_score
 from ranker.train.evaluate import regression_metrics, selection_score, task_metrics
 
 
@@ -27,16 +20,17 @@ def _spec(*tasks: dict) -> TaskSpec:
 
 
 def _batch(labels: list[list[float]], mask: list[list[float]]) -> dict[str, torch.Tensor]:
-    return {"labels": torch.tensor(labels, dtype=torch.float32),
-            "label_mask": torch.tensor(mask, dtype=torch.float32)}
+    return {"labels": torch.tensor(labels, dtype=torch.float32), "label_mask": torch.tensor(mask, dtype=torch.float32)}
 
 
 # ------------------------------------------------------------------ losses and masks
 
 
 def test_regression_losses_match_hand_values() -> None:
-    spec = _spec({"name": "mse", "kind": "regression"},
-                 {"name": "hub", "kind": "regression", "loss": "huber", "huber_delta": 1.0})
+    spec = _spec(
+        {"name": "mse", "kind": "regression"},
+        {"name": "hub", "kind": "regression", "loss": "huber", "huber_delta": 1.0},
+    )
     raw = torch.tensor([[3.0, 3.0], [0.5, 0.5]])
     batch = _batch([[1.0, 1.0], [0.0, 0.0]], [[1, 1], [1, 1]])
     per_task = MultiTaskObjective(spec).task_losses(raw, batch["labels"], batch["label_mask"])
@@ -48,16 +42,22 @@ def test_regression_metrics_match_hand_values() -> None:
     m = regression_metrics(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 1.0]))
     assert m["rmse"] == pytest.approx(math.sqrt((1 + 0 + 9) / 3))
     assert m["mae"] == pytest.approx(4 / 3)
-    out = task_metrics(np.array([[0.9, 2.0], [0.1, 2.0]]), np.array([[1.0, 1.0], [0.0, 3.0]]),
-                       np.ones((2, 2)), ["y", "r"], kinds=["binary", "regression"])
+    out = task_metrics(
+        np.array([[0.9, 2.0], [0.1, 2.0]]),
+        np.array([[1.0, 1.0], [0.0, 3.0]]),
+        np.ones((2, 2)),
+        ["y", "r"],
+        kinds=["binary", "regression"],
+    )
     assert set(out["r"]) == {"rmse", "mae", "rows", "mean"} and out["r"]["rmse"] == pytest.approx(1.0)
     assert out["y"]["auc"] == 1.0
     assert selection_score(out) == 1.0  # the binary task's AUC only
     assert selection_score({"r": out["r"]}) == pytest.approx(-1.0)
 
 
-@pytest.mark.parametrize("kind", [{"name": "t"}, {"name": "t", "kind": "regression"},
-                                  {"name": "t", "kind": "regression", "loss": "huber"}])
+@pytest.mark.parametrize(
+    "kind", [{"name": "t"}, {"name": "t", "kind": "regression"}, {"name": "t", "kind": "regression", "loss": "huber"}]
+)
 def test_masked_rows_contribute_no_loss_and_no_gradient(kind: dict) -> None:
     spec = _spec({"name": "a"}, kind)
     objective = MultiTaskObjective(spec)
@@ -162,31 +162,45 @@ def test_serving_score_sum_and_product() -> None:
 
 
 def _cfg(tasks: list[dict], **extra: object) -> object:
-    return load_config(base={"data": {"path": "x.csv", "split": {"kind": "random"},
-                                      "features": [{"kind": "categorical", "name": "u"}], "tasks": tasks},
-                             **extra})
+    return load_config(
+        base={
+            "data": {
+                "path": "x.csv",
+                "split": {"kind": "random"},
+                "features": [{"kind": "categorical", "name": "u"}],
+                "tasks": tasks,
+            },
+            **extra,
+        }
+    )
 
 
-@pytest.mark.parametrize(("tasks", "message"), [
-    ([{"name": "like", "conditional_on": "watch"}, {"name": "watch"}], "tasks[0].conditional_on"),
-    ([{"name": "r", "kind": "regression"}, {"name": "b", "conditional_on": "r"}], "tasks[1].conditional_on"),
-    ([{"name": "y", "loss": "mse"}], "data.tasks.0"),
-    ([{"name": "y", "kind": "regression", "loss": "bce"}], "data.tasks.0"),
-    ([{"name": "y", "kind": "ordinal"}], "data.tasks.0.kind"),
-    ([{"name": "y"}, {"name": "y"}], "duplicate task names"),
-])
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        ([{"name": "like", "conditional_on": "watch"}, {"name": "watch"}], "tasks[0].conditional_on"),
+        ([{"name": "r", "kind": "regression"}, {"name": "b", "conditional_on": "r"}], "tasks[1].conditional_on"),
+        ([{"name": "y", "loss": "mse"}], "data.tasks.0"),
+        ([{"name": "y", "kind": "regression", "loss": "bce"}], "data.tasks.0"),
+        ([{"name": "y", "kind": "ordinal"}], "data.tasks.0.kind"),
+        ([{"name": "y"}, {"name": "y"}], "duplicate task names"),
+    ],
+)
 def test_task_config_errors_name_the_key(tasks: list[dict], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         _cfg(tasks)
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ({"heads": {"kind": "mmoe", "num_experts": 0}}, "model.heads.num_experts"),
-    ({"heads": {"kind": "ple", "levels": 2}}, "model.heads.levels: unknown key"),
-    ({"heads": {"kind": "moe"}}, "unknown kind 'moe'"),
-    ({"heads": {"kind": "mmoe", "expert": []}}, "model.heads.expert"),
-])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"heads": {"kind": "mmoe", "num_experts": 0}}, "model.heads.num_experts"),
+        ({"heads": {"kind": "ple", "levels": 2}}, "model.heads.levels: unknown key"),
+        ({"heads": {"kind": "moe"}}, "unknown kind 'moe'"),
+        ({"heads": {"kind": "mmoe", "expert": []}}, "model.heads.expert"),
+    ],
+)
 def test_heads_config_errors_name_the_key(model: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         _cfg([{"name": "y"}], model=model)

@@ -12,12 +12,14 @@ from ranker.data.tensors import TensorData
 
 def make(n: int) -> TensorData:
     rows = torch.arange(n)
-    return TensorData({
-        "row": rows,
-        "cat/user": rows * 10,
-        "multi/tags": torch.stack([rows, rows + 1000], 1),
-        "num": rows.float()[:, None] / 2,
-    })
+    return TensorData(
+        {
+            "row": rows,
+            "cat/user": rows * 10,
+            "multi/tags": torch.stack([rows, rows + 1000], 1),
+            "num": rows.float()[:, None] / 2,
+        }
+    )
 
 
 def rows_of(batches: list[dict[str, torch.Tensor]]) -> list[int]:
@@ -55,8 +57,7 @@ def test_shuffle_changes_between_epochs_and_seeds() -> None:
 
 def test_same_seed_same_order() -> None:
     data = make(40)
-    runs = [rows_of(list(data.batches(6, shuffle=True, generator=torch.Generator().manual_seed(9))))
-            for _ in range(2)]
+    runs = [rows_of(list(data.batches(6, shuffle=True, generator=torch.Generator().manual_seed(9)))) for _ in range(2)]
     assert runs[0] == runs[1]
     expected = torch.randperm(40, generator=torch.Generator().manual_seed(9)).tolist()
     assert runs[0] == expected
@@ -76,8 +77,7 @@ def test_shards_are_disjoint_and_equal_sized(shuffle: bool, n: int, world: int) 
     shards = []
     for rank in range(world):
         gen = torch.Generator().manual_seed(5)  # every rank draws the same permutation
-        shards.append(rows_of(list(data.batches(3, shuffle=shuffle, generator=gen, rank=rank,
-                                                 world_size=world))))
+        shards.append(rows_of(list(data.batches(3, shuffle=shuffle, generator=gen, rank=rank, world_size=world))))
     sizes = {len(s) for s in shards}
     assert sizes == {n // world}
     flat = sum(shards, [])
@@ -123,8 +123,7 @@ def test_from_encoded_keys_and_lengths() -> None:
     )
     data = TensorData.from_encoded(enc)
     assert len(data) == 3
-    assert set(data.tensors) == {"cat/user", "multi/tags", "num", "num_missing", "hist/h/items",
-                                 "labels", "label_mask"}
+    assert set(data.tensors) == {"cat/user", "multi/tags", "num", "num_missing", "hist/h/items", "labels", "label_mask"}
     assert data.tensors["cat/user"].tolist() == [3, 4, 5]
     assert data.tensors["labels"].dtype == torch.float32
     assert len(TensorData({})) == 0

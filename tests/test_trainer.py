@@ -46,17 +46,22 @@ def _toy(n: int = 600, seed: int = 0) -> pa.Table:
 
 
 def _setup(tmp_path: Path, epochs: int):
-    cfg = load_config(base={
-        "data": {
-            "path": "unused.csv",
-            "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                         {"kind": "numerical", "name": "x"}],
-            "tasks": [{"name": "y"}, {"name": "like", "mask_column": "y"}],
-            "split": {"kind": "random"},
-        },
-        "model": {"backbone": {"hidden": [16], "dropout": 0.2}},
-        "train": {"epochs": epochs, "batch_size": 64, "patience": 10, "progress": False, "lr": 0.01},
-    })
+    cfg = load_config(
+        base={
+            "data": {
+                "path": "unused.csv",
+                "features": [
+                    {"kind": "categorical", "name": "user"},
+                    {"kind": "categorical", "name": "item"},
+                    {"kind": "numerical", "name": "x"},
+                ],
+                "tasks": [{"name": "y"}, {"name": "like", "mask_column": "y"}],
+                "split": {"kind": "random"},
+            },
+            "model": {"backbone": {"hidden": [16], "dropout": 0.2}},
+            "train": {"epochs": epochs, "batch_size": 64, "patience": 10, "progress": False, "lr": 0.01},
+        }
+    )
     pre = Preprocessor.for_data(cfg.data).fit(_toy(seed=0))
     train = TensorData.from_encoded(pre.transform(_toy(seed=0)))
     valid = TensorData.from_encoded(pre.transform(_toy(n=200, seed=1)))
@@ -77,8 +82,9 @@ def test_training_learns_and_keeps_best_checkpoint(tmp_path: Path) -> None:
     best = max(log, key=lambda r: r["valid_score"])
     assert result.best_epoch == best["epoch"]
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert files == sorted({"epoch-0004.safetensors", "epoch-0004.optim.pt",
-                            f"best-{best['epoch']:04d}.safetensors", "last.json"})
+    assert files == sorted(
+        {"epoch-0004.safetensors", "epoch-0004.optim.pt", f"best-{best['epoch']:04d}.safetensors", "last.json"}
+    )
     # After fit the model holds the best epoch's weights.
     saved = load_file(str(tmp_path / "checkpoints" / f"best-{best['epoch']:04d}.safetensors"))
     for k, v in trainer.model.state_dict().items():
@@ -112,8 +118,9 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
     # Same run, killed in the middle of epoch 3 (after epoch 2's checkpoint).
     cfg, model, train, valid = _setup(tmp_path, epochs=4)
     with pytest.raises(_Kill):
-        Trainer(model, cfg.train, cfg.data.tasks, tmp_path / "b",
-                loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)).fit(train, valid)
+        Trainer(
+            model, cfg.train, cfg.data.tasks, tmp_path / "b", loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)
+        ).fit(train, valid)
     state = json.loads((tmp_path / "b" / "checkpoints" / "last.json").read_text())
     assert state["epoch"] == 2
     # A fresh process: new model object, resumes from the checkpoint.
@@ -150,8 +157,9 @@ def test_stray_temp_files_do_not_break_resume(tmp_path: Path) -> None:
 
 def test_lr_decays_on_plateau_and_embedding_l2_shrinks_tables(tmp_path: Path) -> None:
     cfg, model, train, valid = _setup(tmp_path, epochs=6)
-    train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "lr": 0.05, "patience": 10,
-                                            "lr_decay_on_plateau": 0.1, "embedding_l2": 0.01})
+    train_cfg = TrainConfig.model_validate(
+        {**cfg.train.model_dump(), "lr": 0.05, "patience": 10, "lr_decay_on_plateau": 0.1, "embedding_l2": 0.01}
+    )
     trainer = Trainer(model, train_cfg, cfg.data.tasks, tmp_path)
     trainer.fit(train, valid)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -213,8 +221,9 @@ def test_weight_average_selects_saves_and_resumes(tmp_path: Path) -> None:
     # validation recorded (validation saw the average, not the raw weights).
     t = valid.tensors
     probs = predict(model, valid, 512, torch.device("cpu"), trainer.spec.outputs)
-    metrics = task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(),
-                           [x.name for x in cfg.data.tasks], None, trainer.spec.kinds)
+    metrics = task_metrics(
+        probs, t["labels"].numpy(), t["label_mask"].numpy(), [x.name for x in cfg.data.tasks], None, trainer.spec.kinds
+    )
     assert selection_score(metrics) == pytest.approx(result.best_score, abs=1e-9)
     raw = load_file(str(tmp_path / "a" / "checkpoints" / "epoch-0004.safetensors"))
     assert not all(torch.equal(raw[k], v) for k, v in reference.items() if k in raw)
@@ -223,8 +232,9 @@ def test_weight_average_selects_saves_and_resumes(tmp_path: Path) -> None:
     # Killed in epoch 3, resumed by a fresh process: the same averaged weights at the end.
     train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
     with pytest.raises(_Kill):
-        Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b",
-                loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)).fit(train, valid)
+        Trainer(
+            model, train_cfg, cfg.data.tasks, tmp_path / "b", loss_fn=_dies_in_epoch_3(train, cfg.train.batch_size)
+        ).fit(train, valid)
     train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
     Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "b").fit(train, valid)
     for k, v in model.state_dict().items():

@@ -212,7 +212,7 @@ def reverse_real_events(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     out = {k: v.clone() for k, v in batch.items()}
     for row, n in enumerate(batch["hist/h/mask"].sum(1).tolist()):
         for key in ("hist/h/items", "hist/h/actions"):
-            out[key][row, L - n:] = batch[key][row, L - n:].flip(0)
+            out[key][row, L - n :] = batch[key][row, L - n :].flip(0)
     return out
 
 
@@ -227,8 +227,9 @@ def test_permutation_changes_only_the_k_recent_part() -> None:
     assert changed.tolist() == [True, True, False, False, True]  # rows with ≥ 2 events
     # with the time encoding, the order (through the times) also reaches the max-pool
     timed = transact(items, time_encoding=True).eval()
-    assert not torch.allclose(run(timed, reverse_real_events(batch), cand)[:, pool],
-                              run(timed, batch, cand)[:, pool], atol=1e-4)
+    assert not torch.allclose(
+        run(timed, reverse_real_events(batch), cand)[:, pool], run(timed, batch, cand)[:, pool], atol=1e-4
+    )
 
 
 def test_early_fusion_makes_the_output_depend_on_the_candidate() -> None:
@@ -253,7 +254,7 @@ def test_early_fusion_makes_the_output_depend_on_the_candidate() -> None:
 def test_score_candidates_equals_the_batched_forward(early_fusion: bool, user: int) -> None:
     items = make_items()
     enc = transact(items, early_fusion=early_fusion, time_encoding=True).eval()
-    one = {k: v[user: user + 1] for k, v in make_batch().items()}
+    one = {k: v[user : user + 1] for k, v in make_batch().items()}
     cands = candidates(items, 7)
     with torch.no_grad():
         served = enc.score_candidates(enc.encode_history(*inputs(one)), cands)
@@ -298,10 +299,19 @@ def test_export_in_eval_mode(kind: str) -> None:
     torch.testing.assert_close(program.module()(*inputs(other), candidate=other_cand), run(model, other, other_cand))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"recent_mask": -1}, {"recent_mask": True}, {"recent_mask": "3"}, {"num_heads": 3},
-    {"k_recent": -1}, {"dropout": 1.0}, {"num_layers": 0}, {"d_model": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"recent_mask": -1},
+        {"recent_mask": True},
+        {"recent_mask": "3"},
+        {"num_heads": 3},
+        {"k_recent": -1},
+        {"dropout": 1.0},
+        {"num_layers": 0},
+        {"d_model": 0},
+    ],
+)
 def test_bad_hyperparameters_name_the_value(kwargs: dict[str, object]) -> None:
     key = next(iter(kwargs))
     with pytest.raises(ValueError, match=key):
@@ -355,10 +365,9 @@ def test_mean_pool_recent_appends_the_mean_of_the_k_most_recent_events() -> None
     batch = make_batch()
     out = run(enc, batch)
     assert out.shape == (len(LENGTHS), 2 * (D_ITEM + ACTION_DIM))
-    events = torch.cat([items.lookup("item", batch["hist/h/items"]),
-                        enc.action_table(batch["hist/h/actions"])], dim=-1)
+    events = torch.cat([items.lookup("item", batch["hist/h/items"]), enc.action_table(batch["hist/h/actions"])], dim=-1)
     for row, n in enumerate(LENGTHS):
-        real = events[row, L - n:]
+        real = events[row, L - n :]
         whole = real.mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)
         last = real[-2:].mean(0) if n else torch.zeros(D_ITEM + ACTION_DIM)  # n = 1: that one event
         torch.testing.assert_close(out[row], torch.cat([whole, last]))

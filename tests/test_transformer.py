@@ -14,7 +14,12 @@ def copy_into(ours: EncoderLayer, ref: nn.TransformerEncoderLayer) -> None:
         ours.qkv.bias.copy_(ref.self_attn.in_proj_bias)
         ours.out.weight.copy_(ref.self_attn.out_proj.weight)
         ours.out.bias.copy_(ref.self_attn.out_proj.bias)
-        for a, b in [(ours.ff1, ref.linear1), (ours.ff2, ref.linear2), (ours.norm1, ref.norm1), (ours.norm2, ref.norm2)]:
+        for a, b in [
+            (ours.ff1, ref.linear1),
+            (ours.ff2, ref.linear2),
+            (ours.norm1, ref.norm1),
+            (ours.norm2, ref.norm2),
+        ]:
             a.weight.copy_(b.weight)
             a.bias.copy_(b.bias)
 
@@ -32,8 +37,8 @@ def test_layer_equals_pytorch_post_norm_layer_with_padding() -> None:
     got = ours(x, attend)
     torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
     # gradients agree too (training path, dropout 0)
-    g_ref, = torch.autograd.grad(ref.train()(x, src_key_padding_mask=~attend).sum(), x)
-    g_ours, = torch.autograd.grad(ours.train()(x, attend).sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.train()(x, src_key_padding_mask=~attend).sum(), x)
+    (g_ours,) = torch.autograd.grad(ours.train()(x, attend).sum(), x)
     torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
 
 

@@ -127,8 +127,7 @@ def test_vocab_state_round_trip() -> None:
 
 def test_categorical_unseen_at_transform_is_oov(tmp_path: Path) -> None:
     train = pa.table({"city": ["paris", "rome", "paris"], "uid": [7, 8, 9]})
-    pre = fitted([{"kind": "categorical", "name": "city"}, {"kind": "categorical", "name": "uid"}],
-                 train)
+    pre = fitted([{"kind": "categorical", "name": "city"}, {"kind": "categorical", "name": "uid"}], train)
     valid = pa.table({"city": ["oslo", "rome", None, ""], "uid": [9, 100, None, 7]})
     enc = pre.transform(valid)
     assert enc.cat["city"].tolist() == [OOV, 4, MISSING, MISSING]
@@ -137,8 +136,10 @@ def test_categorical_unseen_at_transform_is_oov(tmp_path: Path) -> None:
 
 def test_vocab_from_shares_the_vocabulary() -> None:
     train = pa.table({"item": ["a", "b"], "prev_item": ["b", "c"]})
-    pre = fitted([{"kind": "categorical", "name": "item"},
-                  {"kind": "categorical", "name": "prev_item", "vocab_from": "item"}], train)
+    pre = fitted(
+        [{"kind": "categorical", "name": "item"}, {"kind": "categorical", "name": "prev_item", "vocab_from": "item"}],
+        train,
+    )
     enc = pre.transform(train)
     assert enc.cat["prev_item"].tolist() == [4, OOV]  # "c" is not in item's vocabulary
     assert pre.layout().categorical == {"item": "item", "prev_item": "item"}
@@ -147,8 +148,9 @@ def test_vocab_from_shares_the_vocabulary() -> None:
 
 def test_vocab_from_a_non_categorical_is_an_error() -> None:
     with pytest.raises(DataError, match="'x'.*not a categorical feature"):
-        Preprocessor(features({"kind": "numerical", "name": "x"},
-                              {"kind": "categorical", "name": "c", "vocab_from": "x"}), [])
+        Preprocessor(
+            features({"kind": "numerical", "name": "x"}, {"kind": "categorical", "name": "c", "vocab_from": "x"}), []
+        )
 
 
 # ---------------------------------------------------------------------- multi-categorical
@@ -157,16 +159,9 @@ def test_vocab_from_a_non_categorical_is_an_error() -> None:
 def test_multi_from_list_column_truncates_and_pads() -> None:
     train = pa.table({"tags": [["b", "a"], ["c", "a", "b", "d", "e"], [], None]})
     pre = fitted([{"kind": "multi_categorical", "name": "tags", "max_len": 3}], train)
-    enc = pre.transform(pa.table({"tags": [["b", "a"], ["c", "a", "b", "d", "e"], [], None,
-                                           ["zz", None, "a"]]}))
+    enc = pre.transform(pa.table({"tags": [["b", "a"], ["c", "a", "b", "d", "e"], [], None, ["zz", None, "a"]]}))
     # a=3 b=4 c=5 d=6 e=7; first max_len values kept, right-padded with 0
-    assert enc.multi["tags"].tolist() == [
-        [4, 3, PAD],
-        [5, 3, 4],
-        [PAD, PAD, PAD],
-        [PAD, PAD, PAD],
-        [OOV, MISSING, 3],
-    ]
+    assert enc.multi["tags"].tolist() == [[4, 3, PAD], [5, 3, 4], [PAD, PAD, PAD], [PAD, PAD, PAD], [OOV, MISSING, 3]]
 
 
 def test_multi_from_separated_string() -> None:
@@ -234,8 +229,10 @@ def test_statistics_fitted_on_train_only() -> None:
 
 
 def test_constant_and_empty_columns_do_not_divide_by_zero() -> None:
-    pre = fitted([{"kind": "numerical", "name": "c"}, {"kind": "numerical", "name": "e"}],
-                 pa.table({"c": [4.0, 4.0], "e": pa.array([None, None], pa.float64())}))
+    pre = fitted(
+        [{"kind": "numerical", "name": "c"}, {"kind": "numerical", "name": "e"}],
+        pa.table({"c": [4.0, 4.0], "e": pa.array([None, None], pa.float64())}),
+    )
     assert (pre.numeric["c"].mean, pre.numeric["c"].std) == (4.0, 1.0)
     assert (pre.numeric["e"].mean, pre.numeric["e"].std) == (0.0, 1.0)
     enc = pre.transform(pa.table({"c": [5.0, 4.0], "e": pa.nulls(2)}))
@@ -263,8 +260,7 @@ def test_dense_round_trip_and_nulls() -> None:
 def test_dense_fixed_size_list_with_null_row() -> None:
     col = pa.array([[1.0, 2.0], None, [3.0, 4.0]], type=pa.list_(pa.float32(), 2))
     pre = fitted([{"kind": "dense", "name": "emb", "dim": 2}], pa.table({"emb": col}))
-    assert pre.transform(pa.table({"emb": col})).dense["emb"].tolist() == [
-        [1.0, 2.0], [0.0, 0.0], [3.0, 4.0]]
+    assert pre.transform(pa.table({"emb": col})).dense["emb"].tolist() == [[1.0, 2.0], [0.0, 0.0], [3.0, 4.0]]
 
 
 def test_dense_parquet_round_trip(tmp_path: Path) -> None:
@@ -289,18 +285,27 @@ def test_dense_wrong_length_names_the_column() -> None:
 
 HIST = [
     {"kind": "categorical", "name": "item"},
-    {"kind": "history", "name": "hist", "item_column": "h_items", "item_feature": "item",
-     "action_column": "h_actions", "time_column": "h_secs", "max_len": 3},
+    {
+        "kind": "history",
+        "name": "hist",
+        "item_column": "h_items",
+        "item_feature": "item",
+        "action_column": "h_actions",
+        "time_column": "h_secs",
+        "max_len": 3,
+    },
 ]
 
 
 def history_table() -> pa.Table:
-    return pa.table({
-        "item": ["a", "b", "c"],
-        "h_items": [["a", "b"], ["c", "a", "b", "new"], None],
-        "h_actions": [["view", "buy"], ["view", "view", "buy", "buy"], None],
-        "h_secs": [[7200.0, 3600.0], [4.0, 3.0, 2.0, 1.0], None],
-    })
+    return pa.table(
+        {
+            "item": ["a", "b", "c"],
+            "h_items": [["a", "b"], ["c", "a", "b", "new"], None],
+            "h_actions": [["view", "buy"], ["view", "view", "buy", "buy"], None],
+            "h_secs": [[7200.0, 3600.0], [4.0, 3.0, 2.0, 1.0], None],
+        }
+    )
 
 
 def test_history_left_padded_most_recent_last() -> None:
@@ -360,27 +365,36 @@ ALL = [
     {"kind": "numerical", "name": "price", "transform": "log1p"},
     {"kind": "numerical", "name": "age"},
     {"kind": "dense", "name": "emb", "dim": 2},
-    {"kind": "history", "name": "hist", "item_column": "h_items", "item_feature": "item",
-     "action_column": "h_actions", "time_column": "h_secs", "max_len": 3},
+    {
+        "kind": "history",
+        "name": "hist",
+        "item_column": "h_items",
+        "item_feature": "item",
+        "action_column": "h_actions",
+        "time_column": "h_secs",
+        "max_len": 3,
+    },
 ]
 
 
 def full_table(rng: np.random.Generator, n: int) -> pa.Table:
     items = [f"i{k}" for k in rng.integers(0, 9, n)]
     lengths = rng.integers(0, 5, n)
-    return pa.table({
-        "user": rng.integers(0, 6, n),
-        "item": items,
-        "item2": [f"i{k}" for k in rng.integers(0, 12, n)],
-        "genres": ["|".join(f"g{k}" for k in rng.integers(0, 5, rng.integers(1, 4))) for _ in range(n)],
-        "price": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(50, n)),
-        "age": rng.normal(40, 10, n),
-        "emb": [list(v) for v in rng.normal(size=(n, 2))],
-        "h_items": [[f"i{k}" for k in rng.integers(0, 12, m)] for m in lengths],
-        "h_actions": [[["click", "buy"][k] for k in rng.integers(0, 2, m)] for m in lengths],
-        "h_secs": [list(rng.uniform(0, 1e5, m)) for m in lengths],
-        "click": rng.integers(0, 2, n),
-    })
+    return pa.table(
+        {
+            "user": rng.integers(0, 6, n),
+            "item": items,
+            "item2": [f"i{k}" for k in rng.integers(0, 12, n)],
+            "genres": ["|".join(f"g{k}" for k in rng.integers(0, 5, rng.integers(1, 4))) for _ in range(n)],
+            "price": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(50, n)),
+            "age": rng.normal(40, 10, n),
+            "emb": [list(v) for v in rng.normal(size=(n, 2))],
+            "h_items": [[f"i{k}" for k in rng.integers(0, 12, m)] for m in lengths],
+            "h_actions": [[["click", "buy"][k] for k in rng.integers(0, 2, m)] for m in lengths],
+            "h_secs": [list(rng.uniform(0, 1e5, m)) for m in lengths],
+            "click": rng.integers(0, 2, n),
+        }
+    )
 
 
 def assert_same_encoding(a: Any, b: Any) -> None:
@@ -409,12 +423,21 @@ def test_state_dict_round_trip_gives_identical_encoding(tmp_path: Path) -> None:
 
 
 def test_encoding_read_back_from_csv_and_parquet_agree(tmp_path: Path) -> None:
-    table = pa.table({"user": [3, 1, None, 2], "city": ["x", None, "y", "x"],
-                      "price": [1.5, None, 3.0, float("inf")], "click": [1, 0, 0, 1]})
+    table = pa.table(
+        {
+            "user": [3, 1, None, 2],
+            "city": ["x", None, "y", "x"],
+            "price": [1.5, None, 3.0, float("inf")],
+            "click": [1, 0, 0, 1],
+        }
+    )
     pacsv.write_csv(table, tmp_path / "t.csv")
     pq.write_table(table, tmp_path / "t.parquet")
-    specs = [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "city"},
-             {"kind": "numerical", "name": "price"}]
+    specs = [
+        {"kind": "categorical", "name": "user"},
+        {"kind": "categorical", "name": "city"},
+        {"kind": "numerical", "name": "price"},
+    ]
     from_csv = read_table(tmp_path / "t.csv")
     from_pq = read_table(tmp_path / "t.parquet")
     pre = fitted(specs, from_pq, ["click"])

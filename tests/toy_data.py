@@ -23,13 +23,21 @@ def toy_model(model: dict, train: dict | None = None) -> tuple[RunConfig, Prepro
     y = (rng.random(n) < 1 / (1 + np.exp(-(np.where(item % 2 == 0, 2.0, -2.0) + x)))).astype(np.int64)
     z = (rng.random(n) < 1 / (1 + np.exp(-(2 * x)))).astype(np.int64)
     table = pa.table({"user": rng.integers(0, 30, n), "item": item, "x": x, "y": y, "z": z})
-    cfg = load_config(base={
-        "data": {"path": "x.csv", "split": {"kind": "random"},
-                 "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"},
-                              {"kind": "numerical", "name": "x"}],
-                 "tasks": [{"name": "y"}, {"name": "z"}]},
-        "model": {"encoders": {"categorical": {"dim": 4}}, **model},
-        **({"train": train} if train else {}),
-    })
+    cfg = load_config(
+        base={
+            "data": {
+                "path": "x.csv",
+                "split": {"kind": "random"},
+                "features": [
+                    {"kind": "categorical", "name": "user"},
+                    {"kind": "categorical", "name": "item"},
+                    {"kind": "numerical", "name": "x"},
+                ],
+                "tasks": [{"name": "y"}, {"name": "z"}],
+            },
+            "model": {"encoders": {"categorical": {"dim": 4}}, **model},
+            **({"train": train} if train else {}),
+        }
+    )
     pre = Preprocessor.for_data(cfg.data).fit(table)
     return cfg, pre, TensorData.from_encoded(pre.transform(table))

@@ -45,25 +45,44 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands")
 
     d = sub.add_parser("demo", help="train and evaluate a ranker end to end on a built-in dataset")
-    d.add_argument("--dataset", default="synthetic", choices=sorted(DEMOS),
-                   help="synthetic (embedded, no download) or ml-100k (RK-ML100K protocol)")
+    d.add_argument(
+        "--dataset",
+        default="synthetic",
+        choices=sorted(DEMOS),
+        help="synthetic (embedded, no download) or ml-100k (RK-ML100K protocol)",
+    )
     d.add_argument("--out", type=Path, help="run directory (default runs/demo-<dataset>-<time>)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train the model a YAML config describes")
     t.add_argument("config", type=Path)
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set model.backbone.hidden=[256,128]")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set model.backbone.hidden=[256,128]",
+    )
     t.add_argument("--out", type=Path, help="run directory; an existing one is resumed")
-    t.add_argument("--init-from", type=Path, metavar="RUN_DIR",
-                   help="fine-tune: start from a finished run's weights and preprocessing")
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="RUN_DIR",
+        help="fine-tune: start from a finished run's weights and preprocessing",
+    )
     t.set_defaults(func=_cmd_train)
 
     di = sub.add_parser("distill", help="train a student config on a finished run's soft labels")
     di.add_argument("--teacher", type=Path, required=True, metavar="RUN_DIR", help="finished teacher run")
-    di.add_argument("--student", type=Path, required=True, metavar="CONFIG.yaml",
-                    help="the student's config (same data; alpha and temperature in train.distill)")
+    di.add_argument(
+        "--student",
+        type=Path,
+        required=True,
+        metavar="CONFIG.yaml",
+        help="the student's config (same data; alpha and temperature in train.distill)",
+    )
     di.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     di.add_argument("--out", type=Path, help="run directory; an existing one is resumed")
     di.set_defaults(func=_cmd_distill)
@@ -85,16 +104,20 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("run_dir", type=Path)
     who = rt.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the run's data (raw id, as in the event file)")
-    who.add_argument("--history", metavar="ITEM,ITEM,...",
-                     help="raw item ids, oldest first, of a user the model has never seen "
-                          "(an id outside the run's catalogue is an error naming it)")
+    who.add_argument(
+        "--history",
+        metavar="ITEM,ITEM,...",
+        help="raw item ids, oldest first, of a user the model has never seen "
+        "(an id outside the run's catalogue is an error naming it)",
+    )
     rt.add_argument("--times", metavar="T,T,...", help="unix seconds of the --history items")
     rt.add_argument("--k", type=int, default=20)
     rt.add_argument("--ann", choices=["hnsw", "ivf"], help="search a faiss index (ranker[ann])")
     rt.set_defaults(func=_cmd_retrieve)
 
-    rb = sub.add_parser("retrieval-baseline",
-                        help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)")
+    rb = sub.add_parser(
+        "retrieval-baseline", help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)"
+    )
     rb.add_argument("name", help="retrieval dataset, e.g. r-ml100k, r-ml1m, r-beauty")
     rb.add_argument("--split", default="test", choices=["valid", "test"])
     rb.set_defaults(func=_cmd_retrieval_baseline)
@@ -158,8 +181,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     metrics = train_run(cfg, out, base_dir=args.student.resolve().parent, teacher=args.teacher)
     _print_summary(metrics, out, time.perf_counter() - start)
     d = metrics["distill"]
-    print(f"distilled from {d['teacher']} (alpha {d['alpha']}, temperature {d['temperature']}; "
-          f"teacher outputs on train computed once in {d['teacher_predict_s']:.1f}s and cached)")
+    print(
+        f"distilled from {d['teacher']} (alpha {d['alpha']}, temperature {d['temperature']}; "
+        f"teacher outputs on train computed once in {d['teacher_predict_s']:.1f}s and cached)"
+    )
     return 0
 
 
@@ -167,6 +192,7 @@ def _anchored(cfg: C, config_path: Path) -> C:
     """`cfg` with relative ``data.path`` / ``data.user_table.path`` made absolute against the
     config file's folder (as the feature ranker reads paths), so the run directory's
     config.yaml finds the files from anywhere."""
+
     def absolute(section: Any) -> Any:
         path = getattr(section, "path", None)
         if path is None or Path(path).expanduser().is_absolute():
@@ -181,17 +207,21 @@ def _anchored(cfg: C, config_path: Path) -> C:
 
 
 def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
-    print(f"\n{cfg.model.kind} on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
-          f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
-          f"{m['users']:,} users x {m['items']:,} items")
+    print(
+        f"\n{cfg.model.kind} on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
+        f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
+        f"{m['users']:,} users x {m['items']:,} items"
+    )
     for name, row in (("test", m["test"]), ("most-popular", m["most_popular"]["test"])):
         print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
     print(f"\nrun directory: {out}  total {seconds:.0f}s")
 
 
 def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
-    print(f"\ngenerative HSTU on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
-          f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s")
+    print(
+        f"\ngenerative HSTU on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
+        f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s"
+    )
     for task, row in m["test"].items():
         print(f"test {task:<8} auc {row['auc']:.4f}  gauc {row['gauc']:.4f}  logloss {row['logloss']:.4f}")
     print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
@@ -242,7 +272,10 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
 
     rows = [(r.name, r.protocol, r.kind, ", ".join(r.aliases), r.summary) for r in all_recipes().values()]
     widths = [max(len(row[i]) for row in rows + [("name", "protocol", "kind", "aliases", "")]) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths, strict=True)) + "  summary")
+    print(
+        "  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths, strict=True))
+        + "  summary"
+    )
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return 0
@@ -254,8 +287,7 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ds = prepare(get_recipe(args.name), force=args.force)
     print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
-    print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2,
-                     default=str)[:4000])
+    print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2, default=str)[:4000])
     return 0
 
 
@@ -284,8 +316,10 @@ def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.name!r} is a {recipe.kind} dataset, not a retrieval one")
     data = from_recipe(recipe.name).views()
     metrics = evaluate(popularity_scorer(data), data, args.split)
-    print(f"{recipe.name} ({recipe.protocol}), {args.split}, {len(data.test_target):,} users, "
-          f"{data.num_items:,} items, most-popular:")
+    print(
+        f"{recipe.name} ({recipe.protocol}), {args.split}, {len(data.test_target):,} users, "
+        f"{data.num_items:,} items, most-popular:"
+    )
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -308,28 +342,35 @@ def _ranking_summary(cfg: Any, metrics: dict[str, Any], out: Path, seconds: floa
 def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
     test, base = metrics.get("test", {}), metrics.get("baseline", {}).get("test", {})
     name = metrics.get("baseline", {}).get("name", "baseline")
-    print(f"\ntest metrics (best epoch {metrics['best_epoch']}, {metrics['params']:,} parameters, "
-          f"{metrics['train_samples_per_s']:,.0f} train samples/s)")
+    print(
+        f"\ntest metrics (best epoch {metrics['best_epoch']}, {metrics['params']:,} parameters, "
+        f"{metrics['train_samples_per_s']:,.0f} train samples/s)"
+    )
     print(f"{'task':<16}{'AUC':>8}{'GAUC':>8}{'logloss':>9}   {name + ' AUC':>16}{'GAUC':>8}")
     for task, m in test.items():
         if "rmse" in m:
             print(f"{task:<16}RMSE {_fmt(m['rmse'])}  MAE {_fmt(m.get('mae'))}  (regression)")
             continue
         b = base.get(task, {})
-        print(f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
-              f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}")
+        print(
+            f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
+            f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}"
+        )
     for gate, g in metrics.get("gates", {}).items():
-        print(f"gate {gate}: entropy {g['entropy']:.3f}, usage entropy {g['usage_entropy']:.3f} "
-              f"(max {g['max_entropy']:.3f}), mean weights {g['weights']}")
+        print(
+            f"gate {gate}: entropy {g['entropy']:.3f}, usage entropy {g['usage_entropy']:.3f} "
+            f"(max {g['max_entropy']:.3f}), mean weights {g['weights']}"
+        )
     if "ceiling" in metrics:
         c = metrics["ceiling"]
-        print("true generating probabilities (the ceiling): " + ", ".join(
-            f"{t} AUC {_fmt(c['ceiling_auc'].get(t))} GAUC {_fmt(c['ceiling_gauc'].get(t))}" for t in test))
+        print(
+            "true generating probabilities (the ceiling): "
+            + ", ".join(f"{t} AUC {_fmt(c['ceiling_auc'].get(t))} GAUC {_fmt(c['ceiling_gauc'].get(t))}" for t in test)
+        )
     print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 
-SUMMARIES = {"ranking": _ranking_summary, "retrieval": _retrieval_summary,
-             "generative": _generative_summary}
+SUMMARIES = {"ranking": _ranking_summary, "retrieval": _retrieval_summary, "generative": _generative_summary}
 
 
 if __name__ == "__main__":

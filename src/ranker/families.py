@@ -60,8 +60,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "ranking": Family("ranking", "ranker.ranking.run", "load_config", "train_run", fine_tunes=True),
     "retrieval": Family("retrieval", "ranker.retrieval.run", "load_retrieval_config", "train_retrieval_run"),
-    "generative": Family("generative", "ranker.generative.run", "load_generative_config",
-                         "train_generative_run"),
+    "generative": Family("generative", "ranker.generative.run", "load_generative_config", "train_generative_run"),
 }
 
 

@@ -38,6 +38,7 @@ C = TypeVar("C", bound=BaseModel)
 #: ``train`` keys that may differ between a checkpoint's config and the rerun that resumes it.
 RESUMABLE_CHANGES = frozenset({"epochs", "progress", "threads", "tensorboard"})
 
+
 def set_threads(train: BaseTrainConfig) -> None:
     """torch's CPU threads from ``train.threads``, else ``$RANKER_THREADS``, else torch's default."""
     threads = train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
@@ -63,10 +64,15 @@ def finished_config(run_dir: Path, load_saved: Callable[[Path], C], kind: str) -
 def fit_metrics(train: BaseTrainConfig, fit: FitResult, model: torch.nn.Module) -> dict[str, Any]:
     """What every family's ``metrics.json`` says about training: seed, selected and stopped
     epochs, parameters, seconds, threads."""
-    return {"seed": train.seed, "best_epoch": fit.best_epoch, "stopped_epoch": fit.stopped_epoch,
-            "params": sum(p.numel() for p in model.parameters()),
-            "seconds_per_epoch": fit.seconds_per_epoch(), "train_time_s": fit.train_time_s(),
-            "threads": torch.get_num_threads()}
+    return {
+        "seed": train.seed,
+        "best_epoch": fit.best_epoch,
+        "stopped_epoch": fit.stopped_epoch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "seconds_per_epoch": fit.seconds_per_epoch(),
+        "train_time_s": fit.train_time_s(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def finish_run(run_dir: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
@@ -81,8 +87,7 @@ def finish_run(run_dir: Path, metrics: dict[str, Any], *, report: bool = True) -
     write_report(Path(run_dir))
 
 
-def save_calibration(path: Path, names: list[str], labels: np.ndarray, mask: np.ndarray,
-                     probs: np.ndarray) -> None:
+def save_calibration(path: Path, names: list[str], labels: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> None:
     """``{task}__labels`` and ``{task}__probs`` of each named task's unmasked rows (the report's
     calibration plot). Shapes: labels, mask, probs (N, T) in the order of `names`."""
     arrays = {}
@@ -102,8 +107,7 @@ def check_resume(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> None
         return
     skip = {"train": set(RESUMABLE_CHANGES)}
     if load_saved(saved).model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
-        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out "
-                          "or delete it")
+        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out or delete it")
 
 
 def begin_run(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> Path:

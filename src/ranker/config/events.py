@@ -39,8 +39,7 @@ class EventTimeSplit(Strict):
     kind: Literal["time"]
     valid_start: int | None = Field(None, description="first time of the valid period")
     test_start: int | None = Field(None, description="first time of the test period")
-    fractions: Fractions | None = Field(
-        None, description="shares of the events (in time order) for train, valid, test")
+    fractions: Fractions | None = Field(None, description="shares of the events (in time order) for train, valid, test")
 
     @model_validator(mode="after")
     def _one_way(self) -> EventTimeSplit:
@@ -82,22 +81,33 @@ class EventFile(Strict):
     time_column: str | None = Field(None, description="event time; without it, file order")
     action_column: str | None = Field(None, description="event type / rating column")
     keep_actions: list[str | int] | None = Field(
-        None, description="keep only rows whose action is one of these (needs action_column)")
+        None, description="keep only rows whose action is one of these (needs action_column)"
+    )
     min_action: float | None = Field(
-        None, description="keep only rows whose numeric action is >= this (needs action_column)")
+        None, description="keep only rows whose numeric action is >= this (needs action_column)"
+    )
 
     def _check_event_keys(self, dataset: str | None) -> None:
         """Exactly one of `dataset` / `path`; the file keys only with `path`."""
         if (dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of `dataset` (a built-in recipe) or `path` (your "
-                             "event file), got " + ("both" if dataset else "neither"))
-        own = ("format", "csv", "user_column", "item_column", "time_column", "action_column",
-               "keep_actions", "min_action")
+            raise ValueError(
+                "give exactly one of `dataset` (a built-in recipe) or `path` (your "
+                "event file), got " + ("both" if dataset else "neither")
+            )
+        own = (
+            "format",
+            "csv",
+            "user_column",
+            "item_column",
+            "time_column",
+            "action_column",
+            "keep_actions",
+            "min_action",
+        )
         if dataset is not None:
             given = [k for k in own if getattr(self, k) != type(self).model_fields[k].default]
             if given:
-                raise ValueError(f"{', '.join(given)}: only with `path` (dataset {dataset!r} "
-                                 "follows its protocol)")
+                raise ValueError(f"{', '.join(given)}: only with `path` (dataset {dataset!r} follows its protocol)")
             return
         missing = [k for k in ("user_column", "item_column") if getattr(self, k) is None]
         if missing:

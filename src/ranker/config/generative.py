@@ -70,18 +70,23 @@ class GenerativeData(EventFile):
 
     dataset: Literal["rk-ml100k"] | None = Field(None, description="the built-in RK-ML100K")
     max_events: int = Field(
-        128, ge=2, description="events per model input; longer users are cut into windows "
-        "whose targets keep at least max_events/2 earlier events as context")
+        128,
+        ge=2,
+        description="events per model input; longer users are cut into windows "
+        "whose targets keep at least max_events/2 earlier events as context",
+    )
     static_features: list[str] = Field(
         default_factory=list,
         description="leading user tokens, one per feature; rk-ml100k: any of user_id, gender, "
         "occupation, zip1, age (a decade), all by default; own data: the user id column or "
-        "columns of user_table (else of the event file, constant per user), none by default")
+        "columns of user_table (else of the event file, constant per user), none by default",
+    )
     tasks: list[TaskConfig] = Field(default_factory=list, description="own data: labels from columns")
     negatives: SampledNegatives | None = Field(None, description="own data: sampled negatives")
     user_table: UserTable | None = Field(None, description="own data: per-user static columns")
     split: EventTimeSplit | LastNSplit | None = Field(
-        None, discriminator="kind", description="own data: time or last_n")
+        None, discriminator="kind", description="own data: time or last_n"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -100,8 +105,10 @@ class GenerativeData(EventFile):
                 raise ValueError(f"{', '.join(given)}: only with `path` (rk-ml100k follows its protocol)")
             bad = [(i, f) for i, f in enumerate(self.static_features) if f not in STATIC_FEATURES]
             if bad:
-                raise ValueError(f"static_features.{bad[0][0]}: {bad[0][1]!r} is not a feature of "
-                                 f"rk-ml100k; allowed: {', '.join(STATIC_FEATURES)}")
+                raise ValueError(
+                    f"static_features.{bad[0][0]}: {bad[0][1]!r} is not a feature of "
+                    f"rk-ml100k; allowed: {', '.join(STATIC_FEATURES)}"
+                )
             return self
         missing = [k for k in ("time_column", "action_column", "tasks", "split") if not getattr(self, k)]
         if missing:
@@ -127,7 +134,8 @@ class GenerativeTrainConfig(BaseTrainConfig):
 
     epochs: int = Field(30, ge=1)
     batch_cells: int = Field(
-        2_000_000, ge=1, description="attention cells B·N² per batch (sequences of similar length)")
+        2_000_000, ge=1, description="attention cells B·N² per batch (sequences of similar length)"
+    )
     max_batch_size: int = Field(64, ge=1, description="sequences per batch at most")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="max global gradient norm")
 

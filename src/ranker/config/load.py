@@ -21,10 +21,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    *,
-    base: dict[str, Any] | None = None,
+    path: str | Path | None = None, overrides: list[str] | None = None, *, base: dict[str, Any] | None = None
 ) -> RunConfig:
     """Parse `path` (YAML) or `base`, apply ``key.path=value`` overrides, validate strictly."""
     raw = read_raw(path, overrides, base=base)
@@ -53,13 +50,13 @@ def config_kind(path: str | Path) -> str:
     ``generative``; any other value is a ConfigError naming the allowed ones."""
     kind = read_raw(path).get("kind", "ranking")
     if kind not in KINDS:
-        raise ConfigError(f"{path}: kind: unknown model family {kind!r}; allowed: "
-                          f"{', '.join(map(repr, KINDS))}")
+        raise ConfigError(f"{path}: kind: unknown model family {kind!r}; allowed: {', '.join(map(repr, KINDS))}")
     return str(kind)
 
 
-def read_raw(path: str | Path | None, overrides: list[str] | None = None, *,
-             base: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_raw(
+    path: str | Path | None, overrides: list[str] | None = None, *, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The YAML mapping of `path` (or a copy of `base`) with the overrides applied."""
     raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
@@ -144,10 +141,7 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel] = Run
         elif err["type"] == "literal_error" and err.get("ctx"):
             msg = f"got {given!r}; allowed: {err['ctx'].get('expected')}"
         elif err["type"] == "union_tag_invalid" and err.get("ctx"):
-            msg = (
-                f"unknown kind {err['ctx'].get('tag')!r}; "
-                f"allowed: {err['ctx'].get('expected_tags')}"
-            )
+            msg = f"unknown kind {err['ctx'].get('tag')!r}; allowed: {err['ctx'].get('expected_tags')}"
         elif err["type"] == "union_tag_not_found":
             kinds = [k for k in map(_kind_of, _walk(loc, root)[1]) if k]
             msg = "missing `kind`" + (f"; allowed: {', '.join(map(repr, kinds))}" if kinds else "")

@@ -45,16 +45,23 @@ class RetrievalData(EventFile):
 
     dataset: str | None = Field(None, description="built-in recipe, e.g. r-ml100k, r-ml1m, r-beauty")
     split: LeaveOneOutSplit | EventTimeSplit = Field(
-        LeaveOneOutSplit(), discriminator="kind",
-        description="leave_one_out (the built-ins' protocol) or time (own data only)")
+        LeaveOneOutSplit(),
+        discriminator="kind",
+        description="leave_one_out (the built-ins' protocol) or time (own data only)",
+    )
     min_user_events: int | None = Field(None, ge=1, description="k-core: users with fewer events are dropped")
     min_item_events: int | None = Field(None, ge=1, description="k-core: items with fewer events are dropped")
     max_len: int | None = Field(
-        None, ge=2, description="model input length (default: the protocol's; 200 for own data)")
+        None, ge=2, description="model input length (default: the protocol's; 200 for own data)"
+    )
     train_users: float = Field(
-        1.0, gt=0, le=1, description="share of users whose training sequences train the model (a fixed "
+        1.0,
+        gt=0,
+        le=1,
+        description="share of users whose training sequences train the model (a fixed "
         "random subset, the same for every seed; for data-scaling studies); validation and test "
-        "always score every user")
+        "always score every user",
+    )
 
     @model_validator(mode="after")
     def _source(self) -> RetrievalData:
@@ -162,13 +169,13 @@ class SequenceTrainConfig(BaseTrainConfig):
     eval_batch_size: int = Field(128, ge=1, description="users per scoring batch")
     clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient norm")
     patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
-    length_window: int = Field(
-        4, ge=0, description="sort users by length within windows of this many batches (0: off)")
+    length_window: int = Field(4, ge=0, description="sort users by length within windows of this many batches (0: off)")
     protocol: Literal["select_on_valid", "reference"] = Field(
         "select_on_valid",
         description="select_on_valid: the validation item is held out and picks the epoch; "
         "reference (the HSTU public code's): it is a training target too, all `epochs` run, "
-        "the test is reported at the last epoch (validation metrics are then leaked)")
+        "the test is reported at the last epoch (validation metrics are then leaked)",
+    )
 
 
 class RetrievalEval(Strict):

@@ -110,7 +110,8 @@ class TaskConfig(Strict):
     column: str | None = None
     kind: Literal["binary", "regression"] = "binary"
     loss: Literal["bce", "mse", "huber"] | None = Field(
-        None, description="bce for binary, mse (or huber) for regression")
+        None, description="bce for binary, mse (or huber) for regression"
+    )
     huber_delta: float = Field(1.0, gt=0)
     weight: float = Field(1.0, ge=0)
     mask_column: str | None = Field(None, description="rows where this column is 0 are ignored")
@@ -148,11 +149,14 @@ def _check_tasks(tasks: list[TaskConfig]) -> None:
         earlier = {u.name: u for u in tasks[:i]}
         parent = earlier.get(t.conditional_on)
         if parent is None:
-            raise ValueError(f"tasks[{i}].conditional_on: {t.conditional_on!r} is not an earlier "
-                             f"task; earlier tasks: {sorted(earlier)}")
+            raise ValueError(
+                f"tasks[{i}].conditional_on: {t.conditional_on!r} is not an earlier "
+                f"task; earlier tasks: {sorted(earlier)}"
+            )
         if parent.kind != "binary":
-            raise ValueError(f"tasks[{i}].conditional_on: {parent.name!r} is a regression task; "
-                             "a chain needs a binary parent")
+            raise ValueError(
+                f"tasks[{i}].conditional_on: {parent.name!r} is a regression task; a chain needs a binary parent"
+            )
 
 
 # --------------------------------------------------------------------------- data: split
@@ -287,9 +291,7 @@ class UnifiedEncoder(Strict):
     seed: int = 0
 
 
-CategoricalEncoder = Annotated[
-    EmbeddingEncoder | HashingEncoder | UnifiedEncoder, Field(discriminator="kind")
-]
+CategoricalEncoder = Annotated[EmbeddingEncoder | HashingEncoder | UnifiedEncoder, Field(discriminator="kind")]
 
 
 class ScalarEncoder(Strict):
@@ -365,8 +367,10 @@ class EncodersConfig(Strict):
     @classmethod
     def _renamed(cls, value: Any) -> Any:
         if isinstance(value, dict) and value.get("kind") == "ple":
-            raise ValueError("kind 'ple' was renamed to 'piecewise_linear' "
-                             "(`ple` now only names the multi-task heads, model.heads.kind)")
+            raise ValueError(
+                "kind 'ple' was renamed to 'piecewise_linear' "
+                "(`ple` now only names the multi-task heads, model.heads.kind)"
+            )
         return value
 
 
@@ -536,9 +540,7 @@ class DINHistory(Strict):
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
 
 
-HistoryEncoder = Annotated[
-    NoHistory | MeanPoolHistory | TransActHistory | DINHistory, Field(discriminator="kind")
-]
+HistoryEncoder = Annotated[NoHistory | MeanPoolHistory | TransActHistory | DINHistory, Field(discriminator="kind")]
 
 
 class ModelConfig(Strict):
@@ -554,8 +556,7 @@ class ModelConfig(Strict):
     @classmethod
     def _kinds(cls, values: Any) -> Any:
         return _default_kinds(
-            values,
-            {"history": "mean", "interaction": "concat", "backbone": "mlp", "heads": "linear"},
+            values, {"history": "mean", "interaction": "concat", "backbone": "mlp", "heads": "linear"}
         )
 
 
@@ -586,23 +587,27 @@ class BaseTrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam"] = "adamw"
     betas: tuple[float, float] = Field(
-        (0.9, 0.999), description="Adam's (β1, β2); the HSTU public code trains with (0.9, 0.98)")
+        (0.9, 0.999), description="Adam's (β1, β2); the HSTU public code trains with (0.9, 0.98)"
+    )
     clip_grad_norm: float | None = Field(10.0, gt=0, description="max global gradient norm")
     lr_decay_on_plateau: float | None = Field(
         None, gt=0, lt=1, description="multiply the lr by this after an evaluation without gain"
     )
     min_lr: float = Field(1e-6, ge=0)
     ema_decay: float | None = Field(
-        None, gt=0, lt=1,
+        None,
+        gt=0,
+        lt=1,
         description="keep an exponential moving average of the weights (e.g. 0.999); validation, "
-                    "selection and the saved model use the averaged weights")
+        "selection and the saved model use the averaged weights",
+    )
     patience: int = Field(2, ge=0, description="evaluations without validation gain before stopping")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the last)")
     seed: int = 2021
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: cuda when available; bf16 autocast on cuda")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores, or "
-                                "$RANKER_THREADS)")
+        "auto", description="auto: cuda when available; bf16 autocast on cuda"
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores, or $RANKER_THREADS)")
     progress: bool = True
     tensorboard: bool = Field(False, description="also log to RUN_DIR/tensorboard (needs ranker[tensorboard])")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for quick runs")

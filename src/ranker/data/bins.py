@@ -100,9 +100,7 @@ def _best_split(xs: np.ndarray, ys: np.ndarray, min_leaf: int) -> tuple[float, i
     return float(gain[best]), best + 1
 
 
-def _tree_edges(
-    x: np.ndarray, y: np.ndarray, n_bins: int, regression: bool, min_samples_leaf: int
-) -> np.ndarray:
+def _tree_edges(x: np.ndarray, y: np.ndarray, n_bins: int, regression: bool, min_samples_leaf: int) -> np.ndarray:
     """Thresholds of a best-first regression tree with ≤ n_bins leaves, plus min and max."""
     if x.size == 0:
         return x

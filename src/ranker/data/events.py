@@ -20,8 +20,7 @@ from ranker.data.readers import read_table, resolve
 from ranker.errors import ConfigError, DataError
 
 
-def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None,
-                base_dir: Path | None = None) -> pa.Table:
+def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None, base_dir: Path | None = None) -> pa.Table:
     """The rows of ``cfg.path`` kept by the action filter, with every declared column present.
 
     `extra` maps more config keys (``tasks[0].column``) to columns that must exist. A missing
@@ -32,12 +31,18 @@ def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None,
     if not path.is_file():
         raise ConfigError(f"data.path: {path}: file not found")
     table = read_table(path, cfg.format, cfg.csv, string_columns=(cfg.user_column, cfg.item_column))
-    keys = {"user_column": cfg.user_column, "item_column": cfg.item_column,
-            "time_column": cfg.time_column, "action_column": cfg.action_column, **(extra or {})}
+    keys = {
+        "user_column": cfg.user_column,
+        "item_column": cfg.item_column,
+        "time_column": cfg.time_column,
+        "action_column": cfg.action_column,
+        **(extra or {}),
+    }
     for key, column in keys.items():
         if column is not None and column not in table.column_names:
-            raise ConfigError(f"data.{key}: column {column!r} is not in {path}; columns: "
-                              f"{', '.join(table.column_names)}")
+            raise ConfigError(
+                f"data.{key}: column {column!r} is not in {path}; columns: {', '.join(table.column_names)}"
+            )
     if cfg.action_column is not None and (cfg.keep_actions is not None or cfg.min_action is not None):
         table = table.filter(action_filter(table.column(cfg.action_column), cfg))
         if table.num_rows == 0:
@@ -51,8 +56,9 @@ def action_filter(col: pa.ChunkedArray, cfg: EventFile) -> pa.ChunkedArray:
         text = pc.cast(col, pa.string())
         return pc.fill_null(pc.is_in(text, value_set=pa.array([str(v) for v in cfg.keep_actions])), False)
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        raise ConfigError(f"data.min_action: action column {cfg.action_column!r} is {col.type}, "
-                          "not numeric; use keep_actions")
+        raise ConfigError(
+            f"data.min_action: action column {cfg.action_column!r} is {col.type}, not numeric; use keep_actions"
+        )
     return pc.fill_null(pc.greater_equal(col, cfg.min_action), False)
 
 

@@ -76,9 +76,7 @@ def build_histories(
     return Histories(gather(ei), gather(ea), gather(et), lengths.astype(np.int64))
 
 
-def _searchsorted_pairs(
-    sorted_a: np.ndarray, sorted_b: np.ndarray, qa: np.ndarray, qb: np.ndarray
-) -> np.ndarray:
+def _searchsorted_pairs(sorted_a: np.ndarray, sorted_b: np.ndarray, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     """Left insertion points of (qa, qb) in the lexicographically sorted pairs (sorted_a, sorted_b)."""
     # Rank-encode users so (user, time) pairs compare through one structured sort key.
     keys = np.empty(len(sorted_a), dtype=[("a", np.int64), ("b", np.int64)])

@@ -146,8 +146,7 @@ def fit_numeric(x: np.ndarray, f: NumericalFeature) -> NumericState:
         state.edges = _edges(finite, f.n_bins)
         return state
     if f.transform == "cdf":
-        state.sketch = [float(v) for v in np.quantile(finite, np.linspace(0, 1, CDF_POINTS))] \
-            if finite.size else [0.0]
+        state.sketch = [float(v) for v in np.quantile(finite, np.linspace(0, 1, CDF_POINTS))] if finite.size else [0.0]
         return state
     if f.transform == "sigmoid":
         squash = SigmoidSquash.fit(finite if finite.size else np.zeros(1))
@@ -171,8 +170,10 @@ def apply_numeric(x: np.ndarray, state: NumericState) -> tuple[np.ndarray, np.nd
     if state.transform == "cdf":
         sketch = np.asarray(state.sketch)
         levels = np.linspace(0, 1, len(sketch)) if len(sketch) > 1 else np.ones(1)
-        z = np.interp(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf), sketch, levels,
-                      left=0.0, right=1.0) - 0.5
+        z = (
+            np.interp(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf), sketch, levels, left=0.0, right=1.0)
+            - 0.5
+        )
     elif state.transform == "sigmoid":
         with np.errstate(over="ignore"):
             z = 1.0 / (1.0 + np.exp(-(state.a * np.nan_to_num(x, nan=0.0) + state.b))) - 0.5
@@ -181,8 +182,9 @@ def apply_numeric(x: np.ndarray, state: NumericState) -> tuple[np.ndarray, np.nd
     return np.where(missing, 0.0, z).astype(np.float32), missing.astype(np.float32)
 
 
-def fit_ple_edges(values: np.ndarray, missing: np.ndarray, n_bins: int, method: str,
-                  target: np.ndarray | None) -> list[float]:
+def fit_ple_edges(
+    values: np.ndarray, missing: np.ndarray, n_bins: int, method: str, target: np.ndarray | None
+) -> list[float]:
     """PLE bin edges of the transformed train values (missing rows left out)."""
     keep = missing < 0.5
     if method in ("tree", "tree_all") and target is not None:

@@ -90,8 +90,15 @@ class Encoded:
 class Preprocessor:
     """Feature transforms fitted on train (vocabularies, numerical statistics)."""
 
-    def __init__(self, features: list[Feature], tasks: list[TaskConfig], *, ids: str = "vocab",
-                 ple_bins: int | None = None, ple_method: str = "quantile") -> None:
+    def __init__(
+        self,
+        features: list[Feature],
+        tasks: list[TaskConfig],
+        *,
+        ids: str = "vocab",
+        ple_bins: int | None = None,
+        ple_method: str = "quantile",
+    ) -> None:
         if ids not in ("vocab", "hash"):
             raise ValueError(f"{ids=} is not 'vocab' or 'hash'")
         self.features = list(features)
@@ -108,22 +115,26 @@ class Preprocessor:
         _check_columns(table, self.features, self.tasks, source)
         for f in self.features:
             if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
-                values = _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) \
-                    else table.column(_col(f))
+                values = (
+                    _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) else table.column(_col(f))
+                )
                 self.vocabs[f.name] = Vocabulary.fit(
-                    values, f.min_count, source=f"{source}: column {_col(f)!r} (feature {f.name!r})")
+                    values, f.min_count, source=f"{source}: column {_col(f)!r} (feature {f.name!r})"
+                )
             elif isinstance(f, NumericalFeature):
                 x = _float_column(table, _col(f), source)
                 state = self.numeric[f.name] = fit_numeric(x, f)
                 if self.ple_bins and f.transform != "bins":
                     values, missing = apply_numeric(x, state)
-                    target = (_task_labels(table, self.tasks, source) if self.ple_method == "tree_all"
-                              else _first_label(table, self.tasks, source))
+                    target = (
+                        _task_labels(table, self.tasks, source)
+                        if self.ple_method == "tree_all"
+                        else _first_label(table, self.tasks, source)
+                    )
                     state.ple_edges = fit_ple_edges(values, missing, self.ple_bins, self.ple_method, target)
             elif isinstance(f, HistoryFeature) and f.action_column is not None:
                 acts = _list_column(table, f.action_column, source).flatten()
-                self.action_vocabs[f.name] = Vocabulary.fit(
-                    acts, source=f"{source}: column {f.action_column!r}")
+                self.action_vocabs[f.name] = Vocabulary.fit(acts, source=f"{source}: column {f.action_column!r}")
         return self
 
     # ------------------------------------------------------------------ transform
@@ -140,7 +151,8 @@ class Preprocessor:
                 lists = _bags(table, f, source)
                 enc.multi[f.name] = self._pad_ids(lists, self.vocab_of(f), f.max_len, where, "right")
                 enc.multi_mask[f.name] = _pad_values(
-                    lists, np.ones(len(lists.flatten()), dtype=bool), f.max_len, "right")
+                    lists, np.ones(len(lists.flatten()), dtype=bool), f.max_len, "right"
+                )
             elif isinstance(f, NumericalFeature):
                 v, m = apply_numeric(_float_column(table, _col(f), source), self.numeric[f.name])
                 if f.transform == "bins":
@@ -169,21 +181,24 @@ class Preprocessor:
             return vocab.lookup(column, source=where)
         return raw_ids(column, vocab.dtype, where)
 
-    def _pad_ids(self, lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str,
-                 side: str) -> np.ndarray:
+    def _pad_ids(self, lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str, side: str) -> np.ndarray:
         flat = self._ids(lists.flatten(), vocab, where)
         return _pad_values(lists, flat, max_len, side).astype(np.int64)
 
     def _history(self, table: pa.Table, f: HistoryFeature, source: str) -> dict[str, np.ndarray]:
         items = _list_column(table, f.item_column, source)
-        out = {"items": self._pad_ids(items, self.vocab_of(f.item_feature), f.max_len,
-                                      f"{source}: column {f.item_column!r}", "left"),
-               "mask": _pad_values(items, np.ones(len(items.flatten()), dtype=bool), f.max_len, "left")}
+        out = {
+            "items": self._pad_ids(
+                items, self.vocab_of(f.item_feature), f.max_len, f"{source}: column {f.item_column!r}", "left"
+            ),
+            "mask": _pad_values(items, np.ones(len(items.flatten()), dtype=bool), f.max_len, "left"),
+        }
         if f.action_column is not None:
             acts = _list_column(table, f.action_column, source)
             _check_same_lengths(items, acts, f, f.action_column, source)
-            out["actions"] = _pad_lists(acts, self.action_vocabs[f.name], f.max_len,
-                                        f"{source}: column {f.action_column!r}", "left")
+            out["actions"] = _pad_lists(
+                acts, self.action_vocabs[f.name], f.max_len, f"{source}: column {f.action_column!r}", "left"
+            )
         if f.time_column is not None:
             secs = _list_column(table, f.time_column, source)
             _check_same_lengths(items, secs, f, f.time_column, source)
@@ -195,28 +210,26 @@ class Preprocessor:
     # ------------------------------------------------------------------ layout / state
     def layout(self) -> Layout:
         cat = {f.name: f.vocab_from or f.name for f in self.features if isinstance(f, CategoricalFeature)}
-        cat.update({f.name: f.name for f in self.features
-                    if isinstance(f, NumericalFeature) and f.transform == "bins"})
+        cat.update({f.name: f.name for f in self.features if isinstance(f, NumericalFeature) and f.transform == "bins"})
         sizes = {k: v.size for k, v in self.vocabs.items()}
         sizes.update({k: s.n_bin_ids for k, s in self.numeric.items() if s.transform == "bins"})
-        multi = {f.name: f.vocab_from or f.name for f in self.features
-                 if isinstance(f, MultiCategoricalFeature)}
+        multi = {f.name: f.vocab_from or f.name for f in self.features if isinstance(f, MultiCategoricalFeature)}
         hist = {
             f.name: {
-                "item_vocab": self.vocab_of(f.item_feature) and (
-                    self._feature(f.item_feature).vocab_from or f.item_feature),  # type: ignore[union-attr]
+                "item_vocab": self.vocab_of(f.item_feature)
+                and (self._feature(f.item_feature).vocab_from or f.item_feature),  # type: ignore[union-attr]
                 "n_actions": self.action_vocabs[f.name].size if f.name in self.action_vocabs else 0,
                 "max_len": f.max_len,
                 "has_time": f.time_column is not None,
             }
-            for f in self.features if isinstance(f, HistoryFeature)
+            for f in self.features
+            if isinstance(f, HistoryFeature)
         }
         return Layout(
             categorical=cat,
             multi=multi,
             vocab_sizes=sizes,
-            numerical=[f.name for f in self.features
-                       if isinstance(f, NumericalFeature) and f.transform != "bins"],
+            numerical=[f.name for f in self.features if isinstance(f, NumericalFeature) and f.transform != "bins"],
             dense={f.name: f.dim for f in self.features if isinstance(f, DenseFeature)},
             history=hist,
             tasks=[t.name for t in self.tasks],
@@ -242,9 +255,13 @@ class Preprocessor:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Preprocessor:
         adapter = TypeAdapter(list[Feature])
-        pre = cls(adapter.validate_python(state["features"]),
-                  [TaskConfig.model_validate(t) for t in state["tasks"]],
-                  ids=state["ids"], ple_bins=state["ple_bins"], ple_method=state["ple_method"])
+        pre = cls(
+            adapter.validate_python(state["features"]),
+            [TaskConfig.model_validate(t) for t in state["tasks"]],
+            ids=state["ids"],
+            ple_bins=state["ple_bins"],
+            ple_method=state["ple_method"],
+        )
         pre.vocabs = {k: Vocabulary.from_state(v) for k, v in state["vocabs"].items()}
         pre.action_vocabs = {k: Vocabulary.from_state(v) for k, v in state["action_vocabs"].items()}
         pre.numeric = {k: NumericState.from_state(v) for k, v in state["numeric"].items()}
@@ -260,8 +277,9 @@ class Preprocessor:
         return cls.from_state(json.loads(Path(path).read_text()))
 
     @classmethod
-    def for_data(cls, data: DataConfig, *, ids: str = "vocab", ple_bins: int | None = None,
-                 ple_method: str = "quantile") -> Preprocessor:
+    def for_data(
+        cls, data: DataConfig, *, ids: str = "vocab", ple_bins: int | None = None, ple_method: str = "quantile"
+    ) -> Preprocessor:
         return cls(data.features, data.tasks, ids=ids, ple_bins=ple_bins, ple_method=ple_method)
 
 
@@ -391,8 +409,7 @@ def _label(table: pa.Table, task: TaskConfig, source: str) -> np.ndarray:
     return np.nan_to_num(_float_column(table, task.column or task.name, source), nan=0.0)
 
 
-def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str,
-                        source: str) -> None:
+def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col: str, source: str) -> None:
     la, lb = pc.list_value_length(a).to_numpy(), pc.list_value_length(b).to_numpy()
     bad = np.flatnonzero(la != lb)
     if bad.size:
@@ -429,14 +446,18 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
         on = mask > 0
         nan = np.isnan(y) & on
         if nan.any():
-            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) has {int(nan.sum())} "
-                            f"NaN/null values (first at row {int(np.flatnonzero(nan)[0])})")
+            raise DataError(
+                f"{source}: label column {col!r} (task {t.name!r}) has {int(nan.sum())} "
+                f"NaN/null values (first at row {int(np.flatnonzero(nan)[0])})"
+            )
         bad = on & ((y != 0) & (y != 1) if t.kind == "binary" else ~np.isfinite(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             want = "0/1" if t.kind == "binary" else "finite"
-            raise DataError(f"{source}: label column {col!r} (task {t.name!r}) must be {want}; row {i} "
-                            f"holds {float(y[i])!r} ({int(bad.sum())} such rows)")
+            raise DataError(
+                f"{source}: label column {col!r} (task {t.name!r}) must be {want}; row {i} "
+                f"holds {float(y[i])!r} ({int(bad.sum())} such rows)"
+            )
         labels.append(np.where(on, y, 0.0))
         masks.append(mask)
     return np.stack(labels, 1).astype(np.float32), np.stack(masks, 1).astype(np.float32)

@@ -27,8 +27,9 @@ def resolve(path: str, base_dir: Path | None = None) -> Path:
     return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
-def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None, *,
-               string_columns: tuple[str, ...] = ()) -> pa.Table:
+def read_table(
+    path: str | Path, fmt: str = "auto", csv: CsvOptions | None = None, *, string_columns: tuple[str, ...] = ()
+) -> pa.Table:
     """Read one CSV (optionally ``.gz``) or parquet file into an arrow table.
 
     `string_columns` of a CSV are read as text, never inferred (ids: ``007`` stays ``007``,
@@ -44,18 +45,19 @@ def read_table(path: str | Path, fmt: str = "auto", csv: CsvOptions | None = Non
             return pq.read_table(path)
         csv = csv or CsvOptions()
         read_opts = pacsv.ReadOptions(  # header + column_names: the names replace the header
-            column_names=csv.column_names, autogenerate_column_names=False,
+            column_names=csv.column_names,
+            autogenerate_column_names=False,
             skip_rows=1 if csv.header and csv.column_names is not None else 0,
         )
         if csv.column_names is None and not csv.header:
             raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")
         parse = pacsv.ParseOptions(delimiter=csv.delimiter)
         convert = pacsv.ConvertOptions(
-            null_values=["", "NA", "NaN", "nan", "null", "None"], strings_can_be_null=True,
+            null_values=["", "NA", "NaN", "nan", "null", "None"],
+            strings_can_be_null=True,
             column_types={c: pa.string() for c in string_columns},
         )
-        return pacsv.read_csv(path, read_options=read_opts, parse_options=parse,
-                              convert_options=convert)
+        return pacsv.read_csv(path, read_options=read_opts, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: cannot read as {fmt}: {exc}") from exc
 
@@ -84,9 +86,7 @@ def cut(table: pa.Table, split: RandomSplit | TimeSplit, source: str) -> dict[st
         order = np.random.default_rng(split.seed).permutation(n)
     else:
         if split.column not in table.column_names:
-            raise DataError(
-                f"{source}: split.column {split.column!r} not found; columns: {table.column_names}"
-            )
+            raise DataError(f"{source}: split.column {split.column!r} not found; columns: {table.column_names}")
         col = table.column(split.column)
         if col.null_count:
             raise DataError(f"{source}: time column {split.column!r} has {col.null_count} nulls")

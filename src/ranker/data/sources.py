@@ -63,7 +63,7 @@ def data_dirs() -> list[Path]:
 
 def read_bytes(path: Path) -> bytes:
     """The uncompressed bytes of a raw file."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         return f.read()
 
 

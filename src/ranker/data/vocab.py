@@ -33,8 +33,7 @@ class Vocabulary:
         return RESERVED + len(self.values)
 
     @classmethod
-    def fit(cls, column: pa.Array | pa.ChunkedArray, min_count: int = 1, *,
-            source: str = "") -> Vocabulary:
+    def fit(cls, column: pa.Array | pa.ChunkedArray, min_count: int = 1, *, source: str = "") -> Vocabulary:
         """Known values of `column` (nulls, NaN and empty strings excluded)."""
         arr = normalise(column, source=source)
         counts = pc.value_counts(pc.drop_null(arr))
@@ -63,9 +62,7 @@ class Vocabulary:
         return cls(values=pa.array(state["values"], type=typ), dtype=state["dtype"])
 
 
-def normalise(
-    column: pa.Array | pa.ChunkedArray, want: str | None = None, source: str = ""
-) -> pa.Array:
+def normalise(column: pa.Array | pa.ChunkedArray, want: str | None = None, source: str = "") -> pa.Array:
     """One flat array of int64 or string values; NaN and empty strings become null.
 
     Integral floats (a CSV int column with gaps reads as float) become int64; other floats and

@@ -69,16 +69,17 @@ def build_window(log: EventLog, events: np.ndarray, targets: np.ndarray) -> Wind
     tev = events[local]
     nc = len(local) * (k - 1)
     kind = np.concatenate([np.full(s, STATIC), np.tile([ITEM, ACTION], m), np.full(nc, CANDIDATE)])
-    ids = np.concatenate([static, np.stack([log.item[events], log.action[events]], 1).ravel(),
-                          log.candidates[tev, 1:].ravel()])
+    ids = np.concatenate(
+        [static, np.stack([log.item[events], log.action[events]], 1).ravel(), log.candidates[tev, 1:].ravel()]
+    )
     event = np.concatenate([np.full(s, -1), np.repeat(np.arange(m), 2), np.repeat(local, k - 1)])
-    time = np.concatenate([np.full(s, log.time[events[0]]), np.repeat(log.time[events], 2),
-                           np.repeat(log.time[tev], k - 1)])
+    time = np.concatenate(
+        [np.full(s, log.time[events[0]]), np.repeat(log.time[events], 2), np.repeat(log.time[tev], k - 1)]
+    )
     position = np.concatenate([np.arange(s), s + np.arange(2 * m), np.repeat(s + 2 * local, k - 1)])
     score = np.concatenate([s + 2 * local, s + 2 * m + np.arange(nc)])
     slots = np.tile(np.arange(1, k), len(local))
-    rows = np.concatenate([np.stack([tev, np.zeros_like(tev)], 1),
-                           np.stack([np.repeat(tev, k - 1), slots], 1)])
+    rows = np.concatenate([np.stack([tev, np.zeros_like(tev)], 1), np.stack([np.repeat(tev, k - 1), slots], 1)])
     return Window(kind, ids, event, time, position, score.astype(np.int64), rows.astype(np.int64))
 
 
@@ -95,7 +96,7 @@ def user_windows(log: EventLog, split: int, max_events: int) -> list[Window]:
             continue
         for lo, a, b in target_blocks(len(seq), max_events):
             targets = np.zeros(b - lo, dtype=bool)
-            targets[a - lo:] = is_target[a:b]
+            targets[a - lo :] = is_target[a:b]
             if targets.any():
                 out.append(build_window(log, seq[lo:b], targets))
     return out
@@ -119,17 +120,19 @@ def collate(windows: list[Window]) -> Batch:
     def pad(name: str, fill: int) -> torch.Tensor:
         out = np.full((len(windows), n), fill, dtype=np.int64)
         for b, w in enumerate(windows):
-            out[b, :len(w)] = getattr(w, name)
+            out[b, : len(w)] = getattr(w, name)
         return torch.from_numpy(out)
 
     score = np.concatenate([b * n + w.score for b, w in enumerate(windows)])
-    tokens = Tokens(pad("kind", PAD), pad("ids", 0), pad("event", -1), pad("time", 0),
-                    pad("position", 0), torch.from_numpy(score))
+    tokens = Tokens(
+        pad("kind", PAD), pad("ids", 0), pad("event", -1), pad("time", 0), pad("position", 0), torch.from_numpy(score)
+    )
     return Batch(tokens, np.concatenate([w.rows for w in windows]))
 
 
-def plan_batches(lengths: np.ndarray, cells: int, max_batch: int,
-                 generator: torch.Generator | None = None) -> list[np.ndarray]:
+def plan_batches(
+    lengths: np.ndarray, cells: int, max_batch: int, generator: torch.Generator | None = None
+) -> list[np.ndarray]:
     """Groups of window indices with ``B · N_max² ≤ cells`` (at least one window each).
 
     Windows are sorted by length (ties and 32-token buckets shuffled by ``generator``) so a
@@ -157,8 +160,9 @@ def plan_batches(lengths: np.ndarray, cells: int, max_batch: int,
     return groups
 
 
-def batches(windows: list[Window], cells: int, max_batch: int,
-            generator: torch.Generator | None = None) -> Iterator[Batch]:
+def batches(
+    windows: list[Window], cells: int, max_batch: int, generator: torch.Generator | None = None
+) -> Iterator[Batch]:
     """Collated batches of :func:`plan_batches`."""
     lengths = np.array([len(w) for w in windows])
     for group in plan_batches(lengths, cells, max_batch, generator):

@@ -18,8 +18,9 @@ from ranker.train.evaluate import TaskMetrics, task_metrics
 
 
 @torch.no_grad()
-def predict_split(model: GenerativeRanker, log: EventLog, split: int, windows: list[Window],
-                  cells: int, max_batch: int) -> np.ndarray:
+def predict_split(
+    model: GenerativeRanker, log: EventLog, split: int, windows: list[Window], cells: int, max_batch: int
+) -> np.ndarray:
     """(rows, T) task outputs (probabilities for binary tasks) in the split's table order."""
     was_training = model.training
     model.eval()

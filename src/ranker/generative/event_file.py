@@ -79,10 +79,21 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
     cols = _static_columns(data, table, user, users, base_dir)
     static, num_static = static_ids(cols, in_train)
     return EventLog(
-        user=user, item=item, action=action, time=time, split=period.astype(np.int64),
-        candidates=candidates.astype(np.int64), labels=labels, label_mask=np.ascontiguousarray(mask),
-        static=static, tasks=tuple(data.tasks), num_items=len(items), num_actions=num_actions,
-        num_static=num_static, vocab={"users": users, "items": items, "actions": action_values})
+        user=user,
+        item=item,
+        action=action,
+        time=time,
+        split=period.astype(np.int64),
+        candidates=candidates.astype(np.int64),
+        labels=labels,
+        label_mask=np.ascontiguousarray(mask),
+        static=static,
+        tasks=tuple(data.tasks),
+        num_items=len(items),
+        num_actions=num_actions,
+        num_static=num_static,
+        vocab={"users": users, "items": items, "actions": action_values},
+    )
 
 
 def _declared_columns(data: GenerativeData) -> dict[str, str]:
@@ -115,10 +126,11 @@ def _labels(table: pa.Table, tasks: list[TaskConfig]) -> tuple[np.ndarray, np.nd
     labels, masks = [], []
     for i, t in enumerate(tasks):
         col = table.column(t.column or t.name)
-        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                or pa.types.is_boolean(col.type)):
-            raise ConfigError(f"data.tasks.{i}.column: {t.column or t.name!r} holds {col.type}; "
-                              "labels must be numbers (0/1 for binary tasks)")
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+            raise ConfigError(
+                f"data.tasks.{i}.column: {t.column or t.name!r} holds {col.type}; "
+                "labels must be numbers (0/1 for binary tasks)"
+            )
         values = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)
         mask = ~np.isnan(values)
         if t.mask_column:
@@ -126,31 +138,33 @@ def _labels(table: pa.Table, tasks: list[TaskConfig]) -> tuple[np.ndarray, np.nd
             mask &= np.nan_to_num(m) > 0
         values = np.where(mask, np.nan_to_num(values), 0.0)
         if t.kind == "binary" and not np.isin(values[mask], (0.0, 1.0)).all():
-            raise DataError(f"data.tasks.{i}: binary task {t.name!r} needs 0/1 labels in "
-                            f"column {t.column or t.name!r}")
+            raise DataError(f"data.tasks.{i}: binary task {t.name!r} needs 0/1 labels in column {t.column or t.name!r}")
         labels.append(values)
         masks.append(mask)
-    return (np.stack(labels, -1)[:, None].astype(np.float32),
-            np.stack(masks, -1)[:, None].astype(np.float32))
+    return (np.stack(labels, -1)[:, None].astype(np.float32), np.stack(masks, -1)[:, None].astype(np.float32))
 
 
-def _negatives(user: np.ndarray, item: np.ndarray, period: np.ndarray, num_items: int,
-               cfg: SampledNegatives) -> np.ndarray:
+def _negatives(
+    user: np.ndarray, item: np.ndarray, period: np.ndarray, num_items: int, cfg: SampledNegatives
+) -> np.ndarray:
     """(n, per_event) items: RK-ML100K's sampler over this log's global event order."""
     num_users = int(user.max())
     if (num_users + 1) * (num_items + 1) > MAX_FIRST_POSITION_CELLS:
-        raise ConfigError(f"data.negatives: {num_users:,} users × {num_items:,} items is too large "
-                          "for the negative sampler; store impressions (label 0 rows) instead")
+        raise ConfigError(
+            f"data.negatives: {num_users:,} users × {num_items:,} items is too large "
+            "for the negative sampler; store impressions (label 0 rows) instead"
+        )
     trained = len(np.unique(item[period == 0]))  # items with train events: the ones drawn
     if trained <= cfg.per_event:
-        raise ConfigError(f"data.negatives.per_event: {cfg.per_event} needs more items with train "
-                          f"events than {trained}")
-    return draw_negatives(user, item, period == 0, num_items, k=cfg.per_event, seed=cfg.seed,
-                          power=cfg.power)[0]
+        raise ConfigError(
+            f"data.negatives.per_event: {cfg.per_event} needs more items with train events than {trained}"
+        )
+    return draw_negatives(user, item, period == 0, num_items, k=cfg.per_event, seed=cfg.seed, power=cfg.power)[0]
 
 
-def _static_columns(data: GenerativeData, table: pa.Table, user: np.ndarray, users: pa.Array,
-                    base_dir: Path | None) -> dict[str, np.ndarray]:
+def _static_columns(
+    data: GenerativeData, table: pa.Table, user: np.ndarray, users: pa.Array, base_dir: Path | None
+) -> dict[str, np.ndarray]:
     """Per user id (0..U, row 0 unused) the text value of each static feature."""
     num = len(users) + 1
     user_text = np.array([""] + pc.cast(users, pa.string()).to_pylist(), dtype=object)
@@ -164,12 +178,12 @@ def _static_columns(data: GenerativeData, table: pa.Table, user: np.ndarray, use
             raise ConfigError(f"data.user_table.path: {path}: file not found")
         source, where = read_table(path, ut.format, ut.csv, string_columns=(key,)), str(path)
         wanted = {"data.user_table.user_column": key}
-        wanted |= {f"data.static_features.{i}": f for i, f in enumerate(data.static_features)
-                   if f != data.user_column}
+        wanted |= {f"data.static_features.{i}": f for i, f in enumerate(data.static_features) if f != data.user_column}
         for label, name in wanted.items():
             if name not in source.column_names:
-                raise ConfigError(f"{label}: column {name!r} is not in {path}; columns: "
-                                  f"{', '.join(source.column_names)}")
+                raise ConfigError(
+                    f"{label}: column {name!r} is not in {path}; columns: {', '.join(source.column_names)}"
+                )
         ids = pc.cast(source.column(key), pa.string()).combine_chunks()
         source_users = pc.index_in(ids, value_set=pa.array(user_text[1:].tolist(), pa.string()))
         source_users = pc.fill_null(source_users, -1).to_numpy(zero_copy_only=False) + 1
@@ -184,7 +198,9 @@ def _static_columns(data: GenerativeData, table: pa.Table, user: np.ndarray, use
         values[owner[::-1]] = text[::-1]  # the first row of each user wins
         if source_users is None and (values[owner] != text).any():
             bad = user_text[owner[values[owner] != text][0]]
-            raise DataError(f"data.static_features: column {name!r} of {where} is not constant per "
-                            f"user (user {bad}); give it in data.user_table")
+            raise DataError(
+                f"data.static_features: column {name!r} of {where} is not constant per "
+                f"user (user {bad}); give it in data.user_table"
+            )
         cols[name] = values[:].astype(str)
     return cols

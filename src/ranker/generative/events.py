@@ -71,10 +71,14 @@ def rk_ml100k_data(static_features: list[str]) -> GenerativeData:
     """The built-in RK-ML100K as a declared event file and user table (see the module docstring)."""
     prepared = prepare(get_recipe("rk-ml100k"))
     return GenerativeData(
-        path=str(prepared.directory / "events.parquet"), user_column="user_id", item_column="item_id",
-        time_column="timestamp", action_column="rating",
+        path=str(prepared.directory / "events.parquet"),
+        user_column="user_id",
+        item_column="item_id",
+        time_column="timestamp",
+        action_column="rating",
         tasks=[TaskConfig(**t) for t in prepared.manifest["data"]["tasks"]],
         negatives=SampledNegatives(per_event=NEGATIVES, seed=SEED, power=POP_EXPONENT),
         static_features=static_features,
         user_table=UserTable(path=str(prepared.directory / "users.parquet")),
-        split=EventTimeSplit(kind="time", fractions=(0.8, 0.1, 0.1)))
+        split=EventTimeSplit(kind="time", fractions=(0.8, 0.1, 0.1)),
+    )

@@ -34,14 +34,7 @@ from ranker.generative.event_file import load_event_file
 from ranker.generative.events import EventLog, rk_ml100k_data
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
-from ranker.rundir import (
-    begin_run,
-    finish_run,
-    finished_config,
-    fit_metrics,
-    save_calibration,
-    start_process,
-)
+from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
 from ranker.train.checkpoint import load_weights
 
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
@@ -79,9 +72,13 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset or cfg.data.path, "model": "generative-hstu",
-        **fit_metrics(cfg.train, fit, model), "train_samples_per_s": fit.mean("samples_per_s"),
-        "train_events_per_s": fit.mean("events_per_s"), "windows": {s: len(v) for s, v in windows.items()}}
+        "dataset": cfg.data.dataset or cfg.data.path,
+        "model": "generative-hstu",
+        **fit_metrics(cfg.train, fit, model),
+        "train_samples_per_s": fit.mean("samples_per_s"),
+        "train_events_per_s": fit.mean("events_per_s"),
+        "windows": {s: len(v) for s, v in windows.items()},
+    }
     for split in ("valid", "test"):
         start = time.perf_counter()
         probs = _predict(cfg, model, log, split, windows[split])
@@ -90,8 +87,13 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
         if split == "test":
             events, t = np.flatnonzero(log.split == SPLIT_IDS["test"]), len(log.tasks)
-            save_calibration(run_dir / "calibration_test.npz", [task.name for task in log.tasks],
-                             log.labels[events].reshape(-1, t), log.label_mask[events].reshape(-1, t), probs)
+            save_calibration(
+                run_dir / "calibration_test.npz",
+                [task.name for task in log.tasks],
+                log.labels[events].reshape(-1, t),
+                log.label_mask[events].reshape(-1, t),
+                probs,
+            )
     finish_run(run_dir, metrics)
     return metrics
 
@@ -116,7 +118,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     return {"split": split, "metrics": split_metrics(log, SPLIT_IDS[split], probs)}
 
 
-def _predict(cfg: GenerativeRunConfig, model: GenerativeRanker, log: EventLog, split: str,
-             windows: list[Any]) -> np.ndarray:
-    return predict_split(model, log, SPLIT_IDS[split], windows, cfg.train.batch_cells,
-                         cfg.train.max_batch_size)
+def _predict(
+    cfg: GenerativeRunConfig, model: GenerativeRanker, log: EventLog, split: str, windows: list[Any]
+) -> np.ndarray:
+    return predict_split(model, log, SPLIT_IDS[split], windows, cfg.train.batch_cells, cfg.train.max_batch_size)

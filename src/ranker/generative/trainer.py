@@ -30,8 +30,7 @@ from ranker.train.evaluate import selection_score
 class GenerativeTrainer:
     """Fits a :class:`GenerativeRanker` on training windows, selecting on the validation rows."""
 
-    def __init__(self, model: GenerativeRanker, log: EventLog, cfg: GenerativeTrainConfig,
-                 run_dir: Path) -> None:
+    def __init__(self, model: GenerativeRanker, log: EventLog, cfg: GenerativeTrainConfig, run_dir: Path) -> None:
         self.log, self.cfg = log, cfg
         self.engine = Engine(model, cfg, run_dir)
         self.model = model  # moved to the engine's device in place
@@ -57,15 +56,15 @@ class GenerativeTrainer:
     def loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
         raw = self.model(batch.tokens)
         ev, slot = torch.from_numpy(batch.rows[:, 0]), torch.from_numpy(batch.rows[:, 1])
-        labels = {"labels": self.labels[ev, slot].to(raw.device),
-                  "label_mask": self.label_mask[ev, slot].to(raw.device)}
+        labels = {
+            "labels": self.labels[ev, slot].to(raw.device),
+            "label_mask": self.label_mask[ev, slot].to(raw.device),
+        }
         loss = self.objective(raw, labels)
         return loss, {"samples": len(batch.rows), "events": int((batch.rows[:, 1] == 0).sum())}
 
     def validate(self) -> dict[str, Any]:
         start = time.perf_counter()
-        probs = predict_split(self.model, self.log, 1, self._valid, self.cfg.batch_cells,
-                              self.cfg.max_batch_size)
+        probs = predict_split(self.model, self.log, 1, self._valid, self.cfg.batch_cells, self.cfg.max_batch_size)
         metrics = split_metrics(self.log, 1, probs)
-        return {"valid": metrics, "valid_score": selection_score(metrics),
-                "eval_time_s": time.perf_counter() - start}
+        return {"valid": metrics, "valid_score": selection_score(metrics), "eval_time_s": time.perf_counter() - start}

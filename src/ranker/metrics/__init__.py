@@ -9,12 +9,4 @@ numpy arrays, Python lists or torch tensors.
 from ranker.metrics.ranking import accuracy, auc, gauc, logloss
 from ranker.metrics.retrieval import metrics_from_ranks, retrieval_metrics, retrieval_ranks
 
-__all__ = [
-    "accuracy",
-    "auc",
-    "gauc",
-    "logloss",
-    "metrics_from_ranks",
-    "retrieval_metrics",
-    "retrieval_ranks",
-]
+__all__ = ["accuracy", "auc", "gauc", "logloss", "metrics_from_ranks", "retrieval_metrics", "retrieval_ranks"]

@@ -38,9 +38,7 @@ def _check(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | 
 
 
 @torch.no_grad()
-def retrieval_ranks(
-    scores: ArrayOrTensor, targets: ArrayOrTensor, exclude: ArrayOrTensor | None = None
-) -> np.ndarray:
+def retrieval_ranks(scores: ArrayOrTensor, targets: ArrayOrTensor, exclude: ArrayOrTensor | None = None) -> np.ndarray:
     """1-based rank of each user's target item among the non-excluded items; ties count against.
 
     Definition::

@@ -60,8 +60,9 @@ class BatchFields:
 
     def history(self, batch: Batch, name: str) -> HistoryInputs:
         prefix = f"hist/{name}/"
-        return HistoryInputs(batch[prefix + "items"], batch[prefix + "mask"],
-                             batch.get(prefix + "actions"), batch.get(prefix + "times"))
+        return HistoryInputs(
+            batch[prefix + "items"], batch[prefix + "mask"], batch.get(prefix + "actions"), batch.get(prefix + "times")
+        )
 
 
 def categorical_fields(layout: Layout) -> CategoricalFields:

@@ -83,8 +83,7 @@ class Tokens:
     score: torch.Tensor
 
     def to(self, device: torch.device) -> Tokens:
-        return Tokens(*(t.to(device) for t in (self.kind, self.ids, self.event, self.time,
-                                               self.position, self.score)))
+        return Tokens(*(t.to(device) for t in (self.kind, self.ids, self.event, self.time, self.position, self.score)))
 
 
 class GenerativeRanker(nn.Module):
@@ -103,8 +102,7 @@ class GenerativeRanker(nn.Module):
         torch.Size([3, 2])
     """
 
-    def __init__(self, cfg: GenerativeModel, vocab: TokenVocab, *, num_tasks: int,
-                 max_tokens: int) -> None:
+    def __init__(self, cfg: GenerativeModel, vocab: TokenVocab, *, num_tasks: int, max_tokens: int) -> None:
         super().__init__()
         self.cfg, self.max_tokens = cfg, max_tokens
         d = cfg.dim
@@ -123,8 +121,11 @@ class GenerativeRanker(nn.Module):
         """``E_kind[id]·√D + T[kind]``, zero on padding. (B, N) → (B, N, D)."""
         k, ids = t.kind, t.ids
         item_like = (k == ITEM) | (k == CANDIDATE)
-        x = (self.items(ids.where(item_like, 0)) + self.actions(ids.where(k == ACTION, 0))
-             + self.static(ids.where(k == STATIC, 0))) * math.sqrt(self.cfg.dim)
+        x = (
+            self.items(ids.where(item_like, 0))
+            + self.actions(ids.where(k == ACTION, 0))
+            + self.static(ids.where(k == STATIC, 0))
+        ) * math.sqrt(self.cfg.dim)
         x = x + self.types(k.where(k != CANDIDATE, ITEM))  # a candidate is an item token
         return x * (k != PAD).unsqueeze(-1)
 
@@ -133,10 +134,13 @@ class GenerativeRanker(nn.Module):
         c = self.cfg
         mask = interleaved_mask(t.kind, t.event, t.time)[:, queries].float()
         idx = RelativeIndices.build(
-            max_len=self.max_tokens, num_buckets=c.num_buckets,
+            max_len=self.max_tokens,
+            num_buckets=c.num_buckets,
             positions=t.position if c.position_bias else None,
             query_positions=t.position[:, queries] if c.position_bias else None,
-            times=t.time if c.time_bias else None, query_times=t.time[:, queries] if c.time_bias else None)
+            times=t.time if c.time_bias else None,
+            query_times=t.time[:, queries] if c.time_bias else None,
+        )
         return mask, idx
 
     def encode(self, t: Tokens) -> torch.Tensor:
@@ -153,8 +157,9 @@ class GenerativeRanker(nn.Module):
         return self.heads(h.reshape(-1, h.shape[-1])[t.score])
 
     @torch.no_grad()
-    def score_candidates(self, history: Tokens, items: torch.Tensor, time: int,
-                         chunk: int | None = None, *, cached: bool = True) -> torch.Tensor:
+    def score_candidates(
+        self, history: Tokens, items: torch.Tensor, time: int, chunk: int | None = None, *, cached: bool = True
+    ) -> torch.Tensor:
         """(C, T) raw outputs of candidate ``items`` (C,) for one user at request ``time``.
 
         ``history`` is one sequence (1, N) of static, item and action tokens (no padding
@@ -204,8 +209,9 @@ class GenerativeRanker(nn.Module):
         """(m, T) raw outputs of ``items`` (m,) against a :meth:`history_cache`."""
         m, n = items.shape[0], cache.weight.shape[0] - 1
         zeros = items.new_zeros(1, m)
-        x = self.embed(Tokens(items.new_full((1, m), CANDIDATE), items.view(1, m), zeros, zeros, zeros,
-                              zeros[0]))[0]  # (m, D)
+        x = self.embed(Tokens(items.new_full((1, m), CANDIDATE), items.view(1, m), zeros, zeros, zeros, zeros[0]))[
+            0
+        ]  # (m, D)
         w = cache.weight
         for layer, k_h, v_h, bias in zip(self._hstu_layers(), cache.keys, cache.values, cache.biases, strict=True):
             h, dv, dqk = layer.cfg.num_heads, layer.cfg.linear_dim, layer.cfg.attention_dim
@@ -235,6 +241,11 @@ def append_candidates(history: Tokens, items: torch.Tensor, time: int) -> Tokens
         t = tail.view(1, m) if isinstance(tail, torch.Tensor) else a.new_full((1, m), tail)
         return torch.cat([a, t], dim=1)
 
-    return Tokens(cat(history.kind, CANDIDATE), cat(history.ids, items),
-                  cat(history.event, next_event), cat(history.time, time),
-                  cat(history.position, next_pos), torch.arange(n, n + m, device=items.device))
+    return Tokens(
+        cat(history.kind, CANDIDATE),
+        cat(history.ids, items),
+        cat(history.event, next_event),
+        cat(history.time, time),
+        cat(history.position, next_pos),
+        torch.arange(n, n + m, device=items.device),
+    )

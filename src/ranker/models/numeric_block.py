@@ -18,12 +18,7 @@ from torch import nn
 from ranker.config import schema as cs
 from ranker.data.layout import Layout
 from ranker.errors import ConfigError
-from ranker.nn.numerical import (
-    LinearEmbeddings,
-    PeriodicEmbeddings,
-    PiecewiseLinearEmbeddings,
-    PiecewiseLinearEncoding,
-)
+from ranker.nn.numerical import LinearEmbeddings, PeriodicEmbeddings, PiecewiseLinearEmbeddings, PiecewiseLinearEncoding
 
 
 class NumericalBlock(nn.Module):
@@ -46,18 +41,17 @@ def build_numerical(cfg: cs.NumericalEncoder, layout: Layout) -> NumericalBlock:
     if isinstance(cfg, cs.ScalarEncoder):
         return NumericalBlock(nn.Identity(), 2 * n)
     if isinstance(cfg, cs.PiecewiseLinearEncoder):
-        edges = [torch.tensor(layout.numeric_edges[f]) for f in layout.numerical
-                 if f in layout.numeric_edges]
+        edges = [torch.tensor(layout.numeric_edges[f]) for f in layout.numerical if f in layout.numeric_edges]
         if len(edges) != n:
-            raise ConfigError("model.encoders.numerical: PLE needs bin edges fitted by the "
-                              "preprocessor (ple_bins); refit the run")
+            raise ConfigError(
+                "model.encoders.numerical: PLE needs bin edges fitted by the preprocessor (ple_bins); refit the run"
+            )
         if cfg.embed:
             return NumericalBlock(PiecewiseLinearEmbeddings(edges, cfg.dim), n * cfg.dim + n)
         ple = PiecewiseLinearEncoding(edges)
         return NumericalBlock(ple, ple.out_dim + n)
     if isinstance(cfg, cs.PeriodicEncoder):
-        enc = PeriodicEmbeddings(n, cfg.dim, n_frequencies=cfg.n_frequencies, sigma=cfg.sigma,
-                                 learned=cfg.learned)
+        enc = PeriodicEmbeddings(n, cfg.dim, n_frequencies=cfg.n_frequencies, sigma=cfg.sigma, learned=cfg.learned)
         return NumericalBlock(enc, n * cfg.dim + n)
     return NumericalBlock(LinearEmbeddings(n, cfg.dim), n * cfg.dim + n)
 

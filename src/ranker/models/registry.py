@@ -31,7 +31,7 @@ from ranker.nn.transact import TransActEncoder
 
 # kind -> builder(config, in_dim) -> (module, out_dim)
 INTERACTIONS: dict[str, Callable[[Any, int, int], tuple[nn.Module, int]]] = {
-    "concat": lambda cfg, in_dim, n_fields: (ConcatInteraction(), in_dim),
+    "concat": lambda cfg, in_dim, n_fields: (ConcatInteraction(), in_dim)
 }
 BACKBONES: dict[str, Callable[[Any, int], tuple[nn.Module, int]]] = {}
 # kind -> builder(config, in_dim, task names) -> module mapping (B, in_dim) to (B, T) logits
@@ -44,14 +44,27 @@ def _mlp(cfg: cs.MLPBackbone, in_dim: int) -> tuple[nn.Module, int]:
 
 
 def _resnet(cfg: cs.ResNetBackbone, in_dim: int) -> tuple[nn.Module, int]:
-    net = ResNet(in_dim, width=cfg.width, num_blocks=cfg.num_blocks, hidden=cfg.hidden,
-                 dropout=cfg.dropout, norm=cfg.norm, activation=cfg.activation)
+    net = ResNet(
+        in_dim,
+        width=cfg.width,
+        num_blocks=cfg.num_blocks,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+        norm=cfg.norm,
+        activation=cfg.activation,
+    )
     return net, net.out_dim
 
 
 def _densenet(cfg: cs.DenseNetBackbone, in_dim: int) -> tuple[nn.Module, int]:
-    net = DenseNet(in_dim, num_blocks=cfg.num_blocks, growth=cfg.growth, dropout=cfg.dropout,
-                   norm=cfg.norm, activation=cfg.activation)
+    net = DenseNet(
+        in_dim,
+        num_blocks=cfg.num_blocks,
+        growth=cfg.growth,
+        dropout=cfg.dropout,
+        norm=cfg.norm,
+        activation=cfg.activation,
+    )
     return net, net.out_dim
 
 
@@ -91,8 +104,13 @@ def _interaction_and_backbone(cfg: cs.ModelConfig, in_dim: int, n_fields: int) -
     """The interaction block and the backbone after it (for DCN-V2 the backbone lives inside)."""
     inter = cfg.interaction
     if isinstance(inter, cs.CrossInteraction):
-        cross = CrossNetV2(in_dim, inter.num_layers, rank=inter.rank, num_experts=inter.num_experts,
-                           expert_activation=None if inter.expert_activation == "none" else inter.expert_activation)
+        cross = CrossNetV2(
+            in_dim,
+            inter.num_layers,
+            rank=inter.rank,
+            num_experts=inter.num_experts,
+            expert_activation=None if inter.expert_activation == "none" else inter.expert_activation,
+        )
         deep = None
         if inter.structure != "cross_only":
             deep, _ = _pick(BACKBONES, cfg.backbone.kind, "model.backbone")(cfg.backbone, inter.projection or in_dim)
@@ -125,14 +143,20 @@ def build_model(cfg: cs.ModelConfig, layout: Layout) -> Ranker:
     interaction, backbone, width = _interaction_and_backbone(cfg, sum(dims), len(dims))
     heads = _pick(HEADS, cfg.heads.kind, "model.heads")(cfg.heads, width, list(layout.tasks))
     return Ranker(
-        emb, histories, interaction, backbone, heads,
-        inputs=BatchFields.of(layout, tuple(names)), numerical=numerical,
+        emb,
+        histories,
+        interaction,
+        backbone,
+        heads,
+        inputs=BatchFields.of(layout, tuple(names)),
+        numerical=numerical,
         candidate_index=_candidate_index(layout),
     )
 
 
-def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
-                  info: dict[str, Any]) -> HistoryEvents | None:
+def build_history(
+    cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder, info: dict[str, Any]
+) -> HistoryEvents | None:
     """The configured encoder of history `name` (None for ``kind: none``)."""
     owner, n_actions = info["item_vocab"], info["n_actions"]
     if isinstance(cfg, cs.MeanPoolHistory):
@@ -140,11 +164,22 @@ def build_history(cfg: cs.HistoryEncoder, name: str, emb: CategoricalEncoder,
     if isinstance(cfg, cs.TransActHistory):
         if cfg.time_encoding and not info["has_time"]:
             raise ConfigError(f"model.history.time_encoding: history {name!r} has no time_column")
-        return TransActEncoder(emb, owner, n_actions, action_dim=cfg.action_dim,
-                               num_layers=cfg.num_layers, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim,
-                               dropout=cfg.dropout, k_recent=cfg.k_recent, time_encoding=cfg.time_encoding,
-                               early_fusion=cfg.early_fusion, recent_mask=cfg.recent_mask,
-                               attention_dropout=cfg.attention_dropout, max_len=cfg.max_len)
+        return TransActEncoder(
+            emb,
+            owner,
+            n_actions,
+            action_dim=cfg.action_dim,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            ff_dim=cfg.ff_dim,
+            dropout=cfg.dropout,
+            k_recent=cfg.k_recent,
+            time_encoding=cfg.time_encoding,
+            early_fusion=cfg.early_fusion,
+            recent_mask=cfg.recent_mask,
+            attention_dropout=cfg.attention_dropout,
+            max_len=cfg.max_len,
+        )
     if isinstance(cfg, cs.DINHistory):
         return DINAttention(emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
     return None
@@ -161,10 +196,18 @@ def build_categorical(cfg: cs.CategoricalEncoder, layout: Layout) -> Categorical
     if isinstance(cfg, cs.UnifiedEncoder):
         unknown = sorted(set(cfg.per_feature_probes) - set(layout.vocab_sizes))
         if unknown:
-            raise ConfigError(f"model.encoders.categorical.per_feature_probes: {unknown} are not "
-                              f"categorical features; known: {sorted(layout.vocab_sizes)}")
-        return UnifiedEmbeddings(categorical_fields(layout), cfg.dim, probes=cfg.probes, per_feature_probes=cfg.per_feature_probes,
-                                 memory=cfg.memory, seed=cfg.seed)
+            raise ConfigError(
+                f"model.encoders.categorical.per_feature_probes: {unknown} are not "
+                f"categorical features; known: {sorted(layout.vocab_sizes)}"
+            )
+        return UnifiedEmbeddings(
+            categorical_fields(layout),
+            cfg.dim,
+            probes=cfg.probes,
+            per_feature_probes=cfg.per_feature_probes,
+            memory=cfg.memory,
+            seed=cfg.seed,
+        )
     return FeatureEmbeddings(categorical_fields(layout), cfg.dim)
 
 

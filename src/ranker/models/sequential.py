@@ -49,17 +49,25 @@ def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
 def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList:
     """``cfg.num_layers`` :class:`~ranker.nn.hstu.HSTULayer` over sequences of up to `max_len`
     tokens (the retrievers' and the generative ranker's stack)."""
-    layer = HSTUConfig(dim=cfg.dim, linear_dim=cfg.linear_dim, attention_dim=cfg.attention_dim,
-                       num_heads=cfg.num_heads, dropout=cfg.dropout, max_len=max_len,
-                       num_buckets=cfg.num_buckets, attention=cfg.attention)
+    layer = HSTUConfig(
+        dim=cfg.dim,
+        linear_dim=cfg.linear_dim,
+        attention_dim=cfg.attention_dim,
+        num_heads=cfg.num_heads,
+        dropout=cfg.dropout,
+        max_len=max_len,
+        num_buckets=cfg.num_buckets,
+        attention=cfg.attention,
+    )
     return nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
 
 
 class SequentialRetriever(nn.Module):
     """The shared skeleton; subclasses implement :meth:`blocks`."""
 
-    def __init__(self, *, num_items: int, dim: int, max_len: int, dropout: float,
-                 l2_normalize: bool, position_embedding: bool) -> None:
+    def __init__(
+        self, *, num_items: int, dim: int, max_len: int, dropout: float, l2_normalize: bool, position_embedding: bool
+    ) -> None:
         super().__init__()
         self.num_items, self.dim, self.max_len = num_items, dim, max_len
         self.l2_normalize = l2_normalize
@@ -72,12 +80,19 @@ class SequentialRetriever(nn.Module):
             nn.init.trunc_normal_(self.position_embedding.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = nn.Dropout(dropout)
 
-    def blocks(self, x: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor,
-               times: torch.Tensor | None, query_times: torch.Tensor | None) -> torch.Tensor:
+    def blocks(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+        times: torch.Tensor | None,
+        query_times: torch.Tensor | None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def encode(self, items: torch.Tensor, times: torch.Tensor | None = None,
-               query_times: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, items: torch.Tensor, times: torch.Tensor | None = None, query_times: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L) item ids → (B, L, D) states; state i scores the item after s_i."""
         if items.shape[1] > self.max_len:
             raise ValueError(f"inputs longer than max_len={self.max_len}: {items.shape[1]}")
@@ -90,8 +105,9 @@ class SequentialRetriever(nn.Module):
         h = self.blocks(x, valid, positions, times, query_times)
         return F.normalize(h, dim=-1) if self.l2_normalize else h
 
-    def user_vectors(self, items: torch.Tensor, times: torch.Tensor | None = None,
-                     query_times: torch.Tensor | None = None) -> torch.Tensor:
+    def user_vectors(
+        self, items: torch.Tensor, times: torch.Tensor | None = None, query_times: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L) → (B, D): the state at the last (most recent) position."""
         return self.encode(items, times, query_times)[:, -1]
 
@@ -111,15 +127,26 @@ class SASRec(SequentialRetriever):
     """
 
     def __init__(self, cfg: SASRecModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(num_items=num_items, dim=cfg.dim, max_len=max_len, dropout=cfg.dropout,
-                         l2_normalize=cfg.l2_normalize, position_embedding=True)
-        block = SASRecConfig(dim=cfg.dim, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim,
-                             dropout=cfg.dropout)
+        super().__init__(
+            num_items=num_items,
+            dim=cfg.dim,
+            max_len=max_len,
+            dropout=cfg.dropout,
+            l2_normalize=cfg.l2_normalize,
+            position_embedding=True,
+        )
+        block = SASRecConfig(dim=cfg.dim, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout)
         self.layers = nn.ModuleList(SASRecBlock(block) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-8)
 
-    def blocks(self, x: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor,
-               times: torch.Tensor | None, query_times: torch.Tensor | None) -> torch.Tensor:
+    def blocks(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+        times: torch.Tensor | None,
+        query_times: torch.Tensor | None,
+    ) -> torch.Tensor:
         mask = causal_mask(valid)
         for layer in self.layers:
             x = layer(x, mask)
@@ -142,13 +169,25 @@ class HSTU(SequentialRetriever):
     """
 
     def __init__(self, cfg: HSTUModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(num_items=num_items, dim=cfg.dim, max_len=max_len, dropout=cfg.dropout,
-                         l2_normalize=cfg.l2_normalize, position_embedding=cfg.position_embedding)
+        super().__init__(
+            num_items=num_items,
+            dim=cfg.dim,
+            max_len=max_len,
+            dropout=cfg.dropout,
+            l2_normalize=cfg.l2_normalize,
+            position_embedding=cfg.position_embedding,
+        )
         self.cfg = cfg
         self.layers = hstu_layers(cfg, max_len)
 
-    def blocks(self, x: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor,
-               times: torch.Tensor | None, query_times: torch.Tensor | None) -> torch.Tensor:
+    def blocks(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+        times: torch.Tensor | None,
+        query_times: torch.Tensor | None,
+    ) -> torch.Tensor:
         use_time = self.cfg.time_bias
         if use_time and times is None:
             raise ValueError("model.time_bias needs timestamps (this input has none)")
@@ -158,9 +197,12 @@ class HSTU(SequentialRetriever):
         # serves the whole batch (pairs with padding are masked anyway).
         columns = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, L)
         idx = RelativeIndices.build(
-            max_len=self.max_len, num_buckets=self.cfg.num_buckets,
+            max_len=self.max_len,
+            num_buckets=self.cfg.num_buckets,
             positions=columns if self.cfg.position_bias else None,
-            times=times if use_time else None, query_times=query_times if use_time else None)
+            times=times if use_time else None,
+            query_times=query_times if use_time else None,
+        )
         # M / n of Eq. 2 computed once for every layer (n_norm=1 then skips the division)
         weight = causal_mask(valid).to(x.dtype) / self.max_len
         for layer in self.layers:

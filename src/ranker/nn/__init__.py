@@ -9,12 +9,7 @@ from ranker.nn.hashing import HashEmbedding
 from ranker.nn.history import MeanPoolHistory
 from ranker.nn.interaction import CrossStructure
 from ranker.nn.mlp import MLP
-from ranker.nn.numerical import (
-    LinearEmbeddings,
-    PeriodicEmbeddings,
-    PiecewiseLinearEmbeddings,
-    PiecewiseLinearEncoding,
-)
+from ranker.nn.numerical import LinearEmbeddings, PeriodicEmbeddings, PiecewiseLinearEmbeddings, PiecewiseLinearEncoding
 from ranker.nn.transact import TransActEncoder
 from ranker.nn.unified import UnifiedEmbedding
 

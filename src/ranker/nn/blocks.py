@@ -52,13 +52,7 @@ class ResNetBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        hidden: int,
-        *,
-        dropout: float = 0.0,
-        norm: str = "batch",
-        activation: str = "relu",
+        self, dim: int, hidden: int, *, dropout: float = 0.0, norm: str = "batch", activation: str = "relu"
     ) -> None:
         super().__init__()
         check_positive(dim=dim, hidden=hidden)
@@ -81,13 +75,7 @@ class DenseNetBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        growth: int,
-        *,
-        dropout: float = 0.0,
-        norm: str = "batch",
-        activation: str = "relu",
+        self, dim: int, growth: int, *, dropout: float = 0.0, norm: str = "batch", activation: str = "relu"
     ) -> None:
         super().__init__()
         check_positive(dim=dim, growth=growth)
@@ -119,15 +107,9 @@ class ResNet(nn.Module):
         super().__init__()
         check_positive(in_dim=in_dim, width=width, num_blocks=num_blocks, hidden=hidden)
         blocks = [
-            ResNetBlock(width, hidden, dropout=dropout, norm=norm, activation=activation)
-            for _ in range(num_blocks)
+            ResNetBlock(width, hidden, dropout=dropout, norm=norm, activation=activation) for _ in range(num_blocks)
         ]
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, width),
-            *blocks,
-            make_norm(norm, width),
-            make_activation(activation),
-        )
+        self.net = nn.Sequential(nn.Linear(in_dim, width), *blocks, make_norm(norm, width), make_activation(activation))
         self.out_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,10 +135,12 @@ class DenseNet(nn.Module):
     ) -> None:
         super().__init__()
         check_positive(in_dim=in_dim, num_blocks=num_blocks, growth=growth)
-        self.net = nn.Sequential(*(
-            DenseNetBlock(in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation)
-            for i in range(num_blocks)
-        ))
+        self.net = nn.Sequential(
+            *(
+                DenseNetBlock(in_dim + i * growth, growth, dropout=dropout, norm=norm, activation=activation)
+                for i in range(num_blocks)
+            )
+        )
         self.out_dim = in_dim + num_blocks * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

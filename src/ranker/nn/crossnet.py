@@ -142,9 +142,7 @@ class CrossNetV2(nn.Module):
         if num_experts > 1 and rank is None:
             raise ValueError(f"{num_experts=} > 1 needs a low rank, got {rank=}")
         if expert_activation is not None and expert_activation not in EXPERT_ACTIVATIONS:
-            raise ValueError(
-                f"{expert_activation=} is not one of {sorted(EXPERT_ACTIVATIONS)} or None"
-            )
+            raise ValueError(f"{expert_activation=} is not one of {sorted(EXPERT_ACTIVATIONS)} or None")
         self.dim = dim
         self.out_dim = dim
         layers: list[nn.Module] = []
@@ -154,11 +152,7 @@ class CrossNetV2(nn.Module):
             elif num_experts == 1:
                 layers.append(_LowRankCross(dim, rank))
             else:
-                g = (
-                    nn.Identity()
-                    if expert_activation is None
-                    else EXPERT_ACTIVATIONS[expert_activation]()
-                )
+                g = nn.Identity() if expert_activation is None else EXPERT_ACTIVATIONS[expert_activation]()
                 layers.append(_MixtureCross(dim, rank, num_experts, g))
         self.layers = nn.ModuleList(layers)
 

@@ -66,12 +66,17 @@ class DINAttention(HistoryEvents):
         layers.append(nn.Linear(width, 1))
         self.unit = nn.Sequential(*layers)
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
-                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items, mask (bool), actions (B, L), candidate (B, d_item); `times` is not used."""
         if candidate is None:
-            raise ValueError("DIN attention needs the candidate item's embedding, and the model "
-                             "has no candidate field")
+            raise ValueError("DIN attention needs the candidate item's embedding, and the model has no candidate field")
         parts = self.event_parts(items, actions)
         x = parts[0]  # (B, L, d)
         events = torch.cat(parts, dim=-1) if len(parts) > 1 else x  # (B, L, d + a)

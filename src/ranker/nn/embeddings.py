@@ -66,8 +66,9 @@ class CategoricalEncoder(nn.Module):
 
     def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
         """Per owner, how often distinct train values share rows (none for plain tables)."""
-        return {o: FeatureCollisions(distinct=int(torch.unique(v).numel()), intra=0.0, inter=0.0)
-                for o, v in values.items()}
+        return {
+            o: FeatureCollisions(distinct=int(torch.unique(v).numel()), intra=0.0, inter=0.0) for o, v in values.items()
+        }
 
     def values_by_owner(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag] = ()) -> dict[str, torch.Tensor]:
         """The distinct ids each owner's rows serve (bag padding excluded); inputs as ``forward``."""
@@ -96,13 +97,17 @@ class CategoricalEncoder(nn.Module):
         return fields + self._bags(bags)
 
     def _bags(self, bags: Sequence[Bag]) -> list[torch.Tensor]:
-        return [masked_mean(self.lookup(owner, values), mask)  # (B, d)
-                for owner, (values, mask) in zip(self.multi.values(), bags, strict=True)]
+        return [
+            masked_mean(self.lookup(owner, values), mask)  # (B, d)
+            for owner, (values, mask) in zip(self.multi.values(), bags, strict=True)
+        ]
 
     def _check(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag]) -> None:
         if len(ids) != len(self.categorical) or len(bags) != len(self.multi):
-            raise ValueError(f"expected {len(self.categorical)} id tensors and {len(self.multi)} bags "
-                             f"({list(self.categorical)}, {list(self.multi)}); got {len(ids)} and {len(bags)}")
+            raise ValueError(
+                f"expected {len(self.categorical)} id tensors and {len(self.multi)} bags "
+                f"({list(self.categorical)}, {list(self.multi)}); got {len(ids)} and {len(bags)}"
+            )
 
 
 class FeatureEmbeddings(CategoricalEncoder):
@@ -136,10 +141,12 @@ class HashedEmbeddings(CategoricalEncoder):
 
     def __init__(self, fields: CategoricalFields, dim: int, *, memory: float = 1.0, seed: int = 0) -> None:
         super().__init__(fields)
-        self.tables = nn.ModuleDict({
-            owner: HashEmbedding(max(1, math.ceil(memory * size)), dim, seed=seed)
-            for owner, size in fields.vocab_sizes.items()
-        })
+        self.tables = nn.ModuleDict(
+            {
+                owner: HashEmbedding(max(1, math.ceil(memory * size)), dim, seed=seed)
+                for owner, size in fields.vocab_sizes.items()
+            }
+        )
         self.dim = dim
 
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
@@ -166,8 +173,16 @@ class UnifiedEmbeddings(CategoricalEncoder):
     ids = "hash"
     cat_seeds: torch.Tensor
 
-    def __init__(self, fields: CategoricalFields, dim: int, *, probes: int = 2,
-                 per_feature_probes: dict[str, int] | None = None, memory: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        fields: CategoricalFields,
+        dim: int,
+        *,
+        probes: int = 2,
+        per_feature_probes: dict[str, int] | None = None,
+        memory: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(fields)
         width = max(1, dim // probes)
         k = {owner: (per_feature_probes or {}).get(owner, probes) for owner in fields.vocab_sizes}
@@ -177,8 +192,11 @@ class UnifiedEmbeddings(CategoricalEncoder):
         # of them (the point of a unified table), padded to the largest k and sliced back.
         owners = list(self.categorical.values())
         self.cat_k = [k[o] for o in owners]
-        seeds = torch.stack([self.table.seeds[self.table._index[o]] for o in owners]) if owners \
+        seeds = (
+            torch.stack([self.table.seeds[self.table._index[o]] for o in owners])
+            if owners
             else torch.zeros(0, 1, dtype=torch.int64)
+        )
         self.register_buffer("cat_seeds", seeds[:, : max(self.cat_k, default=1)], persistent=False)
 
     def forward(self, ids: Sequence[torch.Tensor], bags: Sequence[Bag] = ()) -> list[torch.Tensor]:

@@ -70,9 +70,7 @@ def check_positive(**sizes: int | None) -> None:
 def check_edges(edges: Tensor, *, name: str = "edges") -> None:
     """Raise ValueError unless `edges` is 1-D, finite, strictly increasing, with ≥ 2 entries."""
     if edges.dim() != 1 or edges.numel() < 2:
-        raise ValueError(
-            f"{name} must be 1-D with at least 2 entries, got shape {tuple(edges.shape)}"
-        )
+        raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {tuple(edges.shape)}")
     if not bool(torch.isfinite(edges).all()) or bool((edges.diff() <= 0).any()):
         raise ValueError(f"{name} must be finite and strictly increasing, got {edges.tolist()}")
 

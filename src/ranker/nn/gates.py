@@ -76,8 +76,12 @@ class Gate(nn.Module):
         if self._rows == 0:
             return None
         mean = (self._sum_w / self._rows).cpu()
-        out = {"weights": [round(float(v), 4) for v in mean], "entropy": float(self._sum_h) / self._rows,
-               "usage_entropy": float(entropy(mean)), "max_entropy": math.log(self.num_experts)}
+        out = {
+            "weights": [round(float(v), 4) for v in mean],
+            "entropy": float(self._sum_h) / self._rows,
+            "usage_entropy": float(entropy(mean)),
+            "max_entropy": math.log(self.num_experts),
+        }
         self._reset()
         return out
 

@@ -55,22 +55,29 @@ class HistoryEvents(nn.Module):
 class MeanPoolHistory(HistoryEvents):
     """Masked mean of event vectors; items go through the candidate's own encoder."""
 
-    def __init__(self, items: CategoricalEncoder, owner: str, n_actions: int,
-                 action_dim: int, recent: int | None = None) -> None:
+    def __init__(
+        self, items: CategoricalEncoder, owner: str, n_actions: int, action_dim: int, recent: int | None = None
+    ) -> None:
         if recent is not None and recent < 1:
             raise ValueError(f"model.history.recent must be ≥ 1, got {recent}")
         super().__init__(items, owner, n_actions, action_dim)
         self.recent = recent
         self.out_dim = self.event_dim * (2 if recent else 1)
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
-                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items, mask (bool), actions (B, L); `times` and `candidate` are not used."""
         events = torch.cat(self.event_parts(items, actions), dim=-1)  # (B, L, d + a)
         pooled = masked_mean(events, mask)  # (B, d + a)
         if self.recent is None:
             return pooled
-        last = masked_mean(events[:, -self.recent:], mask[:, -self.recent:])
+        last = masked_mean(events[:, -self.recent :], mask[:, -self.recent :])
         return torch.cat([pooled, last], dim=-1)
 
 

@@ -72,9 +72,16 @@ class RelativeIndices:
     time: torch.Tensor | None
 
     @classmethod
-    def build(cls, *, max_len: int, num_buckets: int, positions: torch.Tensor | None = None,
-              times: torch.Tensor | None = None, query_times: torch.Tensor | None = None,
-              query_positions: torch.Tensor | None = None) -> RelativeIndices:
+    def build(
+        cls,
+        *,
+        max_len: int,
+        num_buckets: int,
+        positions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        query_times: torch.Tensor | None = None,
+        query_positions: torch.Tensor | None = None,
+    ) -> RelativeIndices:
         """From key positions/times (B | 1, M) and query positions/times (B | 1, N).
 
         Query positions default to the key positions (self-attention); query times must be
@@ -114,8 +121,9 @@ class RelativeAttentionBias(nn.Module):
         return bias
 
 
-def hstu_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                             bias: torch.Tensor, mask: torch.Tensor, n_norm: int) -> torch.Tensor:
+def hstu_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor, n_norm: int
+) -> torch.Tensor:
     """``(SiLU(Q Kᵀ + rab) / n ⊙ M) V`` per head, in plain autograd.
 
     Shape: q (B, H, N, d_qk); k (B, H, M, d_qk); v (B, H, M, d_v); bias broadcastable to
@@ -141,8 +149,9 @@ class _FusedHSTUAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
         scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias.unsqueeze(1))  # (B, H, N, M)
         out = torch.matmul(F.silu(scores).mul_(weight.unsqueeze(1)), v)
         ctx.save_for_backward(q, k, v, bias, weight, scores)
@@ -168,8 +177,9 @@ class _FusedHSTUAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_bias, None
 
 
-def hstu_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                         mask: torch.Tensor, n_norm: int) -> torch.Tensor:
+def hstu_attention_fused(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor, n_norm: int
+) -> torch.Tensor:
     """:func:`hstu_attention_reference` through :class:`_FusedHSTUAttention`. Same shapes."""
     weight = mask.to(q.dtype) if n_norm == 1 else mask.to(q.dtype) / n_norm
     return _FusedHSTUAttention.apply(q, k, v, bias.expand(-1, -1, -1).to(q.dtype), weight)
@@ -226,8 +236,7 @@ class HSTULayer(nn.Module):
         self.rab = RelativeAttentionBias(max_len=cfg.max_len, num_buckets=cfg.num_buckets)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, idx: RelativeIndices,
-                n_norm: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, idx: RelativeIndices, n_norm: int) -> torch.Tensor:
         c, (b, n, _) = self.cfg, x.shape
         h, dv, dqk = c.num_heads, c.linear_dim, c.attention_dim
         u, v, q, k = self.project(x)
@@ -235,8 +244,9 @@ class HSTULayer(nn.Module):
         def heads(t: torch.Tensor, d: int) -> torch.Tensor:
             return t.reshape(b, n, h, d).transpose(1, 2)  # (B, H, N, d)
 
-        attn = ATTENTION[c.attention](heads(q, dqk), heads(k, dqk), heads(v, dv), self.rab(idx),
-                                      mask, n_norm)  # (B, H, N, dv)
+        attn = ATTENTION[c.attention](
+            heads(q, dqk), heads(k, dqk), heads(v, dv), self.rab(idx), mask, n_norm
+        )  # (B, H, N, dv)
         return self.output(x, u, attn.transpose(1, 2).reshape(b, n, h * dv))
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -250,4 +260,3 @@ class HSTULayer(nn.Module):
         """Eq. 3: ``X + f2(dropout(U ⊙ LN(A V)))``; ``av`` (*, H·dv) with heads concatenated."""
         gated = u * F.layer_norm(av, (av.shape[-1],), eps=self.cfg.eps)
         return x + self.f2(self.dropout(gated))
-

@@ -80,9 +80,7 @@ class CrossStructure(nn.Module):
         self.cross = cross
         # Absent parts are Identity so that the module scripts/exports without Optional modules.
         self.deep: nn.Module = deep if deep is not None else nn.Identity()
-        self.projection: nn.Module = (
-            nn.Linear(cross.dim, projection) if projection is not None else nn.Identity()
-        )
+        self.projection: nn.Module = nn.Linear(cross.dim, projection) if projection is not None else nn.Identity()
         if isinstance(deep_out, int):
             self.out_dim = deep_out if structure == "stacked" else cross.dim + deep_out
         else:

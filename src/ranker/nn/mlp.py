@@ -47,13 +47,7 @@ class MLP(nn.Module):
     """``Linear → norm → activation → dropout``, repeated for each width in `hidden`."""
 
     def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int],
-        *,
-        dropout: float = 0.0,
-        norm: str = "none",
-        activation: str = "relu",
+        self, in_dim: int, hidden: Sequence[int], *, dropout: float = 0.0, norm: str = "none", activation: str = "relu"
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

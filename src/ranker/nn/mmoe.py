@@ -31,8 +31,9 @@ from ranker.nn.towers import LINEAR_TOWER, TaskTowers, TowerSpec
 class MMoE(nn.Module):
     """Shared experts, a softmax gate and a tower per task."""
 
-    def __init__(self, in_dim: int, tasks: Sequence[str], *, num_experts: int, expert: TowerSpec,
-                 tower: TowerSpec = LINEAR_TOWER) -> None:
+    def __init__(
+        self, in_dim: int, tasks: Sequence[str], *, num_experts: int, expert: TowerSpec, tower: TowerSpec = LINEAR_TOWER
+    ) -> None:
         super().__init__()
         if num_experts < 1 or not expert.hidden:
             raise ValueError(f"{num_experts=} must be >= 1 and expert.hidden={expert.hidden} non-empty")

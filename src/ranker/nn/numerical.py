@@ -110,9 +110,7 @@ class PiecewiseLinearEmbeddings(nn.Module):
     torch.Size([5, 2, 4])
     """
 
-    def __init__(
-        self, edges: Sequence[Tensor], d_embedding: int, *, activation: bool = True
-    ) -> None:
+    def __init__(self, edges: Sequence[Tensor], d_embedding: int, *, activation: bool = True) -> None:
         super().__init__()
         check_positive(d_embedding=d_embedding)
         self.encoding = PiecewiseLinearEncoding(edges)
@@ -152,9 +150,7 @@ class PeriodicEmbeddings(nn.Module):
     ) -> None:
         super().__init__()
         if min(n_features, d_embedding, n_frequencies) < 1 or sigma <= 0:
-            raise ValueError(
-                f"{n_features=}, {d_embedding=}, {n_frequencies=}, {sigma=} must be > 0"
-            )
+            raise ValueError(f"{n_features=}, {d_embedding=}, {n_frequencies=}, {sigma=} must be > 0")
         freq = torch.randn(n_features, n_frequencies) * sigma  # (F, k)
         if learned:
             self.frequencies = nn.Parameter(freq)

@@ -56,8 +56,9 @@ class PLEExperts:
 class ExtractionLevel(nn.Module):
     """One CGC level: task-specific and shared experts, a gate per task (+ a shared gate)."""
 
-    def __init__(self, in_dim: int, labels: Sequence[str], counts: PLEExperts, expert: TowerSpec,
-                 *, last: bool) -> None:
+    def __init__(
+        self, in_dim: int, labels: Sequence[str], counts: PLEExperts, expert: TowerSpec, *, last: bool
+    ) -> None:
         """`labels`: one per task, then the shared gate's (the names its statistics go by)."""
         super().__init__()
         n_tasks, m_t, m_s = len(labels) - 1, counts.task_experts, counts.shared_experts
@@ -68,14 +69,15 @@ class ExtractionLevel(nn.Module):
         self.task_gates = nn.ModuleList(Gate(in_dim, m_t + m_s, label=n) for n in labels[:-1])
         self.shared_gate = None if last else Gate(in_dim, n_tasks * m_t + m_s, label=labels[-1])
 
-    def forward(self, xs: list[torch.Tensor], x_shared: torch.Tensor
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor], x_shared: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Task inputs T × (B, D) and the shared input (B, D) → task outputs and shared output."""
         shared = [f(x_shared) for f in self.shared_experts]  # m_s × (B, H)
         m = self.m_t
         own = [[self.task_experts[t * m + i](x) for i in range(m)] for t, x in enumerate(xs)]
-        outs = [gate(x, torch.stack(o + shared, dim=1))  # (B, m_t + m_s, H) → (B, H)
-                for x, o, gate in zip(xs, own, self.task_gates, strict=True)]
+        outs = [
+            gate(x, torch.stack(o + shared, dim=1))  # (B, m_t + m_s, H) → (B, H)
+            for x, o, gate in zip(xs, own, self.task_gates, strict=True)
+        ]
         if self.shared_gate is None:
             return outs, x_shared
         every = [h for o in own for h in o] + shared
@@ -85,17 +87,30 @@ class ExtractionLevel(nn.Module):
 class PLE(nn.Module):
     """Stacked extraction levels, then one tower per task."""
 
-    def __init__(self, in_dim: int, tasks: Sequence[str], *, experts: PLEExperts, expert: TowerSpec,
-                 tower: TowerSpec = LINEAR_TOWER) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        tasks: Sequence[str],
+        *,
+        experts: PLEExperts,
+        expert: TowerSpec,
+        tower: TowerSpec = LINEAR_TOWER,
+    ) -> None:
         super().__init__()
         if not expert.hidden:
             raise ValueError(f"expert.hidden={expert.hidden} must be non-empty")
         names, n_tasks = list(tasks), len(tasks)
         widths = [in_dim] + [expert.hidden[-1]] * experts.num_levels
         self.levels = nn.ModuleList(
-            ExtractionLevel(widths[k], [f"ple/level{k + 1}/{n}" for n in [*names, "shared"]], experts,
-                            expert, last=k == experts.num_levels - 1)
-            for k in range(experts.num_levels))
+            ExtractionLevel(
+                widths[k],
+                [f"ple/level{k + 1}/{n}" for n in [*names, "shared"]],
+                experts,
+                expert,
+                last=k == experts.num_levels - 1,
+            )
+            for k in range(experts.num_levels)
+        )
         self.towers = TaskTowers(expert.hidden[-1], n_tasks, tower)
         self.n_tasks = n_tasks
 

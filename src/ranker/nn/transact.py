@@ -149,8 +149,7 @@ class TransActEncoder(HistoryEvents):
         max_len: int | None = None,
     ) -> None:
         _check_window(recent_mask)
-        check_positive(num_layers=num_layers, num_heads=num_heads, ff_dim=ff_dim, d_model=d_model,
-                       max_len=max_len)
+        check_positive(num_layers=num_layers, num_heads=num_heads, ff_dim=ff_dim, d_model=d_model, max_len=max_len)
         if k_recent < 0 or (n_actions and action_dim < 1):
             raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
         if not 0.0 <= dropout < 1.0:
@@ -169,16 +168,27 @@ class TransActEncoder(HistoryEvents):
         self.encoder = Encoder(self.d_model, num_layers, num_heads, ff_dim, dropout, attention_dropout)
         self.out_dim = (k_recent + 1) * self.d_model
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
-                times: torch.Tensor | None = None, candidate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items, mask (bool), actions, times (B, L) log1p-hours, candidate (B, d_item)."""
         items, mask, actions, times = self._recent(items, mask, actions, times)
         if self.training and self.recent_mask is not None:
             mask = hide_recent(mask, self.recent_mask, times)
         return self._encode(self._events(items, actions, times), mask, candidate)
 
-    def encode_history(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None,
-                       times: torch.Tensor | None = None) -> TransActUserCache:
+    def encode_history(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> TransActUserCache:
         """Everything that does not depend on the candidate, for ONE user (batch size 1).
 
         The random recent mask is never applied here (serving is evaluation).
@@ -203,14 +213,19 @@ class TransActEncoder(HistoryEvents):
         length = cache.mask.shape[1]
         return self._encode(cache.events.expand(n, length, -1), cache.mask.expand(n, length), candidates)
 
-    def _recent(self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None,
-                times: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _recent(
+        self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None, times: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The history cut to its ``max_len`` most recent slots (left-padded input)."""
         n = self.max_len
         if n is None:
             return items, mask, actions, times
-        return (items[:, -n:], mask[:, -n:], None if actions is None else actions[:, -n:],
-                None if times is None else times[:, -n:])
+        return (
+            items[:, -n:],
+            mask[:, -n:],
+            None if actions is None else actions[:, -n:],
+            None if times is None else times[:, -n:],
+        )
 
     def _events(self, items: torch.Tensor, actions: torch.Tensor | None, times: torch.Tensor | None) -> torch.Tensor:
         """W_e e_j + b for every slot (padding included; it is masked later). (B, L, d_model)"""
@@ -227,8 +242,9 @@ class TransActEncoder(HistoryEvents):
             return events.new_zeros(batch, self.out_dim)
         if self.cand_proj is not None:
             if candidate is None:
-                raise ValueError("early fusion needs the candidate item's embedding, and the model "
-                                 "has no candidate field")
+                raise ValueError(
+                    "early fusion needs the candidate item's embedding, and the model has no candidate field"
+                )
             events = events + self.cand_proj(candidate).unsqueeze(1)  # (B, L, d_model)
         # An all-masked row would make attention NaN: let it attend to its last slot instead.
         last = torch.arange(length, device=mask.device) == length - 1  # (L,)
@@ -239,7 +255,7 @@ class TransActEncoder(HistoryEvents):
     def _read_out(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """k most recent rows (padding rows zeroed) ⊕ max-pool over real rows (0 if none)."""
         out = out * mask.unsqueeze(-1).to(out.dtype)  # (B, L, d)
-        recent = out[:, -self.k_recent:] if self.k_recent else out[:, :0]  # (B, ≤k, d)
+        recent = out[:, -self.k_recent :] if self.k_recent else out[:, :0]  # (B, ≤k, d)
         missing = self.k_recent - recent.shape[1]  # histories shorter than k: zero rows
         recent = nn.functional.pad(recent, (0, 0, missing, 0)) if missing > 0 else recent
         pooled = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)  # (B, d)

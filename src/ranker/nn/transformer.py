@@ -34,8 +34,9 @@ from ranker.nn.dropout import FastDropout
 class EncoderLayer(nn.Module):
     """One post-norm self-attention + ReLU feed-forward layer."""
 
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float = 0.1,
-                 attention_dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, ff_dim: int, dropout: float = 0.1, attention_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"{d_model=} is not divisible by {num_heads=}")
@@ -64,11 +65,19 @@ class EncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """A stack of :class:`EncoderLayer` sharing one padding mask."""
 
-    def __init__(self, d_model: int, num_layers: int, num_heads: int, ff_dim: int,
-                 dropout: float = 0.1, attention_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, num_heads, ff_dim, dropout, attention_dropout) for _ in range(num_layers))
+            EncoderLayer(d_model, num_heads, ff_dim, dropout, attention_dropout) for _ in range(num_layers)
+        )
 
     def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

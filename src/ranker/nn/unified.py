@@ -59,9 +59,7 @@ class UnifiedEmbedding(nn.Module):
 
     seeds: Tensor
 
-    def __init__(
-        self, num_rows: int, dim: int, feature_probes: Mapping[str, int], *, seed: int = 0
-    ) -> None:
+    def __init__(self, num_rows: int, dim: int, feature_probes: Mapping[str, int], *, seed: int = 0) -> None:
         super().__init__()
         check_positive(num_rows=num_rows, dim=dim)
         if not feature_probes:
@@ -128,9 +126,7 @@ class FeatureCollisions(TypedDict):
     inter: float  # share of them whose every probe row is also used by another feature
 
 
-def collision_stats(
-    ue: RowMapper, values_by_feature: Mapping[str, Tensor]
-) -> dict[str, FeatureCollisions]:
+def collision_stats(ue: RowMapper, values_by_feature: Mapping[str, Tensor]) -> dict[str, FeatureCollisions]:
     """How often the hashing of `ue` merges values, per feature, over the given (train) values.
 
     For feature t with distinct values V_t and rows r(v) = (h_{t,1}(v), …, h_{t,k}(v)):

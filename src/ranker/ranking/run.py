@@ -98,13 +98,16 @@ def _override_transforms(data: DataConfig) -> DataConfig:
     """Apply ``data.numerical_transform`` to every numerical feature."""
     if data.numerical_transform is None:
         return data
-    features = [f.model_copy(update={"transform": data.numerical_transform})
-                if isinstance(f, NumericalFeature) else f for f in data.features]
+    features = [
+        f.model_copy(update={"transform": data.numerical_transform}) if isinstance(f, NumericalFeature) else f
+        for f in data.features
+    ]
     return data.model_copy(update={"features": features})
 
 
 def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
     """Resolve relative file paths against the config's folder, so a run dir's config works anywhere."""
+
     def fix(p: str) -> str:
         q = Path(p).expanduser()
         return str(q if q.is_absolute() else (base_dir or Path.cwd()) / q)
@@ -114,18 +117,19 @@ def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
         update["path"] = fix(data.path)
     if isinstance(data.split, FilesSplit):
         update["split"] = data.split.model_copy(
-            update={s: fix(getattr(data.split, s)) for s in ("train", "valid", "test")})
+            update={s: fix(getattr(data.split, s)) for s in ("train", "valid", "test")}
+        )
     return data.model_copy(update=update)
 
 
-def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None,
-                     pre: Preprocessor | None = None) -> PreparedData:
+def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None, pre: Preprocessor | None = None) -> PreparedData:
     """Resolve and read the data; fit the preprocessor on train unless a fitted one is given."""
     data, tables, meta = _resolve(cfg.data, base_dir)
     if pre is None:
         n_bins, method = ple_settings(cfg.model)
-        pre = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins,
-                                    ple_method=method).fit(tables["train"], source=_src(data, "train"))
+        pre = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins, ple_method=method).fit(
+            tables["train"], source=_src(data, "train")
+        )
     else:
         _check_same_features(pre, data)
     return PreparedData(data, tables, pre, meta)
@@ -145,8 +149,14 @@ def encode(prep: PreparedData, split: str) -> TensorData:
     return TensorData.from_encoded(prep.pre.transform(prep.tables[split], source=_src(prep.data, split)))
 
 
-def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
-              init_from: Path | None = None, teacher: Path | None = None) -> dict[str, Any]:
+def train_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    base_dir: Path | None = None,
+    init_from: Path | None = None,
+    teacher: Path | None = None,
+) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming if it holds a checkpoint) and evaluate on test.
 
     With `init_from` (a finished run directory) training starts from that run's weights and
@@ -173,23 +183,38 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     if init_from is not None and not (run_dir / "checkpoints" / "last.json").is_file():
         _load_init_weights(model, Path(init_from))
     distill = _attach_teacher(cfg, prep, splits["train"], run_dir, teacher) if teacher is not None else None
-    objective = (DistillationObjective(MultiTaskObjective(spec), alpha=cfg.train.distill.alpha,
-                                       temperature=cfg.train.distill.temperature,
-                                       soft_on_masked=cfg.train.distill.soft_on_masked)
-                 if distill is not None else None)
+    objective = (
+        DistillationObjective(
+            MultiTaskObjective(spec),
+            alpha=cfg.train.distill.alpha,
+            temperature=cfg.train.distill.temperature,
+            soft_on_masked=cfg.train.distill.soft_on_masked,
+        )
+        if distill is not None
+        else None
+    )
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
     metrics: dict[str, Any] = {
-        "dataset": prep.data.dataset or prep.data.path or "files", **fit_metrics(cfg.train, fit, model),
-        "train_samples_per_s": fit.train_samples_per_s, "rows": {s: len(d) for s, d in splits.items()},
-        "prepare_time_s": prep_time, "device": str(trainer.device)}
+        "dataset": prep.data.dataset or prep.data.path or "files",
+        **fit_metrics(cfg.train, fit, model),
+        "train_samples_per_s": fit.train_samples_per_s,
+        "rows": {s: len(d) for s, d in splits.items()},
+        "prepare_time_s": prep_time,
+        "device": str(trainer.device),
+    }
     for split in ("valid", "test"):
         m, probs = trainer.evaluate(splits[split], groups[split])
         metrics[split] = m
         if split == "test":
             t, binary = splits[split].tensors, [i for i, task in enumerate(prep.data.tasks) if task.kind == "binary"]
-            save_calibration(run_dir / "calibration_test.npz", [prep.data.tasks[i].name for i in binary],
-                             t["labels"].numpy()[:, binary], t["label_mask"].numpy()[:, binary], probs[:, binary])
+            save_calibration(
+                run_dir / "calibration_test.npz",
+                [prep.data.tasks[i].name for i in binary],
+                t["labels"].numpy()[:, binary],
+                t["label_mask"].numpy()[:, binary],
+                probs[:, binary],
+            )
             gates = collect_gate_stats(trainer.model)
             if gates:
                 metrics["gates"] = gates
@@ -206,14 +231,19 @@ def train_run(cfg: RunConfig, run_dir: Path, *, base_dir: Path | None = None,
     return metrics
 
 
-def _attach_teacher(cfg: RunConfig, prep: PreparedData, train: TensorData, run_dir: Path,
-                    teacher: Path) -> dict[str, Any]:
+def _attach_teacher(
+    cfg: RunConfig, prep: PreparedData, train: TensorData, run_dir: Path, teacher: Path
+) -> dict[str, Any]:
     """Add the teacher's cached raw outputs on the train split as ``train.tensors["teacher"]``."""
-    outputs, seconds = cached_teacher_outputs(teacher, prep.data, prep.tables["train"], run_dir,
-                                              device=pick_device(cfg.train.device))
+    outputs, seconds = cached_teacher_outputs(
+        teacher, prep.data, prep.tables["train"], run_dir, device=pick_device(cfg.train.device)
+    )
     train.tensors["teacher"] = torch.from_numpy(outputs)
-    info: dict[str, Any] = {"teacher": str(Path(teacher).resolve()), **cfg.train.distill.model_dump(),
-                            "teacher_predict_s": seconds}
+    info: dict[str, Any] = {
+        "teacher": str(Path(teacher).resolve()),
+        **cfg.train.distill.model_dump(),
+        "teacher_predict_s": seconds,
+    }
     teacher_metrics = Path(teacher) / "metrics.json"
     if teacher_metrics.is_file():
         t = json.loads(teacher_metrics.read_text())
@@ -222,18 +252,21 @@ def _attach_teacher(cfg: RunConfig, prep: PreparedData, train: TensorData, run_d
     return info
 
 
-def serving_metrics(cfg: RunConfig, spec: TaskSpec, data: TensorData, outputs: np.ndarray,
-                    groups: np.ndarray | None) -> dict[str, Any]:
+def serving_metrics(
+    cfg: RunConfig, spec: TaskSpec, data: TensorData, outputs: np.ndarray, groups: np.ndarray | None
+) -> dict[str, Any]:
     """AUC / GAUC of the combined serving score against each binary task's labels."""
     score = serving_score(torch.from_numpy(outputs), spec, cfg.serving.weights, cfg.serving.combine).numpy()
     t = data.tensors
     cols = np.repeat(score[:, None], len(spec.names), axis=1)
     names = list(spec.names)
     per_task = task_metrics(cols, t["labels"].numpy(), t["label_mask"].numpy(), names, groups, spec.kinds)
-    keep = {n: {k: v for k, v in m.items() if k in ("auc", "gauc")}
-            for n, m, b in zip(names, per_task.values(), spec.binary, strict=True) if b}
-    return {"weights": cfg.serving.weights or dict.fromkeys(names, 1.0), "combine": cfg.serving.combine,
-            "test": keep}
+    keep = {
+        n: {k: v for k, v in m.items() if k in ("auc", "gauc")}
+        for n, m, b in zip(names, per_task.values(), spec.binary, strict=True)
+        if b
+    }
+    return {"weights": cfg.serving.weights or dict.fromkeys(names, 1.0), "combine": cfg.serving.combine, "test": keep}
 
 
 def _init_preprocessor(init_from: Path) -> Preprocessor:
@@ -308,8 +341,9 @@ def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:
     return np.asarray(pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
-                     groups: dict[str, np.ndarray | None]) -> dict[str, Any]:
+def baseline_metrics(
+    prep: PreparedData, splits: dict[str, TensorData], groups: dict[str, np.ndarray | None]
+) -> dict[str, Any]:
     """Popularity baseline (AUC/GAUC only: its scores are counts, not probabilities).
 
     Binary tasks only: a count is no estimate of a regression target.
@@ -322,14 +356,27 @@ def baseline_metrics(prep: PreparedData, splits: dict[str, TensorData],
     for split in ("valid", "test"):
         t = splits[split].tensors
         if item:
-            scores = popularity_scores(prep.tables["train"].column(item), train["labels"].numpy(),
-                                       train["label_mask"].numpy(), prep.tables[split].column(item))
+            scores = popularity_scores(
+                prep.tables["train"].column(item),
+                train["labels"].numpy(),
+                train["label_mask"].numpy(),
+                prep.tables[split].column(item),
+            )
         else:
             scores = constant_scores(len(splits[split]), len(names))
-        m = task_metrics(scores, t["labels"].numpy(), t["label_mask"].numpy(), names, groups[split],
-                         [task.kind for task in prep.data.tasks])
-        out[split] = {task: {k: v for k, v in vals.items() if k in ("auc", "gauc")}
-                      for (task, vals), b in zip(m.items(), binary, strict=True) if b}
+        m = task_metrics(
+            scores,
+            t["labels"].numpy(),
+            t["label_mask"].numpy(),
+            names,
+            groups[split],
+            [task.kind for task in prep.data.tasks],
+        )
+        out[split] = {
+            task: {k: v for k, v in vals.items() if k in ("auc", "gauc")}
+            for (task, vals), b in zip(m.items(), binary, strict=True)
+            if b
+        }
     return out
 
 

@@ -37,8 +37,9 @@ def _same_data(teacher: DataConfig, student: DataConfig) -> bool:
     return all(getattr(teacher, k) == getattr(student, k) for k in keys)
 
 
-def teacher_outputs(teacher_dir: Path, student: DataConfig, table: pa.Table, *,
-                    device: torch.device, batch_size: int = 8192) -> np.ndarray:
+def teacher_outputs(
+    teacher_dir: Path, student: DataConfig, table: pa.Table, *, device: torch.device, batch_size: int = 8192
+) -> np.ndarray:
     """Raw teacher outputs (N, T_student) for the rows of `table`, in the student's task order."""
     teacher_dir = Path(teacher_dir)
     for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
@@ -46,14 +47,18 @@ def teacher_outputs(teacher_dir: Path, student: DataConfig, table: pa.Table, *,
             raise ConfigError(f"--teacher {teacher_dir}: not a finished run directory (no {name})")
     cfg = load_config(teacher_dir / "config.yaml")
     if not _same_data(cfg.data, student):
-        raise ConfigError(f"--teacher {teacher_dir}: trained on other data ({cfg.data.dataset or cfg.data.path}); "
-                          "the student's data section must name the same dataset/files and split")
+        raise ConfigError(
+            f"--teacher {teacher_dir}: trained on other data ({cfg.data.dataset or cfg.data.path}); "
+            "the student's data section must name the same dataset/files and split"
+        )
     tasks = {t.name: (i, t) for i, t in enumerate(cfg.data.tasks)}
     cols = []
     for t in student.tasks:
         if t.name not in tasks or tasks[t.name][1].kind != t.kind:
-            raise ConfigError(f"--teacher {teacher_dir}: has no {t.kind} task {t.name!r}; its tasks: "
-                              f"{[u.name for u in cfg.data.tasks]}")
+            raise ConfigError(
+                f"--teacher {teacher_dir}: has no {t.kind} task {t.name!r}; its tasks: "
+                f"{[u.name for u in cfg.data.tasks]}"
+            )
         cols.append(tasks[t.name][0])
     pre = Preprocessor.load(teacher_dir / "preprocessor.json")
     data = TensorData.from_encoded(pre.transform(table, source=f"{teacher_dir} (teacher)"))
@@ -64,16 +69,20 @@ def teacher_outputs(teacher_dir: Path, student: DataConfig, table: pa.Table, *,
     return np.ascontiguousarray(raw[:, cols], dtype=np.float32)
 
 
-def cached_teacher_outputs(teacher_dir: Path, student: DataConfig, table: pa.Table, run_dir: Path, *,
-                           device: torch.device) -> tuple[np.ndarray, float]:
+def cached_teacher_outputs(
+    teacher_dir: Path, student: DataConfig, table: pa.Table, run_dir: Path, *, device: torch.device
+) -> tuple[np.ndarray, float]:
     """:func:`teacher_outputs` of the train split, cached as ``run_dir/teacher_train.npy``.
 
     Returns the outputs and the seconds spent computing them (0 when read from the cache). The
     cache is reused only for the same teacher directory and row count (e.g. on resume).
     """
     npy, meta_path = run_dir / "teacher_train.npy", run_dir / "teacher_train.json"
-    meta = {"teacher": str(Path(teacher_dir).resolve()), "rows": table.num_rows,
-            "tasks": [t.name for t in student.tasks]}
+    meta = {
+        "teacher": str(Path(teacher_dir).resolve()),
+        "rows": table.num_rows,
+        "tasks": [t.name for t in student.tasks],
+    }
     if npy.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         return np.load(npy), 0.0
     start = time.perf_counter()

@@ -59,9 +59,11 @@ def _img(png: bytes, alt: str) -> str:
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     """An HTML table; header cells are escaped text, body cells go through :func:`_fmt`."""
+
     def cell(c: Any) -> str:
         numeric = isinstance(c, int | float) and not isinstance(c, bool)
         return f'<td class="num">{_fmt(c)}</td>' if numeric else f"<td>{_fmt(c)}</td>"
+
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -87,14 +89,12 @@ def _read_calibration(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{task: (labels, probs)}`` from the ``<task>__labels`` / ``<task>__probs`` arrays."""
     with np.load(path, allow_pickle=False) as npz:
         tasks = [n.removesuffix("__labels") for n in npz.files if n.endswith("__labels")]
-        return {t: (npz[f"{t}__labels"], npz[f"{t}__probs"]) for t in tasks
-                if f"{t}__probs" in npz.files}
+        return {t: (npz[f"{t}__labels"], npz[f"{t}__probs"]) for t in tasks if f"{t}__probs" in npz.files}
 
 
 def _by_task(obj: Any) -> dict[str, dict[str, Any]]:
     """Keep only the ``{task: {metric: value}}`` shaped part of ``obj``."""
-    return {str(t): m for t, m in obj.items() if isinstance(m, dict)} if isinstance(
-        obj, dict) else {}
+    return {str(t): m for t, m in obj.items() if isinstance(m, dict)} if isinstance(obj, dict) else {}
 
 
 def _baseline(metrics: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -131,8 +131,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
                 v, b = model[s].get(t, {}).get(m), base[s].get(t, {}).get(m)
                 row += [v, b, _num(v) - _num(b)] if baseline else [v]
             rows.append(row)
-    return _table(header, rows) + (_note("Δ = model − baseline (lower is better for losses).")
-                                   if baseline else "")
+    return _table(header, rows) + (_note("Δ = model − baseline (lower is better for losses).") if baseline else "")
 
 
 def _summary_table(metrics: dict[str, Any]) -> str:
@@ -156,12 +155,12 @@ def _log_sections(log: list[dict[str, Any]], best: int | None) -> list[str]:
     panels = [m for m in ("auc", "gauc", "rmse") if m in names] or names[:1]
     if panels:
         series = {m: {t: [_num(v.get(t, {}).get(m)) for v in valid] for t in tasks} for m in panels}
-        out.append(_img(plots.plot_valid_metrics(epochs, series, best),
-                        "validation " + " and ".join(panels) + " per epoch"))
+        out.append(
+            _img(plots.plot_valid_metrics(epochs, series, best), "validation " + " and ".join(panels) + " per epoch")
+        )
     else:
         out.append(_note("log.jsonl has no per-task validation metrics."))
-    columns = list(dict.fromkeys(
-        k for r in log for k, v in r.items() if v is None or isinstance(v, int | float)))
+    columns = list(dict.fromkeys(k for r in log for k, v in r.items() if v is None or isinstance(v, int | float)))
     out.append(_table(columns, ([r.get(c) for c in columns] for r in log)))
     return out
 
@@ -187,9 +186,11 @@ def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int
     test: dict[str, Any] = g if isinstance(g := metrics.get("gates"), dict) else {}
     if not names and not test:
         return []
-    out = ["<h2>Experts and gates</h2>",
-           "<p>Entropy = mean over rows of H(gate); usage entropy = H(mean gate). Both near 0: "
-           "expert collapse; both near log E: the gate ignores its input.</p>"]
+    out = [
+        "<h2>Experts and gates</h2>",
+        "<p>Entropy = mean over rows of H(gate); usage entropy = H(mean gate). Both near 0: "
+        "expert collapse; both near log E: the gate ignores its input.</p>",
+    ]
     if names:
         epochs = [_num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
         entropy = {g: [_num(gates.get(g, {}).get("entropy")) for gates in per_epoch] for g in names}
@@ -199,9 +200,17 @@ def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int
         weights = {g: s["weights"] for g, s in test.items() if isinstance(s, dict) and "weights" in s}
         if weights:
             out.append(_img(plots.plot_gate_weights(weights), "mean gate weights on test"))
-        rows = [(g, s.get("entropy"), s.get("usage_entropy"), s.get("max_entropy"),
-                 " ".join(f"{w:.3f}" for w in s.get("weights", [])))
-                for g, s in test.items() if isinstance(s, dict)]
+        rows = [
+            (
+                g,
+                s.get("entropy"),
+                s.get("usage_entropy"),
+                s.get("max_entropy"),
+                " ".join(f"{w:.3f}" for w in s.get("weights", [])),
+            )
+            for g, s in test.items()
+            if isinstance(s, dict)
+        ]
         out.append(_table(["gate (test)", "entropy", "usage entropy", "log E", "mean weights"], rows))
     return out
 
@@ -212,10 +221,12 @@ def _serving_section(metrics: dict[str, Any]) -> list[str]:
     if not isinstance(serving, dict) or not _by_task(serving.get("test")):
         return []
     rows = [(t, m.get("auc"), m.get("gauc")) for t, m in _by_task(serving.get("test")).items()]
-    return ["<h3>Serving score</h3>",
-            f"<p>{escape(str(serving.get('combine')))} of the task outputs with weights "
-            f"{escape(json.dumps(serving.get('weights')))}, scored against each task's labels.</p>",
-            _table(["task", "AUC", "GAUC"], rows)]
+    return [
+        "<h3>Serving score</h3>",
+        f"<p>{escape(str(serving.get('combine')))} of the task outputs with weights "
+        f"{escape(json.dumps(serving.get('weights')))}, scored against each task's labels.</p>",
+        _table(["task", "AUC", "GAUC"], rows),
+    ]
 
 
 def _calibration_section(run_dir: Path) -> list[str]:
@@ -226,15 +237,16 @@ def _calibration_section(run_dir: Path) -> list[str]:
         return [_note("No calibration_<split>.npz; calibration plots omitted.")]
     try:
         per_task = _read_calibration(found[0])
-        imgs = [_img(plots.plot_calibration(t, y, p), f"calibration of {t}")
-                for t, (y, p) in per_task.items()]
+        imgs = [_img(plots.plot_calibration(t, y, p), f"calibration of {t}") for t, (y, p) in per_task.items()]
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         return [_note(f"Could not use {found[0].name}: {err}")]
     if not per_task:
         return [_note(f"{found[0].name} has no <task>__labels / <task>__probs pairs.")]
-    return [f"<p>From {escape(found[0].name)}: 10 equal-frequency bins of the predicted "
-            "probability; ECE = count-weighted mean |observed rate − mean prob|.</p>",
-            '<div class="plots">' + "".join(imgs) + "</div>"]
+    return [
+        f"<p>From {escape(found[0].name)}: 10 equal-frequency bins of the predicted "
+        "probability; ECE = count-weighted mean |observed rate − mean prob|.</p>",
+        '<div class="plots">' + "".join(imgs) + "</div>",
+    ]
 
 
 def _text(path: Path) -> str | None:
@@ -262,8 +274,14 @@ def write_report(run_dir: Path | str) -> Path:
         what = "is missing" if metrics_text is None else "is not a JSON object"
         body.append(_note(f"metrics.json {what}; results omitted."))
     else:
-        body += ["<h3>Run</h3>", _summary_table(metrics), "<h3>Metrics per task</h3>",
-                 _metrics_table(metrics), _auc_section(metrics), *_serving_section(metrics)]
+        body += [
+            "<h3>Run</h3>",
+            _summary_table(metrics),
+            "<h3>Metrics per task</h3>",
+            _metrics_table(metrics),
+            _auc_section(metrics),
+            *_serving_section(metrics),
+        ]
     body.append("<h2>Training</h2>")
     if log:
         body += _log_sections(log, _best_epoch(metrics or {}, log))
@@ -274,12 +292,12 @@ def write_report(run_dir: Path | str) -> Path:
     body += _gates_section(log, metrics or {}, _best_epoch(metrics or {}, log))
     body += ["<h2>Calibration</h2>", *_calibration_section(run_dir), "<h2>Config</h2>"]
     config = _text(run_dir / "config.yaml")
-    body.append(_note("config.yaml is missing.") if config is None
-                else f"<pre>{escape(config)}</pre>")
+    body.append(_note("config.yaml is missing.") if config is None else f"<pre>{escape(config)}</pre>")
 
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     out = run_dir / "report.html"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -103,12 +103,10 @@ def _epoch_axis(ax: plt.Axes, epochs: Sequence[float], best_epoch: int | None) -
     if finite and max(finite) - min(finite) < 2:
         ax.set_xlim(min(finite) - 1, max(finite) + 1)
     if best_epoch is not None:
-        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
-                   label=f"best epoch ({best_epoch})")
+        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
 
 
-def plot_train_loss(epochs: Sequence[float], losses: Sequence[float],
-                    best_epoch: int | None = None) -> bytes:
+def plot_train_loss(epochs: Sequence[float], losses: Sequence[float], best_epoch: int | None = None) -> bytes:
     """Training loss per epoch (markers, so a single-epoch run still shows a point)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(epochs, losses, marker="o", label="train loss")
@@ -119,9 +117,9 @@ def plot_train_loss(epochs: Sequence[float], losses: Sequence[float],
     return _png(fig)
 
 
-def plot_valid_metrics(epochs: Sequence[float],
-                       series: Mapping[str, Mapping[str, Sequence[float]]],
-                       best_epoch: int | None = None) -> bytes:
+def plot_valid_metrics(
+    epochs: Sequence[float], series: Mapping[str, Mapping[str, Sequence[float]]], best_epoch: int | None = None
+) -> bytes:
     """One panel per metric (``series[metric][task]`` = values per epoch), one line per task.
 
     NaN values leave gaps; the best epoch is marked on every panel.
@@ -138,19 +136,22 @@ def plot_valid_metrics(epochs: Sequence[float],
     return _png(fig)
 
 
-def plot_auc_bars(tasks: Sequence[str], model: Sequence[float], baseline: Sequence[float] | None,
-                  split: str = "test", baseline_name: str = "baseline") -> bytes:
+def plot_auc_bars(
+    tasks: Sequence[str],
+    model: Sequence[float],
+    baseline: Sequence[float] | None,
+    split: str = "test",
+    baseline_name: str = "baseline",
+) -> bytes:
     """Grouped bars of per-task AUC: the model next to the baseline (if given)."""
     x = np.arange(len(tasks), dtype=np.float64)
     width = 0.38 if baseline is not None else 0.6
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(tasks) + 2), 3.5))
     offset = width / 2 if baseline is not None else 0.0
-    bars = ax.bar(x - offset, np.nan_to_num(np.asarray(model, dtype=np.float64)), width,
-                  label="model")
+    bars = ax.bar(x - offset, np.nan_to_num(np.asarray(model, dtype=np.float64)), width, label="model")
     ax.bar_label(bars, labels=[_fmt(v) for v in model], fontsize="x-small")
     if baseline is not None:
-        bars = ax.bar(x + offset, np.nan_to_num(np.asarray(baseline, dtype=np.float64)), width,
-                      label=baseline_name)
+        bars = ax.bar(x + offset, np.nan_to_num(np.asarray(baseline, dtype=np.float64)), width, label=baseline_name)
         ax.bar_label(bars, labels=[_fmt(v) for v in baseline], fontsize="x-small")
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(x, list(tasks))
@@ -166,16 +167,25 @@ def plot_calibration(task: str, labels: np.ndarray, probs: np.ndarray, n_bins: i
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
     ax.plot(mean, rate, marker="o", label=f"model (ECE = {_fmt(ece)})")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability",
-           ylabel="observed positive rate", title=f"Calibration: {task}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="mean predicted probability",
+        ylabel="observed positive rate",
+        title=f"Calibration: {task}",
+    )
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left")
     return _png(fig)
 
 
-def plot_gate_entropy(epochs: Sequence[float], entropy: Mapping[str, Sequence[float]],
-                      max_entropy: Mapping[str, float], best_epoch: int | None = None) -> bytes:
+def plot_gate_entropy(
+    epochs: Sequence[float],
+    entropy: Mapping[str, Sequence[float]],
+    max_entropy: Mapping[str, float],
+    best_epoch: int | None = None,
+) -> bytes:
     """Validation gate entropy per epoch, one line per gate, its maximum log E dotted.
 
     A line falling towards 0 means the gate routes every row to one expert (expert collapse).

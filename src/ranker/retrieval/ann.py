@@ -28,8 +28,15 @@ def _faiss() -> Any:
     return faiss
 
 
-def build_index(items: np.ndarray, kind: IndexKind = "hnsw", *, hnsw_m: int = 32,
-                ef_search: int = 64, nlist: int = 64, nprobe: int = 8) -> Any:
+def build_index(
+    items: np.ndarray,
+    kind: IndexKind = "hnsw",
+    *,
+    hnsw_m: int = 32,
+    ef_search: int = 64,
+    nlist: int = 64,
+    nprobe: int = 8,
+) -> Any:
     """A faiss inner-product index over `items` (I, D) float32; result ids are rows of `items`."""
     faiss = _faiss()
     x = np.ascontiguousarray(items, dtype=np.float32)
@@ -54,8 +61,13 @@ def ann_search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return scores, np.where(rows >= 0, rows + 1, 0)
 
 
-def ann_report(queries: torch.Tensor, item_table: torch.Tensor, k: int = 10,
-               kinds: tuple[IndexKind, ...] = ("hnsw", "ivf"), **options: int) -> dict[str, Any]:
+def ann_report(
+    queries: torch.Tensor,
+    item_table: torch.Tensor,
+    k: int = 10,
+    kinds: tuple[IndexKind, ...] = ("hnsw", "ivf"),
+    **options: int,
+) -> dict[str, Any]:
     """Recall@k of each index against exact top-k, and queries/s (exact and each index).
 
     Shape: queries (U, D); item_table (I + 1, D) with row 0 the padding item.
@@ -64,8 +76,12 @@ def ann_report(queries: torch.Tensor, item_table: torch.Tensor, k: int = 10,
     table = item_table.detach().float()
     start = time.perf_counter()
     _, exact = exact_topk(q, table, k)
-    out: dict[str, Any] = {"k": k, "queries": len(q), "items": len(table) - 1,
-                           "exact_qps": len(q) / (time.perf_counter() - start)}
+    out: dict[str, Any] = {
+        "k": k,
+        "queries": len(q),
+        "items": len(table) - 1,
+        "exact_qps": len(q) / (time.perf_counter() - start),
+    }
     exact_np = exact.numpy()
     for kind in kinds:
         t0 = time.perf_counter()

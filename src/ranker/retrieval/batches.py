@@ -34,8 +34,7 @@ class SeqBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return SeqBatch(self.items.to(device), self.targets.to(device), move(self.times),
-                        move(self.query_times))
+        return SeqBatch(self.items.to(device), self.targets.to(device), move(self.times), move(self.query_times))
 
     def trimmed(self) -> SeqBatch:
         """Drop the leading columns that are padding in every row."""
@@ -45,8 +44,7 @@ class SeqBatch:
         def cut(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[:, -width:]
 
-        return SeqBatch(self.items[:, -width:], self.targets[:, -width:], cut(self.times),
-                        cut(self.query_times))
+        return SeqBatch(self.items[:, -width:], self.targets[:, -width:], cut(self.times), cut(self.query_times))
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,7 @@ class TrainSequences:
     def num_targets(self) -> int:
         return int((self.targets > 0).sum())
 
-    def batches(self, batch_size: int, generator: torch.Generator,
-                length_window: int = 0) -> Iterator[SeqBatch]:
+    def batches(self, batch_size: int, generator: torch.Generator, length_window: int = 0) -> Iterator[SeqBatch]:
         """Shuffled, trimmed batches of `batch_size` users.
 
         ``length_window`` > 0: the shuffled users are cut into windows of that many batches,
@@ -94,23 +91,22 @@ class TrainSequences:
         if length_window > 0:
             lengths = (self.items > 0).sum(1)
             span = batch_size * length_window
-            order = torch.cat([w[torch.argsort(lengths[w], stable=True)]
-                               for w in order.split(span)])
+            order = torch.cat([w[torch.argsort(lengths[w], stable=True)] for w in order.split(span)])
         starts = torch.arange(0, len(self), batch_size)
         if length_window > 0:
             starts = starts[torch.randperm(len(starts), generator=generator)]
         for start in starts.tolist():
-            rows = order[start:start + batch_size]
-            yield SeqBatch(self.items[rows], self.targets[rows], _rows(self.times, rows),
-                           _rows(self.query_times, rows)).trimmed()
+            rows = order[start : start + batch_size]
+            yield SeqBatch(
+                self.items[rows], self.targets[rows], _rows(self.times, rows), _rows(self.query_times, rows)
+            ).trimmed()
 
 
 def _rows(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t[rows]
 
 
-def query_batch(seqs: Sequences, users: np.ndarray, max_len: int,
-                request_times: np.ndarray | None) -> SeqBatch:
+def query_batch(seqs: Sequences, users: np.ndarray, max_len: int, request_times: np.ndarray | None) -> SeqBatch:
     """The inputs of `users` for scoring the next item; targets are empty (zeros).
 
     ``query_times`` = the next input's time at every position and the request time at the last

@@ -32,13 +32,7 @@ from ranker.data.events import id_values, k_core, read_events, time_periods, tim
 from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError, DataError
-from ranker.retrieval.protocol import (
-    LeaveOneOut,
-    Sequences,
-    event_sequences,
-    leave_one_out_views,
-    time_split_views,
-)
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, event_sequences, leave_one_out_views, time_split_views
 
 OWN_MAX_LEN = 200
 
@@ -88,9 +82,13 @@ def from_recipe(name: str, max_len: int | None = None) -> RetrievalEvents:
     seqs = event_sequences(owner, lists.items, lists.times, len(lists))[0]
     num_items = int(ds.manifest["num_items"])
     raw_items = ds.manifest.get("meta", {}).get("item_ids") or list(range(1, num_items + 1))
-    return RetrievalEvents(seqs, table.column("user").combine_chunks(), pa.array(raw_items, pa.int64()),
-                           max_len or int(ds.manifest["max_len"]),
-                           summary={"source": name, "users": len(seqs), "events": len(seqs.items)})
+    return RetrievalEvents(
+        seqs,
+        table.column("user").combine_chunks(),
+        pa.array(raw_items, pa.int64()),
+        max_len or int(ds.manifest["max_len"]),
+        summary={"source": name, "users": len(seqs), "events": len(seqs.items)},
+    )
 
 
 def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEvents:
@@ -107,8 +105,7 @@ def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEve
     keep = k_core(vocabulary(users)[0], vocabulary(items)[0], min_user, data.min_item_events or 1)
     summary["dropped_rows"] = int((~keep).sum())
     if not keep.any():
-        raise DataError(f"{data.path}: no events left after filtering (k-core, leave-one-out "
-                        "needs 3 events per user)")
+        raise DataError(f"{data.path}: no events left after filtering (k-core, leave-one-out needs 3 events per user)")
     mask = pa.array(keep)
     users, items = users.filter(mask), items.filter(mask)
     times = None if times is None else times[keep]
@@ -147,10 +144,12 @@ class ServingData:
         seqs = events.sequences
         offsets = pa.array(seqs.offsets.astype(np.int32))
         raw = events.items.take(pa.array(seqs.items - 1))
-        times = (pa.nulls(len(seqs), pa.list_(pa.int64())) if seqs.times is None
-                 else pa.ListArray.from_arrays(offsets, pa.array(seqs.times, pa.int64())))
-        histories = pa.table({"user": events.users, "items": pa.ListArray.from_arrays(offsets, raw),
-                              "times": times})
+        times = (
+            pa.nulls(len(seqs), pa.list_(pa.int64()))
+            if seqs.times is None
+            else pa.ListArray.from_arrays(offsets, pa.array(seqs.times, pa.int64()))
+        )
+        histories = pa.table({"user": events.users, "items": pa.ListArray.from_arrays(offsets, raw), "times": times})
         return cls(events.items, histories, events.max_len)
 
     @classmethod
@@ -160,8 +159,9 @@ class ServingData:
         if not all(p.is_file() for p in paths):
             return None
         info = json.loads(paths[2].read_text())
-        return cls(pq.read_table(paths[0]).column("item").combine_chunks(), pq.read_table(paths[1]),
-                   int(info["max_len"]))
+        return cls(
+            pq.read_table(paths[0]).column("item").combine_chunks(), pq.read_table(paths[1]), int(info["max_len"])
+        )
 
     def internal(self, raw: list[str], flag: str) -> list[int]:
         """Internal item ids of raw ids given as text (ConfigError naming an unknown one)."""
@@ -171,8 +171,7 @@ class ServingData:
         index = pc.index_in(values, value_set=self.items)
         unknown = [str(values[i]) for i in np.flatnonzero(index.is_null().to_numpy(zero_copy_only=False))]
         if unknown:
-            raise ConfigError(f"{flag}: unknown item id(s) {', '.join(unknown[:5])} "
-                              "(not in this run's catalogue)")
+            raise ConfigError(f"{flag}: unknown item id(s) {', '.join(unknown[:5])} (not in this run's catalogue)")
         return [int(i) + 1 for i in index.to_pylist()]
 
     def raw(self, items: list[int]) -> list[Any]:

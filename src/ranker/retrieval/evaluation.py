@@ -26,9 +26,9 @@ from ranker.retrieval.protocol import LeaveOneOut, history_mask
 
 
 @torch.no_grad()
-def score_batches(model: SequentialRetriever, data: LeaveOneOut, split: str, batch_users: int,
-                  device: torch.device | None = None
-                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+def score_batches(
+    model: SequentialRetriever, data: LeaveOneOut, split: str, batch_users: int, device: torch.device | None = None
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """(users, padded inputs (B, L'), scores (B, I + 1)) for batches of `split`.
 
     Users are batched in order of input length (shortest first), so a batch is trimmed to
@@ -40,16 +40,23 @@ def score_batches(model: SequentialRetriever, data: LeaveOneOut, split: str, bat
     items = model.item_vectors()  # (I + 1, D)
     order = np.argsort(np.minimum(inputs.lengths(), data.max_len), kind="stable")
     for start in range(0, len(inputs), batch_users):
-        users = order[start:start + batch_users]
+        users = order[start : start + batch_users]
         batch = query_batch(inputs, users, data.max_len, data.target_times(split)).to(device)
         user_vec = model.user_vectors(batch.items, batch.times, batch.query_times)  # (B, D)
         yield users, batch.items, (user_vec @ items.T).float()
 
 
-def evaluate_model(model: SequentialRetriever, data: LeaveOneOut, split: str, *,
-                   ks: tuple[int, ...] = (10, 50, 200), batch_users: int = 512,
-                   exclude: Literal["history", "input"] = "history",
-                   sampled_negatives: int | None = None, seed: int = 0) -> dict[str, float]:
+def evaluate_model(
+    model: SequentialRetriever,
+    data: LeaveOneOut,
+    split: str,
+    *,
+    ks: tuple[int, ...] = (10, 50, 200),
+    batch_users: int = 512,
+    exclude: Literal["history", "input"] = "history",
+    sampled_negatives: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """HR@K, NDCG@K, MRR of `model` on `split` under full ranking (plus sampled extras)."""
     inputs, targets = data.split(split)
     ranks, sampled = [], []
@@ -71,8 +78,9 @@ def evaluate_model(model: SequentialRetriever, data: LeaveOneOut, split: str, *,
     return out
 
 
-def _sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor,
-                   users: np.ndarray, n: int, seed: int) -> np.ndarray:
+def _sampled_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor, users: np.ndarray, n: int, seed: int
+) -> np.ndarray:
     """Rank of the target among `n` negatives drawn per user (seeded by the user's index)."""
     s, t, ex = scores.cpu().numpy(), targets.cpu().numpy(), exclude.cpu().numpy()
     out = np.empty(len(users), dtype=np.int64)

@@ -27,15 +27,17 @@ import torch.nn.functional as F
 from ranker.config.retrieval import FullSoftmax, InBatchSoftmax, RetrievalLoss, SampledSoftmax
 
 
-def full_softmax_loss(states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def full_softmax_loss(
+    states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Cross-entropy over items 1..I (the padding row never competes)."""
     logits = states @ items[1:].T / temperature  # (N, I)
     return F.cross_entropy(logits, targets - 1)
 
 
-def sampled_softmax_loss(states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-                         negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+def sampled_softmax_loss(
+    states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Softmax over the target and `negatives`, shared (K,) or per row (N, K); accidental
     hits removed."""
     pos = (states * items[targets]).sum(-1, keepdim=True) / temperature  # (N, 1)
@@ -49,9 +51,9 @@ def sampled_softmax_loss(states: torch.Tensor, targets: torch.Tensor, items: tor
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def sequence_sampled_softmax_loss(states: torch.Tensor, targets: torch.Tensor,
-                                  items: torch.Tensor, negatives: torch.Tensor,
-                                  temperature: float) -> torch.Tensor:
+def sequence_sampled_softmax_loss(
+    states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Sampled softmax with one set of negatives per sequence.
 
     Shape: states (B, L, D), targets (B, L) (0 = no target), negatives (B, K). The cost is
@@ -65,8 +67,13 @@ def sequence_sampled_softmax_loss(states: torch.Tensor, targets: torch.Tensor,
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def in_batch_softmax_loss(states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-                          temperature: float, log_q: torch.Tensor | None = None) -> torch.Tensor:
+def in_batch_softmax_loss(
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    items: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Softmax over the batch's distinct targets, minus ``log q`` (I + 1,) if given."""
     candidates, label = torch.unique(targets, return_inverse=True)  # (C,), (N,)
     logits = states @ items[candidates].T / temperature  # (N, C)
@@ -78,8 +85,7 @@ def in_batch_softmax_loss(states: torch.Tensor, targets: torch.Tensor, items: to
 class NextItemLoss:
     """The configured loss, with its sampler state (the catalogue size, item popularity)."""
 
-    def __init__(self, cfg: RetrievalLoss, *, num_items: int,
-                 target_counts: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: RetrievalLoss, *, num_items: int, target_counts: torch.Tensor | None = None) -> None:
         self.cfg, self.num_items = cfg, num_items
         self.log_q: torch.Tensor | None = None
         if isinstance(cfg, InBatchSoftmax) and cfg.log_q:
@@ -88,8 +94,9 @@ class NextItemLoss:
             q = target_counts.double().clamp_min(1.0)
             self.log_q = torch.log(q / q.sum()).float()
 
-    def __call__(self, states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """states (N, D) and targets (N,), or sequences (B, L, D) and (B, L) with 0 = no
         target (``negatives_per: sequence`` needs the sequences; given rows, each row is its
         own sequence)."""
@@ -109,6 +116,5 @@ class NextItemLoss:
         log_q = None if self.log_q is None else self.log_q.to(states.device)
         return in_batch_softmax_loss(states, targets, items, cfg.temperature, log_q)
 
-    def _draw(self, shape: tuple[int, ...], generator: torch.Generator | None,
-              device: torch.device) -> torch.Tensor:
+    def _draw(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         return torch.randint(1, self.num_items + 1, shape, generator=generator).to(device)

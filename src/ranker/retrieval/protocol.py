@@ -30,8 +30,11 @@ class Sequences:
     times: np.ndarray | None = None  # (total,) int64 unix seconds, parallel to items
 
     @classmethod
-    def from_lists(cls, items: pa.Array | pa.ChunkedArray | list[list[int]],
-                   times: pa.Array | pa.ChunkedArray | list[list[int]] | None = None) -> Sequences:
+    def from_lists(
+        cls,
+        items: pa.Array | pa.ChunkedArray | list[list[int]],
+        times: pa.Array | pa.ChunkedArray | list[list[int]] | None = None,
+    ) -> Sequences:
         """Per-user lists of items (and unix seconds, one per item) as jagged arrays."""
         flat, offsets = _flat(items)
         return cls(flat, offsets, None if times is None else _flat(times)[0])
@@ -57,16 +60,20 @@ class Sequences:
     def take(self, users: np.ndarray) -> Sequences:
         """The sequences of `users`, in that order."""
         flat, _, lens = self._index(users)
-        return Sequences(self.items[flat], np.concatenate([[0], np.cumsum(lens)]),
-                         None if self.times is None else self.times[flat])
+        return Sequences(
+            self.items[flat], np.concatenate([[0], np.cumsum(lens)]), None if self.times is None else self.times[flat]
+        )
 
     def drop(self, first: int = 0, last: int = 0) -> Sequences:
         """Every sequence without its `first` first and `last` last elements (it must have them)."""
         lens = self.lengths()
         pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lens)
         keep = (pos >= first) & (pos < np.repeat(lens - last, lens))
-        return Sequences(self.items[keep], np.concatenate([[0], np.cumsum(lens - first - last)]),
-                         None if self.times is None else self.times[keep])
+        return Sequences(
+            self.items[keep],
+            np.concatenate([[0], np.cumsum(lens - first - last)]),
+            None if self.times is None else self.times[keep],
+        )
 
     def padded(self, users: np.ndarray, max_len: int, *, times: bool = False) -> torch.Tensor:
         """The last `max_len` items (or their times) of each user, left-padded with 0.
@@ -123,8 +130,9 @@ def _flat(lists: pa.Array | pa.ChunkedArray | list[list[int]]) -> tuple[np.ndarr
     return flat, offsets - offsets[0]
 
 
-def event_sequences(user: np.ndarray, item: np.ndarray, time: np.ndarray | None,
-                    num_users: int) -> tuple[Sequences, np.ndarray]:
+def event_sequences(
+    user: np.ndarray, item: np.ndarray, time: np.ndarray | None, num_users: int
+) -> tuple[Sequences, np.ndarray]:
     """Every user's events in (time, input row) order, and the permutation applied.
 
     `user` (n,) indices ``0..num_users-1``, `item` (n,) ids ``1..num_items``, `time` (n,) or
@@ -133,12 +141,12 @@ def event_sequences(user: np.ndarray, item: np.ndarray, time: np.ndarray | None,
     """
     order = chronological(user, time)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(user, minlength=num_users))]).astype(np.int64)
-    return Sequences(item[order].astype(np.int64), offsets,
-                     None if time is None else time[order].astype(np.int64)), order
+    return Sequences(
+        item[order].astype(np.int64), offsets, None if time is None else time[order].astype(np.int64)
+    ), order
 
 
-def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
-                        users: np.ndarray | None = None) -> LeaveOneOut:
+def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int, users: np.ndarray | None = None) -> LeaveOneOut:
     """Cut every user's chronological sequence (at least 3 items) into the three views.
 
     Times travel with the items; the targets' times are kept as the request times of the
@@ -151,7 +159,13 @@ def leave_one_out_views(seqs: Sequences, num_items: int, max_len: int,
     ends = offsets[1:]
     train = seqs.drop(last=2)
     return LeaveOneOut(
-        num_items, max_len, train, train, flat[ends - 2], seqs.drop(last=1), flat[ends - 1],
+        num_items,
+        max_len,
+        train,
+        train,
+        flat[ends - 2],
+        seqs.drop(last=1),
+        flat[ends - 1],
         valid_target_time=None if tflat is None else tflat[ends - 2],
         test_target_time=None if tflat is None else tflat[ends - 1],
         users=users,
@@ -168,8 +182,7 @@ def time_split_views(seqs: Sequences, period: np.ndarray, num_items: int, max_le
 
     def subset(keep: np.ndarray) -> Sequences:
         offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(seqs)))])
-        return Sequences(seqs.items[keep], offsets.astype(np.int64),
-                         None if seqs.times is None else seqs.times[keep])
+        return Sequences(seqs.items[keep], offsets.astype(np.int64), None if seqs.times is None else seqs.times[keep])
 
     def queries(p: int) -> tuple[Sequences, np.ndarray, np.ndarray | None]:
         before = np.bincount(owner[period < p], minlength=len(seqs))  # events before the target
@@ -186,17 +199,33 @@ def time_split_views(seqs: Sequences, period: np.ndarray, num_items: int, max_le
     test_input, test_target, test_time = queries(2)
     for name, target in (("valid", valid_target), ("test", test_target)):
         if not len(target):
-            raise DataError(f"data.split: no user has a {name} target (an event in the {name} "
-                            "period after at least one earlier event)")
-    return LeaveOneOut(num_items, max_len, subset(period == 0), valid_input, valid_target,
-                       test_input, test_target, valid_time, test_time)
+            raise DataError(
+                f"data.split: no user has a {name} target (an event in the {name} "
+                "period after at least one earlier event)"
+            )
+    return LeaveOneOut(
+        num_items,
+        max_len,
+        subset(period == 0),
+        valid_input,
+        valid_target,
+        test_input,
+        test_target,
+        valid_time,
+        test_time,
+    )
 
 
 ScoreFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (inputs (U, L), users) -> (U, I+1)
 
 
-def evaluate(score_fn: ScoreFn, data: LeaveOneOut, split: str = "test",
-             ks: tuple[int, ...] = (10, 50, 200), batch_users: int = 1024) -> dict[str, float]:
+def evaluate(
+    score_fn: ScoreFn,
+    data: LeaveOneOut,
+    split: str = "test",
+    ks: tuple[int, ...] = (10, 50, 200),
+    batch_users: int = 1024,
+) -> dict[str, float]:
     """HR@K, NDCG@K, MRR of `score_fn` on `split`, full catalogue, history excluded."""
     inputs, targets = data.split(split)
     ranks = []

@@ -31,12 +31,7 @@ from ranker.retrieval.batches import TrainSequences
 from ranker.retrieval.data import RetrievalEvents, ServingData, load_events, save_serving
 from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
-from ranker.retrieval.protocol import (
-    LeaveOneOut,
-    Sequences,
-    evaluate,
-    popularity_scorer,
-)
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, evaluate, popularity_scorer
 from ranker.retrieval.trainer import SequenceTrainer
 from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, start_process
 from ranker.train.checkpoint import load_weights
@@ -52,8 +47,9 @@ def load_retrieval_events(cfg: RetrievalRunConfig) -> RetrievalEvents:
     events = load_events(cfg.data)
     if isinstance(cfg.model, HSTUModel) and cfg.model.time_bias and events.sequences.times is None:
         where = cfg.data.dataset or cfg.data.path
-        raise ConfigError(f"model.time_bias: {where!r} has no timestamps here; set "
-                          "model.time_bias=false (position bias only)")
+        raise ConfigError(
+            f"model.time_bias: {where!r} has no timestamps here; set model.time_bias=false (position bias only)"
+        )
     return events
 
 
@@ -82,20 +78,31 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
     e = cfg.eval
     metrics: dict[str, Any] = {
-        "dataset": cfg.data.dataset or cfg.data.path, "model": cfg.model.kind,
-        "protocol": cfg.train.protocol, **fit_metrics(cfg.train, fit, model),
-        "users": len(data.test_target), "items": data.num_items,
-        "train_users": len(train), "train_targets": train.num_targets()}
+        "dataset": cfg.data.dataset or cfg.data.path,
+        "model": cfg.model.kind,
+        "protocol": cfg.train.protocol,
+        **fit_metrics(cfg.train, fit, model),
+        "users": len(data.test_target),
+        "items": data.num_items,
+        "train_users": len(train),
+        "train_targets": train.num_targets(),
+    }
     for split in ("valid", "test"):
         start = time.perf_counter()
-        metrics[split] = evaluate_model(model, data, split, ks=tuple(e.ks), exclude=e.exclude,
-                                        batch_users=cfg.train.eval_batch_size,
-                                        sampled_negatives=e.sampled_negatives)
+        metrics[split] = evaluate_model(
+            model,
+            data,
+            split,
+            ks=tuple(e.ks),
+            exclude=e.exclude,
+            batch_users=cfg.train.eval_batch_size,
+            sampled_negatives=e.sampled_negatives,
+        )
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
     if e.exclude == "history":  # the HSTU reference's variant, for setting beside its figures
         metrics["test_exclude_input_only"] = evaluate_model(
-            model, data, "test", ks=tuple(e.ks), exclude="input",
-            batch_users=cfg.train.eval_batch_size)
+            model, data, "test", ks=tuple(e.ks), exclude="input", batch_users=cfg.train.eval_batch_size
+        )
     metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
     finish_run(run_dir, metrics, report=False)
     return metrics
@@ -123,7 +130,13 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     model = build_model(cfg, data)
     load_weights(model, Path(run_dir) / "model.safetensors")
     e = cfg.eval
-    metrics = evaluate_model(model.eval(), data, split, ks=tuple(e.ks), exclude=e.exclude,
-                             batch_users=cfg.train.eval_batch_size,
-                             sampled_negatives=e.sampled_negatives)
+    metrics = evaluate_model(
+        model.eval(),
+        data,
+        split,
+        ks=tuple(e.ks),
+        exclude=e.exclude,
+        batch_users=cfg.train.eval_batch_size,
+        sampled_negatives=e.sampled_negatives,
+    )
     return {"split": split, "metrics": metrics}

@@ -10,9 +10,9 @@ import torch
 
 
 @torch.no_grad()
-def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *,
-               exclude: torch.Tensor | None = None, batch_size: int = 1024
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(
+    queries: torch.Tensor, items: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None, batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and ids of the `k` best items per query; the padding row 0 never appears.
 
     Shape: queries (U, D); items (I + 1, D); exclude (U, I + 1) bool or None (True = never
@@ -28,10 +28,10 @@ def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *,
         raise ValueError(f"k must be in [1, {items.shape[0] - 1}], got {k=}")
     out_s, out_i = [], []
     for start in range(0, queries.shape[0], batch_size):
-        scores = queries[start:start + batch_size] @ items.T  # (b, I + 1)
+        scores = queries[start : start + batch_size] @ items.T  # (b, I + 1)
         scores[:, 0] = float("-inf")
         if exclude is not None:
-            scores = scores.masked_fill(exclude[start:start + batch_size], float("-inf"))
+            scores = scores.masked_fill(exclude[start : start + batch_size], float("-inf"))
         s, i = scores.topk(k, dim=1)
         out_s.append(s)
         out_i.append(i)

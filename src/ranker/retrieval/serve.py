@@ -21,18 +21,19 @@ from ranker.retrieval.search import exact_topk
 
 
 @torch.no_grad()
-def recommend(model: SequentialRetriever, items: list[int], times: list[int] | None, k: int,
-              *, ann_index: Any = None) -> list[tuple[int, float]]:
+def recommend(
+    model: SequentialRetriever, items: list[int], times: list[int] | None, k: int, *, ann_index: Any = None
+) -> list[tuple[int, float]]:
     """The `k` best (item, score) after the history `items`, history excluded."""
     bad = [i for i in items if not 1 <= i <= model.num_items]
     if bad:
         raise ConfigError(f"--history: item ids must be in 1..{model.num_items}, got {bad[:5]}")
     if times is not None and len(times) != len(items):
         raise ConfigError(f"--times: {len(times)} timestamps for {len(items)} items")
-    x = torch.tensor(items[-model.max_len:]).unsqueeze(0)
+    x = torch.tensor(items[-model.max_len :]).unsqueeze(0)
     t = q = None
     if times is not None:
-        t = torch.tensor(times[-model.max_len:]).unsqueeze(0)
+        t = torch.tensor(times[-model.max_len :]).unsqueeze(0)
         q = torch.cat([t[:, 1:], t[:, -1:]], dim=1)  # the request time: the last event's
     elif getattr(getattr(model, "cfg", None), "time_bias", False):
         t = q = torch.zeros_like(x)  # no times known: every gap is 0 (bucket 0)
@@ -43,8 +44,7 @@ def recommend(model: SequentialRetriever, items: list[int], times: list[int] | N
         from ranker.retrieval.ann import ann_search
 
         found_s, found_i = ann_search(ann_index, user.numpy(), k + len(seen))
-        pairs = [(int(i), float(s)) for i, s in zip(found_i[0], found_s[0], strict=True)
-                 if i > 0 and i not in seen]
+        pairs = [(int(i), float(s)) for i, s in zip(found_i[0], found_s[0], strict=True) if i > 0 and i not in seen]
         return pairs[:k]
     exclude = torch.zeros(1, len(table), dtype=torch.bool)
     exclude[0, list(seen)] = True
@@ -70,4 +70,3 @@ def parse_ids(text: str, flag: str) -> list[int]:
     if not values:
         raise ConfigError(f"{flag}: empty list")
     return values
-

@@ -30,8 +30,16 @@ SELECTION = "NDCG@10"
 class SequenceTrainer:
     """Fits a :class:`SequentialRetriever` on leave-one-out training sequences."""
 
-    def __init__(self, model: SequentialRetriever, loss: NextItemLoss, cfg: SequenceTrainConfig,
-                 eval_cfg: RetrievalEval, run_dir: Path, *, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: SequentialRetriever,
+        loss: NextItemLoss,
+        cfg: SequenceTrainConfig,
+        eval_cfg: RetrievalEval,
+        run_dir: Path,
+        *,
+        device: torch.device | None = None,
+    ) -> None:
         self.next_item_loss, self.cfg, self.eval_cfg = loss, cfg, eval_cfg
         self.engine = Engine(model, cfg, run_dir, device=device, select_last=cfg.protocol == "reference")
         self.model = model  # moved to the engine's device in place
@@ -56,7 +64,7 @@ class SequenceTrainer:
         assert self._data is not None
         start = time.perf_counter()
         e = self.eval_cfg
-        metrics = evaluate_model(self.model, self._data, "valid", ks=tuple(e.ks), exclude=e.exclude,
-                                 batch_users=self.cfg.eval_batch_size)
-        return {"valid": metrics, "valid_score": metrics[SELECTION],
-                "eval_time_s": time.perf_counter() - start}
+        metrics = evaluate_model(
+            self.model, self._data, "valid", ks=tuple(e.ks), exclude=e.exclude, batch_users=self.cfg.eval_batch_size
+        )
+        return {"valid": metrics, "valid_score": metrics[SELECTION], "eval_time_s": time.perf_counter() - start}

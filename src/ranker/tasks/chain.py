@@ -60,8 +60,9 @@ def joint_bce(log_p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -(labels * log_p + (1.0 - labels) * log1mexp(log_p))
 
 
-def joint_labels(labels: torch.Tensor, mask: torch.Tensor, parents: Sequence[int | None]
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def joint_labels(
+    labels: torch.Tensor, mask: torch.Tensor, parents: Sequence[int | None]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and mask of the joint events along each chain.
 
     y(t ∧ parent) = y_t · y_parent∧…; it is known where the parent's joint label is known and

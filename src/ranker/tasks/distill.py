@@ -46,8 +46,9 @@ def soft_loss(student: torch.Tensor, teacher: torch.Tensor, spec: TaskSpec, temp
 class DistillationObjective:
     """α · hard objective + (1 − α) · weighted soft loss against ``batch["teacher"]``."""
 
-    def __init__(self, hard: MultiTaskObjective, *, alpha: float, temperature: float,
-                 soft_on_masked: bool = False) -> None:
+    def __init__(
+        self, hard: MultiTaskObjective, *, alpha: float, temperature: float, soft_on_masked: bool = False
+    ) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"{alpha=} must be in [0, 1]")
         if temperature <= 0:

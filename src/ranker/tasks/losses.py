@@ -59,8 +59,9 @@ class MultiTaskObjective:
         loss, mask = self.elementwise(raw, labels, mask)
         return masked_mean(loss, mask)
 
-    def elementwise(self, raw: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def elementwise(
+        self, raw: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss per row and task (B, T) and the mask that applies to it (joint mask for chains)."""
         raw = raw.float()
         spec = self.spec

@@ -46,8 +46,9 @@ def joint_outputs(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
-def serving_score(outputs: torch.Tensor, spec: TaskSpec, weights: Mapping[str, float],
-                  combine: str = "sum") -> torch.Tensor:
+def serving_score(
+    outputs: torch.Tensor, spec: TaskSpec, weights: Mapping[str, float], combine: str = "sum"
+) -> torch.Tensor:
     """Combine per-task outputs (B, T) into (B,) ranking scores."""
     w = score_weights(spec, weights).to(outputs.device)
     values = joint_outputs(outputs.float(), spec)

@@ -78,8 +78,16 @@ class Checkpointer:
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "checkpoints"
 
-    def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             state: dict[str, Any], *, is_best: bool, ema: WeightAverage | None = None) -> None:
+    def save(
+        self,
+        epoch: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        *,
+        is_best: bool,
+        ema: WeightAverage | None = None,
+    ) -> None:
         """``ema``: also keep its state; the best weights are then its shadow."""
         self.dir.mkdir(parents=True, exist_ok=True)
         save_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
@@ -90,16 +98,21 @@ class Checkpointer:
         buf.seek(0)
         atomic_write_bytes(self.dir / f"epoch-{epoch:04d}.optim.pt", buf.read())
         if is_best:
-            save_tensors(ema.shadow if ema is not None else model.state_dict(),
-                         self.dir / f"best-{epoch:04d}.safetensors")
+            save_tensors(
+                ema.shadow if ema is not None else model.state_dict(), self.dir / f"best-{epoch:04d}.safetensors"
+            )
         full = {**state, "epoch": epoch}
         atomic_write_bytes(self.dir / "last.json", json.dumps(full, indent=2).encode())
         self._prune(epoch, full["best_epoch"])
 
     def _prune(self, epoch: int, best_epoch: int) -> None:
-        keep = {f"epoch-{epoch:04d}.safetensors", f"epoch-{epoch:04d}.optim.pt",
-                f"epoch-{epoch:04d}.ema.safetensors",
-                f"best-{best_epoch:04d}.safetensors", "last.json"}
+        keep = {
+            f"epoch-{epoch:04d}.safetensors",
+            f"epoch-{epoch:04d}.optim.pt",
+            f"epoch-{epoch:04d}.ema.safetensors",
+            f"best-{best_epoch:04d}.safetensors",
+            "last.json",
+        }
         for path in self.dir.iterdir():
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
@@ -108,8 +121,9 @@ class Checkpointer:
         path = self.dir / "last.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                ema: WeightAverage | None = None) -> dict[str, Any] | None:
+    def restore(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: WeightAverage | None = None
+    ) -> dict[str, Any] | None:
         """Load the last complete epoch into `model`/`optimizer` (and `ema`); None if there is
         none."""
         state = self.state()
@@ -122,8 +136,9 @@ class Checkpointer:
         if ema is not None:
             path = self.dir / f"epoch-{epoch:04d}.ema.safetensors"
             if not path.is_file():
-                raise ValueError(f"{path}: missing; the checkpoint was written without "
-                                 "train.ema_decay, so it cannot resume with it")
+                raise ValueError(
+                    f"{path}: missing; the checkpoint was written without train.ema_decay, so it cannot resume with it"
+                )
             ema.load(load_file(str(path)))
         return state
 

@@ -41,8 +41,10 @@ class WeightAverage:
         # per-step update needs no state_dict() walk.
         params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
         self._averaged = ([self.shadow[k] for k in live if k in params], [v for k, v in live.items() if k in params])
-        self._copied = ([self.shadow[k] for k in live if k not in params],
-                        [v for k, v in live.items() if k not in params])
+        self._copied = (
+            [self.shadow[k] for k in live if k not in params],
+            [v for k, v in live.items() if k not in params],
+        )
 
     def rate(self) -> float:
         """The decay d_t of the next update."""

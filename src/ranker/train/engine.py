@@ -105,8 +105,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if device.type == "cpu":
         return batch
     if isinstance(batch, dict):
-        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     return batch.to(device)
 
 
@@ -142,9 +141,17 @@ class Engine:
     ``extra_loss()``: a regulariser added to every step's loss (the ranker's embedding L2).
     """
 
-    def __init__(self, model: nn.Module, cfg: BaseTrainConfig, run_dir: Path, *,
-                 device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-                 select_last: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: BaseTrainConfig,
+        run_dir: Path,
+        *,
+        device: torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        select_last: bool = False,
+    ) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = device or pick_device(cfg.device)
         self.model = model.to(self.device)
@@ -156,16 +163,16 @@ class Engine:
         self._tb: Any = None
 
     # ------------------------------------------------------------------ the step
-    def step(self, family: Family, batch: Any, generator: torch.Generator,
-             timers: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+    def step(
+        self, family: Family, batch: Any, generator: torch.Generator, timers: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, dict[str, int]]:
         """One optimizer step on `batch`; (the detached loss, its counted units).
 
         ``timers``: seconds spent in ``forward`` (loss included), ``backward`` (and clipping)
         and ``optimizer`` (and the average's update) are added to it.
         """
         t0 = time.perf_counter()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss, counts = family.loss(to_device(batch, self.device), generator)
         t1 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
@@ -195,8 +202,14 @@ class Engine:
         counts: dict[str, int] = {}
         timers = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
         start = last = time.perf_counter()
-        bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5,
-                   disable=not self.cfg.progress or not self.writer)
+        bar = tqdm(
+            total=total,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            mininterval=0.5,
+            disable=not self.cfg.progress or not self.writer,
+        )
         for step, batch in enumerate(family.batches(epoch, gen)):
             if cap and step >= cap:
                 break
@@ -210,13 +223,18 @@ class Engine:
             bar.update(1)
             if step % 20 == 0 and counts:
                 unit = next(iter(counts))
-                bar.set_postfix(loss=f"{loss_sum.item() / max(counts[unit], 1):.4f}",
-                                per_s=f"{counts[unit] / (time.perf_counter() - start):,.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / max(counts[unit], 1):.4f}",
+                    per_s=f"{counts[unit] / (time.perf_counter() - start):,.0f}",
+                )
         bar.close()
         elapsed = time.perf_counter() - start
         weight_total = next(iter(counts.values()), 0)
-        record: dict[str, Any] = {"train_loss": loss_sum.item() / max(weight_total, 1),
-                                  "epoch_time_s": elapsed, "time_split_s": timers}
+        record: dict[str, Any] = {
+            "train_loss": loss_sum.item() / max(weight_total, 1),
+            "epoch_time_s": elapsed,
+            "time_split_s": timers,
+        }
         for key, value in counts.items():
             record[f"{key}_per_s"] = value / max(elapsed, 1e-9)
             record[f"train_{key}"] = value
@@ -230,7 +248,11 @@ class Engine:
         ckpt = Checkpointer(self.run_dir)
         log = EpochLog(self.run_dir / "log.jsonl", self.writer)
         state = ckpt.restore(self.model, self.optimizer, self.ema) or {
-            "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_evals": 0}
+            "epoch": 0,
+            "best_epoch": 0,
+            "best_score": -math.inf,
+            "bad_evals": 0,
+        }
         state.setdefault("bad_evals", state.pop("bad_epochs", 0))  # checkpoints before the engine
         history = log.read(state["epoch"])
         resumed_from = state["epoch"]
@@ -257,9 +279,14 @@ class Engine:
             log.append(record)
             if self.writer:
                 self._tensorboard(record)
-                ckpt.save(epoch, self.model, self.optimizer,
-                          {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")},
-                          is_best=improved, ema=self.ema)
+                ckpt.save(
+                    epoch,
+                    self.model,
+                    self.optimizer,
+                    {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")},
+                    is_best=improved,
+                    ema=self.ema,
+                )
                 if cfg.progress:
                     print(epoch_summary(record, state["best_epoch"]), flush=True)
             state["epoch"] = epoch
@@ -270,8 +297,7 @@ class Engine:
             load_weights(self.model, best)
         if self.writer:
             save_weights(self.model, self.run_dir / "model.safetensors")
-        return FitResult(state["best_epoch"], state["best_score"], state["epoch"], history,
-                         resumed_from=resumed_from)
+        return FitResult(state["best_epoch"], state["best_score"], state["epoch"], history, resumed_from=resumed_from)
 
     def _decay_lr(self) -> None:
         """Reduce on plateau: the new lr lives in the optimizer state, so it survives a resume."""
@@ -314,7 +340,7 @@ def epoch_summary(record: dict[str, Any], best_epoch: int) -> str:
     parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}"]
     rates = [k for k in record if k.endswith("_per_s")]
     if rates:
-        parts.append(f"{record[rates[0]]:,.0f} {rates[0][:-len('_per_s')]}/s")
+        parts.append(f"{record[rates[0]]:,.0f} {rates[0][: -len('_per_s')]}/s")
     parts.append(f"{record['epoch_time_s']:.1f}s")
     valid = record.get("valid")
     if isinstance(valid, dict):

@@ -22,8 +22,13 @@ TaskMetrics = dict[str, dict[str, float]]
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int, device: torch.device,
-            outputs: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid) -> np.ndarray:
+def predict(
+    model: nn.Module,
+    data: TensorData,
+    batch_size: int,
+    device: torch.device,
+    outputs: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid,
+) -> np.ndarray:
     """``outputs(raw)`` of every task for every row, shape (N, T): probabilities by default.
 
     Pass ``TaskSpec.outputs`` for models with regression tasks, ``lambda z: z`` for raw logits.
@@ -76,8 +81,12 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     err = pred.astype(np.float64) - y.astype(np.float64)
     if err.size == 0:
         return {"rmse": math.nan, "mae": math.nan, "rows": 0.0, "mean": math.nan}
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
-            "rows": float(err.size), "mean": float(np.mean(y))}
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "rows": float(err.size),
+        "mean": float(np.mean(y)),
+    }
 
 
 def selection_score(metrics: TaskMetrics) -> float:

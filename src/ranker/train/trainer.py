@@ -32,8 +32,9 @@ from ranker.train.evaluate import TaskMetrics, predict, selection_score, task_me
 Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
-def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                   weights: torch.Tensor) -> torch.Tensor:
+def multitask_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Σ_t w_t · mean over unmasked rows of BCE(logit_t, y_t); masked rows give no gradient.
 
     The all-binary, unchained special case of :class:`ranker.tasks.MultiTaskObjective`.
@@ -49,10 +50,19 @@ class Trainer:
     """The feature ranker's family on the :class:`~ranker.train.engine.Engine`: shuffled row
     batches of a :class:`TensorData`, the multi-task objective, selection on the mean valid AUC."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, tasks: list[TaskConfig], run_dir: Path,
-                 *, device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-                 loss_fn: Callable[..., torch.Tensor] | None = None,
-                 objective: Objective | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        tasks: list[TaskConfig],
+        run_dir: Path,
+        *,
+        device: torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        objective: Objective | None = None,
+    ) -> None:
         """`loss_fn(logits, labels, mask, weights)` (legacy) or `objective(raw, batch)` replace
         the default objective of `tasks`."""
         self.cfg = cfg
@@ -84,16 +94,18 @@ class Trainer:
         probs = predict(self.model, data, self.cfg.eval_batch_size, self.device, self.spec.outputs)
         names = [t.name for t in self.tasks]
         t = data.tensors
-        return task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(), names, groups,
-                            self.spec.kinds), probs
+        return task_metrics(probs, t["labels"].numpy(), t["label_mask"].numpy(), names, groups, self.spec.kinds), probs
 
     # ------------------------------------------------------------------ the family
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
         assert self._train is not None
         n = self._train.num_batches(self.cfg.batch_size, self.world_size)
-        yield from itertools.islice(self._train.batches(
-            self.cfg.batch_size, shuffle=True, generator=generator, rank=self.rank,
-            world_size=self.world_size), n)
+        yield from itertools.islice(
+            self._train.batches(
+                self.cfg.batch_size, shuffle=True, generator=generator, rank=self.rank, world_size=self.world_size
+            ),
+            n,
+        )
 
     def loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
         loss = self.objective(self.model(batch), batch)
@@ -111,5 +123,3 @@ class Trainer:
         if gates:
             record["gates"] = gates
         return record
-
-

@@ -7,26 +7,12 @@ from __future__ import annotations
 
 import importlib
 
-from ranker.data.recipes.base import (
-    BuiltRanking,
-    BuiltRetrieval,
-    PreparedDataset,
-    Recipe,
-    prepare,
-)
+from ranker.data.recipes.base import BuiltRanking, BuiltRetrieval, PreparedDataset, Recipe, prepare
 from ranker.errors import ConfigError
 
 _MODULES = ("synthetic", "movielens", "frappe", "adult", "census", "amazon")
 
-__all__ = [
-    "BuiltRanking",
-    "BuiltRetrieval",
-    "PreparedDataset",
-    "Recipe",
-    "all_recipes",
-    "get_recipe",
-    "prepare",
-]
+__all__ = ["BuiltRanking", "BuiltRetrieval", "PreparedDataset", "Recipe", "all_recipes", "get_recipe", "prepare"]
 
 
 def all_recipes() -> dict[str, Recipe]:

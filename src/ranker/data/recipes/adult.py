@@ -70,9 +70,7 @@ def read_comma_space(path: Path, names: Sequence[str], skip_rows: int = 0) -> pa
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise DataError(
-            f"{path}: expected {len(names)} ', '-separated fields per row: {exc}"
-        ) from exc
+        raise DataError(f"{path}: expected {len(names)} ', '-separated fields per row: {exc}") from exc
     null = pa.scalar(None, pa.string())
     cols = {}
     for name in names:
@@ -101,8 +99,7 @@ def binary_label(
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         raise DataError(
-            f"{path}: line {i + 1 + skip_rows}: {what} must be {positive!r} or {negative!r}, "
-            f"got {col[i].as_py()!r}"
+            f"{path}: line {i + 1 + skip_rows}: {what} must be {positive!r} or {negative!r}, got {col[i].as_py()!r}"
         )
     return pc.cast(pc.equal(col, positive), pa.int64()).combine_chunks()
 
@@ -135,9 +132,7 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
         "rows_with_missing": {s: rows_with_null(t, CATEGORICAL) for s, t in tables.items()},
         "split_seed": SEED,
     }
-    return BuiltRanking(
-        tables=tables, data=tabular_data(COLUMNS[:-1], NUMERICAL, ["income"]), meta=meta
-    )
+    return BuiltRanking(tables=tables, data=tabular_data(COLUMNS[:-1], NUMERICAL, ["income"]), meta=meta)
 
 
 RECIPES: list[Recipe] = [

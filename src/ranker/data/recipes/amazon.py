@@ -31,23 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ranker.data.recipes.base import (
-    BuiltRetrieval,
-    Recipe,
-    read_lines,
-    sequence_table,
-    user_sequences,
-)
+from ranker.data.recipes.base import BuiltRetrieval, Recipe, read_lines, sequence_table, user_sequences
 from ranker.data.sources import SourceFile
 from ranker.errors import DataError
 
-_S3REC = (
-    "https://raw.githubusercontent.com/aHuiWang/CIKM2020-S3Rec/"
-    "49a890dcb516c9ed3126564495234ea74d5cd566/data"
-)
+_S3REC = "https://raw.githubusercontent.com/aHuiWang/CIKM2020-S3Rec/49a890dcb516c9ed3126564495234ea74d5cd566/data"
 _BERT4REC = (
-    "https://raw.githubusercontent.com/antklen/sasrec-bert4rec-recsys23/"
-    "29c272e155cad52c8958b04e9e98557526a646e5/data"
+    "https://raw.githubusercontent.com/antklen/sasrec-bert4rec-recsys23/29c272e155cad52c8958b04e9e98557526a646e5/data"
 )
 MAX_LEN = 50
 
@@ -77,14 +67,10 @@ S3REC_FILES: dict[str, tuple[str, str, tuple[int, int, int]]] = {
 BERT4REC_COUNTS = (40_226, 54_542, 353_962)
 
 
-def _check_counts(
-    path: Path, seqs: pa.Table, num_items: int, expected: tuple[int, int, int]
-) -> None:
+def _check_counts(path: Path, seqs: pa.Table, num_items: int, expected: tuple[int, int, int]) -> None:
     got = (seqs.num_rows, num_items, int(pc.sum(pc.list_value_length(seqs["items"])).as_py()))
     if got != expected:
-        raise DataError(
-            f"{path}: (users, items, interactions) = {got}, the protocol's file has {expected}"
-        )
+        raise DataError(f"{path}: (users, items, interactions) = {got}, the protocol's file has {expected}")
 
 
 def read_user_lines(path: Path) -> pa.Table:
@@ -101,8 +87,7 @@ def read_user_lines(path: Path) -> pa.Table:
         token_line = np.searchsorted(np.cumsum(lengths), bad_tok[:1], side="right")
         line = int(np.concatenate([short[:1], token_line]).min())
         raise DataError(
-            f"{path}: line {line + 1}: expected 'user item item ...' (integer ids), "
-            f"got {lines[line][:120]!r}"
+            f"{path}: line {line + 1}: expected 'user item item ...' (integer ids), got {lines[line][:120]!r}"
         )
     ids = pc.cast(flat, pa.int64()).to_numpy()
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])

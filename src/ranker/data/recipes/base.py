@@ -74,12 +74,15 @@ def permutation_split(n: int, seed: int, cuts: tuple[float, ...] = (0.8, 0.9)) -
     return dict(zip(("train", "valid", "test"), parts, strict=False))
 
 
-def tabular_data(names: Sequence[str], numerical: Mapping[str, str], labels: Sequence[str],
-                 ) -> dict[str, object]:
+def tabular_data(names: Sequence[str], numerical: Mapping[str, str], labels: Sequence[str]) -> dict[str, object]:
     """Data section of a tabular protocol: numerical columns with their transform, the rest
     categorical, one binary task per label column, no group or item column."""
-    features = [{"kind": "numerical", "name": n, "transform": numerical[n]} if n in numerical
-                else {"kind": "categorical", "name": n} for n in names]
+    features = [
+        {"kind": "numerical", "name": n, "transform": numerical[n]}
+        if n in numerical
+        else {"kind": "categorical", "name": n}
+        for n in names
+    ]
     tasks = [{"name": k, "column": k} for k in labels]
     return {"features": features, "tasks": tasks, "group_column": None, "item_column": None}
 
@@ -93,12 +96,14 @@ def user_sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray | Non
     order = np.argsort(users, kind="stable")
     su = users[order]
     starts = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1]]))
-    return sequence_table(su[starts], np.concatenate([starts, [len(su)]]), items[order],
-                          None if times is None else times[order])
+    return sequence_table(
+        su[starts], np.concatenate([starts, [len(su)]]), items[order], None if times is None else times[order]
+    )
 
 
-def sequence_table(users: np.ndarray, offsets: np.ndarray, items: np.ndarray,
-                   times: np.ndarray | None = None) -> pa.Table:
+def sequence_table(
+    users: np.ndarray, offsets: np.ndarray, items: np.ndarray, times: np.ndarray | None = None
+) -> pa.Table:
     """Columns ``user`` (int64), ``items`` and ``times`` (list<int64>, null rows when `times`
     is None): row u holds events ``offsets[u]:offsets[u + 1]``."""
     starts = pa.array(np.asarray(offsets).astype(np.int32))
@@ -106,8 +111,13 @@ def sequence_table(users: np.ndarray, offsets: np.ndarray, items: np.ndarray,
     def lists(values: np.ndarray) -> pa.ListArray:
         return pa.ListArray.from_arrays(starts, pa.array(values, pa.int64()))
 
-    return pa.table({"user": pa.array(users, pa.int64()), "items": lists(items),
-                     "times": pa.nulls(len(users), pa.list_(pa.int64())) if times is None else lists(times)})
+    return pa.table(
+        {
+            "user": pa.array(users, pa.int64()),
+            "items": lists(items),
+            "times": pa.nulls(len(users), pa.list_(pa.int64())) if times is None else lists(times),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -168,9 +178,7 @@ def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> Prep
     directory = cache_root() / "prepared" / f"{recipe.name}-{cache_key(recipe, sources)}"
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file() and not force:
-        return PreparedDataset(
-            recipe.name, recipe.kind, directory, json.loads(manifest_path.read_text())
-        )
+        return PreparedDataset(recipe.name, recipe.kind, directory, json.loads(manifest_path.read_text()))
     paths = {src.name: locate(src, verify=verify) for src in sources}
     built = recipe.build(paths)
     directory.parent.mkdir(parents=True, exist_ok=True)

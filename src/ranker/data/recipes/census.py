@@ -22,12 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ranker.data.recipes.adult import (
-    binary_label,
-    read_comma_space,
-    rows_with_null,
-    to_numbers,
-)
+from ranker.data.recipes.adult import binary_label, read_comma_space, rows_with_null, to_numbers
 from ranker.data.recipes.base import BuiltRanking, Recipe, permutation_split, tabular_data
 from ranker.data.sources import SourceFile
 
@@ -117,15 +112,11 @@ def _build(paths: dict[str, Path]) -> BuiltRanking:
     meta: dict[str, object] = {
         "rows": {s: t.num_rows for s, t in tables.items()},
         "positives": {s: {k: int(pc.sum(t[k]).as_py()) for k in labels} for s, t in tables.items()},
-        "positive_rate": {
-            s: {k: float(pc.mean(t[k]).as_py()) for k in labels} for s, t in tables.items()
-        },
+        "positive_rate": {s: {k: float(pc.mean(t[k]).as_py()) for k in labels} for s, t in tables.items()},
         "rows_with_missing": {s: rows_with_null(t, CATEGORICAL) for s, t in tables.items()},
         "split_seed": SEED,
     }
-    return BuiltRanking(
-        tables=tables, data=tabular_data(list(FEATURES), NUMERICAL, list(labels)), meta=meta
-    )
+    return BuiltRanking(tables=tables, data=tabular_data(list(FEATURES), NUMERICAL, list(labels)), meta=meta)
 
 
 RECIPES: list[Recipe] = [

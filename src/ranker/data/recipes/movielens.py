@@ -61,9 +61,7 @@ def build_r_ml100k(paths: dict[str, Path]) -> BuiltRetrieval:
     if ratings["item"].max() > num_items:
         raise DataError(f"{paths['u.data']}: item id {ratings['item'].max()} not in u.item")
     order = chronological(ratings)
-    table = user_sequences(
-        ratings["user"][order], ratings["item"][order], ratings["timestamp"][order]
-    )
+    table = user_sequences(ratings["user"][order], ratings["item"][order], ratings["timestamp"][order])
     meta = {
         "users": table.num_rows,
         "interactions": len(order),

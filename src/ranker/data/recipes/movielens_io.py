@@ -89,9 +89,7 @@ def _read_table(
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(
-            f"{path}: cannot parse as {len(names)} '{delimiter}'-separated fields {names}: {exc}"
-        ) from exc
+        raise DataError(f"{path}: cannot parse as {len(names)} '{delimiter}'-separated fields {names}: {exc}") from exc
 
 
 def _ratings(table: pa.Table, path: Path) -> Ratings:
@@ -119,9 +117,7 @@ def read_ml1m_ratings(path: Path) -> Ratings:
 
     Also reads any file of the same layout, such as ``ratings.users0001-2999.dat.gz``.
     """
-    return _ratings(
-        _read_table(path, _RATING_COLUMNS, _RATING_TYPES, delimiter="\t", double_colon=True), path
-    )
+    return _ratings(_read_table(path, _RATING_COLUMNS, _RATING_TYPES, delimiter="\t", double_colon=True), path)
 
 
 def read_ml100k_users(path: Path) -> pa.Table:

@@ -98,9 +98,16 @@ DATA: dict[str, Any] = {
 }  # fmt: skip
 
 
-def draw_negatives(users: np.ndarray, items: np.ndarray, train: np.ndarray, num_items: int, *,
-                   k: int = NEGATIVES, seed: int = SEED, power: float = POP_EXPONENT,
-                   ) -> tuple[np.ndarray, int, np.ndarray]:
+def draw_negatives(
+    users: np.ndarray,
+    items: np.ndarray,
+    train: np.ndarray,
+    num_items: int,
+    *,
+    k: int = NEGATIVES,
+    seed: int = SEED,
+    power: float = POP_EXPONENT,
+) -> tuple[np.ndarray, int, np.ndarray]:
     """Step 4 for events in position order: (n, k) negatives, the rounds used and the train
     popularity of ids ``0..num_items`` (`train` (n,) bool marks the train events)."""
     popularity = np.bincount(items[train], minlength=num_items + 1).astype(np.float64)
@@ -108,8 +115,7 @@ def draw_negatives(users: np.ndarray, items: np.ndarray, train: np.ndarray, num_
     weights = popularity**power * (popularity > 0)
     first_position = np.full((int(users.max()) + 1, num_items + 1), len(users), dtype=np.int64)
     np.minimum.at(first_position, (users, items), np.arange(len(users)))
-    neg, rounds = sample_negatives(users, first_position, weights / weights.sum(),
-                                   np.random.default_rng(seed), k=k)
+    neg, rounds = sample_negatives(users, first_position, weights / weights.sum(), np.random.default_rng(seed), k=k)
     return neg, rounds, popularity
 
 
@@ -266,11 +272,19 @@ def build_rk_ml100k(paths: dict[str, Path]) -> BuiltRanking:
         "items_without_train_ratings": int((popularity[1:] == 0).sum()),
         "row_layout": "per event in (timestamp, row) order: positive row, then its 4 negatives",
     }
-    events = pa.table({"user_id": ev_u, "item_id": ev_i, "timestamp": ev_t, "rating": ev_r,
-                       "watch": watch[:, 0], "like": like[:, 0]})
+    events = pa.table(
+        {"user_id": ev_u, "item_id": ev_i, "timestamp": ev_t, "rating": ev_r, "watch": watch[:, 0], "like": like[:, 0]}
+    )
     decade = pa.array([str(a // 10) for a in users_t["age"].to_pylist()])
-    user_table = pa.table({"user_id": users_t["user_id"], "gender": users_t["gender"],
-                           "occupation": users_t["occupation"], "zip1": zip1, "age": decade})
+    user_table = pa.table(
+        {
+            "user_id": users_t["user_id"],
+            "gender": users_t["gender"],
+            "occupation": users_t["occupation"],
+            "zip1": zip1,
+            "age": decade,
+        }
+    )
     return BuiltRanking(tables=tables, data=DATA, meta=meta, extra={"events": events, "users": user_table})
 
 

@@ -57,9 +57,7 @@ HISTORY_LEN = 30
 _DEVICE_P = np.array([0.55, 0.30, 0.15])
 _DEVICE_BIAS = np.array([0.1, 0.25, -0.35])
 _H = np.arange(24)
-_HOUR_P = (
-    0.25 + 2.0 * np.exp(-(((_H - 20.5) / 2.5) ** 2)) + 0.8 * np.exp(-(((_H - 12.5) / 2.5) ** 2))
-)
+_HOUR_P = 0.25 + 2.0 * np.exp(-(((_H - 20.5) / 2.5) ** 2)) + 0.8 * np.exp(-(((_H - 12.5) / 2.5) ** 2))
 _HOUR_P = _HOUR_P / _HOUR_P.sum()
 _VIEW_RATE = 0.27  # calibration targets (the view one before the repeat-interest term)
 _LIKE_RATE = 0.40
@@ -301,9 +299,7 @@ def build_tables(log: dict[str, np.ndarray]) -> dict[str, pa.Table]:
     columns["price"] = pa.array(log["price"])  # NaN stays NaN
     for name in ("hour", "weekday", "timestamp", "view", "like"):
         columns[name] = pa.array(log[name])
-    columns.update(
-        hist_item=hist["items"], hist_action=hist["actions"], hist_seconds=hist["seconds_before"]
-    )
+    columns.update(hist_item=hist["items"], hist_action=hist["actions"], hist_seconds=hist["seconds_before"])
     table = pa.table(columns)
     a, b = split_bounds(table.num_rows)
     return {"train": table.slice(0, a), "valid": table.slice(a, b - a), "test": table.slice(b)}
@@ -326,10 +322,7 @@ DATA: dict[str, Any] = {
             "max_len": HISTORY_LEN,
         },
     ],
-    "tasks": [
-        {"name": "view", "column": "view"},
-        {"name": "like", "column": "like", "mask_column": "view"},
-    ],
+    "tasks": [{"name": "view", "column": "view"}, {"name": "like", "column": "like", "mask_column": "view"}],
     "group_column": "user_id",
     "item_column": "item_id",
 }
