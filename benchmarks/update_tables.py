@@ -51,7 +51,8 @@ import scaling_hstu  # noqa: E402
 from results_store import UNKNOWN, load_results, records  # noqa: E402  # type: ignore[import-not-found]
 from run_grid import table as grid_table  # noqa: E402
 
-MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
+# An empty body (a table not generated yet) must not run on to the next table's end marker.
+MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(\n?<!-- /table -->)", re.S)
 
 
 def docs() -> list[Path]:
@@ -550,7 +551,8 @@ def update(path: Path, check: bool) -> tuple[list[str], list[str]]:
             return m.group(0)
         if body != m["body"]:
             changed.append(m["name"])
-        return m.group(1) + body + m.group(4)
+        end = m.group(4) if m.group(4).startswith("\n") else "\n" + m.group(4)
+        return m.group(1) + body + end
 
     new = MARKER.sub(replace, text)
     if not check and new != text:

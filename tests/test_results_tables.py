@@ -91,3 +91,12 @@ def test_save_result_stamps_provenance_and_merges(tmp_path: Path) -> None:
     assert prov["commit"] != "" and prov["date"].endswith("+00:00") and "CPUs" in prov["machine"]
     assert prov["command"].startswith("python ")
     assert results_store.load_results(path)["MLP|2021"]["test"]["click"]["auc"] == 0.9
+
+
+def test_an_empty_table_does_not_swallow_the_next(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- table:no-such-a -->\n<!-- /table -->\nkept prose\n<!-- table:no-such-b -->\n| x |\n<!-- /table -->\n"
+    )
+    assert update_tables.update(doc, check=True) == ([], ["no-such-a", "no-such-b"])
+    assert "kept prose" in doc.read_text()
