@@ -109,6 +109,8 @@ def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = No
         raise ConfigError(f"--retrieval {retrieval_run}: not a retrieval run (kind in its config.yaml)")
     cfg, model, serving = load_retrieval(retrieval_run)
     items = serving.items
+    if ranker_run is not None:  # refuse runs that do not fit before writing anything
+        _check_ranker(Path(ranker_run), items, Path(retrieval_run) / "items.parquet", min_item_overlap)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -117,8 +119,7 @@ def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = No
         search = _write_index(model, tmp / "index.faiss", index)
         stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
         if ranker_run is not None:
-            catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {}, min_item_overlap,
-                                            Path(retrieval_run) / "items.parquet")
+            catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
             stages["ranker"] = info
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -162,18 +163,22 @@ def _write_index(model: Any, path: Path, kind: str) -> str:
     return kind
 
 
-def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, str], min_overlap: float,
-                  catalogue_file: Path) -> tuple[pa.Table, dict[str, Any]]:
+def _check_ranker(run: Path, items: pa.Array, catalogue_file: Path, min_overlap: float) -> None:
     from ranker.families import family_of_run
-    from ranker.ranking.run import load_run, resolve_data
+    from ranker.ranking.run import load_run
 
     kind = family_of_run(run).kind
     if kind != "ranking":
         raise ConfigError(f"--ranker {run}: a {kind} run; bundles take a feature ranker "
                           "(the generative ranker is not bundled yet)")
     cfg, _, pre = load_run(run)
-    check_items_fit(pre, cfg.data, catalogue.column("item").combine_chunks(), run / "preprocessor.json",
-                    catalogue_file, min_overlap)
+    check_items_fit(pre, cfg.data, items, run / "preprocessor.json", catalogue_file, min_overlap)
+
+
+def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, str]) -> tuple[pa.Table, dict[str, Any]]:
+    from ranker.ranking.run import load_run, resolve_data
+
+    cfg, _, _ = load_run(run)
     data, tables = resolve_data(cfg.data)
     table = pa.concat_tables([tables[s] for s in ("train", "valid", "test")], promote_options="default")
     user_key, item_key = data.group_column, _item_key(data, run)
