@@ -16,6 +16,7 @@ Handlers are plain functions run in FastAPI's thread pool; the store and models 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ranker.errors import RankerError
 from ranker.serving.bundle import load_bundle
@@ -211,7 +212,7 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = ('{"detail": "body: larger than %d bytes"}' % limit).encode()
+    body = json.dumps({"detail": f"body: larger than {limit} bytes"}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -122,9 +122,11 @@ def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = No
             catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
             stages["ranker"] = info
         pq.write_table(catalogue, tmp / "catalogue.parquet")
-        manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "search": search, "stages": stages, "items": len(items), "files": _hash_files(tmp)}
-        manifest["version"] = _version(manifest["files"])
+        files = _hash_files(tmp)
+        manifest: dict[str, Any] = {
+            "format": FORMAT, "version": _version(files),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "search": search, "stages": stages, "items": len(items), "files": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -154,8 +156,9 @@ def _write_index(model: Any, path: Path, kind: str) -> str:
     if kind == "exact":
         return "exact"
     try:
-        from ranker.retrieval.ann import build_index
         import faiss
+
+        from ranker.retrieval.ann import build_index
     except ImportError:
         return "exact"  # without faiss the service searches exactly (one matrix product)
     vectors = model.item_vectors()[1:].detach().float().numpy()
