@@ -120,3 +120,27 @@ def test_bundle_options_are_checked(runs: dict[str, Path], tmp_path: Path) -> No
         write_bundle(runs["retrieval"], tmp_path / "b")
     with pytest.raises(ConfigError, match="not a retrieval run"):
         write_bundle(runs["ranker"], tmp_path / "c")
+
+
+def test_hstu_retrieval_reads_event_times_and_the_request_time(runs: dict[str, Path], tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    import yaml
+    from serving_runs import RETRIEVAL
+
+    cfg = {**RETRIEVAL, "name": "tiny-hstu", "data": {**RETRIEVAL["data"], "path": str(runs["events"])},
+           "model": {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4},
+           "train": {"epochs": 1, "batch_size": 32, "progress": False}}
+    (tmp_path / "hstu.yaml").write_text(yaml.safe_dump(cfg))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", str(tmp_path / "hstu.yaml"), "--out", str(tmp_path / "hstu")]) == 0
+    write_bundle(tmp_path / "hstu", tmp_path / "b", ranker_run=runs["ranker"])
+    rec = Recommender(load_bundle(tmp_path / "b"))
+    history = [Event("u02", "sku-002", "1", 1_700_000_000.0), Event("u02", "sku-005", "2", 1_700_003_600.0)]
+    soon = rec.recommend(Query(user="u02", history=history, now=1_700_003_700.0), k=40 - 2, n_candidates=40,
+                         exclude=[])
+    late = rec.recommend(Query(user="u02", history=history, now=1_790_000_000.0), k=40 - 2, n_candidates=40,
+                         exclude=[])
+    assert len(soon["items"]) == 38 and {r["item"] for r in soon["items"]} == {r["item"] for r in late["items"]}
+    assert [r["retrieval_score"] for r in soon["items"]] != [r["retrieval_score"] for r in late["items"]]

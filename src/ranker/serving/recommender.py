@@ -91,7 +91,7 @@ class Recommender:
             cand, stage1 = self._retrieve(events, known, now, n, banned)
             fallback = None
         else:
-            cand = np.array([i for i in self.popular if i not in banned][:n], dtype=np.int64)
+            cand = self.popular[~np.isin(self.popular, list(banned))][:n]
             stage1 = self.bundle.retrieval.popularity[cand - 1].astype(np.float64)
             fallback = "popularity"
         rows = self._rank(q, events, cand, stage1, now)
@@ -156,7 +156,7 @@ class Recommender:
     @torch.inference_mode()
     def _search(self, query: torch.Tensor, n: int, banned: set[int]) -> tuple[list[int], list[float]]:
         r = self.bundle.retrieval
-        n = min(n, self.num_items - len(banned & set(range(1, self.num_items + 1))))
+        n = min(n, self.num_items - len(banned))  # banned holds catalogue ids only
         if n <= 0:
             return [], []
         if r.index is not None:
