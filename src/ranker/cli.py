@@ -318,8 +318,8 @@ def _serving_parsers(sub: Any) -> None:
     sv.add_argument("--store", default="sqlite:///events.db",
                     help="event store: sqlite:///path.db (embedded, default ./events.db) or "
                          "redis://host:port/db[?cap=N] (shared by workers and machines)")
-    sv.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: local only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     sv.add_argument("--workers", type=int, default=1,
                     help="uvicorn worker processes (each loads the bundle; /reload swaps one worker's)")
     sv.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
@@ -332,8 +332,8 @@ def _serving_parsers(sub: Any) -> None:
     el = esub.add_parser("load", help="bulk-load a past event file (CSV or parquet) into a store")
     el.add_argument("store", help="sqlite:///path.db or redis://host:port/db")
     el.add_argument("file", type=Path, help=".parquet, or CSV with a header (see --column-names)")
-    el.add_argument("--user-column", required=True)
-    el.add_argument("--item-column", required=True)
+    el.add_argument("--user-column", required=True, help="column of raw user ids")
+    el.add_argument("--item-column", required=True, help="column of raw item ids")
     el.add_argument("--action-column", help="stored as the event's action (e.g. a rating)")
     el.add_argument("--time-column", help="unix seconds (default: the row number)")
     el.add_argument("--delimiter", default=",", help="CSV delimiter; '\\t' for tab")
