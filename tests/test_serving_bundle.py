@@ -144,3 +144,21 @@ def test_hstu_retrieval_reads_event_times_and_the_request_time(runs: dict[str, P
                          exclude=[])
     assert len(soon["items"]) == 38 and {r["item"] for r in soon["items"]} == {r["item"] for r in late["items"]}
     assert [r["retrieval_score"] for r in soon["items"]] != [r["retrieval_score"] for r in late["items"]]
+
+
+def test_batch_recommend_and_predict(runs: dict[str, Path], bundle: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    store = f"sqlite:///{tmp_path / 'e.db'}"
+    assert main(["events", "load", store, str(runs["events"]), "--user-column", "user", "--item-column", "item",
+                 "--action-column", "rating", "--time-column", "ts"]) == 0
+    (tmp_path / "users.txt").write_text("u01\nu02\nnobody\n")
+    assert main(["recommend", str(bundle), str(tmp_path / "users.txt"), "--store", store, "--k", "4",
+                 "--out", str(tmp_path / "recs.parquet")]) == 0
+    recs = pq.read_table(tmp_path / "recs.parquet").to_pydict()
+    assert recs["user"] == ["u01"] * 4 + ["u02"] * 4 + ["nobody"] * 4 and recs["rank"][:4] == [1, 2, 3, 4]
+    assert recs["fallback"][-1] == "popularity" and recs["fallback"][0] is None and set(recs) >= {"click", "buy"}
+    rows = runs["ranker"].parent / "rows.parquet"
+    assert main(["predict", str(bundle), str(rows), "--out", str(tmp_path / "s.parquet"), "--chunk", "500"]) == 0
+    scored = pq.read_table(tmp_path / "s.parquet")
+    assert scored.num_rows == pq.read_metadata(rows).num_rows and scored.column_names == ["score", "click", "buy"]
+    assert "rows scored" in capsys.readouterr().out

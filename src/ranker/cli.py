@@ -327,6 +327,22 @@ def _serving_parsers(sub: Any) -> None:
                     help="larger request bodies get a 413")
     sv.set_defaults(func=_cmd_serve)
 
+    rc = sub.add_parser("recommend", help="top-k for every user of a file with a bundle (batch, no HTTP)")
+    rc.add_argument("bundle", type=Path, help="a directory written by `ranker bundle`")
+    rc.add_argument("users", type=Path, help="text file, one raw user id per line")
+    rc.add_argument("--store", default="sqlite:///events.db", help="event store holding the histories")
+    rc.add_argument("--k", type=int, default=100, help="items per user")
+    rc.add_argument("--n-candidates", type=int, default=200, help="stage-1 candidates per user")
+    rc.add_argument("--out", type=Path, required=True, help="parquet: user, rank, item, score, fallback, tasks")
+    rc.set_defaults(func=_cmd_recommend)
+
+    pr = sub.add_parser("predict", help="score a parquet file of ranker rows (batch, streamed in chunks)")
+    pr.add_argument("source", type=Path, help="a ranking run directory or a bundle with a ranker")
+    pr.add_argument("rows", type=Path, help="parquet with the ranker's input columns (as in training)")
+    pr.add_argument("--out", type=Path, required=True, help="parquet: score and one probability per task, row order kept")
+    pr.add_argument("--chunk", type=int, default=50_000, help="rows per chunk")
+    pr.set_defaults(func=_cmd_predict)
+
     ev = sub.add_parser("events", help="the event store of `ranker serve`")
     esub = ev.add_subparsers(title="events commands")
     el = esub.add_parser("load", help="bulk-load a past event file (CSV or parquet) into a store")
@@ -366,6 +382,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.bundle, store=args.store, host=args.host, port=args.port, workers=args.workers,
           threads=args.threads, max_body=args.max_body)
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from ranker.serving.batch import open_for_batch, read_users, recommend_file
+    from ranker.serving.store import open_store
+
+    users = read_users(args.users)
+    store = open_store(args.store)
+    start = time.perf_counter()
+    n = recommend_file(open_for_batch(args.bundle, store), users, args.out, k=args.k, n_candidates=args.n_candidates)
+    store.close()
+    print(f"{n:,} rows for {len(users):,} users → {args.out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ranker.serving.batch import predict_file
+
+    start = time.perf_counter()
+    n = predict_file(args.source, args.rows, args.out, chunk=args.chunk)
+    print(f"{n:,} rows scored → {args.out} ({time.perf_counter() - start:.1f}s)")
     return 0
 
 

@@ -12,6 +12,7 @@ module              job
 ``schemas``         request bodies and their bounds
 ``metrics``         Prometheus text
 ``app``             the FastAPI app and ``ranker serve`` (uvicorn)
+``batch``           ``ranker recommend`` (users file → top-k) and ``ranker predict`` (rows → scores)
 ==================  =============================================================
 
 Needs the ``serve`` extra (``pip install 'ranker[serve]'``: FastAPI, uvicorn, redis, faiss).
