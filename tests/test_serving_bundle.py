@@ -162,3 +162,30 @@ def test_batch_recommend_and_predict(runs: dict[str, Path], bundle: Path, tmp_pa
     scored = pq.read_table(tmp_path / "s.parquet")
     assert scored.num_rows == pq.read_metadata(rows).num_rows and scored.column_names == ["score", "click", "buy"]
     assert "rows scored" in capsys.readouterr().out
+
+
+def test_history_encoded_once_equals_every_row_encoding_it(bundle: Path) -> None:
+    import numpy as np
+    import torch
+
+    from ranker.data.tensors import TensorData
+    from ranker.serving.features import ranker_rows, typed_ids
+
+    rec = Recommender(load_bundle(bundle))
+    st = rec.bundle.ranking
+    assert st is not None
+    history = [Event("u03", f"sku-{i:03d}", str(1 + i % 3), 1_700_000_000.0 + 60 * i) for i in range(12)]
+    history.append(Event("u03", "unknown-item", None, 1_700_001_000.0))
+    items = ["sku-001", "sku-010", "sku-033", "nope"]
+    got = rec.score(Query(user="u03", history=history, context={"hour": 7}, now=1_700_002_000.0), items)
+    idx = pa.array([rec.index_of.get(i, 0) - 1 if i in rec.index_of else None for i in items], pa.int64())
+    table = ranker_rows(user="u03", user_key=st.user_key, user_row={c: st.users["u03"][c] for c in st.user_columns},
+                        items=items, item_key=st.item_key, item_features=st.item_features.take(idx),
+                        context={"hour": 7}, context_columns=st.context_columns, history=history,
+                        hist=st.history, now=1_700_002_000.0, item_type=rec.bundle.retrieval.items.type)
+    with torch.inference_mode():
+        probs = st.spec.outputs(st.model(TensorData.from_encoded(st.pre.transform(table)).tensors)).numpy()
+    want = {i: probs[n] for n, i in enumerate(items)}
+    for row in got["items"]:
+        np.testing.assert_allclose([row["probabilities"][t] for t in ("click", "buy")], want[row["item"]], rtol=1e-5)
+    assert typed_ids(["7", "x"], pa.int64()).to_pylist()[0] == 7 and typed_ids(["7"], pa.string()).to_pylist() == ["7"]

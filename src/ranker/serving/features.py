@@ -93,13 +93,16 @@ def latest_by_key(table: pa.Table, key: str, columns: list[str]) -> pa.Table:
 
 
 def ranker_rows(*, user: str | None, user_key: str | None, user_row: dict[str, Any],
-                items: pa.Array, item_key: str, item_features: pa.Table, context: dict[str, Any],
+                items: list[str], item_key: str, item_features: pa.Table, context: dict[str, Any],
                 context_columns: list[str], history: list[Event], hist: HistoryColumns | None,
-                now: float, item_type: pa.DataType) -> pa.Table:
+                now: float, item_type: pa.DataType, history_rows: int | None = None) -> pa.Table:
     """The candidate rows: N = len(items); user and context values repeated, item values taken
-    from `item_features` (aligned with `items`), the history lists repeated on every row."""
+    from `item_features` (aligned with `items`), the history lists on the first `history_rows`
+    rows (all by default; the rest get empty lists: a caller that encodes one row's history
+    and copies it saves the work N times). Raw item ids are typed as the catalogue's
+    (`item_type`): integer ids as int64, text that is no integer as a value no vocabulary holds."""
     n = len(items)
-    cols: dict[str, pa.Array] = {item_key: items}
+    cols: dict[str, pa.Array] = {item_key: typed_ids(items, item_type)}
     for name in item_features.column_names:
         cols[name] = item_features.column(name).combine_chunks()
     if user_key is not None:
@@ -110,15 +113,30 @@ def ranker_rows(*, user: str | None, user_key: str | None, user_row: dict[str, A
         cols[name] = _repeat(context.get(name), n, name)
     if hist is not None:
         recent = history[-hist.max_len:]
-        cols[hist.item] = _repeat_list(pa.array([e.item for e in recent], pa.string()).cast(item_type, safe=False)
-                                       if pa.types.is_integer(item_type) else
-                                       pa.array([e.item for e in recent], pa.string()), n)
+        rows = n if history_rows is None else min(history_rows, n)
+        cols[hist.item] = _repeat_list(typed_ids([e.item for e in recent], item_type), rows, n)
         if hist.action is not None:
-            cols[hist.action] = _repeat_list(pa.array([e.action for e in recent], pa.string()), n)
+            cols[hist.action] = _repeat_list(pa.array([e.action for e in recent], pa.string()), rows, n)
         if hist.seconds is not None:
             gaps = np.array([max(now - e.time, 0.0) for e in recent], dtype=np.float32)
-            cols[hist.seconds] = _repeat_list(pa.array(gaps, pa.float32()), n)
+            cols[hist.seconds] = _repeat_list(pa.array(gaps, pa.float32()), rows, n)
     return pa.table(cols)
+
+
+NOT_AN_ID = -(2**62)  # stands for a text id in an integer catalogue: in no vocabulary (→ OOV)
+
+
+def typed_ids(raw: list[str], item_type: pa.DataType) -> pa.Array:
+    """Raw ids (text) as the catalogue's type, so vocabulary lookups need no text parsing."""
+    if not pa.types.is_integer(item_type):
+        return pa.array(raw, pa.string())
+    out = []
+    for r in raw:
+        try:
+            out.append(int(r))
+        except ValueError:
+            out.append(NOT_AN_ID)
+    return pa.array(out, pa.int64())
 
 
 def _repeat(value: Any, n: int, name: str) -> pa.Array:
@@ -130,10 +148,11 @@ def _repeat(value: Any, n: int, name: str) -> pa.Array:
         raise ConfigError(f"context.{name}: unsupported value {value!r}") from None
 
 
-def _repeat_list(values: pa.Array, n: int) -> pa.ListArray:
+def _repeat_list(values: pa.Array, rows: int, n: int) -> pa.ListArray:
+    """`values` as the list of each of the first `rows` rows, empty lists after them (n rows)."""
     length = len(values)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * length)
-    flat = values.take(pa.array(np.tile(np.arange(length), n))) if length else values
+    offsets = pa.array(np.minimum(np.arange(n + 1), rows).astype(np.int32) * length)
+    flat = values.take(pa.array(np.tile(np.arange(length), rows))) if length else values
     return pa.ListArray.from_arrays(offsets, flat)
 
 

@@ -190,15 +190,17 @@ class Recommender:
         idx = pa.array([self.index_of[i] - 1 if i in self.index_of else None for i in items], pa.int64())
         user_row = st.users.get(q.user, {}) if q.user is not None else {}
         user_row = {c: user_row.get(c) for c in st.user_columns}
-        table = ranker_rows(user=q.user, user_key=st.user_key, user_row=user_row,
-                            items=pa.array(items, pa.string()), item_key=st.item_key,
-                            item_features=st.item_features.take(idx), context=q.context,
+        table = ranker_rows(user=q.user, user_key=st.user_key, user_row=user_row, items=items,
+                            item_key=st.item_key, item_features=st.item_features.take(idx), context=q.context,
                             context_columns=st.context_columns, history=events, hist=st.history, now=now,
-                            item_type=pa.string())
+                            item_type=self.bundle.retrieval.items.type, history_rows=1)
         try:
             enc = st.pre.transform(table, source="request")
         except RankerError as exc:
             raise RequestError("context", str(exc).splitlines()[0]) from None
+        for parts in enc.hist.values():  # the history was encoded on row 0 only: the same for every row
+            for key, value in parts.items():
+                parts[key] = np.ascontiguousarray(np.broadcast_to(value[:1], value.shape))
         batch = TensorData.from_encoded(enc).tensors
         probs = st.spec.outputs(st.model(batch))  # (N, T)
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
