@@ -200,7 +200,7 @@ class Recommender:
             raise RequestError("context", str(exc).splitlines()[0]) from None
         for parts in enc.hist.values():  # the history was encoded on row 0 only: the same for every row
             for key, value in parts.items():
-                parts[key] = np.ascontiguousarray(np.broadcast_to(value[:1], value.shape))
+                parts[key] = np.repeat(value[:1], len(value), axis=0)
         batch = TensorData.from_encoded(enc).tensors
         probs = st.spec.outputs(st.model(batch))  # (N, T)
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
