@@ -49,6 +49,15 @@ def test_events_change_the_next_recommendation(client: TestClient) -> None:
     assert given.status_code == 200 and given.json()["history_length"] == 2
 
 
+def test_filters_keep_items_with_the_given_column_values(client: TestClient) -> None:
+    one = client.post("/recommend", json={"user": "u01", "k": 5, "filters": {"category": "c1"}}).json()
+    assert one["items"] and all(int(r["item"][4:]) % 4 == 1 for r in one["items"])
+    two = client.post("/recommend", json={"user": "u01", "k": 40, "filters": {"category": ["c0", "c2"],
+                                                                            "price": 1.5}}).json()
+    assert two["items"] and all(int(r["item"][4:]) % 4 in (0, 2) and int(r["item"][4:]) % 7 == 0
+                                for r in two["items"])
+
+
 def test_score_similar_health_metrics(client: TestClient) -> None:
     s = client.post("/score", json={"user": "u01", "items": ["sku-001", "sku-002", "nope"]}).json()
     assert {r["item"] for r in s["items"]} == {"sku-001", "sku-002", "nope"} and s["unknown_items"] == ["nope"]
@@ -88,6 +97,8 @@ BAD = [
     ("/recommend", {"user": "u01", "time": -5}, 422, "time: "),
     ("/recommend", {"user": "u01", "context": {"k": [1, 2]}}, 422, "context.k"),
     ("/recommend", [1, 2], 422, "body: "),
+    ("/recommend", {"user": "u01", "filters": {"nope": 1}}, 422, "filters.nope: not an item column"),
+    ("/recommend", {"user": "u01", "filters": {"category": []}}, 422, "filters.category"),
     ("/score", {"user": "u01", "items": []}, 422, "items: "),
     ("/score", {"user": "u01"}, 422, "items: Field required"),
     ("/events", {"events": []}, 422, "events: "),

@@ -87,7 +87,9 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> Fas
     def post_recommend(body: RecommendIn) -> dict[str, Any]:
         engine = state.engine
         return engine.recommend(_query(body), k=body.k, n_candidates=body.n_candidates,
-                                exclude=[raw_id(i) for i in body.exclude], exclude_history=body.exclude_history)
+                                exclude=[raw_id(i) for i in body.exclude], exclude_history=body.exclude_history,
+                                filters={c: [raw_id(v) for v in (vs if isinstance(vs, list) else [vs])]
+                                         for c, vs in body.filters.items()})
 
     @app.post("/score", summary="rank the caller's candidates (ranking stage alone)")
     def post_score(body: ScoreIn) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class RetrievalStage:
     model: Any  # SequentialRetriever in eval mode
     items: pa.Array  # raw ids, row k-1 = internal item k
     popularity: np.ndarray  # (I,) events per catalogue item
+    catalogue: pa.Table  # catalogue.parquet: item, popularity, the ranker's item columns
     index: Any | None  # faiss index over rows 1..I of the item table, or None (exact search)
     item_vectors: torch.Tensor  # (I + 1, D), row 0 padding
 
@@ -315,7 +316,7 @@ def load_bundle(path: Path) -> Bundle:
     with torch.inference_mode():
         vectors = model.item_vectors().detach().float().clone()
     retrieval = RetrievalStage(cfg, model, serving.items, catalogue.column("popularity").to_numpy(),
-                               index, vectors)
+                               catalogue, index, vectors)
     ranking = _load_ranking(path, catalogue, serving.items) if "ranker" in manifest["stages"] else None
     return Bundle(path, manifest, retrieval, ranking)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ranker.data.tensors import TensorData
@@ -77,7 +78,7 @@ class Recommender:
         return self.store.history(q.user, self.history_len)
 
     def recommend(self, q: Query, *, k: int, n_candidates: int, exclude: list[str],
-                  exclude_history: bool = True) -> dict[str, Any]:
+                  exclude_history: bool = True, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         if k > self.num_items:
             raise RequestError("k", f"must be at most the catalogue size {self.num_items}, got {k}")
         now = q.now if q.now is not None else time.time()
@@ -86,6 +87,8 @@ class Recommender:
         banned = {self.index_of[i] for i in exclude if i in self.index_of}
         if exclude_history:
             banned |= set(known)
+        if filters:
+            banned |= set((np.flatnonzero(~self.allowed(filters)) + 1).tolist())
         n = max(k, min(n_candidates, self.num_items))
         if known:
             cand, stage1 = self._retrieve(events, known, now, n, banned)
@@ -97,6 +100,28 @@ class Recommender:
         rows = self._rank(q, events, cand, stage1, now)
         return {"user": q.user, "items": rows[:k], "fallback": fallback, "history_length": len(events),
                 "candidates": len(cand), "unknown_items": unknown, "model_version": self.version}
+
+    def allowed(self, filters: dict[str, list[str]]) -> np.ndarray:
+        """(I,) bool: catalogue items whose column value (any value of a list column) is one of
+        the given raw values, for every filtered column (values compared as text)."""
+        cat = self.bundle.retrieval.catalogue
+        columns = [c for c in cat.column_names if c not in ("item", "popularity")]
+        keep = np.ones(self.num_items, dtype=bool)
+        for name, values in filters.items():
+            if name not in columns:
+                raise RequestError(f"filters.{name}", f"not an item column of this bundle "
+                                   f"(item columns: {', '.join(columns) or 'none'})")
+            col = cat.column(name).combine_chunks()
+            wanted = pa.array(values, pa.string())
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                flat = pc.cast(pc.list_flatten(col), pa.string())
+                rows = np.asarray(pc.list_parent_indices(col))
+                hit = np.zeros(self.num_items, dtype=bool)
+                hit[rows[np.asarray(pc.fill_null(pc.is_in(flat, value_set=wanted), False))]] = True
+            else:
+                hit = np.asarray(pc.fill_null(pc.is_in(pc.cast(col, pa.string()), value_set=wanted), False))
+            keep &= hit
+        return keep
 
     def score(self, q: Query, items: list[str]) -> dict[str, Any]:
         """Rank the caller's candidates with the ranking stage alone (the retriever's score in a
@@ -159,7 +184,7 @@ class Recommender:
         n = min(n, self.num_items - len(banned))  # banned holds catalogue ids only
         if n <= 0:
             return [], []
-        if r.index is not None:
+        if r.index is not None and len(banned) < self.num_items // 2:  # else exact is cheaper
             from ranker.retrieval.ann import ann_search
 
             scores, ids = ann_search(r.index, query.numpy(), min(n + len(banned), self.num_items))

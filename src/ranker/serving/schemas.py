@@ -66,6 +66,9 @@ class RecommendIn(Who):
     n_candidates: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = 200
     exclude: Annotated[list[Id], Field(max_length=MAX_ITEMS)] = []
     exclude_history: bool = True
+    filters: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)],
+                            Annotated[list[Id | float], Field(min_length=1, max_length=MAX_ITEMS)] | Id | float],
+                       Field(max_length=16, description="item column → allowed value(s)")] = {}
 
 
 class ScoreIn(Who):
