@@ -92,12 +92,20 @@ def server_factory(tmp_path: Path) -> Iterator[type]:
         s.stop()
 
 
-def _store_url(kind: str, tmp_path: Path) -> str:
+def _store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
     if not REDIS:
         pytest.skip("RANKER_TEST_REDIS is not set (a redis:// URL of a test server; .ci/run sets it)")
-    return f"{REDIS}?prefix=test-{uuid.uuid4().hex[:8]}"
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    if request is not None:
+        def clean() -> None:
+            s = open_store(f"{REDIS}?prefix={prefix}")
+            for key in s.client.scan_iter(f"{prefix}:*"):  # type: ignore[attr-defined]
+                s.client.delete(key)  # type: ignore[attr-defined]
+            s.close()
+        request.addfinalizer(clean)
+    return f"{REDIS}?prefix={prefix}"
 
 
 def _top(server: Server, user: str, k: int = 5) -> dict:
@@ -108,8 +116,8 @@ def _top(server: Server, user: str, k: int = 5) -> dict:
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_an_event_posted_changes_the_next_recommendation(kind: str, bundles: dict[str, Path], tmp_path: Path,
-                                                         server_factory: type) -> None:
-    server = server_factory(bundles["v1"], _store_url(kind, tmp_path))
+                                                         server_factory: type, request: pytest.FixtureRequest) -> None:
+    server = server_factory(bundles["v1"], _store_url(kind, tmp_path, request))
     assert _top(server, "newcomer")["fallback"] == "popularity"
     t = time.time() - 100
     ack = server.http.post("/events", json={"events": [{"user": "newcomer", "item": "sku-001", "action": 2, "time": t}]})
