@@ -189,3 +189,20 @@ def test_history_encoded_once_equals_every_row_encoding_it(bundle: Path) -> None
     for row in got["items"]:
         np.testing.assert_allclose([row["probabilities"][t] for t in ("click", "buy")], want[row["item"]], rtol=1e-5)
     assert typed_ids(["7", "x"], pa.int64()).to_pylist()[0] == 7 and typed_ids(["7"], pa.string()).to_pylist() == ["7"]
+
+
+def test_a_consistent_manifest_over_runs_that_do_not_fit_is_refused_at_load(bundle: Path, tmp_path: Path) -> None:
+    from ranker.serving import bundle as b
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    pre = copy / "ranker" / "preprocessor.json"
+    state = json.loads(pre.read_text())
+    state["vocabs"]["item"]["values"] = [f"elsewhere-{v}" for v in state["vocabs"]["item"]["values"]]
+    pre.write_text(json.dumps(state))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = b._hash_files(copy)  # re-signed: the hashes alone no longer catch it
+    manifest["version"] = b._version(manifest["files"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"ranker/preprocessor\.json: only 0% .*retrieval/items\.parquet"):
+        load_bundle(copy)

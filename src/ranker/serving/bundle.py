@@ -46,6 +46,7 @@ from ranker.serving.features import (
     input_columns,
     latest_by_key,
 )
+from ranker.serving.store import raw_id
 
 FORMAT = "ranker-bundle/1"
 ROLES = ("user", "item", "context")
@@ -121,7 +122,7 @@ def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = No
         stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
         if ranker_run is not None:
             catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
-            stages["ranker"] = info
+            stages["ranker"] = {**info, "min_item_overlap": min_item_overlap}
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         files = _hash_files(tmp)
         manifest: dict[str, Any] = {
@@ -317,26 +318,26 @@ def load_bundle(path: Path) -> Bundle:
         vectors = model.item_vectors().detach().float().clone()
     retrieval = RetrievalStage(cfg, model, serving.items, catalogue.column("popularity").to_numpy(),
                                catalogue, index, vectors)
-    ranking = _load_ranking(path, catalogue, serving.items) if "ranker" in manifest["stages"] else None
+    ranker = manifest["stages"].get("ranker")
+    ranking = None if ranker is None else _load_ranking(path, catalogue, serving.items,
+                                                        float(ranker.get("min_item_overlap", 0.0)))
     return Bundle(path, manifest, retrieval, ranking)
 
 
-def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array) -> RankingStage:
+def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap: float) -> RankingStage:
     from ranker.data.preprocess import Preprocessor
     from ranker.ranking.run import load_run
     from ranker.tasks import TaskSpec
 
     cfg, model, pre = load_run(path / "ranker")
     check_items_fit(pre, cfg.data, items, path / "ranker" / "preprocessor.json",
-                    path / "retrieval" / "items.parquet", 0.0)
+                    path / "retrieval" / "items.parquet", min_overlap)
     features = json.loads((path / "features.json").read_text())
     cols = features["columns"]
     by_role = {r: [c for c, v in cols.items() if v["role"] == r] for r in ROLES}
     users: dict[str, dict[str, Any]] = {}
     if features["user_key"] is not None and (path / "users.parquet").is_file():
         table = pq.read_table(path / "users.parquet")
-        from ranker.serving.store import raw_id
-
         values = {c: table.column(c).combine_chunks() for c in by_role["user"]}
         for i, u in enumerate(table.column("user").to_pylist()):
             users[raw_id(u)] = {c: v[i] for c, v in values.items()}
