@@ -76,10 +76,11 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT INTO events(user, item, action, time, context) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")  # returns once the WAL is fsync'd (synchronous=FULL)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def history(self, user: str, limit: int) -> list[Event]:
         if limit <= 0:
