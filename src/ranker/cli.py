@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--split", default="test", choices=["valid", "test"])
     rb.set_defaults(func=_cmd_retrieval_baseline)
 
+    _serving_parsers(sub)
+
     ds = sub.add_parser("datasets", help="list or prepare the built-in datasets")
     dsub = ds.add_subparsers(title="datasets commands")
     dl = dsub.add_parser("list", help="list built-in datasets and their protocols")
@@ -321,6 +323,137 @@ def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
         f"{data.num_items:,} items, most-popular:"
     )
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+# ---------------------------------------------------------------------- serving (ranker.serving)
+
+
+def _serving_parsers(sub: Any) -> None:
+    """``ranker bundle``, ``ranker serve`` and ``ranker events load``."""
+    b = sub.add_parser("bundle", help="pack a retrieval run (+ a ranker run) into one verified serving directory")
+    b.add_argument("--retrieval", type=Path, required=True, metavar="RUN_DIR",
+                   help="finished SASRec / HSTU run (stage 1: candidates, item vectors, catalogue)")
+    b.add_argument("--ranker", type=Path, metavar="RUN_DIR",
+                   help="finished feature-ranker run on the same item ids (stage 2); omit for retrieval only")
+    b.add_argument("--out", type=Path, required=True, help="bundle directory to write (written atomically)")
+    b.add_argument("--index", choices=["hnsw", "ivf", "exact"], default="hnsw",
+                   help="faiss index built once over the item vectors; exact = no index (also "
+                        "the fallback when faiss is not installed)")
+    b.add_argument("--role", action="append", default=[], metavar="COLUMN=user|item|context",
+                   help="where a ranker input column's value comes from at request time (default: "
+                        "inferred from the data, recorded in features.json)")
+    b.add_argument("--min-item-overlap", type=float, default=0.9, metavar="SHARE",
+                   help="share of the ranker's item ids that must be in the retrieval catalogue")
+    b.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    b.set_defaults(func=_cmd_bundle)
+
+    sv = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; OpenAPI at /docs)")
+    sv.add_argument("bundle", type=Path, help="a directory written by `ranker bundle` (checked against its manifest)")
+    sv.add_argument("--store", default="sqlite:///events.db",
+                    help="event store: sqlite:///path.db (embedded, default ./events.db) or "
+                         "redis://host:port/db[?cap=N] (shared by workers and machines)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: local only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sv.add_argument("--workers", type=int, default=1,
+                    help="uvicorn worker processes (each loads the bundle; /reload swaps one worker's)")
+    sv.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
+    sv.add_argument("--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                    help="larger request bodies get a 413")
+    sv.set_defaults(func=_cmd_serve)
+
+    rc = sub.add_parser("recommend", help="top-k for every user of a file with a bundle (batch, no HTTP)")
+    rc.add_argument("bundle", type=Path, help="a directory written by `ranker bundle`")
+    rc.add_argument("users", type=Path, help="text file, one raw user id per line")
+    rc.add_argument("--store", default="sqlite:///events.db", help="event store holding the histories")
+    rc.add_argument("--k", type=int, default=100, help="items per user")
+    rc.add_argument("--n-candidates", type=int, default=200, help="stage-1 candidates per user")
+    rc.add_argument("--out", type=Path, required=True, help="parquet: user, rank, item, score, fallback, tasks")
+    rc.set_defaults(func=_cmd_recommend)
+
+    pr = sub.add_parser("predict", help="score a parquet file of ranker rows (batch, streamed in chunks)")
+    pr.add_argument("source", type=Path, help="a ranking run directory or a bundle with a ranker")
+    pr.add_argument("rows", type=Path, help="parquet with the ranker's input columns (as in training)")
+    pr.add_argument("--out", type=Path, required=True, help="parquet: score and one probability per task, row order kept")
+    pr.add_argument("--chunk", type=int, default=50_000, help="rows per chunk")
+    pr.set_defaults(func=_cmd_predict)
+
+    ev = sub.add_parser("events", help="the event store of `ranker serve`")
+    esub = ev.add_subparsers(title="events commands")
+    el = esub.add_parser("load", help="bulk-load a past event file (CSV or parquet) into a store")
+    el.add_argument("store", help="sqlite:///path.db or redis://host:port/db")
+    el.add_argument("file", type=Path, help=".parquet, or CSV with a header (see --column-names)")
+    el.add_argument("--user-column", required=True, help="column of raw user ids")
+    el.add_argument("--item-column", required=True, help="column of raw item ids")
+    el.add_argument("--action-column", help="stored as the event's action (e.g. a rating)")
+    el.add_argument("--time-column", help="unix seconds (default: the row number)")
+    el.add_argument("--delimiter", default=",", help="CSV delimiter; '\\t' for tab")
+    el.add_argument("--column-names", metavar="A,B,...", help="CSV without a header: its column names")
+    el.add_argument("--chunk", type=int, default=10_000, help="events per write transaction")
+    el.set_defaults(func=_cmd_events_load)
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from ranker.errors import ConfigError
+    from ranker.serving.bundle import write_bundle
+
+    roles = {}
+    for r in args.role:
+        col, sep, role = r.partition("=")
+        if not sep:
+            raise ConfigError(f"--role {r!r}: expected COLUMN=user|item|context")
+        roles[col] = role
+    start = time.perf_counter()
+    m = write_bundle(args.retrieval, args.out, ranker_run=args.ranker, index=args.index, roles=roles,
+                     min_item_overlap=args.min_item_overlap, force=args.force)
+    stages = " + ".join(f"{k} ({v.get('model') or ', '.join(v.get('tasks', []))})" for k, v in m["stages"].items())
+    print(f"bundle {args.out}: version {m['version']}, {stages}, {m['items']:,} items, search {m['search']}, "
+          f"{len(m['files'])} files ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ranker.serving.app import serve
+
+    serve(args.bundle, store=args.store, host=args.host, port=args.port, workers=args.workers,
+          threads=args.threads, max_body=args.max_body)
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from ranker.serving.batch import open_for_batch, read_users, recommend_file
+    from ranker.serving.store import open_store
+
+    users = read_users(args.users)
+    store = open_store(args.store)
+    start = time.perf_counter()
+    n = recommend_file(open_for_batch(args.bundle, store), users, args.out, k=args.k, n_candidates=args.n_candidates)
+    store.close()
+    print(f"{n:,} rows for {len(users):,} users → {args.out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ranker.serving.batch import predict_file
+
+    start = time.perf_counter()
+    n = predict_file(args.source, args.rows, args.out, chunk=args.chunk)
+    print(f"{n:,} rows scored → {args.out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _cmd_events_load(args: argparse.Namespace) -> int:
+    from ranker.serving.store import load_file, open_store
+
+    store = open_store(args.store)
+    start = time.perf_counter()
+    delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
+    n = load_file(store, args.file, user_column=args.user_column, item_column=args.item_column,
+                  action_column=args.action_column, time_column=args.time_column, delimiter=delimiter,
+                  column_names=args.column_names.split(",") if args.column_names else None, chunk=args.chunk)
+    store.close()
+    seconds = time.perf_counter() - start
+    print(f"{n:,} events from {args.file} into {args.store} ({seconds:.1f}s, {n / max(seconds, 1e-9):,.0f} events/s)")
     return 0
 
 

@@ -1,0 +1,19 @@
+"""Serving: a verified bundle of both stages behind an HTTP API, fed by a live event store.
+
+==================  =============================================================
+module              job
+==================  =============================================================
+``bundle``          ``ranker bundle``: write / verify / load one self-contained directory
+``features``        which ranker input column comes from the user, the item or the request
+``store``           the event store interface, URLs, bulk load of an event file
+``sqlite_store``    the embedded store (one WAL file)
+``redis_store``     the shared store (a sorted set per user)
+``recommender``     the two stages on raw ids: history → candidates → ranked top-k
+``schemas``         request bodies and their bounds
+``metrics``         Prometheus text
+``app``             the FastAPI app and ``ranker serve`` (uvicorn)
+``batch``           ``ranker recommend`` (users file → top-k) and ``ranker predict`` (rows → scores)
+==================  =============================================================
+
+Needs the ``serve`` extra (``pip install 'ranker[serve]'``: FastAPI, uvicorn, redis, faiss).
+"""

@@ -1,0 +1,245 @@
+"""The HTTP service (FastAPI): events in, two-stage recommendations out.
+
+    POST /events        a batch of events; durable in the store before the reply
+    POST /recommend     top-k for a user (history from the store) or a given history
+    POST /score         rank the caller's candidates (the ranking stage alone)
+    GET  /similar/{item} nearest items by the retriever's item vectors
+    GET  /health, GET /metrics (Prometheus text), POST /reload (swap bundles), /docs (OpenAPI)
+
+Every handler reads the served :class:`~ranker.serving.recommender.Recommender` once into a
+local, so ``/reload`` (which loads and verifies the new bundle fully, then replaces one
+reference) never changes a request in flight: it finishes on the bundle it started with.
+Errors are one line naming the field: a malformed body is a 422 (``{"detail": "k: Input
+should be greater than or equal to 1"}``), an oversized one a 413, non-JSON a 422 on ``body``.
+Handlers are plain functions run in FastAPI's thread pool; the store and models are thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from ranker.errors import RankerError
+from ranker.serving.bundle import load_bundle
+from ranker.serving.metrics import Metrics
+from ranker.serving.recommender import Query, Recommender, RequestError
+from ranker.serving.schemas import EventsIn, RecommendIn, ReloadIn, ScoreIn, Who
+from ranker.serving.store import Event, EventStore, open_store, raw_id
+
+MAX_BODY = 4 * 1024 * 1024
+
+
+class State:
+    """The served recommender and what swaps it."""
+
+    def __init__(self, bundle: Path, store: EventStore) -> None:
+        self.store = store
+        self.engine = Recommender(load_bundle(bundle), store)
+        self.metrics = Metrics()
+        self.reload_lock = threading.Lock()
+
+    def reload(self, bundle: Path) -> Recommender:
+        with self.reload_lock:
+            engine = Recommender(load_bundle(bundle), self.store)  # verified and loaded first
+            self.engine = engine  # one reference swap: requests in flight keep the old one
+            self.metrics.add_reload()
+            return engine
+
+
+def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The app serving `bundle` with events in `store_url`."""
+    state = State(Path(bundle), open_store(store_url))
+    app = FastAPI(title="ranker", version=state.engine.version,
+                  description="Two-stage recommendations (retrieval + ranking) over live events.")
+    app.state.ranker = state
+    _errors(app)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.observe(path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.post("/events", summary="append a batch of events (durable before the reply)")
+    def post_events(body: EventsIn) -> dict[str, Any]:
+        engine = state.engine
+        now = time.time()
+        events = [Event(raw_id(e.user), raw_id(e.item), None if e.action is None else raw_id(e.action),
+                        now if e.time is None else e.time, dict(e.context)) for e in body.events]
+        state.store.append(events)
+        state.metrics.add_events(len(events))
+        unknown = list(dict.fromkeys(e.item for e in events if e.item not in engine.index_of))
+        return {"accepted": len(events), "unknown_items": unknown}
+
+    @app.post("/recommend", summary="top-k items for a user or a history")
+    def post_recommend(body: RecommendIn) -> dict[str, Any]:
+        engine = state.engine
+        return engine.recommend(_query(body), k=body.k, n_candidates=body.n_candidates,
+                                exclude=[raw_id(i) for i in body.exclude], exclude_history=body.exclude_history,
+                                filters={c: [raw_id(v) for v in (vs if isinstance(vs, list) else [vs])]
+                                         for c, vs in body.filters.items()})
+
+    @app.post("/score", summary="rank the caller's candidates (ranking stage alone)")
+    def post_score(body: ScoreIn) -> dict[str, Any]:
+        return state.engine.score(_query(body), [raw_id(i) for i in body.items])
+
+    @app.get("/similar/{item}", summary="nearest items by the item vectors")
+    def get_similar(item: str, k: int = 10) -> dict[str, Any]:
+        if not 1 <= k <= 1000:
+            raise RequestError("k", f"must be in 1..1000, got {k}")
+        return state.engine.similar(raw_id(item), k)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        engine = state.engine
+        return {"status": "ok", "model_version": engine.version, "bundle": str(engine.bundle.path),
+                "items": engine.num_items, "ranker": engine.bundle.ranking is not None,
+                "search": engine.bundle.manifest["search"], "store": state.store.url}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        engine = state.engine
+        return state.metrics.render(engine.version, str(engine.bundle.path))
+
+    @app.post("/reload", summary="swap to another (or the same, re-read) bundle directory")
+    def reload(body: ReloadIn | None = None) -> dict[str, Any]:
+        old = state.engine
+        path = Path(body.bundle) if body is not None and body.bundle else old.bundle.path
+        try:
+            new = state.reload(path)
+        except RankerError as exc:
+            raise RequestError("bundle", str(exc).splitlines()[0]) from None
+        return {"model_version": new.version, "previous_version": old.version, "bundle": str(path)}
+
+    return BodyLimit(app, max_body)  # type: ignore[return-value]
+
+
+def _query(body: Who) -> Query:
+    history = None
+    if body.history is not None:
+        now = body.time if body.time is not None else time.time()
+        history = []
+        for h in body.history:
+            if isinstance(h, str | int):
+                history.append(Event(raw_id(body.user or ""), raw_id(h), None, now))
+            else:
+                history.append(Event(raw_id(body.user or ""), raw_id(h.item),
+                                     None if h.action is None else raw_id(h.action),
+                                     now if h.time is None else h.time))
+        history.sort(key=lambda e: e.time)  # stable: equal times keep the given order
+    return Query(None if body.user is None else raw_id(body.user), history, dict(body.context), body.time)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": one_line(exc.errors())}, status_code=422)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+
+def one_line(errors: Any) -> str:
+    """The first validation error as ``field.path: reason`` (``body`` for the body itself)."""
+    if not errors:
+        return "body: invalid request"
+    e = errors[0]
+    loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path") and not _union_tag(p)]
+    if e.get("type") == "json_invalid":
+        return "body: not valid JSON"
+    msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+    if msg.split(":")[0] in ("user",) and not loc:
+        return msg
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{'.'.join(loc) or 'body'}: {msg}{more}"
+
+
+def _union_tag(part: Any) -> bool:
+    """Pydantic's name of a union member in an error location (``constrained-str``, ``int``)."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "-" in part
+                                      or "[" in part or part[:1].isupper())
+
+
+class BodyLimit:
+    """ASGI wrapper: a request body over `limit` bytes is a 413 before the app reads it."""
+
+    def __init__(self, app: FastAPI, limit: int) -> None:
+        self.app, self.limit = app, limit
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await _too_large(send, self.limit)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"detail": f"body: larger than {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def app_from_env() -> Any:
+    """The app ``ranker serve`` starts in each uvicorn worker (settings from the environment)."""
+    threads = os.environ.get("RANKER_SERVE_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    return create_app(Path(os.environ["RANKER_SERVE_BUNDLE"]), os.environ["RANKER_SERVE_STORE"],
+                      max_body=int(os.environ.get("RANKER_SERVE_MAX_BODY", MAX_BODY)))
+
+
+def serve(bundle: Path, *, store: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          threads: int | None = None, max_body: int = MAX_BODY, log_level: str = "info") -> None:
+    """Run uvicorn with `workers` processes, each loading `bundle` (verified) and `store`."""
+    import uvicorn
+
+    load_bundle(bundle)  # refuse a bad bundle here, with its message, before any worker starts
+    os.environ.update({"RANKER_SERVE_BUNDLE": str(Path(bundle).resolve()), "RANKER_SERVE_STORE": store,
+                       "RANKER_SERVE_MAX_BODY": str(max_body)})
+    if threads:
+        os.environ["RANKER_SERVE_THREADS"] = str(threads)
+    uvicorn.run("ranker.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)

@@ -1,0 +1,349 @@
+"""A serving bundle: one self-contained, verified directory with both stages.
+
+``ranker bundle --retrieval RUN [--ranker RUN] --out DIR`` writes (:func:`write_bundle`)::
+
+    manifest.json          format, version, the source runs, search kind, sha256 + size of every file
+    retrieval/             a retrieval run directory (config.yaml, model.safetensors,
+                           items.parquet, data.json; histories.parquet left empty): loads with
+                           ranker.retrieval.run.load_run
+    catalogue.parquet      `item` raw id (row k-1 = internal item k), `popularity` (events in
+                           the retrieval data), then the ranker's item columns (latest values)
+    index.faiss            faiss index over the item vectors (absent with --index exact)
+    ranker/                a ranking run directory (config.yaml, preprocessor.json,
+                           model.safetensors): loads with ranker.ranking.run.load_run
+    users.parquet          the ranker's user columns, latest value per user (raw user id `user`)
+    features.json          where each ranker input column comes from (ranker.serving.features)
+
+Nothing is read outside the directory at load (:func:`load_bundle`): every file's sha256 is
+checked against the manifest first, and a missing or changed file is refused by name. The two
+stages must share item ids: at bundle and at load, the ranker's item vocabulary must be of
+the catalogue's id type and mostly inside it (``min_item_overlap``), else the bundle is
+refused naming both files. A generative (HSTU) stage 2 is not bundled yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from ranker.errors import ConfigError
+from ranker.serving.features import (
+    HistoryColumns,
+    column_roles,
+    history_columns,
+    input_columns,
+    latest_by_key,
+)
+from ranker.serving.store import raw_id
+
+FORMAT = "ranker-bundle/1"
+ROLES = ("user", "item", "context")
+
+
+class BundleError(ConfigError):
+    """A bundle that cannot be served: a file missing or changed, or stages that do not fit."""
+
+
+@dataclass
+class RetrievalStage:
+    cfg: Any
+    model: Any  # SequentialRetriever in eval mode
+    items: pa.Array  # raw ids, row k-1 = internal item k
+    popularity: np.ndarray  # (I,) events per catalogue item
+    catalogue: pa.Table  # catalogue.parquet: item, popularity, the ranker's item columns
+    index: Any | None  # faiss index over rows 1..I of the item table, or None (exact search)
+    item_vectors: torch.Tensor  # (I + 1, D), row 0 padding
+
+
+@dataclass
+class RankingStage:
+    cfg: Any  # RunConfig
+    model: torch.nn.Module
+    pre: Any  # Preprocessor without tasks (no label columns needed)
+    spec: Any  # TaskSpec
+    user_key: str | None
+    item_key: str
+    item_features: pa.Table  # the ranker's item columns, aligned with the catalogue
+    users: dict[str, dict[str, Any]]  # raw user id -> {column: pa.Scalar}
+    user_columns: list[str]
+    context_columns: list[str]
+    history: HistoryColumns | None
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    retrieval: RetrievalStage
+    ranking: RankingStage | None
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+
+# ---------------------------------------------------------------------- write
+
+
+def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = None, index: str = "hnsw",
+                 roles: dict[str, str] | None = None, min_item_overlap: float = 0.9,
+                 force: bool = False) -> dict[str, Any]:
+    """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed)."""
+    from ranker.families import family_of_run
+    from ranker.retrieval.run import load_run as load_retrieval
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"--out {out}: exists (pass --force to replace it)")
+    if family_of_run(retrieval_run).kind != "retrieval":
+        raise ConfigError(f"--retrieval {retrieval_run}: not a retrieval run (kind in its config.yaml)")
+    cfg, model, serving = load_retrieval(retrieval_run)
+    items = serving.items
+    if ranker_run is not None:  # refuse runs that do not fit before writing anything
+        _check_ranker(Path(ranker_run), items, Path(retrieval_run) / "items.parquet", min_item_overlap)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        _copy_retrieval(Path(retrieval_run), tmp / "retrieval", serving.histories.schema)
+        catalogue = pa.table({"item": items, "popularity": _popularity(items, serving.histories)})
+        search = _write_index(model, tmp / "index.faiss", index)
+        stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
+        if ranker_run is not None:
+            catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
+            stages["ranker"] = {**info, "min_item_overlap": min_item_overlap}
+        pq.write_table(catalogue, tmp / "catalogue.parquet")
+        files = _hash_files(tmp)
+        manifest: dict[str, Any] = {
+            "format": FORMAT, "version": _version(files),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "search": search, "stages": stages, "items": len(items), "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _copy_retrieval(run: Path, dest: Path, histories_schema: pa.Schema) -> None:
+    dest.mkdir()
+    for name in ("config.yaml", "model.safetensors", "items.parquet", "data.json"):
+        shutil.copyfile(run / name, dest / name)
+    pq.write_table(histories_schema.empty_table(), dest / "histories.parquet")
+
+
+def _popularity(items: pa.Array, histories: pa.Table) -> pa.Array:
+    flat = pc.list_flatten(histories.column("items"))
+    counts = pc.value_counts(flat)
+    idx = pc.index_in(items, value_set=counts.field("values"))
+    got = counts.field("counts").take(pc.fill_null(idx, 0))
+    return pc.if_else(pc.is_null(idx), 0, got).cast(pa.int64())
+
+
+def _write_index(model: Any, path: Path, kind: str) -> str:
+    if kind == "exact":
+        return "exact"
+    try:
+        import faiss
+
+        from ranker.retrieval.ann import build_index
+    except ImportError:
+        return "exact"  # without faiss the service searches exactly (one matrix product)
+    vectors = model.item_vectors()[1:].detach().float().numpy()
+    faiss.write_index(build_index(vectors, kind), str(path))  # type: ignore[arg-type]
+    return kind
+
+
+def _check_ranker(run: Path, items: pa.Array, catalogue_file: Path, min_overlap: float) -> None:
+    from ranker.families import family_of_run
+    from ranker.ranking.run import load_run
+
+    kind = family_of_run(run).kind
+    if kind != "ranking":
+        raise ConfigError(f"--ranker {run}: a {kind} run; bundles take a feature ranker "
+                          "(the generative ranker is not bundled yet)")
+    cfg, _, pre = load_run(run)
+    check_items_fit(pre, cfg.data, items, run / "preprocessor.json", catalogue_file, min_overlap)
+
+
+def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, str]) -> tuple[pa.Table, dict[str, Any]]:
+    from ranker.ranking.run import load_run, resolve_data
+
+    cfg, _, _ = load_run(run)
+    data, tables = resolve_data(cfg.data)
+    table = pa.concat_tables([tables[s] for s in ("train", "valid", "test")], promote_options="default")
+    user_key, item_key = data.group_column, _item_key(data, run)
+    found = column_roles(table, input_columns(data), user_key, item_key)
+    for col, role in roles.items():
+        if col not in found or found[col]["role"] == "key":
+            raise ConfigError(f"--role {col}={role}: not an input column of the ranker "
+                              f"({', '.join(c for c, r in found.items() if r['role'] != 'key')})")
+        if role not in ROLES or (role == "user" and user_key is None):
+            raise ConfigError(f"--role {col}={role}: expected one of {', '.join(ROLES)}")
+        found[col] = {**found[col], "role": role, "forced": True}
+    by_role = {r: [c for c, v in found.items() if v["role"] == r] for r in ROLES}
+    item_table = latest_by_key(table, item_key, by_role["item"])
+    cat_ids = catalogue.column("item").combine_chunks()
+    idx = pc.index_in(cat_ids, value_set=item_table.column(item_key).combine_chunks().cast(cat_ids.type))
+    for col in by_role["item"]:
+        catalogue = catalogue.append_column(col, item_table.column(col).take(idx))
+    if user_key is not None:
+        users = latest_by_key(table, user_key, by_role["user"])
+        users = users.rename_columns(["user", *by_role["user"]])
+        pq.write_table(users, tmp / "users.parquet")
+    dest = tmp / "ranker"
+    dest.mkdir()
+    for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
+        shutil.copyfile(run / name, dest / name)
+    hist = history_columns(data)
+    features = {"user_key": user_key, "item_key": item_key, "columns": found,
+                "history": None if hist is None else hist.__dict__}
+    (tmp / "features.json").write_text(json.dumps(features, indent=2))
+    return catalogue, {"run": str(run.resolve()), "tasks": [t.name for t in data.tasks]}
+
+
+def _item_key(data: Any, run: Path) -> str:
+    if data.item_column is None:
+        raise ConfigError(f"--ranker {run}: its data.item_column is not set; serving needs to know "
+                          "which column holds the candidate item")
+    return str(data.item_column)
+
+
+def item_feature(pre: Any, data: Any) -> str:
+    """The name of the categorical feature that holds the ranker's item id."""
+    from ranker.config.schema import CategoricalFeature
+
+    for f in pre.features:
+        if isinstance(f, CategoricalFeature) and (f.column or f.name) == data.item_column:
+            return str(f.vocab_from or f.name)
+    raise ConfigError(f"data.item_column {data.item_column!r}: no categorical feature reads it")
+
+
+def check_items_fit(pre: Any, data: Any, items: pa.Array, pre_file: Path, catalogue_file: Path,
+                    min_overlap: float) -> None:
+    """Refuse a ranker whose item vocabulary is not the catalogue's ids (type, then overlap)."""
+    if data.item_column is None:
+        raise BundleError(f"{pre_file}: the ranker's config has no data.item_column")
+    vocab = pre.vocab_of(item_feature(pre, data))
+    cat_type = "int" if pa.types.is_integer(items.type) else "str"
+    if vocab.dtype != cat_type:
+        raise BundleError(f"{pre_file}: the ranker's item ids are {vocab.dtype} but the retrieval "
+                          f"catalogue {catalogue_file} holds {cat_type} ids: the runs do not fit together")
+    inside = pc.is_in(vocab.values, value_set=items.cast(vocab.values.type))
+    share = float(pc.mean(pc.cast(inside, pa.float64())).as_py() or 0.0) if len(vocab.values) else 1.0
+    if share < min_overlap:
+        outside = vocab.values.filter(pc.invert(inside)).slice(0, 5).to_pylist()
+        raise BundleError(
+            f"{pre_file}: only {share:.0%} of the ranker's {len(vocab.values)} item ids are in the "
+            f"retrieval catalogue {catalogue_file} ({len(items)} items; e.g. {outside} are not): the "
+            f"item vocabularies differ, so the runs were trained on different items")
+
+
+# ---------------------------------------------------------------------- verify and load
+
+
+def _hash_files(root: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            out[p.relative_to(root).as_posix()] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(files: dict[str, dict[str, Any]]) -> str:
+    text = "\n".join(f"{name} {v['sha256']}" for name, v in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """The manifest, once every file it lists is present with its sha256 (BundleError naming
+    the first file that is not)."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise BundleError(f"{mf}: missing (not a bundle directory; make one with `ranker bundle`)")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{mf}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{mf}: not a {FORMAT} manifest")
+    for name, meta in sorted(manifest["files"].items()):
+        p = path / name
+        if not p.is_file():
+            raise BundleError(f"{p}: listed in the manifest but missing")
+        if p.stat().st_size != meta["bytes"] or _sha256(p) != meta["sha256"]:
+            raise BundleError(f"{p}: sha256 differs from the manifest (the file was changed after bundling)")
+    if _version(manifest["files"]) != manifest.get("version"):
+        raise BundleError(f"{mf}: its version does not match its file list (the manifest was edited)")
+    return manifest
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Verify then load a bundle: both stages in eval mode, tables in memory."""
+    from ranker.retrieval.run import load_run as load_retrieval
+
+    path = Path(path)
+    manifest = verify_bundle(path)
+    cfg, model, serving = load_retrieval(path / "retrieval")
+    catalogue = pq.read_table(path / "catalogue.parquet")
+    index = None
+    if manifest["search"] != "exact":
+        import faiss
+
+        index = faiss.read_index(str(path / "index.faiss"))
+    with torch.inference_mode():
+        vectors = model.item_vectors().detach().float().clone()
+    retrieval = RetrievalStage(cfg, model, serving.items, catalogue.column("popularity").to_numpy(),
+                               catalogue, index, vectors)
+    ranker = manifest["stages"].get("ranker")
+    ranking = None if ranker is None else _load_ranking(path, catalogue, serving.items,
+                                                        float(ranker.get("min_item_overlap", 0.0)))
+    return Bundle(path, manifest, retrieval, ranking)
+
+
+def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap: float) -> RankingStage:
+    from ranker.data.preprocess import Preprocessor
+    from ranker.ranking.run import load_run
+    from ranker.tasks import TaskSpec
+
+    cfg, model, pre = load_run(path / "ranker")
+    check_items_fit(pre, cfg.data, items, path / "ranker" / "preprocessor.json",
+                    path / "retrieval" / "items.parquet", min_overlap)
+    features = json.loads((path / "features.json").read_text())
+    cols = features["columns"]
+    by_role = {r: [c for c, v in cols.items() if v["role"] == r] for r in ROLES}
+    users: dict[str, dict[str, Any]] = {}
+    if features["user_key"] is not None and (path / "users.parquet").is_file():
+        table = pq.read_table(path / "users.parquet")
+        values = {c: table.column(c).combine_chunks() for c in by_role["user"]}
+        for i, u in enumerate(table.column("user").to_pylist()):
+            users[raw_id(u)] = {c: v[i] for c, v in values.items()}
+    state = pre.state_dict()
+    serving_pre = Preprocessor.from_state({**state, "tasks": []})
+    hist = features["history"]
+    return RankingStage(cfg, model, serving_pre, TaskSpec.from_tasks(pre.tasks), features["user_key"],
+                        features["item_key"], catalogue.select(by_role["item"]), users, by_role["user"],
+                        by_role["context"], None if hist is None else HistoryColumns(**hist))

@@ -1,0 +1,237 @@
+"""The two stages behind ``/recommend``, ``/score`` and ``/similar``, on raw ids.
+
+    history  = store.history(user, H)            (or the request's own history)
+    stage 1  = top-n_candidates of ⟨u(history), e_j⟩ over the catalogue (faiss or exact),
+               history and ``exclude`` removed; no known history → the most popular items
+    stage 2  = the feature ranker's task probabilities p_t on (user, candidate, context,
+               history) rows, combined into the serving score s = Σ_t w_t p_t (or Π p_t^w_t)
+    answer   = top-k by s (by the stage-1 score in a retrieval-only bundle)
+
+H is the longest history a model reads (the retriever's ``max_len``, the ranker's history
+``max_len``). History items outside the catalogue are kept for the ranker (its OOV row) but
+cannot enter the retriever; they are reported as ``unknown_items``. Everything here is
+synchronous and thread-safe (the models are only read, under ``torch.inference_mode``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ranker.data.tensors import TensorData
+from ranker.errors import RankerError
+from ranker.retrieval.search import exact_topk
+from ranker.serving.bundle import Bundle
+from ranker.serving.features import ranker_rows
+from ranker.serving.store import Event, EventStore, raw_id
+from ranker.tasks import serving_score
+
+
+class RequestError(RankerError):
+    """A request the bundle cannot answer; ``field`` names the request field at fault."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.status = field, status
+
+
+@dataclass
+class Query:
+    """Who to recommend for: a user (history from the store) and/or an explicit history."""
+
+    user: str | None = None
+    history: list[Event] | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    now: float | None = None
+
+
+class Recommender:
+    """A loaded bundle plus the event store: the service's logic, without HTTP."""
+
+    def __init__(self, bundle: Bundle, store: EventStore | None = None) -> None:
+        self.bundle, self.store = bundle, store
+        r = bundle.retrieval
+        self.num_items = len(r.items)
+        self.raw_items = [raw_id(v) for v in r.items.to_pylist()]
+        self.index_of = {item: k + 1 for k, item in enumerate(self.raw_items)}
+        self.popular = np.argsort(-r.popularity, kind="stable") + 1  # internal ids, most popular first
+        hist = bundle.ranking.history if bundle.ranking is not None else None
+        self.history_len = max(int(r.model.max_len), hist.max_len if hist is not None else 0)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    # ------------------------------------------------------------------ requests
+
+    def history_of(self, q: Query) -> list[Event]:
+        if q.history is not None:
+            return q.history[-self.history_len:]
+        if q.user is None or self.store is None:
+            return []
+        return self.store.history(q.user, self.history_len)
+
+    def recommend(self, q: Query, *, k: int, n_candidates: int, exclude: list[str],
+                  exclude_history: bool = True, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        if k > self.num_items:
+            raise RequestError("k", f"must be at most the catalogue size {self.num_items}, got {k}")
+        now = q.now if q.now is not None else time.time()
+        events = self.history_of(q)
+        known, unknown = self._internal([e.item for e in events])
+        banned = {self.index_of[i] for i in exclude if i in self.index_of}
+        if exclude_history:
+            banned |= set(known)
+        if filters:
+            banned |= set((np.flatnonzero(~self.allowed(filters)) + 1).tolist())
+        n = max(k, min(n_candidates, self.num_items))
+        if known:
+            cand, stage1 = self._retrieve(events, known, now, n, banned)
+            fallback = None
+        else:
+            cand = self.popular[~np.isin(self.popular, list(banned))][:n]
+            stage1 = self.bundle.retrieval.popularity[cand - 1].astype(np.float64)
+            fallback = "popularity"
+        rows = self._rank(q, events, cand, stage1, now)
+        return {"user": q.user, "items": rows[:k], "fallback": fallback, "history_length": len(events),
+                "candidates": len(cand), "unknown_items": unknown, "model_version": self.version}
+
+    def allowed(self, filters: dict[str, list[str]]) -> np.ndarray:
+        """(I,) bool: catalogue items whose column value (any value of a list column) is one of
+        the given raw values, for every filtered column (values compared as text)."""
+        cat = self.bundle.retrieval.catalogue
+        columns = [c for c in cat.column_names if c not in ("item", "popularity")]
+        keep = np.ones(self.num_items, dtype=bool)
+        for name, values in filters.items():
+            if name not in columns:
+                raise RequestError(f"filters.{name}", f"not an item column of this bundle "
+                                   f"(item columns: {', '.join(columns) or 'none'})")
+            col = cat.column(name).combine_chunks()
+            wanted = pa.array(values, pa.string())
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                flat = pc.cast(pc.list_flatten(col), pa.string())
+                rows = np.asarray(pc.list_parent_indices(col))
+                hit = np.zeros(self.num_items, dtype=bool)
+                hit[rows[np.asarray(pc.fill_null(pc.is_in(flat, value_set=wanted), False))]] = True
+            else:
+                hit = np.asarray(pc.fill_null(pc.is_in(pc.cast(col, pa.string()), value_set=wanted), False))
+            keep &= hit
+        return keep
+
+    def score(self, q: Query, items: list[str]) -> dict[str, Any]:
+        """Rank the caller's candidates with the ranking stage alone (the retriever's score in a
+        retrieval-only bundle, where unknown items cannot be scored and are left out)."""
+        now = q.now if q.now is not None else time.time()
+        events = self.history_of(q)
+        if self.bundle.ranking is not None:
+            rows = self._ranker_rows(q, events, items, None, now)
+            _, unknown = self._internal(items)
+        else:
+            cand, unknown = self._internal(items)
+            known, _ = self._internal([e.item for e in events])
+            c = np.asarray(cand, dtype=np.int64)
+            if known:
+                user = self._user_vector(events, known, now)
+                s = (self.bundle.retrieval.item_vectors[c] @ user[0]).double().numpy()
+            else:
+                s = self.bundle.retrieval.popularity[c - 1].astype(np.float64)
+            rows = self._rank(q, events, c, s, now)
+        return {"user": q.user, "items": rows, "history_length": len(events), "unknown_items": unknown,
+                "model_version": self.version}
+
+    def similar(self, item: str, k: int) -> dict[str, Any]:
+        """The `k` items nearest to `item` by inner product of the retriever's item vectors."""
+        i = self.index_of.get(item)
+        if i is None:
+            raise RequestError("item", f"{item!r} is not in the catalogue", status=404)
+        k = min(k, self.num_items - 1)
+        vec = self.bundle.retrieval.item_vectors[i:i + 1]
+        ids, scores = self._search(vec, k + 1, {i})
+        return {"item": item, "items": [{"item": self.raw_items[j - 1], "score": float(s)}
+                                        for j, s in zip(ids[:k], scores[:k], strict=True)],
+                "model_version": self.version}
+
+    # ------------------------------------------------------------------ stages
+
+    def _internal(self, raw: list[str]) -> tuple[list[int], list[str]]:
+        known = [self.index_of[i] for i in raw if i in self.index_of]
+        unknown = list(dict.fromkeys(i for i in raw if i not in self.index_of))
+        return known, unknown
+
+    @torch.inference_mode()
+    def _user_vector(self, events: list[Event], known: list[int], now: float) -> torch.Tensor:
+        model = self.bundle.retrieval.model
+        times = [int(e.time) for e in events if e.item in self.index_of][-model.max_len:]
+        x = torch.tensor(known[-model.max_len:]).unsqueeze(0)  # (1, L)
+        t = torch.tensor(times).unsqueeze(0)
+        q = torch.cat([t[:, 1:], torch.tensor([[int(now)]])], dim=1)  # each position's next time
+        return model.user_vectors(x, t, q).float()  # (1, D)
+
+    def _retrieve(self, events: list[Event], known: list[int], now: float, n: int,
+                  banned: set[int]) -> tuple[np.ndarray, np.ndarray]:
+        user = self._user_vector(events, known, now)
+        ids, scores = self._search(user, n, banned)
+        return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+
+    @torch.inference_mode()
+    def _search(self, query: torch.Tensor, n: int, banned: set[int]) -> tuple[list[int], list[float]]:
+        r = self.bundle.retrieval
+        n = min(n, self.num_items - len(banned))  # banned holds catalogue ids only
+        if n <= 0:
+            return [], []
+        if r.index is not None and len(banned) < self.num_items // 2:  # else exact is cheaper
+            from ranker.retrieval.ann import ann_search
+
+            scores, ids = ann_search(r.index, query.numpy(), min(n + len(banned), self.num_items))
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i > 0 and i not in banned]
+            if len(pairs) >= n:
+                return [p[0] for p in pairs[:n]], [p[1] for p in pairs[:n]]
+        mask = torch.zeros(1, self.num_items + 1, dtype=torch.bool)
+        mask[0, list(banned)] = True
+        s, i = exact_topk(query, r.item_vectors, n, exclude=mask)
+        return i[0].tolist(), s[0].tolist()
+
+    def _rank(self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray,
+              now: float) -> list[dict[str, Any]]:
+        raw = [self.raw_items[i - 1] for i in cand]
+        if self.bundle.ranking is None or not len(cand):
+            order = np.argsort(-stage1, kind="stable")
+            return [{"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]),
+                     "probabilities": {}} for j in order]
+        return self._ranker_rows(q, events, raw, stage1, now)
+
+    @torch.inference_mode()
+    def _ranker_rows(self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None,
+                     now: float) -> list[dict[str, Any]]:
+        st = self.bundle.ranking
+        assert st is not None
+        if not items:
+            return []
+        idx = pa.array([self.index_of[i] - 1 if i in self.index_of else None for i in items], pa.int64())
+        user_row = st.users.get(q.user, {}) if q.user is not None else {}
+        user_row = {c: user_row.get(c) for c in st.user_columns}
+        table = ranker_rows(user=q.user, user_key=st.user_key, user_row=user_row, items=items,
+                            item_key=st.item_key, item_features=st.item_features.take(idx), context=q.context,
+                            context_columns=st.context_columns, history=events, hist=st.history, now=now,
+                            item_type=self.bundle.retrieval.items.type, history_rows=1)
+        try:
+            enc = st.pre.transform(table, source="request")
+        except RankerError as exc:
+            raise RequestError("context", str(exc).splitlines()[0]) from None
+        for parts in enc.hist.values():  # the history was encoded on row 0 only: the same for every row
+            for key, value in parts.items():
+                parts[key] = np.repeat(value[:1], len(value), axis=0)
+        batch = TensorData.from_encoded(enc).tensors
+        probs = st.spec.outputs(st.model(batch))  # (N, T)
+        scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
+        p = probs.numpy()
+        order = np.argsort(-scores, kind="stable")
+        names = st.spec.names
+        return [{"item": items[j], "score": float(scores[j]),
+                 "retrieval_score": None if stage1 is None else float(stage1[j]),
+                 "probabilities": {t: float(p[j, n]) for n, t in enumerate(names)}} for j in order]
