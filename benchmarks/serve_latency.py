@@ -80,9 +80,24 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([sys.executable, "-m", "ranker.cli", "serve", str(bundle), "--store", store,
-                                      "--port", str(self.port), "--threads", str(threads)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ranker.cli",
+                "serve",
+                str(bundle),
+                "--store",
+                store,
+                "--port",
+                str(self.port),
+                "--threads",
+                str(threads),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ),
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -129,8 +144,12 @@ def events_rate(url: str, batch: int, n: int) -> float:
         start = time.perf_counter()
         sent = 0
         while sent < n:
-            body = {"events": [{"user": f"bench-{(sent + j) % 50}", "item": 1 + (sent + j) % 1682, "action": 4}
-                               for j in range(batch)]}
+            body = {
+                "events": [
+                    {"user": f"bench-{(sent + j) % 50}", "item": 1 + (sent + j) % 1682, "action": 4}
+                    for j in range(batch)
+                ]
+            }
             assert http.post("/events", json=body).status_code == 200
             sent += batch
         return sent / (time.perf_counter() - start)

@@ -51,41 +51,67 @@ def _ranker_table(users: np.ndarray, items: np.ndarray, times: np.ndarray, rng: 
     row_item = np.concatenate([items[:, None], neg], axis=1).reshape(-1)
     click = np.tile([1, 0, 0], len(users))
     take = pa.array(row_event)
-    return pa.table({
-        "user": _uid(users[row_event]),
-        "country": [COUNTRIES[u % 3] for u in users[row_event]],
-        "item": _sku(row_item),
-        "category": [f"c{i % 4}" for i in row_item],
-        "price": (row_item % 7 + 1.5).astype(np.float64),
-        "hour": ((times[row_event] // 3600) % 24).astype(np.int64),
-        "hist_items": pa.ListArray.from_arrays(hist["items"].offsets, pa.array(_sku(hist["items"].values.to_numpy()))).take(take),
-        "hist_actions": hist["actions"].take(take),
-        "hist_seconds": hist["seconds_before"].take(take),
-        "click": click,
-        "buy": (click * (rng.random(len(click)) < 0.5)).astype(np.int64),
-        "ts": times[row_event],
-    })
+    return pa.table(
+        {
+            "user": _uid(users[row_event]),
+            "country": [COUNTRIES[u % 3] for u in users[row_event]],
+            "item": _sku(row_item),
+            "category": [f"c{i % 4}" for i in row_item],
+            "price": (row_item % 7 + 1.5).astype(np.float64),
+            "hour": ((times[row_event] // 3600) % 24).astype(np.int64),
+            "hist_items": pa.ListArray.from_arrays(
+                hist["items"].offsets, pa.array(_sku(hist["items"].values.to_numpy()))
+            ).take(take),
+            "hist_actions": hist["actions"].take(take),
+            "hist_seconds": hist["seconds_before"].take(take),
+            "click": click,
+            "buy": (click * (rng.random(len(click)) < 0.5)).astype(np.int64),
+            "ts": times[row_event],
+        }
+    )
 
 
-RETRIEVAL = {"kind": "retrieval", "name": "tiny-sasrec",
-             "data": {"path": "events.csv", "user_column": "user", "item_column": "item", "time_column": "ts",
-                      "max_len": 20},
-             "model": {"kind": "sasrec", "dim": 16, "num_layers": 1, "ff_dim": 16, "dropout": 0.0},
-             "loss": {"kind": "full_softmax"}, "train": {"epochs": 2, "batch_size": 16, "progress": False}}
-RANKER = {"name": "tiny-transact",
-          "data": {"path": "rows.parquet", "split": {"kind": "time", "column": "ts", "fractions": [0.8, 0.1, 0.1]},
-                   "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "country"},
-                                {"kind": "categorical", "name": "item"}, {"kind": "categorical", "name": "category"},
-                                {"kind": "categorical", "name": "hour"}, {"kind": "numerical", "name": "price"},
-                                {"kind": "history", "name": "history", "item_column": "hist_items",
-                                 "item_feature": "item", "action_column": "hist_actions",
-                                 "time_column": "hist_seconds", "max_len": 10}],
-                   "tasks": [{"name": "click"}, {"name": "buy", "mask_column": "click"}],
-                   "group_column": "user", "item_column": "item"},
-          "model": {"encoders": {"categorical": {"dim": 8}},
-                    "history": {"kind": "transact", "num_layers": 1, "ff_dim": 16, "max_len": 10},
-                    "backbone": {"hidden": [16], "dropout": 0.0}},
-          "train": {"epochs": 1, "batch_size": 256, "progress": False}}
+RETRIEVAL = {
+    "kind": "retrieval",
+    "name": "tiny-sasrec",
+    "data": {"path": "events.csv", "user_column": "user", "item_column": "item", "time_column": "ts", "max_len": 20},
+    "model": {"kind": "sasrec", "dim": 16, "num_layers": 1, "ff_dim": 16, "dropout": 0.0},
+    "loss": {"kind": "full_softmax"},
+    "train": {"epochs": 2, "batch_size": 16, "progress": False},
+}
+RANKER = {
+    "name": "tiny-transact",
+    "data": {
+        "path": "rows.parquet",
+        "split": {"kind": "time", "column": "ts", "fractions": [0.8, 0.1, 0.1]},
+        "features": [
+            {"kind": "categorical", "name": "user"},
+            {"kind": "categorical", "name": "country"},
+            {"kind": "categorical", "name": "item"},
+            {"kind": "categorical", "name": "category"},
+            {"kind": "categorical", "name": "hour"},
+            {"kind": "numerical", "name": "price"},
+            {
+                "kind": "history",
+                "name": "history",
+                "item_column": "hist_items",
+                "item_feature": "item",
+                "action_column": "hist_actions",
+                "time_column": "hist_seconds",
+                "max_len": 10,
+            },
+        ],
+        "tasks": [{"name": "click"}, {"name": "buy", "mask_column": "click"}],
+        "group_column": "user",
+        "item_column": "item",
+    },
+    "model": {
+        "encoders": {"categorical": {"dim": 8}},
+        "history": {"kind": "transact", "num_layers": 1, "ff_dim": 16, "max_len": 10},
+        "backbone": {"hidden": [16], "dropout": 0.0},
+    },
+    "train": {"epochs": 1, "batch_size": 256, "progress": False},
+}
 
 
 @cache
@@ -94,8 +120,10 @@ def tiny_runs(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     users, items, times = _events(rng)
-    lines = ["user,item,ts,rating"] + [f"{u},{i},{t},{r}" for u, i, t, r in
-                                       zip(_uid(users), _sku(items), times, rng.integers(1, 4, len(users)), strict=True)]
+    lines = ["user,item,ts,rating"] + [
+        f"{u},{i},{t},{r}"
+        for u, i, t, r in zip(_uid(users), _sku(items), times, rng.integers(1, 4, len(users)), strict=True)
+    ]
     (root / "events.csv").write_text("\n".join(lines) + "\n")
     pq.write_table(_ranker_table(users, items, times, rng), root / "rows.parquet")
     for name, cfg in (("retrieval", RETRIEVAL), ("ranker", RANKER)):

@@ -33,10 +33,16 @@ def client(bundles: dict[str, Path], tmp_path: Path) -> Iterator[TestClient]:
 def test_events_change_the_next_recommendation(client: TestClient) -> None:
     first = client.post("/recommend", json={"user": "u05", "k": 5})
     assert first.status_code == 200 and first.json()["fallback"] == "popularity"
-    reply = client.post("/events", json={"events": [
-        {"user": "u05", "item": "sku-002", "action": 3, "time": 1_700_000_000},
-        {"user": "u05", "item": "sku-005", "action": 1, "time": 1_700_000_100, "context": {"device": "tv"}},
-        {"user": "u05", "item": "mystery", "time": 1_700_000_200}]})
+    reply = client.post(
+        "/events",
+        json={
+            "events": [
+                {"user": "u05", "item": "sku-002", "action": 3, "time": 1_700_000_000},
+                {"user": "u05", "item": "sku-005", "action": 1, "time": 1_700_000_100, "context": {"device": "tv"}},
+                {"user": "u05", "item": "mystery", "time": 1_700_000_200},
+            ]
+        },
+    )
     assert reply.json() == {"accepted": 3, "unknown_items": ["mystery"]}
     out = client.post("/recommend", json={"user": "u05", "k": 5, "context": {"hour": 9}}).json()
     assert out["fallback"] is None and out["history_length"] == 3 and out["unknown_items"] == ["mystery"]
@@ -52,10 +58,10 @@ def test_events_change_the_next_recommendation(client: TestClient) -> None:
 def test_filters_keep_items_with_the_given_column_values(client: TestClient) -> None:
     one = client.post("/recommend", json={"user": "u01", "k": 5, "filters": {"category": "c1"}}).json()
     assert one["items"] and all(int(r["item"][4:]) % 4 == 1 for r in one["items"])
-    two = client.post("/recommend", json={"user": "u01", "k": 40, "filters": {"category": ["c0", "c2"],
-                                                                            "price": 1.5}}).json()
-    assert two["items"] and all(int(r["item"][4:]) % 4 in (0, 2) and int(r["item"][4:]) % 7 == 0
-                                for r in two["items"])
+    two = client.post(
+        "/recommend", json={"user": "u01", "k": 40, "filters": {"category": ["c0", "c2"], "price": 1.5}}
+    ).json()
+    assert two["items"] and all(int(r["item"][4:]) % 4 in (0, 2) and int(r["item"][4:]) % 7 == 0 for r in two["items"])
 
 
 def test_score_similar_health_metrics(client: TestClient) -> None:
@@ -80,7 +86,11 @@ def test_reload_swaps_the_bundle_and_refuses_a_bad_one(client: TestClient, bundl
     assert client.get("/health").json()["ranker"] is False
     assert client.post("/recommend", json={"history": ["sku-001"], "k": 2}).json()["items"][0]["probabilities"] == {}
     bad = client.post("/reload", json={"bundle": str(bundles["v2"] / "nowhere")})
-    assert bad.status_code == 422 and bad.json()["detail"].startswith("bundle: ") and "manifest.json" in bad.json()["detail"]
+    assert (
+        bad.status_code == 422
+        and bad.json()["detail"].startswith("bundle: ")
+        and "manifest.json" in bad.json()["detail"]
+    )
     assert client.get("/health").json()["model_version"] == r["model_version"]  # still serving v2
 
 
@@ -110,8 +120,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("path", "body", "status", "reason"), BAD)
-def test_bad_requests_get_a_4xx_naming_the_field(client: TestClient, path: str, body: object, status: int,
-                                                 reason: str) -> None:
+def test_bad_requests_get_a_4xx_naming_the_field(
+    client: TestClient, path: str, body: object, status: int, reason: str
+) -> None:
     r = client.post(path, json=body)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]

@@ -27,8 +27,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def bundle(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "v1"
-    assert main(["bundle", "--retrieval", str(runs["retrieval"]), "--ranker", str(runs["ranker"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["bundle", "--retrieval", str(runs["retrieval"]), "--ranker", str(runs["ranker"]), "--out", str(out)]) == 0
+    )
     return out
 
 
@@ -36,10 +37,18 @@ def test_bundle_round_trip_needs_nothing_outside_it(bundle: Path, tmp_path: Path
     moved = tmp_path / "moved"
     shutil.copytree(bundle, moved)  # no path outside the directory is needed
     manifest = verify_bundle(moved)
-    assert {"manifest.json", *manifest["files"]} == {p.relative_to(moved).as_posix()
-                                                     for p in moved.rglob("*") if p.is_file()}
-    assert {"retrieval/model.safetensors", "ranker/model.safetensors", "ranker/preprocessor.json",
-            "catalogue.parquet", "users.parquet", "features.json", "index.faiss"} <= set(manifest["files"])
+    assert {"manifest.json", *manifest["files"]} == {
+        p.relative_to(moved).as_posix() for p in moved.rglob("*") if p.is_file()
+    }
+    assert {
+        "retrieval/model.safetensors",
+        "ranker/model.safetensors",
+        "ranker/preprocessor.json",
+        "catalogue.parquet",
+        "users.parquet",
+        "features.json",
+        "index.faiss",
+    } <= set(manifest["files"])
     b = load_bundle(moved)
     assert b.version == manifest["version"] and b.ranking is not None
     roles = json.loads((moved / "features.json").read_text())["columns"]
@@ -51,8 +60,9 @@ def test_bundle_round_trip_needs_nothing_outside_it(bundle: Path, tmp_path: Path
 def test_recommend_two_stages_on_raw_ids(bundle: Path, tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'e.db'}")
     rec = Recommender(load_bundle(bundle), store)
-    store.append([Event("u01", "sku-001", "2", 1.0), Event("u01", "sku-004", "3", 2.0),
-                  Event("u01", "not-an-item", None, 3.0)])
+    store.append(
+        [Event("u01", "sku-001", "2", 1.0), Event("u01", "sku-004", "3", 2.0), Event("u01", "not-an-item", None, 3.0)]
+    )
     out = rec.recommend(Query(user="u01", now=10.0), k=5, n_candidates=20, exclude=["sku-007"])
     items = [r["item"] for r in out["items"]]
     assert len(items) == 5 and out["fallback"] is None and out["unknown_items"] == ["not-an-item"]
@@ -79,8 +89,9 @@ def test_retrieval_only_bundle(runs: dict[str, Path], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("victim", ["ranker/model.safetensors", "catalogue.parquet", "retrieval/config.yaml"])
-def test_a_changed_or_missing_file_is_refused_by_name(bundle: Path, tmp_path: Path, victim: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_changed_or_missing_file_is_refused_by_name(
+    bundle: Path, tmp_path: Path, victim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
     with (copy / victim).open("r+b") as f:
@@ -129,31 +140,65 @@ def test_hstu_retrieval_reads_event_times_and_the_request_time(runs: dict[str, P
     import yaml
     from serving_runs import RETRIEVAL
 
-    cfg = {**RETRIEVAL, "name": "tiny-hstu", "data": {**RETRIEVAL["data"], "path": str(runs["events"])},
-           "model": {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4},
-           "train": {"epochs": 1, "batch_size": 32, "progress": False}}
+    cfg = {
+        **RETRIEVAL,
+        "name": "tiny-hstu",
+        "data": {**RETRIEVAL["data"], "path": str(runs["events"])},
+        "model": {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4},
+        "train": {"epochs": 1, "batch_size": 32, "progress": False},
+    }
     (tmp_path / "hstu.yaml").write_text(yaml.safe_dump(cfg))
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", str(tmp_path / "hstu.yaml"), "--out", str(tmp_path / "hstu")]) == 0
     write_bundle(tmp_path / "hstu", tmp_path / "b", ranker_run=runs["ranker"])
     rec = Recommender(load_bundle(tmp_path / "b"))
     history = [Event("u02", "sku-002", "1", 1_700_000_000.0), Event("u02", "sku-005", "2", 1_700_003_600.0)]
-    soon = rec.recommend(Query(user="u02", history=history, now=1_700_003_700.0), k=40 - 2, n_candidates=40,
-                         exclude=[])
-    late = rec.recommend(Query(user="u02", history=history, now=1_790_000_000.0), k=40 - 2, n_candidates=40,
-                         exclude=[])
+    soon = rec.recommend(Query(user="u02", history=history, now=1_700_003_700.0), k=40 - 2, n_candidates=40, exclude=[])
+    late = rec.recommend(Query(user="u02", history=history, now=1_790_000_000.0), k=40 - 2, n_candidates=40, exclude=[])
     assert len(soon["items"]) == 38 and {r["item"] for r in soon["items"]} == {r["item"] for r in late["items"]}
     assert [r["retrieval_score"] for r in soon["items"]] != [r["retrieval_score"] for r in late["items"]]
 
 
-def test_batch_recommend_and_predict(runs: dict[str, Path], bundle: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_batch_recommend_and_predict(
+    runs: dict[str, Path], bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = f"sqlite:///{tmp_path / 'e.db'}"
-    assert main(["events", "load", store, str(runs["events"]), "--user-column", "user", "--item-column", "item",
-                 "--action-column", "rating", "--time-column", "ts"]) == 0
+    assert (
+        main(
+            [
+                "events",
+                "load",
+                store,
+                str(runs["events"]),
+                "--user-column",
+                "user",
+                "--item-column",
+                "item",
+                "--action-column",
+                "rating",
+                "--time-column",
+                "ts",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "users.txt").write_text("u01\nu02\nnobody\n")
-    assert main(["recommend", str(bundle), str(tmp_path / "users.txt"), "--store", store, "--k", "4",
-                 "--out", str(tmp_path / "recs.parquet")]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                str(bundle),
+                str(tmp_path / "users.txt"),
+                "--store",
+                store,
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "recs.parquet"),
+            ]
+        )
+        == 0
+    )
     recs = pq.read_table(tmp_path / "recs.parquet").to_pydict()
     assert recs["user"] == ["u01"] * 4 + ["u02"] * 4 + ["nobody"] * 4 and recs["rank"][:4] == [1, 2, 3, 4]
     assert recs["fallback"][-1] == "popularity" and recs["fallback"][0] is None and set(recs) >= {"click", "buy"}
@@ -179,10 +224,20 @@ def test_history_encoded_once_equals_every_row_encoding_it(bundle: Path) -> None
     items = ["sku-001", "sku-010", "sku-033", "nope"]
     got = rec.score(Query(user="u03", history=history, context={"hour": 7}, now=1_700_002_000.0), items)
     idx = pa.array([rec.index_of.get(i, 0) - 1 if i in rec.index_of else None for i in items], pa.int64())
-    table = ranker_rows(user="u03", user_key=st.user_key, user_row={c: st.users["u03"][c] for c in st.user_columns},
-                        items=items, item_key=st.item_key, item_features=st.item_features.take(idx),
-                        context={"hour": 7}, context_columns=st.context_columns, history=history,
-                        hist=st.history, now=1_700_002_000.0, item_type=rec.bundle.retrieval.items.type)
+    table = ranker_rows(
+        user="u03",
+        user_key=st.user_key,
+        user_row={c: st.users["u03"][c] for c in st.user_columns},
+        items=items,
+        item_key=st.item_key,
+        item_features=st.item_features.take(idx),
+        context={"hour": 7},
+        context_columns=st.context_columns,
+        history=history,
+        hist=st.history,
+        now=1_700_002_000.0,
+        item_type=rec.bundle.retrieval.items.type,
+    )
     with torch.inference_mode():
         probs = st.spec.outputs(st.model(TensorData.from_encoded(st.pre.transform(table)).tensors)).numpy()
     want = {i: probs[n] for n, i in enumerate(items)}

@@ -29,6 +29,7 @@ def test_no_request_makes_a_500(api_schema: object) -> None:
     assert {op.path for op in operations} >= {"/events", "/recommend", "/score", "/similar/{item}"}
     modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
     for op, mode in [(op, mode) for op in operations for mode in modes]:
+
         @given(case=op.as_strategy(mode))
         @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: object) -> None:

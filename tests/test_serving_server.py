@@ -44,12 +44,31 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                            os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+        }
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ranker.cli", "serve", str(bundle), "--store", store, "--host", "127.0.0.1",
-             "--port", str(self.port), "--threads", "1"], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "ranker.cli",
+                "serve",
+                str(bundle),
+                "--store",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--threads",
+                "1",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self.http = httpx.Client(base_url=self.url, timeout=30)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -99,11 +118,13 @@ def _store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None 
         pytest.skip("RANKER_TEST_REDIS is not set (a redis:// URL of a test server; .ci/run sets it)")
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     if request is not None:
+
         def clean() -> None:
             s = open_store(f"{REDIS}?prefix={prefix}")
             for key in s.client.scan_iter(f"{prefix}:*"):  # type: ignore[attr-defined]
                 s.client.delete(key)  # type: ignore[attr-defined]
             s.close()
+
         request.addfinalizer(clean)
     return f"{REDIS}?prefix={prefix}"
 
@@ -115,12 +136,15 @@ def _top(server: Server, user: str, k: int = 5) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_an_event_posted_changes_the_next_recommendation(kind: str, bundles: dict[str, Path], tmp_path: Path,
-                                                         server_factory: type, request: pytest.FixtureRequest) -> None:
+def test_an_event_posted_changes_the_next_recommendation(
+    kind: str, bundles: dict[str, Path], tmp_path: Path, server_factory: type, request: pytest.FixtureRequest
+) -> None:
     server = server_factory(bundles["v1"], _store_url(kind, tmp_path, request))
     assert _top(server, "newcomer")["fallback"] == "popularity"
     t = time.time() - 100
-    ack = server.http.post("/events", json={"events": [{"user": "newcomer", "item": "sku-001", "action": 2, "time": t}]})
+    ack = server.http.post(
+        "/events", json={"events": [{"user": "newcomer", "item": "sku-001", "action": 2, "time": t}]}
+    )
     assert ack.status_code == 200 and ack.json()["accepted"] == 1
     before = _top(server, "newcomer")
     assert before["fallback"] is None and before["history_length"] == 1
@@ -131,8 +155,9 @@ def test_an_event_posted_changes_the_next_recommendation(kind: str, bundles: dic
     assert after["items"] != before["items"]
 
 
-def test_reload_with_requests_in_flight_fails_none(bundles: dict[str, Path], tmp_path: Path,
-                                                  server_factory: type) -> None:
+def test_reload_with_requests_in_flight_fails_none(
+    bundles: dict[str, Path], tmp_path: Path, server_factory: type
+) -> None:
     server = server_factory(bundles["v1"], _store_url("sqlite", tmp_path))
     server.http.post("/events", json={"events": [{"user": "r", "item": "sku-004", "time": 1.0}]})
     versions = {server.http.get("/health").json()["model_version"]}
@@ -165,13 +190,14 @@ def test_reload_with_requests_in_flight_fails_none(bundles: dict[str, Path], tmp
     assert "ranker_reloads_total 3" in metrics
 
 
-def test_sigkill_after_an_acknowledged_batch_loses_nothing(bundles: dict[str, Path], tmp_path: Path,
-                                                          server_factory: type) -> None:
+def test_sigkill_after_an_acknowledged_batch_loses_nothing(
+    bundles: dict[str, Path], tmp_path: Path, server_factory: type
+) -> None:
     store = _store_url("sqlite", tmp_path)
     server = server_factory(bundles["v1"], store)
     batch = [{"user": f"k{i % 3}", "item": f"sku-{i % 40:03d}", "action": 1, "time": 1_000.0 + i} for i in range(30)]
     for n in range(0, 30, 10):
-        assert server.http.post("/events", json={"events": batch[n:n + 10]}).status_code == 200
+        assert server.http.post("/events", json={"events": batch[n : n + 10]}).status_code == 200
     server.kill()
     s = open_store(store)
     assert [e.item for e in s.history("k0", 100)] == [b["item"] for b in batch if b["user"] == "k0"]

@@ -36,8 +36,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore
 
 
 def test_history_is_per_user_bounded_and_time_ordered(store: EventStore) -> None:
-    store.append([Event("a", "1", "click", 30.0), Event("b", "9", None, 1.0),
-                  Event("a", "2", "buy", 10.0, {"device": "ios"}), Event("a", "3", None, 20.0)])
+    store.append(
+        [
+            Event("a", "1", "click", 30.0),
+            Event("b", "9", None, 1.0),
+            Event("a", "2", "buy", 10.0, {"device": "ios"}),
+            Event("a", "3", None, 20.0),
+        ]
+    )
     h = store.history("a", 10)
     assert [e.item for e in h] == ["2", "3", "1"]  # by time, oldest first
     assert h[0].action == "buy" and h[0].context == {"device": "ios"} and h[0].time == 10.0
@@ -71,8 +77,16 @@ def test_append_is_visible_to_the_next_read_from_another_thread(store: EventStor
 def test_bulk_load_from_csv_and_parquet(store: EventStore, tmp_path: Path) -> None:
     csv = tmp_path / "u.data"
     csv.write_text("1\t50\t5\t881250949\n1\t172\t4\t881250950\n2\t50\t3\t881250000\n")
-    n = load_file(store, csv, user_column="user", item_column="item", action_column="rating",
-                  time_column="time", delimiter="\t", column_names=["user", "item", "rating", "time"])
+    n = load_file(
+        store,
+        csv,
+        user_column="user",
+        item_column="item",
+        action_column="rating",
+        time_column="time",
+        delimiter="\t",
+        column_names=["user", "item", "rating", "time"],
+    )
     assert n == 3
     assert [(e.item, e.action) for e in store.history("1", 5)] == [("50", "5"), ("172", "4")]
     pq.write_table(pa.table({"uid": ["z"], "iid": [7]}), tmp_path / "e.parquet")
@@ -93,8 +107,12 @@ def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
     conn = s._conn()  # type: ignore[attr-defined]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    plan = " ".join(str(r) for r in conn.execute(
-        "EXPLAIN QUERY PLAN SELECT item FROM events WHERE user = 'a' ORDER BY time DESC, id DESC LIMIT 5"))
+    plan = " ".join(
+        str(r)
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT item FROM events WHERE user = 'a' ORDER BY time DESC, id DESC LIMIT 5"
+        )
+    )
     assert "events_user_time" in plan and "TEMP B-TREE" not in plan  # an index range, no sort
     s.close()
 

@@ -332,34 +332,65 @@ def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
 def _serving_parsers(sub: Any) -> None:
     """``ranker bundle``, ``ranker serve`` and ``ranker events load``."""
     b = sub.add_parser("bundle", help="pack a retrieval run (+ a ranker run) into one verified serving directory")
-    b.add_argument("--retrieval", type=Path, required=True, metavar="RUN_DIR",
-                   help="finished SASRec / HSTU run (stage 1: candidates, item vectors, catalogue)")
-    b.add_argument("--ranker", type=Path, metavar="RUN_DIR",
-                   help="finished feature-ranker run on the same item ids (stage 2); omit for retrieval only")
+    b.add_argument(
+        "--retrieval",
+        type=Path,
+        required=True,
+        metavar="RUN_DIR",
+        help="finished SASRec / HSTU run (stage 1: candidates, item vectors, catalogue)",
+    )
+    b.add_argument(
+        "--ranker",
+        type=Path,
+        metavar="RUN_DIR",
+        help="finished feature-ranker run on the same item ids (stage 2); omit for retrieval only",
+    )
     b.add_argument("--out", type=Path, required=True, help="bundle directory to write (written atomically)")
-    b.add_argument("--index", choices=["hnsw", "ivf", "exact"], default="hnsw",
-                   help="faiss index built once over the item vectors; exact = no index (also "
-                        "the fallback when faiss is not installed)")
-    b.add_argument("--role", action="append", default=[], metavar="COLUMN=user|item|context",
-                   help="where a ranker input column's value comes from at request time (default: "
-                        "inferred from the data, recorded in features.json)")
-    b.add_argument("--min-item-overlap", type=float, default=0.9, metavar="SHARE",
-                   help="share of the ranker's item ids that must be in the retrieval catalogue")
+    b.add_argument(
+        "--index",
+        choices=["hnsw", "ivf", "exact"],
+        default="hnsw",
+        help="faiss index built once over the item vectors; exact = no index (also "
+        "the fallback when faiss is not installed)",
+    )
+    b.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="COLUMN=user|item|context",
+        help="where a ranker input column's value comes from at request time (default: "
+        "inferred from the data, recorded in features.json)",
+    )
+    b.add_argument(
+        "--min-item-overlap",
+        type=float,
+        default=0.9,
+        metavar="SHARE",
+        help="share of the ranker's item ids that must be in the retrieval catalogue",
+    )
     b.add_argument("--force", action="store_true", help="replace an existing --out directory")
     b.set_defaults(func=_cmd_bundle)
 
     sv = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; OpenAPI at /docs)")
     sv.add_argument("bundle", type=Path, help="a directory written by `ranker bundle` (checked against its manifest)")
-    sv.add_argument("--store", default="sqlite:///events.db",
-                    help="event store: sqlite:///path.db (embedded, default ./events.db) or "
-                         "redis://host:port/db[?cap=N] (shared by workers and machines)")
+    sv.add_argument(
+        "--store",
+        default="sqlite:///events.db",
+        help="event store: sqlite:///path.db (embedded, default ./events.db) or "
+        "redis://host:port/db[?cap=N] (shared by workers and machines)",
+    )
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: local only)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    sv.add_argument("--workers", type=int, default=1,
-                    help="uvicorn worker processes (each loads the bundle; /reload swaps one worker's)")
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (each loads the bundle; /reload swaps one worker's)",
+    )
     sv.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
-    sv.add_argument("--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES",
-                    help="larger request bodies get a 413")
+    sv.add_argument(
+        "--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES", help="larger request bodies get a 413"
+    )
     sv.set_defaults(func=_cmd_serve)
 
     rc = sub.add_parser("recommend", help="top-k for every user of a file with a bundle (batch, no HTTP)")
@@ -374,7 +405,9 @@ def _serving_parsers(sub: Any) -> None:
     pr = sub.add_parser("predict", help="score a parquet file of ranker rows (batch, streamed in chunks)")
     pr.add_argument("source", type=Path, help="a ranking run directory or a bundle with a ranker")
     pr.add_argument("rows", type=Path, help="parquet with the ranker's input columns (as in training)")
-    pr.add_argument("--out", type=Path, required=True, help="parquet: score and one probability per task, row order kept")
+    pr.add_argument(
+        "--out", type=Path, required=True, help="parquet: score and one probability per task, row order kept"
+    )
     pr.add_argument("--chunk", type=int, default=50_000, help="rows per chunk")
     pr.set_defaults(func=_cmd_predict)
 
@@ -404,19 +437,35 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             raise ConfigError(f"--role {r!r}: expected COLUMN=user|item|context")
         roles[col] = role
     start = time.perf_counter()
-    m = write_bundle(args.retrieval, args.out, ranker_run=args.ranker, index=args.index, roles=roles,
-                     min_item_overlap=args.min_item_overlap, force=args.force)
+    m = write_bundle(
+        args.retrieval,
+        args.out,
+        ranker_run=args.ranker,
+        index=args.index,
+        roles=roles,
+        min_item_overlap=args.min_item_overlap,
+        force=args.force,
+    )
     stages = " + ".join(f"{k} ({v.get('model') or ', '.join(v.get('tasks', []))})" for k, v in m["stages"].items())
-    print(f"bundle {args.out}: version {m['version']}, {stages}, {m['items']:,} items, search {m['search']}, "
-          f"{len(m['files'])} files ({time.perf_counter() - start:.1f}s)")
+    print(
+        f"bundle {args.out}: version {m['version']}, {stages}, {m['items']:,} items, search {m['search']}, "
+        f"{len(m['files'])} files ({time.perf_counter() - start:.1f}s)"
+    )
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ranker.serving.app import serve
 
-    serve(args.bundle, store=args.store, host=args.host, port=args.port, workers=args.workers,
-          threads=args.threads, max_body=args.max_body)
+    serve(
+        args.bundle,
+        store=args.store,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        max_body=args.max_body,
+    )
     return 0
 
 
@@ -448,9 +497,17 @@ def _cmd_events_load(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     start = time.perf_counter()
     delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
-    n = load_file(store, args.file, user_column=args.user_column, item_column=args.item_column,
-                  action_column=args.action_column, time_column=args.time_column, delimiter=delimiter,
-                  column_names=args.column_names.split(",") if args.column_names else None, chunk=args.chunk)
+    n = load_file(
+        store,
+        args.file,
+        user_column=args.user_column,
+        item_column=args.item_column,
+        action_column=args.action_column,
+        time_column=args.time_column,
+        delimiter=delimiter,
+        column_names=args.column_names.split(",") if args.column_names else None,
+        chunk=args.chunk,
+    )
     store.close()
     seconds = time.perf_counter() - start
     print(f"{n:,} events from {args.file} into {args.store} ({seconds:.1f}s, {n / max(seconds, 1e-9):,.0f} events/s)")

@@ -58,8 +58,11 @@ class State:
 def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> FastAPI:
     """The app serving `bundle` with events in `store_url`."""
     state = State(Path(bundle), open_store(store_url))
-    app = FastAPI(title="ranker", version=state.engine.version,
-                  description="Two-stage recommendations (retrieval + ranking) over live events.")
+    app = FastAPI(
+        title="ranker",
+        version=state.engine.version,
+        description="Two-stage recommendations (retrieval + ranking) over live events.",
+    )
     app.state.ranker = state
     _errors(app)
 
@@ -76,8 +79,16 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> Fas
     def post_events(body: EventsIn) -> dict[str, Any]:
         engine = state.engine
         now = time.time()
-        events = [Event(raw_id(e.user), raw_id(e.item), None if e.action is None else raw_id(e.action),
-                        now if e.time is None else e.time, dict(e.context)) for e in body.events]
+        events = [
+            Event(
+                raw_id(e.user),
+                raw_id(e.item),
+                None if e.action is None else raw_id(e.action),
+                now if e.time is None else e.time,
+                dict(e.context),
+            )
+            for e in body.events
+        ]
         state.store.append(events)
         state.metrics.add_events(len(events))
         unknown = list(dict.fromkeys(e.item for e in events if e.item not in engine.index_of))
@@ -86,10 +97,14 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> Fas
     @app.post("/recommend", summary="top-k items for a user or a history")
     def post_recommend(body: RecommendIn) -> dict[str, Any]:
         engine = state.engine
-        return engine.recommend(_query(body), k=body.k, n_candidates=body.n_candidates,
-                                exclude=[raw_id(i) for i in body.exclude], exclude_history=body.exclude_history,
-                                filters={c: [raw_id(v) for v in (vs if isinstance(vs, list) else [vs])]
-                                         for c, vs in body.filters.items()})
+        return engine.recommend(
+            _query(body),
+            k=body.k,
+            n_candidates=body.n_candidates,
+            exclude=[raw_id(i) for i in body.exclude],
+            exclude_history=body.exclude_history,
+            filters={c: [raw_id(v) for v in (vs if isinstance(vs, list) else [vs])] for c, vs in body.filters.items()},
+        )
 
     @app.post("/score", summary="rank the caller's candidates (ranking stage alone)")
     def post_score(body: ScoreIn) -> dict[str, Any]:
@@ -104,9 +119,15 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> Fas
     @app.get("/health")
     def health() -> dict[str, Any]:
         engine = state.engine
-        return {"status": "ok", "model_version": engine.version, "bundle": str(engine.bundle.path),
-                "items": engine.num_items, "ranker": engine.bundle.ranking is not None,
-                "search": engine.bundle.manifest["search"], "store": state.store.url}
+        return {
+            "status": "ok",
+            "model_version": engine.version,
+            "bundle": str(engine.bundle.path),
+            "items": engine.num_items,
+            "ranker": engine.bundle.ranking is not None,
+            "search": engine.bundle.manifest["search"],
+            "store": state.store.url,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
@@ -135,9 +156,14 @@ def _query(body: Who) -> Query:
             if isinstance(h, str | int):
                 history.append(Event(raw_id(body.user or ""), raw_id(h), None, now))
             else:
-                history.append(Event(raw_id(body.user or ""), raw_id(h.item),
-                                     None if h.action is None else raw_id(h.action),
-                                     now if h.time is None else h.time))
+                history.append(
+                    Event(
+                        raw_id(body.user or ""),
+                        raw_id(h.item),
+                        None if h.action is None else raw_id(h.action),
+                        now if h.time is None else h.time,
+                    )
+                )
         history.sort(key=lambda e: e.time)  # stable: equal times keep the given order
     return Query(None if body.user is None else raw_id(body.user), history, dict(body.context), body.time)
 
@@ -169,8 +195,9 @@ def one_line(errors: Any) -> str:
 
 def _union_tag(part: Any) -> bool:
     """Pydantic's name of a union member in an error location (``constrained-str``, ``int``)."""
-    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "-" in part
-                                      or "[" in part or part[:1].isupper())
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool", "none") or "-" in part or "[" in part or part[:1].isupper()
+    )
 
 
 class BodyLimit:
@@ -215,8 +242,13 @@ class BodyLimit:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps({"detail": f"body: larger than {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -227,19 +259,37 @@ def app_from_env() -> Any:
         import torch
 
         torch.set_num_threads(int(threads))
-    return create_app(Path(os.environ["RANKER_SERVE_BUNDLE"]), os.environ["RANKER_SERVE_STORE"],
-                      max_body=int(os.environ.get("RANKER_SERVE_MAX_BODY", MAX_BODY)))
+    return create_app(
+        Path(os.environ["RANKER_SERVE_BUNDLE"]),
+        os.environ["RANKER_SERVE_STORE"],
+        max_body=int(os.environ.get("RANKER_SERVE_MAX_BODY", MAX_BODY)),
+    )
 
 
-def serve(bundle: Path, *, store: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          threads: int | None = None, max_body: int = MAX_BODY, log_level: str = "info") -> None:
+def serve(
+    bundle: Path,
+    *,
+    store: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: int | None = None,
+    max_body: int = MAX_BODY,
+    log_level: str = "info",
+) -> None:
     """Run uvicorn with `workers` processes, each loading `bundle` (verified) and `store`."""
     import uvicorn
 
     load_bundle(bundle)  # refuse a bad bundle here, with its message, before any worker starts
-    os.environ.update({"RANKER_SERVE_BUNDLE": str(Path(bundle).resolve()), "RANKER_SERVE_STORE": store,
-                       "RANKER_SERVE_MAX_BODY": str(max_body)})
+    os.environ.update(
+        {
+            "RANKER_SERVE_BUNDLE": str(Path(bundle).resolve()),
+            "RANKER_SERVE_STORE": store,
+            "RANKER_SERVE_MAX_BODY": str(max_body),
+        }
+    )
     if threads:
         os.environ["RANKER_SERVE_THREADS"] = str(threads)
-    uvicorn.run("ranker.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+    uvicorn.run(
+        "ranker.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level
+    )

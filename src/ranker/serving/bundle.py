@@ -39,13 +39,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ranker.errors import ConfigError
-from ranker.serving.features import (
-    HistoryColumns,
-    column_roles,
-    history_columns,
-    input_columns,
-    latest_by_key,
-)
+from ranker.serving.features import HistoryColumns, column_roles, history_columns, input_columns, latest_by_key
 from ranker.serving.store import raw_id
 
 FORMAT = "ranker-bundle/1"
@@ -97,9 +91,16 @@ class Bundle:
 # ---------------------------------------------------------------------- write
 
 
-def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = None, index: str = "hnsw",
-                 roles: dict[str, str] | None = None, min_item_overlap: float = 0.9,
-                 force: bool = False) -> dict[str, Any]:
+def write_bundle(
+    retrieval_run: Path,
+    out: Path,
+    *,
+    ranker_run: Path | None = None,
+    index: str = "hnsw",
+    roles: dict[str, str] | None = None,
+    min_item_overlap: float = 0.9,
+    force: bool = False,
+) -> dict[str, Any]:
     """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed)."""
     from ranker.families import family_of_run
     from ranker.retrieval.run import load_run as load_retrieval
@@ -126,9 +127,14 @@ def write_bundle(retrieval_run: Path, out: Path, *, ranker_run: Path | None = No
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         files = _hash_files(tmp)
         manifest: dict[str, Any] = {
-            "format": FORMAT, "version": _version(files),
+            "format": FORMAT,
+            "version": _version(files),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "search": search, "stages": stages, "items": len(items), "files": files}
+            "search": search,
+            "stages": stages,
+            "items": len(items),
+            "files": files,
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -174,8 +180,9 @@ def _check_ranker(run: Path, items: pa.Array, catalogue_file: Path, min_overlap:
 
     kind = family_of_run(run).kind
     if kind != "ranking":
-        raise ConfigError(f"--ranker {run}: a {kind} run; bundles take a feature ranker "
-                          "(the generative ranker is not bundled yet)")
+        raise ConfigError(
+            f"--ranker {run}: a {kind} run; bundles take a feature ranker (the generative ranker is not bundled yet)"
+        )
     cfg, _, pre = load_run(run)
     check_items_fit(pre, cfg.data, items, run / "preprocessor.json", catalogue_file, min_overlap)
 
@@ -190,8 +197,10 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
     found = column_roles(table, input_columns(data), user_key, item_key)
     for col, role in roles.items():
         if col not in found or found[col]["role"] == "key":
-            raise ConfigError(f"--role {col}={role}: not an input column of the ranker "
-                              f"({', '.join(c for c, r in found.items() if r['role'] != 'key')})")
+            raise ConfigError(
+                f"--role {col}={role}: not an input column of the ranker "
+                f"({', '.join(c for c, r in found.items() if r['role'] != 'key')})"
+            )
         if role not in ROLES or (role == "user" and user_key is None):
             raise ConfigError(f"--role {col}={role}: expected one of {', '.join(ROLES)}")
         found[col] = {**found[col], "role": role, "forced": True}
@@ -210,16 +219,22 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
     for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
         shutil.copyfile(run / name, dest / name)
     hist = history_columns(data)
-    features = {"user_key": user_key, "item_key": item_key, "columns": found,
-                "history": None if hist is None else hist.__dict__}
+    features = {
+        "user_key": user_key,
+        "item_key": item_key,
+        "columns": found,
+        "history": None if hist is None else hist.__dict__,
+    }
     (tmp / "features.json").write_text(json.dumps(features, indent=2))
     return catalogue, {"run": str(run.resolve()), "tasks": [t.name for t in data.tasks]}
 
 
 def _item_key(data: Any, run: Path) -> str:
     if data.item_column is None:
-        raise ConfigError(f"--ranker {run}: its data.item_column is not set; serving needs to know "
-                          "which column holds the candidate item")
+        raise ConfigError(
+            f"--ranker {run}: its data.item_column is not set; serving needs to know "
+            "which column holds the candidate item"
+        )
     return str(data.item_column)
 
 
@@ -233,16 +248,19 @@ def item_feature(pre: Any, data: Any) -> str:
     raise ConfigError(f"data.item_column {data.item_column!r}: no categorical feature reads it")
 
 
-def check_items_fit(pre: Any, data: Any, items: pa.Array, pre_file: Path, catalogue_file: Path,
-                    min_overlap: float) -> None:
+def check_items_fit(
+    pre: Any, data: Any, items: pa.Array, pre_file: Path, catalogue_file: Path, min_overlap: float
+) -> None:
     """Refuse a ranker whose item vocabulary is not the catalogue's ids (type, then overlap)."""
     if data.item_column is None:
         raise BundleError(f"{pre_file}: the ranker's config has no data.item_column")
     vocab = pre.vocab_of(item_feature(pre, data))
     cat_type = "int" if pa.types.is_integer(items.type) else "str"
     if vocab.dtype != cat_type:
-        raise BundleError(f"{pre_file}: the ranker's item ids are {vocab.dtype} but the retrieval "
-                          f"catalogue {catalogue_file} holds {cat_type} ids: the runs do not fit together")
+        raise BundleError(
+            f"{pre_file}: the ranker's item ids are {vocab.dtype} but the retrieval "
+            f"catalogue {catalogue_file} holds {cat_type} ids: the runs do not fit together"
+        )
     inside = pc.is_in(vocab.values, value_set=items.cast(vocab.values.type))
     share = float(pc.mean(pc.cast(inside, pa.float64())).as_py() or 0.0) if len(vocab.values) else 1.0
     if share < min_overlap:
@@ -250,7 +268,8 @@ def check_items_fit(pre: Any, data: Any, items: pa.Array, pre_file: Path, catalo
         raise BundleError(
             f"{pre_file}: only {share:.0%} of the ranker's {len(vocab.values)} item ids are in the "
             f"retrieval catalogue {catalogue_file} ({len(items)} items; e.g. {outside} are not): the "
-            f"item vocabularies differ, so the runs were trained on different items")
+            f"item vocabularies differ, so the runs were trained on different items"
+        )
 
 
 # ---------------------------------------------------------------------- verify and load
@@ -316,11 +335,15 @@ def load_bundle(path: Path) -> Bundle:
         index = faiss.read_index(str(path / "index.faiss"))
     with torch.inference_mode():
         vectors = model.item_vectors().detach().float().clone()
-    retrieval = RetrievalStage(cfg, model, serving.items, catalogue.column("popularity").to_numpy(),
-                               catalogue, index, vectors)
+    retrieval = RetrievalStage(
+        cfg, model, serving.items, catalogue.column("popularity").to_numpy(), catalogue, index, vectors
+    )
     ranker = manifest["stages"].get("ranker")
-    ranking = None if ranker is None else _load_ranking(path, catalogue, serving.items,
-                                                        float(ranker.get("min_item_overlap", 0.0)))
+    ranking = (
+        None
+        if ranker is None
+        else _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)))
+    )
     return Bundle(path, manifest, retrieval, ranking)
 
 
@@ -330,8 +353,9 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
     from ranker.tasks import TaskSpec
 
     cfg, model, pre = load_run(path / "ranker")
-    check_items_fit(pre, cfg.data, items, path / "ranker" / "preprocessor.json",
-                    path / "retrieval" / "items.parquet", min_overlap)
+    check_items_fit(
+        pre, cfg.data, items, path / "ranker" / "preprocessor.json", path / "retrieval" / "items.parquet", min_overlap
+    )
     features = json.loads((path / "features.json").read_text())
     cols = features["columns"]
     by_role = {r: [c for c, v in cols.items() if v["role"] == r] for r in ROLES}
@@ -344,6 +368,16 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
     state = pre.state_dict()
     serving_pre = Preprocessor.from_state({**state, "tasks": []})
     hist = features["history"]
-    return RankingStage(cfg, model, serving_pre, TaskSpec.from_tasks(pre.tasks), features["user_key"],
-                        features["item_key"], catalogue.select(by_role["item"]), users, by_role["user"],
-                        by_role["context"], None if hist is None else HistoryColumns(**hist))
+    return RankingStage(
+        cfg,
+        model,
+        serving_pre,
+        TaskSpec.from_tasks(pre.tasks),
+        features["user_key"],
+        features["item_key"],
+        catalogue.select(by_role["item"]),
+        users,
+        by_role["user"],
+        by_role["context"],
+        None if hist is None else HistoryColumns(**hist),
+    )

@@ -92,10 +92,22 @@ def latest_by_key(table: pa.Table, key: str, columns: list[str]) -> pa.Table:
     return pa.table({key: k.take(idx), **{c: table.column(c).combine_chunks().take(idx) for c in columns}})
 
 
-def ranker_rows(*, user: str | None, user_key: str | None, user_row: dict[str, Any],
-                items: list[str], item_key: str, item_features: pa.Table, context: dict[str, Any],
-                context_columns: list[str], history: list[Event], hist: HistoryColumns | None,
-                now: float, item_type: pa.DataType, history_rows: int | None = None) -> pa.Table:
+def ranker_rows(
+    *,
+    user: str | None,
+    user_key: str | None,
+    user_row: dict[str, Any],
+    items: list[str],
+    item_key: str,
+    item_features: pa.Table,
+    context: dict[str, Any],
+    context_columns: list[str],
+    history: list[Event],
+    hist: HistoryColumns | None,
+    now: float,
+    item_type: pa.DataType,
+    history_rows: int | None = None,
+) -> pa.Table:
     """The candidate rows: N = len(items); user and context values repeated, item values taken
     from `item_features` (aligned with `items`), the history lists on the first `history_rows`
     rows (all by default; the rest get empty lists: a caller that encodes one row's history
@@ -112,7 +124,7 @@ def ranker_rows(*, user: str | None, user_key: str | None, user_row: dict[str, A
     for name in context_columns:
         cols[name] = _repeat(context.get(name), n, name)
     if hist is not None:
-        recent = history[-hist.max_len:]
+        recent = history[-hist.max_len :]
         rows = n if history_rows is None else min(history_rows, n)
         cols[hist.item] = _repeat_list(typed_ids([e.item for e in recent], item_type), rows, n)
         if hist.action is not None:

@@ -51,12 +51,17 @@ class Metrics:
 
     def render(self, version: str, bundle: str) -> str:
         with self._lock:
-            lines = ["# HELP ranker_requests_total HTTP requests by path and status.",
-                     "# TYPE ranker_requests_total counter"]
-            lines += [f'ranker_requests_total{{path="{p}",status="{s}"}} {n}'
-                      for (p, s), n in sorted(self.requests.items())]
-            lines += ["# HELP ranker_request_seconds Request latency in seconds.",
-                      "# TYPE ranker_request_seconds histogram"]
+            lines = [
+                "# HELP ranker_requests_total HTTP requests by path and status.",
+                "# TYPE ranker_requests_total counter",
+            ]
+            lines += [
+                f'ranker_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())
+            ]
+            lines += [
+                "# HELP ranker_request_seconds Request latency in seconds.",
+                "# TYPE ranker_request_seconds histogram",
+            ]
             for path, counts in sorted(self.buckets.items()):
                 total = 0
                 for le, c in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
@@ -64,13 +69,17 @@ class Metrics:
                     lines.append(f'ranker_request_seconds_bucket{{path="{path}",le="{le}"}} {total}')
                 lines.append(f'ranker_request_seconds_sum{{path="{path}"}} {self.sums[path]:.6f}')
                 lines.append(f'ranker_request_seconds_count{{path="{path}"}} {total}')
-            lines += ["# HELP ranker_events_total Events acknowledged (durable) by POST /events.",
-                      "# TYPE ranker_events_total counter", f"ranker_events_total {self.events}",
-                      "# HELP ranker_reloads_total Bundle swaps by POST /reload.",
-                      "# TYPE ranker_reloads_total counter", f"ranker_reloads_total {self.reloads}",
-                      "# HELP ranker_model_info The bundle being served.",
-                      "# TYPE ranker_model_info gauge",
-                      f'ranker_model_info{{version="{version}",bundle="{_escape(bundle)}"}} 1']
+            lines += [
+                "# HELP ranker_events_total Events acknowledged (durable) by POST /events.",
+                "# TYPE ranker_events_total counter",
+                f"ranker_events_total {self.events}",
+                "# HELP ranker_reloads_total Bundle swaps by POST /reload.",
+                "# TYPE ranker_reloads_total counter",
+                f"ranker_reloads_total {self.reloads}",
+                "# HELP ranker_model_info The bundle being served.",
+                "# TYPE ranker_model_info gauge",
+                f'ranker_model_info{{version="{version}",bundle="{_escape(bundle)}"}} 1',
+            ]
         return "\n".join(lines) + "\n"
 
 

@@ -72,13 +72,21 @@ class Recommender:
 
     def history_of(self, q: Query) -> list[Event]:
         if q.history is not None:
-            return q.history[-self.history_len:]
+            return q.history[-self.history_len :]
         if q.user is None or self.store is None:
             return []
         return self.store.history(q.user, self.history_len)
 
-    def recommend(self, q: Query, *, k: int, n_candidates: int, exclude: list[str],
-                  exclude_history: bool = True, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def recommend(
+        self,
+        q: Query,
+        *,
+        k: int,
+        n_candidates: int,
+        exclude: list[str],
+        exclude_history: bool = True,
+        filters: dict[str, list[str]] | None = None,
+    ) -> dict[str, Any]:
         if k > self.num_items:
             raise RequestError("k", f"must be at most the catalogue size {self.num_items}, got {k}")
         now = q.now if q.now is not None else time.time()
@@ -98,8 +106,15 @@ class Recommender:
             stage1 = self.bundle.retrieval.popularity[cand - 1].astype(np.float64)
             fallback = "popularity"
         rows = self._rank(q, events, cand, stage1, now)
-        return {"user": q.user, "items": rows[:k], "fallback": fallback, "history_length": len(events),
-                "candidates": len(cand), "unknown_items": unknown, "model_version": self.version}
+        return {
+            "user": q.user,
+            "items": rows[:k],
+            "fallback": fallback,
+            "history_length": len(events),
+            "candidates": len(cand),
+            "unknown_items": unknown,
+            "model_version": self.version,
+        }
 
     def allowed(self, filters: dict[str, list[str]]) -> np.ndarray:
         """(I,) bool: catalogue items whose column value (any value of a list column) is one of
@@ -109,8 +124,10 @@ class Recommender:
         keep = np.ones(self.num_items, dtype=bool)
         for name, values in filters.items():
             if name not in columns:
-                raise RequestError(f"filters.{name}", f"not an item column of this bundle "
-                                   f"(item columns: {', '.join(columns) or 'none'})")
+                raise RequestError(
+                    f"filters.{name}",
+                    f"not an item column of this bundle (item columns: {', '.join(columns) or 'none'})",
+                )
             col = cat.column(name).combine_chunks()
             wanted = pa.array(values, pa.string())
             if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
@@ -141,8 +158,13 @@ class Recommender:
             else:
                 s = self.bundle.retrieval.popularity[c - 1].astype(np.float64)
             rows = self._rank(q, events, c, s, now)
-        return {"user": q.user, "items": rows, "history_length": len(events), "unknown_items": unknown,
-                "model_version": self.version}
+        return {
+            "user": q.user,
+            "items": rows,
+            "history_length": len(events),
+            "unknown_items": unknown,
+            "model_version": self.version,
+        }
 
     def similar(self, item: str, k: int) -> dict[str, Any]:
         """The `k` items nearest to `item` by inner product of the retriever's item vectors."""
@@ -150,11 +172,15 @@ class Recommender:
         if i is None:
             raise RequestError("item", f"{item!r} is not in the catalogue", status=404)
         k = min(k, self.num_items - 1)
-        vec = self.bundle.retrieval.item_vectors[i:i + 1]
+        vec = self.bundle.retrieval.item_vectors[i : i + 1]
         ids, scores = self._search(vec, k + 1, {i})
-        return {"item": item, "items": [{"item": self.raw_items[j - 1], "score": float(s)}
-                                        for j, s in zip(ids[:k], scores[:k], strict=True)],
-                "model_version": self.version}
+        return {
+            "item": item,
+            "items": [
+                {"item": self.raw_items[j - 1], "score": float(s)} for j, s in zip(ids[:k], scores[:k], strict=True)
+            ],
+            "model_version": self.version,
+        }
 
     # ------------------------------------------------------------------ stages
 
@@ -166,14 +192,15 @@ class Recommender:
     @torch.inference_mode()
     def _user_vector(self, events: list[Event], known: list[int], now: float) -> torch.Tensor:
         model = self.bundle.retrieval.model
-        times = [int(e.time) for e in events if e.item in self.index_of][-model.max_len:]
-        x = torch.tensor(known[-model.max_len:]).unsqueeze(0)  # (1, L)
+        times = [int(e.time) for e in events if e.item in self.index_of][-model.max_len :]
+        x = torch.tensor(known[-model.max_len :]).unsqueeze(0)  # (1, L)
         t = torch.tensor(times).unsqueeze(0)
         q = torch.cat([t[:, 1:], torch.tensor([[int(now)]])], dim=1)  # each position's next time
         return model.user_vectors(x, t, q).float()  # (1, D)
 
-    def _retrieve(self, events: list[Event], known: list[int], now: float, n: int,
-                  banned: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _retrieve(
+        self, events: list[Event], known: list[int], now: float, n: int, banned: set[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         user = self._user_vector(events, known, now)
         ids, scores = self._search(user, n, banned)
         return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
@@ -196,18 +223,22 @@ class Recommender:
         s, i = exact_topk(query, r.item_vectors, n, exclude=mask)
         return i[0].tolist(), s[0].tolist()
 
-    def _rank(self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray,
-              now: float) -> list[dict[str, Any]]:
+    def _rank(
+        self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray, now: float
+    ) -> list[dict[str, Any]]:
         raw = [self.raw_items[i - 1] for i in cand]
         if self.bundle.ranking is None or not len(cand):
             order = np.argsort(-stage1, kind="stable")
-            return [{"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]),
-                     "probabilities": {}} for j in order]
+            return [
+                {"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]), "probabilities": {}}
+                for j in order
+            ]
         return self._ranker_rows(q, events, raw, stage1, now)
 
     @torch.inference_mode()
-    def _ranker_rows(self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None,
-                     now: float) -> list[dict[str, Any]]:
+    def _ranker_rows(
+        self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None, now: float
+    ) -> list[dict[str, Any]]:
         st = self.bundle.ranking
         assert st is not None
         if not items:
@@ -215,10 +246,21 @@ class Recommender:
         idx = pa.array([self.index_of[i] - 1 if i in self.index_of else None for i in items], pa.int64())
         user_row = st.users.get(q.user, {}) if q.user is not None else {}
         user_row = {c: user_row.get(c) for c in st.user_columns}
-        table = ranker_rows(user=q.user, user_key=st.user_key, user_row=user_row, items=items,
-                            item_key=st.item_key, item_features=st.item_features.take(idx), context=q.context,
-                            context_columns=st.context_columns, history=events, hist=st.history, now=now,
-                            item_type=self.bundle.retrieval.items.type, history_rows=1)
+        table = ranker_rows(
+            user=q.user,
+            user_key=st.user_key,
+            user_row=user_row,
+            items=items,
+            item_key=st.item_key,
+            item_features=st.item_features.take(idx),
+            context=q.context,
+            context_columns=st.context_columns,
+            history=events,
+            hist=st.history,
+            now=now,
+            item_type=self.bundle.retrieval.items.type,
+            history_rows=1,
+        )
         try:
             enc = st.pre.transform(table, source="request")
         except RankerError as exc:
@@ -232,6 +274,12 @@ class Recommender:
         p = probs.numpy()
         order = np.argsort(-scores, kind="stable")
         names = st.spec.names
-        return [{"item": items[j], "score": float(scores[j]),
-                 "retrieval_score": None if stage1 is None else float(stage1[j]),
-                 "probabilities": {t: float(p[j, n]) for n, t in enumerate(names)}} for j in order]
+        return [
+            {
+                "item": items[j],
+                "score": float(scores[j]),
+                "retrieval_score": None if stage1 is None else float(stage1[j]),
+                "probabilities": {t: float(p[j, n]) for n, t in enumerate(names)},
+            }
+            for j in order
+        ]

@@ -18,8 +18,9 @@ MAX_CONTEXT = 64  # keys of `context`
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)] | int
 Value = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool | None
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False, description="unix seconds")]
-Context = Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Value],
-                    Field(max_length=MAX_CONTEXT)]
+Context = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Value], Field(max_length=MAX_CONTEXT)
+]
 
 
 class Strict(BaseModel):
@@ -66,9 +67,13 @@ class RecommendIn(Who):
     n_candidates: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = 200
     exclude: Annotated[list[Id], Field(max_length=MAX_ITEMS)] = []
     exclude_history: bool = True
-    filters: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)],
-                            Annotated[list[Id | float], Field(min_length=1, max_length=MAX_ITEMS)] | Id | float],
-                       Field(max_length=16, description="item column → allowed value(s)")] = {}
+    filters: Annotated[
+        dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=128)],
+            Annotated[list[Id | float], Field(min_length=1, max_length=MAX_ITEMS)] | Id | float,
+        ],
+        Field(max_length=16, description="item column → allowed value(s)"),
+    ] = {}
 
 
 class ScoreIn(Who):

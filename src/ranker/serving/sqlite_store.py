@@ -58,8 +58,9 @@ class SQLiteStore:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self.busy_timeout_ms / 1000)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
@@ -85,11 +86,18 @@ class SQLiteStore:
     def history(self, user: str, limit: int) -> list[Event]:
         if limit <= 0:
             return []
-        rows = self._conn().execute(
-            "SELECT item, action, time, context FROM events WHERE user = ? "
-            "ORDER BY time DESC, id DESC LIMIT ?", (user, int(limit))).fetchall()
-        return [Event(user, item, action, time, json.loads(ctx) if ctx else {})
-                for item, action, time, ctx in reversed(rows)]
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT item, action, time, context FROM events WHERE user = ? ORDER BY time DESC, id DESC LIMIT ?",
+                (user, int(limit)),
+            )
+            .fetchall()
+        )
+        return [
+            Event(user, item, action, time, json.loads(ctx) if ctx else {})
+            for item, action, time, ctx in reversed(rows)
+        ]
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -78,7 +78,7 @@ def open_store(url: str) -> EventStore:
     if url.startswith("sqlite:///"):
         from ranker.serving.sqlite_store import SQLiteStore
 
-        return SQLiteStore(Path(url[len("sqlite:///"):]))
+        return SQLiteStore(Path(url[len("sqlite:///") :]))
     if url.startswith(("redis://", "rediss://", "unix://")):
         from ranker.serving.redis_store import RedisStore
 
@@ -109,8 +109,16 @@ def read_event_file(path: Path, *, delimiter: str = ",", column_names: list[str]
         raise DataError(f"{path}: cannot read as CSV (delimiter {delimiter!r}): {exc}") from None
 
 
-def file_events(table: pa.Table, *, user_column: str, item_column: str, action_column: str | None = None,
-                time_column: str | None = None, chunk: int = 10_000, source: str = "events") -> Iterator[list[Event]]:
+def file_events(
+    table: pa.Table,
+    *,
+    user_column: str,
+    item_column: str,
+    action_column: str | None = None,
+    time_column: str | None = None,
+    chunk: int = 10_000,
+    source: str = "events",
+) -> Iterator[list[Event]]:
     """The rows of `table` as events, `chunk` at a time (time: the column, else the row number)."""
     need = [c for c in (user_column, item_column, action_column, time_column) if c]
     missing = [c for c in need if c not in table.column_names]
@@ -122,19 +130,36 @@ def file_events(table: pa.Table, *, user_column: str, item_column: str, action_c
         items = part.column(item_column).to_pylist()
         actions = part.column(action_column).to_pylist() if action_column else [None] * len(users)
         times = part.column(time_column).to_pylist() if time_column else range(start, start + len(users))
-        yield [Event(raw_id(u), raw_id(i), None if a is None else raw_id(a), float(t))
-               for u, i, a, t in zip(users, items, actions, times, strict=True)]
+        yield [
+            Event(raw_id(u), raw_id(i), None if a is None else raw_id(a), float(t))
+            for u, i, a, t in zip(users, items, actions, times, strict=True)
+        ]
 
 
-def load_file(store: EventStore, path: Path, *, user_column: str, item_column: str,
-              action_column: str | None = None, time_column: str | None = None, delimiter: str = ",",
-              column_names: list[str] | None = None, chunk: int = 10_000) -> int:
+def load_file(
+    store: EventStore,
+    path: Path,
+    *,
+    user_column: str,
+    item_column: str,
+    action_column: str | None = None,
+    time_column: str | None = None,
+    delimiter: str = ",",
+    column_names: list[str] | None = None,
+    chunk: int = 10_000,
+) -> int:
     """Append every row of an event file to `store`, `chunk` events per write; the count."""
     table = read_event_file(path, delimiter=delimiter, column_names=column_names)
     n = 0
-    for events in file_events(table, user_column=user_column, item_column=item_column,
-                              action_column=action_column, time_column=time_column, chunk=chunk,
-                              source=str(path)):
+    for events in file_events(
+        table,
+        user_column=user_column,
+        item_column=item_column,
+        action_column=action_column,
+        time_column=time_column,
+        chunk=chunk,
+        source=str(path),
+    ):
         store.append(events)
         n += len(events)
     return n
