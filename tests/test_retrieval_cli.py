@@ -129,3 +129,44 @@ def test_ann_recall_against_exact_search() -> None:
     assert report["ivf"]["recall"] == pytest.approx(1.0)  # every cell probed: exhaustive
     assert 0.8 <= report["hnsw"]["recall"] <= 1.0
     assert report["hnsw"]["qps"] > 0 and report["exact_qps"] > 0
+
+
+def test_retrieve_bad_flags_and_wrong_run_kind(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["retrieve", str(run_dir), "--history", "1,2", "--k", "0"])
+    assert exc.value.code == 2 and "--k: must be at least 1, got 0" in capsys.readouterr().err
+    ranking = tmp_path / "ranking-run"
+    ranking.mkdir()
+    (ranking / "config.yaml").write_text("data: {dataset: rk-ml100k}\n")
+    assert main(["retrieve", str(ranking), "--history", "1,2"]) == 2
+    assert "a ranking run; `ranker retrieve` needs a retrieval run" in capsys.readouterr().err
+
+
+def test_retrieval_eval_ks_must_be_positive(tmp_path: Path) -> None:
+    from ranker.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "eval": {"ks": [10, 0]}}))
+    with pytest.raises(ConfigError, match=r"eval\.ks\.1"):
+        load_retrieval_config(path)
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ranker.cli as cli
+
+    def boom(args: object) -> int:
+        raise ValueError("something broke\nsecond line")
+
+    monkeypatch.setattr(cli, "_cmd_report", boom)
+    assert main(["report", "anywhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: ranker report: unexpected ValueError: something broke "
+        "(rerun with `ranker --debug ...` for the traceback)"
+    )
+    with pytest.raises(ValueError, match="something broke"):
+        main(["--debug", "report", "anywhere"])

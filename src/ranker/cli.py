@@ -1,7 +1,8 @@
 """The ``ranker`` command line: demo, train, distill, evaluate, report, datasets.
 
 User errors (bad config key, missing column, unknown dataset) print one clear message and exit
-with status 2, without a traceback; anything else is a bug and keeps its traceback.
+with status 2, without a traceback. Anything else is a bug: one line naming the command and the
+exception, exit status 1, and ``ranker --debug …`` shows its traceback.
 """
 
 from __future__ import annotations
@@ -38,11 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not the user's: one line unless --debug asks for more
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"error: ranker {args.command}: unexpected {type(exc).__name__}: {first} "
+            "(rerun with `ranker --debug ...` for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ranker", description="Train, evaluate and serve neural recommenders.")
-    sub = p.add_subparsers(title="commands")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    sub = p.add_subparsers(title="commands", dest="command")
 
     d = sub.add_parser("demo", help="train and evaluate a ranker end to end on a built-in dataset")
     d.add_argument(
@@ -111,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "(an id outside the run's catalogue is an error naming it)",
     )
     rt.add_argument("--times", metavar="T,T,...", help="unix seconds of the --history items")
-    rt.add_argument("--k", type=int, default=20)
+    rt.add_argument("--k", type=_positive_int, default=20, help="candidates to return (≥ 1)")
     rt.add_argument("--ann", choices=["hnsw", "ivf"], help="search a faiss index (ranker[ann])")
     rt.set_defaults(func=_cmd_retrieve)
 
@@ -230,9 +242,14 @@ def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) 
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from ranker.errors import ConfigError
+    from ranker.families import family_of_run
     from ranker.retrieval.run import load_run
     from ranker.retrieval.serve import parse_ids, parse_raw_ids, recommend
 
+    family = family_of_run(args.run_dir)
+    if family.kind != "retrieval":
+        raise ConfigError(f"{args.run_dir}: a {family.kind} run; `ranker retrieve` needs a retrieval run")
     cfg, model, serving = load_run(args.run_dir)
     if args.user is not None:
         items, times = serving.history(args.user)
@@ -515,6 +532,17 @@ def _cmd_events_load(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- output
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _default_out(name: str) -> Path:

@@ -186,7 +186,7 @@ class RetrievalEval(Strict):
     metrics against that many uniform non-history negatives, under keys ``sampled<N>/...``.
     """
 
-    ks: list[int] = Field(default_factory=lambda: [10, 50, 200])
+    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10, 50, 200])
     exclude: Literal["history", "input"] = "history"
     sampled_negatives: int | None = Field(None, ge=1)
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ranker.errors import ConfigError
 from ranker.retrieval.search import exact_topk
 
 IndexKind = Literal["hnsw", "ivf"]
@@ -24,7 +25,7 @@ def _faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("approximate search needs faiss: pip install 'ranker[ann]'") from exc
+        raise ConfigError("approximate search (--ann) needs faiss: pip install 'ranker[ann]'") from exc
     return faiss
 
 
