@@ -354,3 +354,25 @@ def test_config_is_frozen() -> None:
     cfg = load_config(base=base())
     with pytest.raises(ValidationError, match="frozen"):
         cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("model.backbone.hidden=[64,0]", r"model\.backbone\.hidden\.1"),
+        ("model.backbone.hidden=[-8]", r"model\.backbone\.hidden\.0"),
+        ("data.csv.delimiter=''", r"data\.csv\.delimiter"),
+        ("data.csv.delimiter=ab", r"data\.csv\.delimiter"),
+    ],
+)
+def test_widths_and_delimiter_are_checked(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(base=base(), overrides=[override])
+
+
+def test_a_label_column_may_not_be_a_feature() -> None:
+    raw = base()
+    raw["data"]["features"].append({"kind": "numerical", "name": "clicked_copy", "column": "click"})
+    raw["data"]["tasks"] = [{"name": "ctr", "column": "click"}]
+    with pytest.raises(ConfigError, match=r"label column 'click' of task 'ctr' is also the feature 'clicked_copy'"):
+        load_config(base=raw)

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from ranker.config.events import EventFile, EventTimeSplit, LastNSplit
 from ranker.config.retrieval import HSTUStack
-from ranker.config.schema import BaseTrainConfig, CsvOptions, Strict, TaskConfig, _check_tasks
+from ranker.config.schema import BaseTrainConfig, CsvOptions, Strict, TaskConfig, Width, _check_tasks
 
 StaticFeature = Literal["user_id", "gender", "occupation", "zip1", "age"]
 STATIC_FEATURES: list[StaticFeature] = ["user_id", "gender", "occupation", "zip1", "age"]
@@ -125,7 +125,7 @@ class GenerativeModel(HSTUStack):
     linear_dim: int = Field(32, ge=1, description="d_v per head")
     attention_dim: int = Field(32, ge=1, description="d_qk per head")
     attention: Literal["reference", "fused"] = "fused"
-    tower_hidden: list[int] = Field(default_factory=list, description="per-task MLP before the logit")
+    tower_hidden: list[Width] = Field(default_factory=list, description="per-task MLP before the logit")
 
 
 class GenerativeTrainConfig(BaseTrainConfig):

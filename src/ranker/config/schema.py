@@ -199,9 +199,12 @@ class FilesSplit(Strict):
 
 Split = Annotated[RandomSplit | TimeSplit | FilesSplit, Field(discriminator="kind")]
 
+#: A layer width: hidden sizes, towers, experts (0 or negative would build an empty or broken layer).
+Width = Annotated[int, Field(ge=1)]
+
 
 class CsvOptions(Strict):
-    delimiter: str = ","
+    delimiter: str = Field(",", min_length=1, max_length=1, description="one character")
     header: bool = True
     column_names: list[str] | None = Field(None, description="names when the file has no header")
 
@@ -247,7 +250,20 @@ class DataConfig(Strict):
         if dup:
             raise ValueError(f"duplicate feature names (features + extra_features): {dup}")
         _check_tasks(self.tasks)
+        _check_no_label_leak(self.tasks, [*self.features, *self.extra_features])
         return self
+
+
+def _check_no_label_leak(tasks: list[TaskConfig], features: list[Any]) -> None:
+    """A task's label column may not also be read as a feature (the model would see the answer)."""
+    columns = {getattr(f, "column", None) or f.name: f.name for f in features}
+    for i, t in enumerate(tasks):
+        label = t.column or t.name
+        if label in columns:
+            raise ValueError(
+                f"tasks[{i}]: the label column {label!r} of task {t.name!r} is also the feature "
+                f"{columns[label]!r}; a label must not be a model input"
+            )
 
 
 # --------------------------------------------------------------------------- model parts
@@ -413,7 +429,7 @@ class MLPBackbone(Strict):
     """Stack of Linear → (norm) → activation → dropout."""
 
     kind: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    hidden: list[Width] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.1, ge=0, lt=1)
     norm: Norm = "none"
     activation: Activation = "relu"
@@ -452,7 +468,7 @@ class LinearHeads(Strict):
     """
 
     kind: Literal["linear"] = "linear"
-    tower: list[int] = Field(default_factory=list, description="per-task MLP widths before the logit")
+    tower: list[Width] = Field(default_factory=list, description="per-task MLP widths before the logit")
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: Activation = "relu"
 
@@ -466,8 +482,8 @@ class MMoEHeads(Strict):
 
     kind: Literal["mmoe"] = "mmoe"
     num_experts: int = Field(4, ge=1)
-    expert: list[int] = Field(default_factory=lambda: [64], min_length=1, description="expert MLP widths")
-    tower: list[int] = Field(default_factory=list)
+    expert: list[Width] = Field(default_factory=lambda: [64], min_length=1, description="expert MLP widths")
+    tower: list[Width] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: Activation = "relu"
 
@@ -485,8 +501,8 @@ class PLEHeads(Strict):
     num_levels: int = Field(2, ge=1)
     task_experts: int = Field(1, ge=1)
     shared_experts: int = Field(1, ge=1)
-    expert: list[int] = Field(default_factory=lambda: [64], min_length=1)
-    tower: list[int] = Field(default_factory=list)
+    expert: list[Width] = Field(default_factory=lambda: [64], min_length=1)
+    tower: list[Width] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: Activation = "relu"
 
@@ -537,7 +553,7 @@ class DINHistory(Strict):
 
     kind: Literal["din"] = "din"
     action_dim: int = Field(8, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    hidden: list[Width] = Field(default_factory=lambda: [64, 32])
 
 
 HistoryEncoder = Annotated[NoHistory | MeanPoolHistory | TransActHistory | DINHistory, Field(discriminator="kind")]
