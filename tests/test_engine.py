@@ -226,3 +226,11 @@ def test_each_family_trains_on_cuda(tmp_path: Path, family: str) -> None:
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(math.isfinite(r["train_loss"]) for r in log)
     assert json.loads((out / "metrics.json").read_text())["test"]
+
+
+def test_a_run_whose_validation_never_scores_is_an_error(tmp_path: Path) -> None:
+    from ranker.errors import DataError
+
+    model = _model()
+    with pytest.raises(DataError, match="no validation score was a number in 2 epochs"):
+        Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model, scores=[math.nan, math.nan]))

@@ -200,3 +200,15 @@ def test_empty_split_names_the_split(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_splits(cfg, base_dir=tmp_path)
     assert "empty.csv" in str(info.value) and "test split is empty" in str(info.value)
+
+
+def test_a_time_split_on_a_constant_column_is_an_error() -> None:
+    import pyarrow as pa
+
+    from ranker.config.schema import TimeSplit
+    from ranker.data.readers import cut
+    from ranker.errors import DataError
+
+    table = pa.table({"t": [5, 5, 5, 5], "x": [1, 2, 3, 4]})
+    with pytest.raises(DataError, match="time column 't' holds one value in every row"):
+        cut(table, TimeSplit(kind="time", column="t"), "rows.csv")

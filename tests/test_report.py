@@ -102,6 +102,9 @@ def test_only_log(tmp_path: Path) -> None:
 
 
 def test_empty_and_malformed_run_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a run directory"):  # nothing of a run: no page
+        write_report(tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "<img" not in page and "log.jsonl is missing" in page
     (tmp_path / "log.jsonl").write_text('not json\n{"epoch": 1, "train_loss": 0.5}\n')

@@ -170,3 +170,10 @@ def test_an_unexpected_error_is_one_line_unless_debug(
     )
     with pytest.raises(ValueError, match="something broke"):
         main(["--debug", "report", "anywhere"])
+
+
+def test_times_must_match_the_history(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["retrieve", str(run_dir), "--history", "1,2,3", "--times", "10,20"]) == 2
+    assert "--times: 2 times for 3 --history items" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err

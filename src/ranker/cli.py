@@ -257,6 +257,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     else:
         items = serving.internal(parse_raw_ids(args.history, "--history"), "--history")
         times = parse_ids(args.times, "--times") if args.times else None
+        if times is not None and len(times) != len(items):
+            raise ConfigError(f"--times: {len(times)} times for {len(items)} --history items (one per item)")
         who = f"new user ({len(items)} items)"
     index = None
     if args.ann:

@@ -90,7 +90,13 @@ def cut(table: pa.Table, split: RandomSplit | TimeSplit, source: str) -> dict[st
         col = table.column(split.column)
         if col.null_count:
             raise DataError(f"{source}: time column {split.column!r} has {col.null_count} nulls")
-        order = np.argsort(_as_sortable(col), kind="stable")
+        values = _as_sortable(col)
+        if n > 1 and (values == values[0]).all():
+            raise DataError(
+                f"{source}: time column {split.column!r} holds one value in every row; a time "
+                "split needs times that differ (use split.kind: random)"
+            )
+        order = np.argsort(values, kind="stable")
     a = int(split.fractions[0] * n)
     b = int((split.fractions[0] + split.fractions[1]) * n)
     return {

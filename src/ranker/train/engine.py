@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ranker.config.schema import BaseTrainConfig
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 from ranker.train.checkpoint import Checkpointer, load_weights, save_weights
 from ranker.train.ema import WeightAverage, averaged_weights
 
@@ -292,6 +292,12 @@ class Engine:
             state["epoch"] = epoch
         if self._tb is not None:
             self._tb.close()
+        if state["best_epoch"] == 0 and any("valid_score" in h for h in history):
+            raise DataError(
+                f"{self.run_dir}: no validation score was a number in {state['epoch']} epochs "
+                f"(last: {history[-1].get('valid_score')}); a task whose validation labels are "
+                "all one class has no AUC — check the labels and the split"
+            )
         best = ckpt.best_path()
         if best is not None:
             load_weights(self.model, best)
