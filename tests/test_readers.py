@@ -212,3 +212,46 @@ def test_a_time_split_on_a_constant_column_is_an_error() -> None:
     table = pa.table({"t": [5, 5, 5, 5], "x": [1, 2, 3, 4]})
     with pytest.raises(DataError, match="time column 't' holds one value in every row"):
         cut(table, TimeSplit(kind="time", column="t"), "rows.csv")
+
+
+def test_ids_wider_than_int64_are_read_exactly(tmp_path: Path) -> None:
+    """Hashed 20-digit ids would be parsed as floats and merge; they are read as text instead."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ranker.config import load_config
+    from ranker.data.readers import load_splits
+
+    users = [str(18_000_000_000_000_000_000 + i) for i in range(199)]  # > 2**63, distinct
+    rows = "\n".join(f"{u},{i % 7},{i % 2}" for i, u in enumerate(users))
+    (tmp_path / "rows.csv").write_text("user,item,click\n" + rows + "\n")
+    cfg = load_config(
+        base={
+            "data": {
+                "path": str(tmp_path / "rows.csv"),
+                "split": {"kind": "random"},
+                "features": [{"kind": "categorical", "name": "user"}, {"kind": "categorical", "name": "item"}],
+                "tasks": [{"name": "click"}],
+            }
+        }
+    )
+    tables = load_splits(cfg.data)
+    read = [v for t in tables.values() for v in t.column("user").to_pylist()]
+    assert sorted(read) == sorted(users) and tables["train"].column("user").type == pa.string()
+    assert pa.types.is_integer(tables["train"].column("item").type)  # narrow ids keep their type
+    pq.write_table(
+        pa.table(
+            {
+                "user": pa.array([2**64 - 1 - i for i in range(10)], pa.uint64()),
+                "item": list(range(10)),
+                "click": [0, 1] * 5,
+            }
+        ),
+        tmp_path / "rows.parquet",
+    )
+    cfg = load_config(
+        base={**cfg.model_dump(), "data": {**cfg.data.model_dump(), "path": str(tmp_path / "rows.parquet")}}
+    )
+    tables = load_splits(cfg.data)
+    assert tables["train"].column("user").type == pa.string()
+    assert str(2**64 - 1) in [v for t in tables.values() for v in t.column("user").to_pylist()]

@@ -38,8 +38,7 @@ def read_table(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    if fmt == "auto":
-        fmt = "parquet" if path.suffix in (".parquet", ".pq") else "csv"
+    fmt = _format(path, fmt)
     try:
         if fmt == "parquet":
             return pq.read_table(path)
@@ -63,15 +62,32 @@ def read_table(
 
 
 def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.Table]:
-    """The train / valid / test tables the data section describes; each split must be non-empty."""
+    """The train / valid / test tables the data section describes; each split must be non-empty.
+
+    Id columns (categorical and bag features, the group and item columns) are read exactly: a
+    CSV column that type inference would read as floats (ids wider than int64, such as hashed
+    ids) is read as text instead, in every file of the data, and unsigned 64-bit parquet ids
+    become text; a float would merge distinct ids.
+    """
     split = data.split
+    ids = id_columns(data)
     if isinstance(split, FilesSplit):
-        tables = {s: read_table(resolve(getattr(split, s), base_dir), data.format, data.csv) for s in SPLITS}
+        paths = {s: resolve(getattr(split, s), base_dir) for s in SPLITS}
         sources = {s: str(getattr(split, s)) for s in SPLITS}
     else:
         assert data.path is not None and split is not None
-        table = read_table(resolve(data.path, base_dir), data.format, data.csv)
-        tables = cut(table, split, source=data.path)
+        paths = {"all": resolve(data.path, base_dir)}
+    read = {k: read_table(p, data.format, data.csv) for k, p in paths.items()}
+    csv = {k for k, p in paths.items() if _format(p, data.format) == "csv"}
+    wide = sorted({c for k in csv for c in ids if c in read[k].column_names and _inexact(read[k][c].type)})
+    if wide:  # read again, these columns as text (every CSV file: the splits' ids must agree)
+        read.update({k: read_table(paths[k], data.format, data.csv, string_columns=tuple(wide)) for k in csv})
+    read = {k: _unsigned_ids_as_text(t, ids) for k, t in read.items()}
+    if isinstance(split, FilesSplit):
+        tables = read
+    else:
+        assert split is not None and data.path is not None
+        tables = cut(read["all"], split, source=data.path)
         sources = {s: f"{data.path} ({s} split)" for s in SPLITS}
     for name, table in tables.items():
         if table.num_rows == 0:
@@ -104,6 +120,31 @@ def cut(table: pa.Table, split: RandomSplit | TimeSplit, source: str) -> dict[st
         "valid": table.take(pa.array(order[a:b])),
         "test": table.take(pa.array(order[b:])),
     }
+
+
+def id_columns(data: DataConfig) -> set[str]:
+    """The columns whose values are ids: categorical and bag features, group and item columns."""
+    cols = {
+        getattr(f, "column", None) or f.name
+        for f in [*data.features, *data.extra_features]
+        if f.kind in ("categorical", "multi_categorical")
+    }
+    return cols | {c for c in (data.group_column, data.item_column) if c}
+
+
+def _format(path: Path, fmt: str) -> str:
+    return ("parquet" if Path(path).suffix in (".parquet", ".pq") else "csv") if fmt == "auto" else fmt
+
+
+def _inexact(t: pa.DataType) -> bool:
+    return bool(pa.types.is_floating(t))
+
+
+def _unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:
+    for c in ids & set(table.column_names):
+        if pa.types.is_uint64(table[c].type):
+            table = table.set_column(table.column_names.index(c), c, pc.cast(table[c], pa.string()))
+    return table
 
 
 def _as_sortable(col: pa.ChunkedArray) -> np.ndarray:
