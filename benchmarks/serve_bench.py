@@ -160,9 +160,8 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             sys.exit("redis-server not found: install it or give --redis URL")
-        self.dir = work / "redis"
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        self.dir = work / "redis"  # kept: a rerun in the same --work reloads its AOF (no second u.data load)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "always"]
