@@ -19,6 +19,10 @@ prose and are left alone (except where the renderer writes its own header). NAME
   ``generative-serving`` (``results/generative-candidates.json`` + the feature rankers' rows),
   ``history-row-transact`` (the history grid's TransAct row, relabelled), ``distill-rk-ml100k``
   (``results/distill-*.json``; candidates/s from ``results/transcribed-distill-rk-ml100k.json``);
+- ``serve-recommend``, ``serve-stages``, ``serve-score``, ``serve-events``, ``serve-provenance``:
+  the service's speed (``serve_bench.py``, ``results/serve-latency.json``); before that file
+  exists each renders one row "not measured yet" (the tables are in place, the figures come
+  with the run);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -497,6 +501,142 @@ def reproduce() -> str:
     return "\n".join(lines)
 
 
+# --- the service's speed (serve_bench.py, issue 18) ---------------------------------------
+
+SERVE = RESULTS / "serve-latency.json"
+SERVE_STORES = {"sqlite": 0, "redis": 1}
+SERVE_STAGES = (
+    "history",
+    "stage 1",
+    "stage 2",
+    "stage 2: rows",
+    "stage 2: preprocessing",
+    "stage 2: forward",
+    "stage 2: rest",
+    "recommend (whole)",
+)
+
+
+def _serve_records(kind: str) -> list[dict[str, Any]]:
+    """Records of ``results/serve-latency.json`` whose key starts with `kind` ([] before the run)."""
+    return [r for r in records(SERVE) if r["key"].split("|")[0] == kind]
+
+
+def _not_measured(columns: int) -> str:
+    """The one row of a serving table before ``serve_bench.py`` has written its results file."""
+    return row(["not measured yet (`python benchmarks/serve_bench.py --build`)", *["–"] * (columns - 1)])
+
+
+def _machine_load(m: dict[str, Any]) -> str:
+    return f"{m['load_before']:.1f} → {m['load_after']:.1f}"
+
+
+def _requests(m: dict[str, Any]) -> str:
+    return f"{m['requests']:,}" + (" (time cap)" if m.get("capped") else "")
+
+
+def serve_recommend() -> str:
+    recs = sorted(
+        (r["metrics"] for r in _serve_records("recommend")),
+        key=lambda m: (m["workers"], SERVE_STORES.get(m["store"], 9), m["clients"]),
+    )
+    if not recs:
+        return _not_measured(9)
+    return "\n".join(
+        row(
+            [
+                f"{m['workers']} × {m['threads_per_worker']}",
+                m["store"],
+                str(m["clients"]),
+                _requests(m),
+                str(m["errors"]),
+                f"{m['p50_ms']:.1f}",
+                f"{m['p99_ms']:.1f}",
+                f"{m['req_per_s']:.1f}",
+                _machine_load(m),
+            ]
+        )
+        for m in recs
+    )
+
+
+def serve_stages() -> str:
+    recs = sorted((r["metrics"] for r in _serve_records("stages")), key=lambda m: m["threads"])
+    if not recs:
+        return _not_measured(7)
+    lines = []
+    for m in recs:
+        for stage in SERVE_STAGES:
+            s = m["stages"][stage]
+            cells = [str(m["threads"]), stage, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['mean_ms']:.2f}"]
+            lines.append(row([*cells, f"{m['requests']:,}", _machine_load(m)]))
+    return "\n".join(lines)
+
+
+def serve_score() -> str:
+    recs = sorted(
+        (r["metrics"] for r in _serve_records("score")), key=lambda m: (m["path"] != "in-process", m["threads"])
+    )
+    if not recs:
+        return _not_measured(9)
+    return "\n".join(
+        row(
+            [
+                "in-process (`Recommender.score`)" if m["path"] == "in-process" else "HTTP `/score`, 1 client",
+                str(m["threads"]),
+                f"{m['candidates']:,}",
+                str(m["history"]),
+                _requests(m),
+                str(m["errors"]),
+                f"{m['p50_ms']:.1f}",
+                f"{m['p99_ms']:.1f}",
+                _machine_load(m),
+            ]
+        )
+        for m in recs
+    )
+
+
+def serve_events() -> str:
+    recs = sorted(
+        (r["metrics"] for r in _serve_records("events")), key=lambda m: (SERVE_STORES.get(m["store"], 9), m["batch"])
+    )
+    if not recs:
+        return _not_measured(9)
+    return "\n".join(
+        row(
+            [
+                m["store"],
+                m["durability"],
+                str(m["batch"]),
+                _requests(m),
+                str(m["errors"]),
+                f"{m['events_per_s']:,.0f}",
+                f"{m['p50_ms']:.1f}",
+                f"{m['p99_ms']:.1f}",
+                _machine_load(m),
+            ]
+        )
+        for m in recs
+    )
+
+
+def serve_provenance() -> str:
+    """When, where and by which command each part of the serving benchmark was measured."""
+    lines = []
+    for kind in ("stages", "recommend", "score", "events"):
+        prov = [r["provenance"] for r in _serve_records(kind)]
+        if not prov:
+            continue
+        dates = sorted({p["date"][:16].replace("T", " ") for p in prov})
+        commits = list(dict.fromkeys(p["commit"][:7] + (" (dirty)" if p.get("dirty") else "") for p in prov))
+        machines = list(dict.fromkeys(p["machine"] for p in prov))
+        commands = list(dict.fromkeys(f"`{p['command']}`" for p in prov))
+        span = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
+        lines.append(row([kind, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)]))
+    return "\n".join(lines) or _not_measured(5)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "equivalence": equivalence,
     "reproduce": reproduce,
@@ -511,6 +651,11 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "mtl-rk-ml100k": mtl_rk_ml100k,
     "distill-rk-ml100k": distill_rk_ml100k,
     "summary": summary,
+    "serve-recommend": serve_recommend,
+    "serve-stages": serve_stages,
+    "serve-score": serve_score,
+    "serve-events": serve_events,
+    "serve-provenance": serve_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
 }
 

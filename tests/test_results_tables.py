@@ -100,3 +100,63 @@ def test_an_empty_table_does_not_swallow_the_next(tmp_path: Path) -> None:
     )
     assert update_tables.update(doc, check=True) == ([], ["no-such-a", "no-such-b"])
     assert "kept prose" in doc.read_text()
+
+
+SERVE_TABLES = ("serve-recommend", "serve-stages", "serve-score", "serve-events", "serve-provenance")
+
+
+def _header_columns(page: Path) -> dict[str, int]:
+    """Columns of the header line above each table marker of `page`."""
+    lines = page.read_text().split("\n")
+    return {
+        line[len("<!-- table:") : -len(" -->")]: lines[i - 2].count("|") - 1
+        for i, line in enumerate(lines)
+        if line.startswith("<!-- table:")
+    }
+
+
+def test_serving_tables_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until serve_bench.py has written its results file, each serving table is one row saying so,
+    with as many cells as the page's header."""
+    monkeypatch.setattr(update_tables, "SERVE", tmp_path / "serve-latency.json")
+    columns = _header_columns(ROOT / "docs" / "experiments" / "serving.md")
+    assert set(SERVE_TABLES) <= set(columns)
+    for name in SERVE_TABLES:
+        body = update_tables.render(name)
+        assert body is not None and body.startswith("| not measured yet") and "\n" not in body
+        assert body.count("|") - 1 == columns[name], name
+
+
+def test_serving_tables_from_a_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serve-latency.json"
+    load = {"load_before": 0.1, "load_after": 0.9, "cpus": 2}
+    timing = {"p50_ms": 12.34, "p99_ms": 40.0, "mean_ms": 15.0}
+    http = {"requested": 10_000, "errors": 0, "seconds": 100.0, **timing, **load}
+    for clients in (8, 1):
+        m = {"clients": clients, "requests": 10_000, "capped": False, "req_per_s": 80.0, **http}
+        m |= {"workers": 1, "threads_per_worker": 2, "store": "sqlite"}
+        results_store.save_result(path, f"recommend|workers=1|store=sqlite|clients={clients}", m, seed=None)
+    stages = {s: timing for s in update_tables.SERVE_STAGES}
+    results_store.save_result(path, "stages|threads=1", {"threads": 1, "requests": 2000, "stages": stages, **load})
+    score = {"path": "http", "threads": 2, "candidates": 1000, "history": 50, "requests": 7, "capped": True}
+    results_store.save_result(path, "score|http|threads=2", {**http, **score})
+    events = {"store": "redis", "durability": "Redis appendonly yes, appendfsync always", "batch": 100}
+    events |= {"requests": 2000, "events_per_s": 12345.6, "clients": 1}
+    results_store.save_result(path, "events|redis|batch=100", {**http, **events})
+    monkeypatch.setattr(update_tables, "SERVE", path)
+    columns = _header_columns(ROOT / "docs" / "experiments" / "serving.md")
+    recommend = update_tables.render("serve-recommend")
+    assert recommend is not None
+    assert recommend.split("\n") == [
+        "| 1 × 2 | sqlite | 1 | 10,000 | 0 | 12.3 | 40.0 | 80.0 | 0.1 → 0.9 |",
+        "| 1 × 2 | sqlite | 8 | 10,000 | 0 | 12.3 | 40.0 | 80.0 | 0.1 → 0.9 |",
+    ]
+    stage_rows = (update_tables.render("serve-stages") or "").split("\n")
+    assert len(stage_rows) == len(update_tables.SERVE_STAGES)
+    assert stage_rows[0] == "| 1 | history | 12.34 | 40.00 | 15.00 | 2,000 | 0.1 → 0.9 |"
+    assert "| 7 (time cap) |" in (update_tables.render("serve-score") or "")
+    assert "| 12,346 |" in (update_tables.render("serve-events") or "")
+    for name in SERVE_TABLES:
+        body = update_tables.render(name)
+        assert body is not None and "not measured" not in body, name
+        assert {line.count("|") - 1 for line in body.split("\n")} == {columns[name]}, name
