@@ -61,7 +61,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        cfg, model, log = load_run(args.run)
+        cfg, model = load_run(args.run)
+        log = load_events(cfg)
     else:
         cfg = load_generative_config(args.config)
         log = load_events(cfg)

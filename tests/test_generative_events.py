@@ -180,6 +180,11 @@ def test_train_on_an_event_file_end_to_end(tmp_path: Path) -> None:
     assert users == [f"u{u:02d}" for u in range(10)]
     assert pq.read_table(out / "items.parquet").column("item").to_pylist()[0] == "sku-000"
     assert main(["evaluate", str(out), "--split", "valid"]) == 0
+    (tmp_path / "events.parquet").unlink()  # loading for serving reads the run directory alone
+    from ranker.generative.run import load_run
+
+    cfg, model = load_run(out)
+    assert cfg.name == "own" and not model.training
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ Run directory contents (as a feature-based ranker's, so ``ranker report`` reads 
     calibration_test.npz   test labels and probabilities per task (report's calibration plot)
     checkpoints/           resumable training state
     report.html
+    model_shape.json       vocabulary sizes and token counts: load_run builds the model without data
     users.parquet, items.parquet, actions.parquet
                            own event files: raw ids of internal users / items 1.. and the
                            action values of action tokens 1.. (row k − 1 is id k)
@@ -16,6 +17,7 @@ Run directory contents (as a feature-based ranker's, so ``ranker report`` reads 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +57,22 @@ def save_vocab(run_dir: Path, log: EventLog) -> None:
         atomic_write_bytes(run_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
 
 
-def build_model(cfg: GenerativeRunConfig, log: EventLog) -> GenerativeRanker:
-    vocab = TokenVocab(log.num_items, log.num_actions, log.num_static)
-    max_tokens = log.static.shape[1] + 2 * cfg.data.max_events
-    return GenerativeRanker(cfg.model, vocab, num_tasks=len(log.tasks), max_tokens=max_tokens)
+def model_shape(log: EventLog) -> dict[str, int]:
+    """What building the model needs from the data (kept as the run's ``model_shape.json``)."""
+    return {
+        "num_items": log.num_items,
+        "num_actions": log.num_actions,
+        "num_static": log.num_static,
+        "static_tokens": int(log.static.shape[1]),
+        "num_tasks": len(log.tasks),
+    }
+
+
+def build_model(cfg: GenerativeRunConfig, log: EventLog | dict[str, int]) -> GenerativeRanker:
+    shape = model_shape(log) if isinstance(log, EventLog) else log
+    vocab = TokenVocab(shape["num_items"], shape["num_actions"], shape["num_static"])
+    max_tokens = shape["static_tokens"] + 2 * cfg.data.max_events
+    return GenerativeRanker(cfg.model, vocab, num_tasks=shape["num_tasks"], max_tokens=max_tokens)
 
 
 def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
@@ -68,6 +82,7 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     model = build_model(cfg, log)
     run_dir = begin_run(run_dir, cfg, load_generative_config)
     save_vocab(run_dir, log)
+    atomic_write_bytes(run_dir / "model_shape.json", json.dumps(model_shape(log)).encode())
     w = cfg.data.max_events
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
@@ -98,21 +113,23 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[GenerativeRunConfig, GenerativeRanker, EventLog]:
-    """A finished run's config, best weights (eval mode) and event log."""
+def load_run(run_dir: Path) -> tuple[GenerativeRunConfig, GenerativeRanker]:
+    """A finished run's config and best weights (eval mode), from the run directory alone (its
+    ``model_shape.json``; a run written before it kept one has its data read once)."""
     run_dir = Path(run_dir)
     cfg = finished_config(run_dir, load_generative_config, "generative")
-    log = load_events(cfg)
-    model = build_model(cfg, log)
+    path = run_dir / "model_shape.json"
+    model = build_model(cfg, json.loads(path.read_text()) if path.is_file() else load_events(cfg))
     load_weights(model, run_dir / "model.safetensors")
-    return cfg, model.eval(), log
+    return cfg, model.eval()
 
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     """Re-evaluate a finished run's best weights on the protocol rows of `split`."""
     if split not in SPLIT_IDS:
         raise ConfigError(f"--split {split!r}: one of {', '.join(SPLIT_IDS)}")
-    cfg, model, log = load_run(run_dir)
+    cfg, model = load_run(run_dir)
+    log = load_events(cfg)
     windows = user_windows(log, SPLIT_IDS[split], cfg.data.max_events)
     probs = _predict(cfg, model, log, split, windows)
     return {"split": split, "metrics": split_metrics(log, SPLIT_IDS[split], probs)}
