@@ -89,15 +89,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     }
     for split in ("valid", "test"):
         start = time.perf_counter()
-        metrics[split] = evaluate_model(
-            model,
-            data,
-            split,
-            ks=tuple(e.ks),
-            exclude=e.exclude,
-            batch_users=cfg.train.eval_batch_size,
-            sampled_negatives=e.sampled_negatives,
-        )
+        metrics[split] = evaluate_split(cfg, model, data, split)
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
     if e.exclude == "history":  # the HSTU reference's variant, for setting beside its figures
         metrics["test_exclude_input_only"] = evaluate_model(
@@ -129,9 +121,17 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     data = load_data(cfg)
     model = build_model(cfg, data)
     load_weights(model, Path(run_dir) / "model.safetensors")
+    return {"split": split, "metrics": evaluate_split(cfg, model.eval(), data, split)}
+
+
+def evaluate_split(
+    cfg: RetrievalRunConfig, model: SequentialRetriever, data: LeaveOneOut, split: str
+) -> dict[str, float]:
+    """Full-catalogue metrics of `split` as the config's ``eval`` section asks (ks, exclusion,
+    optional sampled metrics)."""
     e = cfg.eval
-    metrics = evaluate_model(
-        model.eval(),
+    return evaluate_model(
+        model,
         data,
         split,
         ks=tuple(e.ks),
@@ -139,4 +139,3 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
         batch_users=cfg.train.eval_batch_size,
         sampled_negatives=e.sampled_negatives,
     )
-    return {"split": split, "metrics": metrics}
