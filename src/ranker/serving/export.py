@@ -89,6 +89,7 @@ def input_specs(model: Ranker, pre: Preprocessor) -> list[InputSpec]:
         InputSpec(f"cat/{f}", "int64", (BATCH,), _rows(layout, layout.categorical[f], ids)) for f in fields.categorical
     ]
     multi_len = {f.name: f.max_len for f in pre.features if f.kind == "multi_categorical"}
+    shape: tuple[str | int, ...]
     for f in fields.multi:
         shape = (BATCH, multi_len[f])
         specs += [InputSpec(f"multi/{f}", "int64", shape, _rows(layout, layout.multi[f], ids))]
