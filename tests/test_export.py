@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from ranker.cli import main
+from ranker.config.schema import MeanPoolHistory
 from ranker.errors import ConfigError
+from ranker.models import build_model
 from ranker.ranking.run import PreparedData, encode, load_run, resolve_data
-from ranker.serving.export import export_run, history_lengths, input_specs
+from ranker.serving.export import export_model, export_run, history_lengths, input_specs
 from ranker.tasks import TaskSpec
 
 CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "best-rk-ml100k.yaml"
@@ -97,6 +99,22 @@ def test_onnx_equals_eager_on_real_rows(run: Path, rows: tuple[list[tuple[torch.
     for args in inputs:
         got = session.run(None, {n: x.numpy() for n, x in zip(names, args, strict=True)})[0]
         np.testing.assert_allclose(got, eager, rtol=0, atol=ATOL)
+
+
+def test_mean_pool_history_exports(run: Path, rows: tuple[list[tuple[torch.Tensor, ...]], np.ndarray]) -> None:
+    """Another history encoder on the run's preprocessing (fresh weights): its recent window is a
+    slice too, which the dynamic length's range starts above."""
+    cfg, _, pre = load_run(run)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.model_copy(update={"history": MeanPoolHistory(recent=4)}), pre.layout()).eval()
+    out = export_model(model, pre, "pt2", run / "mean.pt2")
+    assert json.loads(Path(out["inputs"]).read_text())["dynamic"]["history_len"] == [5, 50]
+    program = torch.export.load(out["path"]).module()
+    specs = input_specs(model, pre)
+    for args in rows[0]:
+        with torch.no_grad():
+            eager = TaskSpec.from_tasks(pre.tasks).outputs(model({s.name: x for s, x in zip(specs, args, strict=True)}))
+            np.testing.assert_allclose(program(*args).numpy(), eager.numpy(), rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("kind", ["retrieval", "generative"])

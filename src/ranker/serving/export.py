@@ -119,9 +119,10 @@ def history_lengths(model: Ranker, pre: Preprocessor) -> dict[str, tuple[int, in
     out = {}
     for h, encoder in zip(model.inputs.histories, model.histories, strict=True):
         longest = int(layout.history[h]["max_len"])
-        cut = getattr(encoder, "max_len", None)
-        # A slice x[:, -n:] guards L != n, so the length starts above TransAct's cut and k rows.
-        shortest = max(2, int(getattr(encoder, "k_recent", 0)) + 1, int(cut or 0) + 1)
+        # A slice x[:, -n:] guards L != n: the length starts above every such n of the encoder
+        # (TransAct's max_len cut and k recent rows, the mean pool's recent window).
+        slices = [getattr(encoder, a, None) or 0 for a in ("max_len", "k_recent", "recent")]
+        shortest = max(2, *(int(n) + 1 for n in slices))
         out[f"{h}_len"] = (min(shortest, longest), longest)
     return out
 
@@ -151,18 +152,23 @@ def dynamic_shapes(specs: Sequence[InputSpec], lengths: dict[str, tuple[int, int
 
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> dict[str, Any]:
-    """Export a ranking run's model to `out` (default ``RUN/model.<fmt>``) and ``out.inputs.json``.
+    """Export a ranking run's model to `out` (default ``RUN/model.<fmt>``); see :func:`export_model`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    model, pre = _load_ranking_run(Path(run_dir))
+    return export_model(model, pre, fmt, Path(out) if out is not None else Path(run_dir) / f"model.{fmt}")
+
+
+def export_model(model: Ranker, pre: Preprocessor, fmt: str, out: Path) -> dict[str, Any]:
+    """Export `model` (eval mode) to `out` and its inputs to ``out.inputs.json``.
 
     The file is loaded back (pt2: ``torch.export.load``; onnx: ``onnx.checker`` and an
     onnxruntime session) and compared with eager on example inputs of another batch size; the
     largest absolute difference is returned with the paths.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    model, pre, spec = _load_ranking_run(Path(run_dir))
+    spec = TaskSpec.from_tasks(pre.tasks)
     specs, lengths = input_specs(model, pre), history_lengths(model, pre)
     wrapper = ExportedRanker(model, [s.name for s in specs], spec).eval()
-    out = Path(out) if out is not None else Path(run_dir) / f"model.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
     args, shapes = example_inputs(specs, lengths, 4), (dynamic_shapes(specs, lengths),)
     check = example_inputs(specs, lengths, 7)  # another batch size: the batch dimension is dynamic
@@ -178,7 +184,7 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> dict[str, An
     return {"path": str(out), "inputs": str(sidecar), "max_abs_diff": float((got - expected).abs().max())}
 
 
-def _load_ranking_run(run_dir: Path) -> tuple[Ranker, Preprocessor, TaskSpec]:
+def _load_ranking_run(run_dir: Path) -> tuple[Ranker, Preprocessor]:
     from ranker.families import family_of_run
     from ranker.ranking.run import load_run
 
@@ -188,7 +194,7 @@ def _load_ranking_run(run_dir: Path) -> tuple[Ranker, Preprocessor, TaskSpec]:
     _, model, pre = load_run(run_dir)
     if not isinstance(model, Ranker):
         raise ConfigError(f"{run_dir}: the model is a {type(model).__name__}; export supports the feature Ranker")
-    return model, pre, TaskSpec.from_tasks(pre.tasks)
+    return model, pre
 
 
 def _export_onnx(
