@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from ranker.cli import main
-from ranker.config.schema import MeanPoolHistory
+from ranker.config.schema import MeanPoolHistory, UnifiedEncoder
+from ranker.data.preprocess import Preprocessor
 from ranker.errors import ConfigError
 from ranker.models import build_model
+from ranker.models.registry import categorical_ids
 from ranker.ranking.run import PreparedData, encode, load_run, resolve_data
 from ranker.serving.export import export_model, export_run, history_lengths, input_specs
 from ranker.tasks import TaskSpec
@@ -92,7 +95,7 @@ def test_onnx_equals_eager_on_real_rows(run: Path, rows: tuple[list[tuple[torch.
     result = export_run(run, "onnx")  # default path: RUN/model.onnx
     assert result["path"] == str(run / "model.onnx") and result["max_abs_diff"] <= ATOL
     onnx.checker.check_model(result["path"], full_check=True)
-    session = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    session = _session(ort, result["path"])
     names = [i["name"] for i in json.loads(Path(result["inputs"]).read_text())["inputs"]]
     assert [i.name for i in session.get_inputs()] == names
     inputs, eager = rows
@@ -115,6 +118,35 @@ def test_mean_pool_history_exports(run: Path, rows: tuple[list[tuple[torch.Tenso
         with torch.no_grad():
             eager = TaskSpec.from_tasks(pre.tasks).outputs(model({s.name: x for s, x in zip(specs, args, strict=True)}))
             np.testing.assert_allclose(program(*args).numpy(), eager.numpy(), rtol=0, atol=ATOL)
+
+
+def test_hashed_unified_embeddings_export_to_onnx(run: Path) -> None:
+    """Unified embeddings: raw ids hashed by splitmix64 in int64 and gathered by ``gather_rows``
+    (a custom autograd Function, traced through its forward) give eager's outputs in onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    cfg, _, _ = load_run(run)
+    encoders = cfg.model.encoders.model_copy(update={"categorical": UnifiedEncoder(dim=8, probes=2)})
+    model_cfg = cfg.model.model_copy(update={"encoders": encoders})
+    data, tables = resolve_data(cfg.data)
+    pre = Preprocessor.for_data(data, ids=categorical_ids(model_cfg)).fit(tables["train"].slice(0, 5000))
+    tables["test"] = tables["test"].slice(0, ROWS)
+    batch = encode(PreparedData(data, tables, pre), "test").tensors
+    torch.manual_seed(0)
+    model = build_model(model_cfg, pre.layout()).eval()
+    assert pre.ids == "hash"
+    out = export_model(model, pre, "onnx", run / "unified.onnx")
+    specs = input_specs(model, pre)
+    with torch.no_grad():
+        eager = TaskSpec.from_tasks(pre.tasks).outputs(model({s.name: batch[s.name] for s in specs})).numpy()
+    session = _session(ort, out["path"])
+    got = session.run(None, {s.name: batch[s.name].numpy() for s in specs})[0]
+    np.testing.assert_allclose(got, eager, rtol=0, atol=ATOL)
+
+
+def _session(ort: Any, path: str) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the test machine's cores are shared
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("kind", ["retrieval", "generative"])

@@ -209,8 +209,11 @@ def _export_onnx(
     try:
         import onnx
         import onnxruntime
+        import onnxscript  # noqa: F401 (torch.onnx's dynamo exporter imports it)
     except ImportError:
-        raise ConfigError("--format onnx needs onnx and onnxruntime: pip install 'ranker[export]'") from None
+        raise ConfigError(
+            "--format onnx needs onnx, onnxruntime and onnxscript: pip install 'ranker[export]'"
+        ) from None
     names = [s.name for s in specs]
     program = torch.onnx.export(
         wrapper, args, dynamic_shapes=shapes, dynamo=True, input_names=names, output_names=["outputs"], verbose=False
@@ -219,7 +222,9 @@ def _export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(out))
     onnx.checker.check_model(str(out), full_check=True)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the check runs on the threads torch was given
+    session = onnxruntime.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
     return session.run(None, {n: x.numpy() for n, x in zip(names, check, strict=True)})[0]
 
 
