@@ -150,10 +150,12 @@ def _session(ort: Any, path: str) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["retrieval", "generative"])
-def test_other_families_are_refused_by_name(tmp_path: Path, kind: str) -> None:
+def test_other_families_are_refused_by_name(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.yaml").write_text(f"kind: {kind}\n")
     with pytest.raises(ConfigError, match=f"a {kind} run; export supports ranking runs"):
         export_run(tmp_path, "pt2")
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"a {kind} run; export supports ranking runs (the feature ranker)")
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:

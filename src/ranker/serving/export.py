@@ -17,15 +17,19 @@ the value for regression tasks. The same list is written beside the file as
 run's own ``Preprocessor`` (ids after its vocabularies, log1p-hours, left-padded histories).
 
 Dynamic dimensions: the batch B always (``torch.export.Dim``). A history's length L_h is
-dynamic from ``k_recent`` (TransAct's read-out keeps k rows; shorter histories are padded by
-the preprocessor anyway) up to the length the preprocessor pads to; multi-valued lengths are
-fixed to the preprocessor's ``max_len`` (what every encoded row has).
+dynamic from just above the longest slice ``x[:, -n:]`` its encoder takes (TransAct's
+``max_len`` cut and ``k_recent`` rows, the mean pool's ``recent``: export guards ``L != n`` at
+such a slice, so L = n itself cannot share the graph) up to the length the preprocessor pads to;
+a shorter history is padded on the left, which never changes the output. Multi-valued lengths
+are fixed to the preprocessor's ``max_len`` (what every encoded row has).
 
 Nothing in the model had to change: in ``eval()`` FastDropout is the identity and TransAct's
-random recent mask is off, so neither is traced; the only custom autograd Function a ranker can
-meet (``gather_rows`` of hashed / unified embeddings) is traced through its forward
+random recent mask is off, so neither is traced; the one custom autograd Function a feature
+ranker can meet (``gather_rows`` of unified embeddings) is traced through its forward
 (``index_select``), its ``index_add_`` backward is never exported. TransAct's branches depend
-on shapes only (history length vs ``max_len`` and ``k_recent``), which the length's range fixes.
+on shapes only, which the length's range decides. ONNX comes from torch.onnx's dynamo exporter
+(``dynamo=True``, onnxscript); the TorchScript exporter is not used. The generative HSTU ranker
+(fused attention, a hand-written backward) and the retrieval models are not exported.
 
 >>> import torch
 >>> from ranker.config.schema import TaskConfig
