@@ -349,7 +349,7 @@ def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
 
 
 def _serving_parsers(sub: Any) -> None:
-    """``ranker bundle``, ``ranker serve`` and ``ranker events load``."""
+    """``ranker bundle``, ``serve``, ``recommend``, ``predict``, ``export`` and ``events load``."""
     b = sub.add_parser("bundle", help="pack a retrieval run (+ a ranker run) into one verified serving directory")
     b.add_argument(
         "--retrieval",
@@ -430,6 +430,20 @@ def _serving_parsers(sub: Any) -> None:
     pr.add_argument("--chunk", type=int, default=50_000, help="rows per chunk")
     pr.set_defaults(func=_cmd_predict)
 
+    ex = sub.add_parser("export", help="export a ranking run's model (history encoder included) to .pt2 or ONNX")
+    ex.add_argument("run_dir", type=Path, help="a finished ranking run directory (feature ranker)")
+    ex.add_argument(
+        "--format",
+        required=True,
+        choices=["pt2", "onnx"],
+        help="pt2: torch.export ExportedProgram (torch.export.load); onnx: ONNX graph checked with onnxruntime "
+        "(extra `export`)",
+    )
+    ex.add_argument(
+        "--out", type=Path, help="file to write (default RUN_DIR/model.<format>); its inputs go to FILE.inputs.json"
+    )
+    ex.set_defaults(func=_cmd_export)
+
     ev = sub.add_parser("events", help="the event store of `ranker serve`")
     esub = ev.add_subparsers(title="events commands")
     el = esub.add_parser("load", help="bulk-load a past event file (CSV or parquet) into a store")
@@ -507,6 +521,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     n = predict_file(args.source, args.rows, args.out, chunk=args.chunk)
     print(f"{n:,} rows scored → {args.out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ranker.serving.export import export_run
+
+    start = time.perf_counter()
+    r = export_run(args.run_dir, args.format, args.out)
+    print(
+        f"{args.format} → {r['path']} (inputs: {r['inputs']}); loaded back, max |exported − eager| "
+        f"{r['max_abs_diff']:.2e} ({time.perf_counter() - start:.1f}s)"
+    )
     return 0
 
 

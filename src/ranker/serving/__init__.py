@@ -13,7 +13,9 @@ module              job
 ``metrics``         Prometheus text
 ``app``             the FastAPI app and ``ranker serve`` (uvicorn)
 ``batch``           ``ranker recommend`` (users file → top-k) and ``ranker predict`` (rows → scores)
+``export``          ``ranker export``: the ranker as a torch.export program (.pt2) or ONNX graph
 ==================  =============================================================
 
-Needs the ``serve`` extra (``pip install 'ranker[serve]'``: FastAPI, uvicorn, redis, faiss).
+Needs the ``serve`` extra (``pip install 'ranker[serve]'``: FastAPI, uvicorn, redis, faiss); ``export`` needs
+none for .pt2 and the ``export`` extra (onnx, onnxruntime, onnxscript) for ONNX.
 """
