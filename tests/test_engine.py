@@ -234,3 +234,13 @@ def test_a_run_whose_validation_never_scores_is_an_error(tmp_path: Path) -> None
     model = _model()
     with pytest.raises(DataError, match="no validation score was a number in 2 epochs"):
         Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model, scores=[math.nan, math.nan]))
+
+
+def test_orphan_temp_files_of_a_killed_write_are_removed_at_resume(tmp_path: Path) -> None:
+    model = _model()
+    Engine(model, _cfg(epochs=1), tmp_path).fit(Regression(model))
+    orphan = tmp_path / "checkpoints" / ".epoch-0002.safetensors.k1ll3d"
+    orphan.write_bytes(b"half a file")
+    Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model))
+    assert not orphan.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")) == []

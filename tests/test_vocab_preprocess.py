@@ -443,3 +443,19 @@ def test_encoding_read_back_from_csv_and_parquet_agree(tmp_path: Path) -> None:
     pre = fitted(specs, from_pq, ["click"])
     assert_same_encoding(pre.transform(from_pq), pre.transform(from_csv))
     assert pre.transform(from_csv).cat["user"].tolist() == [5, 3, MISSING, 4]
+
+
+def test_a_mask_column_must_be_0_or_1() -> None:
+    import pyarrow as pa
+
+    from ranker.config.schema import TaskConfig
+    from ranker.data.preprocess import _labels
+    from ranker.errors import DataError
+
+    table = pa.table({"watch": [1, 0, 1], "like": [1, 0, 0], "m": [1.0, None, 2.0]})
+    tasks = [TaskConfig(name="like", mask_column="m")]
+    with pytest.raises(DataError, match=r"mask column 'm' \(task 'like'\) must be 0/1; row 2 holds 2.0"):
+        _labels(table, tasks, "rows.csv")
+    ok = pa.table({"like": [1, 0, 0], "m": [1.0, None, 0.0]})  # missing = masked
+    labels, mask = _labels(ok, tasks, "rows.csv")
+    assert mask[:, 0].tolist() == [1.0, 0.0, 0.0]

@@ -441,8 +441,15 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
         y = _float_column(table, col, f"{source} (label of task {t.name!r})")
         mask = np.ones_like(y)
         if t.mask_column:
-            mask = _float_column(table, t.mask_column, source)
-            mask = (np.nan_to_num(mask, nan=0.0) > 0).astype(np.float64)
+            raw = np.nan_to_num(_float_column(table, t.mask_column, source), nan=0.0)  # missing: masked
+            off = (raw != 0) & (raw != 1)
+            if off.any():
+                i = int(np.flatnonzero(off)[0])
+                raise DataError(
+                    f"{source}: mask column {t.mask_column!r} (task {t.name!r}) must be 0/1; row {i} "
+                    f"holds {float(raw[i])!r} ({int(off.sum())} such rows)"
+                )
+            mask = raw
         on = mask > 0
         nan = np.isnan(y) & on
         if nan.any():

@@ -125,7 +125,10 @@ class Checkpointer:
         self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: WeightAverage | None = None
     ) -> dict[str, Any] | None:
         """Load the last complete epoch into `model`/`optimizer` (and `ema`); None if there is
-        none."""
+        none. Temporary files of a write that a kill interrupted (``.name.XXXX``) are removed."""
+        if self.dir.is_dir():
+            for orphan in self.dir.glob(".*"):
+                orphan.unlink(missing_ok=True)
         state = self.state()
         if state is None:
             return None
