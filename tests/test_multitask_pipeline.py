@@ -81,3 +81,32 @@ def test_serving_weights_naming_no_task_fail_before_training(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"serving.weights: \['likes'\]"):
         train_run(_cfg(tmp_path / "d.parquet", weights={"likes": 1.0}), tmp_path / "run")
     assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_a_chained_task_without_mask_column_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path / "d.parquet")
+    cfg = _cfg(tmp_path / "d.parquet")
+    tasks = [cfg.data.tasks[0], cfg.data.tasks[1].model_copy(update={"mask_column": None})]
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"tasks": tasks}),
+            "train": cfg.train.model_copy(update={"epochs": 1, "max_steps_per_epoch": 2}),
+        }
+    )
+    train_run(cfg, tmp_path / "run")
+    assert "warning: task 'like' is chained to 'watch' but has no mask_column" in capsys.readouterr().err
+
+
+def test_a_numerical_feature_with_no_finite_value_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ranker.errors import DataError
+
+    _write(tmp_path / "d.parquet")
+    table = pq.read_table(tmp_path / "d.parquet")
+    table = table.set_column(table.column_names.index("x"), "x", pa.array(np.full(table.num_rows, np.nan)))
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"column 'x' \(feature 'x'\) has no finite value"):
+        train_run(_cfg(tmp_path / "d.parquet"), tmp_path / "run")

@@ -228,16 +228,14 @@ def test_statistics_fitted_on_train_only() -> None:
     assert (pre.numeric["x"].mean, pre.numeric["x"].std) == (1.0, 1.0)  # transform does not refit
 
 
-def test_constant_and_empty_columns_do_not_divide_by_zero() -> None:
-    pre = fitted(
-        [{"kind": "numerical", "name": "c"}, {"kind": "numerical", "name": "e"}],
-        pa.table({"c": [4.0, 4.0], "e": pa.array([None, None], pa.float64())}),
-    )
+def test_a_constant_column_does_not_divide_by_zero_and_an_empty_one_is_refused() -> None:
+    pre = fitted([{"kind": "numerical", "name": "c"}], pa.table({"c": [4.0, 4.0]}))
     assert (pre.numeric["c"].mean, pre.numeric["c"].std) == (4.0, 1.0)
-    assert (pre.numeric["e"].mean, pre.numeric["e"].std) == (0.0, 1.0)
-    enc = pre.transform(pa.table({"c": [5.0, 4.0], "e": pa.nulls(2)}))
-    assert enc.num.tolist() == [[1.0, 0.0], [0.0, 0.0]]
-    assert enc.num_missing.tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    enc = pre.transform(pa.table({"c": [5.0, None]}))
+    assert enc.num.tolist() == [[1.0], [0.0]]
+    assert enc.num_missing.tolist() == [[0.0], [1.0]]
+    with pytest.raises(DataError, match=r"column 'e' \(feature 'e'\) has no finite value in 2 rows"):
+        fitted([{"kind": "numerical", "name": "e"}], pa.table({"e": pa.array([None, None], pa.float64())}))
 
 
 def test_numerical_from_csv_text_numbers() -> None:

@@ -1,4 +1,7 @@
-"""Exceptions that carry a message meant for the user (file, column or key, and what was expected)."""
+"""Exceptions that carry a message meant for the user (file, column or key, and what was expected),
+and warnings: input that still trains but may not mean what the user thinks."""
+
+import sys
 
 
 class RankerError(Exception):
@@ -11,3 +14,8 @@ class ConfigError(RankerError):
 
 class DataError(RankerError):
     """Input data is missing, malformed or inconsistent with the config."""
+
+
+def warn(message: str) -> None:
+    """One ``warning: …`` line on stderr (training goes on)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

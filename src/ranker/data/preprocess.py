@@ -123,6 +123,11 @@ class Preprocessor:
                 )
             elif isinstance(f, NumericalFeature):
                 x = _float_column(table, _col(f), source)
+                if len(x) and not np.isfinite(x).any():
+                    raise DataError(
+                        f"{source}: column {_col(f)!r} (feature {f.name!r}) has no finite value in "
+                        f"{len(x)} rows; drop the feature or fix the column"
+                    )
                 state = self.numeric[f.name] = fit_numeric(x, f)
                 if self.ple_bins and f.transform != "bins":
                     values, missing = apply_numeric(x, state)

@@ -32,7 +32,7 @@ from ranker.data.readers import load_splits
 from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
 from ranker.data.tensors import TensorData
-from ranker.errors import ConfigError, DataError
+from ranker.errors import ConfigError, DataError, warn
 from ranker.models import Ranker, build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
@@ -173,6 +173,13 @@ def train_run(
     cfg = cfg.model_copy(update={"data": prep.data})
     begin_run(run_dir, cfg, load_config)  # only once the data is known to be readable
     prep.pre.save(run_dir / "preprocessor.json")
+    for t in prep.data.tasks:
+        if t.conditional_on is not None and t.mask_column is None:
+            warn(
+                f"task {t.name!r} is chained to {t.conditional_on!r} but has no mask_column: its head predicts "
+                f"p({t.name} | {t.conditional_on}) and is scored on every row; set mask_column to the parent's "
+                "label column to score it where the parent happened"
+            )
     spec = TaskSpec.from_tasks(prep.data.tasks)
     score_weights(spec, cfg.serving.weights)  # unknown task names fail before training
     splits = {s: encode(prep, s) for s in ("train", "valid", "test")}
@@ -207,12 +214,13 @@ def train_run(
         m, probs = trainer.evaluate(splits[split], groups[split])
         metrics[split] = m
         if split == "test":
-            t, binary = splits[split].tensors, [i for i, task in enumerate(prep.data.tasks) if task.kind == "binary"]
+            tensors = splits[split].tensors
+            binary = [i for i, task in enumerate(prep.data.tasks) if task.kind == "binary"]
             save_calibration(
                 run_dir / "calibration_test.npz",
                 [prep.data.tasks[i].name for i in binary],
-                t["labels"].numpy()[:, binary],
-                t["label_mask"].numpy()[:, binary],
+                tensors["labels"].numpy()[:, binary],
+                tensors["label_mask"].numpy()[:, binary],
                 probs[:, binary],
             )
             gates = collect_gate_stats(trainer.model)
