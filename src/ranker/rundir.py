@@ -39,16 +39,12 @@ C = TypeVar("C", bound=BaseModel)
 RESUMABLE_CHANGES = frozenset({"epochs", "progress", "threads", "tensorboard"})
 
 
-def set_threads(train: BaseTrainConfig) -> None:
-    """torch's CPU threads from ``train.threads``, else ``$RANKER_THREADS``, else torch's default."""
+def start_process(train: BaseTrainConfig) -> None:
+    """torch's CPU threads (``train.threads``, else ``$RANKER_THREADS``, else torch's default) and
+    its global seed (model initialisation) from ``train.seed``."""
     threads = train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
     if threads:
         torch.set_num_threads(threads)
-
-
-def start_process(train: BaseTrainConfig) -> None:
-    """Threads, and torch's global seed (model initialisation) from ``train.seed``."""
-    set_threads(train)
     torch.manual_seed(train.seed)
 
 

@@ -79,7 +79,7 @@ def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.
         paths = {"all": resolve(data.path, base_dir)}
     read = {k: read_table(p, data.format, data.csv) for k, p in paths.items()}
     csv = {k for k, p in paths.items() if _format(p, data.format) == "csv"}
-    wide = sorted({c for k in csv for c in ids if c in read[k].column_names and _inexact(read[k][c].type)})
+    wide = sorted({c for k in csv for c in ids if c in read[k].column_names and pa.types.is_floating(read[k][c].type)})
     if wide:  # read again, these columns as text (every CSV file: the splits' ids must agree)
         read.update({k: read_table(paths[k], data.format, data.csv, string_columns=tuple(wide)) for k in csv})
     read = {k: _unsigned_ids_as_text(t, ids) for k, t in read.items()}
@@ -134,10 +134,6 @@ def id_columns(data: DataConfig) -> set[str]:
 
 def _format(path: Path, fmt: str) -> str:
     return ("parquet" if Path(path).suffix in (".parquet", ".pq") else "csv") if fmt == "auto" else fmt
-
-
-def _inexact(t: pa.DataType) -> bool:
-    return bool(pa.types.is_floating(t))
 
 
 def _unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:

@@ -45,11 +45,6 @@ class GenerativeTrainer:
         self._train, self._valid = train, valid
         return self.engine.fit(self)
 
-    def step(self, batch: Batch) -> tuple[torch.Tensor, int]:
-        """One optimizer step on a batch; (loss, scored rows)."""
-        loss, counts = self.engine.step(self, batch, torch.Generator())
-        return loss, counts["samples"]
-
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
         return batches(self._train, self.cfg.batch_cells, self.cfg.max_batch_size, generator)
 

@@ -221,7 +221,7 @@ class Engine:
             for key, value in n.items():
                 counts[key] = counts.get(key, 0) + value
             bar.update(1)
-            if step % 20 == 0 and counts:
+            if step % 20 == 0 and counts and not bar.disable:  # .item() syncs: only for a visible bar
                 unit = next(iter(counts))
                 bar.set_postfix(
                     loss=f"{loss_sum.item() / max(counts[unit], 1):.4f}",
