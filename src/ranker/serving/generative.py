@@ -28,7 +28,8 @@ Raw values → the run's ids (its ``items.parquet`` and ``actions.parquet``):
   request without a user) gets each feature's "unseen" id, the one users absent from the
   run's train events had.
 
-History: the user's last ``max_events − 1`` events (a training window holds ``max_events``
+The request's ``context`` is not read (the run's tokens carry ids only). History: the user's
+last ``max_events − 1`` events (a training window holds ``max_events``
 events, so a scored item there reads at most ``max_events − 1`` earlier ones); the static
 tokens take the time of the first of them (the request time without history), as in training
 windows. Events at or after the request second are kept in the sequence but, by the mask,
