@@ -3,7 +3,7 @@
 Usage (from the repository root, on an idle machine; see docs/experiments/serving.md):
     RANKER_DATA_DIR=../shared/data python benchmarks/serve_bench.py --build
     python benchmarks/serve_bench.py --bundle DIR [--requests 10000] [--clients 1 8 32 128]
-        [--servers 1:sqlite 2:sqlite 2:redis] [--threads 1 2] [--time-cap 300]
+        [--servers 1:sqlite,2:sqlite,1:redis,2:redis] [--threads 1 2] [--time-cap 300]
         [--redis redis://HOST:PORT/DB] [--results benchmarks/results/serve-latency.json]
     smoke (< 1 minute): ... --requests 20 --stage-requests 10 --score-requests 10
         --event-requests 20 --clients 1 4 --servers 1:sqlite --time-cap 10 --results /tmp/s.json
@@ -23,7 +23,9 @@ record per point to ``--results`` (``results_store.save_result``: provenance sta
   difference to the HTTP rows. A cProfile of stage 2 (top 15 by cumulative and by own time)
   goes to ``profile-serve-stage2.txt`` beside the results file;
 * ``recommend|workers=W|store=S|clients=C``: HTTP ``/recommend`` through ``ranker serve`` (a
-  subprocess on a free 127.0.0.1 port; W uvicorn workers of ``cpus // W`` torch threads each),
+  subprocess on a free 127.0.0.1 port; W uvicorn workers of ``cpus // W`` torch threads each,
+  sharing the store S, which holds the histories every request reads: ``sqlite`` one WAL file,
+  ``redis`` the Redis server; measured once every worker answers ``/health``),
   C concurrent clients (an asyncio httpx loop, on the same machine), ``--requests`` requests per
   point or ``--time-cap`` seconds, whichever ends first: p50 / p99 ms, req/s, errors;
 * ``score|in-process|threads=T`` and ``score|http|threads=T``: the ranking stage alone on
@@ -67,7 +69,7 @@ sys.path.insert(0, str(HERE))
 from results_store import save_result  # noqa: E402  # type: ignore[import-not-found]
 
 from ranker.serving import recommender as recommender_module  # noqa: E402
-from ranker.serving.bundle import load_bundle  # noqa: E402
+from ranker.serving.bundle import RankingStage, load_bundle  # noqa: E402
 from ranker.serving.recommender import Query, Recommender  # noqa: E402
 from ranker.serving.store import Event, open_store  # noqa: E402
 
@@ -210,7 +212,10 @@ class Stage2Clock:
 
     def __init__(self, rec: Recommender) -> None:
         st = rec.bundle.ranking
-        assert st is not None, "the bundle has no ranker"
+        if not isinstance(st, RankingStage):
+            sys.exit(
+                "the stage timing (--only stages) needs a bundle with a feature ranker; use --only recommend score events"
+            )
         self.on = False
         self.parts: dict[str, float] = {}
         rows_fn, transform = recommender_module.ranker_rows, st.pre.transform
@@ -378,17 +383,21 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 180
+        answered: set[int] = set()  # worker pids seen on /health (a new connection each time)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ranker serve exited with {self.proc.returncode}; see {log}")
             try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    time.sleep(2.0 if workers > 1 else 0.0)  # the other workers finish loading
-                    return
+                r = httpx.get(self.url + "/health", timeout=5, headers={"Connection": "close"})
+                if r.status_code == 200:
+                    answered.add(int(r.json()["worker"]))
+                    if len(answered) >= workers:  # every worker has loaded the bundle
+                        return
+                time.sleep(0.05)
             except httpx.TransportError:
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"ranker serve did not answer /health in 180 s; see {log}")
+        raise RuntimeError(f"ranker serve: {len(answered)} of {workers} workers answered /health in 180 s; see {log}")
 
     def stop(self) -> None:
         try:
@@ -457,6 +466,21 @@ def recommend_body(offset: int) -> Callable[[int], dict[str, Any]]:
 # ---------------------------------------------------------------------- main
 
 
+def server_setups(values: list[str]) -> list[tuple[int, str]]:
+    """``["1:sqlite,2:redis", "1:redis"]`` → ``[(1, "sqlite"), (2, "redis"), (1, "redis")]``.
+
+    >>> server_setups(["1:sqlite,2:redis", "1:redis"])
+    [(1, 'sqlite'), (2, 'redis'), (1, 'redis')]
+    """
+    out = []
+    for setup in (part.strip() for value in values for part in value.split(",") if part.strip()):
+        w, sep, store = setup.partition(":")
+        if not sep or not w.isdigit() or int(w) < 1 or store not in ("sqlite", "redis"):
+            raise ValueError(f"--servers {setup!r}: expected WORKERS:STORE, WORKERS ≥ 1, STORE sqlite or redis")
+        out.append((int(w), store))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -469,9 +493,10 @@ def main() -> None:
     p.add_argument(
         "--servers",
         nargs="+",
-        default=["1:sqlite", "2:sqlite", "2:redis"],
-        metavar="WORKERS:STORE",
-        help="the ranker serve setups of the /recommend curve",
+        default=["1:sqlite,2:sqlite,1:redis,2:redis"],
+        metavar="WORKERS:STORE[,...]",
+        help="the ranker serve setups of the /recommend curve (uvicorn workers : history store sqlite|redis), "
+        "comma- or space-separated",
     )
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads (in-process, /score)")
     p.add_argument("--stage-requests", type=int, default=2_000, help="users of the in-process stage timing")
@@ -484,6 +509,10 @@ def main() -> None:
         "--only", nargs="+", choices=["stages", "recommend", "score", "events"], default=None, help="parts to run"
     )
     args = p.parse_args()
+    try:
+        servers = server_setups(args.servers)
+    except ValueError as exc:
+        p.error(str(exc))
     parts = set(args.only or ["stages", "recommend", "score", "events"])
     work = args.work or Path(tempfile.mkdtemp(prefix="serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -525,9 +554,8 @@ def main() -> None:
             )
 
         if "recommend" in parts:
-            for setup in args.servers:
-                w, _, store = setup.partition(":")
-                workers, threads = int(w), max(1, cpus // int(w))
+            for workers, store in servers:
+                threads = max(1, cpus // workers)
                 server = Server(bundle, stores[store], workers, threads, log)
                 try:
                     for c in args.clients:

@@ -4,7 +4,9 @@ Users ``u00..u59`` (a ``country`` each) rate items ``sku-000..sku-039`` (a ``cat
 ``price`` each); a user of group g mostly picks items with ``item % 3 == g``. The retrieval
 run is a SASRec on the event file; the ranker a TransAct ranker on rows (positive event + 2
 random negatives) with the history columns built by :func:`ranker.data.history.build_histories`.
-Built once per test session (:func:`tiny_runs` is memoised).
+:func:`tiny_generative` adds a generative (HSTU) ranker on the same events (actions ``view`` /
+``cart`` / ``buy`` from the rating, and ``wishlist``, seen in the last 5% of the time only; tasks
+``click`` and ``buy``; 2 sampled negatives per event; static tokens: the user id and the country). Built once per test session (memoised).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import yaml
 
@@ -132,3 +135,56 @@ def tiny_runs(root: Path) -> dict[str, Path]:
             code = main(["train", str(root / f"{name}.yaml"), "--out", str(root / name)])
         assert code == 0, name
     return {"retrieval": root / "retrieval", "ranker": root / "ranker", "events": root / "events.csv"}
+
+
+GENERATIVE = {
+    "kind": "generative",
+    "name": "tiny-generative",
+    "data": {
+        "path": "generative_events.parquet",
+        "user_column": "user",
+        "item_column": "item",
+        "time_column": "ts",
+        "action_column": "action",
+        "tasks": [{"name": "click", "column": "click"}, {"name": "buy", "column": "buy", "mask_column": "click"}],
+        "negatives": {"per_event": 2, "seed": 0},
+        "static_features": ["user", "country"],
+        "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1]},
+        "max_events": 32,
+    },
+    "model": {"dim": 16, "num_layers": 1, "linear_dim": 8, "attention_dim": 8, "dropout": 0.0},
+    "train": {"epochs": 2, "progress": False},
+}
+ACTIONS = ("view", "cart", "buy")
+
+
+@cache
+def tiny_generative(root: Path) -> Path:
+    """A generative ranking run on :func:`tiny_runs`' events (built once); its directory."""
+    events = tiny_runs(root)["events"]
+    table = pa.csv.read_csv(events)
+    rating = table.column("rating").to_numpy()
+    ts = table.column("ts").to_numpy()
+    users = table.column("user").to_pylist()
+    actions = [ACTIONS[r - 1] for r in rating]
+    for i in np.flatnonzero((ts >= np.quantile(ts, 0.95)) & (rating == 2)):
+        actions[i] = "wishlist"  # test-period only: an action value the run never trains on
+    pq.write_table(
+        pa.table(
+            {
+                "user": users,
+                "country": [COUNTRIES[int(u[1:]) % 3] for u in users],
+                "item": table.column("item"),
+                "ts": table.column("ts"),
+                "action": actions,
+                "click": np.ones(len(rating), dtype=np.int64),
+                "buy": (rating == 3).astype(np.int64),
+            }
+        ),
+        root / "generative_events.parquet",
+    )
+    (root / "generative.yaml").write_text(yaml.safe_dump(GENERATIVE))
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", str(root / "generative.yaml"), "--out", str(root / "generative")])
+    assert code == 0, "generative"
+    return root / "generative"

@@ -3,6 +3,9 @@ one-line reason naming the field, never a 500."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from serving_runs import tiny_runs
 
 from ranker.serving.app import create_app
 from ranker.serving.bundle import write_bundle
+from ranker.serving.watch import BundleWatch
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,50 @@ def test_reload_swaps_the_bundle_and_refuses_a_bad_one(client: TestClient, bundl
         and "manifest.json" in bad.json()["detail"]
     )
     assert client.get("/health").json()["model_version"] == r["model_version"]  # still serving v2
+
+
+def repoint(link: Path, target: Path) -> None:
+    """The deploy step: a new symlink renamed over the old one (atomic)."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def test_watch_swaps_a_new_bundle_and_refuses_a_broken_one(
+    bundles: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = tmp_path / "current"
+    live.symlink_to(bundles["v1"])
+    app = create_app(live, f"sqlite:///{tmp_path / 'events.db'}")
+    state = app.state.ranker
+    watch = BundleWatch(state, 60.0)  # polled by hand here (the thread calls the same check)
+    v1 = state.engine.version
+    assert watch.check() is None  # the manifest being served
+    repoint(live, bundles["v2"])
+    assert watch.check() == "reloaded"
+    v2 = state.engine.version
+    assert v2 != v1 and state.engine.bundle.path == live and state.engine.bundle.directory == bundles["v2"].resolve()
+    assert watch.check() is None
+    broken = tmp_path / "broken"
+    shutil.copytree(bundles["v1"], broken)
+    with (broken / "catalogue.parquet").open("r+b") as f:
+        f.seek(12)
+        byte = f.read(1)
+        f.seek(12)
+        f.write(bytes([byte[0] ^ 1]))
+    repoint(live, broken)
+    with caplog.at_level(logging.WARNING, logger="ranker.serve"):
+        assert watch.check() == "refused"
+    assert "catalogue.parquet: sha256 differs" in caplog.text and f"still serving {v2}" in caplog.text
+    assert state.engine.version == v2  # the old bundle keeps serving
+    os.utime(broken / "manifest.json")  # a new mtime, the same bytes: not tried again
+    assert watch.check() is None
+    repoint(live, tmp_path / "nowhere")  # no manifest (a link mid-swap): nothing to do
+    assert watch.check() is None and state.engine.version == v2
+    with TestClient(app) as c:
+        text = c.get("/metrics").text
+        assert "ranker_reloads_total 1" in text and "ranker_reload_failures_total 1" in text
+        assert c.get("/health").json()["model_version"] == v2
 
 
 BAD = [

@@ -1,20 +1,21 @@
 """The real server: `ranker serve` (uvicorn) in a subprocess on a free 127.0.0.1 port.
 
-Read-your-writes over HTTP (SQLite and Redis stores), /reload while requests are in flight,
-and no acknowledged event lost when the server is killed with SIGKILL. Every loop is bounded
-in count and time.
+Read-your-writes over HTTP (SQLite and Redis stores, one worker and two sharing the store),
+/reload and the --watch swap while requests are in flight, and no acknowledged event lost when
+the server is killed with SIGKILL. Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 class Server:
     """`ranker serve BUNDLE --store STORE` on a free port; killed (SIGKILL) or stopped at exit."""
 
-    def __init__(self, bundle: Path, store: str, log: Path) -> None:
+    def __init__(self, bundle: Path, store: str, log: Path, extra: tuple[str, ...] = ()) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -64,6 +65,7 @@ class Server:
                 str(self.port),
                 "--threads",
                 "1",
+                *extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -102,8 +104,8 @@ def server_factory(tmp_path: Path) -> Iterator[type]:
     started: list[Server] = []
 
     class Started(Server):
-        def __init__(self, bundle: Path, store: str) -> None:
-            super().__init__(bundle, store, tmp_path / "server.log")
+        def __init__(self, bundle: Path, store: str, *extra: str) -> None:
+            super().__init__(bundle, store, tmp_path / "server.log", extra)
             started.append(self)
 
     yield Started
@@ -204,3 +206,92 @@ def test_sigkill_after_an_acknowledged_batch_loses_nothing(
     s.close()
     again = server_factory(bundles["v1"], store)
     assert _top(again, "k1")["history_length"] == 10
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_watch_swaps_a_new_bundle_with_requests_in_flight_and_refuses_a_tampered_one(
+    bundles: dict[str, Path], tmp_path: Path, server_factory: type
+) -> None:
+    current = tmp_path / "current"
+    current.symlink_to(bundles["v1"])
+    server = server_factory(current, _store_url("sqlite", tmp_path), "--watch", "--watch-interval", "0.2")
+    v1 = server.http.get("/health").json()["model_version"]
+    server.http.post("/events", json={"events": [{"user": "w", "item": "sku-004", "time": 1.0}]})
+    results: list[tuple[int, str]] = []
+    swapped = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for i in range(200):  # bounded; the second half waits (60 s at most) for the swap
+                if i == 100:
+                    swapped.wait(timeout=60)
+                r = http.post("/recommend", json={"user": "w", "k": 3})
+                results.append((r.status_code, r.json().get("model_version", r.text)))
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        assert _wait(lambda: len(results) >= 10)
+        link = tmp_path / "current.new"  # the deploy: a new link renamed over the served one
+        link.symlink_to(bundles["v2"])
+        os.replace(link, current)
+        assert _wait(lambda: server.http.get("/health").json()["model_version"] != v1)
+        swapped.set()
+    finally:
+        swapped.set()
+        th.join(timeout=120)
+    health = server.http.get("/health").json()
+    v2 = health["model_version"]
+    assert v2 != v1 and health["bundle"] == str(current) and health["bundle_dir"] == str(bundles["v2"].resolve())
+    assert len(results) == 200 and all(code == 200 for code, _ in results), results[:5]
+    served = [v for _, v in results]
+    assert set(served) == {v1, v2} and served == sorted(served, key=lambda v: v == v2)  # v1 … then v2 only
+    assert "ranker_reloads_total 1" in server.http.get("/metrics").text
+
+    tampered = tmp_path / "v3"
+    shutil.copytree(bundles["v1"], tampered)
+    with (tampered / "ranker" / "model.safetensors").open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    link = tmp_path / "current.new"
+    link.symlink_to(tampered)
+    os.replace(link, current)
+    assert _wait(lambda: "ranker_reload_failures_total 1" in server.http.get("/metrics").text)
+    assert server.http.get("/health").json()["model_version"] == v2  # the old bundle keeps answering
+    assert _top(server, "w", k=3)["model_version"] == v2
+    log = (tmp_path / "server.log").read_text()
+    assert "watch: refused the new bundle" in log and "model.safetensors: sha256 differs" in log
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_two_workers_share_the_store(
+    kind: str, bundles: dict[str, Path], tmp_path: Path, server_factory: type, request: pytest.FixtureRequest
+) -> None:
+    """Each request on a new connection, so both workers answer: an event acknowledged by one is
+    in the next /recommend's history whichever worker reads it."""
+    server = server_factory(bundles["v1"], _store_url(kind, tmp_path, request), "--workers", "2")
+    workers: set[int] = set()
+    fresh = {"Connection": "close"}
+    deadline = time.monotonic() + 120
+    for i in range(200):  # bounded: stop once both workers answered 10 rounds in all
+        if (len(workers) == 2 and i >= 10) or time.monotonic() > deadline:
+            break
+        item = f"sku-{i % 40:03d}"
+        ack = httpx.post(
+            server.url + "/events", json={"events": [{"user": "two", "item": item, "time": 1.0 + i}]}, headers=fresh
+        )
+        assert ack.status_code == 200
+        out = httpx.post(server.url + "/recommend", json={"user": "two", "k": 3}, headers=fresh, timeout=30).json()
+        assert out["history_length"] == min(i + 1, 20), out  # 20: the longest history a model reads
+        workers.add(httpx.get(server.url + "/health", headers=fresh).json()["worker"])
+    assert len(workers) == 2

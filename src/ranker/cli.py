@@ -362,7 +362,8 @@ def _serving_parsers(sub: Any) -> None:
         "--ranker",
         type=Path,
         metavar="RUN_DIR",
-        help="finished feature-ranker run on the same item ids (stage 2); omit for retrieval only",
+        help="finished ranking run on the same item ids (stage 2): a feature ranker or a generative "
+        "(HSTU) ranker; omit for retrieval only",
     )
     b.add_argument("--out", type=Path, required=True, help="bundle directory to write (written atomically)")
     b.add_argument(
@@ -409,6 +410,15 @@ def _serving_parsers(sub: Any) -> None:
     sv.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
     sv.add_argument(
         "--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES", help="larger request bodies get a 413"
+    )
+    sv.add_argument(
+        "--watch",
+        action="store_true",
+        help="poll BUNDLE/manifest.json (mtime + sha256) and swap to a new complete bundle as POST /reload "
+        "does; deploy atomically: ranker bundle --out bundles/v2, then repoint a symlink bundles/current",
+    )
+    sv.add_argument(
+        "--watch-interval", type=float, default=5.0, metavar="SECONDS", help="seconds between polls (default 5)"
     )
     sv.set_defaults(func=_cmd_serve)
 
@@ -498,6 +508,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         max_body=args.max_body,
+        watch=args.watch_interval if args.watch else None,
     )
     return 0
 

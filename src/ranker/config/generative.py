@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from ranker.config.events import EventFile, EventTimeSplit, LastNSplit
 from ranker.config.retrieval import HSTUStack
-from ranker.config.schema import BaseTrainConfig, CsvOptions, Strict, TaskConfig, Width, _check_tasks
+from ranker.config.schema import BaseTrainConfig, CsvOptions, ServingConfig, Strict, TaskConfig, Width, _check_tasks
 
 StaticFeature = Literal["user_id", "gender", "occupation", "zip1", "age"]
 STATIC_FEATURES: list[StaticFeature] = ["user_id", "gender", "occupation", "zip1", "age"]
@@ -148,3 +148,6 @@ class GenerativeRunConfig(Strict):
     data: GenerativeData
     model: GenerativeModel = GenerativeModel()
     train: GenerativeTrainConfig = GenerativeTrainConfig()
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig, description="the score a bundle's /recommend sorts by (as the feature ranker's)"
+    )

@@ -8,10 +8,12 @@ module              job
 ``store``           the event store interface, URLs, bulk load of an event file
 ``sqlite_store``    the embedded store (one WAL file)
 ``redis_store``     the shared store (a sorted set per user)
+``generative``      a generative (HSTU) run as stage 2: store events → tokens → M-FALCON scores
 ``recommender``     the two stages on raw ids: history → candidates → ranked top-k
 ``schemas``         request bodies and their bounds
 ``metrics``         Prometheus text
 ``app``             the FastAPI app and ``ranker serve`` (uvicorn)
+``watch``           ``ranker serve --watch``: swap to a new bundle that appears at the served path
 ``batch``           ``ranker recommend`` (users file → top-k) and ``ranker predict`` (rows → scores)
 ``export``          ``ranker export``: the ranker as a torch.export program (.pt2) or ONNX graph
 ==================  =============================================================

@@ -9,6 +9,8 @@
 Every handler reads the served :class:`~ranker.serving.recommender.Recommender` once into a
 local, so ``/reload`` (which loads and verifies the new bundle fully, then replaces one
 reference) never changes a request in flight: it finishes on the bundle it started with.
+``ranker serve --watch`` (:mod:`ranker.serving.watch`) swaps through the same
+:meth:`State.reload` when a new bundle appears at the served path.
 Errors are one line naming the field: a malformed body is a 422 (``{"detail": "k: Input
 should be greater than or equal to 1"}``), an oversized one a 413, non-JSON a 422 on ``body``.
 Handlers are plain functions run in FastAPI's thread pool; the store and models are thread-safe.
@@ -17,9 +19,13 @@ Handlers are plain functions run in FastAPI's thread pool; the store and models 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from ranker.errors import RankerError
+from ranker.errors import ConfigError, RankerError
 from ranker.serving.bundle import load_bundle
 from ranker.serving.metrics import Metrics
 from ranker.serving.recommender import Query, Recommender, RequestError
 from ranker.serving.schemas import EventsIn, RecommendIn, ReloadIn, ScoreIn, Who
 from ranker.serving.store import Event, EventStore, open_store, raw_id
+from ranker.serving.watch import BundleWatch
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -48,20 +55,37 @@ class State:
         self.reload_lock = threading.Lock()
 
     def reload(self, bundle: Path) -> Recommender:
+        """Load and verify `bundle` completely, then swap it in (``POST /reload`` and ``--watch``)."""
         with self.reload_lock:
-            engine = Recommender(load_bundle(bundle), self.store)  # verified and loaded first
+            try:
+                engine = Recommender(load_bundle(bundle), self.store)  # verified and loaded first
+            except BaseException:
+                self.metrics.add_reload_failure()
+                raise
             self.engine = engine  # one reference swap: requests in flight keep the old one
             self.metrics.add_reload()
             return engine
 
 
-def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> FastAPI:
-    """The app serving `bundle` with events in `store_url`."""
+def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch: float | None = None) -> FastAPI:
+    """The app serving `bundle` with events in `store_url`; with `watch` (seconds), a
+    :class:`~ranker.serving.watch.BundleWatch` polls the bundle path while the app runs."""
     state = State(Path(bundle), open_store(store_url))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher = BundleWatch(state, watch).start() if watch else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
     app = FastAPI(
         title="ranker",
         version=state.engine.version,
         description="Two-stage recommendations (retrieval + ranking) over live events.",
+        lifespan=lifespan,
     )
     app.state.ranker = state
     _errors(app)
@@ -119,14 +143,19 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY) -> Fas
     @app.get("/health")
     def health() -> dict[str, Any]:
         engine = state.engine
+        ranker = engine.bundle.manifest["stages"].get("ranker")
         return {
             "status": "ok",
             "model_version": engine.version,
             "bundle": str(engine.bundle.path),
+            "bundle_dir": str(engine.bundle.directory),
             "items": engine.num_items,
             "ranker": engine.bundle.ranking is not None,
+            "ranker_kind": None if ranker is None else ranker.get("kind", "ranking"),
             "search": engine.bundle.manifest["search"],
             "store": state.store.url,
+            "watch_s": watch,
+            "worker": os.getpid(),
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -259,10 +288,17 @@ def app_from_env() -> Any:
         import torch
 
         torch.set_num_threads(int(threads))
+    watch = float(os.environ.get("RANKER_SERVE_WATCH") or 0) or None
+    if watch and not logging.getLogger("ranker.serve").handlers:  # the watch's lines beside uvicorn's
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     ranker: %(message)s"))
+        logging.getLogger("ranker.serve").addHandler(handler)
+        logging.getLogger("ranker.serve").setLevel(logging.INFO)
     return create_app(
         Path(os.environ["RANKER_SERVE_BUNDLE"]),
         os.environ["RANKER_SERVE_STORE"],
         max_body=int(os.environ.get("RANKER_SERVE_MAX_BODY", MAX_BODY)),
+        watch=watch,
     )
 
 
@@ -276,16 +312,22 @@ def serve(
     threads: int | None = None,
     max_body: int = MAX_BODY,
     log_level: str = "info",
+    watch: float | None = None,
 ) -> None:
-    """Run uvicorn with `workers` processes, each loading `bundle` (verified) and `store`."""
+    """Run uvicorn with `workers` processes, each loading `bundle` (verified) and `store`; with
+    `watch` (seconds), each worker polls the bundle path for a new bundle (:mod:`ranker.serving.watch`)."""
     import uvicorn
 
+    if watch is not None and not watch > 0:
+        raise ConfigError(f"--watch-interval: must be > 0 seconds, got {watch}")
     load_bundle(bundle)  # refuse a bad bundle here, with its message, before any worker starts
     os.environ.update(
         {
-            "RANKER_SERVE_BUNDLE": str(Path(bundle).resolve()),
+            # absolute, but a symlink is kept: the watch and /reload re-read what it points to
+            "RANKER_SERVE_BUNDLE": str(Path(bundle).absolute()),
             "RANKER_SERVE_STORE": store,
             "RANKER_SERVE_MAX_BODY": str(max_body),
+            "RANKER_SERVE_WATCH": str(watch or ""),
         }
     )
     if threads:

@@ -9,16 +9,24 @@
     catalogue.parquet      `item` raw id (row k-1 = internal item k), `popularity` (events in
                            the retrieval data), then the ranker's item columns (latest values)
     index.faiss            faiss index over the item vectors (absent with --index exact)
+    stage 2, a feature ranker (--ranker RUN of kind ranking):
     ranker/                a ranking run directory (config.yaml, preprocessor.json,
                            model.safetensors): loads with ranker.ranking.run.load_run
     users.parquet          the ranker's user columns, latest value per user (raw user id `user`)
     features.json          where each ranker input column comes from (ranker.serving.features)
+    stage 2, a generative HSTU ranker (--ranker RUN of kind generative; ranker.serving.generative):
+    generative/            a generative run directory (config.yaml, model.safetensors,
+                           model_shape.json, items.parquet, actions.parquet)
+    static.parquet         every user's static token ids; generative.json: tasks, actions
 
 Nothing is read outside the directory at load (:func:`load_bundle`): every file's sha256 is
-checked against the manifest first, and a missing or changed file is refused by name. The two
-stages must share item ids: at bundle and at load, the ranker's item vocabulary must be of
-the catalogue's id type and mostly inside it (``min_item_overlap``), else the bundle is
-refused naming both files. A generative (HSTU) stage 2 is not bundled yet.
+checked against the manifest first, and a missing or changed file is refused by name. The
+directory is resolved once (a symlink such as ``bundles/current`` is followed at load, then
+every file is read from its target), so repointing the link during a load cannot mix two
+bundles. The two stages must share item ids: at bundle and at load, the ranker's item
+vocabulary (the feature ranker's preprocessor vocabulary, the generative run's
+``items.parquet``) must be of the catalogue's id type and mostly inside it
+(``min_item_overlap``), else the bundle is refused naming both files.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +49,9 @@ import torch
 from ranker.errors import ConfigError
 from ranker.serving.features import HistoryColumns, column_roles, history_columns, input_columns, latest_by_key
 from ranker.serving.store import raw_id
+
+if TYPE_CHECKING:
+    from ranker.serving.generative import GenerativeStage
 
 FORMAT = "ranker-bundle/1"
 ROLES = ("user", "item", "context")
@@ -78,10 +89,12 @@ class RankingStage:
 
 @dataclass
 class Bundle:
-    path: Path
+    path: Path  # as given (e.g. a symlink that a deploy repoints; POST /reload re-reads it)
     manifest: dict[str, Any]
     retrieval: RetrievalStage
-    ranking: RankingStage | None
+    ranking: RankingStage | GenerativeStage | None
+    directory: Path  # the resolved directory the files were read from
+    manifest_sha256: str  # of the manifest file as verified (what the --watch poll compares)
 
     @property
     def version(self) -> str:
@@ -113,7 +126,7 @@ def write_bundle(
     cfg, model, serving = load_retrieval(retrieval_run)
     items = serving.items
     if ranker_run is not None:  # refuse runs that do not fit before writing anything
-        _check_ranker(Path(ranker_run), items, Path(retrieval_run) / "items.parquet", min_item_overlap)
+        _check_ranker(Path(ranker_run), items, Path(retrieval_run) / "items.parquet", min_item_overlap, roles)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -121,7 +134,11 @@ def write_bundle(
         catalogue = pa.table({"item": items, "popularity": _popularity(items, serving.histories)})
         search = _write_index(model, tmp / "index.faiss", index)
         stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
-        if ranker_run is not None:
+        if ranker_run is not None and family_of_run(ranker_run).kind == "generative":
+            from ranker.serving.generative import write_generative
+
+            stages["ranker"] = {**write_generative(Path(ranker_run), tmp), "min_item_overlap": min_item_overlap}
+        elif ranker_run is not None:
             catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
             stages["ranker"] = {**info, "min_item_overlap": min_item_overlap}
         pq.write_table(catalogue, tmp / "catalogue.parquet")
@@ -174,14 +191,23 @@ def _write_index(model: Any, path: Path, kind: str) -> str:
     return kind
 
 
-def _check_ranker(run: Path, items: pa.Array, catalogue_file: Path, min_overlap: float) -> None:
+def _check_ranker(
+    run: Path, items: pa.Array, catalogue_file: Path, min_overlap: float, roles: dict[str, str] | None
+) -> None:
     from ranker.families import family_of_run
     from ranker.ranking.run import load_run
 
     kind = family_of_run(run).kind
+    if kind == "generative":
+        from ranker.serving.generative import check_generative
+
+        if roles:
+            raise ConfigError(f"--role: only for a feature ranker; --ranker {run} is a generative run")
+        check_generative(run, items, catalogue_file, min_overlap)
+        return
     if kind != "ranking":
         raise ConfigError(
-            f"--ranker {run}: a {kind} run; bundles take a feature ranker (the generative ranker is not bundled yet)"
+            f"--ranker {run}: a {kind} run; stage 2 is a feature ranker (kind ranking) or a generative ranker"
         )
     cfg, _, pre = load_run(run)
     check_items_fit(pre, cfg.data, items, run / "preprocessor.json", catalogue_file, min_overlap)
@@ -226,7 +252,7 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
         "history": None if hist is None else hist.__dict__,
     }
     (tmp / "features.json").write_text(json.dumps(features, indent=2))
-    return catalogue, {"run": str(run.resolve()), "tasks": [t.name for t in data.tasks]}
+    return catalogue, {"kind": "ranking", "run": str(run.resolve()), "tasks": [t.name for t in data.tasks]}
 
 
 def _item_key(data: Any, run: Path) -> str:
@@ -251,22 +277,29 @@ def item_feature(pre: Any, data: Any) -> str:
 def check_items_fit(
     pre: Any, data: Any, items: pa.Array, pre_file: Path, catalogue_file: Path, min_overlap: float
 ) -> None:
-    """Refuse a ranker whose item vocabulary is not the catalogue's ids (type, then overlap)."""
+    """Refuse a feature ranker whose item vocabulary is not the catalogue's ids (type, then overlap)."""
     if data.item_column is None:
         raise BundleError(f"{pre_file}: the ranker's config has no data.item_column")
     vocab = pre.vocab_of(item_feature(pre, data))
+    check_ids_fit(vocab.values, pre_file, items, catalogue_file, min_overlap)
+
+
+def check_ids_fit(vocab: pa.Array, vocab_file: Path, items: pa.Array, catalogue_file: Path, min_overlap: float) -> None:
+    """Refuse a stage-2 item vocabulary (raw ids, kept in `vocab_file`) that is not the retrieval
+    catalogue's: another id type, or less than `min_overlap` of it inside the catalogue."""
+    kind = "int" if pa.types.is_integer(vocab.type) else "str"
     cat_type = "int" if pa.types.is_integer(items.type) else "str"
-    if vocab.dtype != cat_type:
+    if kind != cat_type:
         raise BundleError(
-            f"{pre_file}: the ranker's item ids are {vocab.dtype} but the retrieval "
+            f"{vocab_file}: the ranker's item ids are {kind} but the retrieval "
             f"catalogue {catalogue_file} holds {cat_type} ids: the runs do not fit together"
         )
-    inside = pc.is_in(vocab.values, value_set=items.cast(vocab.values.type))
-    share = float(pc.mean(pc.cast(inside, pa.float64())).as_py() or 0.0) if len(vocab.values) else 1.0
+    inside = pc.is_in(vocab, value_set=items.cast(vocab.type))
+    share = float(pc.mean(pc.cast(inside, pa.float64())).as_py() or 0.0) if len(vocab) else 1.0
     if share < min_overlap:
-        outside = vocab.values.filter(pc.invert(inside)).slice(0, 5).to_pylist()
+        outside = vocab.filter(pc.invert(inside)).slice(0, 5).to_pylist()
         raise BundleError(
-            f"{pre_file}: only {share:.0%} of the ranker's {len(vocab.values)} item ids are in the "
+            f"{vocab_file}: only {share:.0%} of the ranker's {len(vocab)} item ids are in the "
             f"retrieval catalogue {catalogue_file} ({len(items)} items; e.g. {outside} are not): the "
             f"item vocabularies differ, so the runs were trained on different items"
         )
@@ -299,13 +332,18 @@ def _version(files: dict[str, dict[str, Any]]) -> str:
 def verify_bundle(path: Path) -> dict[str, Any]:
     """The manifest, once every file it lists is present with its sha256 (BundleError naming
     the first file that is not)."""
-    path = Path(path)
+    return _verify(Path(path))[0]
+
+
+def _verify(path: Path) -> tuple[dict[str, Any], str]:
+    """:func:`verify_bundle`, and the sha256 of the manifest file's bytes that were verified."""
     mf = path / "manifest.json"
     if not mf.is_file():
         raise BundleError(f"{mf}: missing (not a bundle directory; make one with `ranker bundle`)")
+    raw = mf.read_bytes()
     try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mf}: not valid JSON ({exc})") from None
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{mf}: not a {FORMAT} manifest")
@@ -317,15 +355,16 @@ def verify_bundle(path: Path) -> dict[str, Any]:
             raise BundleError(f"{p}: sha256 differs from the manifest (the file was changed after bundling)")
     if _version(manifest["files"]) != manifest.get("version"):
         raise BundleError(f"{mf}: its version does not match its file list (the manifest was edited)")
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()
 
 
 def load_bundle(path: Path) -> Bundle:
     """Verify then load a bundle: both stages in eval mode, tables in memory."""
     from ranker.retrieval.run import load_run as load_retrieval
 
-    path = Path(path)
-    manifest = verify_bundle(path)
+    given = Path(path)
+    path = given.resolve()  # a symlink is followed once: every file comes from one directory
+    manifest, manifest_sha = _verify(path)
     cfg, model, serving = load_retrieval(path / "retrieval")
     catalogue = pq.read_table(path / "catalogue.parquet")
     index = None
@@ -339,12 +378,14 @@ def load_bundle(path: Path) -> Bundle:
         cfg, model, serving.items, catalogue.column("popularity").to_numpy(), catalogue, index, vectors
     )
     ranker = manifest["stages"].get("ranker")
-    ranking = (
-        None
-        if ranker is None
-        else _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)))
-    )
-    return Bundle(path, manifest, retrieval, ranking)
+    ranking: RankingStage | GenerativeStage | None = None
+    if ranker is not None and ranker.get("kind") == "generative":
+        from ranker.serving.generative import load_generative
+
+        ranking = load_generative(path, serving.items, float(ranker.get("min_item_overlap", 0.0)))
+    elif ranker is not None:
+        ranking = _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)))
+    return Bundle(given, manifest, retrieval, ranking, path, manifest_sha)
 
 
 def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap: float) -> RankingStage:

@@ -4,7 +4,8 @@
     ranker_request_seconds{path}               histogram (le buckets below, _sum, _count)
     ranker_events_total                        counter of events acknowledged by POST /events
     ranker_model_info{version, bundle}         1 for the bundle being served
-    ranker_reloads_total                       counter
+    ranker_reloads_total                       counter of bundle swaps (POST /reload or --watch)
+    ranker_reload_failures_total               counter of bundles refused (the old one kept serving)
 
 Each worker process keeps its own numbers (``--workers N``: scrape each, or read them as a
 sample of the whole).
@@ -34,6 +35,7 @@ class Metrics:
         self.sums: dict[str, float] = defaultdict(float)
         self.events = 0
         self.reloads = 0
+        self.reload_failures = 0
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -48,6 +50,10 @@ class Metrics:
     def add_reload(self) -> None:
         with self._lock:
             self.reloads += 1
+
+    def add_reload_failure(self) -> None:
+        with self._lock:
+            self.reload_failures += 1
 
     def render(self, version: str, bundle: str) -> str:
         with self._lock:
@@ -73,9 +79,12 @@ class Metrics:
                 "# HELP ranker_events_total Events acknowledged (durable) by POST /events.",
                 "# TYPE ranker_events_total counter",
                 f"ranker_events_total {self.events}",
-                "# HELP ranker_reloads_total Bundle swaps by POST /reload.",
+                "# HELP ranker_reloads_total Bundle swaps (POST /reload or the --watch poll).",
                 "# TYPE ranker_reloads_total counter",
                 f"ranker_reloads_total {self.reloads}",
+                "# HELP ranker_reload_failures_total Bundles refused by a reload (the old one kept serving).",
+                "# TYPE ranker_reload_failures_total counter",
+                f"ranker_reload_failures_total {self.reload_failures}",
                 "# HELP ranker_model_info The bundle being served.",
                 "# TYPE ranker_model_info gauge",
                 f'ranker_model_info{{version="{version}",bundle="{_escape(bundle)}"}} 1',

@@ -3,12 +3,15 @@
     history  = store.history(user, H)            (or the request's own history)
     stage 1  = top-n_candidates of ⟨u(history), e_j⟩ over the catalogue (faiss or exact),
                history and ``exclude`` removed; no known history → the most popular items
-    stage 2  = the feature ranker's task probabilities p_t on (user, candidate, context,
-               history) rows, combined into the serving score s = Σ_t w_t p_t (or Π p_t^w_t)
+    stage 2  = the ranker's task probabilities p_t, combined into the serving score
+               s = Σ_t w_t p_t (or Π p_t^w_t): a feature ranker on (user, candidate, context,
+               history) rows, or a generative HSTU ranker on the history's item/action tokens
+               with the candidates attending to it (:mod:`ranker.serving.generative`)
     answer   = top-k by s (by the stage-1 score in a retrieval-only bundle)
 
-H is the longest history a model reads (the retriever's ``max_len``, the ranker's history
-``max_len``). History items outside the catalogue are kept for the ranker (its OOV row) but
+H is the longest history a model reads (the retriever's ``max_len``, the feature ranker's
+history ``max_len``, the generative ranker's ``max_events − 1``). History items outside the
+catalogue are kept for the ranker (its OOV row; the generative ranker's padding row) but
 cannot enter the retriever; they are reported as ``unknown_items``. Everything here is
 synchronous and thread-safe (the models are only read, under ``torch.inference_mode``).
 """
@@ -29,6 +32,7 @@ from ranker.errors import RankerError
 from ranker.retrieval.search import exact_topk
 from ranker.serving.bundle import Bundle
 from ranker.serving.features import ranker_rows
+from ranker.serving.generative import GenerativeStage
 from ranker.serving.store import Event, EventStore, raw_id
 from ranker.tasks import serving_score
 
@@ -61,8 +65,7 @@ class Recommender:
         self.raw_items = [raw_id(v) for v in r.items.to_pylist()]
         self.index_of = {item: k + 1 for k, item in enumerate(self.raw_items)}
         self.popular = np.argsort(-r.popularity, kind="stable") + 1  # internal ids, most popular first
-        hist = bundle.ranking.history if bundle.ranking is not None else None
-        self.history_len = max(int(r.model.max_len), hist.max_len if hist is not None else 0)
+        self.history_len = max(int(r.model.max_len), _ranker_history(bundle))
 
     @property
     def version(self) -> str:
@@ -146,7 +149,7 @@ class Recommender:
         now = q.now if q.now is not None else time.time()
         events = self.history_of(q)
         if self.bundle.ranking is not None:
-            rows = self._ranker_rows(q, events, items, None, now)
+            rows = self._stage2(q, events, items, None, now)
             _, unknown = self._internal(items)
         else:
             cand, unknown = self._internal(items)
@@ -233,16 +236,39 @@ class Recommender:
                 {"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]), "probabilities": {}}
                 for j in order
             ]
-        return self._ranker_rows(q, events, raw, stage1, now)
+        return self._stage2(q, events, raw, stage1, now)
 
-    @torch.inference_mode()
-    def _ranker_rows(
+    def _stage2(
         self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None, now: float
     ) -> list[dict[str, Any]]:
+        """The ranker's rows for `items`, best first: item, score, retrieval score, probabilities."""
         st = self.bundle.ranking
         assert st is not None
         if not items:
             return []
+        if isinstance(st, GenerativeStage):
+            probs, scores = st.score(q.user, events, items, now)
+        else:
+            probs, scores = self._ranker_rows(q, events, items, now)
+        order = np.argsort(-scores, kind="stable")
+        names = st.spec.names
+        return [
+            {
+                "item": items[j],
+                "score": float(scores[j]),
+                "retrieval_score": None if stage1 is None else float(stage1[j]),
+                "probabilities": {t: float(probs[j, n]) for n, t in enumerate(names)},
+            }
+            for j in order
+        ]
+
+    @torch.inference_mode()
+    def _ranker_rows(
+        self, q: Query, events: list[Event], items: list[str], now: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The feature ranker's task outputs (N, T) and serving scores (N,) of `items`."""
+        st = self.bundle.ranking
+        assert st is not None and not isinstance(st, GenerativeStage)
         idx = pa.array([self.index_of[i] - 1 if i in self.index_of else None for i in items], pa.int64())
         user_row = st.users.get(q.user, {}) if q.user is not None else {}
         user_row = {c: user_row.get(c) for c in st.user_columns}
@@ -271,15 +297,12 @@ class Recommender:
         batch = TensorData.from_encoded(enc).tensors
         probs = st.spec.outputs(st.model(batch))  # (N, T)
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
-        p = probs.numpy()
-        order = np.argsort(-scores, kind="stable")
-        names = st.spec.names
-        return [
-            {
-                "item": items[j],
-                "score": float(scores[j]),
-                "retrieval_score": None if stage1 is None else float(stage1[j]),
-                "probabilities": {t: float(p[j, n]) for n, t in enumerate(names)},
-            }
-            for j in order
-        ]
+        return probs.numpy(), scores
+
+
+def _ranker_history(bundle: Bundle) -> int:
+    """Events the bundle's ranker reads (0 without one, or without a history feature)."""
+    st = bundle.ranking
+    if isinstance(st, GenerativeStage):
+        return st.max_history
+    return st.history.max_len if st is not None and st.history is not None else 0
