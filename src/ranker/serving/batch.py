@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 from ranker.serving.recommender import Query, Recommender
 from ranker.serving.store import EventStore, raw_id
 
@@ -63,12 +63,19 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
         from ranker.serving.bundle import verify_bundle
 
         verify_bundle(source)
+    else:
+        from ranker.families import require_family
+
+        require_family(source, "ranking", "", "`ranker predict` (ranker rows)")
     cfg, model, pre = load_run(run)
     spec = TaskSpec.from_tasks(pre.tasks)
     scoring = Preprocessor.from_state({**pre.state_dict(), "tasks": []})
     if not rows.is_file():
         raise ConfigError(f"{rows}: no such file")
-    reader = pq.ParquetFile(rows)
+    try:
+        reader = pq.ParquetFile(rows)
+    except pa.ArrowInvalid:
+        raise DataError(f"{rows}: not a parquet file (predict reads parquet with the ranker's input columns)") from None
     writer: pq.ParquetWriter | None = None
     n = 0
     try:
