@@ -306,3 +306,35 @@ def test_unseen_categories_and_nan_inf_train_end_to_end(tmp_path: Path) -> None:
         assert np.isfinite(m["logloss"]) and 0.0 <= m["auc"] <= 1.0
     assert metrics["rows"] == saved["rows"]
     assert (run / "preprocessor.json").is_file() and (run / "config.yaml").is_file()
+
+
+def test_transact_heads_that_do_not_divide_the_width_fail_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = table().append_column("past", pa.array([["i1", "i2"], []] * (N // 2)))
+    pq.write_table(t, tmp_path / "rows.parquet")
+    raw = config(path="rows.parquet")
+    raw["data"]["features"].append({"kind": "history", "name": "hist", "item_column": "past", "item_feature": "item"})
+    raw["model"]["history"] = {"kind": "transact", "num_heads": 3}  # d_model = 4 (item) + 4 (candidate) = 8
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "model.history (transact, history 'hist')" in err and "d_model=8" in err and "num_heads=3" in err
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # no epoch ran
+
+
+def test_cuda_without_a_gpu_fails_before_any_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for raw in (
+        config(path="absent.csv"),
+        {"kind": "retrieval", "data": {"path": "absent.csv", "user_column": "u", "item_column": "i"}},
+    ):
+        raw["train"] = {**raw.get("train", {}), "device": "cuda"}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+        assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+        assert "train.device: 'cuda' but no CUDA device is available" in capsys.readouterr().err  # not the file
+        assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from ranker.config import apply_override, dump_config, load_config
+from ranker.config.load import read_raw
 from ranker.config.schema import FilesSplit, MeanPoolHistory, MLPBackbone, RandomSplit
 from ranker.errors import ConfigError
 
@@ -376,3 +377,29 @@ def test_a_label_column_may_not_be_a_feature() -> None:
     raw["data"]["tasks"] = [{"name": "ctr", "column": "click"}]
     with pytest.raises(ConfigError, match=r"label column 'click' of task 'ctr' is also the feature 'clicked_copy'"):
         load_config(base=raw)
+
+
+def test_a_repeated_key_is_refused_with_both_lines_but_merge_keys_work(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ntrain: {epochs: 1}\nname: b\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 3, column 1: duplicate key 'name' \(first at line 1\)"):
+        read_raw(path)
+    path.write_text("base: &b {epochs: 1, lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n")
+    assert read_raw(path)["train"] == {"epochs": 1, "lr": 0.2}  # an override of a merged key is no repeat
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (b"", "the file is empty"),
+        (b"- a\n- b\n", "got a list"),
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        (b"a:\n\tb: 1\n", "line 2, column 1: a tab character"),
+    ],
+)
+def test_unreadable_config_files_are_one_line_naming_the_file(tmp_path: Path, text: bytes, fragment: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        read_raw(path)
+    assert str(info.value).startswith(str(path)) and fragment in str(info.value) and "\n" not in str(info.value)

@@ -129,7 +129,7 @@ def test_bundle_options_are_checked(runs: dict[str, Path], tmp_path: Path) -> No
     assert cols["hour"]["role"] == "user" and cols["hour"]["forced"]
     with pytest.raises(ConfigError, match="exists"):
         write_bundle(runs["retrieval"], tmp_path / "b")
-    with pytest.raises(ConfigError, match="not a retrieval run"):
+    with pytest.raises(ConfigError, match="a ranking run; the retrieval stage needs a retrieval run"):
         write_bundle(runs["ranker"], tmp_path / "c")
 
 

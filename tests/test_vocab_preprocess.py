@@ -18,7 +18,7 @@ from ranker.config.schema import Feature, TaskConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import read_table
 from ranker.data.vocab import MISSING, OOV, PAD, Vocabulary
-from ranker.errors import DataError
+from ranker.errors import ConfigError, DataError
 
 _FEATURES = TypeAdapter(list[Feature])
 
@@ -147,7 +147,7 @@ def test_vocab_from_shares_the_vocabulary() -> None:
 
 
 def test_vocab_from_a_non_categorical_is_an_error() -> None:
-    with pytest.raises(DataError, match="'x'.*not a categorical feature"):
+    with pytest.raises(ConfigError, match="feature 'c': vocab_from 'x' is not a categorical feature"):
         Preprocessor(
             features({"kind": "numerical", "name": "x"}, {"kind": "categorical", "name": "c", "vocab_from": "x"}), []
         )
@@ -348,7 +348,7 @@ def test_history_lengths_must_match() -> None:
 
 def test_history_item_feature_must_be_categorical() -> None:
     specs = [{"kind": "numerical", "name": "item"}, HIST[1]]
-    with pytest.raises(DataError, match="not a categorical feature"):
+    with pytest.raises(ConfigError, match="item_feature 'item' is not a categorical feature"):
         Preprocessor(features(*specs), [])
 
 

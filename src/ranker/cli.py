@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ranker.errors import RankerError
+from ranker.errors import ConfigError, RankerError, warn
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -166,14 +166,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ranker.errors import ConfigError
-    from ranker.families import family_of_config
+    from ranker.families import family_of_config, require_family
 
-    family = family_of_config(args.config)
+    family = family_of_config(args.config, args.overrides)
     if args.init_from is not None and not family.fine_tunes:
         raise ConfigError(f"--init-from: fine-tuning is for ranking runs, not {family.kind} runs")
+    if args.init_from is not None:
+        require_family(args.init_from, family.kind, "--init-from", "fine-tuning a ranker")
     cfg = family.load_config(args.config, args.overrides)
-    out = args.out or _default_out(cfg.name)
+    out = _run_dir(args.out or _default_out(cfg.name))
     options: dict[str, Any] = {}
     if family.kind == "ranking":
         options = {"base_dir": args.config.resolve().parent, "init_from": args.init_from}
@@ -187,10 +188,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from ranker.config import load_config
+    from ranker.families import family_of_config, require_family
     from ranker.ranking.run import train_run
 
+    require_family(args.teacher, "ranking", "--teacher", "`ranker distill`")
+    student = family_of_config(args.student, args.overrides)
+    if student.kind != "ranking":
+        raise ConfigError(
+            f"--student {args.student}: a {student.kind} config; `ranker distill` trains ranking students"
+        )
     cfg = load_config(args.student, args.overrides)
-    out = args.out or _default_out(f"{cfg.name}-distilled")
+    out = _run_dir(args.out or _default_out(f"{cfg.name}-distilled"))
     start = time.perf_counter()
     metrics = train_run(cfg, out, base_dir=args.student.resolve().parent, teacher=args.teacher)
     _print_summary(metrics, out, time.perf_counter() - start)
@@ -200,6 +208,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         f"teacher outputs on train computed once in {d['teacher_predict_s']:.1f}s and cached)"
     )
     return 0
+
+
+def _run_dir(out: Path) -> Path:
+    """`out` as a run directory to create or resume: an existing file there is an error."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a run directory")
+    return out
 
 
 def _anchored(cfg: C, config_path: Path) -> C:
@@ -242,23 +257,20 @@ def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) 
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from ranker.errors import ConfigError
-    from ranker.families import family_of_run
+    from ranker.families import require_family
     from ranker.retrieval.run import load_run
-    from ranker.retrieval.serve import parse_ids, parse_raw_ids, recommend
+    from ranker.retrieval.serve import check_times, parse_ids, parse_raw_ids, recommend
 
-    family = family_of_run(args.run_dir)
-    if family.kind != "retrieval":
-        raise ConfigError(f"{args.run_dir}: a {family.kind} run; `ranker retrieve` needs a retrieval run")
+    require_family(args.run_dir, "retrieval", "", "`ranker retrieve`")
+    if args.user is not None and args.times is not None:
+        raise ConfigError("--times: only with --history (a known --user's times come from the run)")
     cfg, model, serving = load_run(args.run_dir)
     if args.user is not None:
         items, times = serving.history(args.user)
         who = f"user {args.user} ({len(items)} items)"
     else:
         items = serving.internal(parse_raw_ids(args.history, "--history"), "--history")
-        times = parse_ids(args.times, "--times") if args.times else None
-        if times is not None and len(times) != len(items):
-            raise ConfigError(f"--times: {len(times)} times for {len(items)} --history items (one per item)")
+        times = check_times(parse_ids(args.times, "--times"), len(items)) if args.times is not None else None
         who = f"new user ({len(items)} items)"
     index = None
     if args.ann:
@@ -266,6 +278,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
         index = build_index(model.item_vectors()[1:].detach().numpy(), args.ann)
     top = recommend(model, items, times, args.k, ann_index=index)
+    if len(top) < args.k:
+        warn(f"--k {args.k}: only {len(top)} catalogue items are not in the history; all of them are listed")
     raw = serving.raw([item for item, _ in top])
     print(f"{cfg.model.kind} top-{args.k} for {who}, {'faiss ' + args.ann if args.ann else 'exact'}:")
     for rank, ((_, score), item) in enumerate(zip(top, raw, strict=True), 1):
@@ -306,15 +320,17 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
     from ranker.data.recipes import get_recipe, prepare
 
     start = time.perf_counter()
-    ds = prepare(get_recipe(args.name), force=args.force)
+    ds = prepare(get_recipe(args.name, "ranker datasets prepare"), force=args.force)
     print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
     print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2, default=str)[:4000])
     return 0
 
 
 def _cmd_collisions(args: argparse.Namespace) -> int:
+    from ranker.families import require_family
     from ranker.ranking.run import collisions_of_run
 
+    require_family(args.run_dir, "ranking", "", "`ranker collisions`")
     report = collisions_of_run(args.run_dir)
     if report is None:
         print("plain embedding tables: every train value has its own row (no hash collisions)")
@@ -328,11 +344,10 @@ def _cmd_collisions(args: argparse.Namespace) -> int:
 
 def _cmd_retrieval_baseline(args: argparse.Namespace) -> int:
     from ranker.data.recipes import get_recipe
-    from ranker.errors import ConfigError
     from ranker.retrieval import evaluate, popularity_scorer
     from ranker.retrieval.data import from_recipe
 
-    recipe = get_recipe(args.name)
+    recipe = get_recipe(args.name, "ranker retrieval-baseline")
     if recipe.kind != "retrieval":
         raise ConfigError(f"{args.name!r} is a {recipe.kind} dataset, not a retrieval one")
     data = from_recipe(recipe.name).views()
@@ -383,7 +398,7 @@ def _serving_parsers(sub: Any) -> None:
     )
     b.add_argument(
         "--min-item-overlap",
-        type=float,
+        type=_share,
         default=0.9,
         metavar="SHARE",
         help="share of the ranker's item ids that must be in the retrieval catalogue",
@@ -400,16 +415,20 @@ def _serving_parsers(sub: Any) -> None:
         "redis://host:port/db[?cap=N] (shared by workers and machines)",
     )
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: local only)")
-    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sv.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     sv.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         default=1,
         help="uvicorn worker processes (each loads the bundle; /reload swaps one worker's)",
     )
-    sv.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
+    sv.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: torch's choice)")
     sv.add_argument(
-        "--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES", help="larger request bodies get a 413"
+        "--max-body",
+        type=_positive_int,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="larger request bodies get a 413",
     )
     sv.add_argument(
         "--watch",
@@ -426,8 +445,8 @@ def _serving_parsers(sub: Any) -> None:
     rc.add_argument("bundle", type=Path, help="a directory written by `ranker bundle`")
     rc.add_argument("users", type=Path, help="text file, one raw user id per line")
     rc.add_argument("--store", default="sqlite:///events.db", help="event store holding the histories")
-    rc.add_argument("--k", type=int, default=100, help="items per user")
-    rc.add_argument("--n-candidates", type=int, default=200, help="stage-1 candidates per user")
+    rc.add_argument("--k", type=_positive_int, default=100, help="items per user")
+    rc.add_argument("--n-candidates", type=_positive_int, default=200, help="stage-1 candidates per user")
     rc.add_argument("--out", type=Path, required=True, help="parquet: user, rank, item, score, fallback, tasks")
     rc.set_defaults(func=_cmd_recommend)
 
@@ -437,7 +456,7 @@ def _serving_parsers(sub: Any) -> None:
     pr.add_argument(
         "--out", type=Path, required=True, help="parquet: score and one probability per task, row order kept"
     )
-    pr.add_argument("--chunk", type=int, default=50_000, help="rows per chunk")
+    pr.add_argument("--chunk", type=_positive_int, default=50_000, help="rows per chunk")
     pr.set_defaults(func=_cmd_predict)
 
     ex = sub.add_parser("export", help="export a ranking run's model (history encoder included) to .pt2 or ONNX")
@@ -465,20 +484,23 @@ def _serving_parsers(sub: Any) -> None:
     el.add_argument("--time-column", help="unix seconds (default: the row number)")
     el.add_argument("--delimiter", default=",", help="CSV delimiter; '\\t' for tab")
     el.add_argument("--column-names", metavar="A,B,...", help="CSV without a header: its column names")
-    el.add_argument("--chunk", type=int, default=10_000, help="events per write transaction")
+    el.add_argument("--chunk", type=_positive_int, default=10_000, help="events per write transaction")
     el.set_defaults(func=_cmd_events_load)
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from ranker.errors import ConfigError
-    from ranker.serving.bundle import write_bundle
+    from ranker.serving.bundle import ROLES, write_bundle
 
     roles = {}
     for r in args.role:
         col, sep, role = r.partition("=")
-        if not sep:
+        if not sep or not col:
             raise ConfigError(f"--role {r!r}: expected COLUMN=user|item|context")
+        if role not in ROLES:
+            raise ConfigError(f"--role {r!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
         roles[col] = role
+    if roles and args.ranker is None:
+        raise ConfigError("--role: only with --ranker (roles place the ranker's input columns)")
     start = time.perf_counter()
     m = write_bundle(
         args.retrieval,
@@ -499,7 +521,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ranker.serving.app import serve
+    from ranker.serving.store import check_store_url
 
+    check_store_url(args.store)  # before the bundle is read and any worker starts
     serve(
         args.bundle,
         store=args.store,
@@ -515,9 +539,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from ranker.serving.batch import open_for_batch, read_users, recommend_file
-    from ranker.serving.store import open_store
+    from ranker.serving.store import check_store_url, open_store
 
     users = read_users(args.users)
+    check_store_url(args.store)
     store = open_store(args.store)
     start = time.perf_counter()
     n = recommend_file(open_for_batch(args.bundle, store), users, args.out, k=args.k, n_candidates=args.n_candidates)
@@ -581,6 +606,25 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    """argparse type: a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is in [0, 1] (0.9 = 90%), got {text}")
     return value
 
 

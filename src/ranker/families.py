@@ -64,14 +64,28 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family_of_config(path: Path) -> Family:
-    """The family a config file declares with its top-level ``kind``."""
-    return FAMILIES[config_kind(path)]
+def family_of_config(path: Path, overrides: list[str] | None = None) -> Family:
+    """The family a config file declares with its top-level ``kind`` (after ``--set`` overrides)."""
+    return FAMILIES[config_kind(path, overrides)]
 
 
-def family_of_run(run_dir: Path) -> Family:
-    """The family of a run directory, from the ``config.yaml`` it saved."""
+def family_of_run(run_dir: Path, flag: str = "") -> Family:
+    """The family of a run directory, from the ``config.yaml`` it saved; `flag` (``--teacher``)
+    names the argument in the error when the path is no run directory."""
+    where = f"{flag} {run_dir}".strip()
+    if not Path(run_dir).exists():
+        raise ConfigError(f"{where}: no such run directory")
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{where}: is a file, not a run directory (give the folder `ranker train --out` wrote)")
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+        raise ConfigError(f"{where}: not a run directory (no config.yaml)")
     return family_of_config(path)
+
+
+def require_family(run_dir: Path, kind: str, flag: str, command: str) -> Family:
+    """The family of `run_dir`, which `command` needs to be `kind` (a ConfigError naming both)."""
+    family = family_of_run(run_dir, flag)
+    if family.kind != kind:
+        raise ConfigError(f"{flag} {run_dir}: a {family.kind} run; {command} needs a {kind} run".lstrip())
+    return family

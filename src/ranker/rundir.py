@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from ranker.config.load import dump_config
+from ranker.config.load import config_kind, dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError
-from ranker.train.engine import FitResult
+from ranker.train.engine import FitResult, pick_device
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -41,7 +41,9 @@ RESUMABLE_CHANGES = frozenset({"epochs", "progress", "threads", "tensorboard"})
 
 def start_process(train: BaseTrainConfig) -> None:
     """torch's CPU threads (``train.threads``, else ``$RANKER_THREADS``, else torch's default) and
-    its global seed (model initialisation) from ``train.seed``."""
+    its global seed (model initialisation) from ``train.seed``; ``train.device: cuda`` without a
+    GPU fails here, before any data is read."""
+    pick_device(train.device)
     threads = train.threads or int(os.environ.get("RANKER_THREADS", 0)) or None
     if threads:
         torch.set_num_threads(threads)
@@ -99,11 +101,51 @@ def check_resume(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> None
     Only the ``train`` keys of :data:`RESUMABLE_CHANGES` may differ (more epochs, quieter output).
     """
     saved = Path(run_dir) / "config.yaml"
-    if not (Path(run_dir) / "checkpoints" / "last.json").is_file() or not saved.is_file():
+    if not saved.is_file():
+        return
+    kind, saved_kind = getattr(cfg, "kind", "ranking"), config_kind(saved)
+    if saved_kind != kind:
+        raise ConfigError(f"{run_dir}: holds a {saved_kind} run; this config trains a {kind} model: use another --out")
+    if not (Path(run_dir) / "checkpoints" / "last.json").is_file():
         return
     skip = {"train": set(RESUMABLE_CHANGES)}
-    if load_saved(saved).model_dump(exclude=skip) != cfg.model_dump(exclude=skip):
-        raise ConfigError(f"{run_dir}: holds a checkpoint of a different config; use another --out or delete it")
+    old, new = load_saved(saved).model_dump(exclude=skip), cfg.model_dump(exclude=skip)
+    if old != new:
+        keys = differing_keys(old, new)
+        shown = ", ".join(f"{k} ({_short(_at(old, k))} there, {_short(_at(new, k))} now)" for k in keys[:3])
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        raise ConfigError(
+            f"{run_dir}: holds a checkpoint of a different config: {shown}{more}; "
+            "use another --out, or delete it to start over"
+        )
+
+
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted key paths where two config dumps differ (list items by index).
+
+    >>> differing_keys({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 2, "c": [1, 3]}})
+    ['a.b', 'a.c.1']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            p
+            for k in sorted(set(old) | set(new), key=str)
+            for p in differing_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple) and len(old) == len(new):
+        return [p for i, (a, b) in enumerate(zip(old, new, strict=True)) for p in differing_keys(a, b, f"{prefix}{i}.")]
+    return [] if old == new else [prefix.rstrip(".") or "<root>"]
+
+
+def _at(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = obj[int(part)] if isinstance(obj, list | tuple) else obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def begin_run(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> Path:

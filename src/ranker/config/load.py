@@ -45,12 +45,14 @@ def load_generative_config(path: str | Path, overrides: list[str] | None = None)
 KINDS = ("ranking", "retrieval", "generative")
 
 
-def config_kind(path: str | Path) -> str:
-    """The file's top-level ``kind``: ``ranking`` (the default when absent), ``retrieval`` or
-    ``generative``; any other value is a ConfigError naming the allowed ones."""
-    kind = read_raw(path).get("kind", "ranking")
+def config_kind(path: str | Path, overrides: list[str] | None = None) -> str:
+    """The file's top-level ``kind`` (after `overrides`): ``ranking`` (the default when absent),
+    ``retrieval`` or ``generative``; any other value is a ConfigError naming the allowed ones."""
+    kind = read_raw(path, overrides).get("kind", "ranking")
     if kind not in KINDS:
-        raise ConfigError(f"{path}: kind: unknown model family {kind!r}; allowed: {', '.join(map(repr, KINDS))}")
+        raise ConfigError(
+            f"{path}: kind: unknown kind {kind!r} (the model family); allowed: {', '.join(map(repr, KINDS))}"
+        )
     return str(kind)
 
 
@@ -60,19 +62,82 @@ def read_raw(
     """The YAML mapping of `path` (or a copy of `base`) with the overrides applied."""
     raw: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        raw = loaded
+        raw = read_yaml_mapping(Path(path))
     for item in overrides or []:
         apply_override(raw, item)
     return raw
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of the YAML file `path`; a ConfigError naming the file (and the line)
+    when it is missing, a directory, not UTF-8, not YAML, has a repeated key or is not a mapping."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))
+        raise ConfigError(
+            f"{path}: is a directory, not a config file"
+            + (f"; YAML files in it: {', '.join(found)}" if found else " (give the .yaml file)")
+        )
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
+        ) from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}; YAML would silently keep only the last one") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if loaded is None:
+        raise ConfigError(f"{path}: the file is empty (expected sections such as data:, model:, train:)")
+    if not isinstance(loaded, dict):
+        shown = f": {loaded!r}" if len(repr(loaded)) < 60 else ""
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (data:, model:, train:, ...), "
+            f"got a {type(loaded).__name__}{shown}"
+        )
+    return loaded
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error: YAML keeps
+    the last value silently, so a second ``train:`` section would drop the first one unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise _DuplicateKey(
+                    problem=f"duplicate key {key_node.value!r} (first at line {seen[key] + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A key repeated in one mapping (valid YAML, refused by :class:`_UniqueKeyLoader`)."""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error as one phrase with 1-based line and column numbers."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    problem = str(exc.problem)
+    if "'\\t'" in problem:
+        problem = "a tab character (tabs cannot indent YAML; use spaces)"
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1})"
+    return text
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -81,10 +146,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
     key, text = item.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key in {key.strip()!r}; expected KEY.PATH=VALUE")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {_yaml_problem(exc)}") from None
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -132,7 +199,7 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel] = Run
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         shown, _ = _walk(loc, root)  # the user's key path: union tags (`mlp`, `categorical`) left out
-        path = ".".join(shown) or "<root>"
+        path = ".".join(shown)
         msg = err["msg"]
         given = err.get("input")
         if err["type"] == "extra_forbidden":
@@ -147,9 +214,18 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel] = Run
             msg = "missing `kind`" + (f"; allowed: {', '.join(map(repr, kinds))}" if kinds else "")
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
-        elif err["type"] != "missing" and isinstance(given, str | int | float | bool | list):
+        elif err["type"] == "missing" and loc and loc[-1].isdigit():  # a tuple given too few values
+            path = ".".join(shown[:-1])
+            msg = f"too few values: nothing at index {loc[-1]} (got {given!r})"
+        elif err["type"] == "missing":
+            msg = "required key missing"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and given is None:
+            msg = "nothing under it: give its keys, or delete the line for the defaults"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = f"expected a mapping of keys (got {given!r})"
+        elif err["type"] != "missing" and isinstance(given, str | int | float | bool | list | dict):
             msg = f"{msg} (got {given!r})"
-        lines.append(f"  {path}: {msg}")
+        lines.append(f"  {path}: {msg}" if path else f"  {msg}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ranker.config.events import EventFile, EventTimeSplit, LeaveOneOutSplit
 from ranker.config.schema import BaseTrainConfig, Strict
@@ -87,6 +87,14 @@ class SASRecModel(Strict):
     ff_dim: int = Field(50, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     l2_normalize: bool = Field(True, description="score cosine similarities (user and item)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> SASRecModel:
+        if self.dim % self.num_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} does not divide dim {self.dim} (each head gets dim / num_heads)"
+            )
+        return self
 
 
 class HSTUStack(Strict):
@@ -190,11 +198,12 @@ class RetrievalEval(Strict):
     exclude: Literal["history", "input"] = "history"
     sampled_negatives: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _has_10(self) -> RetrievalEval:
-        if 10 not in self.ks:
-            raise ValueError("ks must contain 10 (model selection uses NDCG@10)")
-        return self
+    @field_validator("ks")
+    @classmethod
+    def _has_10(cls, ks: list[int]) -> list[int]:
+        if 10 not in ks:
+            raise ValueError(f"must contain 10 (model selection uses NDCG@10), got {ks}")
+        return ks
 
 
 class RetrievalRunConfig(Strict):

@@ -547,6 +547,22 @@ class TransActHistory(Strict):
     attention_dropout: float = Field(0.0, ge=0, lt=1)
     max_len: int | None = Field(None, ge=1)
 
+    @field_validator("recent_mask")
+    @classmethod
+    def _window(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must be >= 0 (events, or seconds as a float), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _recent_fits(self) -> TransActHistory:
+        if self.max_len is not None and self.k_recent > self.max_len:
+            raise ValueError(
+                f"k_recent {self.k_recent} is more than max_len {self.max_len}: the model would keep more "
+                "recent events than it reads"
+            )
+        return self
+
 
 class DINHistory(Strict):
     """DIN target attention (Zhou et al., KDD 2018): Σ_j a(e_j, c)·e_j, no softmax."""
@@ -658,3 +674,17 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     serving: ServingConfig = ServingConfig()
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> RunConfig:
+        history = self.model.history
+        if not isinstance(history, TransActHistory):
+            return self
+        for key in ("features", "extra_features"):
+            for i, f in enumerate(getattr(self.data, key)):
+                if isinstance(f, HistoryFeature) and history.k_recent > f.max_len:
+                    raise ValueError(
+                        f"model.history.k_recent {history.k_recent} is more than the {f.max_len} events "
+                        f"history {f.name!r} keeps (data.{key}.{i}.max_len)"
+                    )
+        return self

@@ -41,7 +41,7 @@ from ranker.config.schema import (
 from ranker.data.layout import Layout
 from ranker.data.numeric import NumericState, apply_numeric, fit_numeric, fit_ple_edges
 from ranker.data.vocab import PAD, Vocabulary, normalise
-from ranker.errors import DataError
+from ranker.errors import ConfigError, DataError
 from ranker.hashing import stable_string_hash
 
 MISSING_RAW = -0x5EED_0F_0BAD_C0DE  # the raw id of a missing value in hash mode
@@ -298,17 +298,18 @@ def _col(f: Feature) -> str:
 def _check_references(features: list[Feature]) -> None:
     by_name = {f.name: f for f in features}
     for f in features:
-        ref = getattr(f, "vocab_from", None) or getattr(f, "item_feature", None)
+        key = "vocab_from" if getattr(f, "vocab_from", None) else "item_feature"
+        ref = getattr(f, key, None)
         if ref is None:
             continue
         target = by_name.get(ref)
         if not isinstance(target, CategoricalFeature | MultiCategoricalFeature):
-            raise DataError(
-                f"feature {f.name!r} refers to {ref!r}, which is not a categorical feature "
+            raise ConfigError(
+                f"data.features: feature {f.name!r}: {key} {ref!r} is not a categorical feature "
                 f"(categorical features: {[n for n, g in by_name.items() if isinstance(g, CategoricalFeature)]})"
             )
         if getattr(target, "vocab_from", None):
-            raise DataError(f"feature {f.name!r} refers to {ref!r}, which itself borrows a vocabulary")
+            raise ConfigError(f"data.features: feature {f.name!r}: {key} {ref!r} itself borrows a vocabulary")
 
 
 def _check_columns(table: pa.Table, features: list[Feature], tasks: list[TaskConfig], source: str) -> None:

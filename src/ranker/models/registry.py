@@ -164,25 +164,35 @@ def build_history(
     if isinstance(cfg, cs.TransActHistory):
         if cfg.time_encoding and not info["has_time"]:
             raise ConfigError(f"model.history.time_encoding: history {name!r} has no time_column")
-        return TransActEncoder(
-            emb,
-            owner,
-            n_actions,
-            action_dim=cfg.action_dim,
-            num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
-            ff_dim=cfg.ff_dim,
-            dropout=cfg.dropout,
-            k_recent=cfg.k_recent,
-            time_encoding=cfg.time_encoding,
-            early_fusion=cfg.early_fusion,
-            recent_mask=cfg.recent_mask,
-            attention_dropout=cfg.attention_dropout,
-            max_len=cfg.max_len,
-        )
+        try:
+            return _transact(cfg, emb, owner, n_actions)
+        except ValueError as exc:  # num_heads must divide the width, which the data decides
+            raise ConfigError(
+                f"model.history (transact, history {name!r}): {exc}; the width d_model is the item embedding "
+                "dim + action_dim, plus the item dim again with early_fusion"
+            ) from None
     if isinstance(cfg, cs.DINHistory):
         return DINAttention(emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
     return None
+
+
+def _transact(cfg: cs.TransActHistory, emb: CategoricalEncoder, owner: str, n_actions: int) -> TransActEncoder:
+    return TransActEncoder(
+        emb,
+        owner,
+        n_actions,
+        action_dim=cfg.action_dim,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        ff_dim=cfg.ff_dim,
+        dropout=cfg.dropout,
+        k_recent=cfg.k_recent,
+        time_encoding=cfg.time_encoding,
+        early_fusion=cfg.early_fusion,
+        recent_mask=cfg.recent_mask,
+        attention_dropout=cfg.attention_dropout,
+        max_len=cfg.max_len,
+    )
 
 
 def categorical_ids(cfg: cs.ModelConfig) -> str:

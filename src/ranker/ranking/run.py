@@ -145,6 +145,19 @@ def _check_same_features(pre: Preprocessor, data: DataConfig) -> None:
         )
 
 
+def check_key_columns(prep: PreparedData) -> None:
+    """``data.group_column`` and ``data.item_column`` name columns of every split table (checked
+    before any work: the item column is first read by the popularity baseline, after training)."""
+    for key in ("group_column", "item_column"):
+        col = getattr(prep.data, key)
+        for split, table in prep.tables.items():
+            if col is not None and col not in table.column_names:
+                raise DataError(
+                    f"data.{key}: column {col!r} is not in {_src(prep.data, split)}; "
+                    f"columns: {', '.join(table.column_names)}"
+                )
+
+
 def encode(prep: PreparedData, split: str) -> TensorData:
     return TensorData.from_encoded(prep.pre.transform(prep.tables[split], source=_src(prep.data, split)))
 
@@ -170,6 +183,7 @@ def train_run(
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
     prep = prepare_run_data(cfg, base_dir, init_pre)
+    check_key_columns(prep)
     cfg = cfg.model_copy(update={"data": prep.data})
     begin_run(run_dir, cfg, load_config)  # only once the data is known to be readable
     prep.pre.save(run_dir / "preprocessor.json")
@@ -288,9 +302,11 @@ def _load_init_weights(model: torch.nn.Module, init_from: Path) -> None:
     try:
         load_weights(model, init_from / "model.safetensors")
     except (RuntimeError, FileNotFoundError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
         raise ConfigError(
             f"--init-from {init_from}: its weights do not fit this model (the model section must "
-            f"match the initial run's): {str(exc).splitlines()[0]}"
+            f"match the initial run's): {detail}"
         ) from None
 
 
@@ -315,6 +331,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     cfg, model, pre = load_run(run_dir)
     data, tables = resolve_data(cfg.data)
     prep = PreparedData(data, tables, pre)
+    check_key_columns(prep)
     tensors = encode(prep, split)
     trainer = Trainer(model, cfg.train, data.tasks, Path(run_dir), device=pick_device(cfg.train.device))
     metrics, _ = trainer.evaluate(tensors, group_ids(prep, split))

@@ -263,10 +263,8 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} does not exist or is not a directory")
-    if not any((run_dir / name).is_file() for name in ("config.yaml", "metrics.json", "log.jsonl")):
-        raise DataError(
-            f"{run_dir}: not a run directory (no config.yaml, metrics.json or log.jsonl); nothing to report"
-        )
+    if not any((run_dir / name).is_file() for name in ("metrics.json", "log.jsonl")):
+        raise DataError(f"{run_dir}: not a run directory (no metrics.json or log.jsonl); nothing to report")
     log_text, metrics_text = _text(run_dir / "log.jsonl"), _text(run_dir / "metrics.json")
     log, bad_lines = _read_log(log_text) if log_text is not None else ([], 0)
     metrics = _json_object(metrics_text) if metrics_text is not None else None

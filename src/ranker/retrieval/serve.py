@@ -53,6 +53,20 @@ def recommend(
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)]
 
 
+def check_times(times: list[int], n_items: int) -> list[int]:
+    """`times` of a ``--history`` of `n_items` items: one per item, oldest first (a ConfigError
+    naming ``--times`` otherwise, so that a wrong request is never silently reordered)."""
+    if len(times) != n_items:
+        raise ConfigError(f"--times: {len(times)} times for {n_items} --history items (one per item)")
+    for i in range(1, len(times)):
+        if times[i] < times[i - 1]:
+            raise ConfigError(
+                f"--times: the history is oldest first, so times may not decrease; got {times[i - 1]} "
+                f"then {times[i]} (items {i} and {i + 1})"
+            )
+    return times
+
+
 def parse_raw_ids(text: str, flag: str) -> list[str]:
     """``"a,b , c"`` → ["a", "b", "c"] (raw ids as text; ConfigError naming the flag when empty)."""
     values = [v.strip() for v in text.split(",") if v.strip()]

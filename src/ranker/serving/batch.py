@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 from ranker.serving.recommender import Query, Recommender
 from ranker.serving.store import EventStore, raw_id
 
@@ -62,6 +62,7 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
     if (source / "manifest.json").is_file():
         from ranker.serving.bundle import verify_bundle
 
+<<<<<<< HEAD
         ranker = verify_bundle(source)["stages"].get("ranker")
         if ranker is None or ranker.get("kind", "ranking") != "ranking":
             what = "no ranker" if ranker is None else f"a {ranker['kind']} ranker as stage 2"
@@ -69,12 +70,22 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
                 f"{source}: a bundle with {what}; `ranker predict` scores rows of a feature ranker's table "
                 "(use `ranker recommend` or POST /score)"
             )
+=======
+        verify_bundle(source)
+    else:
+        from ranker.families import require_family
+
+        require_family(source, "ranking", "", "`ranker predict` (ranker rows)")
+>>>>>>> cfgcorpus
     cfg, model, pre = load_run(run)
     spec = TaskSpec.from_tasks(pre.tasks)
     scoring = Preprocessor.from_state({**pre.state_dict(), "tasks": []})
     if not rows.is_file():
         raise ConfigError(f"{rows}: no such file")
-    reader = pq.ParquetFile(rows)
+    try:
+        reader = pq.ParquetFile(rows)
+    except pa.ArrowInvalid:
+        raise DataError(f"{rows}: not a parquet file (predict reads parquet with the ranker's input columns)") from None
     writer: pq.ParquetWriter | None = None
     n = 0
     try:

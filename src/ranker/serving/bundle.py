@@ -115,14 +115,13 @@ def write_bundle(
     force: bool = False,
 ) -> dict[str, Any]:
     """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed)."""
-    from ranker.families import family_of_run
+    from ranker.families import require_family
     from ranker.retrieval.run import load_run as load_retrieval
 
     out = Path(out)
     if out.exists() and not force:
         raise ConfigError(f"--out {out}: exists (pass --force to replace it)")
-    if family_of_run(retrieval_run).kind != "retrieval":
-        raise ConfigError(f"--retrieval {retrieval_run}: not a retrieval run (kind in its config.yaml)")
+    require_family(retrieval_run, "retrieval", "--retrieval", "the retrieval stage")
     cfg, model, serving = load_retrieval(retrieval_run)
     items = serving.items
     if ranker_run is not None:  # refuse runs that do not fit before writing anything
@@ -197,7 +196,7 @@ def _check_ranker(
     from ranker.families import family_of_run
     from ranker.ranking.run import load_run
 
-    kind = family_of_run(run).kind
+    kind = family_of_run(run, "--ranker").kind
     if kind == "generative":
         from ranker.serving.generative import check_generative
 

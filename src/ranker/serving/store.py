@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -72,18 +73,25 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
+def check_store_url(url: str) -> str:
+    """`url` when its scheme names a store :func:`open_store` opens (a ConfigError naming
+    ``--store`` and the accepted forms otherwise); nothing is opened or connected."""
+    if not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")) or url == "sqlite:///":
+        raise ConfigError(f"--store {url!r}: expected sqlite:///path.db or redis://host:port/db")
+    return url
+
+
 def open_store(url: str) -> EventStore:
     """The store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or
     ``redis://host:port/db`` (optionally ``?cap=N``: events kept per user, default 10,000)."""
+    check_store_url(url)
     if url.startswith("sqlite:///"):
         from ranker.serving.sqlite_store import SQLiteStore
 
         return SQLiteStore(Path(url[len("sqlite:///") :]))
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from ranker.serving.redis_store import RedisStore
+    from ranker.serving.redis_store import RedisStore
 
-        return RedisStore(url)
-    raise ConfigError(f"--store {url!r}: expected sqlite:///path.db or redis://host:port/db")
+    return RedisStore(url)
 
 
 def raw_id(value: Any) -> str:
@@ -120,10 +128,15 @@ def file_events(
     source: str = "events",
 ) -> Iterator[list[Event]]:
     """The rows of `table` as events, `chunk` at a time (time: the column, else the row number)."""
-    need = [c for c in (user_column, item_column, action_column, time_column) if c]
-    missing = [c for c in need if c not in table.column_names]
-    if missing:
-        raise DataError(f"{source}: missing column(s) {missing}; columns present: {table.column_names}")
+    flags: dict[str, str | None] = {"--user-column": user_column, "--item-column": item_column}
+    flags |= {"--action-column": action_column, "--time-column": time_column}
+    for flag, col in flags.items():
+        if col is not None and col not in table.column_names:
+            raise DataError(f"{flag} {col!r}: not a column of {source}; columns: {', '.join(table.column_names)}")
+    if time_column is not None:
+        table = table.set_column(
+            table.column_names.index(time_column), time_column, _seconds(table.column(time_column), time_column, source)
+        )
     for start in range(0, table.num_rows, chunk):
         part = table.slice(start, chunk)
         users = part.column(user_column).to_pylist()
@@ -134,6 +147,30 @@ def file_events(
             Event(raw_id(u), raw_id(i), None if a is None else raw_id(a), float(t))
             for u, i, a, t in zip(users, items, actions, times, strict=True)
         ]
+
+
+def _seconds(col: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
+    """A time column as float seconds: numbers (CSV text of numbers included) or timestamps."""
+    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+        return pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64()).cast(pa.float64())
+    try:
+        seconds = pc.cast(col, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        bad = next((v for v in col.to_pylist() if v is not None and not _is_number(v)), None)
+        raise DataError(
+            f"--time-column {name!r}: {source} holds {bad!r} there; expected numbers (unix seconds) or timestamps"
+        ) from None
+    if seconds.null_count:
+        raise DataError(f"--time-column {name!r}: {seconds.null_count} rows of {source} have no time")
+    return seconds
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def load_file(

@@ -30,8 +30,9 @@ def all_recipes() -> dict[str, Recipe]:
     return out
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe called `name` (or one of its aliases); the error lists the known names."""
+def get_recipe(name: str, where: str = "data.dataset") -> Recipe:
+    """The recipe called `name` (or one of its aliases); the error names `where` the name was
+    given and lists the known names."""
     recipes = all_recipes()
     key = name.lower()
     if key in recipes:
@@ -39,4 +40,4 @@ def get_recipe(name: str) -> Recipe:
     for recipe in recipes.values():
         if key in recipe.aliases:
             return recipe
-    raise ConfigError(f"data.dataset: unknown dataset {name!r}; known: {', '.join(sorted(recipes))}")
+    raise ConfigError(f"{where}: unknown dataset {name!r}; known: {', '.join(sorted(recipes))}")
