@@ -62,7 +62,6 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
     if (source / "manifest.json").is_file():
         from ranker.serving.bundle import verify_bundle
 
-<<<<<<< HEAD
         ranker = verify_bundle(source)["stages"].get("ranker")
         if ranker is None or ranker.get("kind", "ranking") != "ranking":
             what = "no ranker" if ranker is None else f"a {ranker['kind']} ranker as stage 2"
@@ -70,13 +69,10 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
                 f"{source}: a bundle with {what}; `ranker predict` scores rows of a feature ranker's table "
                 "(use `ranker recommend` or POST /score)"
             )
-=======
-        verify_bundle(source)
     else:
         from ranker.families import require_family
 
         require_family(source, "ranking", "", "`ranker predict` (ranker rows)")
->>>>>>> cfgcorpus
     cfg, model, pre = load_run(run)
     spec = TaskSpec.from_tasks(pre.tasks)
     scoring = Preprocessor.from_state({**pre.state_dict(), "tasks": []})

@@ -115,7 +115,7 @@ def write_bundle(
     force: bool = False,
 ) -> dict[str, Any]:
     """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed)."""
-    from ranker.families import require_family
+    from ranker.families import family_of_run, require_family
     from ranker.retrieval.run import load_run as load_retrieval
 
     out = Path(out)
