@@ -53,7 +53,8 @@ class Family:
         return self._fn(self.module, "evaluate_run")(run_dir, split)
 
     def load(self, run_dir: Path) -> Any:
-        """A finished run as the family's ``load_run`` returns it (config, model in eval mode, …)."""
+        """A finished run as the family's ``load_run`` returns it (config, model in eval mode, …),
+        verified against its manifest."""
         return self._fn(self.module, "load_run")(run_dir)
 
 
@@ -70,7 +71,12 @@ def family_of_config(path: Path) -> Family:
 
 
 def family_of_run(run_dir: Path) -> Family:
-    """The family of a run directory, from the ``config.yaml`` it saved."""
+    """The family of a finished run directory, from the ``config.yaml`` it saved, read only once
+    the directory is verified against its manifest (:func:`ranker.run_manifest.verify_run`: a
+    damaged or unfinished run is refused naming the file)."""
+    from ranker.run_manifest import verify_run
+
+    verify_run(Path(run_dir))
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")

@@ -58,12 +58,14 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
     from ranker.ranking.run import load_run
     from ranker.tasks import TaskSpec, serving_score
 
-    run = source / "ranker" if (source / "manifest.json").is_file() else source
-    if (source / "manifest.json").is_file():
-        from ranker.serving.bundle import verify_bundle
+    if (source / "config.yaml").is_file() or not (source / "manifest.json").is_file():  # a run directory
+        cfg, model, pre = load_run(source)
+    else:  # a bundle: its manifest covers the ranker's files
+        from ranker.serving.bundle import BundleError, verify_bundle
 
-        verify_bundle(source)
-    cfg, model, pre = load_run(run)
+        if "ranker" not in verify_bundle(source)["stages"]:
+            raise BundleError(f"{source}: a retrieval-only bundle; `ranker predict` needs a ranker stage")
+        cfg, model, pre = load_run(source / "ranker", verify=False)
     spec = TaskSpec.from_tasks(pre.tasks)
     scoring = Preprocessor.from_state({**pre.state_dict(), "tasks": []})
     if not rows.is_file():
