@@ -22,6 +22,7 @@ from ranker.errors import ConfigError
 from ranker.models import build_model
 from ranker.models.registry import categorical_ids
 from ranker.ranking.run import PreparedData, encode, load_run, resolve_data
+from ranker.run_manifest import seal_run
 from ranker.serving.export import export_model, export_run, history_lengths, input_specs
 from ranker.tasks import TaskSpec
 
@@ -152,6 +153,7 @@ def _session(ort: Any, path: str) -> Any:
 @pytest.mark.parametrize("kind", ["retrieval", "generative"])
 def test_other_families_are_refused_by_name(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.yaml").write_text(f"kind: {kind}\n")
+    seal_run(tmp_path, kind)  # a finished run (its other files do not matter here)
     with pytest.raises(ConfigError, match=f"a {kind} run; export supports ranking runs"):
         export_run(tmp_path, "pt2")
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2

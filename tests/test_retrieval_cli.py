@@ -15,6 +15,7 @@ import yaml
 
 from ranker.cli import main
 from ranker.config import load_retrieval_config
+from ranker.run_manifest import seal_run
 
 CONFIGS = sorted((Path(__file__).parent.parent / "benchmarks" / "configs").glob("retrieval-*.yaml"))
 TINY = {
@@ -93,9 +94,9 @@ def test_serving_files_are_kept_and_older_runs_still_serve(
         assert (run_dir / name).is_file(), name
     assert main(["retrieve", str(run_dir), "--user", "1", "--k", "4"]) == 0
     kept = capsys.readouterr().out
-    old = tmp_path / "old"  # a run from before the serving files: rebuilt from its recipe
+    old = tmp_path / "old"  # a run from before the serving files (and manifests): rebuilt from its recipe
     old.mkdir()
-    for name in ("config.yaml", "model.safetensors"):
+    for name in ("config.yaml", "model.safetensors", "metrics.json"):
         (old / name).write_bytes((run_dir / name).read_bytes())
     monkeypatch.setenv("RANKER_CACHE_DIR", str(run_dir.parent / "cache"))
     assert main(["retrieve", str(old), "--user", "1", "--k", "4"]) == 0
@@ -140,6 +141,7 @@ def test_retrieve_bad_flags_and_wrong_run_kind(
     ranking = tmp_path / "ranking-run"
     ranking.mkdir()
     (ranking / "config.yaml").write_text("data: {dataset: rk-ml100k}\n")
+    seal_run(ranking, "ranking")  # a finished run (its other files do not matter here)
     assert main(["retrieve", str(ranking), "--history", "1,2"]) == 2
     assert "a ranking run; `ranker retrieve` needs a retrieval run" in capsys.readouterr().err
 

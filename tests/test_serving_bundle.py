@@ -13,7 +13,8 @@ import pytest
 from serving_runs import tiny_runs
 
 from ranker.cli import main
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
+from ranker.run_manifest import seal_run
 from ranker.serving.bundle import BundleError, load_bundle, verify_bundle, write_bundle
 from ranker.serving.recommender import Query, Recommender, RequestError
 from ranker.serving.store import Event, open_store
@@ -113,9 +114,13 @@ def test_runs_on_other_item_ids_are_refused_naming_the_files(runs: dict[str, Pat
     shutil.copytree(runs["retrieval"], other)
     items = pq.read_table(other / "items.parquet").column("item").to_pylist()
     pq.write_table(pa.table({"item": [f"other-{i}" for i in items]}), other / "items.parquet")
+    with pytest.raises(DataError, match=r"items\.parquet: .*manifest\.json"):  # edited after training
+        write_bundle(other, tmp_path / "b", ranker_run=runs["ranker"])
+    seal_run(other, "retrieval")  # as if it had been trained on these ids
     with pytest.raises(ConfigError, match=r"preprocessor\.json: only 0% .*items\.parquet"):
         write_bundle(other, tmp_path / "b", ranker_run=runs["ranker"])
     pq.write_table(pa.table({"item": list(range(len(items)))}), other / "items.parquet")
+    seal_run(other, "retrieval")
     with pytest.raises(ConfigError, match=r"preprocessor\.json: the ranker's item ids are str .* int ids"):
         write_bundle(other, tmp_path / "b", ranker_run=runs["ranker"])
     assert not (tmp_path / "b").exists()  # nothing half-written

@@ -297,7 +297,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ranker.report import write_report
+    from ranker.run_manifest import verify_run
 
+    verify_run(args.run_dir, finished=False)  # a sealed run must be intact; one in progress has a log to plot
     print(write_report(args.run_dir))
     return 0
 

@@ -53,7 +53,8 @@ class Family:
         return self._fn(self.module, "evaluate_run")(run_dir, split)
 
     def load(self, run_dir: Path) -> Any:
-        """A finished run as the family's ``load_run`` returns it (config, model in eval mode, …)."""
+        """A finished run as the family's ``load_run`` returns it (config, model in eval mode, …),
+        verified against its manifest."""
         return self._fn(self.module, "load_run")(run_dir)
 
 
@@ -70,13 +71,18 @@ def family_of_config(path: Path, overrides: list[str] | None = None) -> Family:
 
 
 def family_of_run(run_dir: Path, flag: str = "") -> Family:
-    """The family of a run directory, from the ``config.yaml`` it saved; `flag` (``--teacher``)
-    names the argument in the error when the path is no run directory."""
+    """The family of a finished run directory, from the ``config.yaml`` it saved, read only once the
+    directory is verified against its manifest (:func:`ranker.run_manifest.verify_run`: a damaged or
+    unfinished run is refused naming the file); `flag` (``--teacher``) names the argument in the error
+    when the path is no run directory."""
     where = f"{flag} {run_dir}".strip()
     if not Path(run_dir).exists():
         raise ConfigError(f"{where}: no such run directory")
     if not Path(run_dir).is_dir():
         raise ConfigError(f"{where}: is a file, not a run directory (give the folder `ranker train --out` wrote)")
+    from ranker.run_manifest import verify_run
+
+    verify_run(Path(run_dir))
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{where}: not a run directory (no config.yaml)")

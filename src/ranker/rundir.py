@@ -7,11 +7,14 @@ A run directory holds what training wrote and what evaluation or serving reads b
     log.jsonl          one record per epoch (the engine's)
     metrics.json       valid / test metrics at the selected epoch, timings (strict JSON: a
                        non-finite number is written as ``null``)
+    manifest.json      size and sha256 of every file above (written last: the run is finished);
+                       every load verifies it (:mod:`ranker.run_manifest`)
     checkpoints/       resumable training state (the engine's)
     …                  the family's own state (preprocessing, vocabularies, calibration, report)
 
 This module owns the parts that do not depend on the family: threads, the resume check, the
-config and metrics files. Which family a run belongs to is :mod:`ranker.families`' business.
+config and metrics files, sealing a finished run and checking one before it is loaded. Which
+family a run belongs to is :mod:`ranker.families`' business.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pydantic import BaseModel
 from ranker.config.load import config_kind, dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
+from ranker.run_manifest import seal_run, unseal_run, verify_run
 from ranker.train.engine import FitResult, pick_device
 
 C = TypeVar("C", bound=BaseModel)
@@ -50,12 +54,20 @@ def start_process(train: BaseTrainConfig) -> None:
     torch.manual_seed(train.seed)
 
 
-def finished_config(run_dir: Path, load_saved: Callable[[Path], C], kind: str) -> C:
-    """The saved config of a finished run (``config.yaml`` and ``model.safetensors`` present)."""
+def finished_config(
+    run_dir: Path, load_saved: Callable[[Path], C], kind: str, *, needs: tuple[str, ...] = (), verify: bool = True
+) -> C:
+    """The saved config of a finished run, once the run directory is verified against its
+    manifest (:func:`~ranker.run_manifest.verify_run`; `verify=False` where a bundle's manifest
+    already covered these files). `needs`: the family's files besides ``config.yaml`` and
+    ``model.safetensors``."""
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "model.safetensors"):
+    names = ("config.yaml", "model.safetensors", *needs)
+    if verify:
+        verify_run(run_dir, needs=names)
+    for name in names:
         if not (run_dir / name).is_file():
-            raise ConfigError(f"{run_dir}: not a finished {kind} run (no {name})")
+            raise DataError(f"{run_dir}: not a finished {kind} run (no {name})")
     return load_saved(run_dir / "config.yaml")
 
 
@@ -74,8 +86,11 @@ def fit_metrics(train: BaseTrainConfig, fit: FitResult, model: torch.nn.Module) 
 
 
 def finish_run(run_dir: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
-    """Write ``metrics.json`` (strict JSON) and, where plotting is installed, ``report.html``."""
-    write_json(Path(run_dir) / "metrics.json", metrics)
+    """Write ``metrics.json`` (strict JSON), seal the run (``manifest.json``: from now on it is a
+    finished run) and, where plotting is installed, write ``report.html`` (not sealed)."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / "metrics.json", metrics)
+    seal_run(run_dir, config_kind(run_dir / "config.yaml"))
     if not report:
         return
     try:
@@ -149,10 +164,12 @@ def _short(value: Any) -> str:
 
 
 def begin_run(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> Path:
-    """Create `run_dir`, check a checkpoint there belongs to `cfg`, write ``config.yaml``."""
+    """Create `run_dir`, check a checkpoint there belongs to `cfg`, write ``config.yaml``. A
+    finished run trained again (resumed) is unsealed until :func:`finish_run` seals it anew."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume(run_dir, cfg, load_saved)
+    unseal_run(run_dir)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     return run_dir
 

@@ -10,6 +10,7 @@ Run directory contents (as a feature-based ranker's, so ``ranker report`` reads 
     checkpoints/           resumable training state
     report.html
     model_shape.json       vocabulary sizes and token counts: load_run builds the model without data
+    manifest.json          sha256 of each file (report.html aside): the run is finished and verifies itself
     users.parquet, items.parquet, actions.parquet
                            own event files: raw ids of internal users / items 1.. and the
                            action values of action tokens 1.. (row k − 1 is id k)
@@ -36,6 +37,7 @@ from ranker.generative.event_file import load_event_file
 from ranker.generative.events import EventLog, rk_ml100k_data
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
+from ranker.run_manifest import read_run_file
 from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
 from ranker.train.checkpoint import load_weights
 
@@ -66,6 +68,14 @@ def model_shape(log: EventLog) -> dict[str, int]:
         "static_tokens": int(log.static.shape[1]),
         "num_tasks": len(log.tasks),
     }
+
+
+def _read_shape(path: Path) -> dict[str, int]:
+    shape = json.loads(path.read_text())
+    keys = ("num_items", "num_actions", "num_static", "static_tokens", "num_tasks")
+    if not isinstance(shape, dict) or not all(type(shape.get(k)) is int and shape[k] >= 0 for k in keys):
+        raise ValueError(f"expected non-negative integers {', '.join(keys)}")
+    return {k: shape[k] for k in keys}
 
 
 def build_model(cfg: GenerativeRunConfig, log: EventLog | dict[str, int]) -> GenerativeRanker:
@@ -113,13 +123,16 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[GenerativeRunConfig, GenerativeRanker]:
+def load_run(run_dir: Path, *, verify: bool = True) -> tuple[GenerativeRunConfig, GenerativeRanker]:
     """A finished run's config and best weights (eval mode), from the run directory alone (its
-    ``model_shape.json``; a run written before it kept one has its data read once)."""
+    ``model_shape.json``; a run written before it kept one has its data read once). The
+    directory is verified against its ``manifest.json`` first (`verify=False` skips that)."""
     run_dir = Path(run_dir)
-    cfg = finished_config(run_dir, load_generative_config, "generative")
+    cfg = finished_config(run_dir, load_generative_config, "generative", verify=verify)
     path = run_dir / "model_shape.json"
-    model = build_model(cfg, json.loads(path.read_text()) if path.is_file() else load_events(cfg))
+    model = build_model(
+        cfg, read_run_file(path, _read_shape, "model shape (JSON)") if path.is_file() else load_events(cfg)
+    )
     load_weights(model, run_dir / "model.safetensors")
     return cfg, model.eval()
 

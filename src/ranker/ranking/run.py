@@ -8,6 +8,7 @@ Run directory contents::
     log.jsonl            one record per epoch (loss, samples/s, time split, valid metrics)
     metrics.json         best epoch, valid/test metrics per task, the popularity baseline
     calibration_test.npz labels and probabilities per task (for the calibration plot)
+    manifest.json        sha256 of each file above: the run is finished and verifies itself
     report.html          plots
     checkpoints/         resumable training state
 """
@@ -38,11 +39,15 @@ from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
 from ranker.ranking.teacher import cached_teacher_outputs
-from ranker.rundir import begin_run, finish_run, fit_metrics, save_calibration, start_process
+from ranker.run_manifest import read_run_file, verify_run
+from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
 from ranker.train import Trainer, load_weights, pick_device, task_metrics
 from ranker.train.baselines import constant_scores, popularity_scores
+
+#: What loading a ranking run reads from its directory.
+RUN_FILES = ("config.yaml", "preprocessor.json", "model.safetensors")
 
 
 @dataclass
@@ -179,6 +184,9 @@ def train_run(
     on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
+    for flag, source in (("--init-from", init_from), ("--teacher", teacher)):
+        if source is not None:  # refused before any work when damaged or unfinished
+            verify_source(flag, Path(source))
     start_process(cfg.train)
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
@@ -268,7 +276,7 @@ def _attach_teacher(
     }
     teacher_metrics = Path(teacher) / "metrics.json"
     if teacher_metrics.is_file():
-        t = json.loads(teacher_metrics.read_text())
+        t = read_run_file(teacher_metrics, lambda p: dict(json.loads(p.read_text())), "metrics file (JSON)")
         info["teacher_test"] = t.get("test")
         info["teacher_params"] = t.get("params")
     return info
@@ -291,17 +299,31 @@ def serving_metrics(
     return {"weights": cfg.serving.weights or dict.fromkeys(names, 1.0), "combine": cfg.serving.combine, "test": keep}
 
 
+def verify_source(flag: str, run_dir: Path) -> None:
+    """A finished ranking run given with `flag`, verified against its manifest (DataError
+    naming the flag and the file)."""
+    try:
+        verify_run(run_dir, needs=RUN_FILES)
+    except DataError as exc:
+        raise DataError(f"{flag}: {exc}") from None
+
+
 def _init_preprocessor(init_from: Path) -> Preprocessor:
     path = Path(init_from) / "preprocessor.json"
     if not path.is_file():
         raise ConfigError(f"--init-from {init_from}: not a finished run directory (no preprocessor.json)")
-    return Preprocessor.load(path)
+    return read_preprocessor(path)
+
+
+def read_preprocessor(path: Path) -> Preprocessor:
+    """A run's ``preprocessor.json`` (DataError naming it when it cannot be read)."""
+    return read_run_file(path, Preprocessor.load, "preprocessing state (preprocessor.json)")
 
 
 def _load_init_weights(model: torch.nn.Module, init_from: Path) -> None:
     try:
         load_weights(model, init_from / "model.safetensors")
-    except (RuntimeError, FileNotFoundError) as exc:
+    except (DataError, RuntimeError, FileNotFoundError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
         raise ConfigError(
@@ -310,15 +332,15 @@ def _load_init_weights(model: torch.nn.Module, init_from: Path) -> None:
         ) from None
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, torch.nn.Module, Preprocessor]:
+def load_run(run_dir: Path, *, verify: bool = True) -> tuple[RunConfig, torch.nn.Module, Preprocessor]:
     """A finished run's config, best weights (eval mode) and fitted preprocessing, read from the
-    run directory alone (no dataset preparation): what evaluation and serving start from."""
+    run directory alone (no dataset preparation): what evaluation and serving start from.
+
+    The directory is verified against its ``manifest.json`` first (`verify=False`: a bundle's
+    manifest already verified these files); a damaged or unfinished run is a DataError."""
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"{run_dir}: not a finished ranking run (no {name})")
-    cfg = load_config(run_dir / "config.yaml")
-    pre = Preprocessor.load(run_dir / "preprocessor.json")
+    cfg = finished_config(run_dir, load_config, "ranking", needs=RUN_FILES[1:2], verify=verify)
+    pre = read_preprocessor(run_dir / "preprocessor.json")
     model = build_model(cfg.model, pre.layout())
     load_weights(model, run_dir / "model.safetensors")
     return cfg, model.eval(), pre

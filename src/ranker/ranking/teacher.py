@@ -27,8 +27,9 @@ from ranker.config.schema import DataConfig
 from ranker.data.preprocess import Preprocessor
 from ranker.data.sources import atomic_write_bytes
 from ranker.data.tensors import TensorData
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 from ranker.models import build_model
+from ranker.run_manifest import read_run_file, verify_run
 from ranker.train import load_weights, predict
 
 
@@ -42,6 +43,10 @@ def teacher_outputs(
 ) -> np.ndarray:
     """Raw teacher outputs (N, T_student) for the rows of `table`, in the student's task order."""
     teacher_dir = Path(teacher_dir)
+    try:
+        verify_run(teacher_dir, needs=("config.yaml", "preprocessor.json", "model.safetensors"))
+    except DataError as exc:
+        raise DataError(f"--teacher: {exc}") from None
     for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
         if not (teacher_dir / name).is_file():
             raise ConfigError(f"--teacher {teacher_dir}: not a finished run directory (no {name})")
@@ -60,7 +65,7 @@ def teacher_outputs(
                 f"{[u.name for u in cfg.data.tasks]}"
             )
         cols.append(tasks[t.name][0])
-    pre = Preprocessor.load(teacher_dir / "preprocessor.json")
+    pre = read_run_file(teacher_dir / "preprocessor.json", Preprocessor.load, "preprocessing state")
     data = TensorData.from_encoded(pre.transform(table, source=f"{teacher_dir} (teacher)"))
     model = build_model(cfg.model, pre.layout())
     load_weights(model, teacher_dir / "model.safetensors")

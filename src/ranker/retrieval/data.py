@@ -33,6 +33,7 @@ from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
 from ranker.errors import ConfigError, DataError
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, event_sequences, leave_one_out_views, time_split_views
+from ranker.run_manifest import read_run_file
 
 OWN_MAX_LEN = 200
 
@@ -156,12 +157,12 @@ class ServingData:
     def load(cls, run_dir: Path) -> ServingData | None:
         """The run's serving files, or None for a run trained before they were kept."""
         paths = [run_dir / n for n in ("items.parquet", "histories.parquet", "data.json")]
-        if not all(p.is_file() for p in paths):
+        if not any(p.is_file() for p in paths):
             return None
-        info = json.loads(paths[2].read_text())
-        return cls(
-            pq.read_table(paths[0]).column("item").combine_chunks(), pq.read_table(paths[1]), int(info["max_len"])
-        )
+        items = read_run_file(paths[0], lambda p: pq.read_table(p).column("item").combine_chunks(), "catalogue")
+        histories = read_run_file(paths[1], _histories, "histories table")
+        max_len = read_run_file(paths[2], lambda p: int(json.loads(p.read_text())["max_len"]), "data summary")
+        return cls(items, histories, max_len)
 
     def internal(self, raw: list[str], flag: str) -> list[int]:
         """Internal item ids of raw ids given as text (ConfigError naming an unknown one)."""
@@ -187,6 +188,14 @@ class ServingData:
         row = self.histories.slice(int(hit[0]), 1)
         items = row.column("items").combine_chunks().flatten()
         return self._internal(items, "--user"), row.column("times").to_pylist()[0]
+
+
+def _histories(path: Path) -> pa.Table:
+    table = pq.read_table(path)
+    missing = {"user", "items", "times"} - set(table.column_names)
+    if missing:
+        raise KeyError(f"no column {', '.join(sorted(missing))}")
+    return table
 
 
 def _typed(raw: list[str], typ: pa.DataType, flag: str) -> pa.Array:

@@ -10,6 +10,7 @@ Run directory contents::
     items.parquet        the catalogue: raw item ids (see :mod:`ranker.retrieval.data`)
     histories.parquet    every user's items (raw ids) and times, for ``ranker retrieve --user``
     data.json            catalogue size, max_len, users, events, rows dropped by filtering
+    manifest.json        sha256 of each file above: the run is finished and verifies itself
 
 Serving (:func:`load_run`) reads only the run directory; :func:`evaluate_run` loads the data
 again (it needs the targets).
@@ -100,11 +101,12 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[RetrievalRunConfig, SequentialRetriever, ServingData]:
+def load_run(run_dir: Path, *, verify: bool = True) -> tuple[RetrievalRunConfig, SequentialRetriever, ServingData]:
     """A finished run's config, best weights (eval mode) and serving files; no dataset is read
-    (except for a run trained before the serving files were kept)."""
+    (except for a run trained before the serving files were kept). The directory is verified
+    against its ``manifest.json`` first (`verify=False`: a bundle's manifest already did)."""
     run_dir = Path(run_dir)
-    cfg = finished_config(run_dir, load_retrieval_config, "retrieval")
+    cfg = finished_config(run_dir, load_retrieval_config, "retrieval", verify=verify)
     serving = ServingData.load(run_dir)
     if serving is None:  # a run from before the serving files: its built-in recipe has them
         serving = ServingData.from_events(load_retrieval_events(cfg))

@@ -58,8 +58,12 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
     from ranker.ranking.run import load_run
     from ranker.tasks import TaskSpec, serving_score
 
-    run = source / "ranker" if (source / "manifest.json").is_file() else source
-    if (source / "manifest.json").is_file():
+    if (source / "config.yaml").is_file() or not (source / "manifest.json").is_file():  # a run directory
+        from ranker.families import require_family
+
+        require_family(source, "ranking", "", "`ranker predict` (ranker rows)")
+        cfg, model, pre = load_run(source)
+    else:  # a bundle: its manifest covers the ranker's files
         from ranker.serving.bundle import verify_bundle
 
         ranker = verify_bundle(source)["stages"].get("ranker")
@@ -69,11 +73,7 @@ def predict_file(source: Path, rows: Path, out: Path, *, chunk: int = 50_000) ->
                 f"{source}: a bundle with {what}; `ranker predict` scores rows of a feature ranker's table "
                 "(use `ranker recommend` or POST /score)"
             )
-    else:
-        from ranker.families import require_family
-
-        require_family(source, "ranking", "", "`ranker predict` (ranker rows)")
-    cfg, model, pre = load_run(run)
+        cfg, model, pre = load_run(source / "ranker", verify=False)
     spec = TaskSpec.from_tasks(pre.tasks)
     scoring = Preprocessor.from_state({**pre.state_dict(), "tasks": []})
     if not rows.is_file():

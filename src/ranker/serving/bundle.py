@@ -4,14 +4,14 @@
 
     manifest.json          format, version, the source runs, search kind, sha256 + size of every file
     retrieval/             a retrieval run directory (config.yaml, model.safetensors,
-                           items.parquet, data.json; histories.parquet left empty): loads with
-                           ranker.retrieval.run.load_run
+                           items.parquet, data.json; histories.parquet left empty; its own
+                           manifest.json over these copies): loads with ranker.retrieval.run.load_run
     catalogue.parquet      `item` raw id (row k-1 = internal item k), `popularity` (events in
                            the retrieval data), then the ranker's item columns (latest values)
     index.faiss            faiss index over the item vectors (absent with --index exact)
     stage 2, a feature ranker (--ranker RUN of kind ranking):
     ranker/                a ranking run directory (config.yaml, preprocessor.json,
-                           model.safetensors): loads with ranker.ranking.run.load_run
+                           model.safetensors, manifest.json): loads with ranker.ranking.run.load_run
     users.parquet          the ranker's user columns, latest value per user (raw user id `user`)
     features.json          where each ranker input column comes from (ranker.serving.features)
     stage 2, a generative HSTU ranker (--ranker RUN of kind generative; ranker.serving.generative):
@@ -26,7 +26,11 @@ every file is read from its target), so repointing the link during a load cannot
 bundles. The two stages must share item ids: at bundle and at load, the ranker's item
 vocabulary (the feature ranker's preprocessor vocabulary, the generative run's
 ``items.parquet``) must be of the catalogue's id type and mostly inside it
-(``min_item_overlap``), else the bundle is refused naming both files.
+(``min_item_overlap``), else the bundle is refused naming both files. The runs are verified
+against their own manifests when bundled; inside the bundle, the bundle's manifest supersedes
+them (it covers every file of the copies, their run manifests included), and each copy carries a
+run manifest re-written over what was copied (``histories.parquet`` is emptied, a generative
+run keeps only the files serving reads), so each copy also verifies as a run directory.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ranker.errors import ConfigError
+from ranker.run_manifest import MANIFEST, file_sha256, seal_run
 from ranker.serving.features import HistoryColumns, column_roles, history_columns, input_columns, latest_by_key
 from ranker.serving.store import raw_id
 
@@ -166,6 +171,7 @@ def _copy_retrieval(run: Path, dest: Path, histories_schema: pa.Schema) -> None:
     for name in ("config.yaml", "model.safetensors", "items.parquet", "data.json"):
         shutil.copyfile(run / name, dest / name)
     pq.write_table(histories_schema.empty_table(), dest / "histories.parquet")
+    seal_run(dest, "retrieval")
 
 
 def _popularity(items: pa.Array, histories: pa.Table) -> pa.Array:
@@ -243,6 +249,7 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
     dest.mkdir()
     for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
         shutil.copyfile(run / name, dest / name)
+    seal_run(dest, "ranking")
     hist = history_columns(data)
     features = {
         "user_key": user_key,
@@ -310,17 +317,9 @@ def check_ids_fit(vocab: pa.Array, vocab_file: Path, items: pa.Array, catalogue_
 def _hash_files(root: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            out[p.relative_to(root).as_posix()] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        if p.is_file() and p != root / MANIFEST:  # the runs' own manifests are bundle files too
+            out[p.relative_to(root).as_posix()] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(files: dict[str, dict[str, Any]]) -> str:
@@ -344,16 +343,29 @@ def _verify(path: Path) -> tuple[dict[str, Any], str]:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mf}: not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("ranker-run/"):
+        raise BundleError(f"{path}: a run directory, not a bundle (make one with `ranker bundle --retrieval {path}`)")
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise BundleError(f"{mf}: not a {FORMAT} manifest")
+    for name, meta in manifest["files"].items():
+        inside = not Path(name).is_absolute() and ".." not in Path(name).parts
+        if (
+            not (inside and isinstance(meta, dict) and isinstance(meta.get("sha256"), str))
+            or type(meta.get("bytes")) is not int
+        ):
+            raise BundleError(f"{mf}: its entry {name!r} is malformed (the manifest was edited)")
+    if _version(manifest["files"]) != manifest.get("version"):
+        raise BundleError(f"{mf}: its version does not match its file list (the manifest was edited)")
     for name, meta in sorted(manifest["files"].items()):
         p = path / name
         if not p.is_file():
             raise BundleError(f"{p}: listed in the manifest but missing")
-        if p.stat().st_size != meta["bytes"] or _sha256(p) != meta["sha256"]:
+        if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
             raise BundleError(f"{p}: sha256 differs from the manifest (the file was changed after bundling)")
-    if _version(manifest["files"]) != manifest.get("version"):
-        raise BundleError(f"{mf}: its version does not match its file list (the manifest was edited)")
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
@@ -364,7 +376,7 @@ def load_bundle(path: Path) -> Bundle:
     given = Path(path)
     path = given.resolve()  # a symlink is followed once: every file comes from one directory
     manifest, manifest_sha = _verify(path)
-    cfg, model, serving = load_retrieval(path / "retrieval")
+    cfg, model, serving = load_retrieval(path / "retrieval", verify=False)  # _verify covered its files
     catalogue = pq.read_table(path / "catalogue.parquet")
     index = None
     if manifest["search"] != "exact":
@@ -392,7 +404,7 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
     from ranker.ranking.run import load_run
     from ranker.tasks import TaskSpec
 
-    cfg, model, pre = load_run(path / "ranker")
+    cfg, model, pre = load_run(path / "ranker", verify=False)  # verify_bundle covered its files
     check_items_fit(
         pre, cfg.data, items, path / "ranker" / "preprocessor.json", path / "retrieval" / "items.parquet", min_overlap
     )

@@ -59,6 +59,7 @@ import torch
 from ranker.config.schema import TaskConfig
 from ranker.errors import ConfigError
 from ranker.nn.interleave import ACTION, ITEM, STATIC
+from ranker.run_manifest import seal_run
 from ranker.serving.bundle import BundleError, check_ids_fit
 from ranker.serving.store import Event, raw_id
 from ranker.tasks import TaskSpec, serving_score
@@ -157,6 +158,7 @@ def write_generative(run: Path, tmp: Path) -> dict[str, Any]:
     dest.mkdir()
     for name in RUN_FILES:
         shutil.copyfile(run / name, dest / name)
+    seal_run(dest, "generative")
     users = pa.array([raw_id(u) for u in log.vocab["users"].to_pylist()], pa.string())
     static = pa.array(log.static[1:].tolist(), pa.list_(pa.int64()))
     pq.write_table(pa.table({"user": users, "static": static}), tmp / "static.parquet")
@@ -199,7 +201,7 @@ def load_generative(path: Path, items: pa.Array, min_overlap: float) -> Generati
     run = path / "generative"
     vocab = _vocab(run / "items.parquet", "item")
     check_ids_fit(vocab, run / "items.parquet", items, path / "retrieval" / "items.parquet", min_overlap)
-    cfg, model = load_run(run)
+    cfg, model = load_run(run, verify=False)  # the bundle's manifest covered its files
     info = json.loads((path / "generative.json").read_text())
     actions = [str(a) for a in info["actions"]]
     num_actions = int(json.loads((run / "model_shape.json").read_text())["num_actions"])

@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ranker.data.sources import atomic_write_bytes
+from ranker.errors import DataError
 from ranker.train.ema import WeightAverage
+
+_START_OVER = "the checkpoint is damaged: delete the run's checkpoints/ folder to train from the start"
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -49,15 +54,33 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model` (strict: every parameter must be present)."""
-    state = load_file(str(path))
+    """Load safetensors weights into `model` (strict: every parameter must be present).
+
+    A file that is missing or not safetensors (truncated, a pickle, a torch ``.pt``), or whose
+    tensors do not fit `model` (names, shapes), is a DataError naming it; nothing is unpickled."""
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     own = model.state_dict()
     for key, tensor in own.items():  # re-expand tensors shared under another name
         if key not in state:
             alias = next((k for k, v in own.items() if k in state and v.data_ptr() == tensor.data_ptr()), None)
             if alias is not None:
                 state[key] = state[alias]
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing / unexpected keys, size mismatches
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise DataError(
+            f"{path}: its tensors do not fit the model its config describes ({'; '.join(lines[:2])[:300]})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,8 +141,17 @@ class Checkpointer:
                 path.unlink(missing_ok=True)
 
     def state(self) -> dict[str, Any] | None:
+        """``last.json`` (None before the first checkpoint); DataError when it is damaged."""
         path = self.dir / "last.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not valid JSON ({_first_line(exc)}); {_START_OVER}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise DataError(f"{path}: not a checkpoint pointer (no integer `epoch`); {_START_OVER}")
+        return state
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: WeightAverage | None = None
@@ -133,9 +165,18 @@ class Checkpointer:
         if state is None:
             return None
         epoch = state["epoch"]
-        load_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
-        optim_state = torch.load(self.dir / f"epoch-{epoch:04d}.optim.pt", weights_only=True)
-        optimizer.load_state_dict(optim_state)
+        try:
+            load_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+        except DataError as exc:
+            raise DataError(f"{exc}; {_START_OVER}") from None
+        path = self.dir / f"epoch-{epoch:04d}.optim.pt"
+        try:
+            optim_state = torch.load(path, weights_only=True)
+            optimizer.load_state_dict(optim_state)
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing; {_START_OVER}") from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{path}: not a readable optimizer state ({_first_line(exc)}); {_START_OVER}") from None
         if ema is not None:
             path = self.dir / f"epoch-{epoch:04d}.ema.safetensors"
             if not path.is_file():
