@@ -20,6 +20,7 @@ from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.evaluate import predict_split
 from ranker.generative.run import SPLIT_IDS, load_events, load_run
+from ranker.run_manifest import seal_run
 from ranker.serving.app import create_app
 from ranker.serving.bundle import BundleError, load_bundle, write_bundle
 from ranker.serving.generative import GenerativeStage
@@ -161,12 +162,15 @@ def test_generative_runs_that_do_not_fit_are_refused_naming_both_files(runs: dic
     shutil.copytree(runs["generative"], other)
     ids = pq.read_table(other / "items.parquet").column("item").to_pylist()
     pq.write_table(pa.table({"item": [f"else-{i}" for i in ids]}), other / "items.parquet")
+    seal_run(other, "generative")  # a run that verifies, but over other items
     with pytest.raises(ConfigError, match=r"gen/items\.parquet: only 0% .*retrieval/items\.parquet"):
         write_bundle(runs["retrieval"], tmp_path / "b", ranker_run=other)
     pq.write_table(pa.table({"item": list(range(len(ids)))}), other / "items.parquet")
+    seal_run(other, "generative")
     with pytest.raises(ConfigError, match=r"gen/items\.parquet: the ranker's item ids are int .* str ids"):
         write_bundle(runs["retrieval"], tmp_path / "b", ranker_run=other)
     (other / "model_shape.json").unlink()
+    seal_run(other, "generative")
     with pytest.raises(ConfigError, match="no model_shape.json"):
         write_bundle(runs["retrieval"], tmp_path / "b", ranker_run=other)
     with pytest.raises(ConfigError, match="--role: only for a feature ranker"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker.config.load import config_kind
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,12 @@ def family_of_run(run_dir: Path, flag: str = "") -> Family:
         raise ConfigError(f"{where}: is a file, not a run directory (give the folder `ranker train --out` wrote)")
     from ranker.run_manifest import verify_run
 
-    verify_run(Path(run_dir))
+    try:
+        verify_run(Path(run_dir))
+    except DataError as exc:
+        if not flag:
+            raise
+        raise DataError(f"{flag} {exc}") from None
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{where}: not a run directory (no config.yaml)")
