@@ -27,7 +27,10 @@ GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device o
 
 
 class Regression:
-    """y = x·w* + noise; batches of 16 drawn with the epoch's generator; score = −valid MSE."""
+    """y = x·w* + noise; batches of 16 drawn with the epoch's generator; score = −valid MSE.
+
+    Scripted `scores` are returned by successive validations; the first is the untrained
+    weights' (validated once before a fresh start)."""
 
     def __init__(self, model: nn.Module, scores: list[float] | None = None) -> None:
         g = torch.Generator().manual_seed(0)
@@ -82,7 +85,7 @@ def test_step_cap_and_eval_every(tmp_path: Path) -> None:
 def test_patience_lr_decay_and_the_best_weights_are_kept(tmp_path: Path) -> None:
     model = _model()
     cfg = _cfg(epochs=10, patience=1, lr_decay_on_plateau=0.5)
-    fit = Engine(model, cfg, tmp_path).fit(Regression(model, scores=[0.1, 0.3, 0.2, 0.25, 0.9]))
+    fit = Engine(model, cfg, tmp_path).fit(Regression(model, scores=[0.0, 0.1, 0.3, 0.2, 0.25, 0.9]))
     assert fit.best_epoch == 2 and fit.best_score == 0.3
     assert fit.stopped_epoch == 4  # two evaluations without gain > patience 1
     assert [r["lr"] for r in fit.history] == [0.01, 0.01, 0.005, 0.0025]
@@ -94,20 +97,20 @@ def test_patience_lr_decay_and_the_best_weights_are_kept(tmp_path: Path) -> None
 def test_select_last_keeps_the_last_epoch(tmp_path: Path) -> None:
     model = _model()
     engine = Engine(model, _cfg(epochs=3, patience=0), tmp_path, select_last=True)
-    fit = engine.fit(Regression(model, scores=[0.9, 0.1, 0.0]))
+    fit = engine.fit(Regression(model, scores=[0.0, 0.9, 0.1, 0.0]))
     assert fit.best_epoch == 3 and fit.stopped_epoch == 3
 
 
 @pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "lr_decay_on_plateau": 0.5}])
 def test_resume_equals_uninterrupted(tmp_path: Path, extra: dict[str, Any]) -> None:
-    scores = [0.1, 0.2, 0.15, 0.3, 0.25, 0.26]
+    scores = [0.0, 0.1, 0.2, 0.15, 0.3, 0.25, 0.26]  # the untrained weights', then epochs 1..6
     full = _model()
     Engine(full, _cfg(epochs=6, **extra), tmp_path / "full").fit(Regression(full, list(scores)))
     part = _model()
     Engine(part, _cfg(epochs=3, **extra), tmp_path / "part").fit(Regression(part, list(scores)))
     resumed = _model(seed=99)  # another init: everything must come from the checkpoint
-    fit = Engine(resumed, _cfg(epochs=6, **extra), tmp_path / "part").fit(Regression(resumed, scores[3:]))
-    assert fit.resumed_from == 3
+    fit = Engine(resumed, _cfg(epochs=6, **extra), tmp_path / "part").fit(Regression(resumed, scores[4:]))
+    assert fit.resumed_from == 3 and fit.untrained == {"valid": fit.untrained["valid"], "valid_score": 0.0}
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     log = [json.loads(x) for x in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
@@ -228,12 +231,42 @@ def test_each_family_trains_on_cuda(tmp_path: Path, family: str) -> None:
     assert json.loads((out / "metrics.json").read_text())["test"]
 
 
-def test_a_run_whose_validation_never_scores_is_an_error(tmp_path: Path) -> None:
-    from ranker.errors import DataError
-
+def test_a_run_whose_validation_never_scores_keeps_the_last_weights_and_says_so(tmp_path: Path) -> None:
+    """No validation score is a number: nothing is selected, the model ends at the last epoch's
+    weights (not the untrained ones), and the result says why it is not usable."""
     model = _model()
-    with pytest.raises(DataError, match="no validation score was a number in 2 epochs"):
-        Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model, scores=[math.nan, math.nan]))
+    fit = Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model, scores=[math.nan] * 3))
+    assert fit.best_epoch == 0 and math.isnan(fit.untrained_score)
+    problem = fit.problem()
+    assert problem is not None and "no validation score was a number in 2 evaluation(s)" in problem
+    assert "last epoch" in problem and fit.beats_untrained() is None and fit.untrained_warning() is None
+    last = load_file(str(tmp_path / "checkpoints" / "epoch-0002.safetensors"))
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, last[key], rtol=0, atol=0)
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("scores", "beats"),
+    [([0.5, 0.6, 0.7], True), ([0.9, 0.6, 0.7], False), ([0.7, 0.6, 0.7], False), ([math.nan, 0.6, 0.7], None)],
+)
+def test_the_untrained_weights_are_the_reference_a_trained_epoch_must_beat(
+    tmp_path: Path, scores: list[float], beats: bool | None
+) -> None:
+    """The untrained weights are validated once; selection stays among trained epochs, and a
+    best epoch that does not beat them (a tie does not) gives a warning, not a problem."""
+    model = _model()
+    fit = Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model, scores=list(scores)))
+    assert fit.best_epoch == 2 and fit.best_score == 0.7 and fit.problem() is None
+    assert fit.beats_untrained() is beats and len(fit.history) == 2  # not an epoch record
+    warning = fit.untrained_warning()
+    if beats is False:
+        assert warning is not None and f"score {scores[0]:.4f} before training, best 0.7000 at epoch 2" in warning
+    else:
+        assert warning is None
+    state = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
+    assert state["untrained"]["valid_score"] == (None if math.isnan(scores[0]) else scores[0])
 
 
 def test_orphan_temp_files_of_a_killed_write_are_removed_at_resume(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from ranker.config import load_config
 from ranker.errors import ConfigError
-from ranker.ranking.run import evaluate_run, train_run
+from ranker.ranking.run import evaluate_run, resolve_data, train_run
 
 
 def _write(path: Path, n: int = 1500) -> None:
@@ -65,7 +65,14 @@ def test_multitask_run_reports_per_task_metrics_gates_and_serving_score(tmp_path
     assert test["like"]["rows"] < test["watch"]["rows"]  # like is scored on watched rows only
     assert set(metrics["gates"]) == {"mmoe/watch", "mmoe/like", "mmoe/minutes"}
     assert set(metrics["serving"]["test"]) == {"watch", "like"}  # binary tasks only
-    assert set(metrics["baseline"]["test"]) == {"watch", "like"}
+    base = metrics["baseline"]
+    assert set(base["test"]) == {"watch", "like", "minutes"} and set(base["test"]["minutes"]) == {"rmse", "mae", "mean"}
+    _, tables = resolve_data(_cfg(tmp_path / "d.parquet").data)  # the constant predictor: the train mean
+    mean = float(np.mean(tables["train"].column("minutes").to_numpy()))
+    y = tables["test"].column("minutes").to_numpy()
+    assert base["test"]["minutes"]["mean"] == pytest.approx(mean, rel=1e-6)
+    assert base["test"]["minutes"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((y - mean) ** 2))), rel=1e-5)
+    assert base["test"]["minutes"]["mae"] == pytest.approx(float(np.mean(np.abs(y - mean))), rel=1e-5)
     with np.load(tmp_path / "run" / "calibration_test.npz") as npz:
         assert "minutes__labels" not in npz.files and "like__probs" in npz.files
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

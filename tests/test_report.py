@@ -163,6 +163,64 @@ def test_valid_only_metrics_and_bad_calibration(tmp_path: Path) -> None:
     assert page.count("<img") == 3
 
 
+def test_an_unusable_run_says_so_and_gives_each_null_its_reason(tmp_path: Path) -> None:
+    _write_log(tmp_path, n_epochs=1)
+    metrics = {
+        "usable": False,
+        "unusable": "no validation score was a number <in 1 evaluation>",
+        "warnings": ["no trained epoch beat the untrained weights"],
+        "best_epoch": None,
+        "test": {"watch": {"auc": None, "rows": 5.0, "positive_rate": 0.0}},
+        "undefined": {"test/watch/auc": "one class in the test split: all 5 rows are 0"},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "<b>Not usable:</b> no validation score was a number &lt;in 1 evaluation&gt;" in page
+    assert "<b>Warning:</b> no trained epoch beat the untrained weights" in page
+    assert "<td>test/watch/auc</td><td>one class in the test split: all 5 rows are 0</td>" in page
+
+
+def _write_retrieval_run(run_dir: Path) -> None:
+    log = [
+        {"epoch": e, "train_loss": 9.0 - e, "valid": {"HR@10": 0.1 * e, "NDCG@10": 0.05 * e, "MRR": 0.03 * e}}
+        for e in (1, 2, 3)
+    ]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    metrics = {
+        "model": "sasrec",
+        "best_epoch": 3,
+        "untrained_valid": {"HR@10": 0.02, "NDCG@10": 0.01, "MRR": 0.005},
+        "valid": {"HR@10": 0.3, "NDCG@10": 0.15, "HR@50": 0.5, "NDCG@50": 0.2, "MRR": 0.09},
+        "test": {"HR@10": 0.28, "NDCG@10": 0.14, "HR@50": 0.48, "NDCG@50": 0.19, "MRR": 0.08},
+        "most_popular": {
+            "valid": {"HR@10": 0.12, "NDCG@10": 0.06, "HR@50": 0.3, "NDCG@50": 0.1, "MRR": 0.04},
+            "test": {"HR@10": 0.11, "NDCG@10": 0.055, "HR@50": 0.29, "NDCG@50": 0.09, "MRR": 0.035},
+        },
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_retrieval_report_sets_hr_and_ndcg_per_epoch_beside_most_popular(tmp_path: Path) -> None:
+    _write_retrieval_run(tmp_path)
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert page.count("<img") == 2  # training loss; validation HR@k and NDCG@k with most-popular dotted
+    assert 'alt="validation HR@k and NDCG@k per epoch vs most-popular"' in page
+    # results: metric | valid model / most-popular / Δ | test model / most-popular / Δ
+    assert "<th>valid: most-popular</th>" in page and "<th>test: Δ</th>" in page
+    row = '<tr><td>NDCG@10</td><td class="num">0.15</td><td class="num">0.06</td><td class="num">0.09</td>'
+    assert row in page
+    # per epoch: the untrained weights as epoch 0, epochs 1..3, most-popular's validation figures
+    assert '<tr><td>0 (untrained)</td><td>n/a</td><td class="num">0.02</td>' in page
+    assert '<tr><td>most-popular</td><td>n/a</td><td class="num">0.12</td><td class="num">0.06</td>' in page
+    assert '<tr><td class="num">3</td><td class="num">6</td><td class="num">0.3</td><td class="num">0.15</td>' in page
+    assert "per-task" not in page and "Calibration" not in page  # nothing of the ranker's sections
+
+
+def test_retrieval_curves_plot() -> None:
+    png = plots.plot_retrieval_curves([0, 1, 2], {"HR": {"HR@10": [0.1, 0.2, math.nan]}}, {"HR@10": 0.15}, 1)
+    assert png.startswith(b"\x89PNG")
+
+
 def test_plots_doctests() -> None:
     result = doctest.testmod(plots)
     assert result.attempted >= 3 and result.failed == 0

@@ -229,14 +229,14 @@ def test_weight_average_is_what_validation_sees_and_what_the_run_keeps(tmp_path:
 
     trainer.validate = spy  # type: ignore[method-assign]
     fit = trainer.fit(train, data)
-    assert len(seen) == 3
+    assert len(seen) == 4  # the untrained weights, then epochs 1..3
     for weights, shadow in seen:
         torch.testing.assert_close(weights, shadow)
     raw = load_file(str(tmp_path / "checkpoints" / "epoch-0003.safetensors"))["item_embedding.weight"]
     assert not torch.allclose(raw, seen[-1][1])  # the live weights differ from the average
     best = load_file(str(tmp_path / "checkpoints" / f"best-{fit.best_epoch:04d}.safetensors"))
     torch.testing.assert_close(model.item_embedding.weight.detach(), best["item_embedding.weight"])
-    torch.testing.assert_close(best["item_embedding.weight"], seen[fit.best_epoch - 1][1])
+    torch.testing.assert_close(best["item_embedding.weight"], seen[fit.best_epoch][1])
 
 
 def test_weight_average_resumes_as_if_never_interrupted(tmp_path: Path) -> None:

@@ -1,8 +1,13 @@
 """The ``ranker`` command line: demo, train, distill, evaluate, report, datasets.
 
-User errors (bad config key, missing column, unknown dataset) print one clear message and exit
-with status 2, without a traceback. Anything else is a bug: one line naming the command and the
-exception, exit status 1, and ``ranker --debug …`` shows its traceback.
+Exit status: 0 done; 2 a user error (bad config key, missing column, unknown dataset), one clear
+``error:`` line without a traceback, before any work where it can be known before; 3 trained,
+and the run directory is complete, but the result is not usable (no validation score was a
+number, so no epoch could be selected; with ``train --strict`` also: no trained epoch beat the
+untrained weights): one ``error:`` line says what happened and what to check, and
+``metrics.json`` records it (``usable``, ``unusable``, ``beats_untrained``; see
+:mod:`ranker.outcome`); 130 interrupted (rerun to resume). Anything else is a bug: one line naming
+the command and the exception, exit status 1, and ``ranker --debug …`` shows its traceback.
 """
 
 from __future__ import annotations
@@ -84,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="fine-tune: start from a finished run's weights and preprocessing",
     )
+    t.add_argument(
+        "--strict",
+        action="store_true",
+        help="also exit 3 when no trained epoch beats the untrained weights on validation (default: a warning)",
+    )
     t.set_defaults(func=_cmd_train)
 
     di = sub.add_parser("distill", help="train a student config on a finished run's soft labels")
@@ -162,7 +172,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metrics = train_run(cfg, out)
     _print_summary(metrics, out, time.perf_counter() - start)
-    return 0
+    return _status(metrics, out)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -183,7 +193,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metrics = family.train(cfg, out, **options)
     SUMMARIES[family.kind](cfg, metrics, out, time.perf_counter() - start)
-    return 0
+    return _status(metrics, out, strict=args.strict)
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
@@ -207,7 +217,21 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         f"distilled from {d['teacher']} (alpha {d['alpha']}, temperature {d['temperature']}; "
         f"teacher outputs on train computed once in {d['teacher_predict_s']:.1f}s and cached)"
     )
-    return 0
+    return _status(metrics, out)
+
+
+def _status(metrics: dict[str, Any], out: Path, *, strict: bool = False) -> int:
+    """0 for a usable run; else one ``error:`` line (what happened, what to check) and exit 3.
+    `strict`: a run whose trained epochs never beat the untrained weights is not usable either."""
+    from ranker.outcome import UNUSABLE_EXIT
+
+    why = metrics.get("unusable")
+    if why is None and strict and metrics.get("beats_untrained") is False:
+        why = next(iter(metrics.get("warnings", [])), "no trained epoch beat the untrained weights")
+    if metrics.get("usable", True) and why is None:
+        return 0
+    print(f"error: {out}: trained, but the result is not usable (exit {UNUSABLE_EXIT}): {why}", file=sys.stderr)
+    return UNUSABLE_EXIT
 
 
 def _run_dir(out: Path) -> Path:
@@ -237,22 +261,30 @@ def _anchored(cfg: C, config_path: Path) -> C:
 
 def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
     print(
-        f"\n{cfg.model.kind} on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
+        f"\n{cfg.model.kind} on {cfg.data.dataset or cfg.data.path}: best epoch {_best(m)}, "
         f"{m['params']:,} parameters, {m['seconds_per_epoch']:.1f} s/epoch; full ranking, "
         f"{m['users']:,} users x {m['items']:,} items"
     )
     for name, row in (("test", m["test"]), ("most-popular", m["most_popular"]["test"])):
-        print(f"{name:<14}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
-    print(f"\nrun directory: {out}  total {seconds:.0f}s")
+        print(f"{name:<14}" + "  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
+    print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 
 def _generative_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:
     print(
-        f"\ngenerative HSTU on {cfg.data.dataset or cfg.data.path}: best epoch {m['best_epoch']}, "
+        f"\ngenerative HSTU on {cfg.data.dataset or cfg.data.path}: best epoch {_best(m)}, "
         f"{m['params']:,} parameters, {m['train_events_per_s']:,.0f} train events/s"
     )
+    base = m.get("baseline", {}).get("test", {})
     for task, row in m["test"].items():
-        print(f"test {task:<8} auc {row['auc']:.4f}  gauc {row['gauc']:.4f}  logloss {row['logloss']:.4f}")
+        if "rmse" in row:
+            b = base.get(task, {})
+            print(
+                f"test {task:<8} rmse {_fmt(row['rmse'])}  mae {_fmt(row['mae'])}  (constant train mean "
+                f"{_fmt(b.get('mean'))}: rmse {_fmt(b.get('rmse'))}  mae {_fmt(b.get('mae'))})"
+            )
+            continue
+        print(f"test {task:<8} auc {_fmt(row['auc'])}  gauc {_fmt(row['gauc'])}  logloss {_fmt(row['logloss'])}")
     print(f"\nrun directory: {out}  (report: {out / 'report.html'})  total {seconds:.0f}s")
 
 
@@ -638,6 +670,12 @@ def _fmt(x: Any) -> str:
     return "  n/a " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
+def _best(metrics: dict[str, Any]) -> str:
+    """The selected epoch, or "none" where no validation score was a number."""
+    best = metrics.get("best_epoch")
+    return "none" if best is None else str(best)
+
+
 def _ranking_summary(cfg: Any, metrics: dict[str, Any], out: Path, seconds: float) -> None:
     _print_summary(metrics, out, seconds)
 
@@ -646,15 +684,18 @@ def _print_summary(metrics: dict[str, Any], out: Path, seconds: float) -> None:
     test, base = metrics.get("test", {}), metrics.get("baseline", {}).get("test", {})
     name = metrics.get("baseline", {}).get("name", "baseline")
     print(
-        f"\ntest metrics (best epoch {metrics['best_epoch']}, {metrics['params']:,} parameters, "
+        f"\ntest metrics (best epoch {_best(metrics)}, {metrics['params']:,} parameters, "
         f"{metrics['train_samples_per_s']:,.0f} train samples/s)"
     )
     print(f"{'task':<16}{'AUC':>8}{'GAUC':>8}{'logloss':>9}   {name + ' AUC':>16}{'GAUC':>8}")
     for task, m in test.items():
-        if "rmse" in m:
-            print(f"{task:<16}RMSE {_fmt(m['rmse'])}  MAE {_fmt(m.get('mae'))}  (regression)")
-            continue
         b = base.get(task, {})
+        if "rmse" in m:
+            print(
+                f"{task:<16}RMSE {_fmt(m['rmse'])}  MAE {_fmt(m.get('mae'))}  (regression; constant train mean "
+                f"{_fmt(b.get('mean'))}: RMSE {_fmt(b.get('rmse'))}  MAE {_fmt(b.get('mae'))})"
+            )
+            continue
         print(
             f"{task:<16}{_fmt(m.get('auc')):>8}{_fmt(m.get('gauc')):>8}{_fmt(m.get('logloss')):>9}"
             f"   {_fmt(b.get('auc')):>16}{_fmt(b.get('gauc')):>8}"

@@ -5,8 +5,9 @@ A run directory holds what training wrote and what evaluation or serving reads b
     config.yaml        the resolved config (every default explicit); its ``kind`` names the family
     model.safetensors  the selected weights
     log.jsonl          one record per epoch (the engine's)
-    metrics.json       valid / test metrics at the selected epoch, timings (strict JSON: a
-                       non-finite number is written as ``null``)
+    metrics.json       valid / test metrics at the selected epoch, timings, ``usable`` (strict
+                       JSON: a non-finite number is written as ``null`` and ``undefined`` says
+                       why, see :mod:`ranker.outcome`)
     manifest.json      size and sha256 of every file above (written last: the run is finished);
                        every load verifies it (:mod:`ranker.run_manifest`)
     checkpoints/       resumable training state (the engine's)
@@ -33,7 +34,8 @@ from pydantic import BaseModel
 from ranker.config.load import config_kind, dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
-from ranker.errors import ConfigError, DataError
+from ranker.errors import ConfigError, DataError, warn
+from ranker.outcome import summary, undefined_reasons
 from ranker.run_manifest import seal_run, unseal_run, verify_run
 from ranker.train.engine import FitResult, pick_device
 
@@ -72,12 +74,22 @@ def finished_config(
 
 
 def fit_metrics(train: BaseTrainConfig, fit: FitResult, model: torch.nn.Module) -> dict[str, Any]:
-    """What every family's ``metrics.json`` says about training: seed, selected and stopped
-    epochs, parameters, seconds, threads."""
+    """What every family's ``metrics.json`` says about training: seed, whether the result is
+    usable (``unusable`` says why not; ``best_epoch`` is then null), selected and stopped epochs,
+    the best and the untrained weights' validation scores (``beats_untrained``; ``warnings``),
+    parameters, seconds, threads. See :mod:`ranker.outcome`."""
+    problem, warning = fit.problem(), fit.untrained_warning()
     return {
         "seed": train.seed,
-        "best_epoch": fit.best_epoch,
+        "usable": problem is None,
+        **({"unusable": problem} if problem else {}),
+        "best_epoch": fit.best_epoch or None,
         "stopped_epoch": fit.stopped_epoch,
+        "best_valid_score": fit.best_score,
+        "untrained_valid_score": fit.untrained_score,
+        "beats_untrained": fit.beats_untrained(),
+        **({"untrained_valid": fit.untrained["valid"]} if fit.untrained else {}),
+        **({"warnings": [warning]} if warning else {}),
         "params": sum(p.numel() for p in model.parameters()),
         "seconds_per_epoch": fit.seconds_per_epoch(),
         "train_time_s": fit.train_time_s(),
@@ -86,8 +98,18 @@ def fit_metrics(train: BaseTrainConfig, fit: FitResult, model: torch.nn.Module) 
 
 
 def finish_run(run_dir: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
-    """Write ``metrics.json`` (strict JSON), seal the run (``manifest.json``: from now on it is a
-    finished run) and, where plotting is installed, write ``report.html`` (not sealed)."""
+    """Write ``metrics.json`` (strict JSON; ``undefined`` gives the reason of each null), seal the
+    run (``manifest.json``: from now on it is a finished run) and, where plotting is installed,
+    write ``report.html`` (not sealed); print its ``warnings`` and one line naming the undefined
+    values as ``warning:`` lines."""
+    for warning in metrics.get("warnings", []):
+        warn(warning)
+    reasons = undefined_reasons(metrics)
+    if reasons:
+        metrics["undefined"] = reasons
+        warn(
+            f"{len(reasons)} value(s) of metrics.json are not numbers (null; reasons under `undefined`): {summary(reasons)}"
+        )
     run_dir = Path(run_dir)
     write_json(run_dir / "metrics.json", metrics)
     seal_run(run_dir, config_kind(run_dir / "config.yaml"))

@@ -37,8 +37,10 @@ from ranker.generative.event_file import load_event_file
 from ranker.generative.events import EventLog, rk_ml100k_data
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
+from ranker.progress import phase
 from ranker.run_manifest import read_run_file
 from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
+from ranker.train.baselines import mean_predictor_metrics
 from ranker.train.checkpoint import load_weights
 
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
@@ -88,7 +90,9 @@ def build_model(cfg: GenerativeRunConfig, log: EventLog | dict[str, int]) -> Gen
 def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there); evaluate at the best epoch."""
     start_process(cfg.train)
-    log = load_events(cfg)
+    talk = cfg.train.progress
+    with phase(f"reading events of {cfg.data.dataset or cfg.data.path}", enabled=talk):
+        log = load_events(cfg)
     model = build_model(cfg, log)
     run_dir = begin_run(run_dir, cfg, load_generative_config)
     save_vocab(run_dir, log)
@@ -106,7 +110,8 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
     }
     for split in ("valid", "test"):
         start = time.perf_counter()
-        probs = _predict(cfg, model, log, split, windows[split])
+        with phase(f"evaluating {split}: {len(windows[split]):,} windows", enabled=talk):
+            probs = _predict(cfg, model, log, split, windows[split])
         metrics[split] = split_metrics(log, SPLIT_IDS[split], probs)
         metrics["rows"] = {**metrics.get("rows", {}), split: len(probs)}
         metrics[f"{split}_eval_s"] = time.perf_counter() - start
@@ -119,8 +124,27 @@ def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, A
                 log.label_mask[events].reshape(-1, t),
                 probs,
             )
+    if any(task.kind == "regression" for task in log.tasks):
+        metrics["baseline"] = mean_predictor_baseline(log)
     finish_run(run_dir, metrics)
     return metrics
+
+
+def mean_predictor_baseline(log: EventLog) -> dict[str, Any]:
+    """The constant predictor of the regression tasks (each one's mean over its train rows):
+    RMSE / MAE on the valid and test rows, as the feature ranker's baseline reports them."""
+    t = len(log.tasks)
+    names, kinds = [task.name for task in log.tasks], [task.kind for task in log.tasks]
+
+    def rows(split: str) -> tuple[np.ndarray, np.ndarray]:
+        events = np.flatnonzero(log.split == SPLIT_IDS[split])
+        return log.labels[events].reshape(-1, t), log.label_mask[events].reshape(-1, t)
+
+    train = rows("train")
+    out: dict[str, Any] = {"name": "train mean", "regression": "constant predictor: each regression task's train mean"}
+    for split in ("valid", "test"):
+        out[split] = mean_predictor_metrics(*train, *rows(split), names, kinds)
+    return out
 
 
 def load_run(run_dir: Path, *, verify: bool = True) -> tuple[GenerativeRunConfig, GenerativeRanker]:

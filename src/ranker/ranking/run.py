@@ -38,13 +38,14 @@ from ranker.models import Ranker, build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
+from ranker.progress import phase
 from ranker.ranking.teacher import cached_teacher_outputs
 from ranker.run_manifest import read_run_file, verify_run
 from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
 from ranker.train import Trainer, load_weights, pick_device, task_metrics
-from ranker.train.baselines import constant_scores, popularity_scores
+from ranker.train.baselines import constant_scores, mean_predictor_metrics, popularity_scores
 
 #: What loading a ranking run reads from its directory.
 RUN_FILES = ("config.yaml", "preprocessor.json", "model.safetensors")
@@ -188,9 +189,11 @@ def train_run(
         if source is not None:  # refused before any work when damaged or unfinished
             verify_source(flag, Path(source))
     start_process(cfg.train)
+    talk = cfg.train.progress
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
-    prep = prepare_run_data(cfg, base_dir, init_pre)
+    with phase(f"reading {cfg.data.dataset or cfg.data.path or 'the split files'}", enabled=talk):
+        prep = prepare_run_data(cfg, base_dir, init_pre)
     check_key_columns(prep)
     cfg = cfg.model_copy(update={"data": prep.data})
     begin_run(run_dir, cfg, load_config)  # only once the data is known to be readable
@@ -204,8 +207,9 @@ def train_run(
             )
     spec = TaskSpec.from_tasks(prep.data.tasks)
     score_weights(spec, cfg.serving.weights)  # unknown task names fail before training
-    splits = {s: encode(prep, s) for s in ("train", "valid", "test")}
-    groups = {s: group_ids(prep, s) for s in splits}
+    with phase("encoding the splits", enabled=talk):
+        splits = {s: encode(prep, s) for s in ("train", "valid", "test")}
+        groups = {s: group_ids(prep, s) for s in splits}
     prep_time = time.perf_counter() - t0
 
     model = build_model(cfg.model, prep.pre.layout())
@@ -233,7 +237,8 @@ def train_run(
         "device": str(trainer.device),
     }
     for split in ("valid", "test"):
-        m, probs = trainer.evaluate(splits[split], groups[split])
+        with phase(f"evaluating {split}: {len(splits[split]):,} rows", enabled=talk):
+            m, probs = trainer.evaluate(splits[split], groups[split])
         metrics[split] = m
         if split == "test":
             tensors = splits[split].tensors
@@ -391,39 +396,35 @@ def group_ids(prep: PreparedData, split: str) -> np.ndarray | None:
 def baseline_metrics(
     prep: PreparedData, splits: dict[str, TensorData], groups: dict[str, np.ndarray | None]
 ) -> dict[str, Any]:
-    """Popularity baseline (AUC/GAUC only: its scores are counts, not probabilities).
-
-    Binary tasks only: a count is no estimate of a regression target.
+    """Popularity baseline of the binary tasks (AUC/GAUC only: its scores are counts, not
+    probabilities) and the constant predictor of the regression tasks (the train mean: RMSE,
+    MAE and the ``mean`` it predicts, :func:`~ranker.train.baselines.mean_predictor_metrics`).
     """
     names = [t.name for t in prep.data.tasks]
-    binary = [t.kind == "binary" for t in prep.data.tasks]
+    kinds = [t.kind for t in prep.data.tasks]
     item = prep.data.item_column
     train = splits["train"].tensors
+    train_labels, train_mask = train["labels"].numpy(), train["label_mask"].numpy()
     out: dict[str, Any] = {"name": "popularity" if item else "constant"}
+    if "binary" not in kinds:
+        out["name"] = "train mean"
+    if "regression" in kinds:
+        out["regression"] = "constant predictor: each regression task's train mean"
     for split in ("valid", "test"):
-        t = splits[split].tensors
+        labels, mask = splits[split].tensors["labels"].numpy(), splits[split].tensors["label_mask"].numpy()
         if item:
             scores = popularity_scores(
-                prep.tables["train"].column(item),
-                train["labels"].numpy(),
-                train["label_mask"].numpy(),
-                prep.tables[split].column(item),
+                prep.tables["train"].column(item), train_labels, train_mask, prep.tables[split].column(item)
             )
         else:
             scores = constant_scores(len(splits[split]), len(names))
-        m = task_metrics(
-            scores,
-            t["labels"].numpy(),
-            t["label_mask"].numpy(),
-            names,
-            groups[split],
-            [task.kind for task in prep.data.tasks],
-        )
+        m = task_metrics(scores, labels, mask, names, groups[split], kinds)
         out[split] = {
             task: {k: v for k, v in vals.items() if k in ("auc", "gauc")}
-            for (task, vals), b in zip(m.items(), binary, strict=True)
-            if b
+            for (task, vals), kind in zip(m.items(), kinds, strict=True)
+            if kind == "binary"
         }
+        out[split].update(mean_predictor_metrics(train_labels, train_mask, labels, mask, names, kinds))
     return out
 
 

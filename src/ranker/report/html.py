@@ -7,12 +7,10 @@ Plots are PNGs embedded as base64 ``<img>``; the page has no JavaScript and no e
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
 import zipfile
-from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -20,53 +18,17 @@ from typing import Any
 import numpy as np
 
 from ranker.errors import DataError
-from ranker.report import plots
+from ranker.report import plots, retrieval
+from ranker.report.format import img, note, num, table
 
 __all__ = ["write_report"]
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.2em .6em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}.note{color:#8a5a00}
-.plots{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em}img{max-width:100%}"""
+.plots{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em}img{max-width:100%}
+.unusable{background:#fde8e8;border:1px solid #c33;padding:.6em 1em}"""
 _CALIBRATION_FILES = ("calibration_test.npz", "calibration_valid.npz")
-
-
-def _num(value: Any) -> float:
-    """``value`` as a float; None, strings and other non-numbers become NaN."""
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if numeric else math.nan
-
-
-def _fmt(value: Any) -> str:
-    """Escaped display text of a scalar: ints as is, floats to 4 significant digits."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, float):
-        return escape(str(value))
-    return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _note(text: str) -> str:
-    """A short italic remark (e.g. why a section is missing)."""
-    return f'<p class="note">{escape(text)}</p>'
-
-
-def _img(png: bytes, alt: str) -> str:
-    """``png`` embedded as a base64 data URI."""
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
-    """An HTML table; header cells are escaped text, body cells go through :func:`_fmt`."""
-
-    def cell(c: Any) -> str:
-        numeric = isinstance(c, int | float) and not isinstance(c, bool)
-        return f'<td class="num">{_fmt(c)}</td>' if numeric else f"<td>{_fmt(c)}</td>"
-
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -108,7 +70,7 @@ def _best_epoch(metrics: dict[str, Any], log: list[dict[str, Any]]) -> int | Non
     best = metrics.get("best_epoch")
     if isinstance(best, int) and not isinstance(best, bool):
         return best
-    scored = [(_num(r.get("valid_score")), _num(r.get("epoch"))) for r in log]
+    scored = [(num(r.get("valid_score")), num(r.get("epoch"))) for r in log]
     scored = [(s, e) for s, e in scored if math.isfinite(s) and math.isfinite(e)]
     return int(max(scored, key=lambda se: se[0])[1]) if scored else None  # first best
 
@@ -118,7 +80,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     baseline, base_name = _baseline(metrics)
     model = {s: _by_task(metrics.get(s)) for s in ("test", "valid") if _by_task(metrics.get(s))}
     if not model:
-        return _note("metrics.json has no per-task test or valid metrics.")
+        return note("metrics.json has no per-task test or valid metrics.")
     base = {s: _by_task(baseline.get(s)) if baseline else {} for s in model}
     header = ["task", "metric"]
     for s in model:
@@ -129,39 +91,42 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             row: list[Any] = [t, m]
             for s in model:
                 v, b = model[s].get(t, {}).get(m), base[s].get(t, {}).get(m)
-                row += [v, b, _num(v) - _num(b)] if baseline else [v]
+                row += [v, b, num(v) - num(b)] if baseline else [v]
             rows.append(row)
-    return _table(header, rows) + (_note("Δ = model − baseline (lower is better for losses).") if baseline else "")
+    notes = ["Δ = model − baseline (lower is better for losses)."] if baseline else []
+    if baseline and baseline.get("regression"):
+        notes.append(f"Regression tasks: the {base_name} column is the {baseline['regression']} (its value: mean).")
+    return table(header, rows) + "".join(note(n) for n in notes)
 
 
 def _summary_table(metrics: dict[str, Any]) -> str:
     """Key/value table of the scalar top-level entries of ``metrics.json``."""
     rows = [(k, v) for k, v in metrics.items() if v is None or isinstance(v, str | int | float)]
-    return _table(["key", "value"], rows) if rows else ""
+    return table(["key", "value"], rows) if rows else ""
 
 
-def _log_sections(log: list[dict[str, Any]], best: int | None) -> list[str]:
-    """Training-loss and validation-metric plots, plus a per-epoch table."""
-    epochs = [_num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
+def _log_sections(log: list[dict[str, Any]], best: int | None, per_task: bool = True) -> list[str]:
+    """Training-loss and (`per_task`) per-task validation-metric plots, plus a per-epoch table."""
+    epochs = [num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
     out = []
-    losses = [_num(r.get("train_loss")) for r in log]
+    losses = [num(r.get("train_loss")) for r in log]
     if any(math.isfinite(v) for v in losses):
-        out.append(_img(plots.plot_train_loss(epochs, losses, best), "training loss per epoch"))
+        out.append(img(plots.plot_train_loss(epochs, losses, best), "training loss per epoch"))
     else:
-        out.append(_note("log.jsonl has no train_loss values."))
-    valid = [_by_task(r.get("valid")) for r in log]
+        out.append(note("log.jsonl has no train_loss values."))
+    valid = [_by_task(r.get("valid")) for r in log] if per_task else []
     tasks = list(dict.fromkeys(t for v in valid for t in v))
     names = list(dict.fromkeys(m for v in valid for t in v.values() for m in t))
     panels = [m for m in ("auc", "gauc", "rmse") if m in names] or names[:1]
     if panels:
-        series = {m: {t: [_num(v.get(t, {}).get(m)) for v in valid] for t in tasks} for m in panels}
+        series = {m: {t: [num(v.get(t, {}).get(m)) for v in valid] for t in tasks} for m in panels}
         out.append(
-            _img(plots.plot_valid_metrics(epochs, series, best), "validation " + " and ".join(panels) + " per epoch")
+            img(plots.plot_valid_metrics(epochs, series, best), "validation " + " and ".join(panels) + " per epoch")
         )
-    else:
-        out.append(_note("log.jsonl has no per-task validation metrics."))
+    elif per_task:
+        out.append(note("log.jsonl has no per-task validation metrics."))
     columns = list(dict.fromkeys(k for r in log for k, v in r.items() if v is None or isinstance(v, int | float)))
-    out.append(_table(columns, ([r.get(c) for c in columns] for r in log)))
+    out.append(table(columns, ([r.get(c) for c in columns] for r in log)))
     return out
 
 
@@ -171,12 +136,12 @@ def _auc_section(metrics: dict[str, Any]) -> str:
     model = _by_task(metrics.get(split))
     tasks = [t for t, m in model.items() if "auc" in m]
     if not tasks:
-        return _note("No per-task AUC in metrics.json; AUC chart omitted.")
+        return note("No per-task AUC in metrics.json; AUC chart omitted.")
     baseline, base_name = _baseline(metrics)
     base_auc = _by_task(baseline.get(split)) if baseline else {}
-    base = [_num(base_auc.get(t, {}).get("auc")) for t in tasks] if baseline else None
-    png = plots.plot_auc_bars(tasks, [_num(model[t]["auc"]) for t in tasks], base, split, base_name)
-    return _img(png, f"{split} AUC per task" + (f" vs {base_name}" if baseline else ""))
+    base = [num(base_auc.get(t, {}).get("auc")) for t in tasks] if baseline else None
+    png = plots.plot_auc_bars(tasks, [num(model[t]["auc"]) for t in tasks], base, split, base_name)
+    return img(png, f"{split} AUC per task" + (f" vs {base_name}" if baseline else ""))
 
 
 def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int | None) -> list[str]:
@@ -192,14 +157,14 @@ def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int
         "expert collapse; both near log E: the gate ignores its input.</p>",
     ]
     if names:
-        epochs = [_num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
-        entropy = {g: [_num(gates.get(g, {}).get("entropy")) for gates in per_epoch] for g in names}
-        top = {g: next(_num(gates[g].get("max_entropy")) for gates in per_epoch if g in gates) for g in names}
-        out.append(_img(plots.plot_gate_entropy(epochs, entropy, top, best), "gate entropy per epoch"))
+        epochs = [num(r.get("epoch", i + 1)) for i, r in enumerate(log)]
+        entropy = {g: [num(gates.get(g, {}).get("entropy")) for gates in per_epoch] for g in names}
+        top = {g: next(num(gates[g].get("max_entropy")) for gates in per_epoch if g in gates) for g in names}
+        out.append(img(plots.plot_gate_entropy(epochs, entropy, top, best), "gate entropy per epoch"))
     if test:
         weights = {g: s["weights"] for g, s in test.items() if isinstance(s, dict) and "weights" in s}
         if weights:
-            out.append(_img(plots.plot_gate_weights(weights), "mean gate weights on test"))
+            out.append(img(plots.plot_gate_weights(weights), "mean gate weights on test"))
         rows = [
             (
                 g,
@@ -211,7 +176,7 @@ def _gates_section(log: list[dict[str, Any]], metrics: dict[str, Any], best: int
             for g, s in test.items()
             if isinstance(s, dict)
         ]
-        out.append(_table(["gate (test)", "entropy", "usage entropy", "log E", "mean weights"], rows))
+        out.append(table(["gate (test)", "entropy", "usage entropy", "log E", "mean weights"], rows))
     return out
 
 
@@ -225,7 +190,7 @@ def _serving_section(metrics: dict[str, Any]) -> list[str]:
         "<h3>Serving score</h3>",
         f"<p>{escape(str(serving.get('combine')))} of the task outputs with weights "
         f"{escape(json.dumps(serving.get('weights')))}, scored against each task's labels.</p>",
-        _table(["task", "AUC", "GAUC"], rows),
+        table(["task", "AUC", "GAUC"], rows),
     ]
 
 
@@ -234,19 +199,41 @@ def _calibration_section(run_dir: Path) -> list[str]:
     found = [run_dir / n for n in _CALIBRATION_FILES if (run_dir / n).is_file()]
     found += sorted(p for p in run_dir.glob("calibration_*.npz") if p not in found)
     if not found:
-        return [_note("No calibration_<split>.npz; calibration plots omitted.")]
+        return [note("No calibration_<split>.npz; calibration plots omitted.")]
     try:
         per_task = _read_calibration(found[0])
-        imgs = [_img(plots.plot_calibration(t, y, p), f"calibration of {t}") for t, (y, p) in per_task.items()]
+        imgs = [img(plots.plot_calibration(t, y, p), f"calibration of {t}") for t, (y, p) in per_task.items()]
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        return [_note(f"Could not use {found[0].name}: {err}")]
+        return [note(f"Could not use {found[0].name}: {err}")]
     if not per_task:
-        return [_note(f"{found[0].name} has no <task>__labels / <task>__probs pairs.")]
+        return [note(f"{found[0].name} has no <task>__labels / <task>__probs pairs.")]
     return [
         f"<p>From {escape(found[0].name)}: 10 equal-frequency bins of the predicted "
         "probability; ECE = count-weighted mean |observed rate − mean prob|.</p>",
         '<div class="plots">' + "".join(imgs) + "</div>",
     ]
+
+
+def _verdict(metrics: dict[str, Any]) -> list[str]:
+    """A banner when the run is not usable, its warnings, and the reason of every value that is
+    not a number."""
+    out = []
+    if metrics.get("usable") is False:
+        out.append(
+            f'<p class="unusable"><b>Not usable:</b> {escape(str(metrics.get("unusable", "")))} '
+            "(<code>ranker train</code> exited with status 3).</p>"
+        )
+    warnings = metrics.get("warnings")
+    for warning in warnings if isinstance(warnings, list) else []:
+        out.append(f'<p class="unusable"><b>Warning:</b> {escape(str(warning))}</p>')
+    undefined = metrics.get("undefined")
+    if isinstance(undefined, dict) and undefined:
+        out += [
+            "<h3>Values that are not numbers</h3>",
+            "<p>Written as <code>null</code> in metrics.json (n/a here), each with its reason.</p>",
+            table(["value", "reason"], [(str(k), str(v)) for k, v in undefined.items()]),
+        ]
+    return out
 
 
 def _text(path: Path) -> str | None:
@@ -269,14 +256,19 @@ def write_report(run_dir: Path | str) -> Path:
     log, bad_lines = _read_log(log_text) if log_text is not None else ([], 0)
     metrics = _json_object(metrics_text) if metrics_text is not None else None
     dataset = metrics.get("dataset") if metrics else None
+    is_retrieval = retrieval.is_retrieval(metrics or {}, log)
     title = f"Run report: {run_dir.resolve().name}" + (f" — {dataset}" if dataset else "")
 
     body = [f"<h1>{escape(title)}</h1>", "<h2>Results</h2>"]
     if metrics is None:
         what = "is missing" if metrics_text is None else "is not a JSON object"
-        body.append(_note(f"metrics.json {what}; results omitted."))
+        body.append(note(f"metrics.json {what}; results omitted."))
+    elif is_retrieval:
+        body += [*_verdict(metrics), "<h3>Run</h3>", _summary_table(metrics), "<h3>Metrics</h3>"]
+        body += retrieval.results(metrics)
     else:
         body += [
+            *_verdict(metrics),
             "<h3>Run</h3>",
             _summary_table(metrics),
             "<h3>Metrics per task</h3>",
@@ -286,15 +278,20 @@ def write_report(run_dir: Path | str) -> Path:
         ]
     body.append("<h2>Training</h2>")
     if log:
-        body += _log_sections(log, _best_epoch(metrics or {}, log))
+        best = _best_epoch(metrics or {}, log)
+        body += _log_sections(log, best, per_task=not is_retrieval)
+        if is_retrieval:
+            body += retrieval.curves(log, metrics or {}, best)
     else:
-        body.append(_note("log.jsonl is missing or empty; training plots omitted."))
+        body.append(note("log.jsonl is missing or empty; training plots omitted."))
     if bad_lines:
-        body.append(_note(f"log.jsonl: skipped {bad_lines} line(s) that were not JSON objects."))
+        body.append(note(f"log.jsonl: skipped {bad_lines} line(s) that were not JSON objects."))
     body += _gates_section(log, metrics or {}, _best_epoch(metrics or {}, log))
-    body += ["<h2>Calibration</h2>", *_calibration_section(run_dir), "<h2>Config</h2>"]
+    if not is_retrieval:  # a retrieval run has no probabilities to calibrate
+        body += ["<h2>Calibration</h2>", *_calibration_section(run_dir)]
+    body.append("<h2>Config</h2>")
     config = _text(run_dir / "config.yaml")
-    body.append(_note("config.yaml is missing.") if config is None else f"<pre>{escape(config)}</pre>")
+    body.append(note("config.yaml is missing.") if config is None else f"<pre>{escape(config)}</pre>")
 
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -28,6 +28,7 @@ __all__ = [
     "plot_calibration",
     "plot_gate_entropy",
     "plot_gate_weights",
+    "plot_retrieval_curves",
 ]
 
 _EMPTY = np.zeros(0, dtype=np.float64)
@@ -213,6 +214,33 @@ def plot_gate_weights(weights: Mapping[str, Sequence[float]]) -> bytes:
         ax.set_title(gate, fontsize="small")
     axes[-1, 0].set_xlabel("expert")
     fig.tight_layout()
+    return _png(fig)
+
+
+def plot_retrieval_curves(
+    epochs: Sequence[float],
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    baseline: Mapping[str, float],
+    best_epoch: int | None = None,
+    baseline_name: str = "most-popular",
+) -> bytes:
+    """One panel per metric family (``series["HR"]["HR@10"]`` = values per epoch), one line per
+    cut-off; the baseline's value of each cut-off (``baseline["HR@10"]``) is a dotted line of the
+    same colour. NaN values leave gaps; the best epoch is marked on every panel.
+    """
+    panels = list(series)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for name, values in series[panel].items():
+            line = ax.plot(epochs, values, marker="o", label=name)[0]
+            value = baseline.get(name)
+            if value is not None and math.isfinite(value):
+                ax.axhline(value, color=line.get_color(), linestyle=":", linewidth=1.2)
+        _epoch_axis(ax, epochs, best_epoch)
+        xlabel = "epoch (0: the untrained weights)" if 0 in epochs else "epoch"
+        ax.set(xlabel=xlabel, ylabel=panel, title=f"Validation {panel} (dotted: {baseline_name})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return _png(fig)
 
 

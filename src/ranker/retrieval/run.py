@@ -5,7 +5,8 @@ Run directory contents::
     config.yaml          the resolved config (every default explicit)
     model.safetensors    weights of the best validation epoch
     log.jsonl            one record per epoch (loss, seconds, targets/s, valid metrics)
-    metrics.json         best epoch, valid/test metrics at it, most-popular on test, timings
+    metrics.json         best epoch, valid/test metrics at it, most-popular on valid and test, timings
+    report.html          validation HR@k / NDCG@k per epoch beside most-popular, the results table
     checkpoints/         resumable training state
     items.parquet        the catalogue: raw item ids (see :mod:`ranker.retrieval.data`)
     histories.parquet    every user's items (raw ids) and times, for ``ranker retrieve --user``
@@ -28,6 +29,7 @@ from ranker.config import load_retrieval_config
 from ranker.config.retrieval import HSTUModel, RetrievalRunConfig
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever, build_retrieval_model
+from ranker.progress import phase
 from ranker.retrieval.batches import TrainSequences
 from ranker.retrieval.data import RetrievalEvents, ServingData, load_events, save_serving
 from ranker.retrieval.evaluation import evaluate_model
@@ -68,8 +70,10 @@ def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
     start_process(cfg.train)
-    events = load_retrieval_events(cfg)
-    data = events.views()
+    talk = cfg.train.progress
+    with phase(f"reading events of {cfg.data.dataset or cfg.data.path}", enabled=talk):
+        events = load_retrieval_events(cfg)
+        data = events.views()
     model = build_model(cfg, data)
     run_dir = begin_run(run_dir, cfg, load_retrieval_config)
     save_serving(run_dir, events)
@@ -88,16 +92,18 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
         "train_users": len(train),
         "train_targets": train.num_targets(),
     }
-    for split in ("valid", "test"):
-        start = time.perf_counter()
-        metrics[split] = evaluate_split(cfg, model, data, split)
-        metrics[f"{split}_eval_s"] = time.perf_counter() - start
-    if e.exclude == "history":  # the HSTU reference's variant, for setting beside its figures
-        metrics["test_exclude_input_only"] = evaluate_model(
-            model, data, "test", ks=tuple(e.ks), exclude="input", batch_users=cfg.train.eval_batch_size
-        )
-    metrics["most_popular"] = {"test": evaluate(popularity_scorer(data), data, "test", tuple(e.ks))}
-    finish_run(run_dir, metrics, report=False)
+    with phase(f"evaluating valid and test: {len(data.test_target):,} users x {data.num_items:,} items", enabled=talk):
+        for split in ("valid", "test"):
+            start = time.perf_counter()
+            metrics[split] = evaluate_split(cfg, model, data, split)
+            metrics[f"{split}_eval_s"] = time.perf_counter() - start
+        if e.exclude == "history":  # the HSTU reference's variant, for setting beside its figures
+            metrics["test_exclude_input_only"] = evaluate_model(
+                model, data, "test", ks=tuple(e.ks), exclude="input", batch_users=cfg.train.eval_batch_size
+            )
+        popular = popularity_scorer(data)  # train counts; history excluded, as the protocol's figures
+        metrics["most_popular"] = {s: evaluate(popular, data, s, tuple(e.ks)) for s in ("valid", "test")}
+    finish_run(run_dir, metrics)
     return metrics
 
 

@@ -16,27 +16,35 @@ validation metrics with their selection score. :class:`Engine` owns everything e
   TensorBoard; at the end the selected weights are loaded and written to ``model.safetensors``. A rerun resumes after the last complete epoch and reproduces the uninterrupted
   run, because every epoch reseeds itself from its number; the decayed lr lives in the
   optimizer state and survives the resume.
+- **the verdict**: on a fresh start the untrained weights are validated once (not an epoch of
+  ``log.jsonl``; kept in the checkpoint state). Selection is among trained epochs as always;
+  :meth:`FitResult.problem` says when nothing could be selected (no validation score was a
+  number: the weights are the last epoch's), :meth:`FitResult.untrained_warning` when no
+  trained epoch beat the untrained weights.
 
-Only rank 0 writes files when ``world_size > 1``.
+Progress (``train.progress``) goes to stderr (the ``stream`` argument): a live bar in a
+terminal, plain step lines elsewhere (:class:`ranker.progress.StepProgress`); one line per
+epoch on stdout. Only rank 0 writes files and progress when ``world_size > 1``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ranker.config.schema import BaseTrainConfig
-from ranker.errors import ConfigError, DataError
+from ranker.errors import ConfigError
+from ranker.progress import MIN_GAP_S, StepProgress, is_terminal
 from ranker.train.checkpoint import Checkpointer, load_weights, save_weights
 from ranker.train.ema import WeightAverage, averaged_weights
 
@@ -61,13 +69,57 @@ class Family(Protocol):
 
 @dataclass
 class FitResult:
-    """Where training ended: best epoch and its score, the stopped epoch and every epoch record."""
+    """Where training ended: best epoch and its score, the stopped epoch and every epoch record.
+
+    ``best_epoch`` 0: no validation score was a number (the weights are the last epoch's).
+    ``untrained``: ``{"valid", "valid_score"}`` of the weights before training (None when
+    unknown, e.g. a checkpoint written before the engine kept it).
+    """
 
     best_epoch: int
     best_score: float
     stopped_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int = 0
+    untrained: dict[str, Any] | None = None
+
+    @property
+    def untrained_score(self) -> float:
+        score = (self.untrained or {}).get("valid_score")
+        return float(score) if isinstance(score, int | float) else math.nan
+
+    def problem(self) -> str | None:
+        """Why no epoch could be selected (what happened; what to check), or None.
+
+        No validation score was a number: a task whose validation labels are all one class has
+        no AUC, so there is nothing to select on and the weights are the last epoch's.
+        """
+        evaluations = sum(1 for h in self.history if "valid_score" in h)
+        if evaluations and (self.best_epoch == 0 or not math.isfinite(self.best_score)):
+            return (
+                f"no validation score was a number in {evaluations} evaluation(s), so no epoch could be "
+                "selected (the saved weights are the last epoch's); check the label columns and the "
+                "validation split: a task whose validation labels are all one class has no AUC"
+            )
+        return None
+
+    def beats_untrained(self) -> bool | None:
+        """Whether the selected epoch's validation score beats the untrained weights' (None when
+        either is not a number)."""
+        untrained = self.untrained_score
+        if self.best_epoch == 0 or not (math.isfinite(untrained) and math.isfinite(self.best_score)):
+            return None
+        return self.best_score > untrained
+
+    def untrained_warning(self) -> str | None:
+        """A sentence when no trained epoch beat the untrained weights on validation, else None."""
+        if self.beats_untrained() is not False:
+            return None
+        return (
+            f"no trained epoch beat the untrained weights on validation (score {self.untrained_score:.4f} "
+            f"before training, best {self.best_score:.4f} at epoch {self.best_epoch}); check the labels, "
+            "the learning rate and whether the features carry any signal"
+        )
 
     def mean(self, key: str) -> float:
         """Mean of an epoch-record key over the epochs that have it (NaN if none)."""
@@ -151,8 +203,11 @@ class Engine:
         rank: int = 0,
         world_size: int = 1,
         select_last: bool = False,
+        stream: IO[str] | None = None,
     ) -> None:
+        """``stream``: where step progress goes (default: stderr at the time of writing)."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.stream = stream
         self.device = device or pick_device(cfg.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = rank, world_size
@@ -202,14 +257,13 @@ class Engine:
         counts: dict[str, int] = {}
         timers = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
         start = last = time.perf_counter()
-        bar = tqdm(
-            total=total,
-            desc=f"epoch {epoch}",
-            unit="batch",
-            leave=False,
-            mininterval=0.5,
-            disable=not self.cfg.progress or not self.writer,
+        progress = StepProgress(
+            f"epoch {epoch}", total, enabled=self.cfg.progress and self.writer, stream=self._stream()
         )
+
+        def mean_loss() -> float:  # .item() syncs: called only when progress is written
+            return loss_sum.item() / max(next(iter(counts.values()), 0), 1)
+
         for step, batch in enumerate(family.batches(epoch, gen)):
             if cap and step >= cap:
                 break
@@ -220,14 +274,8 @@ class Engine:
             loss_sum += loss * weight
             for key, value in n.items():
                 counts[key] = counts.get(key, 0) + value
-            bar.update(1)
-            if step % 20 == 0 and counts and not bar.disable:  # .item() syncs: only for a visible bar
-                unit = next(iter(counts))
-                bar.set_postfix(
-                    loss=f"{loss_sum.item() / max(counts[unit], 1):.4f}",
-                    per_s=f"{counts[unit] / (time.perf_counter() - start):,.0f}",
-                )
-        bar.close()
+            progress.update(mean_loss, counts)
+        progress.close()
         elapsed = time.perf_counter() - start
         weight_total = next(iter(counts.values()), 0)
         record: dict[str, Any] = {
@@ -258,12 +306,16 @@ class Engine:
         resumed_from = state["epoch"]
         if resumed_from and self.writer:
             print(f"resuming {self.run_dir} after epoch {resumed_from}")
+        if not resumed_from:
+            state["untrained"] = self.validate_untrained(family)
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             if state["bad_evals"] > cfg.patience:
                 break
             record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(family, epoch, batches_per_epoch)}
             improved = False
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                if self._plain_progress() and record["epoch_time_s"] >= MIN_GAP_S:  # no silent minutes in a log
+                    print(f"epoch {epoch}: validating …", file=self._stream(), flush=True)
                 start = time.perf_counter()
                 with averaged_weights(self.ema, self.model):
                     record.update(family.validate())
@@ -283,7 +335,7 @@ class Engine:
                     epoch,
                     self.model,
                     self.optimizer,
-                    {k: state[k] for k in ("best_epoch", "best_score", "bad_evals")},
+                    {k: state.get(k) for k in ("best_epoch", "best_score", "bad_evals", "untrained")},
                     is_best=improved,
                     ema=self.ema,
                 )
@@ -292,18 +344,38 @@ class Engine:
             state["epoch"] = epoch
         if self._tb is not None:
             self._tb.close()
-        if state["best_epoch"] == 0 and any("valid_score" in h for h in history):
-            raise DataError(
-                f"{self.run_dir}: no validation score was a number in {state['epoch']} epochs "
-                f"(last: {history[-1].get('valid_score')}); a task whose validation labels are "
-                "all one class has no AUC — check the labels and the split"
-            )
-        best = ckpt.best_path()
+        best = ckpt.best_path()  # none when no validation score was a number: the last epoch's weights
         if best is not None:
             load_weights(self.model, best)
         if self.writer:
             save_weights(self.model, self.run_dir / "model.safetensors")
-        return FitResult(state["best_epoch"], state["best_score"], state["epoch"], history, resumed_from=resumed_from)
+        return FitResult(
+            state["best_epoch"],
+            state["best_score"],
+            state["epoch"],
+            history,
+            resumed_from=resumed_from,
+            untrained=state.get("untrained"),
+        )
+
+    def validate_untrained(self, family: Family) -> dict[str, Any]:
+        """The validation metrics and score of the weights before any training (the reference a
+        trained epoch must beat); one line on stdout with ``train.progress``."""
+        start = time.perf_counter()
+        with averaged_weights(self.ema, self.model):
+            record = family.validate()
+        untrained = {"valid": record.get("valid"), "valid_score": _number(record.get("valid_score"))}
+        if self.cfg.progress and self.writer:
+            parts = ["before training (untrained weights)", f"{time.perf_counter() - start:.1f}s"]
+            print(" | ".join(parts + valid_text(untrained["valid"])), flush=True)
+        return untrained
+
+    def _stream(self) -> IO[str]:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def _plain_progress(self) -> bool:
+        """Whether progress is on and written as plain lines (the stream is not a terminal)."""
+        return self.cfg.progress and self.writer and not is_terminal(self._stream())
 
     def _decay_lr(self) -> None:
         """Reduce on plateau: the new lr lives in the optimizer state, so it survives a resume."""
@@ -348,19 +420,30 @@ def epoch_summary(record: dict[str, Any], best_epoch: int) -> str:
     if rates:
         parts.append(f"{record[rates[0]]:,.0f} {rates[0][: -len('_per_s')]}/s")
     parts.append(f"{record['epoch_time_s']:.1f}s")
-    valid = record.get("valid")
-    if isinstance(valid, dict):
-        if all(isinstance(m, dict) for m in valid.values()):  # per task
-            for task, m in valid.items():
-                if "rmse" in m:
-                    parts.append(f"{task} rmse {m['rmse']:.4f}")
-                elif "auc" in m:
-                    parts.append(f"{task} auc {m['auc']:.4f}" + (f" gauc {m['gauc']:.4f}" if "gauc" in m else ""))
-        else:
-            shown = [k for k in ("HR@10", "NDCG@10") if k in valid] or list(valid)[:2]
-            parts.append("valid " + " ".join(f"{k} {valid[k]:.4f}" for k in shown))
+    parts += valid_text(record.get("valid"))
     mark = " *" if "valid" in record and record["epoch"] == best_epoch else ""
     return " | ".join(parts) + mark
+
+
+def valid_text(valid: Any) -> list[str]:
+    """The validation metrics of an epoch line: per task AUC / GAUC or RMSE, or HR@10 / NDCG@10."""
+    if not isinstance(valid, dict):
+        return []
+    if all(isinstance(m, dict) for m in valid.values()):  # per task
+        parts = []
+        for task, m in valid.items():
+            if "rmse" in m:
+                parts.append(f"{task} rmse {m['rmse']:.4f}")
+            elif "auc" in m:
+                parts.append(f"{task} auc {m['auc']:.4f}" + (f" gauc {m['gauc']:.4f}" if "gauc" in m else ""))
+        return parts
+    shown = [k for k in ("HR@10", "NDCG@10") if k in valid] or list(valid)[:2]
+    return ["valid " + " ".join(f"{k} {valid[k]:.4f}" for k in shown)]
+
+
+def _number(x: Any) -> float | None:
+    """A finite float, or None (the checkpoint state is written as strict JSON)."""
+    return float(x) if isinstance(x, int | float | np.generic) and math.isfinite(float(x)) else None
 
 
 def _jsonable(x: Any) -> Any:

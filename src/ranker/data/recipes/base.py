@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ranker.data.sources import SourceFile, cache_root, find_local, locate, read_bytes
+from ranker.progress import phase
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,9 @@ def prepare(recipe: Recipe, *, force: bool = False, verify: bool = True) -> Prep
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file() and not force:
         return PreparedDataset(recipe.name, recipe.kind, directory, json.loads(manifest_path.read_text()))
-    paths = {src.name: locate(src, verify=verify) for src in sources}
-    built = recipe.build(paths)
+    with phase(f"preparing {recipe.name} (first use: raw files → {directory}; cached afterwards)"):
+        paths = {src.name: locate(src, verify=verify) for src in sources}
+        built = recipe.build(paths)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
