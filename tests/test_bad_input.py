@@ -118,9 +118,9 @@ def test_label_not_binary_names_column_and_value(tmp_path: Path) -> None:
     labels[7] = 2
     write_csv(t.set_column(3, "click", pa.array(labels)), tmp_path / "rows.csv")
     msg = data_error(config(), tmp_path)
-    assert "rows.csv (train split)" in msg
-    assert "label column 'click'" in msg and "must be 0/1" in msg
-    assert "row 7 holds 2.0" in msg
+    assert msg.startswith(f"{tmp_path / 'rows.csv'}: ")  # checked as read: named by its line in the file
+    assert "label column 'click' (task 'click') must be 0/1" in msg
+    assert "line 9 holds 2 (1 such row)" in msg  # row 7 (0-based) under the header line
 
 
 def test_label_as_text(tmp_path: Path) -> None:
@@ -128,7 +128,8 @@ def test_label_as_text(tmp_path: Path) -> None:
     words = ["yes" if v else "no" for v in t.column("click").to_pylist()]
     write_csv(t.set_column(3, "click", pa.array(words)), tmp_path / "rows.csv")
     msg = data_error(config(), tmp_path)
-    assert "'click'" in msg and "non-numbers" in msg and "task 'click'" in msg
+    assert "label column 'click' (task 'click') must hold numbers" in msg
+    assert f"line 2 holds {words[0]!r} ({N} such rows)" in msg
 
 
 def test_nan_label(tmp_path: Path) -> None:
@@ -137,7 +138,8 @@ def test_nan_label(tmp_path: Path) -> None:
     labels[[3, 9]] = np.nan
     write_csv(t.set_column(3, "click", pa.array(labels)), tmp_path / "rows.csv")
     msg = data_error(config(), tmp_path)
-    assert "label column 'click'" in msg and "2 NaN/null values" in msg and "row 3" in msg
+    assert "label column 'click'" in msg and "is missing (empty or NaN) on 2 rows" in msg
+    assert "(first: line 5)" in msg
 
 
 def test_empty_split(tmp_path: Path) -> None:
@@ -174,8 +176,8 @@ def test_numerical_column_holding_text(tmp_path: Path) -> None:
     prices[4] = "expensive"
     write_csv(t.set_column(2, "price", pa.array(prices)), tmp_path / "rows.csv")
     msg = data_error(config(), tmp_path)
-    assert "rows.csv (train split)" in msg
-    assert "numerical column 'price'" in msg and "non-numbers" in msg and "expensive" in msg
+    assert msg.startswith(f"{tmp_path / 'rows.csv'}: ")
+    assert "numerical column 'price' (feature 'price') must hold numbers; line 6 holds 'expensive'" in msg
 
 
 def test_categorical_column_of_unsupported_type(tmp_path: Path) -> None:
@@ -260,7 +262,7 @@ def test_cli_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     cfg = write_config(config(), tmp_path / "run.yaml")
     assert main(["train", str(cfg), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and err.startswith(f"error: {tmp_path / 'rows.csv'} (train split): ")
+    assert err.count("error:") == 1 and err.startswith(f"error: {tmp_path / 'rows.csv'}: ")
     assert "'user' (feature 'user')" in err and "columns present" in err
     assert "Traceback" not in err
 

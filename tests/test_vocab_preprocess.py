@@ -275,7 +275,7 @@ def test_dense_wrong_length_names_the_column() -> None:
     with pytest.raises(DataError) as info:
         pre.fit(table).transform(table, source="valid.parquet")
     msg = str(info.value)
-    assert "valid.parquet" in msg and "'emb'" in msg and "dim 3" in msg and "row 1" in msg
+    assert "valid.parquet" in msg and "'emb'" in msg and "dim 3" in msg and "row 2 (1-based in split order)" in msg
 
 
 # ---------------------------------------------------------------------- history
@@ -452,7 +452,9 @@ def test_a_mask_column_must_be_0_or_1() -> None:
 
     table = pa.table({"watch": [1, 0, 1], "like": [1, 0, 0], "m": [1.0, None, 2.0]})
     tasks = [TaskConfig(name="like", mask_column="m")]
-    with pytest.raises(DataError, match=r"mask column 'm' \(task 'like'\) must be 0/1; row 2 holds 2.0"):
+    with pytest.raises(
+        DataError, match=r"mask column 'm' \(task 'like'\) must be 0/1; row 3 \(1-based in split order\) holds 2.0"
+    ):
         _labels(table, tasks, "rows.csv")
     ok = pa.table({"like": [1, 0, 0], "m": [1.0, None, 0.0]})  # missing = masked
     labels, mask = _labels(ok, tasks, "rows.csv")

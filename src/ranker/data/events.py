@@ -16,21 +16,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ranker.config.events import EventFile, EventTimeSplit
-from ranker.data.readers import read_table, resolve
-from ranker.errors import ConfigError, DataError
+from ranker.data.checks import (
+    FileRows,
+    check_not_empty,
+    check_text,
+    check_time,
+    check_unique,
+    delimiter_hint,
+    number,
+    plural,
+)
+from ranker.data.readers import file_format, read_table, resolve
+from ranker.errors import ConfigError, DataError, warn
 
 
-def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None, base_dir: Path | None = None) -> pa.Table:
-    """The rows of ``cfg.path`` kept by the action filter, with every declared column present.
+def read_events(
+    cfg: EventFile, *, extra: dict[str, str] | None = None, base_dir: Path | None = None
+) -> tuple[pa.Table, FileRows]:
+    """The rows of ``cfg.path`` kept by the action filter, with every declared column present,
+    and where each kept row is in the file (to name a bad one by its line).
 
-    `extra` maps more config keys (``tasks[0].column``) to columns that must exist. A missing
-    file or column is a ConfigError naming the key, the column and the file.
+    `extra` maps more config keys (``tasks.0.column``) to columns that must exist. A missing
+    file or column is a ConfigError naming the key, the column and the file; ids and times are
+    checked on the kept rows (a DataError naming the first bad row).
     """
     assert cfg.path is not None and cfg.user_column is not None and cfg.item_column is not None
     path = resolve(cfg.path, base_dir)
+    if path.is_dir():
+        raise ConfigError(f"data.path: {path} is a directory, not an event file")
     if not path.is_file():
         raise ConfigError(f"data.path: {path}: file not found")
-    table = read_table(path, cfg.format, cfg.csv, string_columns=(cfg.user_column, cfg.item_column))
+    fmt = file_format(path, cfg.format)
+    table = read_table(path, fmt, cfg.csv, string_columns=(cfg.user_column, cfg.item_column))
+    rows = FileRows.of(path, fmt, cfg.csv)
+    check_not_empty(table, rows)
     keys = {
         "user_column": cfg.user_column,
         "item_column": cfg.item_column,
@@ -38,28 +57,79 @@ def read_events(cfg: EventFile, *, extra: dict[str, str] | None = None, base_dir
         "action_column": cfg.action_column,
         **(extra or {}),
     }
+    declared = [c for c in keys.values() if c is not None]
+    check_unique(table, declared, rows)
     for key, column in keys.items():
         if column is not None and column not in table.column_names:
             raise ConfigError(
                 f"data.{key}: column {column!r} is not in {path}; columns: {', '.join(table.column_names)}"
+                + delimiter_hint(table.column_names, cfg.csv.delimiter)
             )
+    check_text(table, declared, rows)
     if cfg.action_column is not None and (cfg.keep_actions is not None or cfg.min_action is not None):
-        table = table.filter(action_filter(table.column(cfg.action_column), cfg))
-        if table.num_rows == 0:
-            raise DataError(f"{path}: no row passes the action filter of data.action_column")
-    return table
+        keep = action_filter(table.column(cfg.action_column), cfg, path)
+        table, rows = table.filter(keep), rows.kept(keep.to_numpy(zero_copy_only=False))
+    for key in ("user_column", "item_column"):
+        _no_missing_ids(table, str(keys[key]), key, rows)
+    if cfg.time_column is not None:
+        _integer_times(table, cfg.time_column, rows)
+    return table, rows
 
 
-def action_filter(col: pa.ChunkedArray, cfg: EventFile) -> pa.ChunkedArray:
-    """Rows whose action is in ``keep_actions`` (compared as text) or at least ``min_action``."""
+def action_filter(col: pa.ChunkedArray, cfg: EventFile, path: Path | str = "") -> pa.ChunkedArray:
+    """Rows whose action is in ``keep_actions`` (compared as text) or at least ``min_action``.
+
+    A filter that keeps no row is an error listing the values the column holds; a listed value
+    the column never holds gets a warning (a typo keeps fewer rows than meant).
+    """
     if cfg.keep_actions is not None:
         text = pc.cast(col, pa.string())
-        return pc.fill_null(pc.is_in(text, value_set=pa.array([str(v) for v in cfg.keep_actions])), False)
+        wanted = [str(v) for v in cfg.keep_actions]
+        keep = pc.fill_null(pc.is_in(text, value_set=pa.array(wanted)), False)
+        held = pc.unique(pc.drop_null(text)).to_pylist()
+        if not pc.any(keep).as_py():
+            shown = ", ".join(sorted(held)[:20]) + (", …" if len(held) > 20 else "")
+            raise DataError(
+                f"{path}: no row passes data.keep_actions {wanted}: column {cfg.action_column!r} holds {shown}"
+            )
+        absent = [v for v in wanted if v not in set(held)]
+        if absent:
+            warn(f"{path}: data.keep_actions {absent} never occur in the action column {cfg.action_column!r}")
+        return keep
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
         raise ConfigError(
             f"data.min_action: action column {cfg.action_column!r} is {col.type}, not numeric; use keep_actions"
         )
-    return pc.fill_null(pc.greater_equal(col, cfg.min_action), False)
+    keep = pc.fill_null(pc.greater_equal(col, cfg.min_action), False)
+    if not pc.any(keep).as_py():
+        top = pc.max(col).as_py()
+        raise DataError(f"{path}: no row passes data.min_action {cfg.min_action}: the largest action is {top}")
+    return keep
+
+
+def _no_missing_ids(table: pa.Table, column: str, key: str, rows: FileRows) -> None:
+    col = table.column(column)
+    if col.null_count:
+        i = int(np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{rows.path}: id column {column!r} (data.{key}) is empty on {plural(col.null_count, 'row')} "
+            f"(first: {rows.at(i)}); every event needs a user and an item"
+        )
+
+
+def _integer_times(table: pa.Table, column: str, rows: FileRows) -> None:
+    """Times are present, and integers or timestamps (fractions and words refused by row)."""
+    check_time(table, column, rows, "data.time_column")
+    col = table.column(column)
+    if pa.types.is_floating(col.type):
+        values = col.to_numpy()
+        frac = np.flatnonzero(values != np.floor(values))
+        if frac.size:
+            i = int(frac[0])
+            raise DataError(
+                f"{rows.path}: time column {column!r} (data.time_column) must hold integers (e.g. unix "
+                f"seconds) or timestamps; {rows.at(i)} holds {number(values[i])} ({plural(frac.size, 'such row')})"
+            )
 
 
 def id_values(col: pa.ChunkedArray, key: str) -> pa.Array:

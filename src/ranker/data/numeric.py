@@ -12,7 +12,10 @@ Per-feature ``transform`` (``data.features[].transform``):
 - ``bins``: the quantile-bin id, used as a categorical feature (its own embedding table).
 
 Missing values (NaN / null) give 0 plus a missing indicator of 1; ``±inf`` become ``±clip``
-(standard, log1p) or 0 / 1 before centring (cdf, sigmoid) — never NaN, never a crash.
+(standard, log1p) or 0 / 1 before centring (cdf, sigmoid) — never NaN, never a crash. Only
+finite train values are fitted on: a few ``±inf`` rows leave every statistic as it was
+(:mod:`ranker.data.checks` warns about them), and values near the float64 limit are scaled
+before squaring, so the standard deviation stays finite.
 
 Each transform is a pure numpy function or a small frozen dataclass of fitted state
 (``signed_log1p``, ``SigmoidSquash``, ``EmpiricalCDF``); they map ±inf to finite values (the CDF
@@ -152,12 +155,22 @@ def fit_numeric(x: np.ndarray, f: NumericalFeature) -> NumericState:
         squash = SigmoidSquash.fit(finite if finite.size else np.zeros(1))
         state.a, state.b = float(squash.a), float(squash.b)
         return state
-    z = _pre(x, f.transform)
-    zf = z[np.isfinite(z)]
-    state.mean = float(zf.mean()) if zf.size else 0.0
-    std = float(zf.std()) if zf.size else 1.0
+    state.mean, std = _mean_std(_pre(finite, f.transform))  # ±inf never reaches the statistics
     state.std = std if std > 1e-12 else 1.0
     return state
+
+
+def _mean_std(z: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of finite `z` (0 and 1 when empty); values near the float64
+    limit are scaled by max |z| first, so the squares cannot overflow to inf."""
+    if not z.size:
+        return 0.0, 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(z.mean()), float(z.std())
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        scale = float(np.abs(z).max())
+        mean, std = scale * float((z / scale).mean()), scale * float((z / scale).std())
+    return mean, std
 
 
 def apply_numeric(x: np.ndarray, state: NumericState) -> tuple[np.ndarray, np.ndarray]:

@@ -131,6 +131,7 @@ class Preprocessor:
                 state = self.numeric[f.name] = fit_numeric(x, f)
                 if self.ple_bins and f.transform != "bins":
                     values, missing = apply_numeric(x, state)
+                    missing = np.maximum(missing, np.isinf(x))  # ±inf rows place no edge either
                     target = (
                         _task_labels(table, self.tasks, source)
                         if self.ple_method == "tree_all"
@@ -421,7 +422,7 @@ def _check_same_lengths(a: pa.ListArray, b: pa.ListArray, f: HistoryFeature, col
     if bad.size:
         raise DataError(
             f"{source}: history {f.name!r}: {f.item_column!r} and {col!r} differ in "
-            f"length on {bad.size} rows (first: row {bad[0]})"
+            f"length on {bad.size} rows (first: row {bad[0] + 1}, 1-based in split order)"
         )
 
 
@@ -431,7 +432,7 @@ def _dense(table: pa.Table, f: DenseFeature, source: str) -> np.ndarray:
     bad = np.flatnonzero((lengths != f.dim) & (lengths != 0))
     if bad.size:
         raise DataError(
-            f"{source}: dense column {_col(f)!r} must hold vectors of dim {f.dim}; row {bad[0]} has "
+            f"{source}: dense column {_col(f)!r} must hold vectors of dim {f.dim}; row {bad[0] + 1} (1-based in split order) has "
             f"{lengths[bad[0]]} values ({bad.size} rows wrong)"
         )
     flat = np.asarray(pc.cast(arr.flatten(), pa.float32()).to_numpy(zero_copy_only=False))
@@ -452,8 +453,8 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
             if off.any():
                 i = int(np.flatnonzero(off)[0])
                 raise DataError(
-                    f"{source}: mask column {t.mask_column!r} (task {t.name!r}) must be 0/1; row {i} "
-                    f"holds {float(raw[i])!r} ({int(off.sum())} such rows)"
+                    f"{source}: mask column {t.mask_column!r} (task {t.name!r}) must be 0/1; row {i + 1} (1-based "
+                    f"in split order) holds {float(raw[i])!r} ({int(off.sum())} such rows)"
                 )
             mask = raw
         on = mask > 0
@@ -461,15 +462,15 @@ def _labels(table: pa.Table, tasks: list[TaskConfig], source: str) -> tuple[np.n
         if nan.any():
             raise DataError(
                 f"{source}: label column {col!r} (task {t.name!r}) has {int(nan.sum())} "
-                f"NaN/null values (first at row {int(np.flatnonzero(nan)[0])})"
+                f"NaN/null values (first at row {int(np.flatnonzero(nan)[0]) + 1}, 1-based in split order)"
             )
         bad = on & ((y != 0) & (y != 1) if t.kind == "binary" else ~np.isfinite(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             want = "0/1" if t.kind == "binary" else "finite"
             raise DataError(
-                f"{source}: label column {col!r} (task {t.name!r}) must be {want}; row {i} "
-                f"holds {float(y[i])!r} ({int(bad.sum())} such rows)"
+                f"{source}: label column {col!r} (task {t.name!r}) must be {want}; row {i + 1} (1-based "
+                f"in split order) holds {float(y[i])!r} ({int(bad.sum())} such rows)"
             )
         labels.append(np.where(on, y, 0.0))
         masks.append(mask)

@@ -7,6 +7,7 @@ stable sort by the time column (file order breaks ties) cut the same way.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ranker.config.schema import CsvOptions, DataConfig, FilesSplit, RandomSplit, TimeSplit
+from ranker.data.checks import FileRows, check_shape, check_values
 from ranker.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -33,37 +35,106 @@ def read_table(
     """Read one CSV (optionally ``.gz``) or parquet file into an arrow table.
 
     `string_columns` of a CSV are read as text, never inferred (ids: ``007`` stays ``007``,
-    and a 20-digit id is not rounded through a float).
+    and a 20-digit id is not rounded through a float); one holding bytes that are not UTF-8 is
+    read as binary, for :func:`ranker.data.checks.check_text` to name the row. Any file that
+    cannot be read is a DataError naming it (a malformed row by its line).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    fmt = _format(path, fmt)
+    fmt = file_format(path, fmt)
+    csv = csv or CsvOptions()
     try:
         if fmt == "parquet":
-            return pq.read_table(path)
-        csv = csv or CsvOptions()
-        read_opts = pacsv.ReadOptions(  # header + column_names: the names replace the header
-            column_names=csv.column_names,
-            autogenerate_column_names=False,
-            skip_rows=1 if csv.header and csv.column_names is not None else 0,
-        )
-        if csv.column_names is None and not csv.header:
-            raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")
-        parse = pacsv.ParseOptions(delimiter=csv.delimiter)
+            table = pq.read_table(path)
+        else:
+            if csv.column_names is None and not csv.header:
+                raise DataError(f"{path}: data.csv.header is false, so give data.csv.column_names")
+            if path.stat().st_size == 0:
+                raise DataError(f"{path}: the file is empty (0 bytes)")
+            _refuse_utf16(path)
+            table = _read_csv(path, csv, string_columns)
+        _ = table.column_names  # decoded lazily: a header that is not UTF-8 fails here
+        return table
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: the header is not UTF-8 text (byte 0x{exc.object[exc.start : exc.start + 1].hex()} "
+            f"at byte {exc.start} of a column name); save the file as UTF-8"
+        ) from None
+    except (pa.ArrowException, OSError) as exc:
+        if fmt == "csv" and "CSV parse error" in str(exc):
+            raise DataError(f"{path}: {_bad_row(path, csv)}") from None
+        raise DataError(f"{path}: cannot read as {fmt}: {_printable(str(exc))}") from None
+
+
+def _read_csv(path: Path, csv: CsvOptions, string_columns: tuple[str, ...] = (), threads: bool = True) -> pa.Table:
+    """The CSV with `string_columns` as text; those holding bytes that are not UTF-8 stay binary."""
+    read_opts = pacsv.ReadOptions(  # header + column_names: the names replace the header
+        column_names=csv.column_names,
+        autogenerate_column_names=False,
+        skip_rows=1 if csv.header and csv.column_names is not None else 0,
+        use_threads=threads,
+    )
+    parse = pacsv.ParseOptions(delimiter=csv.delimiter)
+
+    def read(typ: pa.DataType) -> pa.Table:
         convert = pacsv.ConvertOptions(
             null_values=["", "NA", "NaN", "nan", "null", "None"],
             strings_can_be_null=True,
-            column_types={c: pa.string() for c in string_columns},
+            column_types=dict.fromkeys(string_columns, typ),
         )
         return pacsv.read_csv(path, read_options=read_opts, parse_options=parse, convert_options=convert)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: cannot read as {fmt}: {exc}") from exc
+
+    try:
+        return read(pa.string())
+    except pa.ArrowInvalid as exc:
+        if "invalid UTF8" not in str(exc) or not string_columns:
+            raise
+    table = read(pa.binary())
+    for c in string_columns:
+        if c in table.column_names:
+            try:
+                table = table.set_column(table.column_names.index(c), c, pc.cast(table[c], pa.string()))
+            except pa.ArrowInvalid:
+                pass  # left as bytes: checks.check_text names the row
+    return table
+
+
+def _bad_row(path: Path, csv: CsvOptions) -> str:
+    """The first row whose field count differs from the header's, by its line (read again on one
+    thread, which numbers the rows in its message)."""
+    try:
+        _read_csv(path, csv, threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        found = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", str(exc))
+        if found is None:
+            return f"cannot read as csv: {_printable(str(exc))}"
+        line, want, got = found.groups()
+        names = "data.csv.column_names names" if csv.column_names is not None else "the header has"
+        return f"line {line} has {got} fields where {names} {want} (delimiter {csv.delimiter!r})"
+    return "cannot read as csv"
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, control characters escaped (a message of one line)."""
+    short = text[:limit] + ("…" if len(text) > limit else "")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in short)
+
+
+def _refuse_utf16(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path}: the file is UTF-16 text; ranker reads UTF-8 CSV files: save it as UTF-8")
 
 
 def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.Table]:
     """The train / valid / test tables the data section describes; each split must be non-empty.
 
+    Each file is checked as read (:mod:`ranker.data.checks`: columns, labels, numbers, times),
+    so a bad value is named by its line in the file.
     Id columns (categorical and bag features, the group and item columns) are read exactly: a
     CSV column that type inference would read as floats (ids wider than int64, such as hashed
     ids) is read as text instead, in every file of the data, and unsigned 64-bit parquet ids
@@ -78,11 +149,16 @@ def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.
         assert data.path is not None and split is not None
         paths = {"all": resolve(data.path, base_dir)}
     read = {k: read_table(p, data.format, data.csv) for k, p in paths.items()}
-    csv = {k for k, p in paths.items() if _format(p, data.format) == "csv"}
+    rows = {k: FileRows.of(p, file_format(p, data.format), data.csv) for k, p in paths.items()}
+    for k, table in read.items():
+        check_shape(table, data, rows[k])
+    csv = {k for k, p in paths.items() if file_format(p, data.format) == "csv"}
     wide = sorted({c for k in csv for c in ids if c in read[k].column_names and pa.types.is_floating(read[k][c].type)})
     if wide:  # read again, these columns as text (every CSV file: the splits' ids must agree)
         read.update({k: read_table(paths[k], data.format, data.csv, string_columns=tuple(wide)) for k in csv})
     read = {k: _unsigned_ids_as_text(t, ids) for k, t in read.items()}
+    for k, table in read.items():
+        check_values(table, data, rows[k], ids)
     if isinstance(split, FilesSplit):
         tables = read
     else:
@@ -132,7 +208,8 @@ def id_columns(data: DataConfig) -> set[str]:
     return cols | {c for c in (data.group_column, data.item_column) if c}
 
 
-def _format(path: Path, fmt: str) -> str:
+def file_format(path: Path, fmt: str) -> str:
+    """``csv`` or ``parquet``: `fmt`, or with ``auto`` what the file name says."""
     return ("parquet" if Path(path).suffix in (".parquet", ".pq") else "csv") if fmt == "auto" else fmt
 
 
@@ -147,5 +224,10 @@ def _as_sortable(col: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
         col = pc.cast(col, pa.int64())
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        for typ in (pa.timestamp("s"), pa.timestamp("s", "UTC")):  # ISO-8601 text: ordered as times
+            try:
+                return _as_sortable(pc.cast(col, typ))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
     return col.to_numpy()

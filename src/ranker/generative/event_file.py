@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from ranker.config.events import EventTimeSplit
 from ranker.config.generative import GenerativeData, SampledNegatives
 from ranker.config.schema import TaskConfig
+from ranker.data.checks import check_classes, check_labels, plural
 from ranker.data.events import (
     chronological,
     id_values,
@@ -40,7 +41,7 @@ from ranker.data.events import (
 )
 from ranker.data.readers import read_table, resolve
 from ranker.data.recipes.rk_ml100k import draw_negatives
-from ranker.errors import ConfigError, DataError
+from ranker.errors import ConfigError, DataError, warn
 from ranker.generative.events import EventLog, static_ids
 
 MAX_FIRST_POSITION_CELLS = 50_000_000  # users × items of the negative sampler's lookup table
@@ -49,7 +50,8 @@ MAX_FIRST_POSITION_CELLS = 50_000_000  # users × items of the negative sampler'
 def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> EventLog:
     """The declared event file as an EventLog (see the module docstring)."""
     assert data.user_column and data.item_column and data.time_column and data.action_column
-    table = read_events(data, extra=_declared_columns(data), base_dir=base_dir)
+    table, rows = read_events(data, extra=_declared_columns(data), base_dir=base_dir)
+    check_labels(table, data.tasks, rows, missing_masks=True)
     user, users = vocabulary(id_values(table.column(data.user_column), "user_column"))
     item, items = vocabulary(id_values(table.column(data.item_column), "item_column"))
     user, item = user + 1, item + 1
@@ -59,11 +61,12 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
     else:
         assert data.split is not None
         period = last_n_periods(user, chronological(user, time), data.split.valid, data.split.test)
+        _short_users(np.bincount(user)[1:], users, data.split.valid + data.split.test, rows.path)
     order = np.lexsort((np.arange(len(time)), time, period))
     table, user, item, time, period = table.take(pa.array(order)), user[order], item[order], time[order], period[order]
     for split, name in enumerate(("train", "valid", "test")):
         if not (period == split).any():
-            raise DataError(f"{data.path}: data.split leaves the {name} split empty")
+            raise DataError(f"{rows.path}: data.split leaves the {name} split empty")
     action, num_actions, action_values = _actions(table.column(data.action_column), period == 0)
     labels, mask = _labels(table, data.tasks)
     candidates = item[:, None]
@@ -74,6 +77,7 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
         labels = np.concatenate([labels, np.zeros((len(item), k - 1, len(data.tasks)), np.float32)], 1)
         neg_mask = np.array([0.0 if t.mask_column else 1.0 for t in data.tasks], np.float32)
         mask = np.concatenate([mask, np.broadcast_to(neg_mask, (len(item), k - 1, len(data.tasks)))], 1)
+    _check_classes(labels, mask, period, data.tasks, rows.path)
     in_train = np.zeros(len(users) + 1, dtype=bool)
     in_train[user[period == 0]] = True
     cols = _static_columns(data, table, user, users, base_dir)
@@ -94,6 +98,35 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
         num_static=num_static,
         vocab={"users": users, "items": items, "actions": action_values},
     )
+
+
+def _check_classes(
+    labels: np.ndarray, mask: np.ndarray, period: np.ndarray, tasks: list[TaskConfig], path: str
+) -> None:
+    """Both classes of each binary task in train, over every candidate slot (sampled negatives
+    included): see :func:`ranker.data.checks.check_classes`."""
+    splits = ("train", "valid", "test")
+    found = {
+        s: {t.name: labels[period == i, :, k][mask[period == i, :, k] > 0] for k, t in enumerate(tasks)}
+        for i, s in enumerate(splits)
+    }
+    check_classes(found, tasks, {s: f"{path} ({s} split)" for s in splits})
+
+
+def _short_users(counts: np.ndarray, users: pa.Array, held_out: int, path: str) -> None:
+    """`counts[u]`: events of user u (0-based). Users with at most `held_out` events (the last_n
+    split's valid + test) have no train event: an error when that is every user, else a warning."""
+    short = np.flatnonzero(counts <= held_out)
+    if len(short) == len(counts):
+        raise DataError(
+            f"{path}: data.split holds out the last {held_out} events of each user (valid + test) and "
+            f"no user has more (most: {int(counts.max())}), so the train split is empty"
+        )
+    if len(short):
+        warn(
+            f"{path}: {plural(len(short), 'user')} with at most the {held_out} events data.split holds out for "
+            f"valid and test (first: {users[int(short[0])].as_py()}) have no event in train"
+        )
 
 
 def _declared_columns(data: GenerativeData) -> dict[str, str]:
@@ -126,7 +159,8 @@ def _labels(table: pa.Table, tasks: list[TaskConfig]) -> tuple[np.ndarray, np.nd
     labels, masks = [], []
     for i, t in enumerate(tasks):
         col = table.column(t.column or t.name)
-        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
+        if not (numeric or pa.types.is_null(col.type)):  # an all-empty column: every row masked
             raise ConfigError(
                 f"data.tasks.{i}.column: {t.column or t.name!r} holds {col.type}; "
                 "labels must be numbers (0/1 for binary tasks)"
@@ -174,6 +208,8 @@ def _static_columns(
         key = ut.user_column or data.user_column
         assert key is not None
         path = resolve(ut.path, base_dir)
+        if path.is_dir():
+            raise ConfigError(f"data.user_table.path: {path} is a directory, not a file")
         if not path.is_file():
             raise ConfigError(f"data.user_table.path: {path}: file not found")
         source, where = read_table(path, ut.format, ut.csv, string_columns=(key,)), str(path)

@@ -28,6 +28,7 @@ import torch
 
 from ranker.config import load_config
 from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
+from ranker.data.checks import check_classes, check_features, defined_labels
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import load_splits
 from ranker.data.recipes import get_recipe, prepare
@@ -129,8 +130,15 @@ def _absolute_paths(data: DataConfig, base_dir: Path | None) -> DataConfig:
 
 
 def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None, pre: Preprocessor | None = None) -> PreparedData:
-    """Resolve and read the data; fit the preprocessor on train unless a fitted one is given."""
+    """Resolve and read the data; fit the preprocessor on train unless a fitted one is given.
+
+    What training needs of the splits is checked first: every binary task has both classes in
+    train (and one in valid, for model selection); features are not empty in train.
+    """
     data, tables, meta = _resolve(cfg.data, base_dir)
+    sources = {s: _src(data, s) for s in ("train", "valid", "test")}
+    check_features(tables["train"], data.features, sources["train"])
+    check_classes({s: defined_labels(t, data.tasks) for s, t in tables.items()}, data.tasks, sources)
     if pre is None:
         n_bins, method = ple_settings(cfg.model)
         pre = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins, ple_method=method).fit(

@@ -31,7 +31,7 @@ from ranker.config.retrieval import RetrievalData
 from ranker.data.events import id_values, k_core, read_events, time_periods, time_values, vocabulary
 from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
-from ranker.errors import ConfigError, DataError
+from ranker.errors import ConfigError, DataError, warn
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, event_sequences, leave_one_out_views, time_split_views
 from ranker.run_manifest import read_run_file
 
@@ -96,17 +96,17 @@ def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEve
     """The declared event file: filtered (actions, then the k-core, where leave-one-out needs
     at least 3 events per user), ids mapped by sorted vocabularies, events ordered per user by
     (time, row)."""
-    table = read_events(data, base_dir=base_dir)
+    table, rows = read_events(data, base_dir=base_dir)
     assert data.user_column is not None and data.item_column is not None
     users = id_values(table.column(data.user_column), "user_column")
     items = id_values(table.column(data.item_column), "item_column")
     times = time_values(table.column(data.time_column)) if data.time_column else None
     summary: dict[str, Any] = {"source": data.path, "rows": table.num_rows}
+    user_index = vocabulary(users)[0]
     min_user = max(data.min_user_events or 1, 3 if data.split.kind == "leave_one_out" else 1)
-    keep = k_core(vocabulary(users)[0], vocabulary(items)[0], min_user, data.min_item_events or 1)
+    keep = k_core(user_index, vocabulary(items)[0], min_user, data.min_item_events or 1)
     summary["dropped_rows"] = int((~keep).sum())
-    if not keep.any():
-        raise DataError(f"{data.path}: no events left after filtering (k-core, leave-one-out needs 3 events per user)")
+    _report_short_users(np.bincount(user_index), data, rows.path, kept=bool(keep.any()))
     mask = pa.array(keep)
     users, items = users.filter(mask), items.filter(mask)
     times = None if times is None else times[keep]
@@ -119,6 +119,25 @@ def from_file(data: RetrievalData, base_dir: Path | None = None) -> RetrievalEve
         period = time_periods(times, data.split)[order]
     summary.update(users=len(user_vocab), items=len(item_vocab), events=len(user))
     return RetrievalEvents(seqs, user_vocab, item_vocab, data.max_len or OWN_MAX_LEN, period, summary)
+
+
+def _report_short_users(counts: np.ndarray, data: RetrievalData, path: str, kept: bool) -> None:
+    """No event left after filtering is an error saying why; users that leave-one-out (and not
+    the user's own ``min_user_events``) drops get a warning."""
+    loo = data.split.kind == "leave_one_out" and (data.min_user_events or 1) < 3
+    short = counts < 3
+    if not kept:
+        why = (
+            f"leave-one-out needs 3 events per user and no user has more than {int(counts.max())}"
+            if loo and short.all()
+            else f"min_user_events {data.min_user_events} / min_item_events {data.min_item_events} (k-core)"
+        )
+        raise DataError(f"{path}: no events left after filtering: {why}")
+    if loo and short.any():
+        warn(
+            f"{path}: {int(short.sum())} users have fewer than the 3 events leave-one-out needs (a train "
+            f"event, a valid and a test target): their {int(counts[short].sum())} events are left out"
+        )
 
 
 def save_serving(run_dir: Path, events: RetrievalEvents) -> None:
