@@ -637,7 +637,43 @@ def serve_provenance() -> str:
     return "\n".join(lines) or _not_measured(5)
 
 
-RENDERERS: dict[str, Callable[[], str]] = {
+BAD_INPUT = RESULTS / "bad-input.json"
+
+
+def bad_input_corpus() -> str | None:
+    """Outcomes of the malformed-input corpus per group (``corpus_report.py``)."""
+    if not BAD_INPUT.is_file():
+        return None
+    recs = [r for r in records(BAD_INPUT) if r["key"].startswith("corpus|")]
+    kinds = ("error", "warning", "unusable", "traceback", "silent", "other")
+    lines = [row(["group", "inputs", *kinds]), row(["---"] * (len(kinds) + 2))]
+    total = dict.fromkeys(kinds, 0)
+    for r in sorted(recs, key=lambda r: r["name"]):
+        m = r["metrics"]
+        lines.append(row([r["name"], str(sum(m[k] for k in kinds)), *(str(m[k]) for k in kinds)]))
+        for k in kinds:
+            total[k] += m[k]
+    lines.append(row(["**all**", f"**{sum(total.values())}**", *(f"**{total[k]}**" for k in kinds)]))
+    return "\n".join(lines)
+
+
+def bad_input_hypothesis() -> str | None:
+    """Example counts of the property-based tests (``corpus_report.py``)."""
+    if not BAD_INPUT.is_file():
+        return None
+    recs = [r for r in records(BAD_INPUT) if r["key"].startswith("hypothesis|")]
+    lines = [row(["property test", "passing examples", "failing", "invalid"]), row(["---"] * 4)]
+    for r in recs:
+        m = r["metrics"]
+        lines.append(row([f"`{r['name']}`", str(m["passing"]), str(m["failing"]), str(m["invalid"])]))
+    passing = sum(r["metrics"]["passing"] for r in recs)
+    lines.append(row(["**all**", f"**{passing}**", str(sum(r["metrics"]["failing"] for r in recs)), ""]))
+    date = max((r["provenance"]["date"][:10] for r in records(BAD_INPUT)), default="?")
+    commit = {r["provenance"]["commit"][:7] for r in records(BAD_INPUT)}
+    return "\n".join(lines) + f"\n\nRun {date}, commit {', '.join(sorted(commit))}."
+
+
+RENDERERS: dict[str, Callable[[], str | None]] = {
     "equivalence": equivalence,
     "reproduce": reproduce,
     "baseline": baseline,
@@ -657,6 +693,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "serve-events": serve_events,
     "serve-provenance": serve_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
+    "bad-input-corpus": bad_input_corpus,
+    "bad-input-hypothesis": bad_input_hypothesis,
 }
 
 

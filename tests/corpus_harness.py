@@ -164,3 +164,28 @@ def train_fixture(kind: str, out: Path) -> Path:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), contextlib.chdir(work):
         assert main(["train", "config.yaml", "--out", str(run)]) == 0, kind
     return run
+
+
+class Trained(dict[str, Path]):
+    """Trains a base run the first time a case asks for it (most cases need none); ``bundle`` is
+    a bundle of the retrieval and ranking base runs."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, kind: str) -> Path:
+        self[kind] = bundle_fixture(self, self.root) if kind == "bundle" else train_fixture(kind, self.root)
+        return self[kind]
+
+
+def bundle_fixture(trained: Trained, out: Path) -> Path:
+    """`ranker bundle` of the retrieval and ranking base runs (exact search; the two bases do not
+    share item ids, so --min-item-overlap 0: a bundle to damage, not to recommend from)."""
+    from ranker.cli import main
+
+    bundle = out / "bundle"
+    argv = ["bundle", "--retrieval", str(trained["retrieval"]), "--ranker", str(trained["ranking"])]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--out", str(bundle), "--index", "exact", "--min-item-overlap", "0"]) == 0
+    return bundle

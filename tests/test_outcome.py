@@ -59,6 +59,7 @@ def test_finish_run_writes_strict_json_with_the_reasons_and_warns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     metrics = {"usable": True, "valid": {"buy": _task(NAN, 4.0, 1.0)}, "warnings": ["no trained epoch beat …"]}
+    (tmp_path / "config.yaml").write_text("kind: ranking\n")  # finish_run seals the run over its config
     finish_run(tmp_path, metrics, report=False)
 
     def no_constants(token: str) -> None:
