@@ -300,11 +300,16 @@ def first_not_time(col: pa.ChunkedArray | pa.Array) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+def first_null(arr: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the first missing value of a column that has one."""
+    return int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
+
+
 def check_time(table: pa.Table, col: str, rows: FileRows, key: str) -> None:
     """A time column (config key `key`) has a value on every row, and text only as ISO-8601 times."""
     arr = table.column(col)
     if arr.null_count:
-        i = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
+        i = first_null(arr)
         raise DataError(
             f"{rows.path}: time column {col!r} ({key}) is empty on {plural(arr.null_count, 'row')} (first: {rows.at(i)}); "
             "every row needs a time"

@@ -23,6 +23,7 @@ from ranker.data.checks import (
     check_time,
     check_unique,
     delimiter_hint,
+    first_null,
     number,
     plural,
 )
@@ -110,7 +111,7 @@ def action_filter(col: pa.ChunkedArray, cfg: EventFile, path: Path | str = "") -
 def _no_missing_ids(table: pa.Table, column: str, key: str, rows: FileRows) -> None:
     col = table.column(column)
     if col.null_count:
-        i = int(np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))[0])
+        i = first_null(col)
         raise DataError(
             f"{rows.path}: id column {column!r} (data.{key}) is empty on {plural(col.null_count, 'row')} "
             f"(first: {rows.at(i)}); every event needs a user and an item"
