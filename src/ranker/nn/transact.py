@@ -233,7 +233,7 @@ class TransActEncoder(HistoryEvents):
         events = self._events(items, actions, times)  # (1, L, d_model)
         if self.early_fusion:
             return TransActUserCache(events, mask, None, None)
-        states = self._transform(events, mask)  # (1, L, d_model)
+        states = self._transform(events, mask, dense=bool(mask.all()))  # (1, L, d_model)
         return TransActUserCache(events, mask, self._read_out(states, mask), states)
 
     def score_candidates(self, cache: TransActUserCache, candidates: torch.Tensor) -> torch.Tensor:
@@ -247,7 +247,8 @@ class TransActEncoder(HistoryEvents):
         n = candidates.shape[0]
         if cache.output is None:
             length = cache.mask.shape[1]
-            return self._encode(cache.events.expand(n, length, -1), cache.mask.expand(n, length), candidates)
+            events, mask = cache.events.expand(n, length, -1), cache.mask.expand(n, length)
+            return self._encode(events, mask, candidates, dense=bool(cache.mask.all()))
         if cache.states is None or self.query_proj is None:
             return cache.output.expand(n, -1)
         attended = self._attend(cache.states, cache.mask, candidates)  # (n, d_model)
@@ -276,7 +277,10 @@ class TransActEncoder(HistoryEvents):
             parts.append(self.time_encoding(times))  # (B, L, TIME_DIM)
         return self.event_proj(torch.cat(parts, dim=-1))
 
-    def _encode(self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
+    def _encode(
+        self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None, dense: bool = False
+    ) -> torch.Tensor:
+        """The read-out (⊕ target attention) of the (fused) events; `dense`: no slot is padding."""
         batch, length, _ = events.shape
         if length == 0:
             return events.new_zeros(batch, self.out_dim)
@@ -286,15 +290,19 @@ class TransActEncoder(HistoryEvents):
                     "early fusion needs the candidate item's embedding, and the model has no candidate field"
                 )
             events = events + self.cand_proj(candidate).unsqueeze(1)  # (B, L, d_model)
-        out = self._transform(events, mask)  # (B, L, d_model)
+        out = self._transform(events, mask, dense)  # (B, L, d_model)
         if self.query_proj is None:
             return self._read_out(out, mask)
         return torch.cat([self._read_out(out, mask), self._attend(out, mask, candidate)], dim=-1)
 
-    def _transform(self, events: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """h_1..h_L: the transformer over the (fused) events, padding masked. (B, L, d_model)"""
+    def _transform(self, events: torch.Tensor, mask: torch.Tensor, dense: bool = False) -> torch.Tensor:
+        """h_1..h_L: the transformer over the (fused) events, padding masked. (B, L, d_model)
+
+        `dense` (the caller knows that every slot is a real event, e.g. a served history longer
+        than ``max_len``): no mask at all, which lets attention take its faster unmasked kernel.
+        """
         # An all-masked row would make attention NaN: let it attend to its last slot instead.
-        return self.encoder(events, _attendable(mask))
+        return self.encoder(events, None if dense else _attendable(mask))
 
     def _attend(self, states: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
         """Σ_j softmax_j(⟨W_q c, h_j⟩ / √d) h_j over the real events (0 for an empty history).
