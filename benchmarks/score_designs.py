@@ -28,8 +28,8 @@ Records ``latency|DESIGN|threads=T[|path=full-rows]``, with the 1-minute load av
 and after each point.
 
 ``quality``: each design's run trained with the shipped protocol (``ranker train CONFIG``, or
-``ranker distill --teacher RUN --student CONFIG``) into ``--runs/RUN`` (an existing finished run
-is reused), and its test metrics recorded; a quantised design is its float run evaluated on
+``ranker distill --teacher RUN --student CONFIG``) into ``--runs/RUN-SEED`` (an existing finished
+run is reused), and its test metrics recorded; a quantised design is its float run evaluated on
 the test split with int8 linear layers. ``--max-epochs N`` caps training (recorded).
 Records ``quality|DESIGN|SEED``. Results: ``benchmarks/results/score-designs.json``.
 """
@@ -118,8 +118,8 @@ def ranker_cli(*args: str, log: Path) -> None:
 
 
 def train(design: Design, runs: Path, seed: int, max_epochs: int | None) -> Path:
-    """The design's finished run under `runs` (trained now unless it is there already)."""
-    out = runs / design.run
+    """The design's finished run ``runs/RUN-SEED`` (trained now unless it is there already)."""
+    out = runs / f"{design.run}-{seed}"
     if (out / "metrics.json").is_file():
         return out
     sets = ["--set", f"train.seed={seed}"] + (["--set", f"train.epochs={max_epochs}"] if max_epochs else [])
@@ -129,7 +129,7 @@ def train(design: Design, runs: Path, seed: int, max_epochs: int | None) -> Path
     else:
         args = ["train", design.config]
     print(f"training {design.run}: ranker {' '.join(args)} → {out}", flush=True)
-    ranker_cli(*args, *sets, "--out", str(out), log=runs / f"{design.run}.log")
+    ranker_cli(*args, *sets, "--out", str(out), log=runs / f"{design.run}-{seed}.log")
     return out
 
 
@@ -180,14 +180,14 @@ def quality(designs: list[Design], runs: Path, seed: int, max_epochs: int | None
 # ---------------------------------------------------------------------- latency
 
 
-def bundle_of(design: Design, work: Path, runs: Path | None) -> tuple[Path, str]:
+def bundle_of(design: Design, work: Path, runs: Path | None, seed: int) -> tuple[Path, str]:
     """The design's bundle in `work` (built once) and where its ranker came from."""
     log = work / "build.log"
     hstu = work / "hstu"
     if not (hstu / "model.safetensors").is_file():
         print(f"training {RETRIEVAL_CONFIG} (1 epoch × 20 steps) → {hstu}", flush=True)
         ranker_cli("train", str(ROOT / RETRIEVAL_CONFIG), *TINY, "--out", str(hstu), log=log)
-    ranker = runs / design.run if runs is not None else None
+    ranker = runs / f"{design.run}-{seed}" if runs is not None else None
     source = "trained run"
     if ranker is None or not (ranker / "model.safetensors").is_file():
         ranker, source = work / f"tiny-{design.run}", "tiny run (1 epoch × 20 steps)"
@@ -294,10 +294,12 @@ def time_score(rec: Recommender, n: int, threads: int, full_rows: bool) -> dict[
     return out
 
 
-def latency(designs: list[Design], work: Path, runs: Path | None, n: int, threads: list[int], results: Path) -> None:
+def latency(
+    designs: list[Design], work: Path, runs: Path | None, seed: int, n: int, threads: list[int], results: Path
+) -> None:
     work.mkdir(parents=True, exist_ok=True)
     for d in designs:
-        bundle, source = bundle_of(d, work, runs)
+        bundle, source = bundle_of(d, work, runs, seed)
         rec = Recommender(load_bundle(bundle), None)
         for full_rows in (False, True) if d.key == "early" else (False,):
             for t in threads:
@@ -328,14 +330,14 @@ def main() -> None:
     p.add_argument("--runs", type=Path, help="trained runs: quality writes them here, latency uses them if present")
     p.add_argument("--requests", type=int, default=1000, help="latency: timed /score calls per point (≥ 200)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="latency: torch thread counts")
-    p.add_argument("--seed", type=int, default=2021, help="quality: train.seed")
+    p.add_argument("--seed", type=int, default=2021, help="train.seed of the runs (quality; latency with --runs)")
     p.add_argument("--max-epochs", type=int, help="quality: cap train.epochs (recorded)")
     args = p.parse_args()
     designs = [d for d in DESIGNS if args.designs is None or d.key in args.designs]
     if not os.environ.get("RANKER_DATA_DIR"):
         sys.exit("RANKER_DATA_DIR is not set (R-ML100K / RK-ML100K are read from it)")
     if args.part == "latency":
-        latency(designs, args.work, args.runs, args.requests, args.threads, args.results)
+        latency(designs, args.work, args.runs, args.seed, args.requests, args.threads, args.results)
     else:
         if args.runs is None:
             sys.exit("quality needs --runs DIR (where the trained runs go)")

@@ -41,8 +41,8 @@ Choices (and where they differ from the paper or its reference code):
   disables it. Never applied in ``eval()``.
 * **Serving.** With early fusion the transformer itself depends on the candidate, so only the
   event embeddings and ``W_e e_j`` are shared across candidates: scoring n candidates runs
-  the transformer n times. Without it (``early_fusion=False``, the paper's "no fusion"
-  ablation) the whole output is computed once per user, but is the same for every candidate.
+  the transformer n times. Without it (``early_fusion=False``) the whole output is computed
+  once per user, but is the same for every candidate.
 
 **Target attention** (``early_fusion=False, target_attention=True``; not in the paper): the
 history is encoded once per user, x_j = W_e e_j + b, and each candidate reads the encoded
