@@ -259,7 +259,8 @@ class Recommender:
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
         order = np.argsort(-scores, kind="stable")
         names = st.spec.names
-        by_task = [dict(zip(names, p, strict=True)) for p in probs.numpy()[order].tolist()]
+        columns = probs.numpy()[order].T.tolist()  # T lists of N probabilities
+        by_task = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         first = [None] * len(items) if stage1 is None else stage1[order].tolist()
         return [
             {"item": items[j], "score": s, "retrieval_score": r, "probabilities": p}
