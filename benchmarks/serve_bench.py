@@ -68,7 +68,7 @@ sys.path.insert(0, str(HERE))
 
 from results_store import save_result  # noqa: E402  # type: ignore[import-not-found]
 
-from ranker.serving import recommender as recommender_module  # noqa: E402
+from ranker.serving import candidates as candidates_module  # noqa: E402
 from ranker.serving.bundle import RankingStage, load_bundle  # noqa: E402
 from ranker.serving.recommender import Query, Recommender  # noqa: E402
 from ranker.serving.store import Event, open_store  # noqa: E402
@@ -208,7 +208,9 @@ def with_db(url: str, db: int) -> str:
 
 
 class Stage2Clock:
-    """Times the parts of stage 2 by wrapping what ``Recommender._ranker_rows`` calls."""
+    """Times the parts of stage 2 by wrapping what ``Recommender._ranker_rows`` calls: the
+    request row (``ranker_rows``, in ``CandidateEncoder.encode``), its preprocessing and the
+    model (``Ranker.score_one_user``)."""
 
     def __init__(self, rec: Recommender) -> None:
         st = rec.bundle.ranking
@@ -218,7 +220,7 @@ class Stage2Clock:
             )
         self.on = False
         self.parts: dict[str, float] = {}
-        rows_fn, transform = recommender_module.ranker_rows, st.pre.transform
+        rows_fn, transform, forward = candidates_module.ranker_rows, st.pre.transform, st.model.score_one_user
 
         def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             def run(*a: Any, **kw: Any) -> Any:
@@ -231,19 +233,10 @@ class Stage2Clock:
 
             return run
 
-        self.restore = lambda: setattr(recommender_module, "ranker_rows", rows_fn)
-        recommender_module.ranker_rows = timed("rows", rows_fn)  # type: ignore[assignment]
+        self.restore = lambda: setattr(candidates_module, "ranker_rows", rows_fn)
+        candidates_module.ranker_rows = timed("rows", rows_fn)  # type: ignore[assignment]
         st.pre.transform = timed("preprocessing", transform)  # type: ignore[method-assign]
-        start: list[float] = []
-        st.model.register_forward_pre_hook(lambda *_: start.append(time.perf_counter()))
-
-        def done(*_: Any) -> None:
-            if self.on:
-                self.parts["forward"] = self.parts.get("forward", 0.0) + time.perf_counter() - start.pop()
-            else:
-                start.clear()
-
-        st.model.register_forward_hook(done)
+        st.model.score_one_user = timed("forward", forward)  # type: ignore[method-assign]
 
 
 def stages(bundle: Path, store_url: str, n: int, threads: int) -> dict[str, Any]:

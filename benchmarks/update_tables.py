@@ -23,6 +23,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
   the service's speed (``serve_bench.py``, ``results/serve-latency.json``); before that file
   exists each renders one row "not measured yet" (the tables are in place, the figures come
   with the run);
+- ``score-designs``, ``score-designs-parts``, ``score-designs-provenance``: the /score serving
+  designs, quality beside latency (``score_designs.py``, ``results/score-designs.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -673,6 +675,77 @@ def bad_input_hypothesis() -> str | None:
     return "\n".join(lines) + f"\n\nRun {date}, commit {', '.join(sorted(commit))}."
 
 
+# --- the /score serving designs (score_designs.py, issue 18) ----------------------------------
+
+SCORE_DESIGNS = RESULTS / "score-designs.json"
+
+
+def _design_records() -> tuple[list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """Design keys in first-seen order, and ``{(part, key-suffix): record}`` of score-designs.json."""
+    order: list[str] = []
+    by: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records(SCORE_DESIGNS) if SCORE_DESIGNS.is_file() else []:
+        part, design, rest = r["key"].split("|", 2)
+        if design not in order:
+            order.append(design)
+        by[(part, f"{design}|{rest}")] = r
+    return order, by
+
+
+def score_designs() -> str:
+    """One row per design: test AUC per task (seed 2021) beside /score p50 / p99 at 1 and 2 threads."""
+    order, by = _design_records()
+    if not order:
+        return row(["not measured yet (`python benchmarks/score_designs.py latency`)", *["–"] * 8])
+    lines = []
+    for design in order:
+        q = next((r for (part, k), r in by.items() if part == "quality" and k.startswith(design + "|")), None)
+        lat = {t: by.get(("latency", f"{design}|threads={t}")) for t in (1, 2)}
+        name = (q or lat[1] or lat[2] or {"name": design})["name"]
+        test = q["metrics"]["test"] if q else {}
+        auc = [f"{test[t]['auc']:.4f}" if t in test else "–" for t in ("watch", "like")]
+        cells = [f"{r['metrics'][k]:.1f}" if r else "–" for r in (lat[1], lat[2]) for k in ("p50_ms", "p99_ms")]
+        two = lat[2]["metrics"]["p50_ms"] if lat[2] else None
+        meets = "–" if two is None else ("yes" if two <= 10.0 else "no")
+        lines.append(row([name, *auc, f"{q['metrics']['params']:,}" if q else "–", *cells, meets]))
+    return "\n".join(lines)
+
+
+def score_designs_parts() -> str:
+    """Where each design's /score time goes (p50 ms): the request's batch, the model, the rest."""
+    order, by = _design_records()
+    lines = []
+    for design in order:
+        for path in ("", "|path=full-rows"):
+            for t in (1, 2):
+                r = by.get(("latency", f"{design}|threads={t}{path}"))
+                if r is None:
+                    continue
+                m = r["metrics"]
+                label = r["name"] + (" — before the serving fixes (every row encoded, plain forward)" if path else "")
+                parts = [f"{m[k]:.2f}" if k in m else "–" for k in ("encode_p50_ms", "model_p50_ms")]
+                cells = [label, str(t), *parts, f"{m['p50_ms']:.2f}", f"{m['requests']:,}", _machine_load(m)]
+                lines.append(row(cells))
+    return "\n".join(lines) or row(["not measured yet (`python benchmarks/score_designs.py latency`)", *["–"] * 6])
+
+
+def score_designs_provenance() -> str:
+    """When, where and by which command the design study's parts were measured."""
+    recs = records(SCORE_DESIGNS) if SCORE_DESIGNS.is_file() else []
+    lines = []
+    for part in ("quality", "latency"):
+        prov = [r["provenance"] for r in recs if r["key"].startswith(part + "|")]
+        if not prov:
+            continue
+        dates = sorted({p["date"][:16].replace("T", " ") for p in prov})
+        commits = list(dict.fromkeys(p["commit"][:7] + (" (dirty)" if p.get("dirty") else "") for p in prov))
+        machines = list(dict.fromkeys(p["machine"] for p in prov))
+        commands = list(dict.fromkeys(f"`{p['command']}`" for p in prov))
+        span = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
+        lines.append(row([part, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)]))
+    return "\n".join(lines) or row(["not measured yet", *["–"] * 4])
+
+
 RENDERERS: dict[str, Callable[[], str | None]] = {
     "equivalence": equivalence,
     "reproduce": reproduce,
@@ -692,6 +765,9 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "serve-score": serve_score,
     "serve-events": serve_events,
     "serve-provenance": serve_provenance,
+    "score-designs": score_designs,
+    "score-designs-parts": score_designs_parts,
+    "score-designs-provenance": score_designs_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
     "bad-input-corpus": bad_input_corpus,
     "bad-input-hypothesis": bad_input_hypothesis,

@@ -161,6 +161,7 @@ def test_mixture_without_rank_is_a_config_error() -> None:
         {"kind": "din", "hidden": [8]},
         {"kind": "transact", "num_layers": 1, "k_recent": 2, "recent_mask": 2},
         {"kind": "transact", "early_fusion": False, "recent_mask": None},
+        {"kind": "transact", "early_fusion": False, "target_attention": True},
     ],
 )
 def test_every_history_encoder_trains_and_exports(history: dict) -> None:
@@ -184,3 +185,34 @@ def test_time_encoding_without_times_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="time_encoding"):
         build_model(ModelConfig.model_validate({"history": {"kind": "transact", "time_encoding": True}}), pre.layout())
+
+
+@pytest.mark.parametrize(
+    ("history", "rows"),
+    [
+        ({"kind": "none"}, None),
+        ({"kind": "mean", "recent": 2}, 1),
+        ({"kind": "din", "hidden": [8]}, 64),
+        ({"kind": "transact", "num_layers": 1}, 64),  # early fusion: the transformer runs per row
+        ({"kind": "transact", "early_fusion": False}, 1),
+        ({"kind": "transact", "early_fusion": False, "target_attention": True}, 1),
+    ],
+)
+def test_score_one_user_equals_forward_on_the_history_repeated(history: dict, rows: int | None) -> None:
+    from ranker.config.schema import ModelConfig
+
+    _, pre, data = _data()
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig.model_validate({"encoders": {"categorical": {"dim": 8}}, "history": history}), pre.layout()
+    ).eval()
+    batch = next(data.batches(64))
+    user = int(batch["hist/h/mask"].sum(1).argmax())  # a row with a history
+    once = {k: v[user : user + 1] if k.startswith("hist/") else v for k, v in batch.items()}
+    repeated = {k: v.expand(64, *v.shape[1:]) if k.startswith("hist/") else v for k, v in once.items()}
+    seen: list[int] = []  # rows through the history's costly part: the transformer, or the whole encoder
+    for h in model.histories:
+        getattr(h, "encoder", h).register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        torch.testing.assert_close(model.score_one_user(once), model(repeated), atol=1e-5, rtol=1e-5)
+    assert seen == ([] if rows is None else [rows, 64])

@@ -266,3 +266,38 @@ def test_a_consistent_manifest_over_runs_that_do_not_fit_is_refused_at_load(bund
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"ranker/preprocessor\.json: only 0% .*retrieval/items\.parquet"):
         load_bundle(copy)
+
+
+def test_a_quantised_bundle_serves_int8_linear_layers_close_to_the_float_scores(
+    runs: dict[str, Path], bundle: Path, tmp_path: Path
+) -> None:
+    from torch import nn
+
+    out = tmp_path / "int8"
+    args = ["bundle", "--retrieval", str(runs["retrieval"]), "--ranker", str(runs["ranker"]), "--out", str(out)]
+    assert main([*args, "--quantize", "int8"]) == 0
+    manifest = verify_bundle(out)
+    assert "serving.json" in manifest["files"] and manifest["stages"]["ranker"]["quantize"] == "int8"
+    assert manifest["version"] != verify_bundle(bundle)["version"]  # other scores, another version
+    plain, int8 = Recommender(load_bundle(bundle)), Recommender(load_bundle(out))
+    assert int8.bundle.ranking is not None and plain.bundle.ranking is not None
+    kinds = {f"{type(m).__module__}.{type(m).__name__}" for m in int8.bundle.ranking.model.modules()}
+    assert (
+        "torch.ao.nn.quantized.dynamic.modules.linear.Linear" in kinds and "torch.nn.modules.linear.Linear" not in kinds
+    )
+    assert any(type(m) is nn.Linear for m in plain.bundle.ranking.model.modules())  # the float model is untouched
+    history = [Event("u05", f"sku-{i:03d}", "2", 1_700_000_000.0 + 60 * i) for i in range(10)]
+    items = [f"sku-{i:03d}" for i in range(0, 40, 3)]
+    q = Query(user="u05", history=history, now=1_700_001_000.0)
+    a = {r["item"]: r["probabilities"] for r in plain.score(q, items)["items"]}
+    b = {r["item"]: r["probabilities"] for r in int8.score(q, items)["items"]}
+    diffs = [abs(a[i][t] - b[i][t]) for i in items for t in a[i]]
+    assert 0 < max(diffs) < 0.05  # quantised: close, not equal
+    with pytest.raises(ConfigError, match="--quantize int8: needs --ranker"):
+        write_bundle(runs["retrieval"], tmp_path / "x", quantize="int8")
+    # serving.json counts only when the manifest lists it: an added file is ignored
+    shutil.copyfile(out / "serving.json", bundle / "serving.json")
+    try:
+        assert any(type(m) is nn.Linear for m in load_bundle(bundle).ranking.model.modules())  # type: ignore[union-attr]
+    finally:
+        (bundle / "serving.json").unlink()

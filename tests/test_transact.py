@@ -246,14 +246,60 @@ def test_early_fusion_makes_the_output_depend_on_the_candidate() -> None:
     torch.testing.assert_close(run(late, batch, None), run(late, batch, c1), atol=0, rtol=0)
 
 
+def target(items: FeatureEmbeddings, **kwargs: object) -> TransActEncoder:
+    return transact(items, early_fusion=False, target_attention=True, **kwargs)
+
+
+def test_target_attention_is_the_softmax_over_the_real_events_of_the_transformer_outputs() -> None:
+    items = make_items()
+    enc = target(items).eval()
+    batch, cand = make_batch(), candidates(items)
+    out = run(enc, batch, cand)
+    d = enc.d_model
+    assert d == D_ITEM + ACTION_DIM and out.shape == (len(LENGTHS), 5 * d) == (len(LENGTHS), enc.out_dim)
+    for row, n in enumerate(LENGTHS):
+        one = {k: v[row : row + 1] for k, v in batch.items()}
+        cache = enc.encode_history(*inputs(one))
+        assert cache.states is not None and cache.output is not None
+        h = cache.states[0, L - n :]  # (n, d): the outputs at the real events
+        q = enc.query_proj(cand[row])  # type: ignore[misc]
+        alpha = torch.softmax(h @ q / d**0.5, dim=0)  # (n,)
+        expected = (alpha[:, None] * h).sum(0) if n else torch.zeros(d)
+        torch.testing.assert_close(out[row, 4 * d :], expected)
+        torch.testing.assert_close(out[row, : 4 * d], cache.output[0])  # k recent ⊕ max-pool unchanged
+    assert (out[2] == 0).all() and torch.isfinite(out).all()
+
+
+def test_target_attention_keeps_the_plain_read_out_and_depends_on_the_candidate() -> None:
+    items = make_items()
+    plain, late = transact(items, early_fusion=False).eval(), target(items).eval()
+    missing = late.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["query_proj.weight"]  # W_q is the only new weight
+    batch, c1, c2 = make_batch(), candidates(items, seed=1), candidates(items, seed=2)
+    a, b = run(late, batch, c1), run(late, batch, c2)
+    torch.testing.assert_close(a[:, : plain.out_dim], run(plain, batch, c1))
+    diff = ~torch.isclose(a, b).all(1)
+    assert diff.tolist() == [True, True, False, False, True]  # 1 event: α = 1 whatever the candidate
+    torch.testing.assert_close(run(late, left_pad(batch, 4), c1), a, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="candidate"):
+        run(late, batch, None)
+
+
 # -- serving -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("early_fusion", [True, False])
+FUSIONS = {
+    "early": {"early_fusion": True},
+    "none": {"early_fusion": False},
+    "target": {"early_fusion": False, "target_attention": True},
+}
+
+
+@pytest.mark.parametrize("fusion", list(FUSIONS))
 @pytest.mark.parametrize("user", [0, 1, 2])  # full, partial, empty history
-def test_score_candidates_equals_the_batched_forward(early_fusion: bool, user: int) -> None:
+def test_score_candidates_equals_the_batched_forward(fusion: str, user: int) -> None:
     items = make_items()
-    enc = transact(items, early_fusion=early_fusion, time_encoding=True).eval()
+    enc = transact(items, time_encoding=True, **FUSIONS[fusion]).eval()
     one = {k: v[user : user + 1] for k, v in make_batch().items()}
     cands = candidates(items, 7)
     with torch.no_grad():
@@ -261,7 +307,7 @@ def test_score_candidates_equals_the_batched_forward(early_fusion: bool, user: i
         batched = run(enc, {k: v.expand(7, -1) for k, v in one.items()}, cands)
     assert served.shape == (7, enc.out_dim)
     torch.testing.assert_close(served, batched, atol=1e-5, rtol=1e-5)
-    if early_fusion and user != 2:
+    if fusion != "none" and user != 2:
         assert not torch.allclose(served[0], served[1])
     with pytest.raises(ValueError, match="batch of 5"):
         enc.encode_history(*inputs(make_batch()))
@@ -270,10 +316,14 @@ def test_score_candidates_equals_the_batched_forward(early_fusion: bool, user: i
 # -- gradients, export, construction -------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["transact", "din"])
+@pytest.mark.parametrize("kind", ["transact", "transact-target", "din"])
 def test_gradients_reach_used_item_rows_and_every_parameter(kind: str) -> None:
     items = make_items()
-    model = transact(items, recent_mask=None) if kind == "transact" else din(items)
+    model = {
+        "transact": lambda: transact(items, recent_mask=None),
+        "transact-target": lambda: target(items, recent_mask=None),
+        "din": lambda: din(items),
+    }[kind]()
     model.train()
     batch, cand_ids = make_batch(), torch.tensor([40, 41, 42, 43, 44])
     run(model, batch, items.lookup("item", cand_ids)).square().sum().backward()
@@ -281,7 +331,9 @@ def test_gradients_reach_used_item_rows_and_every_parameter(kind: str) -> None:
     assert grad is not None
     used = torch.zeros(N_ITEMS, dtype=torch.bool)
     used[batch["hist/h/items"][batch["hist/h/mask"]]] = True
-    used[cand_ids[[0, 1, 3, 4]]] = True  # row 2's history is empty: its candidate is unused
+    # row 2's history is empty: its candidate is unused; with target attention so is row 3's
+    # (one event: α = 1 whatever the candidate)
+    used[cand_ids[[0, 1, 4] if kind == "transact-target" else [0, 1, 3, 4]]] = True
     assert (grad[used].abs().sum(1) > 0).all()
     assert (grad[~used] == 0).all()  # padding slots and unused rows get nothing
     own = [(n, p) for n, p in model.named_parameters() if not n.startswith("items.")]
@@ -289,10 +341,14 @@ def test_gradients_reach_used_item_rows_and_every_parameter(kind: str) -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("kind", ["transact", "din"])
+@pytest.mark.parametrize("kind", ["transact", "transact-target", "din"])
 def test_export_in_eval_mode(kind: str) -> None:
     items = make_items()
-    model = (transact(items, time_encoding=True) if kind == "transact" else din(items)).eval()
+    model = {
+        "transact": lambda: transact(items, time_encoding=True),
+        "transact-target": lambda: target(items, time_encoding=True),
+        "din": lambda: din(items),
+    }[kind]().eval()
     batch, cand = make_batch(), candidates(items).detach()  # inputs are data, not graph nodes
     program = torch.export.export(model, inputs(batch), {"candidate": cand})
     other, other_cand = make_batch(seed=5), candidates(items, seed=5).detach()
@@ -310,6 +366,7 @@ def test_export_in_eval_mode(kind: str) -> None:
         {"dropout": 1.0},
         {"num_layers": 0},
         {"d_model": 0},
+        {"target_attention": True},  # with early fusion (the default)
     ],
 )
 def test_bad_hyperparameters_name_the_value(kwargs: dict[str, object]) -> None:

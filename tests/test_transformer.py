@@ -58,3 +58,10 @@ def test_attention_dropout_is_training_only() -> None:
     x, attend = torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool)
     assert not torch.allclose(layer.train()(x, attend), layer.train()(x, attend))
     torch.testing.assert_close(layer.eval()(x, attend), layer.eval()(x, attend))
+
+
+def test_no_mask_equals_a_mask_of_real_keys_only() -> None:
+    torch.manual_seed(0)
+    enc = Encoder(16, 2, 2, 32, dropout=0.0).eval()
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(enc(x, None), enc(x, torch.ones(3, 5, dtype=torch.bool)))

@@ -437,6 +437,11 @@ def _serving_parsers(sub: Any) -> None:
         metavar="SHARE",
         help="share of the ranker's item ids that must be in the retrieval catalogue",
     )
+    b.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="serve the ranker with dynamically quantised int8 linear layers (CPU; recorded in the manifest)",
+    )
     b.add_argument("--force", action="store_true", help="replace an existing --out directory")
     b.set_defaults(func=_cmd_bundle)
 
@@ -544,6 +549,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         roles=roles,
         min_item_overlap=args.min_item_overlap,
         force=args.force,
+        quantize=args.quantize,
     )
     stages = " + ".join(f"{k} ({v.get('model') or ', '.join(v.get('tasks', []))})" for k, v in m["stages"].items())
     print(

@@ -532,10 +532,17 @@ class TransActHistory(Strict):
     the example (the paper uses none, hence off by default). ``max_len`` keeps the most recent
     events only (null: all). ``attention_dropout`` drops attention weights (PyTorch's layer ties
     it to ``dropout``; 0 by default because it halves CPU throughput).
+
+    ``early_fusion: false`` runs the transformer over the history alone (once per user at
+    serving time) and its output is the same for every candidate; ``target_attention: true``
+    (only with ``early_fusion: false``) adds the candidate's softmax attention over the
+    transformer's outputs, so the model stays target-aware while serving encodes the history
+    once per request (see :mod:`ranker.nn.transact`).
     """
 
     kind: Literal["transact"] = "transact"
     action_dim: int = Field(8, ge=1)
+    d_model: int | None = Field(None, ge=1, description="transformer width (default: the event (+ item) width)")
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(1, ge=1)
     ff_dim: int = Field(64, ge=1)
@@ -543,6 +550,7 @@ class TransActHistory(Strict):
     k_recent: int = Field(3, ge=0)
     time_encoding: bool = False
     early_fusion: bool = True
+    target_attention: bool = False
     recent_mask: int | float | None = 2
     attention_dropout: float = Field(0.0, ge=0, lt=1)
     max_len: int | None = Field(None, ge=1)
@@ -560,6 +568,15 @@ class TransActHistory(Strict):
             raise ValueError(
                 f"k_recent {self.k_recent} is more than max_len {self.max_len}: the model would keep more "
                 "recent events than it reads"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fusion(self) -> TransActHistory:
+        if self.target_attention and self.early_fusion:
+            raise ValueError(
+                "target_attention: true reads the candidate after the transformer; set early_fusion: false "
+                "(early fusion already joins the candidate to every event)"
             )
         return self
 

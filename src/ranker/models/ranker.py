@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ranker.models.fields import BatchFields
+from ranker.models.fields import BatchFields, HistoryInputs
 from ranker.nn.embeddings import CategoricalEncoder
+from ranker.nn.history import PerUserHistory
 
 
 class Ranker(nn.Module):
@@ -50,16 +51,19 @@ class Ranker(nn.Module):
         """Parameters of the embedding tables (for an embedding-only L2 penalty)."""
         return list(self.embeddings.parameters())
 
-    def fields(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Every input as a list of (B, d_i) vectors, in a fixed order."""
+    def fields(self, batch: dict[str, torch.Tensor], *, one_history: bool = False) -> list[torch.Tensor]:
+        """Every input as a list of (B, d_i) vectors, in a fixed order (`one_history`: the
+        history tensors are (1, L), shared by every row; see :meth:`score_one_user`)."""
         inputs = self.inputs
         fields = self.embeddings(inputs.ids(batch), inputs.bags(batch))
         if self.numerical is not None:
             fields.append(self.numerical(*inputs.numerical(batch)))
         fields.extend(inputs.dense_fields(batch))
         cand = fields[self.candidate_index] if self.candidate_index is not None else None
+        rows = fields[0].shape[0] if fields else 1
         for name, history in zip(inputs.histories, self.histories, strict=True):
-            fields.append(history(*inputs.history(batch, name), candidate=cand))
+            hist = inputs.history(batch, name)
+            fields.append(shared_history(history, hist, cand, rows) if one_history else history(*hist, candidate=cand))
         return fields
 
     def values_by_owner(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -69,6 +73,26 @@ class Ranker(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.interaction(self.fields(batch))  # (B, D)
         return self.heads(self.backbone(x))  # (B, T)
+
+    def score_one_user(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``forward`` for B rows of ONE user (serving's candidates): the batch's ``hist/`` tensors
+        hold the history once, (1, L); every other tensor has B rows. Equal to ``forward`` with
+        the history repeated B times; an encoder with a per-user cache
+        (:class:`~ranker.nn.history.PerUserHistory`) encodes the history once."""
+        x = self.interaction(self.fields(batch, one_history=True))  # (B, D)
+        return self.heads(self.backbone(x))  # (B, T)
+
+
+def shared_history(
+    encoder: nn.Module, history: HistoryInputs, candidate: torch.Tensor | None, rows: int
+) -> torch.Tensor:
+    """One user's history (tensors (1, L)) encoded for `rows` rows: once through the encoder's
+    per-user cache where it has one (and the model a candidate field), else repeated.
+    (rows, out_dim)"""
+    if candidate is not None and isinstance(encoder, PerUserHistory):
+        return encoder.score_candidates(encoder.encode_history(*history), candidate)
+    repeated = [None if t is None else t.expand(rows, *t.shape[1:]) for t in history]
+    return encoder(*repeated, candidate=candidate)
 
 
 class ConcatInteraction(nn.Module):

@@ -168,8 +168,8 @@ def build_history(
             return _transact(cfg, emb, owner, n_actions)
         except ValueError as exc:  # num_heads must divide the width, which the data decides
             raise ConfigError(
-                f"model.history (transact, history {name!r}): {exc}; the width d_model is the item embedding "
-                "dim + action_dim, plus the item dim again with early_fusion"
+                f"model.history (transact, history {name!r}): {exc}; the width d_model is model.history.d_model "
+                "if set, else the item embedding dim + action_dim, plus the item dim again with early_fusion"
             ) from None
     if isinstance(cfg, cs.DINHistory):
         return DINAttention(emb, owner, n_actions, action_dim=cfg.action_dim, hidden=tuple(cfg.hidden))
@@ -182,6 +182,7 @@ def _transact(cfg: cs.TransActHistory, emb: CategoricalEncoder, owner: str, n_ac
         owner,
         n_actions,
         action_dim=cfg.action_dim,
+        d_model=cfg.d_model,
         num_layers=cfg.num_layers,
         num_heads=cfg.num_heads,
         ff_dim=cfg.ff_dim,
@@ -189,6 +190,7 @@ def _transact(cfg: cs.TransActHistory, emb: CategoricalEncoder, owner: str, n_ac
         k_recent=cfg.k_recent,
         time_encoding=cfg.time_encoding,
         early_fusion=cfg.early_fusion,
+        target_attention=cfg.target_attention,
         recent_mask=cfg.recent_mask,
         attention_dropout=cfg.attention_dropout,
         max_len=cfg.max_len,

@@ -9,7 +9,11 @@ expose recency, which a mean over the whole history averages away.
 
 The history encoders of :mod:`ranker.nn` share one call, ``encoder(items, mask, actions,
 times, candidate=c)``, with tensors the model unpacks from its batch (``times`` and
-``candidate`` are read only by the encoders that use them).
+``candidate`` are read only by the encoders that use them). Encoders that can score many
+candidates of ONE user without redoing the user's part (:class:`PerUserHistory`: mean pool,
+TransAct) also have ``encode_history(items, mask, actions, times)`` on a batch of 1 and
+``score_candidates(cache, candidates)``, equal to the call on the history repeated per
+candidate.
 
 Shape:
     items, mask, actions (B, L) → (B, d_item + d_action), or (B, 2·(d_item + d_action)) with
@@ -25,10 +29,28 @@ torch.Size([1, 24])
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import torch
 from torch import nn
 
 from ranker.nn.embeddings import CategoricalEncoder, masked_mean
+
+
+@runtime_checkable
+class PerUserHistory(Protocol):
+    """A history encoder with a per-user cache: ``score_candidates(encode_history(one user), c)``
+    equals the encoder on the user's history repeated once per row of c (n, d_item)."""
+
+    def encode_history(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> Any: ...
+
+    def score_candidates(self, cache: Any, candidates: torch.Tensor) -> torch.Tensor: ...
 
 
 class HistoryEvents(nn.Module):
@@ -79,6 +101,20 @@ class MeanPoolHistory(HistoryEvents):
             return pooled
         last = masked_mean(events[:, -self.recent :], mask[:, -self.recent :])
         return torch.cat([pooled, last], dim=-1)
+
+    def encode_history(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The pooled vector of one user (batch of 1), (1, out_dim): not target-aware."""
+        return self(items, mask, actions)
+
+    def score_candidates(self, cache: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The user's vector for each of the n candidates (a broadcast view), (n, out_dim)."""
+        return cache.expand(candidates.shape[0], -1)
 
 
 def need_actions(actions: torch.Tensor | None) -> torch.Tensor:

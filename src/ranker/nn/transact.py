@@ -40,11 +40,29 @@ Choices (and where they differ from the paper or its reference code):
   events less than s seconds before the example are hidden (needs ``times``). ``None``
   disables it. Never applied in ``eval()``.
 * **Serving.** With early fusion the transformer itself depends on the candidate, so only the
-  event embeddings and ``W_e e_j`` are shared across candidates; without it the whole output
-  is computed once per user.
+  event embeddings and ``W_e e_j`` are shared across candidates: scoring n candidates runs
+  the transformer n times. Without it (``early_fusion=False``) the whole output is computed
+  once per user, but is the same for every candidate.
+
+**Target attention** (``early_fusion=False, target_attention=True``; not in the paper): the
+history is encoded once per user, x_j = W_e e_j + b, and each candidate reads the encoded
+history h_j by one softmax attention, the normalised cousin of DIN's target attention (Zhou
+et al., KDD 2018, "Deep Interest Network for Click-Through Rate Prediction", eq. (3), which
+sums a_j e_j with unnormalised weights from an MLP):
+
+    α_j = softmax_j( ⟨W_q E_item[c], h_j⟩ / √d_model )   over the real events j
+    u = h_{L-k+1} ⊕ … ⊕ h_L ⊕ max_j h_j ⊕ Σ_j α_j h_j                     (read-out ⊕ attention)
+
+W_q (d_item → d_model, no bias) is the only new weight: ⟨W_q c, W_k h⟩ = cᵀ W_qᵀ W_k h is one
+bilinear form, so a key projection W_k adds nothing but a factorisation, and a value
+projection W_v would commute with the sum (Σ α_j W_v h_j = W_v Σ α_j h_j), which the MLP after
+the encoder absorbs. Padding and the random recent mask hide events from the attention as
+from the transformer; an empty history gives zeros. Serving: the transformer runs once per
+user; per candidate only W_q c (d_item · d_model) and L dot products remain.
 
 Shape:
-    items, mask, actions, (times) (B, L); candidate (B, d_item) → (B, (k_recent + 1) · d_model)
+    items, mask, actions, (times) (B, L); candidate (B, d_item) → (B, (k_recent + 1) · d_model),
+    (B, (k_recent + 2) · d_model) with target attention
 
 >>> import torch
 >>> from ranker.nn.embeddings import CategoricalFields, FeatureEmbeddings
@@ -60,6 +78,14 @@ Serving one user: the candidate-independent part once, then every candidate.
 >>> cached = enc.encode_history(items, mask, actions)
 >>> enc.score_candidates(cached, table.lookup("item", torch.tensor([3, 4, 5]))).shape
 torch.Size([3, 160])
+
+History encoded once, candidates attending to it:
+
+>>> late = TransActEncoder(table, "item", 4, early_fusion=False, target_attention=True).eval()
+>>> late.d_model, late.out_dim
+(24, 120)
+>>> late.score_candidates(late.encode_history(items, mask, actions), table.lookup("item", torch.tensor([3, 4]))).shape
+torch.Size([2, 120])
 """
 
 from __future__ import annotations
@@ -123,11 +149,13 @@ class TransActUserCache:
 
     events: torch.Tensor  # (1, L, d_model): W_e e_j + b
     mask: torch.Tensor  # (1, L) bool
-    output: torch.Tensor | None  # (1, out_dim) when the encoder is not target-aware
+    output: torch.Tensor | None  # (1, (k + 1) · d_model): the read-out, without early fusion
+    states: torch.Tensor | None  # (1, L, d_model): h_j, for target attention
 
 
 class TransActEncoder(HistoryEvents):
-    """Early-fused transformer over the events, read out as k recent rows ⊕ a max-pool."""
+    """Transformer over the events (early-fused with the candidate, or not), read out as k recent
+    rows ⊕ a max-pool (⊕ the candidate's attention over the outputs with ``target_attention``)."""
 
     def __init__(
         self,
@@ -144,11 +172,16 @@ class TransActEncoder(HistoryEvents):
         k_recent: int = 3,
         time_encoding: bool = False,
         early_fusion: bool = True,
+        target_attention: bool = False,
         recent_mask: float | int | None = 2,
         attention_dropout: float = 0.0,
         max_len: int | None = None,
     ) -> None:
         _check_window(recent_mask)
+        if target_attention and early_fusion:
+            raise ValueError(
+                f"{target_attention=} reads the candidate after the transformer; it needs early_fusion=False"
+            )
         check_positive(num_layers=num_layers, num_heads=num_heads, ff_dim=ff_dim, d_model=d_model, max_len=max_len)
         if k_recent < 0 or (n_actions and action_dim < 1):
             raise ValueError(f"{k_recent=} must be >= 0 and {action_dim=} >= 1 when there are actions")
@@ -165,8 +198,9 @@ class TransActEncoder(HistoryEvents):
             raise ValueError(f"d_model={self.d_model} is not divisible by {num_heads=}")
         self.event_proj = nn.Linear(event_dim, self.d_model)  # W_e, b
         self.cand_proj = nn.Linear(d_item, self.d_model, bias=False) if early_fusion else None  # W_c
+        self.query_proj = nn.Linear(d_item, self.d_model, bias=False) if target_attention else None  # W_q
         self.encoder = Encoder(self.d_model, num_layers, num_heads, ff_dim, dropout, attention_dropout)
-        self.out_dim = (k_recent + 1) * self.d_model
+        self.out_dim = (k_recent + 1 + target_attention) * self.d_model
 
     def forward(
         self,
@@ -197,21 +231,28 @@ class TransActEncoder(HistoryEvents):
         if mask.shape[0] != 1:
             raise ValueError(f"encode_history takes one user; got a batch of {mask.shape[0]}")
         events = self._events(items, actions, times)  # (1, L, d_model)
-        output = None if self.early_fusion else self._encode(events, mask, None)
-        return TransActUserCache(events, mask, output)
+        if self.early_fusion:
+            return TransActUserCache(events, mask, None, None)
+        states = self._transform(events, mask, dense=bool(mask.all()))  # (1, L, d_model)
+        return TransActUserCache(events, mask, self._read_out(states, mask), states)
 
     def score_candidates(self, cache: TransActUserCache, candidates: torch.Tensor) -> torch.Tensor:
         """The history vector for each of n candidates, equal to ``forward`` on n copies of the
-        user; only ``W_c c`` and the transformer run per candidate.
+        user. Early fusion: ``W_c c`` and the transformer run per candidate; target attention:
+        only ``W_q c`` and the attention over the cached h_j; neither: nothing.
 
         Shape:
             candidates (n, d_item) → (n, out_dim)
         """
         n = candidates.shape[0]
-        if cache.output is not None:
+        if cache.output is None:
+            length = cache.mask.shape[1]
+            events, mask = cache.events.expand(n, length, -1), cache.mask.expand(n, length)
+            return self._encode(events, mask, candidates, dense=bool(cache.mask.all()))
+        if cache.states is None or self.query_proj is None:
             return cache.output.expand(n, -1)
-        length = cache.mask.shape[1]
-        return self._encode(cache.events.expand(n, length, -1), cache.mask.expand(n, length), candidates)
+        attended = self._attend(cache.states, cache.mask, candidates)  # (n, d_model)
+        return torch.cat([cache.output.expand(n, -1), attended], dim=-1)
 
     def _recent(
         self, items: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None, times: torch.Tensor | None
@@ -236,7 +277,10 @@ class TransActEncoder(HistoryEvents):
             parts.append(self.time_encoding(times))  # (B, L, TIME_DIM)
         return self.event_proj(torch.cat(parts, dim=-1))
 
-    def _encode(self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
+    def _encode(
+        self, events: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None, dense: bool = False
+    ) -> torch.Tensor:
+        """The read-out (⊕ target attention) of the (fused) events; `dense`: no slot is padding."""
         batch, length, _ = events.shape
         if length == 0:
             return events.new_zeros(batch, self.out_dim)
@@ -246,11 +290,41 @@ class TransActEncoder(HistoryEvents):
                     "early fusion needs the candidate item's embedding, and the model has no candidate field"
                 )
             events = events + self.cand_proj(candidate).unsqueeze(1)  # (B, L, d_model)
+        out = self._transform(events, mask, dense)  # (B, L, d_model)
+        if self.query_proj is None:
+            return self._read_out(out, mask)
+        return torch.cat([self._read_out(out, mask), self._attend(out, mask, candidate)], dim=-1)
+
+    def _transform(self, events: torch.Tensor, mask: torch.Tensor, dense: bool = False) -> torch.Tensor:
+        """h_1..h_L: the transformer over the (fused) events, padding masked. (B, L, d_model)
+
+        `dense` (the caller knows that every slot is a real event, e.g. a served history longer
+        than ``max_len``): no mask at all, which lets attention take its faster unmasked kernel.
+        """
         # An all-masked row would make attention NaN: let it attend to its last slot instead.
-        last = torch.arange(length, device=mask.device) == length - 1  # (L,)
-        attend = mask | (last & ~mask.any(1, keepdim=True))  # (B, L)
-        out = self.encoder(events, attend)  # (B, L, d_model)
-        return self._read_out(out, mask)
+        return self.encoder(events, None if dense else _attendable(mask))
+
+    def _attend(self, states: torch.Tensor, mask: torch.Tensor, candidate: torch.Tensor | None) -> torch.Tensor:
+        """Σ_j softmax_j(⟨W_q c, h_j⟩ / √d) h_j over the real events (0 for an empty history).
+
+        Shape:
+            states (B or 1, L, d), mask (B or 1, L), candidate (B, d_item) → (B, d); a batch of 1
+            history is shared by every candidate (broadcast, not copied).
+        """
+        if candidate is None or self.query_proj is None:
+            raise ValueError(
+                "target attention needs the candidate item's embedding, and the model has no candidate field"
+            )
+        q = self.query_proj(candidate) * self.d_model**-0.5  # (B, d)
+        keys = _attendable(mask)  # (B or 1, L)
+        if states.shape[0] == 1:  # one user's history: two plain matrix products, no per-row copies
+            h = states[0]  # (L, d)
+            weights = (q @ h.T).masked_fill(~keys, float("-inf")).softmax(-1)  # (B, L)
+            attended = weights @ h  # (B, d)
+        else:
+            scores = (q.unsqueeze(1) @ states.transpose(1, 2)).squeeze(1)  # (B, L)
+            attended = (scores.masked_fill(~keys, float("-inf")).softmax(-1).unsqueeze(1) @ states).squeeze(1)
+        return attended * mask.any(1, keepdim=True).to(attended.dtype)  # empty history → 0
 
     def _read_out(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """k most recent rows (padding rows zeroed) ⊕ max-pool over real rows (0 if none)."""
@@ -261,6 +335,13 @@ class TransActEncoder(HistoryEvents):
         pooled = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)  # (B, d)
         pooled = pooled.masked_fill(~mask.any(1, keepdim=True), 0.0)
         return torch.cat([recent.flatten(1), pooled], dim=-1)  # (B, (k + 1) · d)
+
+
+def _attendable(mask: torch.Tensor) -> torch.Tensor:
+    """The keys attention may read: the real events, or the last slot of an empty row. (B, L)"""
+    length = mask.shape[1]
+    last = torch.arange(length, device=mask.device) == length - 1  # (L,)
+    return mask | (last & ~mask.any(1, keepdim=True))
 
 
 def _check_window(window: float | int | None) -> None:

@@ -15,11 +15,12 @@ spending a quarter of a training step drawing Bernoulli masks:
 * dropout on the attention weights is a separate rate, ``attention_dropout``, default 0: with
   it the fused ``scaled_dot_product_attention`` kernel must materialise the (B, L, L) weights.
 
-Padding is given as ``attend`` (True = a real key). A row whose keys are all padding would give
-NaN; callers keep at least one key per row (TransAct unmasks a dummy slot).
+Padding is given as ``attend`` (True = a real key; ``None``: every key is real, which lets
+``scaled_dot_product_attention`` take its unmasked kernel). A row whose keys are all padding
+would give NaN; callers keep at least one key per row (TransAct unmasks a dummy slot).
 
 Shape:
-    x (B, L, d), attend (B, L) bool → (B, L, d)
+    x (B, L, d), attend (B, L) bool or None → (B, L, d)
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.drop = FastDropout(dropout)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
         b, length, d = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 × (B, h, L, d_h)
         p = self.attention_dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :], dropout_p=p)
+        mask = None if attend is None else attend[:, None, None, :]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         a = a.transpose(1, 2).reshape(b, length, d)  # (B, L, d)
         x = self.norm1(x + self.drop(self.out(a)))
         return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
@@ -79,7 +81,7 @@ class Encoder(nn.Module):
             EncoderLayer(d_model, num_heads, ff_dim, dropout, attention_dropout) for _ in range(num_layers)
         )
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, attend)
         return x

@@ -14,6 +14,7 @@
                            model.safetensors, manifest.json): loads with ranker.ranking.run.load_run
     users.parquet          the ranker's user columns, latest value per user (raw user id `user`)
     features.json          where each ranker input column comes from (ranker.serving.features)
+    serving.json           with --quantize only: {"quantize": "int8"} (ranker.serving.quantize)
     stage 2, a generative HSTU ranker (--ranker RUN of kind generative; ranker.serving.generative):
     generative/            a generative run directory (config.yaml, model.safetensors,
                            model_shape.json, items.parquet, actions.parquet)
@@ -51,14 +52,18 @@ import pyarrow.parquet as pq
 import torch
 
 from ranker.errors import ConfigError
+from ranker.models.ranker import Ranker
 from ranker.run_manifest import MANIFEST, file_sha256, seal_run
+from ranker.serving.candidates import CandidateEncoder, RowColumns
 from ranker.serving.features import HistoryColumns, column_roles, history_columns, input_columns, latest_by_key
+from ranker.serving.quantize import QUANTIZE, quantize_model
 from ranker.serving.store import raw_id
 
 if TYPE_CHECKING:
     from ranker.serving.generative import GenerativeStage
 
 FORMAT = "ranker-bundle/1"
+SERVING_FILE = "serving.json"  # serving options of the ranker (`--quantize`), when any
 ROLES = ("user", "item", "context")
 
 
@@ -80,7 +85,7 @@ class RetrievalStage:
 @dataclass
 class RankingStage:
     cfg: Any  # RunConfig
-    model: torch.nn.Module
+    model: Ranker  # eval mode; linear layers int8 with --quantize
     pre: Any  # Preprocessor without tasks (no label columns needed)
     spec: Any  # TaskSpec
     user_key: str | None
@@ -90,6 +95,7 @@ class RankingStage:
     user_columns: list[str]
     context_columns: list[str]
     history: HistoryColumns | None
+    candidates: CandidateEncoder  # the request's batch; the catalogue's item columns encoded at load
 
 
 @dataclass
@@ -118,8 +124,10 @@ def write_bundle(
     roles: dict[str, str] | None = None,
     min_item_overlap: float = 0.9,
     force: bool = False,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed)."""
+    """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed).
+    `quantize` ("int8"): the ranker is served with int8 linear layers (:mod:`ranker.serving.quantize`)."""
     from ranker.families import family_of_run, require_family
     from ranker.retrieval.run import load_run as load_retrieval
 
@@ -127,6 +135,12 @@ def write_bundle(
     if out.exists() and not force:
         raise ConfigError(f"--out {out}: exists (pass --force to replace it)")
     require_family(retrieval_run, "retrieval", "--retrieval", "the retrieval stage")
+    if quantize is not None and (
+        ranker_run is None or quantize not in QUANTIZE or family_of_run(ranker_run, "--ranker").kind != "ranking"
+    ):
+        raise ConfigError(
+            f"--quantize {quantize}: needs a feature ranker (--ranker of kind ranking) and one of {', '.join(QUANTIZE)}"
+        )
     cfg, model, serving = load_retrieval(retrieval_run)
     items = serving.items
     if ranker_run is not None:  # refuse runs that do not fit before writing anything
@@ -144,7 +158,9 @@ def write_bundle(
             stages["ranker"] = {**write_generative(Path(ranker_run), tmp), "min_item_overlap": min_item_overlap}
         elif ranker_run is not None:
             catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
-            stages["ranker"] = {**info, "min_item_overlap": min_item_overlap}
+            stages["ranker"] = {**info, "min_item_overlap": min_item_overlap, "quantize": quantize}
+            if quantize is not None:  # a hashed file, so the choice is part of the version
+                (tmp / SERVING_FILE).write_text(json.dumps({"quantize": quantize}))
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         files = _hash_files(tmp)
         manifest: dict[str, Any] = {
@@ -389,17 +405,22 @@ def load_bundle(path: Path) -> Bundle:
         cfg, model, serving.items, catalogue.column("popularity").to_numpy(), catalogue, index, vectors
     )
     ranker = manifest["stages"].get("ranker")
+    # serving options count only when the manifest lists (hence verified) their file
+    options = json.loads((path / SERVING_FILE).read_text()) if SERVING_FILE in manifest["files"] else {}
+    quantize = options.get("quantize")
     ranking: RankingStage | GenerativeStage | None = None
     if ranker is not None and ranker.get("kind") == "generative":
         from ranker.serving.generative import load_generative
 
         ranking = load_generative(path, serving.items, float(ranker.get("min_item_overlap", 0.0)))
     elif ranker is not None:
-        ranking = _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)))
+        ranking = _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)), quantize)
     return Bundle(given, manifest, retrieval, ranking, path, manifest_sha)
 
 
-def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap: float) -> RankingStage:
+def _load_ranking(
+    path: Path, catalogue: pa.Table, items: pa.Array, min_overlap: float, quantize: str | None
+) -> RankingStage:
     from ranker.data.preprocess import Preprocessor
     from ranker.ranking.run import load_run
     from ranker.tasks import TaskSpec
@@ -408,6 +429,9 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
     check_items_fit(
         pre, cfg.data, items, path / "ranker" / "preprocessor.json", path / "retrieval" / "items.parquet", min_overlap
     )
+    assert isinstance(model, Ranker)
+    if quantize is not None:
+        model = quantize_model(model, quantize)
     features = json.loads((path / "features.json").read_text())
     cols = features["columns"]
     by_role = {r: [c for c, v in cols.items() if v["role"] == r] for r in ROLES}
@@ -419,7 +443,11 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
             users[raw_id(u)] = {c: v[i] for c, v in values.items()}
     state = pre.state_dict()
     serving_pre = Preprocessor.from_state({**state, "tasks": []})
-    hist = features["history"]
+    hist = None if features["history"] is None else HistoryColumns(**features["history"])
+    item_features = catalogue.select(by_role["item"])
+    columns = RowColumns(
+        features["user_key"], features["item_key"], tuple(by_role["user"]), tuple(by_role["context"]), hist
+    )
     return RankingStage(
         cfg,
         model,
@@ -427,9 +455,10 @@ def _load_ranking(path: Path, catalogue: pa.Table, items: pa.Array, min_overlap:
         TaskSpec.from_tasks(pre.tasks),
         features["user_key"],
         features["item_key"],
-        catalogue.select(by_role["item"]),
+        item_features,
         users,
         by_role["user"],
         by_role["context"],
-        None if hist is None else HistoryColumns(**hist),
+        hist,
+        CandidateEncoder(serving_pre, columns, items, item_features),
     )

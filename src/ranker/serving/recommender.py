@@ -27,11 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ranker.data.tensors import TensorData
 from ranker.errors import RankerError
 from ranker.retrieval.search import exact_topk
 from ranker.serving.bundle import Bundle
-from ranker.serving.features import ranker_rows
 from ranker.serving.generative import GenerativeStage
 from ranker.serving.store import Event, EventStore, raw_id
 from ranker.tasks import serving_score
@@ -251,15 +249,12 @@ class Recommender:
         else:
             probs, scores = self._ranker_rows(q, events, items, now)
         order = np.argsort(-scores, kind="stable")
-        names = st.spec.names
+        columns = probs[order].T.tolist()  # T lists of N probabilities
+        by_task = [dict(zip(st.spec.names, row, strict=True)) for row in zip(*columns, strict=True)]
+        first = [None] * len(items) if stage1 is None else stage1[order].tolist()
         return [
-            {
-                "item": items[j],
-                "score": float(scores[j]),
-                "retrieval_score": None if stage1 is None else float(stage1[j]),
-                "probabilities": {t: float(probs[j, n]) for n, t in enumerate(names)},
-            }
-            for j in order
+            {"item": items[j], "score": s, "retrieval_score": r, "probabilities": p}
+            for j, s, r, p in zip(order.tolist(), scores[order].tolist(), first, by_task, strict=True)
         ]
 
     @torch.inference_mode()
@@ -269,33 +264,21 @@ class Recommender:
         """The feature ranker's task outputs (N, T) and serving scores (N,) of `items`."""
         st = self.bundle.ranking
         assert st is not None and not isinstance(st, GenerativeStage)
-        idx = pa.array([self.index_of[i] - 1 if i in self.index_of else None for i in items], pa.int64())
+        rows = np.fromiter((self.index_of.get(i, 0) - 1 for i in items), dtype=np.int64, count=len(items))
         user_row = st.users.get(q.user, {}) if q.user is not None else {}
-        user_row = {c: user_row.get(c) for c in st.user_columns}
-        table = ranker_rows(
-            user=q.user,
-            user_key=st.user_key,
-            user_row=user_row,
-            items=items,
-            item_key=st.item_key,
-            item_features=st.item_features.take(idx),
-            context=q.context,
-            context_columns=st.context_columns,
-            history=events,
-            hist=st.history,
-            now=now,
-            item_type=self.bundle.retrieval.items.type,
-            history_rows=1,
-        )
         try:
-            enc = st.pre.transform(table, source="request")
+            batch = st.candidates.encode(
+                user=q.user,
+                user_row={c: user_row.get(c) for c in st.user_columns},
+                items=items,
+                rows=rows,
+                context=q.context,
+                history=events,
+                now=now,
+            )
         except RankerError as exc:
             raise RequestError("context", str(exc).splitlines()[0]) from None
-        for parts in enc.hist.values():  # the history was encoded on row 0 only: the same for every row
-            for key, value in parts.items():
-                parts[key] = np.repeat(value[:1], len(value), axis=0)
-        batch = TensorData.from_encoded(enc).tensors
-        probs = st.spec.outputs(st.model(batch))  # (N, T)
+        probs = st.spec.outputs(st.model.score_one_user(batch))  # (N, T); the history encoded once
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
         return probs.numpy(), scores
 
