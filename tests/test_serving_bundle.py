@@ -293,7 +293,7 @@ def test_a_quantised_bundle_serves_int8_linear_layers_close_to_the_float_scores(
     b = {r["item"]: r["probabilities"] for r in int8.score(q, items)["items"]}
     diffs = [abs(a[i][t] - b[i][t]) for i in items for t in a[i]]
     assert 0 < max(diffs) < 0.05  # quantised: close, not equal
-    with pytest.raises(ConfigError, match="--quantize int8: needs --ranker"):
+    with pytest.raises(ConfigError, match="--quantize int8: needs a feature ranker \\(--ranker"):
         write_bundle(runs["retrieval"], tmp_path / "x", quantize="int8")
     # serving.json counts only when the manifest lists it: an added file is ignored
     shutil.copyfile(out / "serving.json", bundle / "serving.json")
