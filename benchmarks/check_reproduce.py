@@ -85,6 +85,10 @@ CHECKS: dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]] = {
         (("watch", "auc"), ("like", "auc")),
     ),
     "distill-student-rk-ml100k": ("distill-rk-ml100k", "student alone", (("watch", "auc"), ("like", "auc"))),
+    # the /score serving designs (score_designs.py quality): keys `quality|<design>|<seed>`
+    "score-narrow-rk-ml100k": ("score-designs", "quality|narrow", (("watch", "auc"), ("like", "auc"))),
+    "score-late-rk-ml100k": ("score-designs", "quality|late", (("watch", "auc"), ("like", "auc"))),
+    "score-target-rk-ml100k": ("score-designs", "quality|target", (("watch", "auc"), ("like", "auc"))),
     "distill-student-recent-rk-ml100k": (
         "distill-rk-ml100k",
         "student mean+recent alone",
@@ -125,7 +129,9 @@ def figures(config: str, results_dir: Path = RESULTS) -> list[Figure]:
     file, name, paths = CHECKS[config]
     results = load_results(results_dir / f"{file}.json")
     runs = {
-        int(k.split("|")[-1]): v for k, v in results.items() if k.split("|")[0] == name and k.split("|")[-1].isdigit()
+        int(k.split("|")[-1]): v
+        for k, v in results.items()
+        if name in (k.split("|")[0], k.rsplit("|", 1)[0]) and k.split("|")[-1].isdigit()
     }
     if not runs:  # records keyed by run directory (generative): the seed is in the metrics
         runs = {int(v["seed"]): v for v in results.values() if isinstance(v, dict) and "seed" in v}
