@@ -4,7 +4,7 @@ Usage (from the repository root; one table per dataset):
     RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/two_stage.py \
         --stage1 runs/ts-ml1m/hstu-large-full-r-ml1m-2021 --dataset ml-1m \
         --n 50 100 200 500 --seeds 2021 2022 2023 --ablation none no-hard no-content no-demographics \
-        [--per-user 20] [--hard 8] [--sampled 2] [--history 50] [--content-dim 32] [--epochs 10] \
+        [--per-user 20] [--hard 8] [--sampled 2] [--history 20] [--content-dim 32] [--epochs 10] \
         [--timing --timing-users 200] [--out runs/two-stage/ml-1m] [--set train.lr=0.002]
 
 What it does, in order (every step resumes: finished files and runs are kept in --out):
@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-prefix", type=int, default=1)
     p.add_argument("--hard", type=int, default=8, help="hard negatives per prefix (from its stage-1 top-N)")
     p.add_argument("--sampled", type=int, default=2, help="uniform negatives per prefix")
-    p.add_argument("--history", type=int, default=50, help="history items kept per row")
+    p.add_argument(
+        "--history", type=int, default=20, help="history items kept per row (TransAct reads the last 20 at most)"
+    )
     p.add_argument("--content-dim", type=int, default=32, help="title-embedding PCA width (0: no content)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--timing", action="store_true", help="time stage 2 per request (1 and 2 threads)")
@@ -168,6 +170,14 @@ def run_one(
         ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
         record[split] = ev.list_metrics(two, n)
         record[f"{split}_stage1"] = ev.list_metrics(one, n)
+        record[f"{split}_top10_train_count"] = {  # popularity of what each list shows first
+            "two_stages": ev.top_popularity(lists, c.items, ctx["counts"]),
+            "stage1": ev.top_popularity(c.scores, c.items, ctx["counts"]),
+        }
+        record[f"{split}_moved"] = {  # users whose target the re-ranking moved up / down
+            "up": int((two < one).sum()),
+            "down": int((two > one).sum()),
+        }
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
     np.savez(run_dir / "final_ranks.npz", **ranks)
     if args.timing:
@@ -222,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "cands": cands,
         "prefix": prefix,
         "content": content_vectors(side, args.content_dim),
+        "counts": np.bincount(data.train.items, minlength=data.num_items + 1),
     }
     common = {"protocol": protocol, "config": str(args.stage1)}
     for n in args.n:

@@ -211,13 +211,10 @@ def prefix_scores(
     num_items = item_table.shape[0] - 1
     if len(user) and (np.asarray(position) < 1).any():
         raise ValueError("every query needs at least one input item (position >= 1)")
-    start = window_starts(position, max_len)
-    windows, window_of = np.unique(np.stack([user, start], 1), axis=0, return_inverse=True)
-    window_of = window_of.reshape(-1)
-    end = np.zeros(len(windows), dtype=np.int64)
-    np.maximum.at(end, window_of, np.asarray(position, dtype=np.int64))  # last state needed: end - 1
+    position = np.asarray(position, dtype=np.int64)
+    windows, window_of, end = _plan_windows(user, position, max_len)
     length = end - windows[:, 1]
-    order = np.argsort(length, kind="stable")
+    order = np.argsort(length, kind="stable")  # similar lengths share a batch: little padding
     queries_of = np.argsort(window_of, kind="stable")  # queries grouped by window
     first = np.searchsorted(window_of[queries_of], np.arange(len(windows)))
     last = np.searchsorted(window_of[queries_of], np.arange(len(windows)), side="right")
@@ -230,17 +227,28 @@ def prefix_scores(
         q = np.concatenate([queries_of[first[k] : last[k]] for k in w])
         slot[w] = np.arange(len(w))
         row = slot[window_of[q]]  # the query's window's row in the batch
-        width = states.shape[1]
-        col = width - length[w][row] + (np.asarray(position)[q] - 1 - windows[w, 1][row])
+        # left-padded: window item a + i sits in column W − length + i; the prefix ends at p − 1
+        col = states.shape[1] - length[w][row] + (position[q] - 1 - windows[w, 1][row])
         vectors = states[torch.from_numpy(row), torch.from_numpy(col)]  # (P, D)
         for c in range(0, len(q), chunk):
             qc = q[c : c + chunk]
             scores = (vectors[c : c + chunk] @ item_table.T).float()  # (P, I + 1)
-            inputs = prefixes(seqs, user[qc], np.asarray(position)[qc])
+            inputs = prefixes(seqs, user[qc], position[qc])
             exclude = torch.from_numpy(history_mask(inputs, np.arange(len(qc)), num_items)).to(device)
             yield qc, scores, exclude
         bar.update(len(q))
     bar.close()
+
+
+def _plan_windows(user: np.ndarray, position: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows (W, 2) = (user, first item), window of each query (Q,), end of each window (W,)):
+    a window runs from its first item to the last prefix end any of its queries needs."""
+    start = window_starts(position, max_len)
+    windows, window_of = np.unique(np.stack([user, start], 1), axis=0, return_inverse=True)
+    window_of = window_of.reshape(-1)
+    end = np.zeros(len(windows), dtype=np.int64)
+    np.maximum.at(end, window_of, position)
+    return windows, window_of, end
 
 
 def _window_batch(seqs: Sequences, user: np.ndarray, start: np.ndarray, end: np.ndarray, max_len: int) -> SeqBatch:

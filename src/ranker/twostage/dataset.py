@@ -102,7 +102,8 @@ def stage2_config(
     epochs: int = 10,
 ) -> dict[str, Any]:
     """A feature-ranker config (a plain dict, ``load_config(base=...)`` validates it) on the
-    three files: TransAct over the history (item ids; seconds before the request when `times`),
+    three files: TransAct over the last min(20, `history`) history items (item ids; seconds
+    before the request, with its time encoding, when `times`),
     DCN-V2 cross layers, MLP, one logit (``click`` = the row's ``label``); selection on the mean
     validation AUC over the candidate rows. `ablation` drops a feature group (``no-content``,
     ``no-demographics``, ``no-stage1``); ``no-hard`` changes the rows, not the config."""
@@ -139,7 +140,7 @@ def stage2_config(
         },
         "model": {
             "encoders": {"categorical": {"dim": 16}},
-            "history": {"kind": "transact", "max_len": 20, "time_encoding": times},
+            "history": {"kind": "transact", "max_len": min(20, history), "time_encoding": times},
             "interaction": {"kind": "cross", "num_layers": 2},
             "backbone": {"hidden": [256, 128], "dropout": 0.1},
         },

@@ -75,6 +75,18 @@ def final_ranks(stage2: np.ndarray, cands: Candidates) -> tuple[np.ndarray, np.n
     return two, one
 
 
+def top_popularity(scores: np.ndarray, items: np.ndarray, counts: np.ndarray, k: int = 10) -> float:
+    """Mean count (e.g. in the training sequences) of the `k` items each list puts first: does a
+    list lean on popular items? `scores`, `items` (Q, N); `counts` indexed by item id.
+
+    Example:
+        >>> top_popularity(np.array([[0.9, 0.1, 0.5]]), np.array([[1, 2, 3]]), np.array([0, 10, 99, 4]), k=2)
+        7.0
+    """
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(counts[np.take_along_axis(items, top, axis=1)].mean())
+
+
 def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
     """Per-user values of :data:`METRICS` (their means are ``metrics_from_ranks``'s)."""
     r = np.asarray(ranks, dtype=np.float64)
