@@ -12,7 +12,7 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    protocol run is refused: it trained on the validation items);
 2. the held-out candidates (top max(--n) of every user's validation and test query) and the
    training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``);
-3. per N (and per negative scheme: --hard/--sampled, ``no-hard`` = sampled only): the three
+3. per N (and per negative scheme: --hard/--sampled; ``no-hard``: --hard + --sampled uniform ones): the three
    stage-2 files and one declared ranking config per ablation (``ranker train`` trains it as is);
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
@@ -94,13 +94,13 @@ def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int
     return out
 
 
-def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int) -> dict[str, Path]:
+def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int, sampled: int) -> dict[str, Path]:
     """The three stage-2 files of N (kept in --out; rebuilt only when missing)."""
-    folder = args.out / f"data-N{n}-hard{hard}-sampled{args.sampled}-pu{args.per_user}-h{args.history}"
+    folder = args.out / f"data-N{n}-hard{hard}-sampled{sampled}-pu{args.per_user}-h{args.history}"
     files = {s: folder / f"{s}.parquet" for s in ("train", "valid", "test")}
     if all(p.is_file() for p in files.values()):
         return files
-    print(f"N={n}: stage-2 rows (hard {hard}, sampled {args.sampled})", flush=True)
+    print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})", flush=True)
     tables = stage2_tables(
         ctx["model"],
         ctx["data"],
@@ -110,7 +110,7 @@ def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int)
         valid=ctx["cands"]["valid"].top(n),
         test=ctx["cands"]["test"].top(n),
         hard=hard,
-        sampled=args.sampled,
+        sampled=sampled,
         seed=DATA_SEED,
         history=args.history,
         content=ctx["content"],
@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"N={n}: stage-1 recall@N test {t['recall']:.4f}, train prefixes {rec['train_prefix_recall']:.4f}")
     for n in args.n:
         for ablation in args.ablation:
-            files = build_data(args, ctx, n, 0 if ablation == "no-hard" else args.hard)
+            if ablation == "no-hard":  # as many negatives, all uniform
+                files = build_data(args, ctx, n, 0, args.hard + args.sampled)
+            else:
+                files = build_data(args, ctx, n, args.hard, args.sampled)
             for seed in args.seeds:
                 key = f"{ablation}|N{n}|{seed}"
                 if key in load_results(path):
