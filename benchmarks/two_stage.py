@@ -16,7 +16,8 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    stage-2 files and one declared ranking config per ablation (``ranker train`` trains it as is);
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
-   1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads).
+   1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
+   for runs finished before (on an idle machine: rerun the same command with --timing).
 
 Results: benchmarks/results/two-stage-<dataset>.json (layout ranker-results/1), keys
 ``stage1|N<n>`` (stage 1 alone), ``<ablation>|N<n>|<seed>`` and ``<ablation>|N<n>|seeds`` (the
@@ -181,12 +182,15 @@ def run_one(
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
     np.savez(run_dir / "final_ranks.npz", **ranks)
     if args.timing:
-        test = pq.read_table(files["test"])
-        users = list(range(min(args.timing_users, len(ctx["cands"]["test"]))))
-        record["timing"] = {
-            str(t): ev.request_ms(run_dir, test, users, threads=t) | {"requests": len(users)} for t in (1, 2)
-        }
+        record["timing"] = timing(args, run_dir, files["test"])
     return record
+
+
+def timing(args: argparse.Namespace, run_dir: Path, test_file: Path) -> dict[str, Any]:
+    """Stage-2 milliseconds per request of N candidates for the first --timing-users test users."""
+    test = pq.read_table(test_file)
+    users = list(range(min(args.timing_users, int(test.column("query").to_numpy().max()) + 1)))
+    return {str(t): ev.request_ms(run_dir, test, users, threads=t) | {"requests": len(users)} for t in (1, 2)}
 
 
 def seed_average(args: argparse.Namespace, n: int, ablation: str, seeds: list[int]) -> dict[str, Any] | None:
@@ -248,7 +252,11 @@ def main(argv: list[str] | None = None) -> None:
                 files = build_data(args, ctx, n, args.hard, args.sampled)
             for seed in args.seeds:
                 key = f"{ablation}|N{n}|{seed}"
-                if key in load_results(path):
+                done = load_results(path).get(key)
+                if done is not None:  # finished; --timing adds the timing it lacks
+                    if args.timing and "timing" not in done:
+                        done["timing"] = timing(args, args.out / f"N{n}" / f"{ablation}-{seed}", files["test"])
+                        save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     continue
                 print(f"{key}: training stage 2", flush=True)
                 record = run_one(args, ctx, n, ablation, seed, files)
