@@ -79,6 +79,29 @@ def test_train_evaluate_and_retrieve(run_dir: Path, capsys: pytest.CaptureFixtur
     assert len(shown) == 7 and not {50, 172, 133} & set(shown)
 
 
+def test_candidates_reproduce_the_runs_hr_at_n(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    out = tmp_path / "cands.parquet"
+    assert main(["candidates", str(run_dir), "--split", "test", "--n", "50", "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 943 * 50 and table.column("rank").to_pylist()[:3] == [1, 2, 3]
+    hits = {
+        u for u, t, i in zip(*(table.column(c).to_pylist() for c in ("user", "target", "item")), strict=True) if t == i
+    }
+    assert len(hits) / 943 == pytest.approx(metrics["test"]["HR@50"])
+    assert f"recall@50 {metrics['test']['HR@50']:.4f}" in capsys.readouterr().out
+    args = ["candidates", str(run_dir), "--split", "train-prefixes", "--n", "5", "--per-user", "2", "--out", str(out)]
+    assert main(args) == 0
+    prefixes = pq.read_table(out)
+    assert prefixes.num_rows == 943 * 2 * 5 and set(prefixes.column("split").to_pylist()) == {"train-prefixes"}
+    assert main(["candidates", str(run_dir), "--split", "valid", "--n", "5000", "--out", str(out)]) == 2
+    assert "the catalogue has 1682 items" in capsys.readouterr().err
+
+
 def test_retrieve_errors_are_one_line(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["retrieve", str(run_dir), "--user", "99999"]) == 2

@@ -1,4 +1,4 @@
-"""The ``ranker`` command line: demo, train, distill, evaluate, report, datasets.
+"""The ``ranker`` command line: demo, train, distill, evaluate, report, datasets, candidates.
 
 Exit status: 0 done; 2 a user error (bad config key, missing column, unknown dataset), one clear
 ``error:`` line without a traceback, before any work where it can be known before; 3 trained,
@@ -136,6 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--k", type=_positive_int, default=20, help="candidates to return (≥ 1)")
     rt.add_argument("--ann", choices=["hnsw", "ivf"], help="search a faiss index (ranker[ann])")
     rt.set_defaults(func=_cmd_retrieve)
+
+    ca = sub.add_parser(
+        "candidates", help="stage-1 top-N of a retrieval run for the held-out queries or training prefixes"
+    )
+    ca.add_argument("run_dir", type=Path)
+    ca.add_argument("--n", type=_positive_int, default=200, help="candidates per query (≥ 1)")
+    ca.add_argument("--split", required=True, choices=["valid", "test", "train-prefixes"])
+    ca.add_argument("--out", type=Path, required=True, help="parquet file: one row per (query, candidate), raw ids")
+    ca.add_argument("--per-user", type=_positive_int, help="train-prefixes: at most this many positions per user")
+    ca.add_argument("--min-prefix", type=_positive_int, default=1, help="train-prefixes: shortest input")
+    ca.add_argument("--seed", type=int, default=0, help="train-prefixes: seed of the --per-user subset")
+    ca.set_defaults(func=_cmd_candidates)
 
     rb = sub.add_parser(
         "retrieval-baseline", help="most-popular baseline on a retrieval protocol (full ranking, leave-one-out)"
@@ -316,6 +328,38 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     print(f"{cfg.model.kind} top-{args.k} for {who}, {'faiss ' + args.ann if args.ann else 'exact'}:")
     for rank, ((_, score), item) in enumerate(zip(top, raw, strict=True), 1):
         print(f"{rank:>4}  item {item!s:<8} score {score:.4f}")
+    return 0
+
+
+def _cmd_candidates(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from ranker.errors import ConfigError
+    from ranker.families import family_of_run
+    from ranker.retrieval import candidates as rc
+    from ranker.retrieval.run import load_run, run_views
+
+    if family_of_run(args.run_dir).kind != "retrieval":
+        raise ConfigError(f"{args.run_dir}: `ranker candidates` needs a retrieval run")
+    cfg, model, serving = load_run(args.run_dir)
+    data = run_views(cfg, serving)
+    if args.n > data.num_items:
+        raise ConfigError(f"--n {args.n}: the catalogue has {data.num_items} items")
+    if args.split == "train-prefixes":
+        user, pos = rc.prefix_queries(
+            data.train.lengths(), per_user=args.per_user, min_prefix=args.min_prefix, seed=args.seed
+        )
+        cands = rc.prefix_candidates(model, data.train, user, pos, args.n, max_len=data.max_len, progress=True)
+    else:
+        cands = rc.heldout_candidates(
+            model, data, args.split, args.n, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(rc.candidates_table(cands, serving, args.split), args.out)
+    print(
+        f"{args.split}: {len(cands):,} queries x {args.n} candidates, recall@{args.n} {cands.recall():.4f} "
+        f"(share of targets among them) -> {args.out}"
+    )
     return 0
 
 

@@ -183,6 +183,20 @@ class ServingData:
         max_len = read_run_file(paths[2], lambda p: int(json.loads(p.read_text())["max_len"]), "data summary")
         return cls(items, histories, max_len)
 
+    def events(self) -> RetrievalEvents:
+        """Every user's sequence again, from the run directory alone (internal ids, the order
+        the run was trained with). Without the split periods: leave-one-out views only."""
+        hist = self.histories
+        lists = hist.column("items").combine_chunks()
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        index = pc.index_in(lists.flatten(), value_set=self.items).to_numpy(zero_copy_only=False)
+        times = hist.column("times").combine_chunks()
+        flat_times = None
+        if times.null_count == 0:
+            flat_times = np.asarray(times.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+        seqs = Sequences(np.asarray(index, dtype=np.int64) + 1, offsets - offsets[0], flat_times)
+        return RetrievalEvents(seqs, hist.column("user").combine_chunks(), self.items, self.max_len)
+
     def internal(self, raw: list[str], flag: str) -> list[int]:
         """Internal item ids of raw ids given as text (ConfigError naming an unknown one)."""
         return self._internal(_typed(raw, self.items.type, flag), flag)

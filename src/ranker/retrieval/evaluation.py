@@ -22,7 +22,7 @@ import torch
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 from ranker.models.sequential import SequentialRetriever
 from ranker.retrieval.batches import query_batch
-from ranker.retrieval.protocol import LeaveOneOut, history_mask
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, history_mask
 
 
 @torch.no_grad()
@@ -61,12 +61,7 @@ def evaluate_model(
     inputs, targets = data.split(split)
     ranks, sampled = [], []
     for users, model_input, scores in score_batches(model, data, split, batch_users):
-        if exclude == "history":
-            mask = torch.from_numpy(history_mask(inputs, users, data.num_items)).to(scores.device)
-        else:
-            mask = torch.zeros_like(scores, dtype=torch.bool)
-            mask.scatter_(1, model_input, True)
-            mask[:, 0] = True  # the padding item
+        mask = exclusion_mask(inputs, users, model_input, data.num_items, exclude).to(scores.device)
         target = torch.from_numpy(targets[users]).to(scores.device)
         ranks.append(retrieval_ranks(scores, target, mask))
         if sampled_negatives:
@@ -76,6 +71,26 @@ def evaluate_model(
         extra = metrics_from_ranks(np.concatenate(sampled), ks)
         out.update({f"sampled{sampled_negatives}/{k}": v for k, v in extra.items()})
     return out
+
+
+def exclusion_mask(
+    inputs: Sequences,
+    users: np.ndarray,
+    model_input: torch.Tensor,
+    num_items: int,
+    exclude: Literal["history", "input"] = "history",
+) -> torch.Tensor:
+    """(B, I + 1) bool on `model_input`'s device: the items never ranked for these queries.
+
+    ``history``: padding and every item of the users' whole input (the protocol);
+    ``input``: padding and the items of the truncated model input `model_input` (B, L') only.
+    """
+    if exclude == "history":
+        return torch.from_numpy(history_mask(inputs, users, num_items)).to(model_input.device)
+    mask = torch.zeros(len(users), num_items + 1, dtype=torch.bool, device=model_input.device)
+    mask.scatter_(1, model_input, True)
+    mask[:, 0] = True  # the padding item
+    return mask
 
 
 def _sampled_ranks(

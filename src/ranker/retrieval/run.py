@@ -121,6 +121,14 @@ def load_run(run_dir: Path, *, verify: bool = True) -> tuple[RetrievalRunConfig,
     return cfg, model.eval(), serving
 
 
+def run_views(cfg: RetrievalRunConfig, serving: ServingData) -> LeaveOneOut:
+    """The protocol views of a loaded run: from its serving files alone for a leave-one-out run
+    (the sequences it was trained on), from its data again for a time split."""
+    if cfg.data.split.kind == "leave_one_out":
+        return serving.events().views()
+    return load_data(cfg)
+
+
 def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     """Re-evaluate a finished run's best weights on `split` (valid or test), as configured."""
     if split not in ("valid", "test"):

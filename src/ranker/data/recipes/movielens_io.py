@@ -48,6 +48,13 @@ ML1M_MOVIES = SourceFile(
     url=_ML1M_ZIP,
     member="ml-1m/movies.dat",
 )
+ML1M_USERS = SourceFile(
+    folder="movielens-1m",
+    name="users.dat",
+    sha256="1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3",
+    url=_ML1M_ZIP,
+    member="ml-1m/users.dat",
+)
 ML1M_SEQUENCES = SourceFile(
     folder="movielens-1m",
     name="sequences.txt",
@@ -153,12 +160,32 @@ def read_ml100k_items(path: Path) -> pa.Table:
                      "release_date": date, "genres": genres, "release_year": year})  # fmt: skip
 
 
-def read_ml1m_movie_ids(path: Path) -> np.ndarray:
-    """Sorted MovieIDs of ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1)."""
+def read_ml1m_movies(path: Path) -> pa.Table:
+    """ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1) in file order: ``movie_id``,
+    ``title``, ``genres`` (list of the ``|``-separated names) and ``year`` (the ``(YYYY)`` that
+    ends the title, float64, null when absent)."""
     types = {"movie_id": pa.int64(), "title": pa.string(), "genres": pa.string()}
     table = _read_table(path, list(types), types, delimiter="\t", encoding="latin1",
                         double_colon=True)  # fmt: skip
-    ids = np.sort(table["movie_id"].to_numpy())
+    year = pc.extract_regex(pc.utf8_rtrim_whitespace(table["title"]), r"\((?P<y>\d{4})\)$")
+    year = pc.if_else(pc.is_valid(year), pc.struct_field(year, "y"), pa.scalar(None, pa.string()))
+    return pa.table({"movie_id": table["movie_id"], "title": table["title"],
+                     "genres": pc.split_pattern(table["genres"], "|"),
+                     "year": year.cast(pa.float64())})  # fmt: skip
+
+
+def read_ml1m_users(path: Path) -> pa.Table:
+    """ML-1M ``users.dat`` (``UserID::Gender::Age::Occupation::Zip-code``): ``user_id``,
+    ``gender``, ``age`` (the README's age group code, 1..56), ``occupation`` (code 0..20) and
+    ``zip_code`` (text)."""
+    types = {"user_id": pa.int64(), "gender": pa.string(), "age": pa.int64(), "occupation": pa.int64(),
+             "zip_code": pa.string()}  # fmt: skip
+    return _read_table(path, list(types), types, delimiter="\t", double_colon=True)
+
+
+def read_ml1m_movie_ids(path: Path) -> np.ndarray:
+    """Sorted MovieIDs of ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1)."""
+    ids = np.sort(read_ml1m_movies(path)["movie_id"].to_numpy())
     if len(ids) == 0 or np.any(np.diff(ids) == 0):
         raise DataError(f"{path}: MovieIDs must be present and unique")
     return ids

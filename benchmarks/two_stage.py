@@ -1,0 +1,338 @@
+"""Two stages (PROTOCOLS.md, TS-ML1M): stage-1 candidates re-ranked by the feature ranker, against stage 1 alone.
+
+Usage (from the repository root; one table per dataset):
+    RANKER_DATA_DIR=../shared/data RANKER_THREADS=1 python benchmarks/two_stage.py \
+        --stage1 runs/ts-ml1m/hstu-large-full-r-ml1m-2021 --dataset ml-1m \
+        --n 50 100 200 500 --seeds 2021 2022 2023 --ablation none no-hard no-content no-demographics \
+        [--per-user 20] [--hard 8] [--sampled 2] [--history 20] [--content-dim 32] [--epochs 10] \
+        [--timing --timing-users 200] [--out runs/two-stage/ml-1m] [--set train.lr=0.002]
+
+What it does, in order (every step resumes: finished files and runs are kept in --out):
+1. loads the stage-1 run from its directory (``ranker.retrieval.run.load_run``; a ``reference``
+   protocol run is refused: it trained on the validation items);
+2. the held-out candidates (top max(--n) of every user's validation and test query) and the
+   training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``);
+3. per N (and per negative scheme: --hard/--sampled; ``no-hard``: --hard + --sampled uniform ones): the three
+   stage-2 files and one declared ranking config per ablation (``ranker train`` trains it as is);
+4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
+   targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
+   1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
+   for runs finished before (on an idle machine: rerun the same command with --timing).
+
+Results: benchmarks/results/two-stage-<dataset>.json (layout ranker-results/1), keys
+``stage1|N<n>`` (stage 1 alone), ``<ablation>|N<n>|<seed>`` and ``<ablation>|N<n>|seeds`` (the
+bootstrap of the seed-averaged per-user metrics). The table: ``update_tables.py``
+(``<!-- table:two-stage-<dataset> -->``, docs/experiments/two-stage.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+from results_store import load_results, save_result  # type: ignore[import-not-found]
+
+from ranker.config import load_config
+from ranker.ranking.run import train_run
+from ranker.retrieval import candidates as rc
+from ranker.retrieval.run import load_run, run_views
+from ranker.twostage import evaluate as ev
+from ranker.twostage.content import reduce_dim, title_embeddings
+from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, write_tables
+from ranker.twostage.rows import check_stage1
+from ranker.twostage.side_info import side_info
+
+HERE = Path(__file__).parent
+DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
+PROTOCOL = {"ml-1m": "TS-ML1M", "ml-100k": "TS-ML1M protocol on R-ML100K (development)"}
+
+
+def results_path(dataset: str) -> Path:
+    return HERE / "results" / f"two-stage-{dataset}.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage1", type=Path, required=True, help="a finished retrieval run directory")
+    p.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m"], help="side-information reader")
+    p.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
+    p.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
+    p.add_argument("--ablation", nargs="+", default=["none"], choices=ABLATIONS)
+    p.add_argument("--per-user", type=int, default=20, help="training prefixes per user (0: all)")
+    p.add_argument("--min-prefix", type=int, default=1)
+    p.add_argument("--hard", type=int, default=8, help="hard negatives per prefix (from its stage-1 top-N)")
+    p.add_argument("--sampled", type=int, default=2, help="uniform negatives per prefix")
+    p.add_argument(
+        "--history", type=int, default=20, help="history items kept per row (TransAct reads the last 20 at most)"
+    )
+    p.add_argument("--content-dim", type=int, default=32, help="title-embedding PCA width (0: no content)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--timing", action="store_true", help="time stage 2 per request (1 and 2 threads)")
+    p.add_argument("--timing-users", type=int, default=200)
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--out", type=Path, help="default runs/two-stage/<dataset>")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p.parse_args(argv)
+
+
+def content_vectors(side: Any, dim: int) -> np.ndarray | None:
+    if not dim:
+        return None
+    return reduce_dim(title_embeddings(side.items.column("title").to_pylist()), dim)
+
+
+def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "train_prefix_recall": prefix.top(n).recall()}
+    for split, c in cands.items():
+        top = c.top(n)
+        ranks = ev.final_ranks(top.scores.astype(np.float64), top)[1]
+        out[split] = {"recall": top.recall(), **ev.list_metrics(ranks, n)}
+    return out
+
+
+def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int, sampled: int) -> dict[str, Path]:
+    """The three stage-2 files of N (kept in --out; rebuilt only when missing)."""
+    folder = args.out / f"data-N{n}-hard{hard}-sampled{sampled}-pu{args.per_user}-h{args.history}"
+    files = {s: folder / f"{s}.parquet" for s in ("train", "valid", "test")}
+    if all(p.is_file() for p in files.values()):
+        return files
+    print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})", flush=True)
+    tables = stage2_tables(
+        ctx["model"],
+        ctx["data"],
+        ctx["serving"],
+        ctx["side"],
+        prefix=ctx["prefix"].top(n),
+        valid=ctx["cands"]["valid"].top(n),
+        test=ctx["cands"]["test"].top(n),
+        hard=hard,
+        sampled=sampled,
+        seed=DATA_SEED,
+        history=args.history,
+        content=ctx["content"],
+        progress=True,
+    )
+    write_tables(folder, tables)
+    return files
+
+
+def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str, Path], n: int, ablation: str) -> Path:
+    cfg = stage2_config(
+        f"two-stage-{args.dataset}-N{n}-{ablation}",
+        {s: Path(p.name) for s, p in files.items()},  # beside the config: resolved against its folder
+        ctx["side"],
+        times=ctx["data"].test_input.times is not None,
+        content_dim=args.content_dim,
+        ablation=ablation,
+        history=args.history,
+        epochs=args.epochs,
+    )
+    path = files["train"].parent / f"stage2-{ablation}.yaml"
+    header = (
+        f"# Stage 2 of two stages on {args.dataset} (N = {n}, ablation {ablation}), written by benchmarks/two_stage.py\n"
+        f"# Stage 1: {args.stage1}\n# Command: ranker train {path} --out RUN_DIR\n"
+    )
+    path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_one(
+    args: argparse.Namespace, ctx: dict[str, Any], n: int, ablation: str, seed: int, files: dict[str, Path]
+) -> dict[str, Any]:
+    config = write_config(args, ctx, files, n, ablation)
+    cfg = load_config(config, [*args.overrides, f"train.seed={seed}"])
+    run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
+    start = time.perf_counter()
+    metrics = train_run(cfg, run_dir, base_dir=config.parent)
+    record: dict[str, Any] = {
+        "n": n,
+        "ablation": ablation,
+        "best_epoch": metrics["best_epoch"],
+        "params": metrics["params"],
+        "train_rows": metrics["rows"]["train"],
+        "stage2_valid_auc": metrics["valid"]["click"]["auc"],
+        "stage2_test_gauc": metrics["test"]["click"].get("gauc"),
+        "train_wall_s": time.perf_counter() - start,
+        "overrides": args.overrides,
+        "stage2_config": str(config),
+    }
+    ranks: dict[str, np.ndarray] = {}
+    for split in ("valid", "test"):
+        table = pq.read_table(files[split])
+        c = ctx["cands"][split].top(n)
+        scores = ev.stage2_scores(run_dir, table)
+        lists = ev.as_lists(table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape)
+        two, one = ev.final_ranks(lists, c)
+        ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
+        record[split] = ev.list_metrics(two, n)
+        record[f"{split}_stage1"] = ev.list_metrics(one, n)
+        record[f"{split}_top10_train_count"] = {  # popularity of what each list shows first
+            "two_stages": ev.top_popularity(lists, c.items, ctx["counts"]),
+            "stage1": ev.top_popularity(c.scores, c.items, ctx["counts"]),
+        }
+        record[f"{split}_moved"] = {  # users whose target the re-ranking moved up / down
+            "up": int((two < one).sum()),
+            "down": int((two > one).sum()),
+        }
+    record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
+    np.savez(run_dir / "final_ranks.npz", **ranks)
+    if args.timing:
+        record["timing"] = timing(args, run_dir, files["test"])
+    return record
+
+
+def timing(args: argparse.Namespace, run_dir: Path, test_file: Path) -> dict[str, Any]:
+    """Stage-2 milliseconds per request of N candidates for the first --timing-users test users."""
+    test = pq.read_table(test_file)
+    users = list(range(min(args.timing_users, int(test.column("query").to_numpy().max()) + 1)))
+    return {str(t): ev.request_ms(run_dir, test, users, threads=t) | {"requests": len(users)} for t in (1, 2)}
+
+
+def seed_average(args: argparse.Namespace, n: int, ablation: str, seeds: list[int]) -> dict[str, Any] | None:
+    """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1."""
+    files = [args.out / f"N{n}" / f"{ablation}-{s}" / "final_ranks.npz" for s in seeds]
+    if len(files) < 2 or not all(f.is_file() for f in files):
+        return None
+    loaded = [np.load(f) for f in files]
+    one = ev.per_user(loaded[0]["test_one"])
+    two = {m: np.mean([ev.per_user(x["test_two"])[m] for x in loaded], axis=0) for m in one}
+    names = [m for m in ev.METRICS if "@" not in m or int(m.split("@")[1]) <= n]
+    return {
+        "n": n,
+        "ablation": ablation,
+        "seeds": seeds,
+        "test_bootstrap": {m: ev.paired_bootstrap(two[m], one[m], resamples=args.resamples, seed=0) for m in names},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out = args.out or Path("runs") / "two-stage" / args.dataset
+    path, protocol = results_path(args.dataset), PROTOCOL[args.dataset]
+    cfg, model, serving = load_run(args.stage1)
+    check_stage1(cfg)
+    data = run_views(cfg, serving)
+    side = side_info(args.dataset)
+    n_max = max(args.n)
+    print(f"stage 1: {args.stage1} ({cfg.model.kind}), {len(data.test_target):,} users, {data.num_items:,} items")
+    cands = {
+        s: rc.heldout_candidates(model, data, s, n_max, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size)
+        for s in ("valid", "test")
+    }
+    user, pos = rc.prefix_queries(
+        data.train.lengths(), per_user=args.per_user or None, min_prefix=args.min_prefix, seed=DATA_SEED
+    )
+    prefix = rc.prefix_candidates(model, data.train, user, pos, n_max, max_len=data.max_len, progress=True)
+    ctx = {
+        "model": model,
+        "data": data,
+        "serving": serving,
+        "side": side,
+        "cands": cands,
+        "prefix": prefix,
+        "content": content_vectors(side, args.content_dim),
+        "counts": np.bincount(data.train.items, minlength=data.num_items + 1),
+    }
+    common = {"protocol": protocol, "config": str(args.stage1)}
+    for n in args.n:
+        rec = stage1_record(cands, prefix, n) | {"stage1_run": str(args.stage1), "prefix_queries": len(prefix)}
+        save_result(path, f"stage1|N{n}", rec, name=f"stage1|N{n}", seed=None, **common)
+        t = rec["test"]
+        print(f"N={n}: stage-1 recall@N test {t['recall']:.4f}, train prefixes {rec['train_prefix_recall']:.4f}")
+    for n in args.n:
+        for ablation in args.ablation:
+            if ablation == "no-hard":  # as many negatives, all uniform
+                files = build_data(args, ctx, n, 0, args.hard + args.sampled)
+            else:
+                files = build_data(args, ctx, n, args.hard, args.sampled)
+            for seed in args.seeds:
+                key = f"{ablation}|N{n}|{seed}"
+                done = load_results(path).get(key)
+                if done is not None:  # finished; --timing adds the timing it lacks
+                    if args.timing and "timing" not in done:
+                        done["timing"] = timing(args, args.out / f"N{n}" / f"{ablation}-{seed}", files["test"])
+                        save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
+                    continue
+                print(f"{key}: training stage 2", flush=True)
+                record = run_one(args, ctx, n, ablation, seed, files)
+                save_result(path, key, record, name=f"{ablation}|N{n}", seed=seed, **common)
+                b, t = record["test_bootstrap"], record["test"]
+                print(
+                    f"{key}: test HR@10 {t['HR@10']:.4f} (stage 1 {record['test_stage1']['HR@10']:.4f}, "
+                    f"diff {b['HR@10']['diff']:+.4f} [{b['HR@10']['low']:+.4f}, {b['HR@10']['high']:+.4f}]), "
+                    f"NDCG@10 {t['NDCG@10']:.4f} (stage 1 {record['test_stage1']['NDCG@10']:.4f})",
+                    flush=True,
+                )
+            pooled = seed_average(args, n, ablation, args.seeds)
+            if pooled is not None:
+                save_result(path, f"{ablation}|N{n}|seeds", pooled, name=f"{ablation}|N{n}", seed=None, **common)
+    print(table(load_results(path)))
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
+    vals = [r[split][metric] for r in runs if metric in r[split]]
+    if not vals:
+        return "–"
+    return f"{np.mean(vals):.4f}" if len(vals) == 1 else f"{np.mean(vals):.4f} ± {np.std(vals):.4f}"
+
+
+def _diff(b: dict[str, float] | None) -> str:
+    if b is None:
+        return "–"
+    mark = " *" if b["low"] > 0 or b["high"] < 0 else ""
+    return f"{b['diff']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]{mark}"
+
+
+def _timing(runs: list[dict[str, Any]]) -> str:
+    t = next((r["timing"] for r in runs if "timing" in r), None)
+    return "–" if t is None else f"{t['1']['mean_ms']:.1f} / {t['2']['mean_ms']:.1f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: per N, stage 1 alone and each stage-2 variant on test (mean ± std over seeds),
+    the difference to stage 1 with its 95 % paired-bootstrap interval (* = excludes 0)."""
+    head = [
+        "N",
+        "list",
+        "seeds",
+        "recall@N",
+        "HR@10",
+        "NDCG@10",
+        "HR@50",
+        "MRR",
+        "Δ HR@10 [95 % CI]",
+        "Δ NDCG@10 [95 % CI]",
+        "stage-2 ms/request (1 / 2 threads)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ns = sorted({int(k.split("|")[1][1:]) for k in results if k.startswith("stage1|")})
+    for n in ns:
+        s1 = results[f"stage1|N{n}"]
+        recall = f"{s1['test']['recall']:.4f}"
+        cells = [str(n), "stage 1 alone", "–", recall]
+        cells += [f"{s1['test'][m]:.4f}" if m in s1["test"] else "–" for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
+        lines.append("| " + " | ".join([*cells, "–", "–", "–"]) + " |")
+        for ablation in ABLATIONS:
+            runs = [v for k, v in results.items() if k.startswith(f"{ablation}|N{n}|") and not k.endswith("|seeds")]
+            if not runs:
+                continue
+            pooled = results.get(f"{ablation}|N{n}|seeds")
+            boot = pooled["test_bootstrap"] if pooled else (runs[0]["test_bootstrap"] if len(runs) == 1 else None)
+            label = "two stages" if ablation == "none" else f"two stages, {ablation}"
+            cells = [str(n), label, str(len(runs)), recall]
+            cells += [_cell(runs, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
+            cells += [_diff(boot and boot.get("HR@10")), _diff(boot and boot.get("NDCG@10")), _timing(runs)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Two stages: leakage invariants of the stage-2 rows, the declared config trains, final-list
+metrics with misses, the paired bootstrap on hand-made examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ranker.config import load_config
+from ranker.config.retrieval import HSTUModel
+from ranker.models import HSTU
+from ranker.retrieval.candidates import Candidates, heldout_candidates, prefix_candidates, prefix_queries
+from ranker.retrieval.data import RetrievalEvents, ServingData
+from ranker.retrieval.protocol import LeaveOneOut, Sequences, leave_one_out_views
+from ranker.twostage.content import reduce_dim
+from ranker.twostage.dataset import stage2_config, stage2_tables, with_side_info, write_tables
+from ranker.twostage.evaluate import final_ranks, list_metrics, paired_bootstrap, per_user, request_ms, stage2_scores
+from ranker.twostage.rows import full_sequences, heldout_rows, rows_table, training_rows
+from ranker.twostage.side_info import SideInfo
+
+ITEMS, MAX_LEN, HISTORY = 40, 20, 6
+RAW_ITEM = 1000  # raw item id = RAW_ITEM + internal id
+RAW_USER = 500
+
+
+def _world(users: int = 12, seed: int = 0) -> tuple[LeaveOneOut, ServingData, HSTU]:
+    rng = np.random.default_rng(seed)
+    items, times = [], []
+    for _ in range(users):
+        n = int(rng.integers(5, 16))
+        items.append(list(rng.choice(np.arange(1, ITEMS + 1), size=n, replace=False)))
+        times.append(list(1_000_000 + np.cumsum(rng.integers(1, 5000, n))))
+    seqs = Sequences.from_lists(items, times)
+    events = RetrievalEvents(
+        seqs, pa.array(RAW_USER + np.arange(users)), pa.array(RAW_ITEM + np.arange(1, ITEMS + 1)), MAX_LEN
+    )
+    torch.manual_seed(seed)
+    model = HSTU(
+        HSTUModel(dim=8, num_layers=1, linear_dim=4, attention_dim=4, dropout=0.0), num_items=ITEMS, max_len=MAX_LEN
+    )
+    return leave_one_out_views(seqs, ITEMS, MAX_LEN), ServingData.from_events(events), model.eval()
+
+
+def _side() -> SideInfo:
+    users = pa.table({"user_id": RAW_USER + np.arange(12), "gender": ["F", "M"] * 6})
+    ids = RAW_ITEM + np.arange(1, ITEMS + 1)
+    items = pa.table(
+        {
+            "item_id": ids,
+            "title": [f"movie {i}" for i in ids],
+            "genres": [["a"] if i % 2 else ["a", "b"] for i in ids],
+            "year": (1990 + ids % 10).astype(float),
+        }
+    )
+    return SideInfo(
+        users,
+        items,
+        [{"kind": "categorical", "name": "gender"}],
+        [{"kind": "multi_categorical", "name": "genres"}, {"kind": "numerical", "name": "year"}],
+    )
+
+
+def _train_rows(data: LeaveOneOut, serving: ServingData, model: HSTU) -> tuple[Candidates, pa.Table]:
+    user, pos = prefix_queries(data.train.lengths())
+    prefix = prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN)
+    q = training_rows(model, data, prefix, hard=3, sampled=2, seed=0)
+    return prefix, rows_table(q, data, serving, history=HISTORY)
+
+
+def test_training_rows_hold_only_the_prefix_and_no_heldout_item() -> None:
+    data, serving, model = _world()
+    prefix, table = _train_rows(data, serving, model)
+    full = full_sequences(data)
+    rows = table.to_pylist()
+    assert len(rows) == len(prefix) * 6
+    for r in rows:
+        q = r["query"]
+        u, p = int(prefix.user[q]), int(prefix.position[q])
+        seq = [RAW_ITEM + int(i) for i in full.items[full.offsets[u] : full.offsets[u + 1]]]
+        times = full.times[full.offsets[u] : full.offsets[u + 1]]
+        assert r["user_id"] == RAW_USER + u and 1 <= p < len(seq) - 2  # a training position
+        assert r["hist_items"] == seq[max(0, p - HISTORY) : p]  # nothing from the position on
+        assert r["hist_secs"] == [int(times[p] - t) for t in times[max(0, p - HISTORY) : p]]
+        assert r["hist_len"] == p
+        if r["label"] == 1:
+            assert r["item_id"] == seq[p] and r["slot"] == 0
+        else:  # a negative is never one of the user's items: no valid/test target, no future item
+            assert r["item_id"] not in seq
+    heldout = {RAW_ITEM + int(i) for i in np.concatenate([data.valid_target, data.test_target])}
+    positives = [r for r in rows if r["label"] == 1]
+    assert len(positives) == len(prefix)
+    for r in positives:  # positives are training items only (each user rates an item once)
+        u = r["user_id"] - RAW_USER
+        assert r["item_id"] not in {RAW_ITEM + int(data.valid_target[u]), RAW_ITEM + int(data.test_target[u])}
+    assert heldout  # the check above is not vacuous
+
+
+def test_hard_negatives_come_from_the_prefix_candidates_and_carry_stage1_ranks() -> None:
+    data, serving, model = _world()
+    user, pos = prefix_queries(data.train.lengths())
+    prefix = prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN)
+    q = training_rows(model, data, prefix, hard=3, sampled=2, seed=0)
+    hard = q.items[:, 1:4]
+    assert all(set(h[h > 0]) <= set(c) for h, c in zip(hard, prefix.items, strict=True))
+    col = (prefix.items[:, :, None] == hard[:, None, :]).argmax(1) + 1  # their place in the top-10
+    assert np.array_equal(q.rank[:, 1:4][hard > 0], col[hard > 0])
+    assert np.array_equal(q.rank[:, 0], prefix.target_rank)
+    again = training_rows(model, data, prefix, hard=3, sampled=2, seed=0)
+    assert np.array_equal(again.items, q.items)  # seeded
+    assert not np.array_equal(training_rows(model, data, prefix, hard=3, sampled=2, seed=1).items, q.items)
+
+
+def test_heldout_rows_are_the_candidates_with_the_protocols_history() -> None:
+    data, serving, model = _world()
+    for split, inputs in (("valid", data.train), ("test", data.test_input)):
+        c = heldout_candidates(model, data, split, 7)
+        table = rows_table(heldout_rows(c), data, serving, history=100).to_pylist()
+        assert len(table) == len(c) * 7
+        for r in table[:: 7 * 3]:
+            u = r["user_id"] - RAW_USER
+            seq = inputs.items[inputs.offsets[u] : inputs.offsets[u + 1]]
+            assert r["hist_items"] == [RAW_ITEM + int(i) for i in seq]  # the whole input
+            assert r["stage1_rank"] == r["slot"] + 1
+            target = data.valid_target[u] if split == "valid" else data.test_target[u]
+            assert r["label"] == int(r["item_id"] == RAW_ITEM + int(target))
+
+
+def test_side_information_and_content_are_joined_by_raw_id() -> None:
+    side = _side()
+    table = pa.table({"user_id": pa.array([RAW_USER + 1, 99]), "item_id": pa.array([RAW_ITEM + 2, RAW_ITEM + 3])})
+    content = np.arange(ITEMS * 2, dtype=np.float32).reshape(ITEMS, 2)
+    out = with_side_info(table, side, content).to_pylist()
+    assert out[0]["gender"] == "M" and out[1]["gender"] is None  # unknown user: missing
+    assert out[0]["genres"] == ["a", "b"] and out[1]["year"] == 1990 + (RAW_ITEM + 3) % 10
+    assert out[0]["title_emb"] == [2.0, 3.0] and out[1]["title_emb"] == [4.0, 5.0]
+
+
+def test_reduce_dim_keeps_the_principal_axes() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)) * np.array([5.0, 3.0, 0.1, 0.1, 0.1, 0.1])
+    y = reduce_dim(x, 2)
+    assert y.shape == (50, 2)
+    np.testing.assert_allclose(y.var(0), np.sort(x.var(0))[::-1][:2], rtol=0.1)
+    np.testing.assert_array_equal(reduce_dim(x, 2), y)
+
+
+def test_declared_config_trains_on_the_files_and_scores_every_row(tmp_path: Path) -> None:
+    data, serving, model = _world()
+    user, pos = prefix_queries(data.train.lengths())
+    tables = stage2_tables(
+        model,
+        data,
+        serving,
+        _side(),
+        prefix=prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN),
+        valid=heldout_candidates(model, data, "valid", 8),
+        test=heldout_candidates(model, data, "test", 8),
+        hard=3,
+        sampled=2,
+        seed=0,
+        history=HISTORY,
+        content=np.ones((ITEMS, 3), dtype=np.float32),
+    )
+    files = write_tables(tmp_path / "data", tables)
+    cfg = stage2_config("tiny", files, _side(), times=True, content_dim=3, history=HISTORY, epochs=1)
+    cfg["model"]["history"]["max_len"] = 4
+    run = load_config(base=cfg)
+    from ranker.ranking.run import train_run
+
+    metrics = train_run(run, tmp_path / "run")
+    assert metrics["rows"]["valid"] == 12 * 8
+    test = pq.read_table(files["test"])
+    scores = stage2_scores(tmp_path / "run", test)
+    assert scores.shape == (test.num_rows,) and np.isfinite(scores).all()
+    timing = request_ms(tmp_path / "run", test, [0, 1, 2], threads=1, warmup=1)
+    assert set(timing) == {"mean_ms", "p50_ms", "p99_ms"} and timing["mean_ms"] > 0
+
+
+def test_a_target_outside_the_n_is_a_miss_in_both_arms() -> None:
+    # query 0: target in slot 2 (stage-1 rank 3), stage 2 puts it first; query 1: target not among the 3
+    c = Candidates(
+        np.array([0, 1]),
+        np.array([5, 6]),
+        np.array([8, 9]),
+        np.zeros(2, np.float32),
+        np.array([3, 7]),
+        np.array([[4, 5, 8], [1, 2, 3]]),
+        np.array([[0.9, 0.5, 0.4], [0.9, 0.8, 0.7]], np.float32),
+    )
+    two, one = final_ranks(np.array([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7]]), c)
+    assert two.tolist() == [1, 4] and one.tolist() == [3, 4]
+    m = list_metrics(two, n=3)
+    assert set(m) == {"MRR"}  # no K ≤ N = 3 among 10 and 50
+    assert m["MRR"] == pytest.approx((1 + 1 / 4) / 2)
+    m50 = list_metrics(np.array([1, 51]), n=50)
+    assert m50["HR@10"] == 0.5 and m50["HR@50"] == 0.5  # rank N + 1 = 51 is a miss at 50
+
+
+def test_tied_scores_count_against_the_target() -> None:
+    c = Candidates(
+        np.array([0]),
+        np.array([5]),
+        np.array([8]),
+        np.zeros(1, np.float32),
+        np.array([2]),
+        np.array([[4, 8, 5]]),
+        np.array([[0.9, 0.5, 0.4]], np.float32),
+    )
+    two, _ = final_ranks(np.array([[0.3, 0.3, 0.3]]), c)
+    assert two.tolist() == [3]
+
+
+def test_paired_bootstrap_on_hand_made_examples() -> None:
+    same = paired_bootstrap(np.ones(30), np.zeros(30))
+    assert (same["diff"], same["low"], same["high"]) == (1.0, 1.0, 1.0)
+    # two users, differences 1 and 0: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    two = paired_bootstrap(np.array([1.0, 0.0]), np.zeros(2), resamples=4000, seed=3)
+    assert two["diff"] == 0.5 and two["low"] == 0.0 and two["high"] == 1.0
+    tight = paired_bootstrap(np.array([1.0, 0.0]), np.zeros(2), resamples=4000, seed=3, level=0.4)
+    assert tight["low"] == tight["high"] == 0.5  # the middle 40 % is all 0.5
+    noisy = np.random.default_rng(0).random(40)
+    assert paired_bootstrap(noisy, np.zeros(40), seed=5) == paired_bootstrap(noisy, np.zeros(40), seed=5)
+    r = per_user(np.array([1, 3, 11, 60]))
+    assert r["HR@10"].tolist() == [1, 1, 0, 0] and r["HR@50"].tolist() == [1, 1, 1, 0]
+    assert r["NDCG@10"][1] == pytest.approx(0.5) and r["MRR"][2] == pytest.approx(1 / 11)
