@@ -625,6 +625,16 @@ def serve_events() -> str:
     )
 
 
+def provenance_row(label: str, prov: list[dict[str, Any]]) -> str:
+    """One table row: when (UTC span), at which commits, on which machines, by which commands."""
+    dates = sorted({p["date"][:16].replace("T", " ") for p in prov})
+    commits = list(dict.fromkeys(p["commit"][:7] + (" (dirty)" if p.get("dirty") else "") for p in prov))
+    machines = list(dict.fromkeys(p["machine"] for p in prov))
+    commands = list(dict.fromkeys(f"`{p['command']}`" for p in prov))
+    span = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
+    return row([label, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)])
+
+
 def serve_provenance() -> str:
     """When, where and by which command each part of the serving benchmark was measured."""
     lines = []
@@ -632,12 +642,7 @@ def serve_provenance() -> str:
         prov = [r["provenance"] for r in _serve_records(kind)]
         if not prov:
             continue
-        dates = sorted({p["date"][:16].replace("T", " ") for p in prov})
-        commits = list(dict.fromkeys(p["commit"][:7] + (" (dirty)" if p.get("dirty") else "") for p in prov))
-        machines = list(dict.fromkeys(p["machine"] for p in prov))
-        commands = list(dict.fromkeys(f"`{p['command']}`" for p in prov))
-        span = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
-        lines.append(row([kind, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)]))
+        lines.append(provenance_row(kind, prov))
     return "\n".join(lines) or _not_measured(5)
 
 
@@ -739,12 +744,7 @@ def score_designs_provenance() -> str:
         prov = [r["provenance"] for r in recs if r["key"].startswith(part + "|")]
         if not prov:
             continue
-        dates = sorted({p["date"][:16].replace("T", " ") for p in prov})
-        commits = list(dict.fromkeys(p["commit"][:7] + (" (dirty)" if p.get("dirty") else "") for p in prov))
-        machines = list(dict.fromkeys(p["machine"] for p in prov))
-        commands = list(dict.fromkeys(f"`{p['command']}`" for p in prov))
-        span = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
-        lines.append(row([part, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)]))
+        lines.append(provenance_row(part, prov))
     return "\n".join(lines) or row(["not measured yet", *["–"] * 4])
 
 
