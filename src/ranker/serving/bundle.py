@@ -135,16 +135,17 @@ def write_bundle(
     if out.exists() and not force:
         raise ConfigError(f"--out {out}: exists (pass --force to replace it)")
     require_family(retrieval_run, "retrieval", "--retrieval", "the retrieval stage")
-    if quantize is not None and (
-        ranker_run is None or quantize not in QUANTIZE or family_of_run(ranker_run, "--ranker").kind != "ranking"
-    ):
+    ranker_kind = family_of_run(ranker_run, "--ranker").kind if ranker_run is not None else None  # verified once
+    if quantize is not None and (quantize not in QUANTIZE or ranker_kind != "ranking"):
         raise ConfigError(
             f"--quantize {quantize}: needs a feature ranker (--ranker of kind ranking) and one of {', '.join(QUANTIZE)}"
         )
     cfg, model, serving = load_retrieval(retrieval_run)
     items = serving.items
     if ranker_run is not None:  # refuse runs that do not fit before writing anything
-        _check_ranker(Path(ranker_run), items, Path(retrieval_run) / "items.parquet", min_item_overlap, roles)
+        _check_ranker(
+            Path(ranker_run), ranker_kind, items, Path(retrieval_run) / "items.parquet", min_item_overlap, roles
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -152,7 +153,7 @@ def write_bundle(
         catalogue = pa.table({"item": items, "popularity": _popularity(items, serving.histories)})
         search = _write_index(model, tmp / "index.faiss", index)
         stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
-        if ranker_run is not None and family_of_run(ranker_run).kind == "generative":
+        if ranker_run is not None and ranker_kind == "generative":
             from ranker.serving.generative import write_generative
 
             stages["ranker"] = {**write_generative(Path(ranker_run), tmp), "min_item_overlap": min_item_overlap}
@@ -213,12 +214,11 @@ def _write_index(model: Any, path: Path, kind: str) -> str:
 
 
 def _check_ranker(
-    run: Path, items: pa.Array, catalogue_file: Path, min_overlap: float, roles: dict[str, str] | None
+    run: Path, kind: str | None, items: pa.Array, catalogue_file: Path, min_overlap: float, roles: dict[str, str] | None
 ) -> None:
-    from ranker.families import family_of_run
+    """Refuse a stage-2 run (of family `kind`) that cannot serve over this catalogue."""
     from ranker.ranking.run import load_run
 
-    kind = family_of_run(run, "--ranker").kind
     if kind == "generative":
         from ranker.serving.generative import check_generative
 
