@@ -58,6 +58,13 @@ def test_same_time_events_keep_arrival_order(store: EventStore) -> None:
     assert [e.item for e in store.history("u", 10)] == ["0", "1", "2", "3", "4", "5", "5"]
 
 
+def test_length_counts_every_event_of_the_user_beyond_what_history_keeps(store: EventStore) -> None:
+    store.append([Event("u", str(i), None, float(i)) for i in range(70)])  # the Redis fixture caps at 50
+    store.append([Event("v", "1", None, 1.0)])
+    assert store.length("u") == 70 and store.length("v") == 1 and store.length("nobody") == 0
+    assert len(store.history("u", 100)) == (50 if store.url.startswith("redis") else 70)
+
+
 def test_append_is_visible_to_the_next_read_from_another_thread(store: EventStore) -> None:
     seen: list[list[str]] = []
 

@@ -470,9 +470,10 @@ def _serving_parsers(sub: Any) -> None:
         "--role",
         action="append",
         default=[],
-        metavar="COLUMN=user|item|context",
-        help="where a ranker input column's value comes from at request time (default: "
-        "inferred from the data, recorded in features.json)",
+        metavar="COLUMN=ROLE",
+        help="where a ranker input column's value comes from at request time: user, item, context, or "
+        "computed per request: retrieval_score, retrieval_rank, history_length (default: inferred from "
+        "the data; stage1_score, stage1_rank, hist_len get the computed roles; recorded in features.json)",
     )
     b.add_argument(
         "--min-item-overlap",
@@ -578,7 +579,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     for r in args.role:
         col, sep, role = r.partition("=")
         if not sep or not col:
-            raise ConfigError(f"--role {r!r}: expected COLUMN=user|item|context")
+            raise ConfigError(f"--role {r!r}: expected COLUMN=ROLE, ROLE one of {', '.join(ROLES)}")
         if role not in ROLES:
             raise ConfigError(f"--role {r!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
         roles[col] = role

@@ -51,11 +51,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from ranker.config.schema import NumericalFeature
 from ranker.errors import ConfigError
 from ranker.models.ranker import Ranker
 from ranker.run_manifest import MANIFEST, file_sha256, seal_run
 from ranker.serving.candidates import CandidateEncoder, RowColumns
-from ranker.serving.features import HistoryColumns, column_roles, history_columns, input_columns, latest_by_key
+from ranker.serving.features import (
+    DERIVED_DEFAULTS,
+    DERIVED_ROLES,
+    HistoryColumns,
+    column_roles,
+    history_columns,
+    input_columns,
+    latest_by_key,
+)
 from ranker.serving.quantize import QUANTIZE, quantize_model
 from ranker.serving.store import raw_id
 
@@ -64,7 +73,7 @@ if TYPE_CHECKING:
 
 FORMAT = "ranker-bundle/1"
 SERVING_FILE = "serving.json"  # serving options of the ranker (`--quantize`), when any
-ROLES = ("user", "item", "context")
+ROLES = ("user", "item", "context", *DERIVED_ROLES)
 
 
 class BundleError(ConfigError):
@@ -96,6 +105,11 @@ class RankingStage:
     context_columns: list[str]
     history: HistoryColumns | None
     candidates: CandidateEncoder  # the request's batch; the catalogue's item columns encoded at load
+
+    @property
+    def derived(self) -> set[str]:
+        """The derived roles (features.DERIVED_ROLES) its input columns have."""
+        return {role for _, role in self.candidates.columns.derived}
 
 
 @dataclass
@@ -242,6 +256,10 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
     table = pa.concat_tables([tables[s] for s in ("train", "valid", "test")], promote_options="default")
     user_key, item_key = data.group_column, _item_key(data, run)
     found = column_roles(table, input_columns(data), user_key, item_key)
+    numerical = {f.column or f.name for f in data.features if isinstance(f, NumericalFeature)}
+    for col, role in DERIVED_DEFAULTS.items():
+        if col in numerical and col in found and found[col]["role"] != "key" and col not in roles:
+            found[col] = {**found[col], "role": role, "default": True}
     for col, role in roles.items():
         if col not in found or found[col]["role"] == "key":
             raise ConfigError(
@@ -250,6 +268,8 @@ def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, st
             )
         if role not in ROLES or (role == "user" and user_key is None):
             raise ConfigError(f"--role {col}={role}: expected one of {', '.join(ROLES)}")
+        if role in DERIVED_ROLES and col not in numerical:
+            raise ConfigError(f"--role {col}={role}: the service computes a number; {col!r} feeds no numerical feature")
         found[col] = {**found[col], "role": role, "forced": True}
     by_role = {r: [c for c, v in found.items() if v["role"] == r] for r in ROLES}
     item_table = latest_by_key(table, item_key, by_role["item"])
@@ -445,8 +465,9 @@ def _load_ranking(
     serving_pre = Preprocessor.from_state({**state, "tasks": []})
     hist = None if features["history"] is None else HistoryColumns(**features["history"])
     item_features = catalogue.select(by_role["item"])
+    derived = tuple((c, v["role"]) for c, v in cols.items() if v["role"] in DERIVED_ROLES)
     columns = RowColumns(
-        features["user_key"], features["item_key"], tuple(by_role["user"]), tuple(by_role["context"]), hist
+        features["user_key"], features["item_key"], tuple(by_role["user"]), tuple(by_role["context"]), hist, derived
     )
     return RankingStage(
         cfg,

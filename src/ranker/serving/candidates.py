@@ -16,7 +16,11 @@ by column, and the history left as ONE row, (1, L), for
 :meth:`~ranker.models.ranker.Ranker.score_one_user`. Every encoding is row-wise, so the batch
 equals the preprocessor's encoding of the n full rows with the history on each (tested).
 Candidates outside the catalogue are encoded per request, with null item features, as
-:func:`~ranker.serving.features.ranker_rows` gives them.
+:func:`~ranker.serving.features.ranker_rows` gives them. Columns the service computes
+(:data:`~ranker.serving.features.DERIVED_ROLES`): the history length is a shared value; the
+retrieval score and rank differ per candidate and are transformed with the fitted numerical
+state of each feature that reads them (:func:`~ranker.data.numeric.apply_numeric`), straight
+into their columns of ``num`` (or ``cat/`` for a ``bins`` transform).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pyarrow as pa
 import torch
 
 from ranker.config.schema import CategoricalFeature, DenseFeature, Feature, MultiCategoricalFeature, NumericalFeature
+from ranker.data.numeric import apply_numeric
 from ranker.data.preprocess import Preprocessor
 from ranker.serving.features import HistoryColumns, ranker_rows
 from ranker.serving.store import Event, raw_id
@@ -45,6 +50,7 @@ class RowColumns:
     user_columns: tuple[str, ...]
     context_columns: tuple[str, ...]
     history: HistoryColumns | None
+    derived: tuple[tuple[str, str], ...] = ()  # (column, role) the service computes per request
 
 
 class CandidateEncoder:
@@ -61,6 +67,7 @@ class CandidateEncoder:
         catalogue = self._items([raw_id(v) for v in items.to_pylist()], item_features)
         self.catalogue = {k: v for k, v in catalogue.items() if k in self.item_keys}
         self.n_items = len(items)
+        self.per_candidate = derived_slots(pre.features, {c: r for c, r in columns.derived if r != "history_length"})
 
     def encode(
         self,
@@ -72,11 +79,18 @@ class CandidateEncoder:
         context: dict[str, Any],
         history: list[Event],
         now: float,
+        history_length: int | None = None,
+        retrieval: dict[str, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The batch for `items` (catalogue rows `rows`, -1 for an item outside it): n rows, the
-        ``hist/`` tensors one row. Bad context values raise the preprocessor's error."""
+        ``hist/`` tensors one row. `history_length` (the user's event count, default
+        ``len(history)``) and `retrieval` (``{"retrieval_score" | "retrieval_rank": (n,)}``, NaN
+        where unknown; missing → NaN) fill the derived columns. Bad context values raise the
+        preprocessor's error."""
         n = len(items)
         c = self.columns
+        length = len(history) if history_length is None else history_length
+        derived = {col: (length if role == "history_length" else None) for col, role in c.derived}
         one = ranker_rows(
             user=user,
             user_key=c.user_key,
@@ -90,6 +104,7 @@ class CandidateEncoder:
             hist=c.history,
             now=now,
             item_type=self.item_type,
+            derived=derived,
         )
         shared = self.pre.transform(one, source="request").arrays()
         per_item = self._gather(items, rows)
@@ -105,6 +120,14 @@ class CandidateEncoder:
                 out[key] = per_item[key]
             else:
                 out[key] = np.repeat(value, n, axis=0)
+        for role, slots in self.per_candidate.items():
+            x = np.full(n, np.nan) if retrieval is None or role not in retrieval else retrieval[role]
+            for name, slot in slots:
+                v, m = apply_numeric(np.asarray(x, dtype=np.float64), self.pre.numeric[name])
+                if isinstance(slot, str):
+                    out[slot] = v
+                else:
+                    out["num"][:, slot], out["num_missing"][:, slot] = v, m
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
     def _gather(self, items: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,8 +157,25 @@ class CandidateEncoder:
             hist=c.history,
             now=0.0,
             item_type=self.item_type,
+            derived=dict.fromkeys(col for col, _ in c.derived),
         )
         return self.pre.transform(table, source="catalogue").arrays()
+
+
+def derived_slots(features: list[Feature], roles: dict[str, str]) -> dict[str, list[tuple[str, int | str]]]:
+    """Per derived role, where its value goes: (the feature's name, its column in ``num`` or its
+    ``cat/`` key) for every numerical feature reading a column of that role."""
+    slots: dict[str, list[tuple[str, int | str]]] = {}
+    column = 0
+    for f in features:
+        if not isinstance(f, NumericalFeature):
+            continue
+        role = roles.get(f.column or f.name)
+        if role is not None:
+            slots.setdefault(role, []).append((f.name, f"cat/{f.name}" if f.transform == "bins" else column))
+        if f.transform != "bins":
+            column += 1
+    return slots
 
 
 def item_parts(features: list[Feature], item_columns: set[str]) -> tuple[set[str], np.ndarray]:

@@ -13,6 +13,14 @@ a user, a history from the event store and candidate items. :func:`column_roles`
 - ``context``: anything else (e.g. the hour of the request): read from the request's
   ``context`` field by column name, null (the "missing" id / NaN) when absent.
 - the key columns (``data.group_column``, ``data.item_column``) and the history's list columns.
+- computed by the service for each request (:data:`DERIVED_ROLES`, numerical features only):
+  ``retrieval_score`` (the candidate's stage-1 score ⟨u, e_j⟩), ``retrieval_rank`` (its rank
+  over the whole catalogue, the history excluded, ties against it: 1 + #{j' ≠ j : s_j' ≥ s_j},
+  as :func:`ranker.retrieval.candidates.score_items` gives it in training) and
+  ``history_length`` (the user's number of events). A ranker trained on two-stage rows
+  (:mod:`ranker.twostage`) reads them as ``stage1_score``, ``stage1_rank`` and ``hist_len``:
+  those names get these roles by default (:data:`DERIVED_DEFAULTS`). Without them a served
+  two-stage ranker would read nulls where it was trained on scores.
 
 A request's ``context`` may override any user column too (the user table is a default).
 :func:`ranker_rows` builds the candidate rows as an arrow table, which the run's own
@@ -33,6 +41,10 @@ from ranker.errors import ConfigError
 from ranker.serving.store import Event
 
 OWNED = 0.25  # share of a column a key must explain to own it (overridable: ranker bundle --role)
+#: Roles whose value the service computes per request (module doc); the first two per candidate.
+DERIVED_ROLES = ("retrieval_score", "retrieval_rank", "history_length")
+#: The two-stage rows' column names for them (:func:`ranker.twostage.rows.rows_table`).
+DERIVED_DEFAULTS = {"stage1_score": "retrieval_score", "stage1_rank": "retrieval_rank", "hist_len": "history_length"}
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,12 @@ def ranker_rows(
     now: float,
     item_type: pa.DataType,
     history_rows: int | None = None,
+    derived: dict[str, Any] | None = None,
 ) -> pa.Table:
     """The candidate rows: N = len(items); user and context values repeated, item values taken
     from `item_features` (aligned with `items`), the history lists on the first `history_rows`
     rows (all by default; the rest get empty lists: a caller that encodes one row's history
-    and copies it saves the work N times). Raw item ids are typed as the catalogue's
+    and copies it saves the work N times), `derived` columns (module doc) repeated. Raw item ids are typed as the catalogue's
     (`item_type`): integer ids as int64, text that is no integer as a value no vocabulary holds."""
     n = len(items)
     cols: dict[str, pa.Array] = {item_key: typed_ids(items, item_type)}
@@ -123,6 +136,8 @@ def ranker_rows(
         cols[name] = _repeat(context.get(name, value), n, name)
     for name in context_columns:
         cols[name] = _repeat(context.get(name), n, name)
+    for name, value in (derived or {}).items():
+        cols[name] = _repeat(value, n, name)
     if hist is not None:
         recent = history[-hist.max_len :]
         rows = n if history_rows is None else min(history_rows, n)

@@ -29,7 +29,7 @@ import torch
 
 from ranker.errors import RankerError
 from ranker.retrieval.search import exact_topk
-from ranker.serving.bundle import Bundle
+from ranker.serving.bundle import Bundle, RankingStage
 from ranker.serving.generative import GenerativeStage
 from ranker.serving.store import Event, EventStore, raw_id
 from ranker.tasks import serving_score
@@ -99,14 +99,17 @@ class Recommender:
         if filters:
             banned |= set((np.flatnonzero(~self.allowed(filters)) + 1).tolist())
         n = max(k, min(n_candidates, self.num_items))
+        user: torch.Tensor | None = None
         if known:
-            cand, stage1 = self._retrieve(events, known, now, n, banned)
+            user = self._user_vector(events, known, now)
+            ids, scores = self._search(user, n, banned)
+            cand, stage1 = np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
             fallback = None
         else:
             cand = self.popular[~np.isin(self.popular, list(banned))][:n]
             stage1 = self.bundle.retrieval.popularity[cand - 1].astype(np.float64)
             fallback = "popularity"
-        rows = self._rank(q, events, cand, stage1, now)
+        rows = self._rank(q, events, cand, stage1, now, Stage1(user, known))
         return {
             "user": q.user,
             "items": rows[:k],
@@ -147,7 +150,9 @@ class Recommender:
         now = q.now if q.now is not None else time.time()
         events = self.history_of(q)
         if self.bundle.ranking is not None:
-            rows = self._stage2(q, events, items, None, now)
+            known, _ = self._internal([e.item for e in events])
+            user = self._user_vector(events, known, now) if known and self._needs_stage1() else None
+            rows = self._stage2(q, events, items, None, now, Stage1(user, known))
             _, unknown = self._internal(items)
         else:
             cand, unknown = self._internal(items)
@@ -158,7 +163,7 @@ class Recommender:
                 s = (self.bundle.retrieval.item_vectors[c] @ user[0]).double().numpy()
             else:
                 s = self.bundle.retrieval.popularity[c - 1].astype(np.float64)
-            rows = self._rank(q, events, c, s, now)
+            rows = self._rank(q, events, c, s, now, Stage1(None, known))
         return {
             "user": q.user,
             "items": rows,
@@ -199,13 +204,6 @@ class Recommender:
         q = torch.cat([t[:, 1:], torch.tensor([[int(now)]])], dim=1)  # each position's next time
         return model.user_vectors(x, t, q).float()  # (1, D)
 
-    def _retrieve(
-        self, events: list[Event], known: list[int], now: float, n: int, banned: set[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        user = self._user_vector(events, known, now)
-        ids, scores = self._search(user, n, banned)
-        return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
-
     @torch.inference_mode()
     def _search(self, query: torch.Tensor, n: int, banned: set[int]) -> tuple[list[int], list[float]]:
         r = self.bundle.retrieval
@@ -225,7 +223,7 @@ class Recommender:
         return i[0].tolist(), s[0].tolist()
 
     def _rank(
-        self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray, now: float
+        self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray, now: float, user: Stage1
     ) -> list[dict[str, Any]]:
         raw = [self.raw_items[i - 1] for i in cand]
         if self.bundle.ranking is None or not len(cand):
@@ -234,10 +232,10 @@ class Recommender:
                 {"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]), "probabilities": {}}
                 for j in order
             ]
-        return self._stage2(q, events, raw, stage1, now)
+        return self._stage2(q, events, raw, stage1, now, user)
 
     def _stage2(
-        self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None, now: float
+        self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None, now: float, user: Stage1
     ) -> list[dict[str, Any]]:
         """The ranker's rows for `items`, best first: item, score, retrieval score, probabilities."""
         st = self.bundle.ranking
@@ -247,7 +245,7 @@ class Recommender:
         if isinstance(st, GenerativeStage):
             probs, scores = st.score(q.user, events, items, now)
         else:
-            probs, scores = self._ranker_rows(q, events, items, now)
+            probs, scores = self._ranker_rows(q, events, items, now, user)
         order = np.argsort(-scores, kind="stable")
         columns = probs[order].T.tolist()  # T lists of N probabilities
         by_task = [dict(zip(st.spec.names, row, strict=True)) for row in zip(*columns, strict=True)]
@@ -259,12 +257,13 @@ class Recommender:
 
     @torch.inference_mode()
     def _ranker_rows(
-        self, q: Query, events: list[Event], items: list[str], now: float
+        self, q: Query, events: list[Event], items: list[str], now: float, user: Stage1
     ) -> tuple[np.ndarray, np.ndarray]:
         """The feature ranker's task outputs (N, T) and serving scores (N,) of `items`."""
         st = self.bundle.ranking
         assert st is not None and not isinstance(st, GenerativeStage)
         rows = np.fromiter((self.index_of.get(i, 0) - 1 for i in items), dtype=np.int64, count=len(items))
+        retrieval = self._stage1_features(rows, user) if self._needs_stage1() else None
         user_row = st.users.get(q.user, {}) if q.user is not None else {}
         try:
             batch = st.candidates.encode(
@@ -275,12 +274,57 @@ class Recommender:
                 context=q.context,
                 history=events,
                 now=now,
+                history_length=self._history_length(q, events) if "history_length" in st.derived else None,
+                retrieval=retrieval,
             )
         except RankerError as exc:
             raise RequestError("context", str(exc).splitlines()[0]) from None
         probs = st.spec.outputs(st.model.score_one_user(batch))  # (N, T); the history encoded once
         scores = serving_score(probs, st.spec, st.cfg.serving.weights, st.cfg.serving.combine).numpy()
         return probs.numpy(), scores
+
+    # ------------------------------------------------------------------ derived ranker inputs
+
+    def _needs_stage1(self) -> bool:
+        st = self.bundle.ranking
+        return isinstance(st, RankingStage) and bool(st.derived & {"retrieval_score", "retrieval_rank"})
+
+    def _history_length(self, q: Query, events: list[Event]) -> int:
+        """The user's event count: the request's whole history, else the store's count."""
+        if q.history is not None:
+            return len(q.history)
+        if q.user is not None and self.store is not None:
+            return self.store.length(q.user)
+        return len(events)
+
+    @torch.inference_mode()
+    def _stage1_features(self, rows: np.ndarray, user: Stage1) -> dict[str, np.ndarray]:
+        """Each candidate's stage-1 score ⟨u, e_j⟩ and its rank over the catalogue without the
+        history, ties against it (1 + #{j' ≠ j not in the history : s_j' ≥ s_j}), as two-stage
+        training rows carry them (ranker.retrieval.candidates.score_items). NaN (the feature's
+        "missing") for a user with no known history and for items outside the catalogue."""
+        n = len(rows)
+        if user.vector is None:
+            return {"retrieval_score": np.full(n, np.nan), "retrieval_rank": np.full(n, np.nan)}
+        s = (self.bundle.retrieval.item_vectors[1:] @ user.vector[0]).double().numpy()  # (I,)
+        allowed = np.ones(self.num_items, dtype=bool)
+        allowed[np.asarray(user.known, dtype=np.int64) - 1] = False
+        ranked = np.sort(s[allowed])
+        known = rows >= 0
+        score = np.where(known, s[np.maximum(rows, 0)], np.nan)
+        above = len(ranked) - np.searchsorted(ranked, score[known], side="left")  # s_j' ≥ s_j, j' allowed
+        rank = np.full(n, np.nan)
+        rank[known] = 1 + above - allowed[rows[known]]  # an allowed candidate does not count itself
+        return {"retrieval_score": score, "retrieval_rank": rank}
+
+
+@dataclass(frozen=True)
+class Stage1:
+    """The request's user vector of the retriever (None: no known history) and the catalogue
+    ids of its history (excluded from the stage-1 rank)."""
+
+    vector: torch.Tensor | None
+    known: list[int]
 
 
 def _ranker_history(bundle: Bundle) -> int:

@@ -5,6 +5,8 @@ Layout: per user one sorted set ``<prefix>:u:<user>`` scored by event time; a me
 same second by arrival and keeps identical events distinct. Each user's set is capped at
 ``cap`` events (the oldest dropped on write), so memory is bounded per user.
 ``history(user, limit)`` is one ``ZRANGE key -limit -1``: O(log n + limit) on a capped set.
+``<prefix>:n:<user>`` counts every event the user ever had (the cap drops events, not the count):
+``length(user)``, what a ranker trained on the history length reads.
 
 Durability. ``append`` sends one ``MULTI``/``EXEC`` transaction per batch and returns after
 Redis's reply: the events are in the server's memory, so killing the service process loses
@@ -61,6 +63,7 @@ class RedisStore:
             body = json.dumps([e.item, e.action, e.context or None], separators=(",", ":"))
             pipe.zadd(self._key(e.user), {f"{seq:016d}|{body}": float(e.time)})
             users[e.user] = None
+            pipe.incrby(f"{self.prefix}:n:{e.user}", 1)
         for user in users:
             pipe.zremrangebyrank(self._key(user), 0, -self.cap - 1)
         pipe.incrby(f"{self.prefix}:count", len(events))
@@ -75,6 +78,10 @@ class RedisStore:
             item, action, ctx = json.loads(member.decode().split("|", 1)[1])
             out.append(Event(user, item, action, float(time), ctx or {}))
         return out
+
+    def length(self, user: str) -> int:
+        counted = self.client.get(f"{self.prefix}:n:{user}")
+        return int(counted) if counted is not None else int(self.client.zcard(self._key(user)))
 
     def count(self) -> int:
         return int(self.client.get(f"{self.prefix}:count") or 0)

@@ -99,6 +99,10 @@ class SQLiteStore:
             for item, action, time, ctx in reversed(rows)
         ]
 
+    def length(self, user: str) -> int:
+        """The user's number of events: an index range count, O(the user's events)."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM events WHERE user = ?", (user,)).fetchone()[0])
+
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM events").fetchone()[0])
 

@@ -66,6 +66,10 @@ class EventStore(Protocol):
         """The user's `limit` most recent events, oldest first."""
         ...
 
+    def length(self, user: str) -> int:
+        """How many events the user has had (all of them, not only those `history` keeps)."""
+        ...
+
     def count(self) -> int:
         """Number of events appended so far (a capped Redis store holds fewer)."""
         ...
