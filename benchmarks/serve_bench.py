@@ -2,6 +2,7 @@
 
 Usage (from the repository root, on an idle machine; see docs/experiments/serving.md):
     RANKER_DATA_DIR=../shared/data python benchmarks/serve_bench.py --build
+    RANKER_DATA_DIR=../shared/data python benchmarks/serve_bench.py --dataset ml-1m --bundle DIR   # TS-ML1M
     python benchmarks/serve_bench.py --bundle DIR [--requests 10000] [--clients 1 8 32 128]
         [--servers 1:sqlite,2:sqlite,1:redis,2:redis] [--threads 1 2] [--time-cap 300]
         [--redis redis://HOST:PORT/DB] [--results benchmarks/results/serve-latency.json]
@@ -13,7 +14,10 @@ and ``best-rk-ml100k.yaml``, the TransAct ranker, each ``--set train.epochs=1 --
 train.max_steps_per_epoch=20``) and bundles them. Latency does not depend on training: the
 shapes (catalogue, widths, history lengths, candidates) are the shipped configs'; only the
 weights' values differ. Then u.data (MovieLens-100K, 100,000 events) is loaded into a SQLite
-store and a Redis store with ``ranker events load``, and the script measures, writing one
+store and a Redis store with ``ranker events load`` (``--dataset ml-1m``: the R-ML1M recipe's
+1,000,209 events, user by user in sequence order, written to ``events-ml-1m.parquet`` in --work
+first; the bundle is given with --bundle, e.g. HSTU-large + the TS-ML1M stage-2 ranker of
+``two_stage.py``), and the script measures, writing one
 record per point to ``--results`` (``results_store.save_result``: provenance stamped; the
 1-minute load average before and after each point and the CPU count are in the metrics):
 
@@ -70,15 +74,18 @@ from results_store import save_result  # noqa: E402  # type: ignore[import-not-f
 
 from ranker.serving import candidates as candidates_module  # noqa: E402
 from ranker.serving.bundle import RankingStage, load_bundle  # noqa: E402
-from ranker.serving.recommender import Query, Recommender  # noqa: E402
+from ranker.serving.recommender import Query, Recommender, Stage1  # noqa: E402
 from ranker.serving.store import Event, open_store  # noqa: E402
 
-RESULTS = HERE / "results" / "serve-latency.json"
+RESULTS = {"ml-100k": HERE / "results" / "serve-latency.json", "ml-1m": HERE / "results" / "serve-latency-ml1m.json"}
 RETRIEVAL_CONFIG = "benchmarks/configs/retrieval-hstu-r-ml100k.yaml"
 RANKER_CONFIG = "benchmarks/configs/best-rk-ml100k.yaml"
 TINY = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=20"]
-PROTOCOL = "serving (R-ML100K retrieval + RK-ML100K ranker)"
-USERS = 943  # MovieLens-100K user ids 1..943
+PROTOCOLS = {
+    "ml-100k": "serving (R-ML100K retrieval + RK-ML100K ranker)",
+    "ml-1m": "serving (TS-ML1M: R-ML1M retrieval + TS-ML1M stage-2 ranker)",
+}
+USERS = {"ml-100k": 943, "ml-1m": 6040}  # MovieLens user ids 1..USERS
 K, CANDIDATES = 10, 200
 SCORE_CANDIDATES, SCORE_HISTORY = 1000, 50
 U_DATA = ["--delimiter", "\\t", "--column-names", "user,item,rating,time", "--user-column", "user"]
@@ -111,8 +118,8 @@ def free_port() -> int:
 class Bench:
     """Where the records go, and what every record carries."""
 
-    def __init__(self, results: Path, config: str) -> None:
-        self.results, self.config = results, config
+    def __init__(self, results: Path, config: str, protocol: str) -> None:
+        self.results, self.config, self.protocol = results, config, protocol
         results.parent.mkdir(parents=True, exist_ok=True)
 
     def save(self, key: str, metrics: dict[str, Any], load_before: float) -> None:
@@ -123,7 +130,7 @@ class Bench:
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
         }
-        save_result(self.results, key, metrics, name=key, seed=None, protocol=PROTOCOL, config=self.config)
+        save_result(self.results, key, metrics, name=key, seed=None, protocol=self.protocol, config=self.config)
         shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}
         print(f"{key}: {shown}", flush=True)
         for stage, s in metrics.get("stages", {}).items():
@@ -153,6 +160,34 @@ def u_data() -> Path:
     if not path.is_file():
         sys.exit(f"{path}: not found")
     return path
+
+
+def event_file(dataset: str, work: Path) -> tuple[Path, list[str]]:
+    """The past events every store is loaded with, and the ``ranker events load`` options."""
+    if dataset == "ml-100k":
+        return u_data(), U_DATA
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ranker.retrieval.data import from_recipe
+
+    path = work / f"events-{dataset}.parquet"
+    if not path.is_file():
+        ev = from_recipe("r-ml1m")
+        seqs = ev.sequences
+        lengths = seqs.lengths()
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        start = np.repeat(seqs.offsets[:-1], lengths)
+        time_ = seqs.times if seqs.times is not None else np.arange(len(seqs.items)) - start  # sequence order
+        table = pa.table(
+            {
+                "user": ev.users.take(pa.array(owner)),
+                "item": ev.items.take(pa.array(seqs.items - 1)),
+                "time": pa.array(np.asarray(time_, dtype=np.int64)),
+            }
+        )
+        pq.write_table(table, path)
+    return path, ["--user-column", "user", "--item-column", "item", "--time-column", "time"]
 
 
 class RedisServer:
@@ -209,8 +244,9 @@ def with_db(url: str, db: int) -> str:
 
 class Stage2Clock:
     """Times the parts of stage 2 by wrapping what ``Recommender._ranker_rows`` calls: the
-    request row (``ranker_rows``, in ``CandidateEncoder.encode``), its preprocessing and the
-    model (``Ranker.score_one_user``)."""
+    request row (``ranker_rows``, in ``CandidateEncoder.encode``), its preprocessing, the
+    candidates' stage-1 features where the ranker reads them (``Recommender._stage1_features``)
+    and the model (``Ranker.score_one_user``)."""
 
     def __init__(self, rec: Recommender) -> None:
         st = rec.bundle.ranking
@@ -237,26 +273,34 @@ class Stage2Clock:
         candidates_module.ranker_rows = timed("rows", rows_fn)  # type: ignore[assignment]
         st.pre.transform = timed("preprocessing", transform)  # type: ignore[method-assign]
         st.model.score_one_user = timed("forward", forward)  # type: ignore[method-assign]
+        rec._stage1_features = timed("stage-1 features", rec._stage1_features)  # type: ignore[method-assign]
 
 
-def stages(bundle: Path, store_url: str, n: int, threads: int) -> dict[str, Any]:
+def stage1(rec: Recommender, events: list[Event], n: int) -> tuple[np.ndarray, np.ndarray, Stage1]:
+    """``Recommender.recommend``'s stage 1 for `events`: candidates, their scores, the user vector."""
+    known, _ = rec._internal([e.item for e in events])
+    user = rec._user_vector(events, known, time.time())
+    ids, scores = rec._search(user, n, set(known))
+    return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64), Stage1(user, known)
+
+
+def stages(bundle: Path, store_url: str, n: int, threads: int, users: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     rec = Recommender(load_bundle(bundle), open_store(store_url))
     clock = Stage2Clock(rec)
     names = ["history", "stage 1", "stage 2", "stage 2: rows", "stage 2: preprocessing", "stage 2: forward"]
-    names += ["stage 2: rest", "recommend (whole)"]
+    names += ["stage 2: stage-1 features", "stage 2: rest", "recommend (whole)"]
     parts: dict[str, list[float]] = {k: [] for k in names}
     for i in range(-min(20, n), n):  # the first calls warm up (not recorded)
-        user = str(1 + i % USERS)
+        user = str(1 + i % users)
         q = Query(user=user)
         t0 = time.perf_counter()
         events = rec.history_of(q)
         t1 = time.perf_counter()
-        known, _ = rec._internal([e.item for e in events])
-        cand, s1 = rec._retrieve(events, known, time.time(), CANDIDATES, set(known))
+        cand, s1, vec = stage1(rec, events, CANDIDATES)
         t2 = time.perf_counter()
         clock.parts, clock.on = {}, True
-        rec._rank(q, events, cand, s1, time.time())
+        rec._rank(q, events, cand, s1, time.time(), vec)
         clock.on = False
         t3 = time.perf_counter()
         rec.recommend(q, k=K, n_candidates=CANDIDATES, exclude=[])
@@ -272,6 +316,7 @@ def stages(bundle: Path, store_url: str, n: int, threads: int) -> dict[str, Any]
             ("stage 2: rows", got.get("rows", 0.0)),
             ("stage 2: preprocessing", got.get("preprocessing", 0.0)),
             ("stage 2: forward", got.get("forward", 0.0)),
+            ("stage 2: stage-1 features", got.get("stage-1 features", 0.0)),
             ("stage 2: rest", rest),
             ("recommend (whole)", t4 - t3),
         ):
@@ -288,23 +333,21 @@ def stages(bundle: Path, store_url: str, n: int, threads: int) -> dict[str, Any]
     }
 
 
-def profile_stage2(bundle: Path, store_url: str, n: int, threads: int, out: Path) -> None:
+def profile_stage2(bundle: Path, store_url: str, n: int, threads: int, out: Path, users: int) -> None:
     torch.set_num_threads(threads)
     rec = Recommender(load_bundle(bundle), open_store(store_url))
     inputs = []
     for i in range(n):
-        q = Query(user=str(1 + i % USERS))
+        q = Query(user=str(1 + i % users))
         events = rec.history_of(q)
-        known, _ = rec._internal([e.item for e in events])
-        cand, s1 = rec._retrieve(events, known, time.time(), CANDIDATES, set(known))
-        inputs.append((q, events, cand, s1))
-    for q, events, cand, s1 in inputs[:10]:  # warm-up
-        rec._rank(q, events, cand, s1, time.time())
+        inputs.append((q, events, *stage1(rec, events, CANDIDATES)))
+    for q, events, cand, s1, vec in inputs[:10]:  # warm-up
+        rec._rank(q, events, cand, s1, time.time(), vec)
     prof = cProfile.Profile()
     before = load1()
     prof.enable()
-    for q, events, cand, s1 in inputs:
-        rec._rank(q, events, cand, s1, time.time())
+    for q, events, cand, s1, vec in inputs:
+        rec._rank(q, events, cand, s1, time.time(), vec)
     prof.disable()
     text = io.StringIO()
     head = (
@@ -334,7 +377,7 @@ def score_events(rec: Recommender, now: float) -> tuple[list[Event], list[str]]:
     return events, cands
 
 
-def score_in_process(bundle: Path, n: int, threads: int, time_cap: float) -> dict[str, Any]:
+def score_in_process(bundle: Path, n: int, threads: int, time_cap: float, users: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     rec = Recommender(load_bundle(bundle), None)
     events, cands = score_events(rec, time.time())
@@ -344,7 +387,7 @@ def score_in_process(bundle: Path, n: int, threads: int, time_cap: float) -> dic
         if time.perf_counter() > deadline:
             break
         q = Query(
-            user=str(1 + i % USERS), history=[Event(str(1 + i % USERS), e.item, e.action, e.time) for e in events]
+            user=str(1 + i % users), history=[Event(str(1 + i % users), e.item, e.action, e.time) for e in events]
         )
         t0 = time.perf_counter()
         rec.score(q, cands)
@@ -452,8 +495,8 @@ def load(
     }
 
 
-def recommend_body(offset: int) -> Callable[[int], dict[str, Any]]:
-    return lambda i: {"user": 1 + (offset + i) % USERS, "k": K, "n_candidates": CANDIDATES}
+def recommend_body(offset: int, users: int) -> Callable[[int], dict[str, Any]]:
+    return lambda i: {"user": 1 + (offset + i) % users, "k": K, "n_candidates": CANDIDATES}
 
 
 # ---------------------------------------------------------------------- main
@@ -480,7 +523,13 @@ def main() -> None:
     src.add_argument("--bundle", type=Path, help="a directory written by `ranker bundle`")
     src.add_argument("--build", action="store_true", help="train the two tiny runs and bundle them (in --work)")
     p.add_argument("--work", type=Path, help="runs, bundle, stores and logs (default: a new temp directory)")
-    p.add_argument("--results", type=Path, default=RESULTS, help="results file (ranker-results/1)")
+    p.add_argument(
+        "--dataset",
+        choices=sorted(RESULTS),
+        default="ml-100k",
+        help="whose users and past events the stores hold (ml-1m needs --bundle)",
+    )
+    p.add_argument("--results", type=Path, help="results file (ranker-results/1; default serve-latency[-ml1m].json)")
     p.add_argument("--requests", type=int, default=10_000, help="/recommend requests per HTTP point")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument(
@@ -507,6 +556,10 @@ def main() -> None:
     except ValueError as exc:
         p.error(str(exc))
     parts = set(args.only or ["stages", "recommend", "score", "events"])
+    if args.build and args.dataset != "ml-100k":
+        p.error("--build trains the ML-100K runs; give --bundle for --dataset ml-1m")
+    args.results = args.results or RESULTS[args.dataset]
+    users = USERS[args.dataset]
     work = args.work or Path(tempfile.mkdtemp(prefix="serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
@@ -517,7 +570,7 @@ def main() -> None:
     else:
         bundle = args.bundle
         config = str(bundle)
-    bench = Bench(args.results, config)
+    bench = Bench(args.results, config, PROTOCOLS[args.dataset])
     cpus = os.cpu_count() or 1
 
     own_redis = None if args.redis else RedisServer(work)
@@ -528,22 +581,26 @@ def main() -> None:
             store = open_store(url)
             held = store.count()
             store.close()
+            path, options = event_file(args.dataset, work)
             if held >= 100_000:  # already loaded (a rerun with the same --work or --redis)
                 continue
-            print(f"loading u.data into {name} ({url})", flush=True)
-            cli("events", "load", url, str(u_data()), *U_DATA, log=log)
+            print(f"loading {path.name} into {name} ({url})", flush=True)
+            cli("events", "load", url, str(path), *options, log=log)
         print(f"Redis: {redis_durability(redis_url)}", flush=True)
 
         if "stages" in parts:
             for t in args.threads:
                 before = load1()
-                bench.save(f"stages|threads={t}", stages(bundle, stores["sqlite"], args.stage_requests, t), before)
+                m = stages(bundle, stores["sqlite"], args.stage_requests, t, users)
+                bench.save(f"stages|threads={t}", m, before)
             profile_stage2(
                 bundle,
                 stores["sqlite"],
                 args.profile_requests,
                 max(args.threads),
-                args.results.parent / "profile-serve-stage2.txt",
+                args.results.parent
+                / args.results.name.replace("serve-latency", "profile-serve-stage2").replace(".json", ".txt"),
+                users,
             )
 
         if "recommend" in parts:
@@ -553,7 +610,9 @@ def main() -> None:
                 try:
                     for c in args.clients:
                         before = load1()
-                        m = load(server.url, "/recommend", recommend_body(c * 101), c, args.requests, args.time_cap)
+                        m = load(
+                            server.url, "/recommend", recommend_body(c * 101, users), c, args.requests, args.time_cap
+                        )
                         m |= {"workers": workers, "threads_per_worker": threads, "store": store}
                         m |= {"candidates": CANDIDATES, "k": K}
                         bench.save(f"recommend|workers={workers}|store={store}|clients={c}", m, before)
@@ -565,7 +624,7 @@ def main() -> None:
                 before = load1()
                 bench.save(
                     f"score|in-process|threads={t}",
-                    score_in_process(bundle, args.score_requests, t, args.time_cap),
+                    score_in_process(bundle, args.score_requests, t, args.time_cap, users),
                     before,
                 )
             rec = Recommender(load_bundle(bundle), None)
@@ -578,7 +637,7 @@ def main() -> None:
                     m = load(
                         server.url,
                         "/score",
-                        lambda i: {"user": 1 + i % USERS, "history": history, "items": cands},
+                        lambda i: {"user": 1 + i % users, "history": history, "items": cands},
                         1,
                         args.score_requests,
                         args.time_cap,

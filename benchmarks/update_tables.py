@@ -21,7 +21,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
   ``history-row-transact`` (the history grid's TransAct row, relabelled), ``distill-rk-ml100k``
   (``results/distill-*.json``; candidates/s from ``results/transcribed-distill-rk-ml100k.json``);
 - ``serve-recommend``, ``serve-stages``, ``serve-score``, ``serve-events``, ``serve-provenance``:
-  the service's speed (``serve_bench.py``, ``results/serve-latency.json``); before that file
+  the service's speed (``serve_bench.py``, ``results/serve-latency.json``; with the suffix
+  ``-ml1m``, e.g. ``serve-recommend-ml1m``, ``results/serve-latency-ml1m.json``); before that file
   exists each renders one row "not measured yet" (the tables are in place, the figures come
   with the run);
 - ``score-designs``, ``score-designs-parts``, ``score-designs-provenance``: the /score serving
@@ -507,7 +508,7 @@ def reproduce() -> str:
 
 # --- the service's speed (serve_bench.py, issue 18) ---------------------------------------
 
-SERVE = RESULTS / "serve-latency.json"
+SERVE = {"": RESULTS / "serve-latency.json", "-ml1m": RESULTS / "serve-latency-ml1m.json"}
 SERVE_STORES = {"sqlite": 0, "redis": 1}
 SERVE_STAGES = (
     "history",
@@ -516,19 +517,21 @@ SERVE_STAGES = (
     "stage 2: rows",
     "stage 2: preprocessing",
     "stage 2: forward",
+    "stage 2: stage-1 features",
     "stage 2: rest",
     "recommend (whole)",
 )
 
 
-def _serve_records(kind: str) -> list[dict[str, Any]]:
-    """Records of ``results/serve-latency.json`` whose key starts with `kind` ([] before the run)."""
-    return [r for r in records(SERVE) if r["key"].split("|")[0] == kind]
+def _serve_records(kind: str, suffix: str = "") -> list[dict[str, Any]]:
+    """Records of ``results/serve-latency{suffix}.json`` whose key starts with `kind` ([] before the run)."""
+    return [r for r in records(SERVE[suffix]) if r["key"].split("|")[0] == kind]
 
 
-def _not_measured(columns: int) -> str:
+def _not_measured(columns: int, suffix: str = "") -> str:
     """The one row of a serving table before ``serve_bench.py`` has written its results file."""
-    return row(["not measured yet (`python benchmarks/serve_bench.py --build`)", *["–"] * (columns - 1)])
+    command = "--dataset ml-1m --bundle DIR" if suffix else "--build"
+    return row([f"not measured yet (`python benchmarks/serve_bench.py {command}`)", *["–"] * (columns - 1)])
 
 
 def _machine_load(m: dict[str, Any]) -> str:
@@ -539,13 +542,13 @@ def _requests(m: dict[str, Any]) -> str:
     return f"{m['requests']:,}" + (" (time cap)" if m.get("capped") else "")
 
 
-def serve_recommend() -> str:
+def serve_recommend(suffix: str = "") -> str:
     recs = sorted(
-        (r["metrics"] for r in _serve_records("recommend")),
+        (r["metrics"] for r in _serve_records("recommend", suffix)),
         key=lambda m: (m["workers"], SERVE_STORES.get(m["store"], 9), m["clients"]),
     )
     if not recs:
-        return _not_measured(9)
+        return _not_measured(9, suffix)
     return "\n".join(
         row(
             [
@@ -564,25 +567,25 @@ def serve_recommend() -> str:
     )
 
 
-def serve_stages() -> str:
-    recs = sorted((r["metrics"] for r in _serve_records("stages")), key=lambda m: m["threads"])
+def serve_stages(suffix: str = "") -> str:
+    recs = sorted((r["metrics"] for r in _serve_records("stages", suffix)), key=lambda m: m["threads"])
     if not recs:
-        return _not_measured(7)
+        return _not_measured(7, suffix)
     lines = []
     for m in recs:
-        for stage in SERVE_STAGES:
+        for stage in (s for s in SERVE_STAGES if s in m["stages"]):  # stage-1 features: newer runs
             s = m["stages"][stage]
             cells = [str(m["threads"]), stage, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['mean_ms']:.2f}"]
             lines.append(row([*cells, f"{m['requests']:,}", _machine_load(m)]))
     return "\n".join(lines)
 
 
-def serve_score() -> str:
+def serve_score(suffix: str = "") -> str:
     recs = sorted(
-        (r["metrics"] for r in _serve_records("score")), key=lambda m: (m["path"] != "in-process", m["threads"])
+        (r["metrics"] for r in _serve_records("score", suffix)), key=lambda m: (m["path"] != "in-process", m["threads"])
     )
     if not recs:
-        return _not_measured(9)
+        return _not_measured(9, suffix)
     return "\n".join(
         row(
             [
@@ -601,12 +604,13 @@ def serve_score() -> str:
     )
 
 
-def serve_events() -> str:
+def serve_events(suffix: str = "") -> str:
     recs = sorted(
-        (r["metrics"] for r in _serve_records("events")), key=lambda m: (SERVE_STORES.get(m["store"], 9), m["batch"])
+        (r["metrics"] for r in _serve_records("events", suffix)),
+        key=lambda m: (SERVE_STORES.get(m["store"], 9), m["batch"]),
     )
     if not recs:
-        return _not_measured(9)
+        return _not_measured(9, suffix)
     return "\n".join(
         row(
             [
@@ -635,15 +639,15 @@ def provenance_row(label: str, prov: list[dict[str, Any]]) -> str:
     return row([label, span + " UTC", ", ".join(commits), "; ".join(machines), "; ".join(commands)])
 
 
-def serve_provenance() -> str:
+def serve_provenance(suffix: str = "") -> str:
     """When, where and by which command each part of the serving benchmark was measured."""
     lines = []
     for kind in ("stages", "recommend", "score", "events"):
-        prov = [r["provenance"] for r in _serve_records(kind)]
+        prov = [r["provenance"] for r in _serve_records(kind, suffix)]
         if not prov:
             continue
         lines.append(provenance_row(kind, prov))
-    return "\n".join(lines) or _not_measured(5)
+    return "\n".join(lines) or _not_measured(5, suffix)
 
 
 BAD_INPUT = RESULTS / "bad-input.json"
@@ -767,6 +771,11 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "serve-score": serve_score,
     "serve-events": serve_events,
     "serve-provenance": serve_provenance,
+    "serve-recommend-ml1m": lambda: serve_recommend("-ml1m"),
+    "serve-stages-ml1m": lambda: serve_stages("-ml1m"),
+    "serve-score-ml1m": lambda: serve_score("-ml1m"),
+    "serve-events-ml1m": lambda: serve_events("-ml1m"),
+    "serve-provenance-ml1m": lambda: serve_provenance("-ml1m"),
     "score-designs": score_designs,
     "score-designs-parts": score_designs_parts,
     "score-designs-provenance": score_designs_provenance,
