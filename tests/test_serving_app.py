@@ -185,3 +185,31 @@ def test_bodies_that_are_not_json_or_too_large(client: TestClient) -> None:
     assert client.get("/similar/not-an-item").status_code == 404
     assert client.get("/similar/sku-001", params={"k": 0}).json()["detail"].startswith("k: ")
     assert client.get("/nowhere").status_code == 404
+
+
+def test_model_handlers_run_on_one_thread_while_events_do_not(client: TestClient) -> None:
+    """/recommend, /score and /similar share one model thread (torch's per-thread state stays
+    warm); concurrent requests queue for it and all succeed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = client.app.app.state.ranker  # type: ignore[attr-defined]  # BodyLimit wraps the FastAPI app
+    engine = state.engine
+    seen: list[str] = []
+    for name in ("recommend", "score", "similar"):
+        real = getattr(engine, name)
+
+        def spy(*a: object, _real: object = real, **kw: object) -> object:
+            seen.append(threading.current_thread().name)
+            return _real(*a, **kw)  # type: ignore[operator]
+
+        setattr(engine, name, spy)
+    requests = [("post", "/recommend", {"user": f"u{i:02d}", "k": 3}) for i in range(12)]
+    requests += [("post", "/score", {"user": "u01", "items": ["sku-001", "sku-002"]})] * 4
+    requests += [("get", "/similar/sku-001?k=2", None)] * 4
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(lambda r: getattr(client, r[0])(r[1], **({"json": r[2]} if r[2] else {})).status_code, requests)
+        )
+    assert codes == [200] * len(requests)
+    assert len(seen) == len(requests) and set(seen) == {"ranker-models_0"}
