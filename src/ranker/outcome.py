@@ -38,6 +38,8 @@ def undefined_reasons(metrics: dict[str, Any]) -> dict[str, str]:
     >>> m = {"test": {"buy": {"auc": float("nan"), "rows": 52.0, "positive_rate": 0.0}}}
     >>> undefined_reasons(m)
     {'test/buy/auc': 'one class in the test split: all 52 rows are 0'}
+    >>> undefined_reasons({"untrained_valid_score": None})["untrained_valid_score"][:12]
+    'not measured'
     """
     out: dict[str, str] = {}
     _walk(metrics, (), metrics, out)
@@ -62,6 +64,8 @@ def _reason(path: tuple[str, ...], root: dict[str, Any]) -> str:
         return "no validation score was a number, so no epoch could be selected; the weights are the last epoch's"
     if path == ("beats_untrained",):
         return "the untrained weights' or the selected epoch's validation score is not a number (or unknown)"
+    if path == ("untrained_valid_score",) and "untrained_valid" not in root:
+        return "not measured: the run resumed a checkpoint written before untrained weights were validated"
     if path and path[-1].endswith("valid_score"):
         return "the selection score is not a number: none of the validation metrics it averages is defined"
     if path and path[-1].split("/")[-1].startswith(("HR@", "NDCG@", "MRR")):  # retrieval: flat per split
