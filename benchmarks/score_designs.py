@@ -25,7 +25,9 @@ answer). The early design is also timed on the serving path before issue 18's fi
 the plain forward). Latency depends on the shapes, not on the weights: the rankers are trained
 for 1 epoch × 20 steps here (``--runs DIR`` uses the trained runs found there instead).
 Records ``latency|DESIGN|threads=T[|path=full-rows]``, with the 1-minute load average before
-and after each point.
+and after each point. ``--http``: also ``/score`` over HTTP for each design (``ranker serve`` of
+the design's bundle, 1 worker of T torch threads, one client, the same request body),
+``latency|DESIGN|threads=T|path=http``.
 
 ``quality``: each design's run trained with the shipped protocol (``ranker train CONFIG``, or
 ``ranker distill --teacher RUN --student CONFIG``) into ``--runs/RUN-SEED`` (an existing finished
@@ -54,7 +56,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from results_store import load_results, save_result  # noqa: E402  # type: ignore[import-not-found]
-from serve_bench import RETRIEVAL_CONFIG, TINY, load1, score_events, summary  # noqa: E402  # type: ignore[import-not-found]
+from serve_bench import RETRIEVAL_CONFIG, TINY, Server, load, load1, score_events, summary  # noqa: E402  # type: ignore[import-not-found]
 
 from ranker.serving.bundle import load_bundle  # noqa: E402
 from ranker.serving.recommender import Query, Recommender  # noqa: E402
@@ -295,7 +297,14 @@ def time_score(rec: Recommender, n: int, threads: int, full_rows: bool) -> dict[
 
 
 def latency(
-    designs: list[Design], work: Path, runs: Path | None, seed: int, n: int, threads: list[int], results: Path
+    designs: list[Design],
+    work: Path,
+    runs: Path | None,
+    seed: int,
+    n: int,
+    threads: list[int],
+    results: Path,
+    http: bool = False,
 ) -> None:
     work.mkdir(parents=True, exist_ok=True)
     for d in designs:
@@ -316,6 +325,29 @@ def latency(
                     f"(load {before} → {m['load_after']})",
                     flush=True,
                 )
+        if http:
+            events, cands = score_events(rec, time.time())
+            history = [{"item": e.item, "action": e.action, "time": e.time} for e in events]
+            for t in threads:
+                server = Server(bundle, f"sqlite:///{work / 'score-http.db'}", 1, t, work / "serve.log")
+                try:
+                    before = load1()
+                    m = load(
+                        server.url,
+                        "/score",
+                        lambda i, h=history, c=cands: {"user": 1 + i % 943, "history": h, "items": c},
+                        1,
+                        n,
+                        600,
+                    )
+                finally:
+                    server.stop()
+                m |= {"design": d.key, "path": "http", "quantize": d.quantize, "threads": t, "ranker": source}
+                m |= {"candidates": len(cands), "history": len(history), "load_before": before, "load_after": load1()}
+                m |= {"cpus": os.cpu_count(), "torch": torch.__version__}
+                key = f"latency|{d.key}|threads={t}|path=http"
+                save_result(results, key, m, name=d.name, seed=None, protocol=PROTOCOL, config=d.config)
+                print(f"{key}: p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms, errors {m['errors']}", flush=True)
 
 
 # ---------------------------------------------------------------------- main
@@ -332,12 +364,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="latency: torch thread counts")
     p.add_argument("--seed", type=int, default=2021, help="train.seed of the runs (quality; latency with --runs)")
     p.add_argument("--max-epochs", type=int, help="quality: cap train.epochs (recorded)")
+    p.add_argument("--http", action="store_true", help="latency: also /score over HTTP (ranker serve, 1 client)")
     args = p.parse_args()
     designs = [d for d in DESIGNS if args.designs is None or d.key in args.designs]
     if not os.environ.get("RANKER_DATA_DIR"):
         sys.exit("RANKER_DATA_DIR is not set (R-ML100K / RK-ML100K are read from it)")
     if args.part == "latency":
-        latency(designs, args.work, args.runs, args.seed, args.requests, args.threads, args.results)
+        latency(designs, args.work, args.runs, args.seed, args.requests, args.threads, args.results, args.http)
     else:
         if args.runs is None:
             sys.exit("quality needs --runs DIR (where the trained runs go)")

@@ -25,7 +25,7 @@ prose and are left alone (except where the renderer writes its own header). NAME
   ``-ml1m``, e.g. ``serve-recommend-ml1m``, ``results/serve-latency-ml1m.json``); before that file
   exists each renders one row "not measured yet" (the tables are in place, the figures come
   with the run);
-- ``score-designs``, ``score-designs-parts``, ``score-designs-provenance``: the /score serving
+- ``score-designs``, ``score-designs-parts``, ``score-designs-http``, ``score-designs-provenance``: the /score serving
   designs, quality beside latency (``score_designs.py``, ``results/score-designs.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
@@ -740,6 +740,24 @@ def score_designs_parts() -> str:
     return "\n".join(lines) or row(["not measured yet (`python benchmarks/score_designs.py latency`)", *["–"] * 6])
 
 
+def score_designs_http() -> str:
+    """/score over HTTP per design (``score_designs.py latency --http``): p50 / p99 beside in-process."""
+    order, by = _design_records()
+    lines = []
+    for design in order:
+        for t in (1, 2):
+            r = by.get(("latency", f"{design}|threads={t}|path=http"))
+            if r is None:
+                continue
+            m, inproc = r["metrics"], by.get(("latency", f"{design}|threads={t}"))
+            local = f"{inproc['metrics']['p50_ms']:.1f}" if inproc else "–"
+            cells = [r["name"], str(t), f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", local, str(m["errors"])]
+            lines.append(row([*cells, _requests(m), _machine_load(m)]))
+    return "\n".join(lines) or row(
+        ["not measured yet (`python benchmarks/score_designs.py latency --http`)", *["–"] * 7]
+    )
+
+
 def score_designs_provenance() -> str:
     """When, where and by which command the design study's parts were measured."""
     recs = records(SCORE_DESIGNS) if SCORE_DESIGNS.is_file() else []
@@ -778,6 +796,7 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "serve-provenance-ml1m": lambda: serve_provenance("-ml1m"),
     "score-designs": score_designs,
     "score-designs-parts": score_designs_parts,
+    "score-designs-http": score_designs_http,
     "score-designs-provenance": score_designs_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
     "bad-input-corpus": bad_input_corpus,
