@@ -57,6 +57,24 @@ def request() -> tuple[list[Event], list[str]]:
     return history, ["sku-001", "sku-010", "nope", "sku-033", "sku-010", "also-unknown"]
 
 
+def encode_request(
+    rec: Recommender, history: list[Event], items: list[str], **derived: object
+) -> dict[str, torch.Tensor]:
+    """The serving batch of user u03's request (context hour 7), `derived` inputs passed on."""
+    st = rec.bundle.ranking
+    assert st is not None and not isinstance(st, GenerativeStage)
+    return st.candidates.encode(
+        user="u03",
+        user_row={c: st.users["u03"][c] for c in st.user_columns},
+        items=items,
+        rows=np.array([rec.index_of.get(i, 0) - 1 for i in items]),
+        context={"hour": 7},
+        history=history,
+        now=NOW,
+        **derived,  # type: ignore[arg-type]
+    )
+
+
 def full_rows(rec: Recommender, user: str, history: list[Event], items: list[str]) -> dict[str, torch.Tensor]:
     """What serving did before the catalogue was encoded at load: every full row encoded."""
     st = rec.bundle.ranking
@@ -92,16 +110,7 @@ def test_the_batch_and_the_scores_equal_encoding_every_full_row(bundles: dict[st
     st = rec.bundle.ranking
     assert st is not None
     history, items = request()
-    rows = np.array([rec.index_of.get(i, 0) - 1 for i in items])
-    got = st.candidates.encode(
-        user="u03",
-        user_row={c: st.users["u03"][c] for c in st.user_columns},
-        items=items,
-        rows=rows,
-        context={"hour": 7},
-        history=history,
-        now=NOW,
-    )
+    got = encode_request(rec, history, items)
     want = full_rows(rec, "u03", history, items)
     assert set(got) == set(want)
     for key, value in want.items():
@@ -189,20 +198,10 @@ def test_derived_columns_are_encoded_as_the_full_rows_holding_their_values(two_s
     st = rec.bundle.ranking
     assert st is not None and not isinstance(st, GenerativeStage)
     history, items = request()
-    rows = np.array([rec.index_of.get(i, 0) - 1 for i in items])
     score = np.array([0.5, -1.25, np.nan, 3.0, -1.25, np.nan])
     rank = np.array([3.0, 40.0, np.nan, 1.0, 40.0, np.nan])
-    got = st.candidates.encode(
-        user="u03",
-        user_row={c: st.users["u03"][c] for c in st.user_columns},
-        items=items,
-        rows=rows,
-        context={"hour": 7},
-        history=history,
-        now=NOW,
-        history_length=123,
-        retrieval={"retrieval_score": score, "retrieval_rank": rank},
-    )
+    retrieval = {"retrieval_score": score, "retrieval_rank": rank}
+    got = encode_request(rec, history, items, history_length=123, retrieval=retrieval)
     table = full_table(rec, "u03", history, items)
     table = table.append_column("stage1_score", pa.array(score)).append_column("stage1_rank", pa.array(rank))
     table = table.append_column("hist_len", pa.array([123] * len(items)))
