@@ -1,4 +1,4 @@
-"""The ``ranker`` command line: demo, train, distill, evaluate, report, datasets, candidates.
+"""The ``ranker`` command line: demo, train, distill, evaluate, report, datasets (list, prepare, synth), candidates.
 
 Exit status: 0 done; 2 a user error (bad config key, missing column, unknown dataset), one clear
 ``error:`` line without a traceback, before any work where it can be known before; 3 trained,
@@ -166,6 +166,18 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("name")
     dp.add_argument("--force", action="store_true", help="rebuild even if cached")
     dp.set_defaults(func=_cmd_datasets_prepare)
+    dsy = dsub.add_parser(
+        "synth", help="write a synthetic Criteo-like click log of any size as parquet chunks + a ready config"
+    )
+    dsy.add_argument("--rows", required=True, help="train rows: 1000, 1k, 10M, 50M, 2e6")
+    dsy.add_argument("--cardinality", required=True, help="ids of the largest categorical column (e.g. 10M)")
+    dsy.add_argument("--out", required=True, type=Path, help="output directory")
+    dsy.add_argument("--files", default="1", help="number of train parquet files (default 1)")
+    dsy.add_argument("--seed", default="0", help="generator seed (default 0)")
+    dsy.add_argument("--chunk-rows", default="1M", help="rows generated and written at once (default 1M)")
+    dsy.add_argument("--categorical", default="26", help="categorical columns (default 26)")
+    dsy.add_argument("--eval-rows", default=None, help="rows of valid and of test (default rows/10, ≤ 100k)")
+    dsy.set_defaults(func=_cmd_datasets_synth)
     return p
 
 
@@ -401,6 +413,30 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> int:
     ds = prepare(get_recipe(args.name, "ranker datasets prepare"), force=args.force)
     print(f"{ds.name}: {ds.directory} ({time.perf_counter() - start:.1f}s)")
     print(json.dumps({"rows": ds.manifest.get("rows"), "meta": ds.manifest.get("meta")}, indent=2, default=str)[:4000])
+    return 0
+
+
+def _cmd_datasets_synth(args: argparse.Namespace) -> int:
+    from ranker.data.synth import SynthSpec, parse_count, write_synth
+
+    start = time.perf_counter()
+    seed = args.seed.strip()
+    if not seed.isdigit():
+        raise ConfigError(f"--seed: expected a non-negative integer, got {args.seed!r}")
+    spec = SynthSpec(
+        rows=parse_count(args.rows, "--rows"),
+        cardinality=parse_count(args.cardinality, "--cardinality"),
+        seed=int(seed),
+        files=parse_count(args.files, "--files"),
+        categorical=parse_count(args.categorical, "--categorical"),
+        eval_rows=None if args.eval_rows is None else parse_count(args.eval_rows, "--eval-rows"),
+    )
+    meta = write_synth(spec, args.out, chunk_rows=parse_count(args.chunk_rows, "--chunk-rows"))
+    print(
+        f"{args.out}: {meta['rows']['train']:,} train rows in {spec.files} file(s), click rate "
+        f"{meta['click_rate']['train']:.3f} ({time.perf_counter() - start:.1f}s)"
+    )
+    print(f"train it: ranker train {args.out / 'synth.yaml'} --out RUN_DIR")
     return 0
 
 

@@ -209,6 +209,28 @@ class CsvOptions(Strict):
     column_names: list[str] | None = Field(None, description="names when the file has no header")
 
 
+class StreamConfig(Strict):
+    """Stream the train split from parquet instead of loading it (data larger than memory).
+
+    Needs ``split.kind: files`` whose ``train`` is a parquet file or a directory of parquet
+    files (read through ``pyarrow.dataset``; valid and test stay in memory). Each epoch reads the
+    files in a seeded random order, `chunk_rows` rows at a time, and shuffles rows within a
+    buffer: every row read joins the buffer, and a uniformly drawn subset of buffer + chunk
+    leaves it, so at most ``shuffle_buffer + chunk_rows`` rows are held (plus one partial
+    batch). The same seed gives the same batches. Preprocessing is fitted by one streaming
+    pass before training: vocabularies exactly on every train row (memory O(distinct ids)),
+    numerical statistics on a seeded uniform sample of at most `fit_sample_rows` rows.
+    """
+
+    chunk_rows: int = Field(65536, ge=1, description="rows read from a file at once")
+    shuffle_buffer: int = Field(
+        262144, ge=0, description="rows held for shuffling (0: only the file order is shuffled)"
+    )
+    fit_sample_rows: int = Field(
+        1_000_000, ge=1, description="train rows sampled to fit numerical statistics (vocabularies see all)"
+    )
+
+
 class DataConfig(Strict):
     """Where rows come from and what they mean.
 
@@ -234,6 +256,9 @@ class DataConfig(Strict):
     numerical_transform: Transform | None = Field(
         None, description="overrides the transform of every numerical feature"
     )
+    stream: StreamConfig | None = Field(
+        None, description="stream the train split in chunks (StreamConfig); default: load it in memory"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> DataConfig:
@@ -251,6 +276,11 @@ class DataConfig(Strict):
             raise ValueError(f"duplicate feature names (features + extra_features): {dup}")
         _check_tasks(self.tasks)
         _check_no_label_leak(self.tasks, [*self.features, *self.extra_features])
+        if self.stream is not None and self.split is not None and not isinstance(self.split, FilesSplit):
+            raise ValueError(
+                f"stream: streaming reads the train split from its own files; give split.kind: files "
+                f"(train: a parquet file or a directory of them), not split.kind: {self.split.kind}"
+            )
         return self
 
 

@@ -143,6 +143,33 @@ class Preprocessor:
                 self.action_vocabs[f.name] = Vocabulary.fit(acts, source=f"{source}: column {f.action_column!r}")
         return self
 
+    def vocab_values(self, table: pa.Table, *, source: str = "train") -> dict[str, pa.Array]:
+        """The values each vocabulary :meth:`fit` learns, flat: ``name`` for a categorical or bag
+        feature (no ``vocab_from``), ``action:name`` for a history's actions (streamed fitting
+        counts them chunk by chunk, :class:`~ranker.data.vocab.VocabCounter`)."""
+        out: dict[str, pa.Array] = {}
+        for f in self.features:
+            if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
+                out[f.name] = (
+                    _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) else table.column(_col(f))
+                )
+            elif isinstance(f, HistoryFeature) and f.action_column is not None:
+                out[f"action:{f.name}"] = _list_column(table, f.action_column, source).flatten()
+        return out
+
+    def set_vocabularies(self, vocabs: dict[str, Vocabulary]) -> None:
+        """Replace fitted vocabularies, keyed as :meth:`vocab_values` keys them."""
+        for key, vocab in vocabs.items():
+            if key.startswith("action:"):
+                self.action_vocabs[key.removeprefix("action:")] = vocab
+            else:
+                self.vocabs[key] = vocab
+
+    def min_count(self, key: str) -> int:
+        """``min_count`` of the feature behind a :meth:`vocab_values` key (1 for actions)."""
+        f = None if key.startswith("action:") else self._feature(key)
+        return int(getattr(f, "min_count", 1) or 1)
+
     # ------------------------------------------------------------------ transform
     def transform(self, table: pa.Table, *, source: str = "data") -> Encoded:
         """Encode `table` with the fitted state; unseen categories map to the OOV id."""

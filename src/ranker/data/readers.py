@@ -41,7 +41,9 @@ def read_table(
     """
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file")
+        if fmt == "csv":
+            raise DataError(f"{path}: is a directory; only parquet files are read from a directory")
+        return read_parquet_dir(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     fmt = file_format(path, fmt)
@@ -67,6 +69,58 @@ def read_table(
         if fmt == "csv" and "CSV parse error" in str(exc):
             raise DataError(f"{path}: {_bad_row(path, csv)}") from None
         raise DataError(f"{path}: cannot read as {fmt}: {_printable(str(exc))}") from None
+
+
+def parquet_files(path: str | Path, key: str = "split.train") -> list[Path]:
+    """The parquet files of `path`: the file itself, or a directory's ``*.parquet`` / ``*.pq``
+    files in name order. DataError naming `key` and the path when there is none."""
+    path = Path(path)
+    if path.is_file():
+        if file_format(path, "auto") != "parquet":
+            raise DataError(f"{key}: {path} is not a parquet file (.parquet or .pq); streaming reads parquet")
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{key}: {path}: no such file or directory")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".parquet", ".pq"))
+    if not files:
+        raise DataError(f"{key}: {path}: the directory holds no .parquet file")
+    return files
+
+
+def check_same_schema(files: list[Path]) -> pa.Schema:
+    """The common schema of parquet `files` (read from their footers only); a file whose columns
+    or column types differ from the first file's is a DataError naming both and the column."""
+    try:
+        first = pq.read_schema(files[0])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{files[0]}: cannot read as parquet: {_printable(str(exc))}") from None
+    for f in files[1:]:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{f}: cannot read as parquet: {_printable(str(exc))}") from None
+        for name in first.names:
+            if name not in schema.names:
+                raise DataError(f"{f}: column {name!r} is missing (it is in {files[0].name}); columns: {schema.names}")
+            if schema.field(name).type != first.field(name).type:
+                raise DataError(
+                    f"{f}: column {name!r} is {schema.field(name).type} where {files[0].name} has "
+                    f"{first.field(name).type}"
+                )
+        extra = [n for n in schema.names if n not in first.names]
+        if extra:
+            raise DataError(f"{f}: column {extra[0]!r} is not in {files[0].name}; the files must share their columns")
+    return first
+
+
+def read_parquet_dir(path: Path) -> pa.Table:
+    """Every parquet file of a directory, in name order, as one table (same columns in each)."""
+    files = parquet_files(path, key=str(path))
+    check_same_schema(files)
+    try:
+        return pa.concat_tables([pq.read_table(f) for f in files])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read as parquet: {_printable(str(exc))}") from None
 
 
 def _read_csv(path: Path, csv: CsvOptions, string_columns: tuple[str, ...] = (), threads: bool = True) -> pa.Table:
@@ -130,11 +184,14 @@ def _refuse_utf16(path: Path) -> None:
         raise DataError(f"{path}: the file is UTF-16 text; ranker reads UTF-8 CSV files: save it as UTF-8")
 
 
-def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.Table]:
+def load_splits(
+    data: DataConfig, base_dir: Path | None = None, *, only: tuple[str, ...] = SPLITS
+) -> dict[str, pa.Table]:
     """The train / valid / test tables the data section describes; each split must be non-empty.
 
     Each file is checked as read (:mod:`ranker.data.checks`: columns, labels, numbers, times),
-    so a bad value is named by its line in the file.
+    so a bad value is named by its line in the file. `only` (pre-split files) reads just those
+    splits (a streamed train split is read by :mod:`ranker.data.stream`).
     Id columns (categorical and bag features, the group and item columns) are read exactly: a
     CSV column that type inference would read as floats (ids wider than int64, such as hashed
     ids) is read as text instead, in every file of the data, and unsigned 64-bit parquet ids
@@ -143,8 +200,8 @@ def load_splits(data: DataConfig, base_dir: Path | None = None) -> dict[str, pa.
     split = data.split
     ids = id_columns(data)
     if isinstance(split, FilesSplit):
-        paths = {s: resolve(getattr(split, s), base_dir) for s in SPLITS}
-        sources = {s: str(getattr(split, s)) for s in SPLITS}
+        paths = {s: resolve(getattr(split, s), base_dir) for s in only}
+        sources = {s: str(getattr(split, s)) for s in only}
     else:
         assert data.path is not None and split is not None
         paths = {"all": resolve(data.path, base_dir)}
@@ -209,8 +266,15 @@ def id_columns(data: DataConfig) -> set[str]:
 
 
 def file_format(path: Path, fmt: str) -> str:
-    """``csv`` or ``parquet``: `fmt`, or with ``auto`` what the file name says."""
+    """``csv`` or ``parquet``: `fmt`, or with ``auto`` what the file name says (a directory: parquet)."""
+    if fmt == "auto" and Path(path).is_dir():
+        return "parquet"
     return ("parquet" if Path(path).suffix in (".parquet", ".pq") else "csv") if fmt == "auto" else fmt
+
+
+def unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:
+    """Unsigned 64-bit id columns as text (a uint64 id does not fit int64)."""
+    return _unsigned_ids_as_text(table, ids)
 
 
 def _unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:

@@ -62,6 +62,49 @@ class Vocabulary:
         return cls(values=pa.array(state["values"], type=typ), dtype=state["dtype"])
 
 
+class VocabCounter:
+    """Value counts of one categorical column accumulated over chunks (a streamed train split).
+
+    Memory is O(distinct values): per-chunk counts are merged (summed by value) every
+    `merge_every` chunks. :meth:`vocabulary` equals :meth:`Vocabulary.fit` on the whole column.
+
+    >>> c = VocabCounter()
+    >>> c.add(pa.array([3, 1, 3])); c.add(pa.array([1, None, 2]))
+    >>> c.vocabulary(min_count=2).values.to_pylist()
+    [1, 3]
+    """
+
+    def __init__(self, merge_every: int = 8) -> None:
+        self._parts: list[pa.Table] = []
+        self._merge_every = merge_every
+
+    def add(self, column: pa.Array | pa.ChunkedArray, *, source: str = "") -> None:
+        counts = pc.value_counts(pc.drop_null(normalise(column, source=source)))
+        self._parts.append(pa.table({"values": counts.field("values"), "counts": counts.field("counts")}))
+        if len(self._parts) >= self._merge_every:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self._parts) < 2:
+            return
+        if len({p.schema.field("values").type for p in self._parts}) > 1:  # ints in one chunk, text in another
+            self._parts = [p.set_column(0, "values", pc.cast(p["values"], pa.string())) for p in self._parts]
+        merged = pa.concat_tables(self._parts).group_by("values").aggregate([("counts", "sum")])
+        self._parts = [pa.table({"values": merged["values"], "counts": merged["counts_sum"]})]
+
+    def vocabulary(self, min_count: int = 1) -> Vocabulary:
+        """The sorted known values seen at least `min_count` times."""
+        self._merge()
+        if not self._parts:
+            return Vocabulary(values=pa.array([], type=pa.int64()), dtype="int")
+        table = self._parts[0]
+        values = table["values"].combine_chunks()
+        if min_count > 1:
+            values = pc.filter(values, pc.greater_equal(table["counts"].combine_chunks(), min_count))
+        values = pc.take(values, pc.array_sort_indices(values))
+        return Vocabulary(values=values, dtype="str" if pa.types.is_string(values.type) else "int")
+
+
 def normalise(column: pa.Array | pa.ChunkedArray, want: str | None = None, source: str = "") -> pa.Array:
     """One flat array of int64 or string values; NaN and empty strings become null.
 

@@ -30,9 +30,10 @@ from ranker.config import load_config
 from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
 from ranker.data.checks import check_classes, check_features, defined_labels
 from ranker.data.preprocess import Preprocessor
-from ranker.data.readers import load_splits
+from ranker.data.readers import SPLITS, load_splits
 from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
+from ranker.data.stream import StreamedTrain, TrainFiles, fit_streaming
 from ranker.data.tensors import TensorData
 from ranker.errors import ConfigError, DataError, warn
 from ranker.models import Ranker, build_model
@@ -54,12 +55,17 @@ RUN_FILES = ("config.yaml", "preprocessor.json", "model.safetensors")
 
 @dataclass
 class PreparedData:
-    """A run's data: the resolved data config, raw split tables and the fitted preprocessor."""
+    """A run's data: the resolved data config, raw split tables and the fitted preprocessor.
+
+    With ``data.stream`` the train rows are `stream` and ``tables["train"]`` is only the fit
+    pass's sample (:func:`ranker.data.stream.fit_streaming`): what the baselines, the collision
+    statistics and the split checks read of train."""
 
     data: DataConfig
     tables: dict[str, pa.Table]
     pre: Preprocessor
     recipe_meta: dict[str, Any] | None = None
+    stream: StreamedTrain | None = None
 
 
 def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataConfig, dict[str, pa.Table]]:
@@ -68,11 +74,18 @@ def resolve_data(data: DataConfig, base_dir: Path | None = None) -> tuple[DataCo
     return data, tables
 
 
-def _resolve(data: DataConfig, base_dir: Path | None) -> tuple[DataConfig, dict[str, pa.Table], dict[str, Any] | None]:
+def _resolve(
+    data: DataConfig, base_dir: Path | None, only: tuple[str, ...] = SPLITS
+) -> tuple[DataConfig, dict[str, pa.Table], dict[str, Any] | None]:
+    """`only`: the splits to read (with ``data.stream`` the train split is streamed, not read)."""
     data, meta = _fill_recipe(data)
     data = _append_extra_features(data)
     data = _absolute_paths(_override_transforms(data), base_dir)
-    return data, load_splits(data), meta
+    if data.stream is not None and not isinstance(data.split, FilesSplit):
+        raise ConfigError("data.stream: needs split.kind: files (the recipe's split is not one)")
+    if data.stream is None:
+        only = SPLITS
+    return data, load_splits(data, only=only), meta
 
 
 def _fill_recipe(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
@@ -135,18 +148,24 @@ def prepare_run_data(cfg: RunConfig, base_dir: Path | None = None, pre: Preproce
     What training needs of the splits is checked first: every binary task has both classes in
     train (and one in valid, for model selection); features are not empty in train.
     """
-    data, tables, meta = _resolve(cfg.data, base_dir)
+    data, tables, meta = _resolve(cfg.data, base_dir, only=("valid", "test"))
+    n_bins, method = ple_settings(cfg.model)
+    fresh = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins, ple_method=method)
+    stream = None
+    if data.stream is not None:  # the fit pass: checks every chunk, fits `fresh`, samples train
+        assert isinstance(data.split, FilesSplit)
+        files = TrainFiles.open(data.split.train, data)
+        tables["train"] = fit_streaming(fresh, files, data, data.stream, cfg.train.seed)
     sources = {s: _src(data, s) for s in ("train", "valid", "test")}
     check_features(tables["train"], data.features, sources["train"])
     check_classes({s: defined_labels(t, data.tasks) for s, t in tables.items()}, data.tasks, sources)
     if pre is None:
-        n_bins, method = ple_settings(cfg.model)
-        pre = Preprocessor.for_data(data, ids=categorical_ids(cfg.model), ple_bins=n_bins, ple_method=method).fit(
-            tables["train"], source=_src(data, "train")
-        )
+        pre = fresh if data.stream is not None else fresh.fit(tables["train"], source=sources["train"])
     else:
         _check_same_features(pre, data)
-    return PreparedData(data, tables, pre, meta)
+    if data.stream is not None:
+        stream = StreamedTrain(files, pre, data.stream)
+    return PreparedData(data, tables, pre, meta, stream)
 
 
 def _check_same_features(pre: Preprocessor, data: DataConfig) -> None:
@@ -193,6 +212,10 @@ def train_run(
     on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
+    if teacher is not None and cfg.data.stream is not None:
+        raise ConfigError(
+            "--teacher: distillation caches the teacher's outputs on train rows in memory; not with data.stream"
+        )
     for flag, source in (("--init-from", init_from), ("--teacher", teacher)):
         if source is not None:  # refused before any work when damaged or unfinished
             verify_source(flag, Path(source))
@@ -235,12 +258,12 @@ def train_run(
         else None
     )
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
-    fit = trainer.fit(splits["train"], splits["valid"], groups["valid"])
+    fit = trainer.fit(prep.stream or splits["train"], splits["valid"], groups["valid"])
     metrics: dict[str, Any] = {
         "dataset": prep.data.dataset or prep.data.path or "files",
         **fit_metrics(cfg.train, fit, model),
         "train_samples_per_s": fit.train_samples_per_s,
-        "rows": {s: len(d) for s, d in splits.items()},
+        "rows": {s: len(d) for s, d in splits.items()} | ({"train": len(prep.stream)} if prep.stream else {}),
         "prepare_time_s": prep_time,
         "device": str(trainer.device),
     }
@@ -265,6 +288,12 @@ def train_run(
     if distill is not None:
         metrics["distill"] = distill
     metrics["baseline"] = baseline_metrics(prep, splits, groups)
+    if prep.stream is not None:
+        metrics["stream"] = {
+            **prep.data.stream.model_dump(),  # type: ignore[union-attr]
+            "fit_sample_rows_drawn": len(splits["train"]),
+            "baseline_train": "the fit sample",
+        }
     collisions = collision_report(model, splits["train"])
     if collisions is not None:
         atomic_write_bytes(run_dir / "collisions.json", json.dumps(collisions, indent=2).encode())
@@ -364,7 +393,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"--split {split!r}: expected train, valid or test")
     cfg, model, pre = load_run(run_dir)
-    data, tables = resolve_data(cfg.data)
+    data, tables, _ = _resolve(cfg.data, None, only=(split,))  # a streamed config reads only `split`
     prep = PreparedData(data, tables, pre)
     check_key_columns(prep)
     tensors = encode(prep, split)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ranker.config.schema import TaskConfig, TrainConfig
+from ranker.data.stream import StreamedTrain
 from ranker.data.tensors import Batch, TensorData
 from ranker.nn.gates import collect_gate_stats
 from ranker.tasks import MultiTaskObjective, TaskSpec
@@ -78,11 +79,14 @@ class Trainer:
             self.objective = lambda raw, batch: loss_fn(raw, batch["labels"], batch["label_mask"], self.weights)
         emb = getattr(model, "embedding_parameters", None)
         self.embedding_params: list[nn.Parameter] = list(emb()) if callable(emb) else []
-        self._train: TensorData | None = None
+        self._train: TensorData | StreamedTrain | None = None
         self._valid: tuple[TensorData, np.ndarray | None] | None = None
 
     # ------------------------------------------------------------------ public
-    def fit(self, train: TensorData, valid: TensorData, valid_groups: np.ndarray | None = None) -> FitResult:
+    def fit(
+        self, train: TensorData | StreamedTrain, valid: TensorData, valid_groups: np.ndarray | None = None
+    ) -> FitResult:
+        """Train on `train` (in memory, or streamed from parquet: ``data.stream``), select on `valid`."""
         self._train, self._valid = train, (valid, valid_groups)
         n_batches = train.num_batches(self.cfg.batch_size, self.world_size)
         return self.engine.fit(self, batches_per_epoch=n_batches)
