@@ -21,7 +21,7 @@ first; the bundle is given with --bundle, e.g. HSTU-large + the TS-ML1M stage-2 
 record per point to ``--results`` (``results_store.save_result``: provenance stamped; the
 1-minute load average before and after each point and the CPU count are in the metrics):
 
-* ``stages|threads=T``: ``Recommender.recommend`` in-process per stage (store history read,
+* ``stages|threads=T``: ``Recommender.recommend`` in-process per stage (store reads: the history and the seen items,
   stage 1 = user vector + search, stage 2 = ranker rows / preprocessing / forward / the rest),
   200 candidates → top 10, ``--stage-requests`` users; the HTTP + store overhead is the
   difference to the HTTP rows. A cProfile of stage 2 (top 15 by cumulative and by own time)
@@ -276,12 +276,14 @@ class Stage2Clock:
         rec._stage1_features = timed("stage-1 features", rec._stage1_features)  # type: ignore[method-assign]
 
 
-def stage1(rec: Recommender, events: list[Event], n: int) -> tuple[np.ndarray, np.ndarray, Stage1]:
-    """``Recommender.recommend``'s stage 1 for `events`: candidates, their scores, the user vector."""
+def stage1(rec: Recommender, events: list[Event], seen: set[str], n: int) -> tuple[np.ndarray, np.ndarray, Stage1]:
+    """``Recommender.recommend``'s stage 1 for `events` (`seen` excluded): candidates, their
+    scores, the user vector."""
     known, _ = rec._internal([e.item for e in events])
+    banned, _ = rec._internal(sorted(seen))
     user = rec._user_vector(events, known, time.time())
-    ids, scores = rec._search(user, n, set(known))
-    return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64), Stage1(user, known)
+    ids, scores = rec._search(user, n, set(banned))
+    return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64), Stage1(user, banned)
 
 
 def stages(bundle: Path, store_url: str, n: int, threads: int, users: int) -> dict[str, Any]:
@@ -295,9 +297,9 @@ def stages(bundle: Path, store_url: str, n: int, threads: int, users: int) -> di
         user = str(1 + i % users)
         q = Query(user=user)
         t0 = time.perf_counter()
-        events = rec.history_of(q)
+        events, seen = rec.history_of(q), rec.seen_of(q)
         t1 = time.perf_counter()
-        cand, s1, vec = stage1(rec, events, CANDIDATES)
+        cand, s1, vec = stage1(rec, events, seen, CANDIDATES)
         t2 = time.perf_counter()
         clock.parts, clock.on = {}, True
         rec._rank(q, events, cand, s1, time.time(), vec)
@@ -340,7 +342,7 @@ def profile_stage2(bundle: Path, store_url: str, n: int, threads: int, out: Path
     for i in range(n):
         q = Query(user=str(1 + i % users))
         events = rec.history_of(q)
-        inputs.append((q, events, *stage1(rec, events, CANDIDATES)))
+        inputs.append((q, events, *stage1(rec, events, rec.seen_of(q), CANDIDATES)))
     for q, events, cand, s1, vec in inputs[:10]:  # warm-up
         rec._rank(q, events, cand, s1, time.time(), vec)
     prof = cProfile.Profile()

@@ -59,6 +59,21 @@ def test_events_change_the_next_recommendation(client: TestClient) -> None:
     assert given.status_code == 200 and given.json()["history_length"] == 2
 
 
+def test_items_seen_before_the_models_history_window_stay_excluded(client: TestClient) -> None:
+    """The models read the last 20 events (H); /recommend excludes every item the user saw."""
+    state = client.app.app.state.ranker  # type: ignore[attr-defined]
+    assert state.engine.history_len == 20
+    seen = [f"sku-{i:03d}" for i in range(30)]
+    events = [{"user": "u07", "item": item, "time": 1_700_000_000 + i} for i, item in enumerate(seen)]
+    assert client.post("/events", json={"events": events}).status_code == 200
+    k = state.engine.num_items - len(seen)
+    out = client.post("/recommend", json={"user": "u07", "k": k, "n_candidates": k}).json()
+    assert out["history_length"] == 20 and len(out["items"]) == k
+    assert not set(seen) & {r["item"] for r in out["items"]}  # the 10 oldest too
+    given = client.post("/recommend", json={"history": seen, "k": k, "n_candidates": k}).json()
+    assert not set(seen) & {r["item"] for r in given["items"]}
+
+
 def test_filters_keep_items_with_the_given_column_values(client: TestClient) -> None:
     one = client.post("/recommend", json={"user": "u01", "k": 5, "filters": {"category": "c1"}}).json()
     assert one["items"] and all(int(r["item"][4:]) % 4 == 1 for r in one["items"])

@@ -3,6 +3,8 @@ are refused by name; the two-stage recommender on a loaded bundle."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +17,7 @@ from serving_runs import tiny_runs
 from ranker.cli import main
 from ranker.errors import ConfigError, DataError
 from ranker.run_manifest import seal_run
+from ranker.serving import bundle as bundle_module
 from ranker.serving.bundle import BundleError, load_bundle, verify_bundle, write_bundle
 from ranker.serving.recommender import Query, Recommender, RequestError
 from ranker.serving.store import Event, open_store
@@ -29,7 +32,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def bundle(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "v1"
     assert (
-        main(["bundle", "--retrieval", str(runs["retrieval"]), "--ranker", str(runs["ranker"]), "--out", str(out)]) == 0
+        main(
+            [
+                "bundle",
+                "--retrieval",
+                str(runs["retrieval"]),
+                "--ranker",
+                str(runs["ranker"]),
+                "--out",
+                str(out),
+                "--index",
+                "hnsw",
+            ]
+        )
+        == 0
     )
     return out
 
@@ -301,3 +317,15 @@ def test_a_quantised_bundle_serves_int8_linear_layers_close_to_the_float_scores(
         assert any(type(m) is nn.Linear for m in load_bundle(bundle).ranking.model.modules())  # type: ignore[union-attr]
     finally:
         (bundle / "serving.json").unlink()
+
+
+def test_index_auto_searches_a_small_catalogue_exactly(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["bundle", "--retrieval", str(runs["retrieval"]), "--out", str(tmp_path / "small")]) == 0
+        monkeypatch.setattr(bundle_module, "EXACT_UP_TO", 10)  # the tiny catalogue is now "large"
+        assert main(["bundle", "--retrieval", str(runs["retrieval"]), "--out", str(tmp_path / "large")]) == 0
+    small, large = verify_bundle(tmp_path / "small"), verify_bundle(tmp_path / "large")
+    assert small["search"] == "exact" and "index.faiss" not in small["files"]
+    assert large["search"] == "hnsw" and "index.faiss" in large["files"]

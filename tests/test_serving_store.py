@@ -65,6 +65,14 @@ def test_length_counts_every_event_of_the_user_beyond_what_history_keeps(store: 
     assert len(store.history("u", 100)) == (50 if store.url.startswith("redis") else 70)
 
 
+def test_seen_holds_the_distinct_items_beyond_what_history_keeps(store: EventStore) -> None:
+    store.append([Event("u", str(i % 60), None, float(i)) for i in range(70)])  # items 0..59, 10 twice
+    assert store.seen("u", 10_000) == {str(i) for i in range(60)}  # Redis's cap (50) drops events, not items
+    assert store.seen("nobody", 100) == set()
+    if store.url.startswith("sqlite"):
+        assert store.seen("u", 5) == {str(i % 60) for i in range(65, 70)}
+
+
 def test_append_is_visible_to_the_next_read_from_another_thread(store: EventStore) -> None:
     seen: list[list[str]] = []
 

@@ -497,10 +497,11 @@ def _serving_parsers(sub: Any) -> None:
     b.add_argument("--out", type=Path, required=True, help="bundle directory to write (written atomically)")
     b.add_argument(
         "--index",
-        choices=["hnsw", "ivf", "exact"],
-        default="hnsw",
+        choices=["auto", "hnsw", "ivf", "exact"],
+        default="auto",
         help="faiss index built once over the item vectors; exact = no index (also "
-        "the fallback when faiss is not installed)",
+        "the fallback when faiss is not installed); auto (default) = exact up to "
+        "100,000 items, hnsw above",
     )
     b.add_argument(
         "--role",

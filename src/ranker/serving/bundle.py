@@ -134,7 +134,7 @@ def write_bundle(
     out: Path,
     *,
     ranker_run: Path | None = None,
-    index: str = "hnsw",
+    index: str = "auto",
     roles: dict[str, str] | None = None,
     min_item_overlap: float = 0.9,
     force: bool = False,
@@ -213,7 +213,16 @@ def _popularity(items: pa.Array, histories: pa.Table) -> pa.Array:
     return pc.if_else(pc.is_null(idx), 0, got).cast(pa.int64())
 
 
+#: ``--index auto``: exact search up to this many items. One matrix product over a small
+#: catalogue is both exact and faster than a graph: on TS-ML1M (3,883 items, width 50, top 200 of
+#: the catalogue minus the history) exact took 0.20 ms per request against 0.41 ms for HNSW at
+#: efSearch 64, which returned 90.6 % of the exact top 200 (2026-12-06, 300 users, 2 threads).
+EXACT_UP_TO = 100_000
+
+
 def _write_index(model: Any, path: Path, kind: str) -> str:
+    if kind == "auto":
+        kind = "exact" if int(model.num_items) <= EXACT_UP_TO else "hnsw"
     if kind == "exact":
         return "exact"
     try:

@@ -6,7 +6,10 @@ same second by arrival and keeps identical events distinct. Each user's set is c
 ``cap`` events (the oldest dropped on write), so memory is bounded per user.
 ``history(user, limit)`` is one ``ZRANGE key -limit -1``: O(log n + limit) on a capped set.
 ``<prefix>:n:<user>`` counts every event the user ever had (the cap drops events, not the count):
-``length(user)``, what a ranker trained on the history length reads.
+``length(user)``, what a ranker trained on the history length reads. ``<prefix>:s:<user>`` is the
+set of the user's items (every item ever appended, bounded by the catalogue, not by the cap):
+``seen(user, limit)`` is one ``SMEMBERS`` (a store written before the set existed falls back to
+the items of the capped sorted set).
 
 Durability. ``append`` sends one ``MULTI``/``EXEC`` transaction per batch and returns after
 Redis's reply: the events are in the server's memory, so killing the service process loses
@@ -64,6 +67,7 @@ class RedisStore:
             pipe.zadd(self._key(e.user), {f"{seq:016d}|{body}": float(e.time)})
             users[e.user] = None
             pipe.incrby(f"{self.prefix}:n:{e.user}", 1)
+            pipe.sadd(f"{self.prefix}:s:{e.user}", e.item)
         for user in users:
             pipe.zremrangebyrank(self._key(user), 0, -self.cap - 1)
         pipe.incrby(f"{self.prefix}:count", len(events))
@@ -78,6 +82,12 @@ class RedisStore:
             item, action, ctx = json.loads(member.decode().split("|", 1)[1])
             out.append(Event(user, item, action, float(time), ctx or {}))
         return out
+
+    def seen(self, user: str, limit: int) -> set[str]:
+        items = self.client.smembers(f"{self.prefix}:s:{user}")
+        if items:
+            return {i.decode() for i in items}
+        return {e.item for e in self.history(user, limit)}
 
     def length(self, user: str) -> int:
         counted = self.client.get(f"{self.prefix}:n:{user}")

@@ -99,6 +99,15 @@ class SQLiteStore:
             for item, action, time, ctx in reversed(rows)
         ]
 
+    def seen(self, user: str, limit: int) -> set[str]:
+        """One index range read, like ``history``, returning only the item column."""
+        rows = (
+            self._conn()
+            .execute("SELECT item FROM events WHERE user = ? ORDER BY time DESC, id DESC LIMIT ?", (user, int(limit)))
+            .fetchall()
+        )
+        return {item for (item,) in rows}
+
     def length(self, user: str) -> int:
         """The user's number of events: an index range count, O(the user's events)."""
         return int(self._conn().execute("SELECT COUNT(*) FROM events WHERE user = ?", (user,)).fetchone()[0])

@@ -66,6 +66,10 @@ class EventStore(Protocol):
         """The user's `limit` most recent events, oldest first."""
         ...
 
+    def seen(self, user: str, limit: int) -> set[str]:
+        """The distinct items of the user's `limit` most recent events (what ``/recommend`` excludes)."""
+        ...
+
     def length(self, user: str) -> int:
         """How many events the user has had (all of them, not only those `history` keeps)."""
         ...
