@@ -32,7 +32,7 @@ REDIS = os.environ.get("RANKER_TEST_REDIS")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = tiny_runs(tmp_path_factory.getbasetemp() / "serving-runs")
     root = tmp_path_factory.mktemp("server-bundles")
-    write_bundle(runs["retrieval"], root / "v1", ranker_run=runs["ranker"])
+    write_bundle(runs["retrieval"], root / "v1", ranker_run=runs["ranker"], index="hnsw")
     write_bundle(runs["retrieval"], root / "v2", ranker_run=runs["ranker"], index="exact")
     return {"v1": root / "v1", "v2": root / "v2"}
 

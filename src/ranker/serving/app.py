@@ -105,14 +105,7 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
     app.state.ranker = state
     _errors(app)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.metrics.observe(path, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(Measure, metrics=state.metrics)
 
     @app.post("/events", summary="append a batch of events (durable before the reply)")
     def post_events(body: EventsIn) -> dict[str, Any]:
@@ -245,6 +238,35 @@ def _union_tag(part: Any) -> bool:
     return isinstance(part, str) and (
         part in ("str", "int", "float", "bool", "none") or "-" in part or "[" in part or part[:1].isupper()
     )
+
+
+class Measure:
+    """ASGI middleware: each HTTP request's route, status and seconds into :class:`Metrics`.
+
+    A plain ASGI wrapper rather than ``@app.middleware("http")``: Starlette's
+    ``BaseHTTPMiddleware`` runs the app in a task and streams the response through memory
+    channels, a cost paid on every request."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:  # the router filled scope["route"] in place
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(path, status, time.perf_counter() - start)
 
 
 class BodyLimit:
