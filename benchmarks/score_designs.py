@@ -310,10 +310,13 @@ def latency(
     for d in designs:
         bundle, source = bundle_of(d, work, runs, seed)
         rec = Recommender(load_bundle(bundle), None)
+        inproc: dict[int, dict[str, Any]] = {}
         for full_rows in (False, True) if d.key == "early" else (False,):
             for t in threads:
                 before = load1()
                 m = time_score(rec, n, t, full_rows)
+                if not full_rows:
+                    inproc[t] = m
                 m |= {"design": d.key, "path": "full-rows" if full_rows else "serving", "quantize": d.quantize}
                 m |= {"ranker": source, "load_before": before, "load_after": load1(), "cpus": os.cpu_count()}
                 m["torch"] = torch.__version__
@@ -325,7 +328,7 @@ def latency(
                     f"(load {before} → {m['load_after']})",
                     flush=True,
                 )
-        if http:
+        if http:  # beside each HTTP point: the same run's in-process p50 / p99 (the overhead's baseline)
             events, cands = score_events(rec, time.time())
             history = [{"item": e.item, "action": e.action, "time": e.time} for e in events]
             for t in threads:
@@ -345,6 +348,9 @@ def latency(
                 m |= {"design": d.key, "path": "http", "quantize": d.quantize, "threads": t, "ranker": source}
                 m |= {"candidates": len(cands), "history": len(history), "load_before": before, "load_after": load1()}
                 m |= {"cpus": os.cpu_count(), "torch": torch.__version__}
+                same = inproc.get(t)
+                if same is not None:
+                    m |= {"in_process_p50_ms": same["p50_ms"], "in_process_p99_ms": same["p99_ms"]}
                 key = f"latency|{d.key}|threads={t}|path=http"
                 save_result(results, key, m, name=d.name, seed=None, protocol=PROTOCOL, config=d.config)
                 print(f"{key}: p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms, errors {m['errors']}", flush=True)

@@ -90,8 +90,15 @@ def main() -> None:
         "recommend_p50_ms": float(np.percentile(seconds, 50) * 1000),
         "threads": args.threads,
     }
-    save_result(args.results, f"ml-1m|N{N}", metrics, name="served-vs-offline", seed=None, protocol="TS-ML1M",
-                config=f"{args.bundle} ({args.run})")
+    save_result(
+        args.results,
+        f"ml-1m|N{N}",
+        metrics,
+        name="served-vs-offline",
+        seed=None,
+        protocol="TS-ML1M",
+        config=f"{args.bundle} ({args.run})",
+    )
     for key, value in metrics.items():
         print(f"{key}: {value}")
 

@@ -749,8 +749,8 @@ def score_designs_http() -> str:
             r = by.get(("latency", f"{design}|threads={t}|path=http"))
             if r is None:
                 continue
-            m, inproc = r["metrics"], by.get(("latency", f"{design}|threads={t}"))
-            local = f"{inproc['metrics']['p50_ms']:.1f}" if inproc else "–"
+            m = r["metrics"]  # the in-process p50 of the same run (not the design table's earlier one)
+            local = f"{m['in_process_p50_ms']:.1f}" if "in_process_p50_ms" in m else "–"
             cells = [r["name"], str(t), f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", local, str(m["errors"])]
             lines.append(row([*cells, _requests(m), _machine_load(m)]))
     return "\n".join(lines) or row(
