@@ -391,6 +391,16 @@ SUMMARY: list[dict[str, Any]] = [
         "peer": "published SASRec (BCE, 1 negative) 0.0605; BSARec 0.1008",
     },
     {
+        "protocol": "TS-ML1M",
+        "study": "two-stage",
+        "file": "two-stage-ml-1m",
+        "name": "none|N200",
+        "label": "HSTU-large top 200 → TransAct + DCN-V2 stage 2 (`two_stage.py`, N = 200)",
+        "metric": ("test", "HR@10"),
+        "metric_label": "HR@10",
+        "peer_ours": ("two-stage-ml-1m", "stage1|N200", "stage 1 alone (the same HSTU-large run)"),
+    },
+    {
         "protocol": "RK-ML100K generative",
         "study": "generative",
         "file": "compare-generative-rk-ml100k",
