@@ -103,6 +103,7 @@ def test_an_empty_table_does_not_swallow_the_next(tmp_path: Path) -> None:
 
 
 SERVE_TABLES = ("serve-recommend", "serve-stages", "serve-score", "serve-events", "serve-provenance")
+SERVE_TABLES += tuple(f"{t}-ml1m" for t in SERVE_TABLES)
 
 
 def _header_columns(page: Path) -> dict[str, int]:
@@ -118,7 +119,7 @@ def _header_columns(page: Path) -> dict[str, int]:
 def test_serving_tables_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Until serve_bench.py has written its results file, each serving table is one row saying so,
     with as many cells as the page's header."""
-    monkeypatch.setattr(update_tables, "SERVE", tmp_path / "serve-latency.json")
+    monkeypatch.setattr(update_tables, "SERVE", {"": tmp_path / "a.json", "-ml1m": tmp_path / "b.json"})
     columns = _header_columns(ROOT / "docs" / "experiments" / "serving.md")
     assert set(SERVE_TABLES) <= set(columns)
     for name in SERVE_TABLES:
@@ -143,7 +144,7 @@ def test_serving_tables_from_a_results_file(tmp_path: Path, monkeypatch: pytest.
     events = {"store": "redis", "durability": "Redis appendonly yes, appendfsync always", "batch": 100}
     events |= {"requests": 2000, "events_per_s": 12345.6, "clients": 1}
     results_store.save_result(path, "events|redis|batch=100", {**http, **events})
-    monkeypatch.setattr(update_tables, "SERVE", path)
+    monkeypatch.setattr(update_tables, "SERVE", {"": path, "-ml1m": path})
     columns = _header_columns(ROOT / "docs" / "experiments" / "serving.md")
     recommend = update_tables.render("serve-recommend")
     assert recommend is not None
