@@ -27,6 +27,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
   with the run);
 - ``score-designs``, ``score-designs-parts``, ``score-designs-http``, ``score-designs-provenance``: the /score serving
   designs, quality beside latency (``score_designs.py``, ``results/score-designs.json``);
+- ``scale-rss``: peak RSS vs train rows, streamed and in memory (``scale_rss.py``,
+  ``results/scale-rss.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -660,6 +662,24 @@ def serve_provenance(suffix: str = "") -> str:
     return "\n".join(lines) or _not_measured(5, suffix)
 
 
+SCALE_RSS = RESULTS / "scale-rss.json"
+
+
+def scale_rss() -> str | None:
+    """Peak RSS and samples/s per train-row count, streamed beside in memory (``scale_rss.py``)."""
+    if not SCALE_RSS.is_file():
+        return None
+    recs = sorted(records(SCALE_RSS), key=lambda r: (int(r["key"].split("|")[1]), r["key"]))
+    lines = []
+    for r in recs:
+        m = r["metrics"]
+        rows = int(r["key"].split("|")[1])
+        cells = [f"{rows:,}", "streamed" if m["mode"] == "stream" else "in memory", f"{m['peak_rss_mb'] / 1024:.2f}"]
+        cells += [f"{m['prepare_time_s']:.0f}", f"{m['train_samples_per_s']:,.0f}", f"{m['valid_auc']:.4f}"]
+        lines.append(row([*cells, r["provenance"]["date"][:16].replace("T", " "), r["provenance"]["commit"][:7]]))
+    return "\n".join(lines)
+
+
 BAD_INPUT = RESULTS / "bad-input.json"
 
 
@@ -809,6 +829,7 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "score-designs-http": score_designs_http,
     "score-designs-provenance": score_designs_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
+    "scale-rss": scale_rss,
     "bad-input-corpus": bad_input_corpus,
     "bad-input-hypothesis": bad_input_hypothesis,
 }
