@@ -16,7 +16,8 @@ preparation or validation. On 2 cores compare 1 process × 2 threads with 2 proc
 Usage::
 
     python benchmarks/ddp_speed.py                                   # 1M rows; 1x1, 1x2, 2x1 on CPU
-    python benchmarks/ddp_speed.py --rows 20k --max-steps 20 --out /tmp/ddp-smoke.json --cache /tmp/ddp-cache
+    python benchmarks/ddp_speed.py --rows 20k --cardinality 10k --eval-rows 2k --max-steps 20 --batch-size 512 \
+        --out /tmp/ddp-smoke.json --cache /tmp/ddp-cache                       # smoke: seconds
     python benchmarks/ddp_speed.py --device cuda --procs 1 2 --threads 4   # a GPU host: nccl, bf16
 """
 
