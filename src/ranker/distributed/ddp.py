@@ -33,9 +33,9 @@ class FamilyStep(nn.Module):
 
 def data_parallel(model: nn.Module) -> tuple[DistributedDataParallel, FamilyStep]:
     """DDP around a :class:`FamilyStep` of `model` (on its device already: no ``device_ids``, the
-    engine moves batches; rank 0's weights are broadcast at construction). Buffers are not
-    broadcast, neither then nor before every forward (a collective per step): batch-norm statistics are each
-    rank's own while training and rank 0's are sent to all before validation
+    engine moves batches). Rank 0's weights and buffers are broadcast at construction; buffers are
+    not synced before every forward (a collective per step): batch-norm statistics are each rank's
+    own while training, and rank 0's are sent to all before validation
     (:func:`~ranker.distributed.collectives.broadcast_buffers`); rank 0's are the ones saved."""
     step = FamilyStep(model)
-    return DistributedDataParallel(step, broadcast_buffers=False), step
+    return DistributedDataParallel(step, forward_sync_buffers=False), step
