@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from importlib import resources
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        _check_launcher(args.command)
         return int(args.func(args) or 0)
     except RankerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -54,6 +56,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _check_launcher(command: str) -> None:
+    """Under torchrun (several processes) only `ranker train` runs: the others would each write the
+    same files. Read from torchrun's environment without importing torch."""
+    size = os.environ.get("WORLD_SIZE", "").strip()
+    if command != "train" and size not in ("", "0", "1"):
+        raise ConfigError(
+            f"ranker {command}: started as one of {size} processes (torchrun); only `ranker train` "
+            "runs data-parallel, run this command as one process"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -214,8 +227,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         options = {"base_dir": args.config.resolve().parent, "init_from": args.init_from}
     else:
         cfg = _anchored(cfg, args.config)
+    from ranker.distributed import process_group
+    from ranker.train.engine import pick_device
+
     start = time.perf_counter()
-    metrics = family.train(cfg, out, **options)
+    with process_group(pick_device(cfg.train.device)) as world:  # torchrun: gloo on CPU, nccl on CUDA
+        metrics = family.train(cfg, out, **options)
+    if not world.writer:  # rank 0 prints the summary and the status
+        return 0
     SUMMARIES[family.kind](cfg, metrics, out, time.perf_counter() - start)
     return _status(metrics, out, strict=args.strict)
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from ranker.config.load import config_kind, dump_config
 from ranker.config.schema import BaseTrainConfig
 from ranker.data.sources import atomic_write_bytes
+from ranker.distributed import barrier, current, is_writer
 from ranker.errors import ConfigError, DataError, warn
 from ranker.outcome import summary, undefined_reasons
 from ranker.run_manifest import seal_run, unseal_run, verify_run
@@ -187,13 +188,22 @@ def _short(value: Any) -> str:
 
 def begin_run(run_dir: Path, cfg: C, load_saved: Callable[[Path], C]) -> Path:
     """Create `run_dir`, check a checkpoint there belongs to `cfg`, write ``config.yaml``. A
-    finished run trained again (resumed) is unsealed until :func:`finish_run` seals it anew."""
+    finished run trained again (resumed) is unsealed until :func:`finish_run` seals it anew.
+    Under torchrun rank 0 does it while the others wait (they read the checkpoint after it)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_resume(run_dir, cfg, load_saved)
-    unseal_run(run_dir)
-    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    if is_writer():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        check_resume(run_dir, cfg, load_saved)
+        unseal_run(run_dir)
+        atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    barrier()
     return run_dir
+
+
+def follower_metrics(fit: FitResult) -> dict[str, Any]:
+    """What a rank other than 0 returns from training under torchrun (rank 0 writes the run's
+    metrics): its rank and the selection every rank agreed on."""
+    return {"rank": current().rank, "best_epoch": fit.best_epoch or None, "best_valid_score": fit.best_score}
 
 
 def write_json(path: Path, obj: Any) -> None:

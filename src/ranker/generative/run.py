@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from ranker.config import load_generative_config
 from ranker.config.generative import GenerativeRunConfig
 from ranker.data.sources import atomic_write_bytes
+from ranker.distributed import is_writer
 from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.evaluate import predict_split, split_metrics
@@ -39,7 +40,15 @@ from ranker.generative.trainer import GenerativeTrainer
 from ranker.models.generative import GenerativeRanker, TokenVocab
 from ranker.progress import phase
 from ranker.run_manifest import read_run_file
-from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
+from ranker.rundir import (
+    begin_run,
+    finish_run,
+    finished_config,
+    fit_metrics,
+    follower_metrics,
+    save_calibration,
+    start_process,
+)
 from ranker.train.baselines import mean_predictor_metrics
 from ranker.train.checkpoint import load_weights
 
@@ -90,16 +99,19 @@ def build_model(cfg: GenerativeRunConfig, log: EventLog | dict[str, int]) -> Gen
 def train_generative_run(cfg: GenerativeRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there); evaluate at the best epoch."""
     start_process(cfg.train)
-    talk = cfg.train.progress
+    talk = cfg.train.progress and is_writer()  # under torchrun rank 0 alone prints
     with phase(f"reading events of {cfg.data.dataset or cfg.data.path}", enabled=talk):
         log = load_events(cfg)
     model = build_model(cfg, log)
     run_dir = begin_run(run_dir, cfg, load_generative_config)
-    save_vocab(run_dir, log)
-    atomic_write_bytes(run_dir / "model_shape.json", json.dumps(model_shape(log)).encode())
+    if is_writer():
+        save_vocab(run_dir, log)
+        atomic_write_bytes(run_dir / "model_shape.json", json.dumps(model_shape(log)).encode())
     w = cfg.data.max_events
     windows = {s: user_windows(log, i, w) for s, i in SPLIT_IDS.items()}
     fit = GenerativeTrainer(model, log, cfg.train, run_dir).fit(windows["train"], windows["valid"])
+    if not is_writer():  # rank 0 evaluates and writes the run
+        return follower_metrics(fit)
     metrics: dict[str, Any] = {
         "dataset": cfg.data.dataset or cfg.data.path,
         "model": "generative-hstu",

@@ -6,6 +6,12 @@ over every scored token of the batch: each target event's item token (its labels
 ``watch = 1``, ``like``) and its negatives' candidate tokens (``watch = 0``, like masked).
 Batches: windows of similar length under a B·N² cell budget. Selection: the mean validation AUC
 of the tasks (as the feature ranker).
+
+Data parallelism (``torchrun``, docs/distributed.md): every rank plans the same budgeted batches
+and trains on every W-th of them (rank r: batches r, r + W, …; the last G mod W batches of an
+epoch are left out), so ``train.batch_cells`` and ``max_batch_size`` stay per process and a step
+trains W batches, each rank's loss weighted by its share of the step's scored rows (the engine).
+Validation runs on rank 0.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ranker.config.generative import GenerativeTrainConfig
-from ranker.generative.batches import Batch, Window, batches
+from ranker.generative.batches import Batch, Window, batches, collate, plan_batches
 from ranker.generative.evaluate import predict_split, split_metrics
 from ranker.generative.events import EventLog
 from ranker.models.generative import GenerativeRanker
@@ -46,7 +53,17 @@ class GenerativeTrainer:
         return self.engine.fit(self)
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
-        return batches(self._train, self.cfg.batch_cells, self.cfg.max_batch_size, generator)
+        world = self.engine.world
+        if not world.distributed:
+            return batches(self._train, self.cfg.batch_cells, self.cfg.max_batch_size, generator)
+        return self._rank_batches(generator, world.rank, world.world_size)
+
+    def _rank_batches(self, generator: torch.Generator, rank: int, world_size: int) -> Iterator[Batch]:
+        """Batches ``rank, rank + W, …`` of the epoch's plan (the same on every rank), as many on each."""
+        lengths = np.array([len(w) for w in self._train])
+        groups = plan_batches(lengths, self.cfg.batch_cells, self.cfg.max_batch_size, generator)
+        for group in groups[rank : len(groups) - len(groups) % world_size : world_size]:
+            yield collate([self._train[i] for i in group])
 
     def loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
         raw = self.model(batch.tokens)

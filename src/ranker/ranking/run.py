@@ -35,6 +35,7 @@ from ranker.data.recipes import get_recipe, prepare
 from ranker.data.sources import atomic_write_bytes
 from ranker.data.stream import StreamedTrain, TrainFiles, fit_streaming
 from ranker.data.tensors import TensorData
+from ranker.distributed import check_global_batch, current, is_writer
 from ranker.errors import ConfigError, DataError, warn
 from ranker.models import Ranker, build_model
 from ranker.models.numeric_block import ple_settings
@@ -43,7 +44,15 @@ from ranker.nn.gates import collect_gate_stats
 from ranker.progress import phase
 from ranker.ranking.teacher import cached_teacher_outputs
 from ranker.run_manifest import read_run_file, verify_run
-from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, save_calibration, start_process
+from ranker.rundir import (
+    begin_run,
+    finish_run,
+    finished_config,
+    fit_metrics,
+    follower_metrics,
+    save_calibration,
+    start_process,
+)
 from ranker.tasks import DistillationObjective, MultiTaskObjective, TaskSpec, serving_score
 from ranker.tasks.score import score_weights
 from ranker.train import Trainer, load_weights, pick_device, task_metrics
@@ -212,6 +221,7 @@ def train_run(
     on ``train.distill`` α · hard + (1 − α) · soft loss (:mod:`ranker.tasks.distill`).
     """
     run_dir = Path(run_dir)
+    check_world(cfg, teacher)
     if teacher is not None and cfg.data.stream is not None:
         raise ConfigError(
             "--teacher: distillation caches the teacher's outputs on train rows in memory; not with data.stream"
@@ -220,7 +230,7 @@ def train_run(
         if source is not None:  # refused before any work when damaged or unfinished
             verify_source(flag, Path(source))
     start_process(cfg.train)
-    talk = cfg.train.progress
+    talk = cfg.train.progress and is_writer()  # under torchrun rank 0 alone prints
     t0 = time.perf_counter()
     init_pre = _init_preprocessor(init_from) if init_from is not None else None
     with phase(f"reading {cfg.data.dataset or cfg.data.path or 'the split files'}", enabled=talk):
@@ -228,7 +238,8 @@ def train_run(
     check_key_columns(prep)
     cfg = cfg.model_copy(update={"data": prep.data})
     begin_run(run_dir, cfg, load_config)  # only once the data is known to be readable
-    prep.pre.save(run_dir / "preprocessor.json")
+    if is_writer():
+        prep.pre.save(run_dir / "preprocessor.json")
     for t in prep.data.tasks:
         if t.conditional_on is not None and t.mask_column is None:
             warn(
@@ -259,6 +270,8 @@ def train_run(
     )
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(prep.stream or splits["train"], splits["valid"], groups["valid"])
+    if not is_writer():  # rank 0 evaluates test and writes the run
+        return follower_metrics(fit)
     metrics: dict[str, Any] = {
         "dataset": prep.data.dataset or prep.data.path or "files",
         **fit_metrics(cfg.train, fit, model),
@@ -301,6 +314,24 @@ def train_run(
         metrics["ceiling"] = {k: prep.recipe_meta[k] for k in ("ceiling_auc", "ceiling_gauc")}
     finish_run(run_dir, metrics)
     return metrics
+
+
+def check_world(cfg: RunConfig, teacher: Path | None = None) -> None:
+    """What a run on several processes (torchrun) cannot do, refused before any work: a global
+    ``train.batch_size`` the processes do not divide, a streamed train split (``data.stream`` reads
+    its chunks in one process), distillation (the teacher's outputs are cached in the run)."""
+    world = current()
+    if not world.distributed:
+        return
+    check_global_batch(cfg.train.batch_size, world=world)
+    if cfg.data.stream is not None:
+        raise ConfigError(
+            f"data.stream: a streamed train split is read by one process; it cannot be sharded over the "
+            f"{world.world_size} processes of this torchrun run (run it without torchrun, or set data.stream: null "
+            "to train from memory)"
+        )
+    if teacher is not None:
+        raise ConfigError("--teacher: distillation runs in one process, not under torchrun")
 
 
 def _attach_teacher(

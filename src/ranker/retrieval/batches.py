@@ -46,6 +46,19 @@ class SeqBatch:
 
         return SeqBatch(self.items[:, -width:], self.targets[:, -width:], cut(self.times), cut(self.query_times))
 
+    def shard(self, rank: int, world_size: int) -> SeqBatch | None:
+        """Rows ``rank, rank + W, …`` of the first ⌊B / W⌋·W rows, trimmed (data parallelism: the
+        W ranks' shards partition the batch); None when the batch has fewer than W rows."""
+        stop = len(self.items) - len(self.items) % world_size
+        if stop == 0:
+            return None
+        rows = slice(rank, stop, world_size)
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows]
+
+        return SeqBatch(self.items[rows], self.targets[rows], take(self.times), take(self.query_times)).trimmed()
+
 
 @dataclass(frozen=True)
 class TrainSequences:

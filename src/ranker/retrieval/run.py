@@ -27,6 +27,7 @@ import torch
 
 from ranker.config import load_retrieval_config
 from ranker.config.retrieval import HSTUModel, RetrievalRunConfig
+from ranker.distributed import check_global_batch, is_writer
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever, build_retrieval_model
 from ranker.progress import phase
@@ -36,7 +37,7 @@ from ranker.retrieval.evaluation import evaluate_model
 from ranker.retrieval.losses import NextItemLoss
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, evaluate, popularity_scorer
 from ranker.retrieval.trainer import SequenceTrainer
-from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, start_process
+from ranker.rundir import begin_run, finish_run, finished_config, fit_metrics, follower_metrics, start_process
 from ranker.train.checkpoint import load_weights
 
 
@@ -69,18 +70,22 @@ def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
 
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (resuming a checkpoint there) and evaluate at the best epoch."""
+    check_global_batch(cfg.train.batch_size)  # under torchrun: before any work
     start_process(cfg.train)
-    talk = cfg.train.progress
+    talk = cfg.train.progress and is_writer()  # under torchrun rank 0 alone prints
     with phase(f"reading events of {cfg.data.dataset or cfg.data.path}", enabled=talk):
         events = load_retrieval_events(cfg)
         data = events.views()
     model = build_model(cfg, data)
     run_dir = begin_run(run_dir, cfg, load_retrieval_config)
-    save_serving(run_dir, events)
+    if is_writer():
+        save_serving(run_dir, events)
     train = TrainSequences.build(training_sequences(cfg, data), data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
     fit = SequenceTrainer(model, loss, cfg.train, cfg.eval, run_dir).fit(train, data)
+    if not is_writer():  # rank 0 evaluates and writes the run
+        return follower_metrics(fit)
     e = cfg.eval
     metrics: dict[str, Any] = {
         "dataset": cfg.data.dataset or cfg.data.path,

@@ -4,6 +4,12 @@ The retrieval family on the shared :class:`~ranker.train.engine.Engine`: batches
 training sequences (length-sorted within windows), the next-item loss with negatives drawn
 from the epoch's generator, and selection on validation NDCG@10 (full catalogue,
 PROTOCOLS.md). ``train.protocol: reference`` selects the last epoch instead.
+
+Data parallelism (``torchrun``, docs/distributed.md): ``train.batch_size`` users is the global
+batch; every rank builds the same shuffled batches and trains on rows ``rank::W`` of each
+(:meth:`SeqBatch.shard`), the loss weighted by its share of the step's targets (the engine), so a
+step is the one-process step's users. Negatives are drawn per rank (sampled and in-batch
+softmax see the rank's rows); validation runs on rank 0.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 
 from ranker.config.retrieval import RetrievalEval, SequenceTrainConfig
+from ranker.distributed import check_global_batch
 from ranker.models.sequential import SequentialRetriever
 from ranker.retrieval.batches import SeqBatch, TrainSequences
 from ranker.retrieval.evaluation import evaluate_model
@@ -42,6 +49,7 @@ class SequenceTrainer:
     ) -> None:
         self.next_item_loss, self.cfg, self.eval_cfg = loss, cfg, eval_cfg
         self.engine = Engine(model, cfg, run_dir, device=device, select_last=cfg.protocol == "reference")
+        check_global_batch(cfg.batch_size, world=self.engine.world)
         self.model = model  # moved to the engine's device in place
         self.optimizer, self.ema = self.engine.optimizer, self.engine.ema
         self._train: TrainSequences | None = None
@@ -53,7 +61,11 @@ class SequenceTrainer:
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[SeqBatch]:
         assert self._train is not None
-        return self._train.batches(self.cfg.batch_size, generator, self.cfg.length_window)
+        world = self.engine.world
+        for batch in self._train.batches(self.cfg.batch_size, generator, self.cfg.length_window):
+            shard = batch.shard(world.rank, world.world_size) if world.distributed else batch
+            if shard is not None:  # every rank skips the same batch
+                yield shard
 
     def loss(self, batch: SeqBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
         states = self.model.encode(batch.items, batch.times, batch.query_times)  # (B, L, D)

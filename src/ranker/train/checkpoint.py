@@ -154,11 +154,17 @@ class Checkpointer:
         return state
 
     def restore(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: WeightAverage | None = None
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema: WeightAverage | None = None,
+        *,
+        clean: bool = True,
     ) -> dict[str, Any] | None:
         """Load the last complete epoch into `model`/`optimizer` (and `ema`); None if there is
-        none. Temporary files of a write that a kill interrupted (``.name.XXXX``) are removed."""
-        if self.dir.is_dir():
+        none. Temporary files of a write that a kill interrupted (``.name.XXXX``) are removed
+        (`clean`; only the process that writes the run does it)."""
+        if clean and self.dir.is_dir():
             for orphan in self.dir.glob(".*"):
                 orphan.unlink(missing_ok=True)
         state = self.state()

@@ -6,9 +6,9 @@ validation metrics with their selection score. :class:`Engine` owns everything e
 
 - **the step**: batch to the device, bf16 autocast on CUDA, ``zero_grad`` → ``backward`` →
   gradient clipping → optimizer step → weight-average update;
-- **the epoch**: ``model.train()``, ``torch.manual_seed(seed + e)`` (dropout) and a
-  ``Generator(seed·1000 + e)`` for shuffling and sampling, an optional step cap, a progress bar,
-  the mean loss and throughput per counted unit (samples, targets, events);
+- **the epoch**: ``model.train()``, ``torch.manual_seed(seed + e)`` (dropout; rank r > 0 adds
+  r · RANK_SEED_STRIDE) and a ``Generator(seed·1000 + e)`` for shuffling and sampling, an
+  optional step cap, a progress bar, the mean loss and throughput per counted unit (samples, targets, events);
 - **the loop**: validation every ``eval_every`` epochs (and at the last) on the weight average
   when ``train.ema_decay`` is set, selection of the best epoch, early stopping after
   ``patience`` evaluations without gain, reduce-on-plateau lr decay, one checkpoint per epoch
@@ -24,7 +24,18 @@ validation metrics with their selection score. :class:`Engine` owns everything e
 
 Progress (``train.progress``) goes to stderr (the ``stream`` argument): a live bar in a
 terminal, plain step lines elsewhere (:class:`ranker.progress.StepProgress`); one line per
-epoch on stdout. Only rank 0 writes files and progress when ``world_size > 1``.
+epoch on stdout.
+
+Data parallelism (``torchrun``, :mod:`ranker.distributed`): with more than one process the
+step runs the family's loss through DistributedDataParallel (:mod:`ranker.distributed.ddp`), so
+the gradients are averaged over the ranks; each rank's loss is weighted by its share of the
+step's counted units (the first key of ``loss``'s counts, summed over the ranks), so the step
+follows the mean over the global batch even where ranks hold different numbers of units. The
+epoch record sums the loss and the units over the ranks. Validation runs on every rank when the
+family says ``validates_sharded`` (each scores its share and gathers the scores), else on rank 0
+alone; either way rank 0's record is broadcast, so selection, early stopping and lr decay stay
+in lockstep. Only rank 0 writes files and progress; the others wait at a barrier before they
+read the selected weights. See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -41,12 +52,26 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ranker.config.schema import BaseTrainConfig
+from ranker.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    broadcast_object,
+    current,
+    local_device,
+)
+from ranker.distributed.ddp import FamilyStep, data_parallel
 from ranker.errors import ConfigError
 from ranker.progress import MIN_GAP_S, StepProgress, is_terminal
 from ranker.train.checkpoint import Checkpointer, load_weights, save_weights
 from ranker.train.ema import WeightAverage, averaged_weights
+
+#: Rank r > 0 seeds its epoch's dropout with seed + epoch + r · this (rank 0 draws as one process does).
+RANK_SEED_STRIDE = 1_000_003
 
 
 class Family(Protocol):
@@ -58,6 +83,11 @@ class Family(Protocol):
     key weights the epoch's mean loss and every key becomes ``train_<key>`` and
     ``<key>_per_s`` in the epoch record); ``validate()`` returns at least ``valid`` (metrics)
     and ``valid_score`` (higher is better) for the epoch record.
+
+    Under torchrun ``batches`` yields this rank's share of each step, as many batches on every
+    rank (the engine's ``world`` says which rank this is); ``validate`` runs on rank 0 alone
+    unless the family sets ``validates_sharded = True`` (then on every rank, each gathering the
+    others' scores with :func:`ranker.distributed.all_gather_variable`).
     """
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]: ...
@@ -200,19 +230,26 @@ class Engine:
         run_dir: Path,
         *,
         device: torch.device | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        world: World | None = None,
         select_last: bool = False,
         stream: IO[str] | None = None,
     ) -> None:
-        """``stream``: where step progress goes (default: stderr at the time of writing)."""
+        """``stream``: where step progress goes (default: stderr at the time of writing).
+        ``world``: this process among the run's (default: the initialised process group's, one
+        process without torchrun); with several, the model is wrapped for DDP here."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.stream = stream
-        self.device = device or pick_device(cfg.device)
+        self.world = world or current()
+        self.device = device or local_device(pick_device(cfg.device))
         self.model = model.to(self.device)
-        self.rank, self.world_size = rank, world_size
-        self.writer = rank == 0
+        self.rank, self.world_size = self.world.rank, self.world.world_size
+        self.writer = self.world.writer
         self.select_last = select_last
+        # DDP first: it broadcasts rank 0's weights, which the optimizer and the average then start from
+        self._ddp: DistributedDataParallel | None = None
+        self._family_step: FamilyStep | None = None
+        if self.world.distributed:
+            self._ddp, self._family_step = data_parallel(self.model)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self._tb: Any = None
@@ -228,10 +265,15 @@ class Engine:
         """
         t0 = time.perf_counter()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss, counts = family.loss(to_device(batch, self.device), generator)
+            if self._ddp is not None and self._family_step is not None:  # gradients averaged over the ranks
+                self._family_step.family = family
+                loss = self._ddp(to_device(batch, self.device), generator)
+                counts = self._family_step.counts
+            else:
+                loss, counts = family.loss(to_device(batch, self.device), generator)
         t1 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * self._rank_share(counts) if self._ddp is not None else loss).backward()
         if self.cfg.clip_grad_norm:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
         t2 = time.perf_counter()
@@ -244,11 +286,24 @@ class Engine:
             timers["optimizer"] += time.perf_counter() - t2
         return loss.detach(), counts
 
+    def _rank_share(self, counts: dict[str, int]) -> float:
+        """W · n_r / Σ_r n_r for this rank's n_r counted units (the first key): DDP divides the summed
+        gradients by W, so the step's gradient is Σ_r (n_r / N) ∇ mean_r = ∇ (mean over the global
+        batch) for a loss that is a mean over its units (1 where every rank holds as many)."""
+        units = float(next(iter(counts.values()), 0))
+        (total,) = all_reduce_sum([units])
+        return self.world_size * units / total if total > 0 else 1.0
+
     def train_epoch(self, family: Family, epoch: int, total: int | None = None) -> dict[str, Any]:
         """One pass over the family's batches; the epoch record's training part."""
         self.model.train()
-        torch.manual_seed(self.cfg.seed + epoch)
+        torch.manual_seed(self.cfg.seed + epoch + RANK_SEED_STRIDE * self.rank)  # dropout: other masks per rank
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        # Under torchrun every rank builds the same batches from `gen`; its loss samples (negatives)
+        # come from a generator of its own, so ranks do not draw the same ones.
+        step_gen = (
+            gen if not self.world.distributed else torch.Generator().manual_seed(gen.initial_seed() * 1009 + self.rank)
+        )
         cap = self.cfg.max_steps_per_epoch
         if total is not None and cap:
             total = min(total, cap)
@@ -268,7 +323,7 @@ class Engine:
             if cap and step >= cap:
                 break
             timers["data"] += time.perf_counter() - last
-            loss, n = self.step(family, batch, gen, timers)
+            loss, n = self.step(family, batch, step_gen, timers)
             last = time.perf_counter()
             weight = next(iter(n.values()))
             loss_sum += loss * weight
@@ -277,9 +332,13 @@ class Engine:
             progress.update(mean_loss, counts)
         progress.close()
         elapsed = time.perf_counter() - start
+        total_loss = loss_sum.item()
+        if self.world.distributed:  # the loss and the units of every rank
+            total_loss, *sums = all_reduce_sum([total_loss, *counts.values()])
+            counts = {key: int(round(value)) for key, value in zip(counts, sums, strict=True)}
         weight_total = next(iter(counts.values()), 0)
         record: dict[str, Any] = {
-            "train_loss": loss_sum.item() / max(weight_total, 1),
+            "train_loss": total_loss / max(weight_total, 1),
             "epoch_time_s": elapsed,
             "time_split_s": timers,
         }
@@ -295,14 +354,14 @@ class Engine:
         cfg = self.cfg
         ckpt = Checkpointer(self.run_dir)
         log = EpochLog(self.run_dir / "log.jsonl", self.writer)
-        state = ckpt.restore(self.model, self.optimizer, self.ema) or {
+        state = ckpt.restore(self.model, self.optimizer, self.ema, clean=self.writer) or {
             "epoch": 0,
             "best_epoch": 0,
             "best_score": -math.inf,
             "bad_evals": 0,
         }
         state.setdefault("bad_evals", state.pop("bad_epochs", 0))  # checkpoints before the engine
-        history = log.read(state["epoch"])
+        history = log.read(state["epoch"]) if self.writer else []  # rank 0 may be cutting the file back
         resumed_from = state["epoch"]
         if resumed_from and self.writer:
             print(f"resuming {self.run_dir} after epoch {resumed_from}")
@@ -317,8 +376,7 @@ class Engine:
                 if self._plain_progress() and record["epoch_time_s"] >= MIN_GAP_S:  # no silent minutes in a log
                     print(f"epoch {epoch}: validating …", file=self._stream(), flush=True)
                 start = time.perf_counter()
-                with averaged_weights(self.ema, self.model):
-                    record.update(family.validate())
+                record.update(self._validate(family))
                 record.setdefault("eval_time_s", time.perf_counter() - start)
                 improved = self.select_last or record["valid_score"] > state["best_score"]
                 if improved:
@@ -344,6 +402,7 @@ class Engine:
             state["epoch"] = epoch
         if self._tb is not None:
             self._tb.close()
+        barrier()  # rank 0 has written the last checkpoint that every rank reads the selection from
         best = ckpt.best_path()  # none when no validation score was a number: the last epoch's weights
         if best is not None:
             load_weights(self.model, best)
@@ -362,13 +421,25 @@ class Engine:
         """The validation metrics and score of the weights before any training (the reference a
         trained epoch must beat); one line on stdout with ``train.progress``."""
         start = time.perf_counter()
-        with averaged_weights(self.ema, self.model):
-            record = family.validate()
+        record = self._validate(family)
         untrained = {"valid": record.get("valid"), "valid_score": _number(record.get("valid_score"))}
         if self.cfg.progress and self.writer:
             parts = ["before training (untrained weights)", f"{time.perf_counter() - start:.1f}s"]
             print(" | ".join(parts + valid_text(untrained["valid"])), flush=True)
         return untrained
+
+    def _validate(self, family: Family) -> dict[str, Any]:
+        """``family.validate()`` on the (averaged) weights. With several processes: on every rank
+        when the family ``validates_sharded`` (each scores its share; the scores are gathered), else
+        on rank 0 while the others wait; rank 0's record is then every rank's, so selection,
+        patience and lr decay take the same decisions everywhere."""
+        if self.world.distributed:
+            broadcast_buffers(self.model)  # every rank scores with rank 0's batch-norm statistics
+            if not (self.writer or getattr(family, "validates_sharded", False)):
+                return dict(broadcast_object(None))
+        with averaged_weights(self.ema, self.model):
+            record = family.validate()
+        return dict(broadcast_object(record)) if self.world.distributed else record
 
     def _stream(self) -> IO[str]:
         return self.stream if self.stream is not None else sys.stderr

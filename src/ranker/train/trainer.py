@@ -6,8 +6,11 @@ BCE / MSE / Huber per task, masks, ESMM chains; distillation passes its own obje
 statistics of mixture-of-experts heads (:mod:`ranker.nn.gates`) are logged per validation pass.
 The step, the epoch loop, selection, checkpoints and resume are the shared
 :class:`~ranker.train.engine.Engine`'s.
-Data parallelism: ``rank`` / ``world_size`` shard every epoch's permutation; only rank 0
-writes files (a later issue wires ``torchrun`` and the metric reduction).
+Data parallelism (``torchrun``, docs/distributed.md): ``train.batch_size`` is the global batch;
+each of W ranks takes every W-th row of the epoch's permutation in batches of batch_size / W, so
+the rows of a step are those of the one-process step. Validation is sharded: each rank scores a
+contiguous 1/W of the validation rows and the scores are gathered in row order, so AUC and GAUC
+are computed on the full score set (exact, not a mean of per-rank values).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 from ranker.config.schema import TaskConfig, TrainConfig
 from ranker.data.stream import StreamedTrain
 from ranker.data.tensors import Batch, TensorData
+from ranker.distributed import World, all_gather_variable, check_global_batch
 from ranker.nn.gates import collect_gate_stats
 from ranker.tasks import MultiTaskObjective, TaskSpec
 from ranker.train.engine import Engine, FitResult
@@ -59,8 +63,7 @@ class Trainer:
         run_dir: Path,
         *,
         device: torch.device | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        world: World | None = None,
         loss_fn: Callable[..., torch.Tensor] | None = None,
         objective: Objective | None = None,
     ) -> None:
@@ -70,9 +73,10 @@ class Trainer:
         self.tasks = tasks
         self.spec = TaskSpec.from_tasks(tasks)
         self.run_dir = run_dir
-        self.engine = Engine(model, cfg, run_dir, device=device, rank=rank, world_size=world_size)
+        self.engine = Engine(model, cfg, run_dir, device=device, world=world)
         self.model, self.device, self.optimizer = self.engine.model, self.engine.device, self.engine.optimizer
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size = self.engine.rank, self.engine.world_size
+        self.local_batch = check_global_batch(cfg.batch_size, world=self.engine.world)  # rows per rank and step
         self.weights = torch.tensor([t.weight for t in tasks], device=self.device)
         self.objective: Objective = objective or MultiTaskObjective(self.spec)
         if loss_fn is not None:
@@ -88,7 +92,7 @@ class Trainer:
     ) -> FitResult:
         """Train on `train` (in memory, or streamed from parquet: ``data.stream``), select on `valid`."""
         self._train, self._valid = train, (valid, valid_groups)
-        n_batches = train.num_batches(self.cfg.batch_size, self.world_size)
+        n_batches = train.num_batches(self.local_batch, self.world_size)
         return self.engine.fit(self, batches_per_epoch=n_batches)
 
     def evaluate(self, data: TensorData, groups: np.ndarray | None = None) -> tuple[TaskMetrics, np.ndarray]:
@@ -103,10 +107,10 @@ class Trainer:
     # ------------------------------------------------------------------ the family
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
         assert self._train is not None
-        n = self._train.num_batches(self.cfg.batch_size, self.world_size)
+        n = self._train.num_batches(self.local_batch, self.world_size)
         yield from itertools.islice(
             self._train.batches(
-                self.cfg.batch_size, shuffle=True, generator=generator, rank=self.rank, world_size=self.world_size
+                self.local_batch, shuffle=True, generator=generator, rank=self.rank, world_size=self.world_size
             ),
             n,
         )
@@ -117,13 +121,31 @@ class Trainer:
             loss = loss + self.cfg.embedding_l2 * sum(p.pow(2).sum() for p in self.embedding_params)
         return loss, {"samples": int(batch["labels"].shape[0])}
 
+    #: every rank validates its share of the rows (the engine broadcasts rank 0's record)
+    validates_sharded = True
+
     def validate(self) -> dict[str, Any]:
         assert self._valid is not None
         valid, groups = self._valid
         collect_gate_stats(self.model)  # drop anything recorded outside validation
-        metrics, _ = self.evaluate(valid, groups)
-        gates = collect_gate_stats(self.model)
+        if self.world_size > 1:
+            metrics = self._sharded_metrics(valid, groups)
+        else:
+            metrics, _ = self.evaluate(valid, groups)
+        gates = collect_gate_stats(self.model)  # with several ranks: rank 0's share of the rows
         record: dict[str, Any] = {"valid": metrics, "valid_score": selection_score(metrics)}
         if gates:
             record["gates"] = gates
         return record
+
+    def _sharded_metrics(self, data: TensorData, groups: np.ndarray | None) -> TaskMetrics:
+        """Rank r scores rows [N·r/W, N·(r+1)/W); the outputs gathered in rank order are the rows
+        in their order, so the metrics are those of one process scoring them all."""
+        n, r, w = len(data), self.rank, self.world_size
+        share = TensorData({k: v[n * r // w : n * (r + 1) // w] for k, v in data.tensors.items()})
+        probs = predict(self.model, share, self.cfg.eval_batch_size, self.device, self.spec.outputs)
+        local = torch.from_numpy(probs).reshape(len(share), len(self.tasks)).float()
+        every = all_gather_variable(local).numpy()  # (N, T)
+        t = data.tensors
+        names, kinds = [task.name for task in self.tasks], self.spec.kinds
+        return task_metrics(every, t["labels"].numpy(), t["label_mask"].numpy(), names, groups, kinds)
