@@ -28,7 +28,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
 - ``score-designs``, ``score-designs-parts``, ``score-designs-http``, ``score-designs-provenance``: the /score serving
   designs, quality beside latency (``score_designs.py``, ``results/score-designs.json``);
 - ``scale-rss``: peak RSS vs train rows, streamed and in memory (``scale_rss.py``,
-  ``results/scale-rss.json``);
+  ``results/scale-rss.json``); ``ddp-speed``: samples/s per processes × threads
+  (``ddp_speed.py``, ``results/ddp-speed.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -680,6 +681,23 @@ def scale_rss() -> str | None:
     return "\n".join(lines)
 
 
+DDP_SPEED = RESULTS / "ddp-speed.json"
+
+
+def ddp_speed() -> str | None:
+    """Training samples/s per (processes × threads), the same global batch (``ddp_speed.py``)."""
+    if not DDP_SPEED.is_file():
+        return None
+    recs = sorted(records(DDP_SPEED), key=lambda r: (r["metrics"]["procs"], r["metrics"]["threads_per_proc"]))
+    lines = []
+    for r in recs:
+        m, p = r["metrics"], r["provenance"]
+        cells = [m["device"], f"{m['procs']} × {m['threads_per_proc']}", f"{m['train_samples_per_s']:,.0f}"]
+        cells += [f"{m['valid_auc']:.4f}", f"{m['batch_size']:,}", str(m["max_steps_per_epoch"])]
+        lines.append(row([*cells, p["date"][:16].replace("T", " "), p["commit"][:7]]))
+    return "\n".join(lines)
+
+
 BAD_INPUT = RESULTS / "bad-input.json"
 
 
@@ -830,6 +848,7 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "score-designs-provenance": score_designs_provenance,
     "summary-root": lambda: summary("docs/experiments/"),
     "scale-rss": scale_rss,
+    "ddp-speed": ddp_speed,
     "bad-input-corpus": bad_input_corpus,
     "bad-input-hypothesis": bad_input_hypothesis,
 }
