@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from results_store import save_result  # type: ignore[import-not-found]  # noqa: E402
+from scale_rss import child_pythonpath  # type: ignore[import-not-found]  # noqa: E402
 
 from ranker.data.synth import SynthSpec, parse_count, write_synth
 
@@ -68,7 +69,7 @@ def train(data: Path, procs: int, threads: int, args: argparse.Namespace) -> dic
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else []
     cmd = [sys.executable, *launcher, "-m", "ranker", "train", str(data / "synth.yaml"), "--out", str(run_dir)]
     cmd += [x for s in sets for x in ("--set", s)]
-    env = {**os.environ, "PYTHONPATH": _pythonpath(), "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -133,11 +134,6 @@ def main() -> None:
                 f"{result['valid_auc']:.4f}; wall {result['wall_s']:.0f}s)",
                 flush=True,
             )
-
-
-def _pythonpath() -> str:
-    src = str(HERE.parent / "src")
-    return os.pathsep.join([src, os.environ["PYTHONPATH"]]) if os.environ.get("PYTHONPATH") else src
 
 
 if __name__ == "__main__":

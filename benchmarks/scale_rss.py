@@ -111,7 +111,9 @@ def main() -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
             cmd = [sys.executable, __file__, "--child", str(data / "synth.yaml"), str(run_dir), mode]
             cmd += [str(args.max_steps), str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": child_pythonpath()}
+            )
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
                 print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
@@ -134,7 +136,8 @@ def main() -> None:
             )
 
 
-def _pythonpath() -> str:
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child process: this checkout's ``src`` first."""
     src = str(HERE.parent / "src")
     return os.pathsep.join([src, os.environ["PYTHONPATH"]]) if os.environ.get("PYTHONPATH") else src
 
