@@ -13,19 +13,21 @@ reference) never changes a request in flight: it finishes on the bundle it start
 :meth:`State.reload` when a new bundle appears at the served path.
 Errors are one line naming the field: a malformed body is a 422 (``{"detail": "k: Input
 should be greater than or equal to 1"}``), an oversized one a 413, non-JSON a 422 on ``body``.
-The model handlers (``/recommend``, ``/score``, ``/similar``) run on ONE dedicated thread per
-worker (:attr:`State.models`), the others in FastAPI's thread pool. torch's CPU kernels keep an
-OpenMP thread team and scratch buffers per calling thread: the same request run from a pool's
-rotating threads took twice as long as from one thread (22 vs 11 ms p50 in-process, 2 torch
-threads, the ML-100K benchmark bundle, 2026-12-06, with a training job on the same 2 cores), and
-concurrent calls only competed for the same cores. Requests beyond one queue for that thread;
-several workers (``--workers``) give several.
+The model handlers (``/recommend``, ``/score``, ``/similar``) run on the worker's event-loop
+thread itself (:meth:`State.run_model`); the others (``/events``, ``/reload``, ``/health``) in
+FastAPI's thread pool. Measured on the ML-1M two-stage bundle (one client, 1,000 requests, 2
+torch threads, 2026-12-06, idle 2-core machine, two alternating runs): the same request took
+21.0 / 22.7 ms p50 when the model ran on a dedicated thread (the server's own mean 19.7 / 20.9
+ms) and 14.4 / 10.8 ms inline (14.1 / 10.5 ms): the hand-off between the loop and a model
+thread, both contending for the GIL, cost more than the model. Model calls are CPU-bound and a
+worker's cores run one at a time anyway, so a call blocking the loop for its ≈ 10 ms queues the
+next requests as a model thread's queue did; several workers (``--workers``) serve in
+parallel. An earlier design ran them in the thread pool (rotating threads: torch's per-thread
+state went cold, 22 against 11 ms in-process) and then on one dedicated thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 import os
@@ -33,7 +35,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,11 @@ class State:
         self.engine = Recommender(load_bundle(bundle), store)
         self.metrics = Metrics()
         self.reload_lock = threading.Lock()
-        self.models = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-models")
 
-    async def on_model_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on the one model thread (module doc), awaited."""
-        return await asyncio.get_running_loop().run_in_executor(self.models, functools.partial(fn, *args, **kwargs))
+    @staticmethod
+    def run_model(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the calling (event-loop) thread: see the module doc."""
+        return fn(*args, **kwargs)
 
     def reload(self, bundle: Path) -> Recommender:
         """Load and verify `bundle` completely, then swap it in (``POST /reload`` and ``--watch``)."""
@@ -94,7 +95,6 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
         finally:
             if watcher is not None:
                 watcher.stop()
-            state.models.shutdown(wait=True)
 
     app = FastAPI(
         title="ranker",
@@ -129,7 +129,7 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
     @app.post("/recommend", summary="top-k items for a user or a history")
     async def post_recommend(body: RecommendIn) -> dict[str, Any]:
         engine = state.engine
-        return await state.on_model_thread(  # type: ignore[no-any-return]
+        return state.run_model(  # type: ignore[no-any-return]
             engine.recommend,
             _query(body),
             k=body.k,
@@ -142,14 +142,14 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
     @app.post("/score", summary="rank the caller's candidates (ranking stage alone)")
     async def post_score(body: ScoreIn) -> dict[str, Any]:
         engine = state.engine
-        return await state.on_model_thread(engine.score, _query(body), [raw_id(i) for i in body.items])  # type: ignore[no-any-return]
+        return state.run_model(engine.score, _query(body), [raw_id(i) for i in body.items])  # type: ignore[no-any-return]
 
     @app.get("/similar/{item}", summary="nearest items by the item vectors")
     async def get_similar(item: str, k: int = 10) -> dict[str, Any]:
         if not 1 <= k <= 1000:
             raise RequestError("k", f"must be in 1..1000, got {k}")
         engine = state.engine
-        return await state.on_model_thread(engine.similar, raw_id(item), k)  # type: ignore[no-any-return]
+        return state.run_model(engine.similar, raw_id(item), k)  # type: ignore[no-any-return]
 
     @app.get("/health")
     def health() -> dict[str, Any]:
