@@ -14,7 +14,7 @@ reference) never changes a request in flight: it finishes on the bundle it start
 Errors are one line naming the field: a malformed body is a 422 (``{"detail": "k: Input
 should be greater than or equal to 1"}``), an oversized one a 413, non-JSON a 422 on ``body``.
 The model handlers (``/recommend``, ``/score``, ``/similar``) run on the worker's event-loop
-thread itself (:meth:`State.run_model`); the others (``/events``, ``/reload``, ``/health``) in
+thread itself (``async def`` handlers calling the model directly); the others (``/events``, ``/reload``, ``/health``) in
 FastAPI's thread pool. Measured on the ML-1M two-stage bundle (one client, 1,000 requests, 2
 torch threads, 2026-12-06, idle 2-core machine, two alternating runs): the same request took
 21.0 / 22.7 ms p50 when the model ran on a dedicated thread (the server's own mean 19.7 / 20.9
@@ -34,7 +34,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -63,11 +63,6 @@ class State:
         self.engine = Recommender(load_bundle(bundle), store)
         self.metrics = Metrics()
         self.reload_lock = threading.Lock()
-
-    @staticmethod
-    def run_model(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on the calling (event-loop) thread: see the module doc."""
-        return fn(*args, **kwargs)
 
     def reload(self, bundle: Path) -> Recommender:
         """Load and verify `bundle` completely, then swap it in (``POST /reload`` and ``--watch``)."""
@@ -129,8 +124,7 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
     @app.post("/recommend", summary="top-k items for a user or a history")
     async def post_recommend(body: RecommendIn) -> dict[str, Any]:
         engine = state.engine
-        return state.run_model(  # type: ignore[no-any-return]
-            engine.recommend,
+        return engine.recommend(
             _query(body),
             k=body.k,
             n_candidates=body.n_candidates,
@@ -142,14 +136,14 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
     @app.post("/score", summary="rank the caller's candidates (ranking stage alone)")
     async def post_score(body: ScoreIn) -> dict[str, Any]:
         engine = state.engine
-        return state.run_model(engine.score, _query(body), [raw_id(i) for i in body.items])  # type: ignore[no-any-return]
+        return engine.score(_query(body), [raw_id(i) for i in body.items])
 
     @app.get("/similar/{item}", summary="nearest items by the item vectors")
     async def get_similar(item: str, k: int = 10) -> dict[str, Any]:
         if not 1 <= k <= 1000:
             raise RequestError("k", f"must be in 1..1000, got {k}")
         engine = state.engine
-        return state.run_model(engine.similar, raw_id(item), k)  # type: ignore[no-any-return]
+        return engine.similar(raw_id(item), k)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
