@@ -45,6 +45,7 @@ import ranker
 from ranker.cli import main
 from ranker.config import load_config
 from ranker.config.schema import BaseTrainConfig
+from ranker.data.synth import SynthSpec, write_synth
 from ranker.distributed import (
     World,
     all_gather_variable,
@@ -232,19 +233,30 @@ def test_a_batch_the_processes_do_not_divide_is_refused_before_any_work(tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_a_streamed_train_split_and_distillation_are_refused_on_several_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_distillation_is_refused_on_several_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_module, "current", lambda: World(1, 2, 1))
-    streamed = {**RANKING, "data": {**RANKING["data"], "stream": {"chunk_rows": 128}}}
-    streamed["data"]["split"] = {**RANKING["data"]["split"], "train": "train.parquet"}
-    with pytest.raises(
-        ConfigError, match=r"^data.stream: a streamed train split is read by one process; .* 2 processes"
-    ):
-        run_module.train_run(load_config(base=streamed), tmp_path / "run")
     with pytest.raises(ConfigError, match=r"^--teacher: distillation runs in one process, not under torchrun$"):
         run_module.train_run(load_config(base=RANKING), tmp_path / "run", teacher=tmp_path / "teacher")
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_streamed_train_split_trains_on_two_processes(tmp_path: Path) -> None:
+    """``data.stream`` under torchrun: each rank reads its own share of the parquet files per epoch
+    (tests/test_stream.py checks the shares); the run counts every row once and reaches the
+    1-process streamed run's validation AUC. Not step for step (the ranks shuffle their shares
+    apart), so the tolerance is a few times the seed spread: three seeds of one process reach
+    0.720 to 0.729 valid AUC on this data (measured once; untrained 0.51 to 0.54)."""
+    write_synth(SynthSpec(rows=6000, cardinality=300, files=4, categorical=4, eval_rows=1500), tmp_path)
+    cfg = tmp_path / "synth.yaml"
+    sets = ("data.stream.chunk_rows=500", "data.stream.shuffle_buffer=1000", "train.epochs=2", "train.batch_size=128")
+    _ok(_train(cfg, tmp_path / "one", 1, *sets))
+    _ok(_train(cfg, tmp_path / "two", 2, *sets))
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert one["rows"]["train"] == two["rows"]["train"] == 6000
+    assert [r["train_samples"] for r in _log(tmp_path / "two")] == [6000, 6000]
+    a, b = one["valid"]["click"]["auc"], two["valid"]["click"]["auc"]
+    assert a > 0.68 and abs(a - b) < 0.03, (a, b)
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
 
 
 # ---------------------------------------------------------------------------- the other families

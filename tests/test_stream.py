@@ -98,6 +98,47 @@ def test_without_a_buffer_rows_keep_their_file_order_and_the_files_are_permuted(
     assert len(orders) > 1
 
 
+def test_a_row_range_reads_only_its_rows_of_the_concatenated_files(synth: Path) -> None:
+    """Rows [start, stop) of the files in a given order, across file and row-group boundaries
+    (3 files of 1,000 rows, row groups of ≤ 700), each chunk named by its place in its file."""
+    cfg = _config(synth)
+    files = TrainFiles.open(synth / "train", cfg.data)
+    order = [2, 0, 1]
+    whole = pa.concat_tables([pq.read_table(files.files[i], columns=files.columns) for i in order])
+    for start, stop in ((0, 3000), (650, 1720), (999, 1001), (1400, 1400), (2100, 2999)):
+        chunks = list(files.range_chunks(order, start, stop, 256))
+        assert all(t.num_rows <= 256 for _, _, t in chunks)
+        got = pa.concat_tables([t for _, _, t in chunks]) if chunks else whole.slice(0, 0)
+        assert got.equals(whole.slice(start, stop - start))
+        for path, at, table in chunks:  # the chunk is those rows of its own file
+            assert table.equals(pq.read_table(path, columns=files.columns).slice(at, table.num_rows))
+
+
+def test_ranks_read_disjoint_shares_of_each_epoch_in_lockstep(synth: Path) -> None:
+    """Two ranks with the same epoch generator: as many batches each, their rows together are the
+    epoch's rows but the last ``rows mod 2`` of its file order; another epoch seed, other shares."""
+    prep = prepare_run_data(_config(synth, chunk_rows=256, shuffle_buffer=300), synth)
+    stream = prep.stream
+    assert stream is not None
+    everything = _sorted(_rows(_epoch(stream, 5)))
+
+    def share(rank: int, world: int, seed: int) -> list[Batch]:
+        generator = torch.Generator().manual_seed(seed)
+        return list(stream.batches(64, generator=generator, rank=rank, world_size=world))
+
+    for world in (2, 3):
+        shares = [share(r, world, 5) for r in range(world)]
+        assert {len(b) for b in shares} == {stream.num_batches(64, world)} == {-(-(ROWS // world) // 64)}
+        rows = [_rows(b) for b in shares]
+        assert all(len(r) == ROWS // world for r in rows)
+        assert np.array_equal(
+            _sorted(np.concatenate(rows)), everything
+        )  # disjoint, nothing lost (3000 = 2·1500 = 3·1000)
+        assert stream.max_rows_held <= 300 + 256 + 64
+    assert np.array_equal(_rows(share(1, 2, 5)), _rows(share(1, 2, 5)))  # same seed, same batches
+    assert not np.array_equal(_sorted(_rows(share(0, 2, 5))), _sorted(_rows(share(0, 2, 6))))
+
+
 def test_the_fit_pass_learns_exact_vocabularies_and_sampled_numerics(synth: Path) -> None:
     cfg = _config(synth, chunk_rows=256, fit_sample_rows=ROWS)
     full = Preprocessor.for_data(cfg.data, ids="hash").fit(pq.read_table(synth / "train"))

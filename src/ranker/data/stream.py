@@ -26,12 +26,20 @@ table of the feature ranker by a :class:`StreamedTrain`, read through ``pyarrow.
 - The same seed gives the same batches; resume restarts the interrupted epoch from its start
   (the engine checkpoints at epoch ends and recreates the epoch's generator), as in memory.
 
+- **Several processes** (torchrun): every rank makes the same fit pass (the same rows, seed and
+  sample, so the same fitted preprocessing, with no collective; it costs each rank one read of
+  the split, once per run); in each epoch every rank draws the same file order and reads only
+  its own contiguous share of the rows in that order, row groups outside it unread
+  (:meth:`StreamedTrain.batches`). A global batch is therefore not one process's batch: the
+  ranks shuffle their shares apart, so a 2-process run matches a 1-process run statistically,
+  not step for step (the in-memory path matches exactly).
+
 Valid and test stay in memory (they are scored in one pass with exact AUC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +87,32 @@ class TrainFiles:
     @property
     def num_rows(self) -> int:
         return sum(self.rows)
+
+    def range_chunks(
+        self, order: Sequence[int], start: int, stop: int, chunk_rows: int
+    ) -> Iterator[tuple[Path, int, pa.Table]]:
+        """Rows ``[start, stop)`` of the files concatenated in `order`, as ``chunks`` yields them;
+        only the row groups that hold those rows are read (a rank's shard of an epoch)."""
+        first = 0  # place in the concatenation of the current file's first row
+        for i in order:
+            path, n = self.files[i], self.rows[i]
+            lo, hi = max(start - first, 0), min(stop - first, n)  # the file's rows wanted
+            first += n
+            if lo >= hi:
+                continue
+            meta = pq.ParquetFile(path).metadata
+            bounds = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+            groups = [g for g in range(meta.num_row_groups) if bounds[g] < hi and bounds[g + 1] > lo]
+            at = int(bounds[groups[0]])  # place in the file of the next row read
+            for batch in pq.ParquetFile(path).iter_batches(
+                batch_size=chunk_rows, row_groups=groups, columns=self.columns, use_threads=False
+            ):
+                a, b = max(lo - at, 0), min(hi - at, batch.num_rows)
+                if a < b:
+                    yield path, at + a, unsigned_ids_as_text(pa.Table.from_batches([batch.slice(a, b - a)]), self.ids)
+                at += batch.num_rows
+                if at >= hi:
+                    break
 
     def chunks(self, order: Iterable[int], chunk_rows: int) -> Iterator[tuple[Path, int, pa.Table]]:
         """``(file, first row's place in the file, table of ≤ chunk_rows rows)`` in file `order`."""
@@ -136,16 +170,28 @@ class StreamedTrain:
     def batches(
         self, batch_size: int, *, generator: torch.Generator, rank: int = 0, world_size: int = 1, shuffle: bool = True
     ) -> Iterator[Batch]:
-        """One epoch of batches; the file order and the buffer draws come from `generator`."""
-        if world_size != 1:
-            raise NotImplementedError("data.stream: streaming is single-process for now (world_size 1)")
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        """One epoch of batches; the file order and the buffer draws come from `generator`.
+
+        On `world_size` processes, `generator` is the same on every rank, so is the epoch's file
+        order; rank r reads rows ``[r·m, (r+1)·m)`` of the files concatenated in that order,
+        m = ⌊rows / world_size⌋ (the last ``rows mod world_size`` rows of the epoch are skipped, as
+        in memory), and shuffles them in a buffer of its own (seeded by the epoch and the rank).
+        Every rank thus yields ⌈m / batch_size⌉ batches, in lockstep, and the ranks' rows
+        partition the epoch's."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.files.files)) if shuffle else np.arange(len(self.files.files))
+        if world_size == 1:
+            chunks = self.files.chunks(order, self.cfg.chunk_rows)
+        else:
+            m = len(self) // world_size
+            chunks = self.files.range_chunks(order.tolist(), rank * m, (rank + 1) * m, self.cfg.chunk_rows)
+            rng = np.random.default_rng([seed, rank])
         keep = self.cfg.shuffle_buffer if shuffle else 0
         buffer: Arrays | None = None
         carry: Arrays | None = None
         self.max_rows_held = 0
-        for path, _, table in self.files.chunks(order, self.cfg.chunk_rows):
+        for path, _, table in chunks:
             pool = _concat(buffer, self.pre.transform(table, source=str(path)).arrays())
             n = _rows(pool)
             self.max_rows_held = max(self.max_rows_held, n + _rows(carry))

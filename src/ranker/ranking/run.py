@@ -318,18 +318,12 @@ def train_run(
 
 def check_world(cfg: RunConfig, teacher: Path | None = None) -> None:
     """What a run on several processes (torchrun) cannot do, refused before any work: a global
-    ``train.batch_size`` the processes do not divide, a streamed train split (``data.stream`` reads
-    its chunks in one process), distillation (the teacher's outputs are cached in the run)."""
+    ``train.batch_size`` the processes do not divide, distillation (the teacher's outputs are
+    cached in the run)."""
     world = current()
     if not world.distributed:
         return
     check_global_batch(cfg.train.batch_size, world=world)
-    if cfg.data.stream is not None:
-        raise ConfigError(
-            f"data.stream: a streamed train split is read by one process; it cannot be sharded over the "
-            f"{world.world_size} processes of this torchrun run (run it without torchrun, or set data.stream: null "
-            "to train from memory)"
-        )
     if teacher is not None:
         raise ConfigError("--teacher: distillation runs in one process, not under torchrun")
 
