@@ -49,7 +49,11 @@ from ranker.twostage.side_info import side_info
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
-PROTOCOL = {"ml-1m": "TS-ML1M", "ml-100k": "TS-ML1M protocol on R-ML100K (development)"}
+PROTOCOL = {
+    "ml-1m": "TS-ML1M",
+    "ml-100k": "TS-ML1M protocol on R-ML100K (development)",
+    "beauty": "TS-ML1M protocol on R-Beauty",
+}
 
 
 def results_path(dataset: str) -> Path:
@@ -59,7 +63,7 @@ def results_path(dataset: str) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage1", type=Path, required=True, help="a finished retrieval run directory")
-    p.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m"], help="side-information reader")
+    p.add_argument("--dataset", required=True, choices=sorted(PROTOCOL), help="side-information reader")
     p.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
     p.add_argument("--ablation", nargs="+", default=["none"], choices=ABLATIONS)
@@ -83,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def content_vectors(side: Any, dim: int) -> np.ndarray | None:
     if not dim:
         return None
+    if side.items.column("title").null_count == side.items.num_rows:
+        raise SystemExit("error: --content-dim: this dataset's items have no titles to embed; use --content-dim 0")
     return reduce_dim(title_embeddings(side.items.column("title").to_pylist()), dim)
 
 

@@ -3,6 +3,8 @@ metrics with misses, the paired bootstrap on hand-made examples."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,12 @@ import torch
 
 from ranker.config import load_config
 from ranker.config.retrieval import HSTUModel
+from ranker.errors import DataError
 from ranker.models import HSTU
 from ranker.retrieval.candidates import Candidates, heldout_candidates, prefix_candidates, prefix_queries
 from ranker.retrieval.data import RetrievalEvents, ServingData
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, leave_one_out_views
+from ranker.twostage import side_info
 from ranker.twostage.content import reduce_dim
 from ranker.twostage.dataset import stage2_config, stage2_tables, with_side_info, write_tables
 from ranker.twostage.evaluate import final_ranks, list_metrics, paired_bootstrap, per_user, request_ms, stage2_scores
@@ -138,6 +142,29 @@ def test_side_information_and_content_are_joined_by_raw_id() -> None:
     assert out[0]["gender"] == "M" and out[1]["gender"] is None  # unknown user: missing
     assert out[0]["genres"] == ["a", "b"] and out[1]["year"] == 1990 + (RAW_ITEM + 3) % 10
     assert out[0]["title_emb"] == [2.0, 3.0] and out[1]["title_emb"] == [4.0, 5.0]
+
+
+def test_beauty_side_information_is_each_items_attribute_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R-Beauty: S3-Rec's item2attributes, joined by the file's integer item ids; no user columns."""
+    folder = tmp_path / "amazon-seqrec-s3rec"
+    folder.mkdir()
+    monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path))
+
+    def attributes(text: str) -> None:  # our file, declared with its own digest
+        (folder / "Beauty_item2attributes.json").write_text(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        monkeypatch.setattr(
+            side_info, "BEAUTY_ATTRIBUTES", dataclasses.replace(side_info.BEAUTY_ATTRIBUTES, sha256=digest)
+        )
+
+    attributes('{"2": [7, 1], "10": [3]}')
+    side = side_info.beauty()
+    assert side.user_features == [] and [f["name"] for f in side.item_features] == ["attributes"]
+    out = with_side_info(pa.table({"user_id": pa.array([5, 6]), "item_id": pa.array([10, 4])}), side).to_pylist()
+    assert out == [{"user_id": 5, "item_id": 10, "attributes": ["3"]}, {"user_id": 6, "item_id": 4, "attributes": None}]
+    attributes('["not", "a", "mapping"]')
+    with pytest.raises(DataError, match=r"Beauty_item2attributes.json: expected \{item id: \[attribute ids\]\}"):
+        side_info.beauty()
 
 
 def test_reduce_dim_keeps_the_principal_axes() -> None:

@@ -9,6 +9,9 @@ dataset (:data:`SIDE_INFO`); each states what its files hold:
   occupation, first zip character; ``u.item`` title, genres (multi-valued), release year.
 - ``ml-1m`` (TS-ML1M, R-ML1M runs): ``users.dat`` gender, age group, occupation code, first zip
   character; ``movies.dat`` title, genres, the year in the title.
+- ``beauty`` (R-Beauty runs): S3-Rec's ``Beauty_item2attributes.json``, each item's attribute
+  ids (its brand and category levels, multi-valued); no user features and no titles (the S3-Rec
+  files carry neither), so no demographics and no content embeddings.
 
 Every column is a fact about the user or the item that does not change with time, so joining
 it to any row leaks no label (PROTOCOLS.md, TS-ML1M: ``users.dat``, ``movies.dat`` allowed).
@@ -16,6 +19,7 @@ it to any row leaks no label (PROTOCOLS.md, TS-ML1M: ``users.dat``, ``movies.dat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +37,16 @@ from ranker.data.recipes.movielens_io import (
     read_ml100k_items,
     read_ml100k_users,
 )
-from ranker.data.sources import locate
-from ranker.errors import ConfigError
+from ranker.data.sources import SourceFile, locate
+from ranker.errors import ConfigError, DataError
+
+BEAUTY_ATTRIBUTES = SourceFile(
+    "amazon-seqrec-s3rec",
+    "Beauty_item2attributes.json",
+    "129e40f67486f6877eff0f5318cfa8530ee8ac23d8b0d1de04e1bb7a2ba0b2d4",
+    "https://raw.githubusercontent.com/aHuiWang/CIKM2020-S3Rec/49a890dcb516c9ed3126564495234ea74d5cd566/data/"
+    "Beauty_item2attributes.json",
+)
 
 DEMOGRAPHICS: list[dict[str, Any]] = [
     {"kind": "categorical", "name": "gender"},
@@ -132,7 +144,30 @@ def movielens_1m() -> SideInfo:
     )
 
 
-SIDE_INFO: dict[str, Callable[[], SideInfo]] = {"ml-100k": movielens_100k, "ml-1m": movielens_1m}
+def beauty() -> SideInfo:
+    """Amazon Beauty (S3-Rec files): each item's attribute ids; R-Beauty's raw item ids are the
+    file's integer ids. No user table (an empty one) and no title (null)."""
+    path = locate(BEAUTY_ATTRIBUTES)
+    try:
+        raw = json.loads(path.read_text())
+        pairs = sorted((int(k), [str(int(a)) for a in v]) for k, v in raw.items())
+    except (ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: expected {{item id: [attribute ids]}} (S3-Rec's item2attributes): {e}") from e
+    return SideInfo(
+        pa.table({"user_id": pa.array([], pa.int64())}),
+        pa.table(
+            {
+                "item_id": pa.array([k for k, _ in pairs], pa.int64()),
+                "title": pa.nulls(len(pairs), pa.string()),
+                "attributes": pa.array([v for _, v in pairs], pa.list_(pa.string())),
+            }
+        ),
+        [],
+        [{"kind": "multi_categorical", "name": "attributes", "max_len": 8}],
+    )
+
+
+SIDE_INFO: dict[str, Callable[[], SideInfo]] = {"ml-100k": movielens_100k, "ml-1m": movielens_1m, "beauty": beauty}
 
 
 def side_info(name: str) -> SideInfo:
