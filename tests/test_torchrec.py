@@ -263,3 +263,36 @@ def test_a_sharded_checkpoint_resumes_to_the_uninterrupted_run(torchrec_runs: di
     for key in w:
         torch.testing.assert_close(r[key], w[key], rtol=0, atol=1e-6)
     assert (resumed / "checkpoints" / "epoch-0002.tables.safetensors").is_file()  # the Adagrad sums, whole
+
+
+def test_a_ranker_with_a_history_updates_each_table_once_per_step() -> None:
+    """The history's item lookups travel with the fields' call (prefetch), so the item table, which
+    embeds the candidate and the history, takes ONE fused rowwise-Adagrad step on its summed gradient."""
+    from test_encoders_integration import _data_cfg, _table
+
+    from ranker.config.schema import ModelConfig
+    from ranker.data.preprocess import Preprocessor
+    from ranker.data.tensors import TensorData
+    from ranker.models import build_model
+
+    pre = Preprocessor.for_data(_data_cfg()).fit(_table())
+    batch = TensorData.from_encoded(pre.transform(_table())).tensors
+    cfg = {"encoders": {"categorical": {**TORCHREC, "lr": LR, "eps": EPS}}, "backbone": {"dropout": 0.0}}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.model_validate(cfg), pre.layout())
+    reference = copy.deepcopy(model)
+    assert model.inputs.histories  # the item table serves the item field and the history
+    tables = ShardedTables(model, model, 1e-3, torch.device("cpu"))
+    try:
+        tables(batch).pow(2).mean().backward()
+        full = tables.state_dict()
+    finally:
+        tables.unshard()
+    reference(batch).pow(2).mean().backward()
+    for owner in ("item", "user", "tags"):
+        table = reference.embeddings.weight(owner)  # type: ignore[operator]
+        assert table.grad is not None and table.grad.abs().sum() > 0
+        expected = _rowwise_adagrad(table.detach(), table.grad)
+        torch.testing.assert_close(
+            full[f"embeddings.collection.embeddings.{owner}.weight"], expected, rtol=0, atol=1e-6
+        )

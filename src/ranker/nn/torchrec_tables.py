@@ -71,6 +71,7 @@ class TableTraining:
 class TorchrecEmbeddings(CategoricalEncoder):
     """One torchrec table per vocabulary owner (row 0 = padding, zero, never looked up).
 
+    >>> import pytest; _ = pytest.importorskip("torchrec")  # the optional extra
     >>> fields = CategoricalFields({"item": "item"}, {"tags": "genre"}, {"item": 50, "genre": 10})
     >>> enc = TorchrecEmbeddings(fields, 4)
     >>> tags, mask = torch.tensor([[3, 0]]), torch.tensor([[True, False]])
