@@ -727,8 +727,9 @@ def torchrec_memory() -> str | None:
 
 
 def torchrec_oom() -> str | None:
-    """Computed, not measured: the table rows at which one rank's peak RSS reaches 24 GiB, from the
-    slope of the measured peak per rank between the two largest tables of each (build, processes, dim)."""
+    """Computed, not measured: the table rows at which the peak RSS reaches 24 GiB (one process per
+    24 GiB host; all processes on this 24 GiB machine), from the slope of the measured peak per
+    rank between the two largest tables of each (build, processes, dim)."""
     if not TORCHREC_MEMORY.is_file():
         return None
     groups: dict[tuple[str, int, int], list[tuple[int, float]]] = {}
@@ -742,8 +743,11 @@ def torchrec_oom() -> str | None:
             continue
         (r0, p0), (r1, p1) = sorted(points)[-2:]
         slope = (p1 - p0) / (r1 - r0)  # bytes per table row, per rank
-        rows_at = (GIB24 - (p1 - slope * r1)) / slope
-        cells = [mode, str(procs), str(dim), f"{slope:.1f}", f"{r0:,} → {r1:,}", f"{rows_at / 1e6:,.0f} M"]
+        base = p1 - slope * r1  # the runtime (the intercept), per rank
+        own_host = (GIB24 - base) / slope  # each process on a 24 GiB host of its own
+        this_host = (GIB24 - procs * base) / (procs * slope)  # all processes on this 24 GiB machine
+        cells = [mode, str(procs), str(dim), f"{slope:.1f}", f"{r0:,} → {r1:,}"]
+        cells += [f"{own_host / 1e6:,.0f} M", f"{this_host / 1e6:,.0f} M"]
         lines.append(row(cells))
     return "\n".join(lines) or None
 
