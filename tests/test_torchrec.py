@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import copy
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +79,9 @@ def _rowwise_adagrad(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return weight - LR * grad / (state.sqrt() + EPS)
 
 
-def _ranks(rank: int, port: int, sharding: str, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _ranks(rank: int, sharding: str, folder: str) -> None:
+    # a file store, not a TCP port: no port another process could take between choice and use
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
         model = _Tiny(sharding)  # the same weights on both ranks (same seed)
@@ -125,10 +125,7 @@ def _ranks(rank: int, port: int, sharding: str, folder: str) -> None:
 
 @pytest.mark.parametrize("sharding", ["row_wise", "table_wise"])
 def test_sharded_tables_match_the_unsharded_model(sharding: str, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ranks, args=(port, sharding, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ranks, args=(sharding, str(tmp_path)), nprocs=2, join=True)
 
     # the whole tables rank 0 saved load into an unsharded model: its outputs are the stepped ones'
     torch.manual_seed(0)
