@@ -71,7 +71,8 @@ class ShardedTables:
         self.tables = torchrec_tables(model)
         self._own_group = not dist.is_initialized()
         if self._own_group:  # one process: the same path on a world of one
-            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         world = dist.get_world_size()
         setting = self.tables[0].training_config
         constraints = {
