@@ -29,7 +29,9 @@ prose and are left alone (except where the renderer writes its own header). NAME
   designs, quality beside latency (``score_designs.py``, ``results/score-designs.json``);
 - ``scale-rss``: peak RSS vs train rows, streamed and in memory (``scale_rss.py``,
   ``results/scale-rss.json``); ``ddp-speed``: samples/s per processes × threads
-  (``ddp_speed.py``, ``results/ddp-speed.json``);
+  (``ddp_speed.py``, ``results/ddp-speed.json``); ``torchrec-memory`` / ``torchrec-oom``: a sharded
+  table's memory per rank, and the rows at which a rank reaches 24 GiB, computed from it
+  (``torchrec_memory.py``, ``results/torchrec-memory.json``);
 - ``transcribed-NAME``: ``results/transcribed-NAME.json``, a table whose figures were typed into
   BENCHMARKS.md without a results file; the file keeps each row's cells as they were recorded
   (``source: "transcribed from BENCHMARKS.md"``);
@@ -698,6 +700,58 @@ def ddp_speed() -> str | None:
     return "\n".join(lines)
 
 
+TORCHREC_MEMORY = RESULTS / "torchrec-memory.json"
+GIB24 = 24 * 1024**3  # this machine's memory
+
+
+def _torchrec_records() -> list[dict[str, Any]]:
+    return sorted(
+        records(TORCHREC_MEMORY),
+        key=lambda r: (r["metrics"]["dim"], r["metrics"]["rows"], r["metrics"]["mode"], r["metrics"]["procs"]),
+    )
+
+
+def torchrec_memory() -> str | None:
+    """Per rank: the table rows it holds, RSS after a step and peak RSS (``torchrec_memory.py``)."""
+    if not TORCHREC_MEMORY.is_file():
+        return None
+    lines = []
+    for r in _torchrec_records():
+        m, p = r["metrics"], r["provenance"]
+        worst = max(m["ranks"], key=lambda x: x["peak_rss_mb"])
+        cells = [m["mode"], str(m["procs"]), f"{m['rows']:,}", str(m["dim"])]
+        cells += [f"{worst['table_mb'] + worst['state_mb']:,.0f}", f"{worst['rss_mb'] / 1024:.2f}"]
+        cells += [f"{worst['peak_rss_mb'] / 1024:.2f}", p["date"][:16].replace("T", " "), p["commit"][:7]]
+        lines.append(row(cells))
+    return "\n".join(lines)
+
+
+def torchrec_oom() -> str | None:
+    """Computed, not measured: the table rows at which the peak RSS reaches 24 GiB (one process per
+    24 GiB host; all processes on this 24 GiB machine), from the slope of the measured peak per
+    rank between the two largest tables of each (build, processes, dim)."""
+    if not TORCHREC_MEMORY.is_file():
+        return None
+    groups: dict[tuple[str, int, int], list[tuple[int, float]]] = {}
+    for r in _torchrec_records():
+        m = r["metrics"]
+        peak = max(x["peak_rss_mb"] for x in m["ranks"]) * 1024**2
+        groups.setdefault((m["mode"], m["procs"], m["dim"]), []).append((m["rows"], peak))
+    lines = []
+    for (mode, procs, dim), points in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
+        if len(points) < 2:
+            continue
+        (r0, p0), (r1, p1) = sorted(points)[-2:]
+        slope = (p1 - p0) / (r1 - r0)  # bytes per table row, per rank
+        base = p1 - slope * r1  # the runtime (the intercept), per rank
+        own_host = (GIB24 - base) / slope  # each process on a 24 GiB host of its own
+        this_host = (GIB24 - procs * base) / (procs * slope)  # all processes on this 24 GiB machine
+        cells = [mode, str(procs), str(dim), f"{slope:.1f}", f"{r0:,} → {r1:,}"]
+        cells += [f"{own_host / 1e6:,.0f} M", f"{this_host / 1e6:,.0f} M"]
+        lines.append(row(cells))
+    return "\n".join(lines) or None
+
+
 BAD_INPUT = RESULTS / "bad-input.json"
 
 
@@ -849,6 +903,8 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "summary-root": lambda: summary("docs/experiments/"),
     "scale-rss": scale_rss,
     "ddp-speed": ddp_speed,
+    "torchrec-memory": torchrec_memory,
+    "torchrec-oom": torchrec_oom,
     "bad-input-corpus": bad_input_corpus,
     "bad-input-hypothesis": bad_input_hypothesis,
 }

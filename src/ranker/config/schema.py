@@ -337,7 +337,28 @@ class UnifiedEncoder(Strict):
     seed: int = 0
 
 
-CategoricalEncoder = Annotated[EmbeddingEncoder | HashingEncoder | UnifiedEncoder, Field(discriminator="kind")]
+class TorchrecEncoder(Strict):
+    """Plain per-feature tables held by a torchrec ``EmbeddingCollection``; under torchrun they are
+    sharded over the processes by torchrec's planner and ``DistributedModelParallel``
+    (docs/distributed.md). Needs the optional extra ``ranker[torchrec]``.
+
+    The tables are trained by fbgemm's optimizer fused into the backward pass (the only kind
+    torchrec shards; on CPU: ``rowwise_adagrad``, ``adagrad`` or ``sgd``), at ``lr`` (default
+    ``train.lr``); the rest of the model keeps ``train.optimizer``. One process runs the same path
+    on a world of one, so a config trains the same numbers on 1 or N processes.
+    """
+
+    kind: Literal["torchrec"] = "torchrec"
+    dim: int = Field(16, ge=1)
+    sharding: Literal["auto", "row_wise", "table_wise"] = "auto"
+    optimizer: Literal["rowwise_adagrad", "adagrad", "sgd"] = "rowwise_adagrad"
+    lr: float | None = Field(None, gt=0, description="the tables' learning rate (default: train.lr)")
+    eps: float = Field(1e-8, gt=0, description="Adagrad's epsilon")
+
+
+CategoricalEncoder = Annotated[
+    EmbeddingEncoder | HashingEncoder | UnifiedEncoder | TorchrecEncoder, Field(discriminator="kind")
+]
 
 
 class ScalarEncoder(Strict):

@@ -26,7 +26,7 @@ from torch import nn
 from ranker.distributed.world import current
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
     """Where the backend's tensors must live: the current CUDA device for nccl, else the CPU."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -46,7 +46,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     """
     if not current().distributed:
         return obj
-    device = _comm_device()
+    device = comm_device()
     payload = json.dumps(obj, default=_plain).encode() if dist.get_rank() == src else b""
     size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
     dist.broadcast(size, src)
@@ -66,7 +66,7 @@ def all_gather_variable(t: torch.Tensor) -> torch.Tensor:
     world = current()
     if not world.distributed:
         return t
-    device = _comm_device()
+    device = comm_device()
     n = torch.tensor([t.shape[0]], dtype=torch.int64, device=device)
     sizes = [torch.zeros_like(n) for _ in range(world.world_size)]
     dist.all_gather(sizes, n)
@@ -82,7 +82,7 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Each value summed over the ranks (float64: counts stay exact up to 2⁵³)."""
     if not current().distributed:
         return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=comm_device())
     dist.all_reduce(t)
     return [float(v) for v in t.tolist()]
 

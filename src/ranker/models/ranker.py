@@ -55,14 +55,17 @@ class Ranker(nn.Module):
         """Every input as a list of (B, d_i) vectors, in a fixed order (`one_history`: the
         history tensors are (1, L), shared by every row; see :meth:`score_one_user`)."""
         inputs = self.inputs
+        histories = [inputs.history(batch, name) for name in inputs.histories]
+        # the history items go with the fields' ids: one lookup per table and step (torchrec tables)
+        if not one_history:
+            self.embeddings.prefetch([(str(h.owner), x[0]) for h, x in zip(self.histories, histories, strict=True)])
         fields = self.embeddings(inputs.ids(batch), inputs.bags(batch))
         if self.numerical is not None:
             fields.append(self.numerical(*inputs.numerical(batch)))
         fields.extend(inputs.dense_fields(batch))
         cand = fields[self.candidate_index] if self.candidate_index is not None else None
         rows = fields[0].shape[0] if fields else 1
-        for name, history in zip(inputs.histories, self.histories, strict=True):
-            hist = inputs.history(batch, name)
+        for hist, history in zip(histories, self.histories, strict=True):
             fields.append(shared_history(history, hist, cand, rows) if one_history else history(*hist, candidate=cand))
         return fields
 

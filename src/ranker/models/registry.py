@@ -199,10 +199,15 @@ def _transact(cfg: cs.TransActHistory, emb: CategoricalEncoder, owner: str, n_ac
 
 def categorical_ids(cfg: cs.ModelConfig) -> str:
     """The preprocessing id mode the configured categorical encoder reads."""
-    return "vocab" if isinstance(cfg.encoders.categorical, cs.EmbeddingEncoder) else "hash"
+    return "vocab" if isinstance(cfg.encoders.categorical, cs.EmbeddingEncoder | cs.TorchrecEncoder) else "hash"
 
 
 def build_categorical(cfg: cs.CategoricalEncoder, layout: Layout) -> CategoricalEncoder:
+    if isinstance(cfg, cs.TorchrecEncoder):  # torchrec is an optional extra: imported only here
+        from ranker.nn.torchrec_tables import TableTraining, TorchrecEmbeddings
+
+        training = TableTraining(sharding=cfg.sharding, optimizer=cfg.optimizer, lr=cfg.lr, eps=cfg.eps)
+        return TorchrecEmbeddings(categorical_fields(layout), cfg.dim, training)
     if isinstance(cfg, cs.HashingEncoder):
         return HashedEmbeddings(categorical_fields(layout), cfg.dim, memory=cfg.memory, seed=cfg.seed)
     if isinstance(cfg, cs.UnifiedEncoder):

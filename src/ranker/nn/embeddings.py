@@ -64,6 +64,10 @@ class CategoricalEncoder(nn.Module):
     def lookup(self, owner: str, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def prefetch(self, lookups: Sequence[tuple[str, torch.Tensor]]) -> None:
+        """(owner, ids) lookups that will follow the next ``forward``, for an encoder that batches
+        them into its call (:class:`~ranker.nn.torchrec_tables.TorchrecEmbeddings`); a no-op here."""
+
     def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
         """Per owner, how often distinct train values share rows (none for plain tables)."""
         return {

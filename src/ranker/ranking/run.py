@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from ranker.config import load_config
-from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig
+from ranker.config.schema import DataConfig, FilesSplit, NumericalFeature, RunConfig, TorchrecEncoder
 from ranker.data.checks import check_classes, check_features, defined_labels
 from ranker.data.preprocess import Preprocessor
 from ranker.data.readers import SPLITS, load_splits
@@ -41,6 +41,7 @@ from ranker.models import Ranker, build_model
 from ranker.models.numeric_block import ple_settings
 from ranker.models.registry import categorical_ids
 from ranker.nn.gates import collect_gate_stats
+from ranker.nn.torchrec_tables import require_torchrec
 from ranker.progress import phase
 from ranker.ranking.teacher import cached_teacher_outputs
 from ranker.run_manifest import read_run_file, verify_run
@@ -222,6 +223,7 @@ def train_run(
     """
     run_dir = Path(run_dir)
     check_world(cfg, teacher)
+    check_torchrec(cfg)
     if teacher is not None and cfg.data.stream is not None:
         raise ConfigError(
             "--teacher: distillation caches the teacher's outputs on train rows in memory; not with data.stream"
@@ -326,6 +328,22 @@ def check_world(cfg: RunConfig, teacher: Path | None = None) -> None:
     check_global_batch(cfg.train.batch_size, world=world)
     if teacher is not None:
         raise ConfigError("--teacher: distillation runs in one process, not under torchrun")
+
+
+def check_torchrec(cfg: RunConfig) -> None:
+    """``kind: torchrec`` refused before any work where it cannot run: torchrec missing (the
+    message gives the install command), a weight average or an embedding L2 of the tables (they
+    are updated inside backward by their fused optimizer, which neither reaches)."""
+    if not isinstance(cfg.model.encoders.categorical, TorchrecEncoder):
+        return
+    require_torchrec()
+    why = (
+        "with model.encoders.categorical.kind torchrec the tables are updated inside backward by their fused optimizer"
+    )
+    if cfg.train.ema_decay is not None:
+        raise ConfigError(f"train.ema_decay: {why}, which a weight average does not reach; set it to null")
+    if cfg.train.embedding_l2 > 0:
+        raise ConfigError(f"train.embedding_l2: {why}, which the penalty does not reach; set it to 0")
 
 
 def _attach_teacher(

@@ -6,6 +6,8 @@ Layout under ``run_dir/checkpoints/``:
 - ``epoch-NNNN.optim.pt`` — optimizer state, read back with ``torch.load(weights_only=True)``;
 - ``epoch-NNNN.ema.safetensors`` — the weight average's shadow and step count
   (``train.ema_decay`` only);
+- ``epoch-NNNN.tables.safetensors`` — sharded torchrec tables' fused optimizer state, whole
+  (``kind: torchrec`` only; :mod:`ranker.distributed.sharding`);
 - ``best-NNNN.safetensors`` — weights of the best validation epoch so far (the averaged ones
   when a weight average is kept);
 - ``last.json`` — the trainer state (epoch, best epoch/score, patience, log length) naming the
@@ -19,6 +21,7 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +61,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
     A file that is missing or not safetensors (truncated, a pickle, a torch ``.pt``), or whose
     tensors do not fit `model` (names, shapes), is a DataError naming it; nothing is unpickled."""
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    state = read_tensors(path)
     own = model.state_dict()
     for key, tensor in own.items():  # re-expand tensors shared under another name
         if key not in state:
@@ -77,6 +75,16 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise DataError(
             f"{path}: its tensors do not fit the model its config describes ({'; '.join(lines[:2])[:300]})"
         ) from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a DataError naming it when it is missing or unreadable."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -110,10 +118,17 @@ class Checkpointer:
         *,
         is_best: bool,
         ema: WeightAverage | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
+        tables: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """``ema``: also keep its state; the best weights are then its shadow."""
+        """``ema``: also keep its state; the best weights are then its shadow. ``weights``: the
+        model's full state dict when ``model.state_dict()`` is not (sharded tables); ``tables``:
+        the sharded tables' optimizer state (``epoch-NNNN.tables.safetensors``)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+        weights = model.state_dict() if weights is None else weights
+        save_tensors(weights, self.dir / f"epoch-{epoch:04d}.safetensors")
+        if tables is not None:
+            save_tensors(tables, self.tables_path(epoch))
         if ema is not None:
             save_tensors(ema.state(), self.dir / f"epoch-{epoch:04d}.ema.safetensors")
         buf = tempfile.SpooledTemporaryFile()
@@ -121,9 +136,7 @@ class Checkpointer:
         buf.seek(0)
         atomic_write_bytes(self.dir / f"epoch-{epoch:04d}.optim.pt", buf.read())
         if is_best:
-            save_tensors(
-                ema.shadow if ema is not None else model.state_dict(), self.dir / f"best-{epoch:04d}.safetensors"
-            )
+            save_tensors(ema.shadow if ema is not None else weights, self.dir / f"best-{epoch:04d}.safetensors")
         full = {**state, "epoch": epoch}
         atomic_write_bytes(self.dir / "last.json", json.dumps(full, indent=2).encode())
         self._prune(epoch, full["best_epoch"])
@@ -133,12 +146,17 @@ class Checkpointer:
             f"epoch-{epoch:04d}.safetensors",
             f"epoch-{epoch:04d}.optim.pt",
             f"epoch-{epoch:04d}.ema.safetensors",
+            self.tables_path(epoch).name,
             f"best-{best_epoch:04d}.safetensors",
             "last.json",
         }
         for path in self.dir.iterdir():
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
+
+    def tables_path(self, epoch: int) -> Path:
+        """The sharded tables' optimizer state after `epoch` (``kind: torchrec`` only)."""
+        return self.dir / f"epoch-{epoch:04d}.tables.safetensors"
 
     def state(self) -> dict[str, Any] | None:
         """``last.json`` (None before the first checkpoint); DataError when it is damaged."""
@@ -160,10 +178,12 @@ class Checkpointer:
         ema: WeightAverage | None = None,
         *,
         clean: bool = True,
+        load: Callable[[nn.Module, Path], None] = load_weights,
     ) -> dict[str, Any] | None:
         """Load the last complete epoch into `model`/`optimizer` (and `ema`); None if there is
         none. Temporary files of a write that a kill interrupted (``.name.XXXX``) are removed
-        (`clean`; only the process that writes the run does it)."""
+        (`clean`; only the process that writes the run does it). ``load``: how the weights file
+        goes into `model` (sharded tables: each rank its rows)."""
         if clean and self.dir.is_dir():
             for orphan in self.dir.glob(".*"):
                 orphan.unlink(missing_ok=True)
@@ -172,7 +192,7 @@ class Checkpointer:
             return None
         epoch = state["epoch"]
         try:
-            load_weights(model, self.dir / f"epoch-{epoch:04d}.safetensors")
+            load(model, self.dir / f"epoch-{epoch:04d}.safetensors")
         except DataError as exc:
             raise DataError(f"{exc}; {_START_OVER}") from None
         path = self.dir / f"epoch-{epoch:04d}.optim.pt"

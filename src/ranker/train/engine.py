@@ -36,6 +36,12 @@ family says ``validates_sharded`` (each scores its share and gathers the scores)
 alone; either way rank 0's record is broadcast, so selection, early stopping and lr decay stay
 in lockstep. Only rank 0 writes files and progress; the others wait at a barrier before they
 read the selected weights. See docs/distributed.md.
+
+Sharded tables (``kind: torchrec``, :mod:`ranker.distributed.sharding`): the step runs through
+torchrec's DistributedModelParallel instead (on one process too, over a process group of one);
+the engine's optimizer steps the dense parameters, the tables are updated by their fused
+optimizer in backward; checkpoints hold the tables whole (gathered on rank 0, every rank loading
+its rows), and after the loop the model holds plain, whole tables again on every rank.
 """
 
 from __future__ import annotations
@@ -65,9 +71,10 @@ from ranker.distributed import (
     local_device,
 )
 from ranker.distributed.ddp import FamilyStep, data_parallel
+from ranker.distributed.sharding import ShardedTables, torchrec_tables
 from ranker.errors import ConfigError
 from ranker.progress import MIN_GAP_S, StepProgress, is_terminal
-from ranker.train.checkpoint import Checkpointer, load_weights, save_weights
+from ranker.train.checkpoint import Checkpointer, load_weights, read_tensors, save_weights
 from ranker.train.ema import WeightAverage, averaged_weights
 
 #: Rank r > 0 seeds its epoch's dropout with seed + epoch + r · this (rank 0 draws as one process does).
@@ -246,11 +253,16 @@ class Engine:
         self.writer = self.world.writer
         self.select_last = select_last
         # DDP first: it broadcasts rank 0's weights, which the optimizer and the average then start from
-        self._ddp: DistributedDataParallel | None = None
+        self._ddp: DistributedDataParallel | ShardedTables | None = None
         self._family_step: FamilyStep | None = None
-        if self.world.distributed:
+        self._tables: ShardedTables | None = None
+        if torchrec_tables(self.model):  # sharded tables (kind: torchrec), on one process too
+            self._family_step = FamilyStep(self.model)
+            self._tables = self._ddp = ShardedTables(self._family_step, self.model, cfg.lr, self.device)
+        elif self.world.distributed:
             self._ddp, self._family_step = data_parallel(self.model)
-        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        params = self._tables.dense_parameters() if self._tables is not None else self.model.parameters()
+        self.optimizer = make_optimizer(params, cfg)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self._tb: Any = None
 
@@ -354,12 +366,7 @@ class Engine:
         cfg = self.cfg
         ckpt = Checkpointer(self.run_dir)
         log = EpochLog(self.run_dir / "log.jsonl", self.writer)
-        state = ckpt.restore(self.model, self.optimizer, self.ema, clean=self.writer) or {
-            "epoch": 0,
-            "best_epoch": 0,
-            "best_score": -math.inf,
-            "bad_evals": 0,
-        }
+        state = self._restore(ckpt) or {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_evals": 0}
         state.setdefault("bad_evals", state.pop("bad_epochs", 0))  # checkpoints before the engine
         history = log.read(state["epoch"]) if self.writer else []  # rank 0 may be cutting the file back
         resumed_from = state["epoch"]
@@ -387,6 +394,9 @@ class Engine:
             record["lr"] = self.optimizer.param_groups[0]["lr"]
             history.append(record)
             log.append(record)
+            # sharded tables: every rank sends its rows, rank 0 writes them whole
+            weights = self._tables.state_dict() if self._tables is not None else None
+            tables = self._tables.optimizer_state() if self._tables is not None else None
             if self.writer:
                 self._tensorboard(record)
                 ckpt.save(
@@ -396,12 +406,17 @@ class Engine:
                     {k: state.get(k) for k in ("best_epoch", "best_score", "bad_evals", "untrained")},
                     is_best=improved,
                     ema=self.ema,
+                    weights=weights,
+                    tables=tables,
                 )
                 if cfg.progress:
                     print(epoch_summary(record, state["best_epoch"]), flush=True)
             state["epoch"] = epoch
         if self._tb is not None:
             self._tb.close()
+        if self._tables is not None:  # every rank holds the whole tables again, in plain modules
+            self._tables.unshard()
+            self._tables = self._ddp = self._family_step = None
         barrier()  # rank 0 has written the last checkpoint that every rank reads the selection from
         best = ckpt.best_path()  # none when no validation score was a number: the last epoch's weights
         if best is not None:
@@ -416,6 +431,23 @@ class Engine:
             resumed_from=resumed_from,
             untrained=state.get("untrained"),
         )
+
+    def _restore(self, ckpt: Checkpointer) -> dict[str, Any] | None:
+        """The last checkpoint loaded into the model, the optimizer and the average (sharded tables:
+        each rank its rows, and the tables' optimizer state); None before the first."""
+        tables = self._tables
+        if tables is None:
+            return ckpt.restore(self.model, self.optimizer, self.ema, clean=self.writer)
+        state = ckpt.restore(
+            self.model,
+            self.optimizer,
+            clean=self.writer,
+            load=lambda _, p: tables.load_state_dict(read_tensors(p), str(p)),
+        )
+        if state is not None:
+            path = ckpt.tables_path(state["epoch"])
+            tables.load_optimizer_state(read_tensors(path), str(path))
+        return state
 
     def validate_untrained(self, family: Family) -> dict[str, Any]:
         """The validation metrics and score of the weights before any training (the reference a
@@ -454,6 +486,8 @@ class Engine:
             return
         for group in self.optimizer.param_groups:
             group["lr"] = max(group["lr"] * self.cfg.lr_decay_on_plateau, self.cfg.min_lr)
+        if self._tables is not None:
+            self._tables.set_lr(max(self._tables.lr * self.cfg.lr_decay_on_plateau, self.cfg.min_lr))
 
     def _tensorboard(self, record: dict[str, Any]) -> None:
         if not self.cfg.tensorboard:

@@ -142,9 +142,13 @@ class Trainer:
         """Rank r scores rows [N·r/W, N·(r+1)/W); the outputs gathered in rank order are the rows
         in their order, so the metrics are those of one process scoring them all."""
         n, r, w = len(data), self.rank, self.world_size
-        share = TensorData({k: v[n * r // w : n * (r + 1) // w] for k, v in data.tensors.items()})
+        lo, hi = n * r // w, n * (r + 1) // w
+        # Every rank scores ceil(n / w) rows (its last row repeated), so all run as many forward
+        # passes: with sharded tables (kind: torchrec) each forward is a collective.
+        rows = torch.arange(lo, lo + -(-n // w)).clamp_max(max(hi - 1, 0))
+        share = TensorData({k: v[rows] for k, v in data.tensors.items()})
         probs = predict(self.model, share, self.cfg.eval_batch_size, self.device, self.spec.outputs)
-        local = torch.from_numpy(probs).reshape(len(share), len(self.tasks)).float()
+        local = torch.from_numpy(probs).reshape(len(share), len(self.tasks)).float()[: hi - lo]
         every = all_gather_variable(local).numpy()  # (N, T)
         t = data.tensors
         names, kinds = [task.name for task in self.tasks], self.spec.kinds

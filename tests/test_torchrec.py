@@ -1,0 +1,295 @@
+"""Sharded embedding tables (``model.encoders.categorical.kind: torchrec``, optional extra).
+
+- Two gloo processes, row-wise and table-wise: the sharded model's outputs on each rank's rows
+  equal the unsharded model's with the same weights (1e-6); after one step the dense gradients
+  equal one process's on the global batch and every table equals one rowwise-Adagrad step on the
+  unsharded gradient, computed by hand (fbgemm's ``EXACT_ROWWISE_ADAGRAD``:
+  ``G_r += mean_j g_rj²; w_r -= lr · g_r / (√G_r + eps)``).
+- Checkpoints: the tables saved whole from the sharded model load into an unsharded one (same
+  outputs), and unsharded weights load into the sharded model (same outputs).
+- ``ranker train`` with ``kind: torchrec`` on 1 process and on 2 (torchrun, row-wise): the same
+  epoch losses and validation metrics within test_distributed's bounds; a 2-process run stopped
+  after epoch 1 resumes to the uninterrupted run; ``ranker evaluate`` loads its weights unsharded.
+- Without torchrec, ``kind: torchrec`` is a one-line ConfigError with the install command.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from pydantic import ValidationError
+from safetensors.torch import load_file
+from test_distributed import LOSS_RTOL, METRIC_ATOL, RANKING, _log, _metrics, _ok, _ranking_data, _train
+from torch import nn
+
+from ranker.cli import main
+from ranker.config import load_config
+from ranker.errors import ConfigError
+from ranker.nn.embeddings import CategoricalFields
+from ranker.nn.torchrec_tables import INSTALL, TableTraining, require_torchrec
+from ranker.ranking.run import check_torchrec
+from ranker.train.checkpoint import load_weights, save_tensors
+
+pytest.importorskip("torchrec")
+
+from ranker.distributed.sharding import ShardedTables  # noqa: E402
+from ranker.nn.torchrec_tables import TorchrecEmbeddings  # noqa: E402
+
+FIELDS = CategoricalFields({"user": "user", "item": "item"}, {"tags": "item"}, {"user": 11, "item": 7})
+LR, EPS = 0.1, 1e-8
+
+
+class _Tiny(nn.Module):
+    """Two categorical fields and a bag over the item table (which the item field shares), a linear head."""
+
+    def __init__(self, sharding: str) -> None:
+        super().__init__()
+        self.emb = TorchrecEmbeddings(FIELDS, 4, TableTraining(sharding=sharding, lr=LR, eps=EPS))
+        self.head = nn.Linear(12, 1)
+
+    def forward(self, ids: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        fields = self.emb([ids[:, 0], ids[:, 1]], [(tags, tags != 0)])
+        return self.head(torch.cat(fields, dim=-1)).squeeze(-1)  # (B,)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """8 rows: ids (8, 2), tags (8, 3) with padding, targets (8,); rank r takes rows r::2."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.stack([torch.randint(0, 11, (8,), generator=g), torch.randint(0, 7, (8,), generator=g)], dim=1)
+    ids[0] = 0  # padding rows are looked up as zeros
+    tags = torch.randint(0, 7, (8, 3), generator=g)
+    return ids, tags, torch.randn(8, generator=g)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _rowwise_adagrad(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """One step from zero state: G_r = mean_j g_rj², w_r − lr · g_r / (√G_r + eps)."""
+    state = grad.pow(2).mean(dim=1, keepdim=True)  # (V, 1)
+    return weight - LR * grad / (state.sqrt() + EPS)
+
+
+def _ranks(rank: int, sharding: str, folder: str) -> None:
+    # a file store, not a TCP port: no port another process could take between choice and use
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = _Tiny(sharding)  # the same weights on both ranks (same seed)
+        reference = copy.deepcopy(model)
+        ids, tags, y = _batch()
+        mine = slice(rank, None, 2)
+        tables = ShardedTables(model, model, LR, torch.device("cpu"))
+        kinds = {s.sharding_type for plan in tables.plan.plan.values() for s in plan.values()}  # type: ignore[attr-defined]
+        assert kinds == {sharding}
+
+        out = tables(ids[mine], tags[mine])  # forward through DMP: sharded lookups, DDP head
+        torch.testing.assert_close(out, reference(ids[mine], tags[mine]), rtol=0, atol=1e-6)
+
+        ((out - y[mine]) ** 2).mean().backward()  # DDP averages the head; the tables' gradient / 2
+        ((reference(ids, tags) - y) ** 2).mean().backward()  # one process, the global batch
+        for p, q in zip(tables.dense_parameters(), reference.head.parameters(), strict=True):
+            assert p.grad is not None and q.grad is not None
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+
+        full = tables.state_dict()  # rank 0: every table whole
+        if rank == 0:
+            for owner in ("user", "item"):
+                key = f"emb.collection.embeddings.{owner}.weight"
+                weight, grad = reference.emb.weight(owner), reference.emb.weight(owner).grad
+                assert grad is not None and grad[0].abs().sum() == 0  # padding is never looked up
+                torch.testing.assert_close(full[key], _rowwise_adagrad(weight.detach(), grad), rtol=0, atol=1e-6)
+            save_tensors(full, Path(folder) / f"{sharding}.safetensors")  # sharded → saved whole
+        dist.barrier()
+
+        tables.load_state_dict(_weights(reference), "reference")  # unsharded weights → sharded model
+        with torch.no_grad():
+            torch.testing.assert_close(
+                tables(ids[mine], tags[mine]), reference(ids[mine], tags[mine]), atol=1e-6, rtol=0
+            )
+        tables.unshard()
+        assert isinstance(model.emb.weight("item"), torch.Tensor)  # plain tables again, whole, on every rank
+        torch.testing.assert_close(model.emb.weight("item"), reference.emb.weight("item"), rtol=0, atol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("sharding", ["row_wise", "table_wise"])
+def test_sharded_tables_match_the_unsharded_model(sharding: str, tmp_path: Path) -> None:
+    mp.spawn(_ranks, args=(sharding, str(tmp_path)), nprocs=2, join=True)
+
+    # the whole tables rank 0 saved load into an unsharded model: its outputs are the stepped ones'
+    torch.manual_seed(0)
+    model = _Tiny(sharding)
+    saved = load_file(str(tmp_path / f"{sharding}.safetensors"))
+    load_weights(model, tmp_path / f"{sharding}.safetensors")
+    assert model.emb.weight("user").shape == (11, 4)
+    torch.testing.assert_close(model.emb.weight("user"), saved["emb.collection.embeddings.user.weight"])
+
+
+def test_one_process_runs_the_same_path_on_a_world_of_one() -> None:
+    torch.manual_seed(0)
+    model = _Tiny("row_wise")
+    reference = copy.deepcopy(model)
+    ids, tags, y = _batch()
+    tables = ShardedTables(model, model, LR, torch.device("cpu"))
+    try:
+        ((tables(ids, tags) - y) ** 2).mean().backward()
+        ((reference(ids, tags) - y) ** 2).mean().backward()
+        full = tables.state_dict()
+    finally:
+        tables.unshard()  # destroys the process group of one
+    assert not dist.is_initialized()
+    grad = reference.emb.weight("item").grad
+    assert grad is not None
+    expected = _rowwise_adagrad(reference.emb.weight("item").detach(), grad)
+    torch.testing.assert_close(full["emb.collection.embeddings.item.weight"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.emb.weight("item"), expected, rtol=0, atol=1e-6)
+
+
+def test_lookup_of_any_shape_and_prefetched_lookups() -> None:
+    torch.manual_seed(0)
+    enc = TorchrecEmbeddings(FIELDS, 4)
+    ids = torch.tensor([[0, 3], [5, 0]])
+    vectors = enc.lookup("item", ids)  # (2, 2, 4)
+    assert vectors.shape == (2, 2, 4)
+    torch.testing.assert_close(vectors[0, 1], enc.weight("item")[3])
+    assert vectors[0, 0].abs().sum() == 0 and vectors[1, 1].abs().sum() == 0
+    history = torch.tensor([[1, 2, 0]])
+    enc.prefetch([("item", history)])
+    enc([torch.tensor([4]), torch.tensor([6])], [(torch.tensor([[2, 0]]), torch.tensor([[True, False]]))])
+    fetched = enc.lookup("item", history)  # answered from the forward's call (same tensor object)
+    assert fetched.grad_fn is not None and not enc._fetched
+    torch.testing.assert_close(fetched, enc.embed([("item", history)])[0])
+
+
+# ---------------------------------------------------------------------------- configuration
+TORCHREC = {"kind": "torchrec", "dim": 4, "sharding": "row_wise", "lr": 0.05}
+
+
+def _config(**train: Any) -> dict[str, Any]:
+    base = copy.deepcopy(RANKING)
+    base["model"]["encoders"]["categorical"] = dict(TORCHREC)
+    base["train"].update(train)
+    return base
+
+
+def test_a_missing_extra_is_a_one_line_error_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = builtins.__import__
+
+    def without_torchrec(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".")[0] in ("torchrec", "fbgemm_gpu"):
+            raise ModuleNotFoundError(f"No module named '{name}'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_torchrec)
+    with pytest.raises(ConfigError) as info:
+        check_torchrec(load_config(base=_config()))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("model.encoders.categorical.kind: 'torchrec' needs the optional extra ranker[torchrec]")
+    assert message.endswith(
+        "install it after torch 2.13.0 with: pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 && "
+        "pip install tensordict pyre-extensions torchmetrics tqdm"
+    )
+    assert INSTALL in message
+    with pytest.raises(ConfigError, match="needs the optional extra"):
+        require_torchrec()
+
+
+def test_unknown_sharding_and_what_the_fused_optimizer_does_not_reach_are_refused() -> None:
+    bad = _config()
+    bad["model"]["encoders"]["categorical"]["sharding"] = "column_wise"
+    with pytest.raises((ConfigError, ValidationError), match=r"sharding") as info:
+        load_config(base=bad)
+    assert "row_wise" in str(info.value) and "table_wise" in str(info.value)
+    with pytest.raises(ConfigError, match=r"^train.ema_decay: with model.encoders.categorical.kind torchrec"):
+        check_torchrec(load_config(base=_config(ema_decay=0.9)))
+    with pytest.raises(ConfigError, match=r"^train.embedding_l2: .* set it to 0$"):
+        check_torchrec(load_config(base=_config(embedding_l2=1e-4)))
+    check_torchrec(load_config(base=_config()))  # the plain config passes
+
+
+# ---------------------------------------------------------------------------- ranker train, 1 and 2 processes
+@pytest.fixture(scope="module")
+def torchrec_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("torchrec-ranking")
+    _ranking_data(root)
+    cfg = root / "torchrec.yaml"
+    cfg.write_text(yaml.safe_dump(_config()))
+    runs = {"one": root / "one", "two": root / "two", "resumed": root / "resumed"}
+    _ok(_train(cfg, runs["one"], 1))
+    _ok(_train(cfg, runs["two"], 2))
+    _ok(_train(cfg, runs["resumed"], 2, "train.epochs=1"))
+    _ok(_train(cfg, runs["resumed"], 2))  # resumes the sharded checkpoint after epoch 1
+    return runs
+
+
+def test_two_sharded_processes_match_one_process(torchrec_runs: dict[str, Path]) -> None:
+    one, two = torchrec_runs["one"], torchrec_runs["two"]
+    for a, b in zip(_log(one), _log(two), strict=True):
+        assert b["train_samples"] == a["train_samples"] == 512
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_RTOL)
+        assert b["valid_score"] == pytest.approx(a["valid_score"], abs=METRIC_ATOL)
+    m1, m2 = _metrics(one), _metrics(two)
+    for split in ("valid", "test"):
+        for key in ("auc", "gauc"):
+            assert m2[split]["y"][key] == pytest.approx(m1[split]["y"][key], abs=METRIC_ATOL), (split, key)
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert w1.keys() == w2.keys() and "embeddings.collection.embeddings.item.weight" in w2  # whole tables
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-5)
+    assert main(["evaluate", str(two), "--split", "valid"]) == 0  # the sharded run's weights load unsharded
+
+
+def test_a_sharded_checkpoint_resumes_to_the_uninterrupted_run(torchrec_runs: dict[str, Path]) -> None:
+    two, resumed = torchrec_runs["two"], torchrec_runs["resumed"]
+    for a, b in zip(_log(two), _log(resumed), strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+        assert b["valid_score"] == pytest.approx(a["valid_score"], abs=1e-6)
+    w, r = load_file(str(two / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    for key in w:
+        torch.testing.assert_close(r[key], w[key], rtol=0, atol=1e-6)
+    assert (resumed / "checkpoints" / "epoch-0002.tables.safetensors").is_file()  # the Adagrad sums, whole
+
+
+def test_a_ranker_with_a_history_updates_each_table_once_per_step() -> None:
+    """The history's item lookups travel with the fields' call (prefetch), so the item table, which
+    embeds the candidate and the history, takes ONE fused rowwise-Adagrad step on its summed gradient."""
+    from test_encoders_integration import _data_cfg, _table
+
+    from ranker.config.schema import ModelConfig
+    from ranker.data.preprocess import Preprocessor
+    from ranker.data.tensors import TensorData
+    from ranker.models import build_model
+
+    pre = Preprocessor.for_data(_data_cfg()).fit(_table())
+    batch = TensorData.from_encoded(pre.transform(_table())).tensors
+    cfg = {"encoders": {"categorical": {**TORCHREC, "lr": LR, "eps": EPS}}, "backbone": {"dropout": 0.0}}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.model_validate(cfg), pre.layout())
+    reference = copy.deepcopy(model)
+    assert model.inputs.histories  # the item table serves the item field and the history
+    tables = ShardedTables(model, model, 1e-3, torch.device("cpu"))
+    try:
+        tables(batch).pow(2).mean().backward()
+        full = tables.state_dict()
+    finally:
+        tables.unshard()
+    reference(batch).pow(2).mean().backward()
+    for owner in ("item", "user", "tags"):
+        table = reference.embeddings.weight(owner)  # type: ignore[operator]
+        assert table.grad is not None and table.grad.abs().sum() > 0
+        expected = _rowwise_adagrad(table.detach(), table.grad)
+        torch.testing.assert_close(
+            full[f"embeddings.collection.embeddings.{owner}.weight"], expected, rtol=0, atol=1e-6
+        )
