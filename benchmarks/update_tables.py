@@ -435,7 +435,10 @@ def metric_of(m: dict[str, Any], path: tuple[str, ...]) -> float:
 
 
 def summary_figure(file: str, name: str, path: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+    # one record per seed; beside seeded runs, a record without a seed (a bootstrap over the seeds)
+    # is not a run
     recs = by_name(RESULTS / f"{file}.json")[name]
+    recs = [r for r in recs if r["seed"] is not None] or recs
     vals = [metric_of(r["metrics"], path) for r in recs]
     seeds = [r["seed"] for r in recs]
     text = f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if len(vals) > 1 else f"{vals[0]:.4f}"
