@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from test_distributed import LOSS_RTOL, METRIC_ATOL, RANKING, _log, _metrics, _ok, _ranking_data, _train
+from test_distributed import RANKING, _log, _ok, _ranking_data, _train, assert_same_run
 from torch import nn
 
 from ranker.cli import main
@@ -236,14 +236,7 @@ def torchrec_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_two_sharded_processes_match_one_process(torchrec_runs: dict[str, Path]) -> None:
     one, two = torchrec_runs["one"], torchrec_runs["two"]
-    for a, b in zip(_log(one), _log(two), strict=True):
-        assert b["train_samples"] == a["train_samples"] == 512
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_RTOL)
-        assert b["valid_score"] == pytest.approx(a["valid_score"], abs=METRIC_ATOL)
-    m1, m2 = _metrics(one), _metrics(two)
-    for split in ("valid", "test"):
-        for key in ("auc", "gauc"):
-            assert m2[split]["y"][key] == pytest.approx(m1[split]["y"][key], abs=METRIC_ATOL), (split, key)
+    assert_same_run(one, two)
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert w1.keys() == w2.keys() and "embeddings.collection.embeddings.item.weight" in w2  # whole tables
     for key in w1:
