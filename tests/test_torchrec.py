@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from test_distributed import RANKING, _log, _ok, _ranking_data, _train, assert_same_run
 from torch import nn
+from torch.multiprocessing.spawn import ProcessExitedException
 
 from ranker.cli import main
 from ranker.config import load_config
@@ -123,15 +125,36 @@ def _ranks(rank: int, sharding: str, folder: str) -> None:
         dist.destroy_process_group()
 
 
+def _spawn_two_ranks(sharding: str, tmp_path: Path) -> Path:
+    """`_ranks` on 2 spawned processes; the folder they wrote to.
+
+    Known intermittent crash, not understood yet: about 2 spawns in 20 on this machine, one rank
+    aborts right after building DistributedModelParallel ("terminate called without an active
+    exception", SIGABRT: a native thread destroyed while joinable), before any assertion. Such an
+    abort, and only it, is retried once with a fresh store and reported as a warning; a failed
+    assertion (raised in the child) or a second abort fails the test."""
+    for attempt in range(2):
+        folder = tmp_path / f"attempt-{attempt}"
+        folder.mkdir()
+        try:
+            mp.spawn(_ranks, args=(sharding, str(folder)), nprocs=2, join=True)
+            return folder
+        except ProcessExitedException as e:
+            if e.signal_name != "SIGABRT" or attempt == 1:
+                raise
+            warnings.warn(f"torchrec 2-process test: a rank aborted ({e}); retrying once", stacklevel=1)
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("sharding", ["row_wise", "table_wise"])
 def test_sharded_tables_match_the_unsharded_model(sharding: str, tmp_path: Path) -> None:
-    mp.spawn(_ranks, args=(sharding, str(tmp_path)), nprocs=2, join=True)
+    folder = _spawn_two_ranks(sharding, tmp_path)
 
     # the whole tables rank 0 saved load into an unsharded model: its outputs are the stepped ones'
     torch.manual_seed(0)
     model = _Tiny(sharding)
-    saved = load_file(str(tmp_path / f"{sharding}.safetensors"))
-    load_weights(model, tmp_path / f"{sharding}.safetensors")
+    saved = load_file(str(folder / f"{sharding}.safetensors"))
+    load_weights(model, folder / f"{sharding}.safetensors")
     assert model.emb.weight("user").shape == (11, 4)
     torch.testing.assert_close(model.emb.weight("user"), saved["emb.collection.embeddings.user.weight"])
 
