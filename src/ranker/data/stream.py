@@ -100,11 +100,12 @@ class TrainFiles:
             first += n
             if lo >= hi:
                 continue
-            meta = pq.ParquetFile(path).metadata
+            reader = pq.ParquetFile(path)
+            meta = reader.metadata
             bounds = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
             groups = [g for g in range(meta.num_row_groups) if bounds[g] < hi and bounds[g + 1] > lo]
             at = int(bounds[groups[0]])  # place in the file of the next row read
-            for batch in pq.ParquetFile(path).iter_batches(
+            for batch in reader.iter_batches(
                 batch_size=chunk_rows, row_groups=groups, columns=self.columns, use_threads=False
             ):
                 a, b = max(lo - at, 0), min(hi - at, batch.num_rows)
