@@ -11,14 +11,19 @@ random ids per rank, then every rank reports
   optimizer state;
 - ``rss_mb`` (``VmRSS`` after the step) and ``peak_rss_mb`` (``VmHWM``, the process's peak).
 
-Two ways to build the table:
+Two builds:
 
-- ``engine``: as ``ranker train`` does today: every rank builds the whole table (normal init),
-  then :class:`ranker.distributed.sharding.ShardedTables` shards it and frees the whole one. The
-  steady state is the shard; the peak holds the whole table plus the shard.
-- ``meta``: the ``EmbeddingCollection`` is declared on the meta device and
-  ``DistributedModelParallel`` materialises only each rank's shard (torchrec's own init, not
-  ranker's): the peak is the shard. ranker's engine does not build tables this way yet.
+- ``engine``: ``ranker train``'s whole path (:class:`ranker.nn.torchrec_tables.TorchrecEmbeddings`
+  declared on the meta device, :class:`ranker.distributed.sharding.ShardedTables` filling each
+  rank's rows with ranker's init): build, shard, one step, then an epoch's checkpoint (every
+  shard gathered on rank 0, which writes it as safetensors) and the end of training (the tables
+  handed back declared; rank 0 reads the checkpoint's weights). Besides the peak of the whole
+  path, ``train_peak_rss_mb`` is the peak before the checkpoint (build and steps).
+- ``meta``: a bare ``EmbeddingCollection`` declared on the meta device and sharded by
+  ``DistributedModelParallel`` with torchrec's own init: the reference for build and step.
+
+Records of the build before 2026-12-06's change (``whole``: every rank built the whole table,
+then sharded it) stay in the results file as history; that build no longer exists.
 
 Settings whose processes together would need more than ``--max-gb`` (estimated from the table
 bytes) are not run; the table size at which one process runs out of this machine's memory is
@@ -72,6 +77,7 @@ def _rank(rank: int, procs: int, port: int, mode: str, rows: int, dim: int, fold
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=procs)
     before = _status()["VmRSS"]
     torch.manual_seed(0)
+    ending = None
     if mode == "engine":
         from ranker.distributed.sharding import ShardedTables
         from ranker.nn.embeddings import CategoricalFields
@@ -90,6 +96,7 @@ def _rank(rank: int, procs: int, port: int, mode: str, rows: int, dim: int, fold
         model = Model()
         tables = ShardedTables(model, model, 0.01, torch.device("cpu"))
         step, sharded, fused = tables.dmp, model.emb.collection, tables.dmp.fused_optimizer
+        ending = (model, tables)
     else:
         step, sharded, fused = _meta_model(rows, dim, procs)
     ids = torch.randint(1, rows, (4096,), generator=torch.Generator().manual_seed(rank))
@@ -105,6 +112,20 @@ def _rank(rank: int, procs: int, port: int, mode: str, rows: int, dim: int, fold
         "rss_mb": memory["VmRSS"],
         "peak_rss_mb": memory["VmHWM"],
     }
+    if ending is not None:  # an epoch's checkpoint and the end of training, as the engine does them
+        from ranker.train.checkpoint import load_weights, save_tensors
+
+        model, tables = ending
+        result["train_peak_rss_mb"] = memory["VmHWM"]
+        weights, path = tables.state_dict(), Path(folder) / "epoch.safetensors"
+        if rank == 0:
+            save_tensors(weights, path)
+        del weights
+        tables.unshard()
+        dist.barrier()
+        if rank == 0:
+            load_weights(model, path)
+        result["peak_rss_mb"] = _status()["VmHWM"]
     (Path(folder) / f"rank-{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
@@ -175,11 +196,11 @@ def child(mode: str, procs: int, rows: int, dim: int) -> None:
 
 
 def estimate_gb(mode: str, procs: int, rows: int, dim: int) -> float:
-    """What the setting's processes need together at their peak, roughly: about three whole tables
-    on each rank while it is built and sharded (engine; measured 3.1x at 10M x 64 on one process),
-    or the shards (meta), plus ~0.6 GB of runtime per process."""
+    """What the setting's processes need together at their peak, roughly: a shard per rank and a
+    whole table and its serialised copy more on rank 0 while it writes the checkpoint (engine;
+    counted on every rank, to be safe), or the shards (meta), plus ~0.6 GB of runtime per process."""
     table = rows * dim * 4 / 1024**3
-    per_rank = 3.2 * table if mode == "engine" else table / procs
+    per_rank = 2.2 * table + table / procs if mode == "engine" else table / procs
     return procs * (per_rank + 0.6)
 
 

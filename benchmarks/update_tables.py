@@ -715,7 +715,8 @@ def _torchrec_records() -> list[dict[str, Any]]:
 
 
 def torchrec_memory() -> str | None:
-    """Per rank: the table rows it holds, RSS after a step and peak RSS (``torchrec_memory.py``)."""
+    """Per rank: the table rows it holds, RSS after a step, peak RSS before the checkpoint (build and
+    step; ``engine`` only) and over the whole run (``torchrec_memory.py``)."""
     if not TORCHREC_MEMORY.is_file():
         return None
     lines = []
@@ -724,6 +725,8 @@ def torchrec_memory() -> str | None:
         worst = max(m["ranks"], key=lambda x: x["peak_rss_mb"])
         cells = [m["mode"], str(m["procs"]), f"{m['rows']:,}", str(m["dim"])]
         cells += [f"{worst['table_mb'] + worst['state_mb']:,.0f}", f"{worst['rss_mb'] / 1024:.2f}"]
+        train_peak = max((x["train_peak_rss_mb"] for x in m["ranks"] if "train_peak_rss_mb" in x), default=None)
+        cells += ["—" if train_peak is None else f"{train_peak / 1024:.2f}"]
         cells += [f"{worst['peak_rss_mb'] / 1024:.2f}", p["date"][:16].replace("T", " "), p["commit"][:7]]
         lines.append(row(cells))
     return "\n".join(lines)

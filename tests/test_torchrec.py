@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from ranker.cli import main
 from ranker.config import load_config
 from ranker.errors import ConfigError
 from ranker.nn.embeddings import CategoricalFields
-from ranker.nn.torchrec_tables import INSTALL, TableTraining, require_torchrec
+from ranker.nn.torchrec_tables import INSTALL, TableTraining, init_rows, require_torchrec
 from ranker.ranking.run import check_torchrec
 from ranker.train.checkpoint import load_weights, save_tensors
 
@@ -118,8 +119,11 @@ def _ranks(rank: int, sharding: str, folder: str) -> None:
             torch.testing.assert_close(
                 tables(ids[mine], tags[mine]), reference(ids[mine], tags[mine]), atol=1e-6, rtol=0
             )
-        tables.unshard()
-        assert isinstance(model.emb.weight("item"), torch.Tensor)  # plain tables again, whole, on every rank
+        tables.unshard()  # handed back declared on every rank: no rows, and no fresh ones made up
+        assert model.emb.declared and model.emb.collection.embeddings["item"].weight.is_meta
+        with pytest.raises(RuntimeError, match="trained sharded"):
+            model.emb.weight("item")
+        model.load_state_dict(_weights(reference))  # a state dict's tensors become the tables
         torch.testing.assert_close(model.emb.weight("item"), reference.emb.weight("item"), rtol=0, atol=0)
     finally:
         dist.destroy_process_group()
@@ -176,7 +180,50 @@ def test_one_process_runs_the_same_path_on_a_world_of_one() -> None:
     assert grad is not None
     expected = _rowwise_adagrad(reference.emb.weight("item").detach(), grad)
     torch.testing.assert_close(full["emb.collection.embeddings.item.weight"], expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(model.emb.weight("item"), expected, rtol=0, atol=1e-6)
+    load_weights(model, _saved(full))  # the trained rows come back from the saved tables
+    torch.testing.assert_close(model.emb.weight("item"), full["emb.collection.embeddings.item.weight"], rtol=0, atol=0)
+
+
+def _saved(state: dict[str, torch.Tensor]) -> Path:
+    path = Path(tempfile.mkdtemp()) / "weights.safetensors"
+    save_tensors(state, path)
+    return path
+
+
+def test_declared_tables_hold_no_rows_and_every_way_in_gives_the_same_rows() -> None:
+    """Built declared (meta, no memory); a forward allocates the whole tables with init_rows; a
+    shard of one process is filled with the same rows; a loaded state dict becomes the tables."""
+    torch.manual_seed(0)
+    model = _Tiny("row_wise")
+    assert model.emb.declared and all(p.is_meta for p in model.emb.parameters())
+    model.to(torch.device("cpu"))  # moving declared tables is a no-op, not an error
+    twin = copy.deepcopy(model)
+    ids, tags, _ = _batch()
+    out = model(ids, tags)  # allocates: row 0 zero, the rest N(0, 0.05²) drawn per block of rows
+    weight = model.emb.weight("item")
+    assert not model.emb.declared and weight.shape == (7, 4) and weight[0].abs().sum() == 0
+    torch.testing.assert_close(weight, model.emb.initial_rows("item", 0, 7), rtol=0, atol=0)
+    assert 0.01 < weight[1:].std().item() < 0.12
+    tables = ShardedTables(twin, twin, LR, torch.device("cpu"))  # the twin's shard: the same rows
+    try:
+        torch.testing.assert_close(tables(ids, tags), out, rtol=0, atol=1e-6)
+        full = tables.state_dict()
+    finally:
+        tables.unshard()
+    loaded = _Tiny("row_wise")
+    load_weights(loaded, _saved(full))
+    assert loaded.emb.weight("item").data_ptr() != 0 and not loaded.emb.declared
+    torch.testing.assert_close(loaded(ids, tags), out, rtol=0, atol=1e-6)
+
+
+def test_init_rows_of_a_shard_are_the_whole_tables_rows_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ranker.nn.torchrec_tables.INIT_BLOCK", 4)  # blocks of 4 rows: shards cross them
+    whole = init_rows(3, 1, 0, 11, 11, 2)
+    for start, stop in [(0, 1), (1, 4), (3, 9), (8, 11), (5, 5)]:
+        torch.testing.assert_close(init_rows(3, 1, start, stop, 11, 2), whole[start:stop], rtol=0, atol=0)
+    assert not torch.equal(init_rows(3, 2, 0, 11, 11, 2), whole)  # another table, other rows
+    with pytest.raises(ValueError, match=r"rows \[9, 12\) are not inside a table of 11 rows"):
+        init_rows(3, 1, 9, 12, 11, 2)
 
 
 def test_lookup_of_any_shape_and_prefetched_lookups() -> None:

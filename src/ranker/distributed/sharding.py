@@ -16,11 +16,17 @@ TorchrecEmbeddings`) trains through :class:`ShardedTables` instead of plain DDP:
   keeps the dense parameters (:meth:`dense_parameters`).
 - One process runs the same path on a process group of one (created here, destroyed by
   :meth:`unshard`), so a config trains the same numbers on 1 or N processes.
+- Each rank allocates only its own rows: a model built with declared tables (meta device, see
+  :mod:`ranker.nn.torchrec_tables`) is sharded by DMP, and each rank fills its shards with the
+  rows :func:`~ranker.nn.torchrec_tables.init_rows` gives them, the same values on 1 or N
+  processes. Tables that already hold rows are copied into the shards by DMP.
 - Checkpoints hold full tables: :meth:`state_dict` gathers every shard on rank 0 (collective)
   and :meth:`load_state_dict` copies each rank's rows back out of full tensors, so a checkpoint
   written on N processes loads on M, or unsharded. The fused optimizer's state (the Adagrad
-  sums) travels the same way (:meth:`optimizer_state`). After training :meth:`unshard` puts a
-  plain ``EmbeddingCollection`` holding the full tables back into the model, on every rank.
+  sums) travels the same way (:meth:`optimizer_state`). So rank 0 holds the whole tables while it
+  writes a checkpoint, and the others their shard only.
+- After training :meth:`unshard` drops DMP and hands the tables back declared, on every rank: the
+  trained rows are read from the run's checkpoint by whoever needs them (the engine: rank 0).
 
 Every method here except :meth:`dense_parameters` is collective: every rank calls it.
 """
@@ -98,6 +104,18 @@ class ShardedTables:
                 data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False),
             )
         self._table_params = {id(p) for t in self.tables for p in t.collection.parameters()}
+        declared = [t for t in self.tables if t.declared]
+        state = self.model.state_dict() if declared else {}
+        with torch.no_grad(), _quiet():
+            for table in declared:  # each rank fills the rows it holds
+                prefix = _prefix(self.model, table)
+                for owner in table.owners:
+                    for shard in state[f"{prefix}collection.embeddings.{owner}.weight"].local_shards():
+                        (start, column), (rows, _) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                        if column != 0:
+                            raise AssertionError(f"{owner}: a column-wise shard, which the planner was not allowed")
+                        shard.tensor.copy_(table.initial_rows(owner, start, start + rows))
+                table.declared = False
 
     def __call__(self, *args: Any) -> Any:
         return self.dmp(*args)
@@ -147,22 +165,14 @@ class ShardedTables:
 
     # ------------------------------------------------------------------ the end
     def unshard(self) -> None:
-        """Put plain ``EmbeddingCollection`` modules holding the full tables back into the model on
-        every rank (the DDP wrapper is dropped); the process group of one is destroyed."""
+        """Drop DMP and put plain, declared ``EmbeddingCollection`` modules back into the model on
+        every rank (no rows: read the trained ones from a checkpoint, e.g. with
+        :func:`~ranker.train.checkpoint.load_weights`); the process group of one is destroyed."""
         from torchrec.modules.embedding_modules import EmbeddingCollection
 
-        state = self.state_dict()
         for table in self.tables:
-            plain = EmbeddingCollection(tables=table.configs, device=torch.device("cpu"))
-            prefix = _prefix(self.model, table)
-            for owner in table.owners:
-                key = f"{prefix}collection.embeddings.{owner}.weight"
-                full = state.get(key, torch.empty(0))
-                if dist.get_world_size() > 1:
-                    full = _broadcast(full, plain.embeddings[owner].weight.shape)
-                with torch.no_grad():
-                    plain.embeddings[owner].weight.copy_(full)
-            table.collection = plain.to(self.device)
+            table.collection = EmbeddingCollection(tables=table.configs, device=torch.device("meta"))
+            table.declared = table.released = True
         del self.dmp
         if self._own_group:
             dist.destroy_process_group()
@@ -230,10 +240,3 @@ def _scatter_all(own: dict[str, Any], state: dict[str, torch.Tensor], source: st
                 meta = shard.metadata
                 index = tuple(slice(o, o + s) for o, s in zip(meta.shard_offsets, meta.shard_sizes, strict=True))
                 shard.tensor.copy_(full[index])
-
-
-def _broadcast(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Rank 0's `tensor` (of `shape`) on every rank."""
-    out = tensor.to(comm_device()) if dist.get_rank() == 0 else torch.empty(shape, device=comm_device())
-    dist.broadcast(out, 0)
-    return out.cpu()

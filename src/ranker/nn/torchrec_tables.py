@@ -15,6 +15,18 @@ trained by an optimizer fused into the collection's backward once sharded, so ea
 looked up once per step: ``lookup`` calls made after ``prefetch`` (the history encoders' item
 ids, sent with the forward's call) are answered from that call.
 
+Tables are *declared* (on the meta device, no memory) until something needs their rows, so that
+each process of a sharded run allocates only its own shard:
+
+- :class:`~ranker.distributed.sharding.ShardedTables` fills each process's rows with
+  :func:`init_rows`, whose values depend on the row, not on who holds it, so 1 and N processes
+  start from the same tables;
+- loading a state dict (a checkpoint, ``model.safetensors``) takes the file's tensors as the tables
+  (no second copy);
+- a forward or :meth:`TorchrecEmbeddings.weight` of an unsharded encoder allocates the whole tables
+  with the same :func:`init_rows` (refused after sharded training: the trained rows are in the
+  checkpoint, not here).
+
 torchrec is an optional extra: :func:`require_torchrec` names the install command.
 
 Shape:
@@ -24,14 +36,21 @@ Shape:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ranker.errors import ConfigError
 from ranker.nn.embeddings import Bag, CategoricalEncoder, CategoricalFields, masked_mean
+
+#: σ of the tables' normal init (as :class:`~ranker.nn.embeddings.FeatureEmbeddings`)
+INIT_STD = 0.05
+#: rows drawn from one generator by :func:`init_rows` (a shard's first and last blocks are drawn
+#: whole and sliced)
+INIT_BLOCK = 1 << 16
 
 INSTALL = (
     "pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 && pip install tensordict pyre-extensions "
@@ -51,6 +70,32 @@ def require_torchrec(key: str = "model.encoders.categorical.kind") -> None:
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no module'}); "
             f"install it after torch 2.13.0 with: {INSTALL}"
         ) from None
+
+
+def init_rows(seed: int, table: int, start: int, stop: int, num_rows: int, dim: int) -> torch.Tensor:
+    """Rows ``[start, stop)`` of table number `table`'s initial weights: ``N(0, INIT_STD²)``, row 0
+    (padding) zero. Block ``b`` (rows ``b·INIT_BLOCK …``) comes from its own generator seeded by
+    ``(seed, table, b)``, so a row's value does not depend on which rows are asked for together:
+    a process filling its shard gets the rows of the whole table.
+
+    >>> whole = init_rows(7, 0, 0, 10, 10, 3)
+    >>> torch.equal(init_rows(7, 0, 4, 9, 10, 3), whole[4:9]), whole[0].abs().sum().item()
+    (True, 0.0)
+
+    Shape: → (stop − start, dim).
+    """
+    if not 0 <= start <= stop <= num_rows:
+        raise ValueError(f"rows [{start}, {stop}) are not inside a table of {num_rows} rows")
+    out = torch.empty(stop - start, dim)
+    for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
+        first, last = block * INIT_BLOCK, min((block + 1) * INIT_BLOCK, num_rows)
+        generator = torch.Generator().manual_seed(hash((seed, table, block)) & (2**63 - 1))
+        values = torch.randn(last - first, dim, generator=generator) * INIT_STD  # (rows of the block, d)
+        lo, hi = max(start, first), min(stop, last)
+        out[lo - start : hi - start] = values[lo - first : hi - first]
+    if start == 0 and stop > 0:
+        out[0] = 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,17 +139,54 @@ class TorchrecEmbeddings(CategoricalEncoder):
             EmbeddingConfig(name=owner, embedding_dim=dim, num_embeddings=size, feature_names=[owner])
             for owner, size in fields.vocab_sizes.items()
         ]
-        self.collection: nn.Module = EmbeddingCollection(tables=self.configs, device=torch.device("cpu"))
-        with torch.no_grad():
-            for owner in self.owners:
-                weight = self.weight(owner)
-                nn.init.normal_(weight, std=0.05)
-                weight[0].zero_()
+        self.collection: nn.Module = EmbeddingCollection(tables=self.configs, device=torch.device("meta"))
+        #: the tables' rows are not allocated (see the module docstring)
+        self.declared = True
+        #: set when the tables were trained sharded and handed back declared: their rows are in the
+        #: run's checkpoint, so allocating fresh ones would silently drop the training
+        self.released = False
+        self.init_seed = int(torch.randint(0, 2**62, ()).item())  # the global RNG: same on every rank
         self._pending: list[tuple[str, torch.Tensor]] = []
         self._fetched: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def initial_rows(self, owner: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of `owner`'s table before training (:func:`init_rows`)."""
+        size = self.configs[self.owners.index(owner)].num_embeddings
+        return init_rows(self.init_seed, self.owners.index(owner), start, stop, size, self.dim)
+
+    def _allocate(self, tables: Callable[[str], torch.Tensor]) -> None:
+        """Give every declared table its rows: ``tables(owner)`` → (V, d), taken as the parameter."""
+        for owner in self.owners:
+            embedding = self.collection.embeddings[owner]  # type: ignore[index, union-attr]
+            embedding.weight = nn.Parameter(tables(owner))  # type: ignore[union-attr]
+        self.declared = False
+
+    def _materialize(self) -> None:
+        if not self.declared:
+            return
+        if self.released:
+            raise RuntimeError(
+                "these tables were trained sharded and handed back without their rows; load the run's "
+                "weights (model.safetensors, or the checkpoint) to use them"
+            )
+        self._allocate(lambda owner: self.initial_rows(owner, 0, self.configs[self.owners.index(owner)].num_embeddings))
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> TorchrecEmbeddings:
+        if self.declared:  # meta rows: nothing to move (``.to`` would fail on them)
+            return self
+        return super()._apply(fn, recurse)  # type: ignore[return-value]
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Declared tables take the loaded tensors as their rows (no second copy of a big table)."""
+        keys = {owner: f"{prefix}collection.embeddings.{owner}.weight" for owner in self.owners}
+        if self.declared and all(k in state_dict for k in keys.values()):
+            self._allocate(lambda owner: state_dict[keys[owner]])
+            self.released = False
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def weight(self, owner: str) -> torch.Tensor:
         """The (V, d) table of `owner` (unsharded collection only)."""
+        self._materialize()
         return self.collection.embeddings[owner].weight  # type: ignore[index, union-attr, no-any-return]
 
     def prefetch(self, lookups: Sequence[tuple[str, torch.Tensor]]) -> None:
@@ -135,6 +217,8 @@ class TorchrecEmbeddings(CategoricalEncoder):
         non-padding ids of every request form one jagged row of its key (stride 1)."""
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+        if not _is_sharded(self.collection):
+            self._materialize()
         flat = [ids.reshape(-1) for _, ids in requests]
         keep = [x != 0 for x in flat]
         per_owner: dict[str, list[torch.Tensor]] = {o: [] for o in self.owners}
@@ -158,3 +242,10 @@ class TorchrecEmbeddings(CategoricalEncoder):
             full = rows.new_zeros(k.numel(), self.dim).index_put((k.nonzero().squeeze(-1),), rows)  # (numel, d)
             out.append(full.reshape(*ids.shape, self.dim))
         return out
+
+
+def _is_sharded(collection: nn.Module) -> bool:
+    """Whether torchrec's DistributedModelParallel has replaced `collection` by its sharded twin."""
+    from torchrec.modules.embedding_modules import EmbeddingCollection
+
+    return not isinstance(collection, EmbeddingCollection)

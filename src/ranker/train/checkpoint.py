@@ -154,6 +154,13 @@ class Checkpointer:
             if path.name not in keep and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
 
+    def weights_path(self) -> Path:
+        """The weights of the last complete epoch (DataError before the first checkpoint)."""
+        state = self.state()
+        if state is None:
+            raise DataError(f"{self.dir}: no checkpoint yet")
+        return self.dir / f"epoch-{state['epoch']:04d}.safetensors"
+
     def tables_path(self, epoch: int) -> Path:
         """The sharded tables' optimizer state after `epoch` (``kind: torchrec`` only)."""
         return self.dir / f"epoch-{epoch:04d}.tables.safetensors"

@@ -40,8 +40,10 @@ read the selected weights. See docs/distributed.md.
 Sharded tables (``kind: torchrec``, :mod:`ranker.distributed.sharding`): the step runs through
 torchrec's DistributedModelParallel instead (on one process too, over a process group of one);
 the engine's optimizer steps the dense parameters, the tables are updated by their fused
-optimizer in backward; checkpoints hold the tables whole (gathered on rank 0, every rank loading
-its rows), and after the loop the model holds plain, whole tables again on every rank.
+optimizer in backward; each rank allocates only its shard (the tables are built declared);
+checkpoints hold the tables whole (gathered on rank 0, every rank loading its rows); after the
+loop rank 0 alone reads the selected weights, whole tables included, and the other ranks' tables
+are left declared (no rows).
 """
 
 from __future__ import annotations
@@ -414,12 +416,17 @@ class Engine:
             state["epoch"] = epoch
         if self._tb is not None:
             self._tb.close()
-        if self._tables is not None:  # every rank holds the whole tables again, in plain modules
+        sharded = self._tables is not None
+        if self._tables is not None:  # the tables are handed back declared: their rows are in the checkpoint
             self._tables.unshard()
             self._tables = self._ddp = self._family_step = None
         barrier()  # rank 0 has written the last checkpoint that every rank reads the selection from
         best = ckpt.best_path()  # none when no validation score was a number: the last epoch's weights
-        if best is not None:
+        if sharded:  # rank 0 alone takes the whole trained tables (its test scoring and files need them)
+            if self.writer:
+                load_weights(self.model, best or ckpt.weights_path())
+                self.model.to(self.device)
+        elif best is not None:
             load_weights(self.model, best)
         if self.writer:
             save_weights(self.model, self.run_dir / "model.safetensors")
