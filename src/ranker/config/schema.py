@@ -338,9 +338,13 @@ class UnifiedEncoder(Strict):
 
 
 class TorchrecEncoder(Strict):
-    """Plain per-feature tables held by a torchrec ``EmbeddingCollection``; under torchrun they are
+    """Categorical tables held by a torchrec ``EmbeddingCollection``; under torchrun they are
     sharded over the processes by torchrec's planner and ``DistributedModelParallel``
     (docs/distributed.md). Needs the optional extra ``ranker[torchrec]``.
+
+    ``table``: ``per_feature`` (plain tables, as ``kind: embedding``) or ``unified`` (ONE hashed
+    table every feature probes, as ``kind: unified``, with its ``probes``, ``per_feature_probes``,
+    ``memory`` and ``seed``, which only it reads).
 
     The tables are trained by fbgemm's optimizer fused into the backward pass (the only kind
     torchrec shards; on CPU: ``rowwise_adagrad``, ``adagrad`` or ``sgd``), at ``lr`` (default
@@ -354,6 +358,29 @@ class TorchrecEncoder(Strict):
     optimizer: Literal["rowwise_adagrad", "adagrad", "sgd"] = "rowwise_adagrad"
     lr: float | None = Field(None, gt=0, description="the tables' learning rate (default: train.lr)")
     eps: float = Field(1e-8, gt=0, description="Adagrad's epsilon")
+    table: Literal["per_feature", "unified"] = "per_feature"
+    probes: int = Field(2, ge=1, description="table: unified: rows per value")
+    per_feature_probes: dict[str, int] = Field(default_factory=dict, description="table: unified")
+    memory: float = Field(1.0, gt=0, description="table: unified: fraction of the plain tables' parameters")
+    seed: int = Field(0, description="table: unified: the hash seed")
+
+    @model_validator(mode="after")
+    def _unified_only(self) -> TorchrecEncoder:
+        # values, not keys: a run's saved config.yaml writes every default out
+        unified = ("probes", "per_feature_probes", "memory", "seed")
+        stray = [
+            k for k in unified if getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True)
+        ]
+        if self.table == "per_feature" and stray:
+            raise ValueError(f"{', '.join(stray)}: read only with table: unified (this table is per_feature)")
+        width = self.dim if self.table == "per_feature" else self.dim // self.probes
+        if width % 4:
+            how = "dim" if self.table == "per_feature" else "dim // probes"
+            raise ValueError(
+                f"dim: the table's rows are {width} wide ({how}); fbgemm's kernels, which train sharded tables, "
+                "need a width that is a multiple of 4"
+            )
+        return self
 
 
 CategoricalEncoder = Annotated[

@@ -82,9 +82,9 @@ class ShardedTables:
         world = dist.get_world_size()
         setting = self.tables[0].training_config
         constraints = {
-            owner: ParameterConstraints(sharding_types=SHARDING_TYPES[setting.sharding])
+            name: ParameterConstraints(sharding_types=SHARDING_TYPES[setting.sharding])
             for table in self.tables
-            for owner in table.owners
+            for name in table.names
         }
         fused = {
             "optimizer": EmbOptimType[FUSED_OPTIMIZERS[setting.optimizer]],
@@ -109,12 +109,12 @@ class ShardedTables:
         with torch.no_grad(), _quiet():
             for table in declared:  # each rank fills the rows it holds
                 prefix = _prefix(self.model, table)
-                for owner in table.owners:
-                    for shard in state[f"{prefix}collection.embeddings.{owner}.weight"].local_shards():
+                for name in table.names:
+                    for shard in state[f"{prefix}collection.embeddings.{name}.weight"].local_shards():
                         (start, column), (rows, _) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
                         if column != 0:
-                            raise AssertionError(f"{owner}: a column-wise shard, which the planner was not allowed")
-                        shard.tensor.copy_(table.initial_rows(owner, start, start + rows))
+                            raise AssertionError(f"{name}: a column-wise shard, which the planner was not allowed")
+                        shard.tensor.copy_(table.initial_rows(name, start, start + rows))
                 table.declared = False
 
     def __call__(self, *args: Any) -> Any:

@@ -199,24 +199,31 @@ def _transact(cfg: cs.TransActHistory, emb: CategoricalEncoder, owner: str, n_ac
 
 def categorical_ids(cfg: cs.ModelConfig) -> str:
     """The preprocessing id mode the configured categorical encoder reads."""
-    return "vocab" if isinstance(cfg.encoders.categorical, cs.EmbeddingEncoder | cs.TorchrecEncoder) else "hash"
+    encoder = cfg.encoders.categorical
+    if isinstance(encoder, cs.TorchrecEncoder):
+        return "hash" if encoder.table == "unified" else "vocab"
+    return "vocab" if isinstance(encoder, cs.EmbeddingEncoder) else "hash"
 
 
 def build_categorical(cfg: cs.CategoricalEncoder, layout: Layout) -> CategoricalEncoder:
-    if isinstance(cfg, cs.TorchrecEncoder):  # torchrec is an optional extra: imported only here
-        from ranker.nn.torchrec_tables import TableTraining, TorchrecEmbeddings
-
-        training = TableTraining(sharding=cfg.sharding, optimizer=cfg.optimizer, lr=cfg.lr, eps=cfg.eps)
-        return TorchrecEmbeddings(categorical_fields(layout), cfg.dim, training)
-    if isinstance(cfg, cs.HashingEncoder):
-        return HashedEmbeddings(categorical_fields(layout), cfg.dim, memory=cfg.memory, seed=cfg.seed)
-    if isinstance(cfg, cs.UnifiedEncoder):
+    if isinstance(cfg, cs.UnifiedEncoder | cs.TorchrecEncoder):
         unknown = sorted(set(cfg.per_feature_probes) - set(layout.vocab_sizes))
         if unknown:
             raise ConfigError(
                 f"model.encoders.categorical.per_feature_probes: {unknown} are not "
                 f"categorical features; known: {sorted(layout.vocab_sizes)}"
             )
+    if isinstance(cfg, cs.TorchrecEncoder):  # torchrec is an optional extra: imported only here
+        from ranker.nn.torchrec_tables import TableTraining, TorchrecEmbeddings, UnifiedLayout
+
+        training = TableTraining(sharding=cfg.sharding, optimizer=cfg.optimizer, lr=cfg.lr, eps=cfg.eps)
+        shared = (
+            UnifiedLayout(cfg.probes, cfg.per_feature_probes, cfg.memory, cfg.seed) if cfg.table == "unified" else None
+        )
+        return TorchrecEmbeddings(categorical_fields(layout), cfg.dim, training, shared)
+    if isinstance(cfg, cs.HashingEncoder):
+        return HashedEmbeddings(categorical_fields(layout), cfg.dim, memory=cfg.memory, seed=cfg.seed)
+    if isinstance(cfg, cs.UnifiedEncoder):
         return UnifiedEmbeddings(
             categorical_fields(layout),
             cfg.dim,

@@ -1,16 +1,21 @@
-"""Plain per-feature tables held by a torchrec ``EmbeddingCollection`` (``kind: torchrec``).
+"""Categorical tables held by a torchrec ``EmbeddingCollection`` (``kind: torchrec``).
 
 The math is that of :class:`~ranker.nn.embeddings.FeatureEmbeddings` (one table per vocabulary
-owner, row 0 = padding kept at zero, normal init σ = 0.05): ``E_f[v]``. What differs is who holds
-the rows: a torchrec ``EmbeddingCollection`` (torchrec docs, "EmbeddingCollection": one
-``EmbeddingConfig`` per table, ids in as a ``KeyedJaggedTensor``, one ``JaggedTensor`` of
-vectors out per feature), the module that torchrec's ``DistributedModelParallel`` knows how to
-shard row-wise or table-wise over processes (:mod:`ranker.distributed.sharding`; the DLRM
-paper, Naumov et al. 2019, §4, for the model-parallel tables). This module stays pure: sharding
-replaces the collection from outside and hands it back unsharded after training.
+owner, row 0 = padding kept at zero, normal init σ = 0.05): ``E_f[v]``, or with ``table:
+unified`` that of :class:`~ranker.nn.embeddings.UnifiedEmbeddings` (Coleman et al., NeurIPS 2023:
+ONE table, owner ``t`` reading ``k_t`` hashed rows per value,
+``e_t(v) = concat_j E[h_{t,j}(v)]``, the same hash functions, :class:`~ranker.nn.unified.ProbeHash`).
+What differs is who holds the rows: a torchrec ``EmbeddingCollection`` (torchrec docs,
+"EmbeddingCollection": one ``EmbeddingConfig`` per table, ids in as a ``KeyedJaggedTensor``, one
+``JaggedTensor`` of vectors out per feature), the module that torchrec's
+``DistributedModelParallel`` knows how to shard row-wise or table-wise over processes
+(:mod:`ranker.distributed.sharding`; the DLRM paper, Naumov et al. 2019, §4, for the
+model-parallel tables). The unified table, being one big table, is the one that most needs
+row-wise sharding. This module stays pure: sharding replaces the collection from outside and
+hands it back after training.
 
 Every call embeds its ids in ONE collection call: ``forward`` sends every categorical feature and
-bag at once, and the padding ids (0) are not sent (their vectors are zeros). The tables are
+bag at once, and the padding ids (0) of per-owner tables are not sent (their vectors are zeros). The tables are
 trained by an optimizer fused into the collection's backward once sharded, so each table must be
 looked up once per step: ``lookup`` calls made after ``prefetch`` (the history encoders' item
 ids, sent with the forward's call) are answered from that call.
@@ -36,8 +41,9 @@ Shape:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,12 +51,16 @@ from torch import nn
 
 from ranker.errors import ConfigError
 from ranker.nn.embeddings import Bag, CategoricalEncoder, CategoricalFields, masked_mean
+from ranker.nn.unified import FeatureCollisions, ProbeHash, collision_stats
 
 #: σ of the tables' normal init (as :class:`~ranker.nn.embeddings.FeatureEmbeddings`)
 INIT_STD = 0.05
 #: rows drawn from one generator by :func:`init_rows` (a shard's first and last blocks are drawn
 #: whole and sliced)
 INIT_BLOCK = 1 << 16
+
+#: the table's name (and key) when every owner shares one (``table: unified``)
+UNIFIED = "unified"
 
 INSTALL = (
     "pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 && pip install tensordict pyre-extensions "
@@ -72,9 +82,11 @@ def require_torchrec(key: str = "model.encoders.categorical.kind") -> None:
         ) from None
 
 
-def init_rows(seed: int, table: int, start: int, stop: int, num_rows: int, dim: int) -> torch.Tensor:
+def init_rows(
+    seed: int, table: int, start: int, stop: int, num_rows: int, dim: int, padding: bool = True
+) -> torch.Tensor:
     """Rows ``[start, stop)`` of table number `table`'s initial weights: ``N(0, INIT_STD²)``, row 0
-    (padding) zero. Block ``b`` (rows ``b·INIT_BLOCK …``) comes from its own generator seeded by
+    zero when it is `padding`. Block ``b`` (rows ``b·INIT_BLOCK …``) comes from its own generator seeded by
     ``(seed, table, b)``, so a row's value does not depend on which rows are asked for together:
     a process filling its shard gets the rows of the whole table.
 
@@ -93,7 +105,7 @@ def init_rows(seed: int, table: int, start: int, stop: int, num_rows: int, dim: 
         values = torch.randn(last - first, dim, generator=generator) * INIT_STD  # (rows of the block, d)
         lo, hi = max(start, first), min(stop, last)
         out[lo - start : hi - start] = values[lo - first : hi - first]
-    if start == 0 and stop > 0:
+    if padding and start == 0 and stop > 0:
         out[0] = 0.0
     return out
 
@@ -113,8 +125,24 @@ class TableTraining:
     eps: float = 1e-8
 
 
+@dataclass(frozen=True)
+class UnifiedLayout:
+    """The one table every feature shares (Unified Embedding, Coleman et al., NeurIPS 2023; see
+    :mod:`ranker.nn.unified`): owner ``t`` reads ``k_t`` rows of width ``dim // probes`` per value
+    (``per_feature_probes`` overrides ``k``); the table has
+    ``ceil(memory × Σ_owner V_owner × dim / width)`` rows, as :class:`~ranker.nn.embeddings.
+    UnifiedEmbeddings` has."""
+
+    probes: int = 2
+    per_feature_probes: Mapping[str, int] = field(default_factory=dict)
+    memory: float = 1.0
+    seed: int = 0
+
+
 class TorchrecEmbeddings(CategoricalEncoder):
-    """One torchrec table per vocabulary owner (row 0 = padding, zero, never looked up).
+    """The categorical tables held by a torchrec ``EmbeddingCollection``: one per vocabulary owner
+    (row 0 = padding, zero, never looked up), or, with `unified`, ONE hashed table that every owner
+    probes (the ids are then raw stable ids, ``ids = "hash"``, as for ``kind: unified``).
 
     >>> import pytest; _ = pytest.importorskip("torchrec")  # the optional extra
     >>> fields = CategoricalFields({"item": "item"}, {"tags": "genre"}, {"item": 50, "genre": 10})
@@ -124,20 +152,40 @@ class TorchrecEmbeddings(CategoricalEncoder):
     [torch.Size([1, 4]), torch.Size([1, 4])]
     >>> enc.lookup("item", torch.tensor([[0, 7]]))[0, 0].abs().sum().item()  # padding
     0.0
+    >>> shared = TorchrecEmbeddings(fields, 4, unified=UnifiedLayout(probes=2))  # rows of width 2
+    >>> shared.names, shared.configs[0].num_embeddings, shared.dim_of("item")  # 60 values × 4 / 2
+    (['unified'], 120, 4)
+    >>> shared.lookup("item", torch.tensor([[5, 9]])).shape  # two probes of width 2 per value
+    torch.Size([1, 2, 4])
     """
 
-    def __init__(self, fields: CategoricalFields, dim: int, training: TableTraining | None = None) -> None:
+    def __init__(
+        self,
+        fields: CategoricalFields,
+        dim: int,
+        training: TableTraining | None = None,
+        unified: UnifiedLayout | None = None,
+    ) -> None:
         super().__init__(fields)
         require_torchrec()
         from torchrec.modules.embedding_configs import EmbeddingConfig
         from torchrec.modules.embedding_modules import EmbeddingCollection
 
-        self.dim = dim
-        self.owners = list(fields.vocab_sizes)  # table order = the collection's feature order
         self.training_config = training or TableTraining()
+        self.hash: ProbeHash | None = None
+        if unified is None:
+            self.dim, sizes = dim, dict(fields.vocab_sizes)
+        else:
+            self.ids = "hash"
+            self.dim = max(1, dim // unified.probes)
+            probes = {o: unified.per_feature_probes.get(o, unified.probes) for o in fields.vocab_sizes}
+            rows = max(1, math.ceil(unified.memory * sum(fields.vocab_sizes.values()) * dim / self.dim))
+            self.hash = ProbeHash(rows, probes, seed=unified.seed)
+            sizes = {UNIFIED: rows}
+        self.names = list(sizes)  # table order = the collection's feature order
         self.configs = [
-            EmbeddingConfig(name=owner, embedding_dim=dim, num_embeddings=size, feature_names=[owner])
-            for owner, size in fields.vocab_sizes.items()
+            EmbeddingConfig(name=name, embedding_dim=self.dim, num_embeddings=size, feature_names=[name])
+            for name, size in sizes.items()
         ]
         self.collection: nn.Module = EmbeddingCollection(tables=self.configs, device=torch.device("meta"))
         #: the tables' rows are not allocated (see the module docstring)
@@ -149,16 +197,23 @@ class TorchrecEmbeddings(CategoricalEncoder):
         self._pending: list[tuple[str, torch.Tensor]] = []
         self._fetched: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def initial_rows(self, owner: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``[start, stop)`` of `owner`'s table before training (:func:`init_rows`)."""
-        size = self.configs[self.owners.index(owner)].num_embeddings
-        return init_rows(self.init_seed, self.owners.index(owner), start, stop, size, self.dim)
+    def dim_of(self, owner: str) -> int:
+        return self.dim if self.hash is None else self.hash.probes[owner] * self.dim
+
+    def collisions(self, values: dict[str, torch.Tensor]) -> dict[str, FeatureCollisions]:
+        return super().collisions(values) if self.hash is None else collision_stats(self.hash, values)
+
+    def initial_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of table `name` before training (:func:`init_rows`; row 0 is
+        padding in per-owner tables only)."""
+        i = self.names.index(name)
+        return init_rows(self.init_seed, i, start, stop, self.configs[i].num_embeddings, self.dim, self.hash is None)
 
     def _allocate(self, tables: Callable[[str], torch.Tensor]) -> None:
-        """Give every declared table its rows: ``tables(owner)`` → (V, d), taken as the parameter."""
-        for owner in self.owners:
-            embedding = self.collection.embeddings[owner]  # type: ignore[index, union-attr]
-            embedding.weight = nn.Parameter(tables(owner))  # type: ignore[union-attr]
+        """Give every declared table its rows: ``tables(name)`` → (V, d), taken as the parameter."""
+        for name in self.names:
+            embedding = self.collection.embeddings[name]  # type: ignore[index, union-attr]
+            embedding.weight = nn.Parameter(tables(name))  # type: ignore[union-attr]
         self.declared = False
 
     def _materialize(self) -> None:
@@ -169,25 +224,27 @@ class TorchrecEmbeddings(CategoricalEncoder):
                 "these tables were trained sharded and handed back without their rows; load the run's "
                 "weights (model.safetensors, or the checkpoint) to use them"
             )
-        self._allocate(lambda owner: self.initial_rows(owner, 0, self.configs[self.owners.index(owner)].num_embeddings))
+        self._allocate(lambda name: self.initial_rows(name, 0, self.configs[self.names.index(name)].num_embeddings))
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> TorchrecEmbeddings:
-        if self.declared:  # meta rows: nothing to move (``.to`` would fail on them)
+        if self.declared:  # meta rows: nothing to move (``.to`` would fail on them); the hash seeds move
+            if self.hash is not None:
+                self.hash._apply(fn, recurse)
             return self
         return super()._apply(fn, recurse)  # type: ignore[return-value]
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Declared tables take the loaded tensors as their rows (no second copy of a big table)."""
-        keys = {owner: f"{prefix}collection.embeddings.{owner}.weight" for owner in self.owners}
+        keys = {name: f"{prefix}collection.embeddings.{name}.weight" for name in self.names}
         if self.declared and all(k in state_dict for k in keys.values()):
-            self._allocate(lambda owner: state_dict[keys[owner]])
+            self._allocate(lambda name: state_dict[keys[name]])
             self.released = False
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def weight(self, owner: str) -> torch.Tensor:
-        """The (V, d) table of `owner` (unsharded collection only)."""
+    def weight(self, name: str) -> torch.Tensor:
+        """The (V, d) table `name` (an owner, or ``"unified"``; unsharded collection only)."""
         self._materialize()
-        return self.collection.embeddings[owner].weight  # type: ignore[index, union-attr, no-any-return]
+        return self.collection.embeddings[name].weight  # type: ignore[index, union-attr, no-any-return]
 
     def prefetch(self, lookups: Sequence[tuple[str, torch.Tensor]]) -> None:
         """Send these (owner, ids) lookups with the next ``forward``'s collection call; a later
@@ -212,35 +269,43 @@ class TorchrecEmbeddings(CategoricalEncoder):
         bag_fields = [masked_mean(v, mask) for v, (_, mask) in zip(out[n_cat:n_req], bags, strict=True)]  # (B, d)
         return out[:n_cat] + bag_fields
 
+    def _rows(self, owner: str, ids: torch.Tensor) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+        """(the table, its rows to look up (n,), which are looked up (n,) bool; None: all) of `ids`:
+        per-owner tables skip the padding id 0; the unified table reads every value's k probes."""
+        if self.hash is None:
+            flat = ids.reshape(-1)
+            return owner, flat, flat != 0
+        return UNIFIED, self.hash.rows(owner, ids).reshape(-1), None
+
     def embed(self, requests: Sequence[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
         """``[lookup(owner, ids) for owner, ids in requests]`` in ONE collection call: each table's
-        non-padding ids of every request form one jagged row of its key (stride 1)."""
+        looked-up rows of every request form one jagged row of its key (stride 1)."""
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
         if not _is_sharded(self.collection):
             self._materialize()
-        flat = [ids.reshape(-1) for _, ids in requests]
-        keep = [x != 0 for x in flat]
-        per_owner: dict[str, list[torch.Tensor]] = {o: [] for o in self.owners}
-        for (owner, _), x, k in zip(requests, flat, keep, strict=True):
-            per_owner[owner].append(x[k])
-        values = [torch.cat(v) if v else torch.zeros(0, dtype=torch.int64) for v in per_owner.values()]
-        device = flat[0].device if flat else torch.device("cpu")
+        rows = [self._rows(owner, ids) for owner, ids in requests]
+        per_table: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
+        for name, flat, keep in rows:
+            per_table[name].append(flat if keep is None else flat[keep])
+        values = [torch.cat(v) if v else torch.zeros(0, dtype=torch.int64) for v in per_table.values()]
+        device = requests[0][1].device if requests else torch.device("cpu")
         kjt = KeyedJaggedTensor.from_lengths_sync(
-            keys=self.owners,
+            keys=self.names,
             values=torch.cat(values).to(device=device, dtype=torch.int64),
             lengths=torch.tensor([len(v) for v in values], dtype=torch.int32, device=device),
         )
         result = self.collection(kjt)
-        vectors = {o: result[o].values() for o in self.owners}  # (n_o, d)
-        offsets = dict.fromkeys(self.owners, 0)
+        vectors = {name: result[name].values() for name in self.names}  # (n_table, d)
+        offsets = dict.fromkeys(self.names, 0)
         out = []
-        for (owner, ids), k in zip(requests, keep, strict=True):
-            n = int(k.sum())
-            rows = vectors[owner][offsets[owner] : offsets[owner] + n]  # (n, d)
-            offsets[owner] += n
-            full = rows.new_zeros(k.numel(), self.dim).index_put((k.nonzero().squeeze(-1),), rows)  # (numel, d)
-            out.append(full.reshape(*ids.shape, self.dim))
+        for (name, flat, keep), (_, ids) in zip(rows, requests, strict=True):
+            n = flat.numel() if keep is None else int(keep.sum())
+            found = vectors[name][offsets[name] : offsets[name] + n]  # (n, d)
+            offsets[name] += n
+            if keep is not None:  # the padding's vectors are zeros
+                found = found.new_zeros(keep.numel(), self.dim).index_put((keep.nonzero().squeeze(-1),), found)
+            out.append(found.reshape(*ids.shape, -1))  # (*, d) or (*, k·d)
         return out
 
 

@@ -54,32 +54,28 @@ def probe_seeds(seed: int, feature: str, k: int) -> Tensor:
     return mix64(torch.arange(k, dtype=torch.int64), feature_seed)  # (k,)
 
 
-class UnifiedEmbedding(nn.Module):
-    """One ``num_rows × dim`` table; feature ``t`` reads ``k_t`` hashed rows per value."""
+class ProbeHash(nn.Module):
+    """The rows ``h_{t,j}(v)`` that feature ``t``'s ``k_t`` probes read in a table of `num_rows`
+    rows, without the table (a torchrec-held unified table reads them too:
+    :class:`~ranker.nn.torchrec_tables.TorchrecEmbeddings`)."""
 
     seeds: Tensor
 
-    def __init__(self, num_rows: int, dim: int, feature_probes: Mapping[str, int], *, seed: int = 0) -> None:
+    def __init__(self, num_rows: int, feature_probes: Mapping[str, int], *, seed: int = 0) -> None:
         super().__init__()
-        check_positive(num_rows=num_rows, dim=dim)
+        check_positive(num_rows=num_rows)
         if not feature_probes:
             raise ValueError(f"{feature_probes=} must name at least one feature")
         bad = {f: k for f, k in feature_probes.items() if k < 1}
         if bad:
             raise ValueError(f"every feature needs at least one probe, got {bad}")
-        self.num_rows, self.dim = num_rows, dim
+        self.num_rows = num_rows
         self.probes = dict(feature_probes)
         self._index = {name: i for i, name in enumerate(self.probes)}
         seeds = torch.zeros(len(self.probes), max(self.probes.values()), dtype=torch.int64)
         for i, (name, k) in enumerate(self.probes.items()):
             seeds[i, :k] = probe_seeds(seed, name, k)
         self.register_buffer("seeds", seeds, persistent=False)  # (T, k_max)
-        self.weight = nn.Parameter(torch.empty(num_rows, dim))
-        nn.init.normal_(self.weight, std=INIT_STD)
-
-    def output_dim(self, feature: str) -> int:
-        """Width of one value's embedding, ``k_t · dim``."""
-        return self.probes[self._check(feature)] * self.dim
 
     def _check(self, feature: str) -> str:
         if feature not in self._index:
@@ -91,6 +87,21 @@ class UnifiedEmbedding(nn.Module):
         i = self._index[self._check(feature)]
         seeds = self.seeds[i, : self.probes[feature]]  # (k,)
         return bucket(ids.unsqueeze(-1), seeds, self.num_rows)  # (*, k)
+
+
+class UnifiedEmbedding(ProbeHash):
+    """One ``num_rows × dim`` table; feature ``t`` reads ``k_t`` hashed rows per value."""
+
+    def __init__(self, num_rows: int, dim: int, feature_probes: Mapping[str, int], *, seed: int = 0) -> None:
+        super().__init__(num_rows, feature_probes, seed=seed)
+        check_positive(dim=dim)
+        self.dim = dim
+        self.weight = nn.Parameter(torch.empty(num_rows, dim))
+        nn.init.normal_(self.weight, std=INIT_STD)
+
+    def output_dim(self, feature: str) -> int:
+        """Width of one value's embedding, ``k_t · dim``."""
+        return self.probes[self._check(feature)] * self.dim
 
     def forward(self, feature: str, ids: Tensor) -> Tensor:
         rows = self.rows(feature, ids)  # (*, k)
