@@ -15,10 +15,12 @@ Two builds:
 
 - ``engine``: ``ranker train``'s whole path (:class:`ranker.nn.torchrec_tables.TorchrecEmbeddings`
   declared on the meta device, :class:`ranker.distributed.sharding.ShardedTables` filling each
-  rank's rows with ranker's init): build, shard, one step, then an epoch's checkpoint (every
-  shard gathered on rank 0, which writes it as safetensors) and the end of training (the tables
-  handed back declared; rank 0 reads the checkpoint's weights). Besides the peak of the whole
-  path, ``train_peak_rss_mb`` is the peak before the checkpoint (build and steps).
+  rank's rows with ranker's init): build, shard, one step, then an epoch's checkpoint (the tables
+  gathered on rank 0 one at a time as it streams them into safetensors, the optimizer state
+  likewise), a resume from it (each rank reading its rows of the file) and the end of training
+  (the tables handed back declared; rank 0 reads the checkpoint's weights and writes
+  ``model.safetensors``). Besides the peak of the whole path, ``train_peak_rss_mb`` is the peak
+  before the checkpoint (build and steps).
 - ``meta``: a bare ``EmbeddingCollection`` declared on the meta device and sharded by
   ``DistributedModelParallel`` with torchrec's own init: the reference for build and step.
 
@@ -112,19 +114,28 @@ def _rank(rank: int, procs: int, port: int, mode: str, rows: int, dim: int, fold
         "rss_mb": memory["VmRSS"],
         "peak_rss_mb": memory["VmHWM"],
     }
-    if ending is not None:  # an epoch's checkpoint and the end of training, as the engine does them
-        from ranker.train.checkpoint import load_weights, save_tensors
+    if ending is not None:  # an epoch's checkpoint, a resume and the end of training, as the engine does them
+        from ranker.train.checkpoint import load_weights, save_tensors, save_weights, take_part
 
         model, tables = ending
         result["train_peak_rss_mb"] = memory["VmHWM"]
-        weights, path = tables.state_dict(), Path(folder) / "epoch.safetensors"
-        if rank == 0:
+        path, state = Path(folder) / "epoch.safetensors", Path(folder) / "epoch.tables.safetensors"
+        weights, optimizer = tables.lazy_state(), tables.lazy_optimizer_state()
+        if rank == 0:  # the tables gathered one at a time as they are written
             save_tensors(weights, path)
-        del weights
+            save_tensors(optimizer, state)
+        else:
+            take_part(weights)
+            take_part(optimizer)
+        del weights, optimizer
+        dist.barrier()
+        tables.load_file(path)  # a resume: each rank reads its rows
+        tables.load_optimizer_file(state)
         tables.unshard()
         dist.barrier()
-        if rank == 0:
+        if rank == 0:  # the selected weights, whole, and model.safetensors
             load_weights(model, path)
+            save_weights(model, Path(folder) / "model.safetensors")
         result["peak_rss_mb"] = _status()["VmHWM"]
     (Path(folder) / f"rank-{rank}.json").write_text(json.dumps(result))
     dist.barrier()
@@ -197,10 +208,10 @@ def child(mode: str, procs: int, rows: int, dim: int) -> None:
 
 def estimate_gb(mode: str, procs: int, rows: int, dim: int) -> float:
     """What the setting's processes need together at their peak, roughly: a shard per rank and a
-    whole table and its serialised copy more on rank 0 while it writes the checkpoint (engine;
-    counted on every rank, to be safe), or the shards (meta), plus ~0.6 GB of runtime per process."""
+    whole table more on rank 0 while it writes the checkpoint and at the end (engine; counted on
+    every rank, to be safe), or the shards (meta), plus ~0.6 GB of runtime per process."""
     table = rows * dim * 4 / 1024**3
-    per_rank = 2.2 * table + table / procs if mode == "engine" else table / procs
+    per_rank = 1.2 * table + table / procs if mode == "engine" else table / procs
     return procs * (per_rank + 0.6)
 
 

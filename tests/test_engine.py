@@ -21,6 +21,7 @@ from ranker.errors import ConfigError
 from ranker.generative.batches import user_windows
 from ranker.generative.trainer import GenerativeTrainer
 from ranker.rundir import finite, write_json
+from ranker.train.checkpoint import Lazy, save_tensors
 from ranker.train.engine import Engine, epoch_summary, flat_scalars, pick_device
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -277,3 +278,40 @@ def test_orphan_temp_files_of_a_killed_write_are_removed_at_resume(tmp_path: Pat
     Engine(model, _cfg(epochs=2), tmp_path).fit(Regression(model))
     assert not orphan.exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")) == []
+
+
+def test_weights_are_streamed_into_a_safetensors_file_that_the_package_reads(tmp_path: Path) -> None:
+    """save_tensors writes the format itself (header, then each tensor's bytes, no serialised copy of
+    the whole state): every dtype it names, 0-d, empty and non-contiguous tensors, an alias stored
+    once, and Lazy tensors fetched in file order, once each; a wrong Lazy is refused, atomically."""
+    a = torch.randn(3, 4)
+    tensors: dict[str, Any] = {
+        "a": a,
+        "alias": a,  # the same memory: stored once
+        "scalar": torch.tensor(5, dtype=torch.int64),
+        "empty": torch.zeros(0, 3),
+        "half": torch.randn(2, 2).to(torch.bfloat16),
+        "mask": torch.tensor([True, False]),
+        "columns": torch.arange(6, dtype=torch.int32).reshape(2, 3)[:, 1:],  # non-contiguous
+    }
+    order: list[str] = []
+
+    def fetch(name: str, value: torch.Tensor) -> torch.Tensor:
+        order.append(name)
+        return value
+
+    tensors["lazy1"] = Lazy(torch.float32, (2,), lambda: fetch("lazy1", torch.ones(2)))
+    tensors["lazy2"] = Lazy(torch.int16, (1, 3), lambda: fetch("lazy2", torch.tensor([[1, 2, 3]], dtype=torch.int16)))
+    path = tmp_path / "w.safetensors"
+    save_tensors(tensors, path)
+    back = load_file(str(path))
+    assert order == ["lazy1", "lazy2"] and "alias" not in back
+    for key, value in tensors.items():
+        if key != "alias":
+            expected = value.get() if isinstance(value, Lazy) else value
+            assert back[key].dtype == expected.dtype and torch.equal(back[key], expected.contiguous()), key
+    header_length = int.from_bytes(path.read_bytes()[:8], "little")
+    assert header_length % 8 == 0
+    with pytest.raises(ValueError, match=r"bad: expected torch.float32 \(4,\), got torch.float32 \(3,\)"):
+        save_tensors({"ok": a, "bad": Lazy(torch.float32, (4,), lambda: torch.zeros(3))}, tmp_path / "x.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no partial file left

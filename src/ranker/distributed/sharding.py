@@ -20,11 +20,13 @@ TorchrecEmbeddings`) trains through :class:`ShardedTables` instead of plain DDP:
   :mod:`ranker.nn.torchrec_tables`) is sharded by DMP, and each rank fills its shards with the
   rows :func:`~ranker.nn.torchrec_tables.init_rows` gives them, the same values on 1 or N
   processes. Tables that already hold rows are copied into the shards by DMP.
-- Checkpoints hold full tables: :meth:`state_dict` gathers every shard on rank 0 (collective)
-  and :meth:`load_state_dict` copies each rank's rows back out of full tensors, so a checkpoint
-  written on N processes loads on M, or unsharded. The fused optimizer's state (the Adagrad
-  sums) travels the same way (:meth:`optimizer_state`). So rank 0 holds the whole tables while it
-  writes a checkpoint, and the others their shard only.
+- Checkpoints hold full tables: :meth:`lazy_state` gives each table as a
+  :class:`~ranker.train.checkpoint.Lazy` that gathers it on rank 0 when the checkpoint writer
+  reaches it (collective: the other ranks :func:`~ranker.train.checkpoint.take_part`), so rank 0
+  holds one whole table at a time; :meth:`load_file` has each rank read only its rows of such a
+  file. A checkpoint written on N processes loads on M, or unsharded. The fused optimizer's state
+  (the Adagrad sums) travels the same way (:meth:`lazy_optimizer_state`,
+  :meth:`load_optimizer_file`).
 - After training :meth:`unshard` drops DMP and hands the tables back declared, on every rank: the
   trained rows are read from the run's checkpoint by whoever needs them (the engine: rank 0).
 
@@ -35,8 +37,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +50,7 @@ from torch import nn
 from ranker.distributed.collectives import comm_device
 from ranker.errors import DataError
 from ranker.nn.torchrec_tables import TorchrecEmbeddings, require_torchrec
+from ranker.train.checkpoint import Lazy, TensorFile
 
 #: config ``sharding`` → the sharding types the planner may choose from
 SHARDING_TYPES = {"auto": ["table_wise", "row_wise"], "row_wise": ["row_wise"], "table_wise": ["table_wise"]}
@@ -137,27 +142,40 @@ class ShardedTables:
         optimizer.step()
 
     # ------------------------------------------------------------------ full tensors
+    def lazy_state(self) -> dict[str, torch.Tensor | Lazy]:
+        """The model's state dict for a checkpoint, on every rank: each table a :class:`Lazy` that
+        gathers it whole on rank 0 when it is written (:func:`~ranker.train.checkpoint.save_tensors`
+        on rank 0, :func:`~ranker.train.checkpoint.take_part` on the others), one table at a time."""
+        return _lazy_all(self.model.state_dict())
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state dict with every table whole, on rank 0 (empty on the others)."""
-        return _gather_all(self.model.state_dict())
+        return _resolved(self.lazy_state())
 
-    def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "the checkpoint") -> None:
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
         """Copy `state` (full tensors, as :meth:`state_dict` gives) into the model: each rank its rows."""
-        _scatter_all(self.model.state_dict(), state, source)
+        _scatter_all(self.model.state_dict(), _Tensors(state), source)
+
+    def load_file(self, path: Path) -> None:
+        """A whole-table checkpoint file into the model: each rank reads only its own rows of it."""
+        _scatter_all(self.model.state_dict(), TensorFile(path), str(path))
+
+    def lazy_optimizer_state(self) -> dict[str, torch.Tensor | Lazy]:
+        """The fused optimizer's state (``"<param>/<state>"``, e.g. the rowwise Adagrad sums), each a
+        :class:`Lazy` as in :meth:`lazy_state`, and its ``lr``."""
+        return {**_lazy_all(self._optimizer_tensors()), "lr": torch.tensor(self.lr, dtype=torch.float64)}
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
-        """The fused optimizer's state (``"<param>/<state>"``, e.g. the rowwise Adagrad sums) and its
-        ``lr``, whole, on rank 0."""
-        out = _gather_all(self._optimizer_tensors())
-        if dist.get_rank() == 0:
-            out["lr"] = torch.tensor(self.lr, dtype=torch.float64)
-        return out
+        """:meth:`lazy_optimizer_state` gathered, on rank 0 (empty on the others)."""
+        return _resolved(self.lazy_optimizer_state())
 
-    def load_optimizer_state(self, state: dict[str, torch.Tensor], source: str = "the checkpoint") -> None:
-        if "lr" not in state:
-            raise DataError(f"{source}: no `lr` entry; not a table optimizer state")
-        _scatter_all(self._optimizer_tensors(), {k: v for k, v in state.items() if k != "lr"}, source)
-        self.set_lr(float(state["lr"]))
+    def load_optimizer_file(self, path: Path) -> None:
+        """The optimizer state :meth:`lazy_optimizer_state` wrote to `path`: each rank its rows."""
+        source = TensorFile(path)
+        if "lr" not in source.keys():
+            raise DataError(f"{path}: no `lr` entry; not a table optimizer state")
+        _scatter_all(self._optimizer_tensors(), source, str(path), skip=("lr",))
+        self.set_lr(float(source.read("lr")))
 
     def _optimizer_tensors(self) -> dict[str, Any]:
         state = self.dmp.fused_optimizer.state_dict()["state"]
@@ -203,40 +221,66 @@ def _is_sharded(value: Any) -> bool:
     return isinstance(value, ShardedTensor)
 
 
-def _gather_all(tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Every sharded tensor gathered whole on rank 0; plain ones as they are (rank 0 only)."""
-    out: dict[str, torch.Tensor] = {}
-    rank0 = dist.get_rank() == 0
+class _Tensors:
+    """Full tensors held in memory, read as :class:`~ranker.train.checkpoint.TensorFile` reads a file."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.tensors[key].shape)
+
+    def read(self, key: str, index: tuple[slice, ...] | None = None) -> torch.Tensor:
+        return self.tensors[key] if index is None else self.tensors[key][index]
+
+
+def _gather(value: Any) -> torch.Tensor | None:
+    """A sharded tensor gathered whole on rank 0 (None on the others); collective."""
     with _quiet():
-        for key, value in tensors.items():
-            if _is_sharded(value):
-                full = torch.empty(value.size(), dtype=value.dtype, device=comm_device()) if rank0 else None
-                value.gather(dst=0, out=full)
-                if full is not None:
-                    out[key] = full.cpu()
-            elif rank0:
-                out[key] = value.detach()
-    return out
+        full = torch.empty(value.size(), dtype=value.dtype, device=comm_device()) if dist.get_rank() == 0 else None
+        value.gather(dst=0, out=full)
+    return None if full is None else full.cpu()
 
 
-def _scatter_all(own: dict[str, Any], state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy full tensors into `own` (a state dict's live views): each shard its offsets' slice."""
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+def _lazy_all(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor | Lazy]:
+    """Every sharded tensor as a Lazy that gathers it; plain ones as they are."""
+    with _quiet():
+        return {
+            key: Lazy(value.dtype, tuple(value.size()), partial(_gather, value))
+            if _is_sharded(value)
+            else value.detach()
+            for key, value in tensors.items()
+        }
+
+
+def _resolved(tensors: Mapping[str, torch.Tensor | Lazy]) -> dict[str, torch.Tensor]:
+    """Every Lazy fetched (collective): the whole tensors on rank 0, nothing on the others."""
+    fetched = {key: value.get() if isinstance(value, Lazy) else value for key, value in tensors.items()}
+    return {k: v for k, v in fetched.items() if v is not None} if dist.get_rank() == 0 else {}
+
+
+def _scatter_all(own: Mapping[str, Any], source: TensorFile | _Tensors, name: str, skip: tuple[str, ...] = ()) -> None:
+    """Copy full tensors from `source` into `own` (a state dict's live views): each shard reads its
+    offsets' slice only."""
+    keys = [k for k in source.keys() if k not in skip]
+    missing, unexpected = sorted(set(own) - set(keys)), sorted(set(keys) - set(own))
     if missing or unexpected:
         raise DataError(
-            f"{source}: its tensors do not fit the model its config describes (missing {missing[:3]}, "
+            f"{name}: its tensors do not fit the model its config describes (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
     with torch.no_grad(), _quiet():
         for key, value in own.items():
-            full = state[key]
             shape = tuple(value.size()) if _is_sharded(value) else tuple(value.shape)
-            if tuple(full.shape) != shape:
-                raise DataError(f"{source}: {key} has shape {tuple(full.shape)}, the model {shape}")
+            if source.shape(key) != shape:
+                raise DataError(f"{name}: {key} has shape {source.shape(key)}, the model {shape}")
             if not _is_sharded(value):
-                value.copy_(full)
+                value.copy_(source.read(key))
                 continue
             for shard in value.local_shards():
                 meta = shard.metadata
                 index = tuple(slice(o, o + s) for o, s in zip(meta.shard_offsets, meta.shard_sizes, strict=True))
-                shard.tensor.copy_(full[index])
+                shard.tensor.copy_(source.read(key, index))

@@ -18,16 +18,20 @@ Layout under ``run_dir/checkpoints/``:
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import shutil
+import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from ranker.data.sources import atomic_write_bytes
@@ -37,23 +41,93 @@ from ranker.train.ema import WeightAverage
 _START_OVER = "the checkpoint is damaged: delete the run's checkpoints/ folder to train from the start"
 
 
+#: torch dtype → its name in a safetensors header (the format's spec, huggingface/safetensors)
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A tensor to write without holding it beforehand: its dtype and shape (for the file's header),
+    and ``get()``, called once, in file order, when its bytes are written. For a sharded table
+    ``get`` is a collective that gathers it on rank 0, so the ranks that write nothing still call
+    it (:func:`take_part`) and only one whole table is held at a time."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    get: Callable[[], torch.Tensor | None]
+
+
+def take_part(tensors: Mapping[str, torch.Tensor | Lazy]) -> None:
+    """What a rank that does not write does while rank 0 saves `tensors`: each Lazy's ``get``, in
+    the same order."""
+    for value in tensors.values():
+        if isinstance(value, Lazy):
+            value.get()
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
     """Write `model`'s state dict as safetensors, atomically (shared tensors stored once)."""
     save_tensors(model.state_dict(), path)
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write named tensors as safetensors, atomically (shared tensors stored once)."""
-    state = _dedupe_shared({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+def save_tensors(tensors: Mapping[str, torch.Tensor | Lazy], path: Path) -> None:
+    """Write named tensors as safetensors, atomically (shared tensors stored once).
+
+    The file is streamed: its header from the dtypes and shapes, then each tensor's bytes straight
+    from its memory (no serialised copy of the whole state, which the safetensors package's
+    ``save_file`` makes); :class:`Lazy` tensors are fetched one at a time as they are written.
+    The layout is the format's (an 8-byte little-endian header length, the JSON header padded with
+    spaces to 8 bytes, the data in header order); ``safetensors.torch.load_file`` reads it.
+    """
+    plain = _dedupe_shared({k: v for k, v in tensors.items() if not isinstance(v, Lazy)})
+    entries = [
+        (k, v if isinstance(v, Lazy) else _held(v)) for k, v in tensors.items() if isinstance(v, Lazy) or k in plain
+    ]
+    header: dict[str, Any] = {}
+    offset = 0
+    for key, entry in entries:
+        if entry.dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{key}: dtype {entry.dtype} has no safetensors name")
+        size = math.prod(entry.shape) * entry.dtype.itemsize
+        header[key] = {"dtype": SAFETENSORS_DTYPES[entry.dtype], "shape": list(entry.shape)}
+        header[key]["data_offsets"] = [offset, offset + size]
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
     try:
-        save_file(state, tmp)
+        with os.fdopen(fd, "wb") as out:
+            out.write(struct.pack("<Q", len(blob)) + blob)
+            for key, entry in entries:
+                tensor = entry.get()
+                if tensor is None or tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
+                    raise ValueError(f"{key}: expected {entry.dtype} {entry.shape}, got {_described(tensor)}")
+                out.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                del tensor
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _held(tensor: torch.Tensor) -> Lazy:
+    return Lazy(tensor.dtype, tuple(tensor.shape), lambda: tensor.detach().cpu().contiguous())
+
+
+def _described(tensor: torch.Tensor | None) -> str:
+    return "nothing" if tensor is None else f"{tensor.dtype} {tuple(tensor.shape)}"
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -87,8 +161,45 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
+class TensorFile:
+    """A safetensors file read a slice at a time (``safe_open``: only the asked rows leave the
+    disk), so each rank of a sharded run reads its own rows of a whole-table checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file = safe_open(str(path), framework="pt")
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing") from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+    def keys(self) -> list[str]:
+        return list(self._file.keys())
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(key).get_shape())
+
+    def read(self, key: str, index: tuple[slice, ...] | None = None) -> torch.Tensor:
+        """The tensor `key`, or its `index` slice."""
+        if index is None:
+            return self._file.get_tensor(key)  # type: ignore[no-any-return]
+        return self._file.get_slice(key)[index]  # type: ignore[no-any-return]
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,15 +229,18 @@ class Checkpointer:
         *,
         is_best: bool,
         ema: WeightAverage | None = None,
-        weights: dict[str, torch.Tensor] | None = None,
-        tables: dict[str, torch.Tensor] | None = None,
+        weights: Mapping[str, torch.Tensor | Lazy] | None = None,
+        tables: Mapping[str, torch.Tensor | Lazy] | None = None,
     ) -> None:
         """``ema``: also keep its state; the best weights are then its shadow. ``weights``: the
-        model's full state dict when ``model.state_dict()`` is not (sharded tables); ``tables``:
-        the sharded tables' optimizer state (``epoch-NNNN.tables.safetensors``)."""
+        model's full state dict when ``model.state_dict()`` is not (sharded tables, whose
+        :class:`Lazy` entries are gathered while they are written: the other ranks
+        :func:`take_part` in the same order, weights then tables); ``tables``: the sharded tables'
+        optimizer state (``epoch-NNNN.tables.safetensors``)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         weights = model.state_dict() if weights is None else weights
-        save_tensors(weights, self.dir / f"epoch-{epoch:04d}.safetensors")
+        epoch_file = self.dir / f"epoch-{epoch:04d}.safetensors"
+        save_tensors(weights, epoch_file)
         if tables is not None:
             save_tensors(tables, self.tables_path(epoch))
         if ema is not None:
@@ -135,8 +249,10 @@ class Checkpointer:
         torch.save(optimizer.state_dict(), buf)
         buf.seek(0)
         atomic_write_bytes(self.dir / f"epoch-{epoch:04d}.optim.pt", buf.read())
-        if is_best:
-            save_tensors(ema.shadow if ema is not None else weights, self.dir / f"best-{epoch:04d}.safetensors")
+        if is_best and ema is not None:
+            save_tensors(ema.shadow, self.dir / f"best-{epoch:04d}.safetensors")
+        elif is_best:  # the epoch's file, copied: the weights are not held (nor gathered) twice
+            _copy_atomically(epoch_file, self.dir / f"best-{epoch:04d}.safetensors")
         full = {**state, "epoch": epoch}
         atomic_write_bytes(self.dir / "last.json", json.dumps(full, indent=2).encode())
         self._prune(epoch, full["best_epoch"])

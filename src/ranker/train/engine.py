@@ -41,7 +41,8 @@ Sharded tables (``kind: torchrec``, :mod:`ranker.distributed.sharding`): the ste
 torchrec's DistributedModelParallel instead (on one process too, over a process group of one);
 the engine's optimizer steps the dense parameters, the tables are updated by their fused
 optimizer in backward; each rank allocates only its shard (the tables are built declared);
-checkpoints hold the tables whole (gathered on rank 0, every rank loading its rows); after the
+checkpoints hold the tables whole (gathered on rank 0 a table at a time as it writes them, every
+rank reading back its own rows); after the
 loop rank 0 alone reads the selected weights, whole tables included, and the other ranks' tables
 are left declared (no rows).
 """
@@ -76,7 +77,7 @@ from ranker.distributed.ddp import FamilyStep, data_parallel
 from ranker.distributed.sharding import ShardedTables, torchrec_tables
 from ranker.errors import ConfigError
 from ranker.progress import MIN_GAP_S, StepProgress, is_terminal
-from ranker.train.checkpoint import Checkpointer, load_weights, read_tensors, save_weights
+from ranker.train.checkpoint import Checkpointer, load_weights, save_weights, take_part
 from ranker.train.ema import WeightAverage, averaged_weights
 
 #: Rank r > 0 seeds its epoch's dropout with seed + epoch + r · this (rank 0 draws as one process does).
@@ -396,9 +397,12 @@ class Engine:
             record["lr"] = self.optimizer.param_groups[0]["lr"]
             history.append(record)
             log.append(record)
-            # sharded tables: every rank sends its rows, rank 0 writes them whole
-            weights = self._tables.state_dict() if self._tables is not None else None
-            tables = self._tables.optimizer_state() if self._tables is not None else None
+            # sharded tables: gathered one at a time on rank 0 as it writes them; the others send their rows
+            weights = self._tables.lazy_state() if self._tables is not None else None
+            tables = self._tables.lazy_optimizer_state() if self._tables is not None else None
+            if not self.writer and weights is not None and tables is not None:
+                take_part(weights)
+                take_part(tables)
             if self.writer:
                 self._tensorboard(record)
                 ckpt.save(
@@ -445,15 +449,9 @@ class Engine:
         tables = self._tables
         if tables is None:
             return ckpt.restore(self.model, self.optimizer, self.ema, clean=self.writer)
-        state = ckpt.restore(
-            self.model,
-            self.optimizer,
-            clean=self.writer,
-            load=lambda _, p: tables.load_state_dict(read_tensors(p), str(p)),
-        )
+        state = ckpt.restore(self.model, self.optimizer, clean=self.writer, load=lambda _, p: tables.load_file(p))
         if state is not None:
-            path = ckpt.tables_path(state["epoch"])
-            tables.load_optimizer_state(read_tensors(path), str(path))
+            tables.load_optimizer_file(ckpt.tables_path(state["epoch"]))
         return state
 
     def validate_untrained(self, family: Family) -> dict[str, Any]:
