@@ -18,6 +18,8 @@ from __future__ import annotations
 import builtins
 import copy
 import json
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -416,3 +418,10 @@ def test_ranker_trains_and_evaluates_the_unified_table_held_by_torchrec(tmp_path
     assert collisions["encoder"] == "TorchrecEmbeddings" and set(collisions["features"]) == {"user", "item"}
     assert _log(run)[-1]["valid_score"] > 0.5
     assert main(["evaluate", str(run), "--split", "valid"]) == 0
+
+
+def test_the_sharding_module_imports_on_its_own() -> None:
+    """ranker.train imports ranker.distributed.sharding (the engine shards through it), so the
+    latter reads ranker.train.checkpoint only when it runs: importing it first must work."""
+    done = subprocess.run([sys.executable, "-c", "import ranker.distributed.sharding"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

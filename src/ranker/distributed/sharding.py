@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -50,7 +50,9 @@ from torch import nn
 from ranker.distributed.collectives import comm_device
 from ranker.errors import DataError
 from ranker.nn.torchrec_tables import TorchrecEmbeddings, require_torchrec
-from ranker.train.checkpoint import Lazy, TensorFile
+
+if TYPE_CHECKING:  # ranker.train imports this module (the engine shards through it)
+    from ranker.train.checkpoint import Lazy, TensorFile
 
 #: config ``sharding`` → the sharding types the planner may choose from
 SHARDING_TYPES = {"auto": ["table_wise", "row_wise"], "row_wise": ["row_wise"], "table_wise": ["table_wise"]}
@@ -158,6 +160,8 @@ class ShardedTables:
 
     def load_file(self, path: Path) -> None:
         """A whole-table checkpoint file into the model: each rank reads only its own rows of it."""
+        from ranker.train.checkpoint import TensorFile
+
         _scatter_all(self.model.state_dict(), TensorFile(path), str(path))
 
     def lazy_optimizer_state(self) -> dict[str, torch.Tensor | Lazy]:
@@ -171,6 +175,8 @@ class ShardedTables:
 
     def load_optimizer_file(self, path: Path) -> None:
         """The optimizer state :meth:`lazy_optimizer_state` wrote to `path`: each rank its rows."""
+        from ranker.train.checkpoint import TensorFile
+
         source = TensorFile(path)
         if "lr" not in source.keys():
             raise DataError(f"{path}: no `lr` entry; not a table optimizer state")
@@ -247,6 +253,8 @@ def _gather(value: Any) -> torch.Tensor | None:
 
 def _lazy_all(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor | Lazy]:
     """Every sharded tensor as a Lazy that gathers it; plain ones as they are."""
+    from ranker.train.checkpoint import Lazy
+
     with _quiet():
         return {
             key: Lazy(value.dtype, tuple(value.size()), partial(_gather, value))
@@ -258,6 +266,8 @@ def _lazy_all(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor | Lazy]:
 
 def _resolved(tensors: Mapping[str, torch.Tensor | Lazy]) -> dict[str, torch.Tensor]:
     """Every Lazy fetched (collective): the whole tensors on rank 0, nothing on the others."""
+    from ranker.train.checkpoint import Lazy
+
     fetched = {key: value.get() if isinstance(value, Lazy) else value for key, value in tensors.items()}
     return {k: v for k, v in fetched.items() if v is not None} if dist.get_rank() == 0 else {}
 
