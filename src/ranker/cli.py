@@ -365,7 +365,6 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 def _cmd_candidates(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from ranker.errors import ConfigError
     from ranker.families import family_of_run
     from ranker.retrieval import candidates as rc
     from ranker.retrieval.run import load_run, run_views
