@@ -234,7 +234,7 @@ def train_run(
     start_process(cfg.train)
     talk = cfg.train.progress and is_writer()  # under torchrun rank 0 alone prints
     t0 = time.perf_counter()
-    init_pre = _init_preprocessor(init_from) if init_from is not None else None
+    init_pre = read_preprocessor(Path(init_from) / "preprocessor.json") if init_from is not None else None
     with phase(f"reading {cfg.data.dataset or cfg.data.path or 'the split files'}", enabled=talk):
         prep = prepare_run_data(cfg, base_dir, init_pre)
     check_key_columns(prep)
@@ -391,13 +391,6 @@ def verify_source(flag: str, run_dir: Path) -> None:
         verify_run(run_dir, needs=RUN_FILES)
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
-
-
-def _init_preprocessor(init_from: Path) -> Preprocessor:
-    path = Path(init_from) / "preprocessor.json"
-    if not path.is_file():
-        raise ConfigError(f"--init-from {init_from}: not a finished run directory (no preprocessor.json)")
-    return read_preprocessor(path)
 
 
 def read_preprocessor(path: Path) -> Preprocessor:
