@@ -260,16 +260,8 @@ def train_run(
     if init_from is not None and not (run_dir / "checkpoints" / "last.json").is_file():
         _load_init_weights(model, Path(init_from))
     distill = _attach_teacher(cfg, prep, splits["train"], run_dir, teacher) if teacher is not None else None
-    objective = (
-        DistillationObjective(
-            MultiTaskObjective(spec),
-            alpha=cfg.train.distill.alpha,
-            temperature=cfg.train.distill.temperature,
-            soft_on_masked=cfg.train.distill.soft_on_masked,
-        )
-        if distill is not None
-        else None
-    )
+    hard = MultiTaskObjective(spec)  # train.distill holds DistillationObjective's alpha, temperature, soft_on_masked
+    objective = DistillationObjective(hard, **cfg.train.distill.model_dump()) if distill is not None else None
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(prep.stream or splits["train"], splits["valid"], groups["valid"])
     if not is_writer():  # rank 0 evaluates test and writes the run
