@@ -49,16 +49,8 @@ def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
 def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList:
     """``cfg.num_layers`` :class:`~ranker.nn.hstu.HSTULayer` over sequences of up to `max_len`
     tokens (the retrievers' and the generative ranker's stack)."""
-    layer = HSTUConfig(
-        dim=cfg.dim,
-        linear_dim=cfg.linear_dim,
-        attention_dim=cfg.attention_dim,
-        num_heads=cfg.num_heads,
-        dropout=cfg.dropout,
-        max_len=max_len,
-        num_buckets=cfg.num_buckets,
-        attention=cfg.attention,
-    )
+    shared = {"dim", "linear_dim", "attention_dim", "num_heads", "dropout", "num_buckets", "attention"}
+    layer = HSTUConfig(max_len=max_len, **cfg.model_dump(include=shared))  # the config's names are the layer's
     return nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
 
 
