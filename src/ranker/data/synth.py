@@ -38,9 +38,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 import yaml
 
 from ranker.errors import ConfigError
+from ranker.hashing import mix64
 
 BLOCK = 8192  #: rows per generator block (fixed: the data does not depend on the chunk size)
 ZIPF_S = 1.1  #: power-law exponent of the id ranks (Criteo's heads are about this steep)
@@ -104,12 +106,8 @@ def zipf_ids(u: np.ndarray, n: int, s: float = ZIPF_S) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    """splitmix64 finaliser on uint64: :func:`ranker.hashing.mix64` with seed 1 (z = x + γ)."""
+    return mix64(torch.from_numpy(x.view(np.int64)), 1).numpy().view(np.uint64)
 
 
 def id_effect(ids: np.ndarray, column: int, seed: int) -> np.ndarray:
