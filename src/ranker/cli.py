@@ -365,7 +365,6 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 def _cmd_candidates(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from ranker.errors import ConfigError
     from ranker.families import family_of_run
     from ranker.retrieval import candidates as rc
     from ranker.retrieval.run import load_run, run_views
@@ -414,12 +413,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_datasets_list(args: argparse.Namespace) -> int:
     from ranker.data.recipes import all_recipes
 
-    rows = [(r.name, r.protocol, r.kind, ", ".join(r.aliases), r.summary) for r in all_recipes().values()]
-    widths = [max(len(row[i]) for row in rows + [("name", "protocol", "kind", "aliases", "")]) for i in range(4)]
-    print(
-        "  ".join(h.ljust(w) for h, w in zip(("name", "protocol", "kind", "aliases"), widths, strict=True))
-        + "  summary"
-    )
+    rows = [("name", "protocol", "kind", "aliases", "summary")]  # the header, then one row per recipe
+    rows += [(r.name, r.protocol, r.kind, ", ".join(r.aliases), r.summary) for r in all_recipes().values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return 0

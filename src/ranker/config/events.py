@@ -94,16 +94,7 @@ class EventFile(Strict):
                 "give exactly one of `dataset` (a built-in recipe) or `path` (your "
                 "event file), got " + ("both" if dataset else "neither")
             )
-        own = (
-            "format",
-            "csv",
-            "user_column",
-            "item_column",
-            "time_column",
-            "action_column",
-            "keep_actions",
-            "min_action",
-        )
+        own = [k for k in EventFile.model_fields if k != "path"]
         if dataset is not None:
             given = [k for k in own if getattr(self, k) != type(self).model_fields[k].default]
             if given:

@@ -115,11 +115,10 @@ class Preprocessor:
         _check_columns(table, self.features, self.tasks, source)
         for f in self.features:
             if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
-                values = (
-                    _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) else table.column(_col(f))
-                )
                 self.vocabs[f.name] = Vocabulary.fit(
-                    values, f.min_count, source=f"{source}: column {_col(f)!r} (feature {f.name!r})"
+                    _vocab_input(table, f, source),
+                    f.min_count,
+                    source=f"{source}: column {_col(f)!r} (feature {f.name!r})",
                 )
             elif isinstance(f, NumericalFeature):
                 x = _float_column(table, _col(f), source)
@@ -150,9 +149,7 @@ class Preprocessor:
         out: dict[str, pa.Array] = {}
         for f in self.features:
             if isinstance(f, CategoricalFeature | MultiCategoricalFeature) and f.vocab_from is None:
-                out[f.name] = (
-                    _bag_values(table, f, source) if isinstance(f, MultiCategoricalFeature) else table.column(_col(f))
-                )
+                out[f.name] = _vocab_input(table, f, source)
             elif isinstance(f, HistoryFeature) and f.action_column is not None:
                 out[f"action:{f.name}"] = _list_column(table, f.action_column, source).flatten()
         return out
@@ -229,9 +226,8 @@ class Preprocessor:
         if f.action_column is not None:
             acts = _list_column(table, f.action_column, source)
             _check_same_lengths(items, acts, f, f.action_column, source)
-            out["actions"] = _pad_lists(
-                acts, self.action_vocabs[f.name], f.max_len, f"{source}: column {f.action_column!r}", "left"
-            )
+            ids = self.action_vocabs[f.name].lookup(acts.flatten(), source=f"{source}: column {f.action_column!r}")
+            out["actions"] = _pad_values(acts, ids, f.max_len, "left").astype(np.int64)
         if f.time_column is not None:
             secs = _list_column(table, f.time_column, source)
             _check_same_lengths(items, secs, f, f.time_column, source)
@@ -385,8 +381,11 @@ def _bags(table: pa.Table, f: MultiCategoricalFeature, source: str) -> pa.ListAr
     return _list_column(pa.table({"x": arr}), "x", f"{source} ({_col(f)!r})")
 
 
-def _bag_values(table: pa.Table, f: MultiCategoricalFeature, source: str) -> pa.Array:
-    return _bags(table, f, source).flatten()
+def _vocab_input(
+    table: pa.Table, f: CategoricalFeature | MultiCategoricalFeature, source: str
+) -> pa.Array | pa.ChunkedArray:
+    """The values `f`'s vocabulary is fitted on: its column, or a bag feature's values flattened."""
+    return _bags(table, f, source).flatten() if isinstance(f, MultiCategoricalFeature) else table.column(_col(f))
 
 
 def _pad_values(lists: pa.ListArray, flat: np.ndarray, max_len: int, side: str) -> np.ndarray:
@@ -411,11 +410,6 @@ def _pad_values(lists: pa.ListArray, flat: np.ndarray, max_len: int, side: str) 
     out = np.zeros((n, max_len), dtype=flat.dtype)
     out[row[keep], col[keep]] = flat[keep]
     return out
-
-
-def _pad_lists(lists: pa.ListArray, vocab: Vocabulary, max_len: int, where: str, side: str) -> np.ndarray:
-    ids = vocab.lookup(lists.flatten(), source=where)
-    return _pad_values(lists, ids, max_len, side).astype(np.int64)
 
 
 def raw_ids(column: pa.Array | pa.ChunkedArray, dtype: str, where: str = "") -> np.ndarray:

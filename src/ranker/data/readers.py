@@ -213,7 +213,7 @@ def load_splits(
     wide = sorted({c for k in csv for c in ids if c in read[k].column_names and pa.types.is_floating(read[k][c].type)})
     if wide:  # read again, these columns as text (every CSV file: the splits' ids must agree)
         read.update({k: read_table(paths[k], data.format, data.csv, string_columns=tuple(wide)) for k in csv})
-    read = {k: _unsigned_ids_as_text(t, ids) for k, t in read.items()}
+    read = {k: unsigned_ids_as_text(t, ids) for k, t in read.items()}
     for k, table in read.items():
         check_values(table, data, rows[k], ids)
     if isinstance(split, FilesSplit):
@@ -248,11 +248,7 @@ def cut(table: pa.Table, split: RandomSplit | TimeSplit, source: str) -> dict[st
         order = np.argsort(values, kind="stable")
     a = int(split.fractions[0] * n)
     b = int((split.fractions[0] + split.fractions[1]) * n)
-    return {
-        "train": table.take(pa.array(order[:a])),
-        "valid": table.take(pa.array(order[a:b])),
-        "test": table.take(pa.array(order[b:])),
-    }
+    return {s: table.take(pa.array(part)) for s, part in zip(SPLITS, np.split(order, [a, b]), strict=True)}
 
 
 def id_columns(data: DataConfig) -> set[str]:
@@ -274,10 +270,6 @@ def file_format(path: Path, fmt: str) -> str:
 
 def unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:
     """Unsigned 64-bit id columns as text (a uint64 id does not fit int64)."""
-    return _unsigned_ids_as_text(table, ids)
-
-
-def _unsigned_ids_as_text(table: pa.Table, ids: set[str]) -> pa.Table:
     for c in ids & set(table.column_names):
         if pa.types.is_uint64(table[c].type):
             table = table.set_column(table.column_names.index(c), c, pc.cast(table[c], pa.string()))

@@ -38,9 +38,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 import yaml
 
 from ranker.errors import ConfigError
+from ranker.hashing import mix64
+from ranker.metrics import auc
 
 BLOCK = 8192  #: rows per generator block (fixed: the data does not depend on the chunk size)
 ZIPF_S = 1.1  #: power-law exponent of the id ranks (Criteo's heads are about this steep)
@@ -104,12 +107,8 @@ def zipf_ids(u: np.ndarray, n: int, s: float = ZIPF_S) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    """splitmix64 finaliser on uint64: :func:`ranker.hashing.mix64` with seed 1 (z = x + γ)."""
+    return mix64(torch.from_numpy(x.view(np.int64)), 1).numpy().view(np.uint64)
 
 
 def id_effect(ids: np.ndarray, column: int, seed: int) -> np.ndarray:
@@ -195,7 +194,7 @@ def write_synth(spec: SynthSpec, out: Path, *, chunk_rows: int = 1 << 20) -> dic
                 table = rows_of(spec, split, lo, hi, with_logit=split == "valid")
                 clicks[split] = clicks.get(split, 0) + int(np.asarray(table["click"]).sum())
                 if split == "valid":  # the AUC of the truth itself, on the first valid chunk
-                    ceiling.setdefault(split, _auc(np.asarray(table["click"]), np.asarray(table["_logit"])))
+                    ceiling.setdefault(split, auc(np.asarray(table["click"]), np.asarray(table["_logit"])))
                     table = table.drop_columns(["_logit"])
                 writer.write_table(table, row_group_size=min(chunk_rows, ROW_GROUP))
     meta: dict[str, Any] = {
@@ -211,12 +210,6 @@ def write_synth(spec: SynthSpec, out: Path, *, chunk_rows: int = 1 << 20) -> dic
     (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "synth.yaml").write_text(yaml.safe_dump(synth_config(spec), sort_keys=False))
     return meta
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from ranker.metrics import auc
-
-    return float(auc(y.astype(np.float64), score))
 
 
 def _schema(spec: SynthSpec) -> pa.Schema:

@@ -45,7 +45,7 @@ def _labels_scores(labels: ArrayOrTensor, scores: ArrayOrTensor) -> tuple[np.nda
     return y.astype(np.int64), s
 
 
-def _grouped_auc(y: np.ndarray, s: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def grouped_auc(y: np.ndarray, s: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-group (AUC, rows) for group ids ``g`` in 0..G-1, all present; AUC is nan for 1 class.
 
     One lexsort by (group, score); each run of equal (group, score) gets the average of its
@@ -96,7 +96,7 @@ def auc(labels: ArrayOrTensor, scores: ArrayOrTensor) -> float:
     y, s = _labels_scores(labels, scores)
     if y.size == 0:
         return float("nan")
-    group_auc, _ = _grouped_auc(y, s, np.zeros(y.size, dtype=np.int64))
+    group_auc, _ = grouped_auc(y, s, np.zeros(y.size, dtype=np.int64))
     return float(group_auc[0])
 
 
@@ -126,7 +126,7 @@ def gauc(labels: ArrayOrTensor, scores: ArrayOrTensor, groups: ArrayOrTensor) ->
     if y.size == 0:
         return float("nan")
     _, g = np.unique(keys, return_inverse=True)
-    group_auc, rows = _grouped_auc(y, s, g.reshape(-1).astype(np.int64))
+    group_auc, rows = grouped_auc(y, s, g.reshape(-1).astype(np.int64))
     ok = ~np.isnan(group_auc)
     if not ok.any():
         return float("nan")

@@ -49,28 +49,19 @@ def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
 def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList:
     """``cfg.num_layers`` :class:`~ranker.nn.hstu.HSTULayer` over sequences of up to `max_len`
     tokens (the retrievers' and the generative ranker's stack)."""
-    layer = HSTUConfig(
-        dim=cfg.dim,
-        linear_dim=cfg.linear_dim,
-        attention_dim=cfg.attention_dim,
-        num_heads=cfg.num_heads,
-        dropout=cfg.dropout,
-        max_len=max_len,
-        num_buckets=cfg.num_buckets,
-        attention=cfg.attention,
-    )
+    shared = {"dim", "linear_dim", "attention_dim", "num_heads", "dropout", "num_buckets", "attention"}
+    layer = HSTUConfig(max_len=max_len, **cfg.model_dump(include=shared))  # the config's names are the layer's
     return nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
 
 
 class SequentialRetriever(nn.Module):
-    """The shared skeleton; subclasses implement :meth:`blocks`."""
+    """The shared skeleton (`cfg`'s ``dim``, ``dropout``, ``l2_normalize``); subclasses implement :meth:`blocks`."""
 
-    def __init__(
-        self, *, num_items: int, dim: int, max_len: int, dropout: float, l2_normalize: bool, position_embedding: bool
-    ) -> None:
+    def __init__(self, cfg: SASRecModel | HSTUModel, *, num_items: int, max_len: int, position_embedding: bool) -> None:
         super().__init__()
+        dim, dropout = cfg.dim, cfg.dropout
         self.num_items, self.dim, self.max_len = num_items, dim, max_len
-        self.l2_normalize = l2_normalize
+        self.l2_normalize = cfg.l2_normalize
         self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.trunc_normal_(self.item_embedding.weight, std=0.02)
         with torch.no_grad():
@@ -127,14 +118,7 @@ class SASRec(SequentialRetriever):
     """
 
     def __init__(self, cfg: SASRecModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(
-            num_items=num_items,
-            dim=cfg.dim,
-            max_len=max_len,
-            dropout=cfg.dropout,
-            l2_normalize=cfg.l2_normalize,
-            position_embedding=True,
-        )
+        super().__init__(cfg, num_items=num_items, max_len=max_len, position_embedding=True)
         block = SASRecConfig(dim=cfg.dim, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout)
         self.layers = nn.ModuleList(SASRecBlock(block) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-8)
@@ -169,14 +153,7 @@ class HSTU(SequentialRetriever):
     """
 
     def __init__(self, cfg: HSTUModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(
-            num_items=num_items,
-            dim=cfg.dim,
-            max_len=max_len,
-            dropout=cfg.dropout,
-            l2_normalize=cfg.l2_normalize,
-            position_embedding=cfg.position_embedding,
-        )
+        super().__init__(cfg, num_items=num_items, max_len=max_len, position_embedding=cfg.position_embedding)
         self.cfg = cfg
         self.layers = hstu_layers(cfg, max_len)
 

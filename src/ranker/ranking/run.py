@@ -234,7 +234,7 @@ def train_run(
     start_process(cfg.train)
     talk = cfg.train.progress and is_writer()  # under torchrun rank 0 alone prints
     t0 = time.perf_counter()
-    init_pre = _init_preprocessor(init_from) if init_from is not None else None
+    init_pre = read_preprocessor(Path(init_from) / "preprocessor.json") if init_from is not None else None
     with phase(f"reading {cfg.data.dataset or cfg.data.path or 'the split files'}", enabled=talk):
         prep = prepare_run_data(cfg, base_dir, init_pre)
     check_key_columns(prep)
@@ -260,16 +260,8 @@ def train_run(
     if init_from is not None and not (run_dir / "checkpoints" / "last.json").is_file():
         _load_init_weights(model, Path(init_from))
     distill = _attach_teacher(cfg, prep, splits["train"], run_dir, teacher) if teacher is not None else None
-    objective = (
-        DistillationObjective(
-            MultiTaskObjective(spec),
-            alpha=cfg.train.distill.alpha,
-            temperature=cfg.train.distill.temperature,
-            soft_on_masked=cfg.train.distill.soft_on_masked,
-        )
-        if distill is not None
-        else None
-    )
+    hard = MultiTaskObjective(spec)  # train.distill holds DistillationObjective's alpha, temperature, soft_on_masked
+    objective = DistillationObjective(hard, **cfg.train.distill.model_dump()) if distill is not None else None
     trainer = Trainer(model, cfg.train, prep.data.tasks, run_dir, objective=objective)
     fit = trainer.fit(prep.stream or splits["train"], splits["valid"], groups["valid"])
     if not is_writer():  # rank 0 evaluates test and writes the run
@@ -391,13 +383,6 @@ def verify_source(flag: str, run_dir: Path) -> None:
         verify_run(run_dir, needs=RUN_FILES)
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
-
-
-def _init_preprocessor(init_from: Path) -> Preprocessor:
-    path = Path(init_from) / "preprocessor.json"
-    if not path.is_file():
-        raise ConfigError(f"--init-from {init_from}: not a finished run directory (no preprocessor.json)")
-    return read_preprocessor(path)
 
 
 def read_preprocessor(path: Path) -> Preprocessor:

@@ -22,15 +22,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ranker.config import load_config
 from ranker.config.schema import DataConfig
-from ranker.data.preprocess import Preprocessor
 from ranker.data.sources import atomic_write_bytes
 from ranker.data.tensors import TensorData
-from ranker.errors import ConfigError, DataError
-from ranker.models import build_model
-from ranker.run_manifest import read_run_file, verify_run
-from ranker.train import load_weights, predict
+from ranker.errors import ConfigError
+from ranker.train import predict
 
 
 def _same_data(teacher: DataConfig, student: DataConfig) -> bool:
@@ -41,16 +37,14 @@ def _same_data(teacher: DataConfig, student: DataConfig) -> bool:
 def teacher_outputs(
     teacher_dir: Path, student: DataConfig, table: pa.Table, *, device: torch.device, batch_size: int = 8192
 ) -> np.ndarray:
-    """Raw teacher outputs (N, T_student) for the rows of `table`, in the student's task order."""
+    """Raw teacher outputs (N, T_student) for the rows of `table`, in the student's task order.
+    The teacher is loaded by :func:`ranker.ranking.run.load_run` (verified against its manifest;
+    ``ranker distill`` and ``train_run`` refuse a damaged teacher naming ``--teacher`` before any
+    work)."""
+    from ranker.ranking.run import load_run  # run.py imports this module
+
     teacher_dir = Path(teacher_dir)
-    try:
-        verify_run(teacher_dir, needs=("config.yaml", "preprocessor.json", "model.safetensors"))
-    except DataError as exc:
-        raise DataError(f"--teacher: {exc}") from None
-    for name in ("config.yaml", "preprocessor.json", "model.safetensors"):
-        if not (teacher_dir / name).is_file():
-            raise ConfigError(f"--teacher {teacher_dir}: not a finished run directory (no {name})")
-    cfg = load_config(teacher_dir / "config.yaml")
+    cfg, model, pre = load_run(teacher_dir)
     if not _same_data(cfg.data, student):
         raise ConfigError(
             f"--teacher {teacher_dir}: trained on other data ({cfg.data.dataset or cfg.data.path}); "
@@ -65,10 +59,7 @@ def teacher_outputs(
                 f"{[u.name for u in cfg.data.tasks]}"
             )
         cols.append(tasks[t.name][0])
-    pre = read_run_file(teacher_dir / "preprocessor.json", Preprocessor.load, "preprocessing state")
     data = TensorData.from_encoded(pre.transform(table, source=f"{teacher_dir} (teacher)"))
-    model = build_model(cfg.model, pre.layout())
-    load_weights(model, teacher_dir / "model.safetensors")
     model.to(device)
     raw = predict(model, data, batch_size, device, outputs=lambda z: z)
     return np.ascontiguousarray(raw[:, cols], dtype=np.float32)

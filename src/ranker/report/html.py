@@ -263,22 +263,16 @@ def write_report(run_dir: Path | str) -> Path:
     if metrics is None:
         what = "is missing" if metrics_text is None else "is not a JSON object"
         body.append(note(f"metrics.json {what}; results omitted."))
-    elif is_retrieval:
-        body += [*_verdict(metrics), "<h3>Run</h3>", _summary_table(metrics), "<h3>Metrics</h3>"]
-        body += retrieval.results(metrics)
     else:
-        body += [
-            *_verdict(metrics),
-            "<h3>Run</h3>",
-            _summary_table(metrics),
-            "<h3>Metrics per task</h3>",
-            _metrics_table(metrics),
-            _auc_section(metrics),
-            *_serving_section(metrics),
-        ]
+        body += [*_verdict(metrics), "<h3>Run</h3>", _summary_table(metrics)]
+        if is_retrieval:
+            body += ["<h3>Metrics</h3>", *retrieval.results(metrics)]
+        else:
+            body += ["<h3>Metrics per task</h3>", _metrics_table(metrics), _auc_section(metrics)]
+            body += _serving_section(metrics)
     body.append("<h2>Training</h2>")
+    best = _best_epoch(metrics or {}, log)
     if log:
-        best = _best_epoch(metrics or {}, log)
         body += _log_sections(log, best, per_task=not is_retrieval)
         if is_retrieval:
             body += retrieval.curves(log, metrics or {}, best)
@@ -286,7 +280,7 @@ def write_report(run_dir: Path | str) -> Path:
         body.append(note("log.jsonl is missing or empty; training plots omitted."))
     if bad_lines:
         body.append(note(f"log.jsonl: skipped {bad_lines} line(s) that were not JSON objects."))
-    body += _gates_section(log, metrics or {}, _best_epoch(metrics or {}, log))
+    body += _gates_section(log, metrics or {}, best)
     if not is_retrieval:  # a retrieval run has no probabilities to calibrate
         body += ["<h2>Calibration</h2>", *_calibration_section(run_dir)]
     body.append("<h2>Config</h2>")

@@ -98,7 +98,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def _epoch_axis(ax: plt.Axes, epochs: Sequence[float], best_epoch: int | None) -> None:
-    """Whole-number epoch ticks (widened around a lone epoch); dashed line at the best epoch."""
+    """Whole-number epoch ticks (widened around a lone epoch); dashed line at the best epoch; grid."""
+    ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     finite = [e for e in epochs if math.isfinite(e)]
     if finite and max(finite) - min(finite) < 2:
@@ -113,7 +114,6 @@ def plot_train_loss(epochs: Sequence[float], losses: Sequence[float], best_epoch
     ax.plot(epochs, losses, marker="o", label="train loss")
     _epoch_axis(ax, epochs, best_epoch)
     ax.set(xlabel="epoch", ylabel="loss", title="Training loss")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _png(fig)
 
@@ -132,7 +132,6 @@ def plot_valid_metrics(
             ax.plot(epochs, values, marker="o", label=task)
         _epoch_axis(ax, epochs, best_epoch)
         ax.set(xlabel="epoch", ylabel=metric, title=f"Validation {metric.upper()} per task")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return _png(fig)
 
@@ -197,7 +196,6 @@ def plot_gate_entropy(
         ax.axhline(max_entropy[gate], color=line.get_color(), linestyle=":", linewidth=1)
     _epoch_axis(ax, epochs, best_epoch)
     ax.set(xlabel="epoch", ylabel="entropy (nats)", title="Gate entropy (dotted: log E, uniform)")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     return _png(fig)
 
@@ -239,7 +237,6 @@ def plot_retrieval_curves(
         _epoch_axis(ax, epochs, best_epoch)
         xlabel = "epoch (0: the untrained weights)" if 0 in epochs else "epoch"
         ax.set(xlabel=xlabel, ylabel=panel, title=f"Validation {panel} (dotted: {baseline_name})")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return _png(fig)
 

@@ -12,8 +12,9 @@ on the amount of left padding, so trimming only saves work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -30,21 +31,22 @@ class SeqBatch:
     times: torch.Tensor | None
     query_times: torch.Tensor | None
 
-    def to(self, device: torch.device) -> SeqBatch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SeqBatch:
+        """`fn` applied to each tensor of the batch (absent times stay None)."""
 
-        return SeqBatch(self.items.to(device), self.targets.to(device), move(self.times), move(self.query_times))
+        def opt(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else fn(t)
+
+        return SeqBatch(fn(self.items), fn(self.targets), opt(self.times), opt(self.query_times))
+
+    def to(self, device: torch.device) -> SeqBatch:
+        return self.apply(lambda t: t.to(device, non_blocking=True))
 
     def trimmed(self) -> SeqBatch:
         """Drop the leading columns that are padding in every row."""
         width = int((self.items > 0).sum(1).max()) if len(self.items) else 0
         width = max(width, 1)
-
-        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[:, -width:]
-
-        return SeqBatch(self.items[:, -width:], self.targets[:, -width:], cut(self.times), cut(self.query_times))
+        return self.apply(lambda t: t[:, -width:])
 
     def shard(self, rank: int, world_size: int) -> SeqBatch | None:
         """Rows ``rank, rank + W, …`` of the first ⌊B / W⌋·W rows, trimmed (data parallelism: the
@@ -53,11 +55,7 @@ class SeqBatch:
         if stop == 0:
             return None
         rows = slice(rank, stop, world_size)
-
-        def take(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[rows]
-
-        return SeqBatch(self.items[rows], self.targets[rows], take(self.times), take(self.query_times)).trimmed()
+        return self.apply(lambda t: t[rows]).trimmed()
 
 
 @dataclass(frozen=True)
@@ -108,15 +106,9 @@ class TrainSequences:
         starts = torch.arange(0, len(self), batch_size)
         if length_window > 0:
             starts = starts[torch.randperm(len(starts), generator=generator)]
+        every = SeqBatch(self.items, self.targets, self.times, self.query_times)
         for start in starts.tolist():
-            rows = order[start : start + batch_size]
-            yield SeqBatch(
-                self.items[rows], self.targets[rows], _rows(self.times, rows), _rows(self.query_times, rows)
-            ).trimmed()
-
-
-def _rows(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-    return None if t is None else t[rows]
+            yield every.apply(itemgetter(order[start : start + batch_size])).trimmed()
 
 
 def query_batch(seqs: Sequences, users: np.ndarray, max_len: int, request_times: np.ndarray | None) -> SeqBatch:

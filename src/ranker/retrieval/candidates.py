@@ -26,7 +26,7 @@ Item and user ids here are internal (items ``1..num_items``, users = rows of the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -73,15 +73,7 @@ class Candidates:
         """The first `n` candidates of every list (the top-n of a top-N, n ≤ N)."""
         if not 1 <= n <= self.n:
             raise ValueError(f"n must be in [1, {self.n}], got {n=}")
-        return Candidates(
-            self.user,
-            self.position,
-            self.target,
-            self.target_score,
-            self.target_rank,
-            self.items[:, :n],
-            self.scores[:, :n],
-        )
+        return replace(self, items=self.items[:, :n], scores=self.scores[:, :n])
 
     def hit_column(self) -> np.ndarray:
         """(Q,) column of the target in ``items``, −1 where it is not among them."""

@@ -107,14 +107,7 @@ def create_app(bundle: Path, store_url: str, *, max_body: int = MAX_BODY, watch:
         engine = state.engine
         now = time.time()
         events = [
-            Event(
-                raw_id(e.user),
-                raw_id(e.item),
-                None if e.action is None else raw_id(e.action),
-                now if e.time is None else e.time,
-                dict(e.context),
-            )
-            for e in body.events
+            Event.raw(e.user, e.item, e.action, now if e.time is None else e.time, e.context) for e in body.events
         ]
         state.store.append(events)
         state.metrics.add_events(len(events))
@@ -185,19 +178,12 @@ def _query(body: Who) -> Query:
     history = None
     if body.history is not None:
         now = body.time if body.time is not None else time.time()
-        history = []
-        for h in body.history:
-            if isinstance(h, str | int):
-                history.append(Event(raw_id(body.user or ""), raw_id(h), None, now))
-            else:
-                history.append(
-                    Event(
-                        raw_id(body.user or ""),
-                        raw_id(h.item),
-                        None if h.action is None else raw_id(h.action),
-                        now if h.time is None else h.time,
-                    )
-                )
+        history = [
+            Event.raw(body.user or "", h, None, now)
+            if isinstance(h, str | int)
+            else Event.raw(body.user or "", h.item, h.action, now if h.time is None else h.time)
+            for h in body.history
+        ]
         history.sort(key=lambda e: e.time)  # stable: equal times keep the given order
     return Query(None if body.user is None else raw_id(body.user), history, dict(body.context), body.time)
 

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +48,11 @@ class Event:
     action: str | None
     time: float
     context: dict[str, Scalar] = field(default_factory=dict)
+
+    @classmethod
+    def raw(cls, user: Any, item: Any, action: Any, time: float, context: dict[str, Scalar] | None = None) -> Event:
+        """The event of values as a request or a file gives them: ids through :func:`raw_id`."""
+        return cls(raw_id(user), raw_id(item), None if action is None else raw_id(action), time, dict(context or {}))
 
     def context_json(self) -> str | None:
         return json.dumps(self.context, sort_keys=True) if self.context else None
@@ -125,38 +130,6 @@ def read_event_file(path: Path, *, delimiter: str = ",", column_names: list[str]
         raise DataError(f"{path}: cannot read as CSV (delimiter {delimiter!r}): {exc}") from None
 
 
-def file_events(
-    table: pa.Table,
-    *,
-    user_column: str,
-    item_column: str,
-    action_column: str | None = None,
-    time_column: str | None = None,
-    chunk: int = 10_000,
-    source: str = "events",
-) -> Iterator[list[Event]]:
-    """The rows of `table` as events, `chunk` at a time (time: the column, else the row number)."""
-    flags: dict[str, str | None] = {"--user-column": user_column, "--item-column": item_column}
-    flags |= {"--action-column": action_column, "--time-column": time_column}
-    for flag, col in flags.items():
-        if col is not None and col not in table.column_names:
-            raise DataError(f"{flag} {col!r}: not a column of {source}; columns: {', '.join(table.column_names)}")
-    if time_column is not None:
-        table = table.set_column(
-            table.column_names.index(time_column), time_column, _seconds(table.column(time_column), time_column, source)
-        )
-    for start in range(0, table.num_rows, chunk):
-        part = table.slice(start, chunk)
-        users = part.column(user_column).to_pylist()
-        items = part.column(item_column).to_pylist()
-        actions = part.column(action_column).to_pylist() if action_column else [None] * len(users)
-        times = part.column(time_column).to_pylist() if time_column else range(start, start + len(users))
-        yield [
-            Event(raw_id(u), raw_id(i), None if a is None else raw_id(a), float(t))
-            for u, i, a, t in zip(users, items, actions, times, strict=True)
-        ]
-
-
 def _seconds(col: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
     """A time column as float seconds: numbers (CSV text of numbers included) or timestamps."""
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
@@ -193,18 +166,25 @@ def load_file(
     column_names: list[str] | None = None,
     chunk: int = 10_000,
 ) -> int:
-    """Append every row of an event file to `store`, `chunk` events per write; the count."""
+    """Append every row of an event file to `store`, `chunk` events per write (time: the
+    column, else the row number); the count."""
     table = read_event_file(path, delimiter=delimiter, column_names=column_names)
-    n = 0
-    for events in file_events(
-        table,
-        user_column=user_column,
-        item_column=item_column,
-        action_column=action_column,
-        time_column=time_column,
-        chunk=chunk,
-        source=str(path),
-    ):
-        store.append(events)
-        n += len(events)
-    return n
+    flags: dict[str, str | None] = {"--user-column": user_column, "--item-column": item_column}
+    flags |= {"--action-column": action_column, "--time-column": time_column}
+    for flag, col in flags.items():
+        if col is not None and col not in table.column_names:
+            raise DataError(f"{flag} {col!r}: not a column of {path}; columns: {', '.join(table.column_names)}")
+    if time_column is not None:
+        table = table.set_column(
+            table.column_names.index(time_column),
+            time_column,
+            _seconds(table.column(time_column), time_column, str(path)),
+        )
+    for start in range(0, table.num_rows, chunk):
+        part = table.slice(start, chunk)
+        users = part.column(user_column).to_pylist()
+        items = part.column(item_column).to_pylist()
+        actions = part.column(action_column).to_pylist() if action_column else [None] * len(users)
+        times = part.column(time_column).to_pylist() if time_column else range(start, start + len(users))
+        store.append([Event.raw(u, i, a, float(t)) for u, i, a, t in zip(users, items, actions, times, strict=True)])
+    return table.num_rows

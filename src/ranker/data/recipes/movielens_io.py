@@ -33,28 +33,15 @@ U_DATA = _ml100k("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590
 U_USER = _ml100k("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c")
 U_ITEM = _ml100k("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701")
 
-ML1M_RATINGS = SourceFile(
-    folder="movielens-1m",
-    name="ratings.dat",
-    sha256=None,  # GroupLens publishes no digest; the git blob id is identical in many repos
-    url=_ML1M_ZIP,
-    member="ml-1m/ratings.dat",
-    git_sha1="77a7c4b150f588c23bb9e1f068aa996c0b413695",
-)
-ML1M_MOVIES = SourceFile(
-    folder="movielens-1m",
-    name="movies.dat",
-    sha256="0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9",
-    url=_ML1M_ZIP,
-    member="ml-1m/movies.dat",
-)
-ML1M_USERS = SourceFile(
-    folder="movielens-1m",
-    name="users.dat",
-    sha256="1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3",
-    url=_ML1M_ZIP,
-    member="ml-1m/users.dat",
-)
+
+def _ml1m(name: str, sha256: str | None, git_sha1: str | None = None) -> SourceFile:
+    return SourceFile("movielens-1m", name, sha256, _ML1M_ZIP, member=f"ml-1m/{name}", git_sha1=git_sha1)
+
+
+# ratings.dat: GroupLens publishes no digest; the git blob id is identical in many repos
+ML1M_RATINGS = _ml1m("ratings.dat", None, git_sha1="77a7c4b150f588c23bb9e1f068aa996c0b413695")
+ML1M_MOVIES = _ml1m("movies.dat", "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9")
+ML1M_USERS = _ml1m("users.dat", "1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3")
 ML1M_SEQUENCES = SourceFile(
     folder="movielens-1m",
     name="sequences.txt",

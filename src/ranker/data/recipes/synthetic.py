@@ -47,6 +47,7 @@ import pyarrow as pa
 
 from ranker.data.history import build_histories
 from ranker.data.recipes.base import BuiltRanking, Recipe, split_bounds
+from ranker.metrics.ranking import grouped_auc
 
 COUNTRIES = ("US", "IN", "BR", "GB", "DE", "FR", "JP", "MX", "NG", "ID")
 DEVICES = ("android", "ios", "web")
@@ -246,32 +247,16 @@ def generate_log(config: SyntheticConfig | None = None, **overrides: Any) -> dic
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Mann–Whitney AUC (ties count 1/2); with ``groups``, GAUC: per-group AUCs averaged with
-    weights = the group's rows, over groups holding both labels. ``nan`` if there is none."""
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = y.size
-    if n == 0:
+    """Mann–Whitney AUC (ties count 1/2); with ``groups``, GAUC: the per-group AUCs
+    (:func:`ranker.metrics.ranking.grouped_auc`) averaged with weights = the group's rows, over
+    groups holding both labels. ``nan`` if there is none."""
+    y, s = np.asarray(labels, dtype=np.int64).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.size == 0:
         return float("nan")
-    g = np.zeros(n, np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
-    g = g.reshape(-1)
-    order = np.lexsort((s, g))
-    gs, ss, ys = g[order], s[order], y[order]
-    new_group = np.r_[True, gs[1:] != gs[:-1]]
-    run_start = np.flatnonzero(new_group | np.r_[True, ss[1:] != ss[:-1]])
-    run_end = np.append(run_start[1:], n)
-    group_start = np.flatnonzero(new_group)
-    rank = (run_start + run_end + 1) / 2.0 - group_start[gs[run_start]]  # mean 1-based rank
-    rank = np.repeat(rank, run_end - run_start)
-    rows = np.diff(np.append(group_start, n))
-    pos = np.add.reduceat(ys, group_start)
-    neg = rows - pos
-    ok = (pos > 0) & (neg > 0)
-    if not ok.any():
-        return float("nan")
-    rank_sum = np.add.reduceat(rank * ys, group_start)[ok]
-    per_group = (rank_sum - pos[ok] * (pos[ok] + 1) / 2.0) / (pos[ok] * neg[ok])
-    return float(np.average(per_group, weights=rows[ok]))
+    g = np.zeros(y.size, np.int64) if groups is None else np.unique(groups, return_inverse=True)[1].reshape(-1)
+    per_group, rows = grouped_auc(y, s, g)
+    ok = ~np.isnan(per_group)
+    return float(np.average(per_group[ok], weights=rows[ok])) if ok.any() else float("nan")
 
 
 def _popularity(train_items: np.ndarray, train_labels: np.ndarray, items: np.ndarray) -> np.ndarray:
