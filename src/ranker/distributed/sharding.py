@@ -49,7 +49,7 @@ from torch import nn
 
 from ranker.distributed.collectives import comm_device
 from ranker.errors import DataError
-from ranker.nn.torchrec_tables import TorchrecEmbeddings, require_torchrec
+from ranker.nn.torchrec_tables import INIT_BLOCK, TorchrecEmbeddings, require_torchrec
 
 if TYPE_CHECKING:  # ranker.train imports this module (the engine shards through it)
     from ranker.train.checkpoint import Lazy, TensorFile
@@ -121,7 +121,9 @@ class ShardedTables:
                         (start, column), (rows, _) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
                         if column != 0:
                             raise AssertionError(f"{name}: a column-wise shard, which the planner was not allowed")
-                        shard.tensor.copy_(table.initial_rows(name, start, start + rows))
+                        for first in range(0, rows, INIT_BLOCK):  # a block at a time: no second shard
+                            last = min(first + INIT_BLOCK, rows)
+                            shard.tensor[first:last].copy_(table.initial_rows(name, start + first, start + last))
                 table.declared = False
 
     def __call__(self, *args: Any) -> Any:
@@ -244,11 +246,31 @@ class _Tensors:
 
 
 def _gather(value: Any) -> torch.Tensor | None:
-    """A sharded tensor gathered whole on rank 0 (None on the others); collective."""
+    """A sharded tensor gathered whole on rank 0 (None on the others); collective.
+
+    Each shard is sent by its rank straight into its slice of the whole tensor on rank 0
+    (row-wise and table-wise shards are contiguous row blocks), so rank 0 holds the whole tensor
+    once; ``ShardedTensor.gather`` stages it in buffers of its own, two more copies."""
+    rank, device = dist.get_rank(), comm_device()
     with _quiet():
-        full = torch.empty(value.size(), dtype=value.dtype, device=comm_device()) if dist.get_rank() == 0 else None
-        value.gather(dst=0, out=full)
-    return None if full is None else full.cpu()
+        full = torch.empty(value.size(), dtype=value.dtype) if rank == 0 else None
+        local = {tuple(s.metadata.shard_offsets): s.tensor for s in value.local_shards()}
+        for meta in value.metadata().shards_metadata:  # the same order on every rank
+            owner, offsets = meta.placement.rank(), tuple(meta.shard_offsets)
+            if rank == owner != 0:
+                dist.send(local[offsets].contiguous().to(device), dst=0)
+            if rank != 0 or full is None:
+                continue
+            target = full[tuple(slice(o, o + n) for o, n in zip(offsets, meta.shard_sizes, strict=True))]
+            if owner == 0:
+                target.copy_(local[offsets])
+            elif device.type == "cpu" and target.is_contiguous():
+                dist.recv(target, src=owner)
+            else:
+                staged = torch.empty(tuple(meta.shard_sizes), dtype=value.dtype, device=device)
+                dist.recv(staged, src=owner)
+                target.copy_(staged)
+    return full
 
 
 def _lazy_all(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor | Lazy]:
