@@ -296,7 +296,7 @@ def _resolved(tensors: Mapping[str, torch.Tensor | Lazy]) -> dict[str, torch.Ten
 
 def _scatter_all(own: Mapping[str, Any], source: TensorFile | _Tensors, name: str, skip: tuple[str, ...] = ()) -> None:
     """Copy full tensors from `source` into `own` (a state dict's live views): each shard reads its
-    offsets' slice only."""
+    offsets' slice only, a block of rows at a time."""
     keys = [k for k in source.keys() if k not in skip]
     missing, unexpected = sorted(set(own) - set(keys)), sorted(set(keys) - set(own))
     if missing or unexpected:
@@ -312,7 +312,9 @@ def _scatter_all(own: Mapping[str, Any], source: TensorFile | _Tensors, name: st
             if not _is_sharded(value):
                 value.copy_(source.read(key))
                 continue
-            for shard in value.local_shards():
-                meta = shard.metadata
-                index = tuple(slice(o, o + s) for o, s in zip(meta.shard_offsets, meta.shard_sizes, strict=True))
-                shard.tensor.copy_(source.read(key, index))
+            for shard in value.local_shards():  # a block of rows at a time: no second shard in memory
+                (row, *offsets), (rows, *sizes) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                rest = tuple(slice(o, o + n) for o, n in zip(offsets, sizes, strict=True))
+                for first in range(0, rows, INIT_BLOCK):
+                    last = min(first + INIT_BLOCK, rows)
+                    shard.tensor[first:last].copy_(source.read(key, (slice(row + first, row + last), *rest)))

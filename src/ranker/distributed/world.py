@@ -104,7 +104,13 @@ def check_global_batch(batch_size: int, key: str = "train.batch_size", world: Wo
 def process_group(device: torch.device, world: World | None = None, timeout_s: float = 1800.0) -> Iterator[World]:
     """torch.distributed initialised for `world` (default: torchrun's environment) while the block
     runs: gloo on CPU, nccl on CUDA with ``cuda:LOCAL_RANK`` as this process's device; destroyed
-    after. One process (or a group already initialised): nothing to do."""
+    after. One process (or a group already initialised): nothing to do.
+
+    A block that ends normally ends with a barrier: the ranks that finish early (rank 0 alone
+    evaluates and writes the run) wait for rank 0, so that no torchrun agent exits first. With
+    several hosts the c10d rendezvous store lives in one agent, which closes it when its own
+    workers are done, and an agent still running then fails ("The connection to the C10d store
+    has failed"). The wait is bounded by `timeout_s`, as every collective is."""
     world = world or world_from_env()
     if not world.distributed or dist.is_initialized():
         yield current() if dist.is_initialized() else world
@@ -120,5 +126,6 @@ def process_group(device: torch.device, world: World | None = None, timeout_s: f
     dist.init_process_group(backend, rank=world.rank, world_size=world.world_size, timeout=timedelta(seconds=timeout_s))
     try:
         yield world
+        dist.barrier()
     finally:
         dist.destroy_process_group()
