@@ -735,25 +735,31 @@ def torchrec_memory() -> str | None:
 def torchrec_oom() -> str | None:
     """Computed, not measured: the table rows at which the peak RSS reaches 24 GiB (one process per
     24 GiB host; all processes on this 24 GiB machine), from the slope of the measured peak per
-    rank between the two largest tables of each (build, processes, dim)."""
+    rank between the two largest tables of each (build, processes, dim): the worst process, and
+    the processes other than rank 0 (which alone holds whole tables at checkpoints, ``engine``)."""
     if not TORCHREC_MEMORY.is_file():
         return None
-    groups: dict[tuple[str, int, int], list[tuple[int, float]]] = {}
+    groups: dict[tuple[str, int, int], list[tuple[int, float, float | None]]] = {}
     for r in _torchrec_records():
         m = r["metrics"]
         peak = max(x["peak_rss_mb"] for x in m["ranks"]) * 1024**2
-        groups.setdefault((m["mode"], m["procs"], m["dim"]), []).append((m["rows"], peak))
+        others = [x["peak_rss_mb"] * 1024**2 for x in m["ranks"] if x["rank"] != 0]
+        groups.setdefault((m["mode"], m["procs"], m["dim"]), []).append((m["rows"], peak, max(others, default=None)))
     lines = []
     for (mode, procs, dim), points in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
         if len(points) < 2:
             continue
-        (r0, p0), (r1, p1) = sorted(points)[-2:]
+        (r0, p0, o0), (r1, p1, o1) = sorted(points)[-2:]
         slope = (p1 - p0) / (r1 - r0)  # bytes per table row, per rank
         base = p1 - slope * r1  # the runtime (the intercept), per rank
         own_host = (GIB24 - base) / slope  # each process on a 24 GiB host of its own
         this_host = (GIB24 - procs * base) / (procs * slope)  # all processes on this 24 GiB machine
+        others = "—"
+        if o0 is not None and o1 is not None:
+            other_slope = (o1 - o0) / (r1 - r0)
+            others = f"{(GIB24 - (o1 - other_slope * r1)) / other_slope / 1e6:,.0f} M"
         cells = [mode, str(procs), str(dim), f"{slope:.1f}", f"{r0:,} → {r1:,}"]
-        cells += [f"{own_host / 1e6:,.0f} M", f"{this_host / 1e6:,.0f} M"]
+        cells += [f"{own_host / 1e6:,.0f} M", others, f"{this_host / 1e6:,.0f} M"]
         lines.append(row(cells))
     return "\n".join(lines) or None
 
