@@ -122,7 +122,9 @@ def _ranks(rank: int, sharding: str, table: str, folder: str) -> None:
             save_tensors(full, Path(folder) / f"{sharding}.safetensors")  # sharded → saved whole
         dist.barrier()
 
-        tables.load_state_dict(_weights(reference), "reference")  # unsharded weights → sharded model
+        mine_file = Path(folder) / f"reference-{rank}.safetensors"
+        save_tensors(_weights(reference), mine_file)
+        tables.load_file(mine_file)  # unsharded weights → sharded model, each rank reading its rows
         with torch.no_grad():
             torch.testing.assert_close(
                 tables(ids[mine], tags[mine]), reference(ids[mine], tags[mine]), atol=1e-6, rtol=0

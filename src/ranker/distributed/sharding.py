@@ -156,10 +156,6 @@ class ShardedTables:
         """The model's state dict with every table whole, on rank 0 (empty on the others)."""
         return _resolved(self.lazy_state())
 
-    def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
-        """Copy `state` (full tensors, as :meth:`state_dict` gives) into the model: each rank its rows."""
-        _scatter_all(self.model.state_dict(), _Tensors(state), source)
-
     def load_file(self, path: Path) -> None:
         """A whole-table checkpoint file into the model: each rank reads only its own rows of it."""
         from ranker.train.checkpoint import TensorFile
@@ -170,10 +166,6 @@ class ShardedTables:
         """The fused optimizer's state (``"<param>/<state>"``, e.g. the rowwise Adagrad sums), each a
         :class:`Lazy` as in :meth:`lazy_state`, and its ``lr``."""
         return {**_lazy_all(self._optimizer_tensors()), "lr": torch.tensor(self.lr, dtype=torch.float64)}
-
-    def optimizer_state(self) -> dict[str, torch.Tensor]:
-        """:meth:`lazy_optimizer_state` gathered, on rank 0 (empty on the others)."""
-        return _resolved(self.lazy_optimizer_state())
 
     def load_optimizer_file(self, path: Path) -> None:
         """The optimizer state :meth:`lazy_optimizer_state` wrote to `path`: each rank its rows."""
@@ -229,22 +221,6 @@ def _is_sharded(value: Any) -> bool:
     return isinstance(value, ShardedTensor)
 
 
-class _Tensors:
-    """Full tensors held in memory, read as :class:`~ranker.train.checkpoint.TensorFile` reads a file."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self.tensors[key].shape)
-
-    def read(self, key: str, index: tuple[slice, ...] | None = None) -> torch.Tensor:
-        return self.tensors[key] if index is None else self.tensors[key][index]
-
-
 def _gather(value: Any) -> torch.Tensor | None:
     """A sharded tensor gathered whole on rank 0 (None on the others); collective.
 
@@ -294,7 +270,7 @@ def _resolved(tensors: Mapping[str, torch.Tensor | Lazy]) -> dict[str, torch.Ten
     return {k: v for k, v in fetched.items() if v is not None} if dist.get_rank() == 0 else {}
 
 
-def _scatter_all(own: Mapping[str, Any], source: TensorFile | _Tensors, name: str, skip: tuple[str, ...] = ()) -> None:
+def _scatter_all(own: Mapping[str, Any], source: TensorFile, name: str, skip: tuple[str, ...] = ()) -> None:
     """Copy full tensors from `source` into `own` (a state dict's live views): each shard reads its
     offsets' slice only, a block of rows at a time."""
     keys = [k for k in source.keys() if k not in skip]
