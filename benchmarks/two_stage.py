@@ -14,6 +14,12 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``);
 3. per N (and per negative scheme: --hard/--sampled; ``no-hard``: --hard + --sampled uniform ones): the three
    stage-2 files and one declared ranking config per ablation (``ranker train`` trains it as is);
+   ``valid-half`` (a row source, not an ablation: the ``none`` config) trains stage 2 on the
+   validation queries instead of the training prefixes (their N candidates, as served): the
+   users of even query index train, the odd ones select; test is unchanged. Stage 1 never had a
+   validation target as a training target, so its score and rank on these rows are distributed
+   as at test, where on training prefixes they are fitted; its validation list metrics are not
+   clean (half the users trained on them), its test metrics are;
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
    1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
@@ -28,11 +34,13 @@ bootstrap of the seed-averaged per-user metrics). The table: ``update_tables.py`
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 from results_store import load_results, save_result  # type: ignore[import-not-found]
@@ -46,6 +54,9 @@ from ranker.twostage.content import reduce_dim, title_embeddings
 from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, write_tables
 from ranker.twostage.rows import check_stage1
 from ranker.twostage.side_info import side_info
+
+#: the stage-2 variants: the config ablations and one row source (``valid-half``, module docstring)
+VARIANTS = (*ABLATIONS, "valid-half")
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
@@ -66,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, choices=sorted(PROTOCOL), help="side-information reader")
     p.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
-    p.add_argument("--ablation", nargs="+", default=["none"], choices=ABLATIONS)
+    p.add_argument("--ablation", nargs="+", default=["none"], choices=VARIANTS)
     p.add_argument("--per-user", type=int, default=20, help="training prefixes per user (0: all)")
     p.add_argument("--min-prefix", type=int, default=1)
     p.add_argument("--hard", type=int, default=8, help="hard negatives per prefix (from its stage-1 top-N)")
@@ -127,18 +138,33 @@ def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int,
     return files
 
 
+def valid_half(files: dict[str, Path]) -> dict[str, Path]:
+    """``valid-half``'s stage-2 files: the validation queries of even index train, the odd ones
+    select (in ``valid-half/`` beside the N's files), test as it is."""
+    folder = files["valid"].parent / "valid-half"
+    out = {"train": folder / "train.parquet", "valid": folder / "valid.parquet", "test": files["test"]}
+    if not (out["train"].is_file() and out["valid"].is_file()):
+        table = pq.read_table(files["valid"])
+        even = pc.equal(pc.bit_wise_and(table.column("query"), 1), 0)
+        folder.mkdir(exist_ok=True)
+        pq.write_table(table.filter(even), out["train"])
+        pq.write_table(table.filter(pc.invert(even)), out["valid"])
+    return out
+
+
 def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str, Path], n: int, ablation: str) -> Path:
+    folder = files["train"].parent
     cfg = stage2_config(
         f"two-stage-{args.dataset}-N{n}-{ablation}",
-        {s: Path(p.name) for s, p in files.items()},  # beside the config: resolved against its folder
+        {s: Path(os.path.relpath(p, folder)) for s, p in files.items()},  # resolved against the config's folder
         ctx["side"],
         times=ctx["data"].test_input.times is not None,
         content_dim=args.content_dim,
-        ablation=ablation,
+        ablation="none" if ablation == "valid-half" else ablation,
         history=args.history,
         epochs=args.epochs,
     )
-    path = files["train"].parent / f"stage2-{ablation}.yaml"
+    path = folder / f"stage2-{ablation}.yaml"
     header = (
         f"# Stage 2 of two stages on {args.dataset} (N = {n}, ablation {ablation}), written by benchmarks/two_stage.py\n"
         f"# Stage 1: {args.stage1}\n# Command: ranker train {path} --out RUN_DIR\n"
@@ -150,7 +176,9 @@ def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str,
 def run_one(
     args: argparse.Namespace, ctx: dict[str, Any], n: int, ablation: str, seed: int, files: dict[str, Path]
 ) -> dict[str, Any]:
-    config = write_config(args, ctx, files, n, ablation)
+    """Train one stage-2 config on `files` and score every validation and test query (the N's
+    files: ``valid-half`` trains on part of the validation queries, the lists cover them all)."""
+    config = write_config(args, ctx, valid_half(files) if ablation == "valid-half" else files, n, ablation)
     cfg = load_config(config, [*args.overrides, f"train.seed={seed}"])
     run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
     start = time.perf_counter()
@@ -326,7 +354,7 @@ def table(results: dict[str, Any]) -> str:
         cells = [str(n), "stage 1 alone", "–", recall]
         cells += [f"{s1['test'][m]:.4f}" if m in s1["test"] else "–" for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
         lines.append("| " + " | ".join([*cells, "–", "–", "–"]) + " |")
-        for ablation in ABLATIONS:
+        for ablation in VARIANTS:
             runs = [v for k, v in results.items() if k.startswith(f"{ablation}|N{n}|") and not k.endswith("|seeds")]
             if not runs:
                 continue
