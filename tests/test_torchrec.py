@@ -43,7 +43,7 @@ from ranker.models.registry import categorical_ids
 from ranker.nn.embeddings import CategoricalFields, UnifiedEmbeddings
 from ranker.nn.torchrec_tables import INSTALL, TableTraining, UnifiedLayout, init_rows, require_torchrec
 from ranker.ranking.run import check_torchrec
-from ranker.train.checkpoint import load_weights, save_tensors
+from ranker.train.checkpoint import load_weights, save_tensors, take_part
 
 pytest.importorskip("torchrec")
 
@@ -84,6 +84,17 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _gathered(tables: ShardedTables, path: Path) -> dict[str, torch.Tensor]:
+    """The sharded model's tensors written whole the way a checkpoint is (rank 0 writes, gathering
+    each table as it reaches it; the other ranks take part), read back on rank 0 ({} elsewhere)."""
+    state = tables.lazy_state()
+    if dist.get_rank() == 0:
+        save_tensors(state, path)
+        return load_file(str(path))
+    take_part(state)
+    return {}
+
+
 def _rowwise_adagrad(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """One step from zero state: G_r = mean_j g_rj², w_r − lr · g_r / (√G_r + eps)."""
     state = grad.pow(2).mean(dim=1, keepdim=True)  # (V, 1)
@@ -112,14 +123,13 @@ def _ranks(rank: int, sharding: str, table: str, folder: str) -> None:
             assert p.grad is not None and q.grad is not None
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
 
-        full = tables.state_dict()  # rank 0: every table whole
+        full = _gathered(tables, Path(folder) / f"{sharding}.safetensors")  # rank 0: every table whole
         if rank == 0:
             for name in reference.emb.names:
                 key = f"emb.collection.embeddings.{name}.weight"
                 weight, grad = reference.emb.weight(name), reference.emb.weight(name).grad
                 assert grad is not None and (table == "unified" or grad[0].abs().sum() == 0)  # padding: never
                 torch.testing.assert_close(full[key], _rowwise_adagrad(weight.detach(), grad), rtol=0, atol=1e-6)
-            save_tensors(full, Path(folder) / f"{sharding}.safetensors")  # sharded → saved whole
         dist.barrier()
 
         mine_file = Path(folder) / f"reference-{rank}.safetensors"
@@ -186,7 +196,7 @@ def test_one_process_runs_the_same_path_on_a_world_of_one() -> None:
     try:
         ((tables(ids, tags) - y) ** 2).mean().backward()
         ((reference(ids, tags) - y) ** 2).mean().backward()
-        full = tables.state_dict()
+        full = _gathered(tables, Path(tempfile.mkdtemp()) / "gathered.safetensors")
     finally:
         tables.unshard()  # destroys the process group of one
     assert not dist.is_initialized()
@@ -221,7 +231,7 @@ def test_declared_tables_hold_no_rows_and_every_way_in_gives_the_same_rows() -> 
     tables = ShardedTables(twin, twin, LR, torch.device("cpu"))  # the twin's shard: the same rows
     try:
         torch.testing.assert_close(tables(ids, tags), out, rtol=0, atol=1e-6)
-        full = tables.state_dict()
+        full = _gathered(tables, Path(tempfile.mkdtemp()) / "gathered.safetensors")
     finally:
         tables.unshard()
     loaded = _Tiny("row_wise")
@@ -389,7 +399,7 @@ def test_a_ranker_with_a_history_updates_each_table_once_per_step() -> None:
     tables = ShardedTables(model, model, 1e-3, torch.device("cpu"))
     try:
         tables(batch).pow(2).mean().backward()
-        full = tables.state_dict()
+        full = _gathered(tables, Path(tempfile.mkdtemp()) / "gathered.safetensors")
     finally:
         tables.unshard()
     reference(batch).pow(2).mean().backward()

@@ -121,8 +121,7 @@ class ShardedTables:
                         (start, column), (rows, _) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
                         if column != 0:
                             raise AssertionError(f"{name}: a column-wise shard, which the planner was not allowed")
-                        for first in range(0, rows, INIT_BLOCK):  # a block at a time: no second shard
-                            last = min(first + INIT_BLOCK, rows)
+                        for first, last in _row_blocks(rows):  # a block at a time: no second shard
                             shard.tensor[first:last].copy_(table.initial_rows(name, start + first, start + last))
                 table.declared = False
 
@@ -151,10 +150,6 @@ class ShardedTables:
         gathers it whole on rank 0 when it is written (:func:`~ranker.train.checkpoint.save_tensors`
         on rank 0, :func:`~ranker.train.checkpoint.take_part` on the others), one table at a time."""
         return _lazy_all(self.model.state_dict())
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The model's state dict with every table whole, on rank 0 (empty on the others)."""
-        return _resolved(self.lazy_state())
 
     def load_file(self, path: Path) -> None:
         """A whole-table checkpoint file into the model: each rank reads only its own rows of it."""
@@ -262,14 +257,6 @@ def _lazy_all(tensors: Mapping[str, Any]) -> dict[str, torch.Tensor | Lazy]:
         }
 
 
-def _resolved(tensors: Mapping[str, torch.Tensor | Lazy]) -> dict[str, torch.Tensor]:
-    """Every Lazy fetched (collective): the whole tensors on rank 0, nothing on the others."""
-    from ranker.train.checkpoint import Lazy
-
-    fetched = {key: value.get() if isinstance(value, Lazy) else value for key, value in tensors.items()}
-    return {k: v for k, v in fetched.items() if v is not None} if dist.get_rank() == 0 else {}
-
-
 def _scatter_all(own: Mapping[str, Any], source: TensorFile, name: str, skip: tuple[str, ...] = ()) -> None:
     """Copy full tensors from `source` into `own` (a state dict's live views): each shard reads its
     offsets' slice only, a block of rows at a time."""
@@ -291,6 +278,11 @@ def _scatter_all(own: Mapping[str, Any], source: TensorFile, name: str, skip: tu
             for shard in value.local_shards():  # a block of rows at a time: no second shard in memory
                 (row, *offsets), (rows, *sizes) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
                 rest = tuple(slice(o, o + n) for o, n in zip(offsets, sizes, strict=True))
-                for first in range(0, rows, INIT_BLOCK):
-                    last = min(first + INIT_BLOCK, rows)
+                for first, last in _row_blocks(rows):
                     shard.tensor[first:last].copy_(source.read(key, (slice(row + first, row + last), *rest)))
+
+
+def _row_blocks(rows: int) -> Iterator[tuple[int, int]]:
+    """``[first, last)`` of each block of INIT_BLOCK rows in a shard of `rows` rows."""
+    for first in range(0, rows, INIT_BLOCK):
+        yield first, min(first + INIT_BLOCK, rows)

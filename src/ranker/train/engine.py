@@ -42,9 +42,8 @@ torchrec's DistributedModelParallel instead (on one process too, over a process 
 the engine's optimizer steps the dense parameters, the tables are updated by their fused
 optimizer in backward; each rank allocates only its shard (the tables are built declared);
 checkpoints hold the tables whole (gathered on rank 0 a table at a time as it writes them, every
-rank reading back its own rows); after the
-loop rank 0 alone reads the selected weights, whole tables included, and the other ranks' tables
-are left declared (no rows).
+rank reading back its own rows); after the loop rank 0 alone reads the selected weights, whole
+tables included, and the other ranks' tables are left declared (no rows).
 """
 
 from __future__ import annotations
@@ -421,7 +420,7 @@ class Engine:
         if self._tb is not None:
             self._tb.close()
         sharded = self._tables is not None
-        if self._tables is not None:  # the tables are handed back declared: their rows are in the checkpoint
+        if self._tables is not None:  # handed back declared: their rows are in the checkpoint (mypy: not `sharded`)
             self._tables.unshard()
             self._tables = self._ddp = self._family_step = None
         barrier()  # rank 0 has written the last checkpoint that every rank reads the selection from
