@@ -45,18 +45,22 @@ import pyarrow.parquet as pq
 import yaml
 from results_store import load_results, save_result  # type: ignore[import-not-found]
 
-from ranker.config import load_config
+from ranker.config import anchored, load_config, load_generative_config
+from ranker.generative.run import train_generative_run
 from ranker.ranking.run import train_run
 from ranker.retrieval import candidates as rc
 from ranker.retrieval.run import load_run, run_views
+from ranker.serving.generative import stage_of_run
 from ranker.twostage import evaluate as ev
+from ranker.twostage import generative as gen
 from ranker.twostage.content import reduce_dim, title_embeddings
 from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, write_tables
-from ranker.twostage.rows import check_stage1
+from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
-#: the stage-2 variants: the config ablations and one row source (``valid-half``, module docstring)
-VARIANTS = (*ABLATIONS, "valid-half")
+#: the stage-2 variants: the config ablations, one row source (``valid-half``, module docstring)
+#: and the generative HSTU ranker as stage 2 (``generative``: :mod:`ranker.twostage.generative`)
+VARIANTS = (*ABLATIONS, "valid-half", "generative")
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
@@ -136,6 +140,78 @@ def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int,
     )
     write_tables(folder, tables)
     return files
+
+
+def build_generative_data(args: argparse.Namespace, ctx: dict[str, Any], n: int) -> dict[str, Path]:
+    """The generative stage 2's three files of N (events, users, negatives; kept in --out)."""
+    folder = args.out / f"gen-N{n}-hard{args.hard}-sampled{args.sampled}-pu{args.per_user}"
+    files = {s: folder / f"{s}.parquet" for s in ("events", "users", "negatives")}
+    if all(p.is_file() for p in files.values()):
+        return files
+    print(f"N={n}: generative stage-2 files (hard {args.hard}, sampled {args.sampled})", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = gen.event_tables(ctx["data"], ctx["serving"], ctx["side"])
+    train = training_rows(
+        ctx["model"], ctx["data"], ctx["prefix"].top(n), hard=args.hard, sampled=args.sampled, seed=DATA_SEED
+    )
+    held = [ctx["cands"][s].top(n) for s in ("valid", "test")]
+    per_event = args.hard + args.sampled
+    tables["negatives"] = gen.negatives_table(train, held, ctx["serving"], per_event=per_event, seed=DATA_SEED)
+    for name, table in tables.items():
+        pq.write_table(table, files[name])
+    return files
+
+
+def run_generative(
+    args: argparse.Namespace, ctx: dict[str, Any], n: int, seed: int, files: dict[str, Path]
+) -> dict[str, Any]:
+    """Train the generative stage 2 of N and score every validation and test list through the served path."""
+    folder = files["events"].parent
+    cfg_dict = gen.generative_config(
+        f"two-stage-{args.dataset}-N{n}-generative",
+        {k: Path(os.path.relpath(p, folder)) for k, p in files.items()},
+        ctx["side"],
+        per_event=args.hard + args.sampled,
+        epochs=args.epochs,
+    )
+    config = folder / "stage2-generative.yaml"
+    header = (
+        f"# Generative stage 2 of two stages on {args.dataset} (N = {n}), written by benchmarks/two_stage.py\n"
+        f"# Stage 1: {args.stage1}\n# Command: ranker train {config} --out RUN_DIR\n"
+    )
+    config.write_text(header + yaml.safe_dump(cfg_dict, sort_keys=False))
+    cfg = anchored(load_generative_config(config, [*args.overrides, f"train.seed={seed}"]), config)
+    run_dir = args.out / f"N{n}" / f"generative-{seed}"
+    start = time.perf_counter()
+    metrics = train_generative_run(cfg, run_dir)
+    record: dict[str, Any] = {
+        "n": n,
+        "ablation": "generative",
+        "best_epoch": metrics["best_epoch"],
+        "params": metrics["params"],
+        "train_windows": metrics["windows"]["train"],
+        "stage2_valid_auc": metrics["valid"]["click"]["auc"],
+        "train_wall_s": time.perf_counter() - start,
+        "overrides": args.overrides,
+        "stage2_config": str(config),
+    }
+    stage = stage_of_run(run_dir)
+    ranks: dict[str, np.ndarray] = {}
+    for split in ("valid", "test"):
+        c = ctx["cands"][split].top(n)
+        lists = gen.held_out_scores(stage, c, ctx["data"], ctx["serving"])
+        two, one = ev.final_ranks(lists, c)
+        ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
+        record[split] = ev.list_metrics(two, n)
+        record[f"{split}_stage1"] = ev.list_metrics(one, n)
+        record[f"{split}_top10_train_count"] = {
+            "two_stages": ev.top_popularity(lists, c.items, ctx["counts"]),
+            "stage1": ev.top_popularity(c.scores, c.items, ctx["counts"]),
+        }
+        record[f"{split}_moved"] = {"up": int((two < one).sum()), "down": int((two > one).sum())}
+    record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
+    np.savez(run_dir / "final_ranks.npz", **ranks)
+    return record
 
 
 def valid_half(files: dict[str, Path]) -> dict[str, Path]:
@@ -280,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"N={n}: stage-1 recall@N test {t['recall']:.4f}, train prefixes {rec['train_prefix_recall']:.4f}")
     for n in args.n:
         for ablation in args.ablation:
-            if ablation == "no-hard":  # as many negatives, all uniform
+            if ablation == "generative":
+                files = build_generative_data(args, ctx, n)
+            elif ablation == "no-hard":  # as many negatives, all uniform
                 files = build_data(args, ctx, n, 0, args.hard + args.sampled)
             else:
                 files = build_data(args, ctx, n, args.hard, args.sampled)
@@ -288,12 +366,15 @@ def main(argv: list[str] | None = None) -> None:
                 key = f"{ablation}|N{n}|{seed}"
                 done = load_results(path).get(key)
                 if done is not None:  # finished; --timing adds the timing it lacks
-                    if args.timing and "timing" not in done:
+                    if args.timing and "timing" not in done and ablation != "generative":
                         done["timing"] = timing(args, args.out / f"N{n}" / f"{ablation}-{seed}", files["test"])
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     continue
                 print(f"{key}: training stage 2", flush=True)
-                record = run_one(args, ctx, n, ablation, seed, files)
+                if ablation == "generative":
+                    record = run_generative(args, ctx, n, seed, files)
+                else:
+                    record = run_one(args, ctx, n, ablation, seed, files)
                 save_result(path, key, record, name=f"{ablation}|N{n}", seed=seed, **common)
                 b, t = record["test_bootstrap"], record["test"]
                 print(

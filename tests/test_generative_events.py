@@ -233,3 +233,85 @@ def test_static_columns_must_be_constant_per_user(tmp_path: Path) -> None:
     cfg = load_generative_config(_config(tmp_path, static_features=["event"]))
     with pytest.raises(DataError, match=r"'event' .* not constant per user"):
         load_event_file(cfg.data, base_dir=tmp_path)
+
+
+def _negatives_file(tmp_path: Path, rows: list[dict[str, object]]) -> None:
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shown.parquet")
+
+
+def test_negatives_file_fills_the_named_events(tmp_path: Path) -> None:
+    _events(tmp_path / "events.parquet")
+    table = pq.read_table(tmp_path / "events.parquet").to_pylist()
+    u00 = [r for r in table if r["user"] == "u00"]  # already in time order (sorted times)
+    cfg = _config(tmp_path, negatives={"per_event": 1}, negatives_file={"path": "shown.parquet", "per_event": 2})
+    other = ["sku-900", *sorted({r["item"] for r in table} - {u00[3]["item"]})]  # sku-900: only ever shown
+    _negatives_file(
+        tmp_path,
+        [
+            {"user": "u00", "item": other[0], "position": 3},
+            {"user": "u00", "item": other[1], "position": 3},
+            {"user": "u01", "item": other[2], "position": 0},
+        ],
+    )
+    log = load_event_file(load_generative_config(cfg).data, base_dir=tmp_path)
+    assert log.vocab is not None and log.candidates.shape == (300, 4)  # own + 1 sampled + 2 listed
+    items = log.vocab["items"].to_pylist()
+    u0 = log.vocab["users"].to_pylist().index("u00") + 1
+    ev = np.flatnonzero(log.user == u0)[3]  # the user's fourth event in time order
+    assert items[log.item[ev] - 1] == u00[3]["item"]
+    assert [items[i - 1] for i in log.candidates[ev, 2:]] == other[:2]  # in file order, after the sampled
+    assert "sku-900" in items and log.num_items == len(items) == 26  # an item of its own
+    listed = log.candidates[:, 2:] > 0
+    assert listed.sum() == 3  # nothing else listed: the other slots are empty and masked
+    assert (log.label_mask[:, 2:, 0] == listed).all() and (log.labels[:, 2:] == 0).all()
+    assert (log.label_mask[:, 1, 0] == 1).all() and log.train_target is None
+
+    only = _config(tmp_path, negatives_file={"path": "shown.parquet", "per_event": 2, "only_listed": True})
+    log = load_event_file(load_generative_config(only).data, base_dir=tmp_path)
+    assert log.train_target is not None and log.train_target.sum() == 2
+    from ranker.generative.batches import user_windows
+
+    train = user_windows(log, 0, 16)
+    targets = {int(e) for w in train for e in w.rows[:, 0]}
+    assert targets == set(np.flatnonzero(log.train_target).tolist())  # only the listed events train
+    assert sum(len(w.rows) for w in user_windows(log, 1, 16)) == 20 * 3  # valid: every event, every slot
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        ([("u00", "OTHER", 30)], r"row 1: user 'u00' has no event at position 30"),
+        ([("u99", "OTHER", 0)], r"row 1: user 'u99' is not a user of the event file"),
+        ([("u00", "OTHER", -1)], r"row 1: user 'u00' has no event at position -1"),
+        ([("u00", "OWN", 0)], r"row 1: the negative is the event's own item"),
+        ([("u00", "OTHER", 1), ("u00", "OTHER", 1)], r"row 2: more than data\.negatives_file\.per_event = 1"),
+    ],
+)
+def test_bad_negatives_file_rows_are_named(tmp_path: Path, rows: list[tuple[str, str, int]], match: str) -> None:
+    _events(tmp_path / "events.parquet")
+    u00 = [r["item"] for r in pq.read_table(tmp_path / "events.parquet").to_pylist() if r["user"] == "u00"]
+    other = sorted(set(u00) - set(u00[:2]))[0]  # not the item of u00's first two events
+    named = {"OWN": u00[0], "OTHER": other}
+    _negatives_file(tmp_path, [{"user": u, "item": named[i], "position": p} for u, i, p in rows])
+    cfg = _config(tmp_path, negatives_file={"path": "shown.parquet", "per_event": 1})
+    with pytest.raises(DataError, match=match):
+        load_event_file(load_generative_config(cfg).data, base_dir=tmp_path)
+
+
+def test_negatives_file_column_is_named(tmp_path: Path) -> None:
+    _events(tmp_path / "events.parquet")
+    _negatives_file(tmp_path, [{"user": "u00", "item": "sku-001", "pos": 0}])
+    cfg = _config(tmp_path, negatives_file={"path": "shown.parquet", "per_event": 1})
+    with pytest.raises(ConfigError, match=r"data\.negatives_file\.position_column: column 'position' is not in"):
+        load_event_file(load_generative_config(cfg).data, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"negatives_file: only with `path`"):
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "kind": "generative",
+                    "data": {"dataset": "rk-ml100k", "negatives_file": {"path": "x", "per_event": 1}},
+                }
+            )
+        )
+        load_generative_config(path)

@@ -65,6 +65,19 @@ def test_bundle_holds_the_generative_run_and_loads_it(bundle: Path) -> None:
     assert st.max_history == 31 and len(st.static) == 60 and st.static["u01"] != st.unseen_static
 
 
+def test_a_stage_straight_from_the_run_is_the_bundles_stage(runs: dict[str, Path], bundle: Path) -> None:
+    from ranker.serving.generative import stage_of_run
+
+    served, direct = load_bundle(bundle).ranking, stage_of_run(runs["generative"])
+    assert isinstance(served, GenerativeStage)
+    for name in ("item_ids", "action_ids", "unknown_action", "static", "unseen_static"):
+        assert getattr(direct, name) == getattr(served, name), name
+    events = [Event("u01", "sku-003", "view", 1_000.0), Event("u01", "sku-007", "buy", 1_010.0)]
+    a = direct.score("u01", events, ["sku-001", "sku-002", "nope"], 1_020.0)
+    b = served.score("u01", events, ["sku-001", "sku-002", "nope"], 1_020.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_recommend_and_score_through_the_app(client: TestClient) -> None:
     t = 1_700_000_000
     events = [

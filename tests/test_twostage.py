@@ -255,3 +255,76 @@ def test_paired_bootstrap_on_hand_made_examples() -> None:
     r = per_user(np.array([1, 3, 11, 60]))
     assert r["HR@10"].tolist() == [1, 1, 0, 0] and r["HR@50"].tolist() == [1, 1, 1, 0]
     assert r["NDCG@10"][1] == pytest.approx(0.5) and r["MRR"][2] == pytest.approx(1 / 11)
+
+
+def test_generative_stage2_files_train_and_score_the_lists_as_served(tmp_path: Path) -> None:
+    """The generative stage 2: the event file is each user's full sequence in order, the
+    negatives name (user, position) of the training and held-out queries, a declared
+    ``kind: generative`` config trains on them, and the held-out lists are scored through the
+    served stage exactly as the model scores the candidates appended to the history."""
+    import yaml
+
+    from ranker.config import anchored, load_generative_config
+    from ranker.generative.run import load_events, train_generative_run
+    from ranker.models.generative import Tokens
+    from ranker.nn.interleave import ACTION, ITEM, STATIC
+    from ranker.serving.generative import stage_of_run
+    from ranker.twostage import generative as gen
+
+    data, serving, model = _world()
+    full = full_sequences(data)
+    user, pos = prefix_queries(data.train.lengths(), per_user=2, seed=0)
+    prefix = prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN)
+    train = training_rows(model, data, prefix, hard=3, sampled=1, seed=0)
+    held = [heldout_candidates(model, data, s, 8) for s in ("valid", "test")]
+    tables = gen.event_tables(data, serving, _side())
+    tables["negatives"] = gen.negatives_table(train, held, serving, per_event=4, seed=0)
+
+    ev = tables["events"]
+    assert ev.num_rows == len(full.items)
+    u3 = ev.filter(pa.compute.equal(ev.column("user"), RAW_USER + 3))
+    assert u3.column("item").to_pylist() == (RAW_ITEM + full.items[full.offsets[3] : full.offsets[4]]).tolist()
+    assert u3.column("position").to_pylist() == list(range(u3.num_rows))
+    neg = tables["negatives"]
+    assert neg.num_rows == int((train.items[:, 1:] > 0).sum()) + 2 * 12 * 4
+    for row in neg.to_pylist():  # never the item at that position nor one before it
+        u, p = row["user"] - RAW_USER, row["position"]
+        assert row["item"] - RAW_ITEM not in full.items[full.offsets[u] : full.offsets[u] + p + 1]
+
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    files = {k: folder / f"{k}.parquet" for k in tables}
+    for k, t in tables.items():
+        pq.write_table(t, files[k])
+    cfg = gen.generative_config("tiny-gen", {k: Path(p.name) for k, p in files.items()}, _side(), per_event=4, epochs=1)
+    cfg["model"] |= {"dim": 8, "num_heads": 1, "linear_dim": 4, "attention_dim": 4}
+    cfg["data"]["max_events"] = 8
+    (folder / "gen.yaml").write_text(yaml.safe_dump(cfg))
+    run_cfg = anchored(load_generative_config(folder / "gen.yaml"), folder / "gen.yaml")
+    log = load_events(run_cfg)
+    assert log.train_target is not None
+    assert int(log.train_target[log.split == 0].sum()) == len(np.unique(train.user * 100 + train.position))
+    metrics = train_generative_run(run_cfg, tmp_path / "run")
+    assert metrics["rows"]["valid"] == 12 * 5  # the validation event and its 4 listed candidates
+
+    stage = stage_of_run(tmp_path / "run")
+    c = held[1]
+    scores = gen.held_out_scores(stage, c, data, serving)
+    assert scores.shape == c.items.shape and np.isfinite(scores[c.items > 0]).all()
+    q = 5  # by hand: the last max_events − 1 items before the test position, then the candidates
+    u, p = int(c.user[q]), int(c.position[q])
+    first = max(0, p - stage.max_history)
+    hist = full.items[full.offsets[u] + first : full.offsets[u] + p]
+    static = log.static[u + 1].tolist()  # event-file users are sorted raw ids: view row u is id u + 1
+    s, m = len(static), len(hist)
+    row = lambda v: torch.tensor(v).view(1, -1)  # noqa: E731
+    tokens = Tokens(
+        row([STATIC] * s + [ITEM, ACTION] * m),
+        row(static + [x for it in hist for x in (int(it), 1)]),
+        row([-1] * s + [e for e in range(m) for _ in (0, 1)]),
+        row([first] * s + [first + e for e in range(m) for _ in (0, 1)]),
+        row(list(range(s + 2 * m))),
+        torch.zeros(0, dtype=torch.long),
+    )
+    by_hand = torch.sigmoid(stage.model.score_candidates(tokens, torch.from_numpy(c.items[q]), time=p)[:, 0])
+    assert np.allclose(scores[q], by_hand.numpy(), atol=1e-6)

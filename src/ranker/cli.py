@@ -20,14 +20,13 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ranker.errors import ConfigError, RankerError, warn
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    pass
 
-C = TypeVar("C", bound="BaseModel")
 DEMOS = {"synthetic": "demo-synthetic.yaml", "ml-100k": "demo-ml100k.yaml", "rk-ml100k": "demo-ml100k.yaml"}
 
 
@@ -226,7 +225,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if family.kind == "ranking":
         options = {"base_dir": args.config.resolve().parent, "init_from": args.init_from}
     else:
-        cfg = _anchored(cfg, args.config)
+        from ranker.config import anchored
+
+        cfg = anchored(cfg, args.config)
     from ranker.distributed import process_group
     from ranker.train.engine import pick_device
 
@@ -282,24 +283,6 @@ def _run_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a run directory")
     return out
-
-
-def _anchored(cfg: C, config_path: Path) -> C:
-    """`cfg` with relative ``data.path`` / ``data.user_table.path`` made absolute against the
-    config file's folder (as the feature ranker reads paths), so the run directory's
-    config.yaml finds the files from anywhere."""
-
-    def absolute(section: Any) -> Any:
-        path = getattr(section, "path", None)
-        if path is None or Path(path).expanduser().is_absolute():
-            return section
-        full = (config_path.resolve().parent / Path(path).expanduser()).resolve()
-        return section.model_copy(update={"path": str(full)})
-
-    data = absolute(cfg.data)  # type: ignore[attr-defined]
-    if getattr(data, "user_table", None) is not None:
-        data = data.model_copy(update={"user_table": absolute(data.user_table)})
-    return cfg.model_copy(update={"data": data})
 
 
 def _retrieval_summary(cfg: Any, m: dict[str, Any], out: Path, seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from ranker.config.generative import GenerativeRunConfig
 from ranker.config.load import (
+    anchored,
     apply_override,
     config_kind,
     dump_config,
@@ -24,6 +25,7 @@ __all__ = [
     "config_kind",
     "dump_config",
     "load_config",
+    "anchored",
     "load_generative_config",
     "load_retrieval_config",
     "validate",

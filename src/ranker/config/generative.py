@@ -32,6 +32,29 @@ class SampledNegatives(Strict):
     power: float = Field(0.75, ge=0)
 
 
+class NegativesFile(Strict):
+    """Negatives of chosen events from a file of your own: one row per (event, negative item).
+
+    An event is named by its user and ``position_column``: the event's 0-based index among the
+    user's events in time order (ties by file row, after the action filter), the order the
+    splits use. A listed event scores its file negatives after its sampled ones (``negatives``),
+    in file order, in ``per_event`` slots; an event with fewer leaves the rest empty (masked).
+    Label 0 for every task; masked for tasks with a ``mask_column``, as sampled ones. Use it for
+    the items a previous stage showed or proposed at that moment (impressions, a candidate
+    generator's top N: "hard" negatives). ``only_listed``: the train split trains on the listed
+    events only; the others stay in the sequences as context (valid and test score every event).
+    """
+
+    path: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    csv: CsvOptions = CsvOptions()
+    user_column: str | None = Field(None, description="user id column (default: data.user_column)")
+    item_column: str | None = Field(None, description="negative item id column (default: data.item_column)")
+    position_column: str = Field("position", description="the event's 0-based index in the user's time order")
+    per_event: int = Field(..., ge=1, description="slots for file negatives per event (more listed: an error)")
+    only_listed: bool = Field(False, description="train on the listed train events only")
+
+
 class UserTable(Strict):
     """A file of per-user columns for ``static_features``, keyed by the user id column."""
 
@@ -57,6 +80,7 @@ class GenerativeData(EventFile):
             - {name: like, column: liked, mask_column: clicked}
           negatives: {per_event: 4}     # optional sampled negatives (else: each row is scored
                                         # alone; impressions are rows whose labels are 0)
+          negatives_file: {path: shown.parquet, per_event: 8}   # optional negatives per event
           static_features: [user_id, country]   # the user id column, or columns of user_table
           user_table: {path: users.csv}         # (else: event-file columns constant per user)
           split: {kind: time, fractions: [0.8, 0.1, 0.1]}   # or {kind: last_n, valid: 1, test: 1}
@@ -83,6 +107,7 @@ class GenerativeData(EventFile):
     )
     tasks: list[TaskConfig] = Field(default_factory=list, description="own data: labels from columns")
     negatives: SampledNegatives | None = Field(None, description="own data: sampled negatives")
+    negatives_file: NegativesFile | None = Field(None, description="own data: negatives of chosen events")
     user_table: UserTable | None = Field(None, description="own data: per-user static columns")
     split: EventTimeSplit | LastNSplit | None = Field(
         None, discriminator="kind", description="own data: time or last_n"
@@ -98,7 +123,7 @@ class GenerativeData(EventFile):
     @model_validator(mode="after")
     def _source(self) -> GenerativeData:
         self._check_event_keys(self.dataset)
-        own = ("tasks", "negatives", "user_table", "split")
+        own = ("tasks", "negatives", "negatives_file", "user_table", "split")
         if self.dataset is not None:
             given = [k for k in own if getattr(self, k)]
             if given:

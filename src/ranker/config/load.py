@@ -42,6 +42,23 @@ def load_generative_config(path: str | Path, overrides: list[str] | None = None)
     return validate(raw, source=str(path), root=GenerativeRunConfig)
 
 
+def anchored(cfg: M, config_path: str | Path) -> M:
+    """`cfg` with relative ``data.path`` and the data's other file paths (``user_table``,
+    ``negatives_file``) made absolute against the config file's folder (as the feature ranker
+    reads paths), so the run directory's config.yaml finds the files from anywhere."""
+    folder = Path(config_path).resolve().parent
+
+    def absolute(section: Any) -> Any:
+        path = getattr(section, "path", None)
+        if path is None or Path(path).expanduser().is_absolute():
+            return section
+        return section.model_copy(update={"path": str((folder / Path(path).expanduser()).resolve())})
+
+    data = absolute(cfg.data)  # type: ignore[attr-defined]
+    parts = {k: absolute(getattr(data, k)) for k in ("user_table", "negatives_file") if getattr(data, k, None)}
+    return cfg.model_copy(update={"data": data.model_copy(update=parts)})  # type: ignore[attr-defined]
+
+
 KINDS = ("ranking", "retrieval", "generative")
 
 

@@ -84,7 +84,8 @@ def build_window(log: EventLog, events: np.ndarray, targets: np.ndarray) -> Wind
 
 
 def user_windows(log: EventLog, split: int, max_events: int) -> list[Window]:
-    """Windows scoring every event of ``split`` (0 = train: train events only as input)."""
+    """Windows scoring every event of ``split`` (0 = train: train events only as input, and
+    only the events of ``log.train_target`` as targets when it is set)."""
     keep = log.split == 0 if split == 0 else log.split <= split
     ev = np.flatnonzero(keep)
     ev = ev[np.argsort(log.user[ev], kind="stable")]  # by user, time order within
@@ -92,6 +93,8 @@ def user_windows(log: EventLog, split: int, max_events: int) -> list[Window]:
     out = []
     for seq in np.split(ev, bounds):
         is_target = log.split[seq] == split
+        if split == 0 and log.train_target is not None:
+            is_target &= log.train_target[seq]
         if not is_target.any():
             continue
         for lo, a, b in target_blocks(len(seq), max_events):

@@ -20,6 +20,7 @@ The one path of both own data and the built-in RK-ML100K
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ranker.config.events import EventTimeSplit
-from ranker.config.generative import GenerativeData, SampledNegatives
+from ranker.config.generative import GenerativeData, NegativesFile, SampledNegatives
 from ranker.config.schema import TaskConfig
-from ranker.data.checks import check_classes, check_labels, plural
+from ranker.data.checks import FileRows, check_classes, check_labels, plural
 from ranker.data.events import (
     chronological,
     id_values,
@@ -39,7 +40,7 @@ from ranker.data.events import (
     time_values,
     vocabulary,
 )
-from ranker.data.readers import read_table, resolve
+from ranker.data.readers import file_format, read_table, resolve
 from ranker.data.recipes.rk_ml100k import draw_negatives
 from ranker.errors import ConfigError, DataError, warn
 from ranker.generative.events import EventLog, static_ids
@@ -53,17 +54,30 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
     table, rows = read_events(data, extra=_declared_columns(data), base_dir=base_dir)
     check_labels(table, data.tasks, rows, missing_masks=True)
     user, users = vocabulary(id_values(table.column(data.user_column), "user_column"))
-    item, items = vocabulary(id_values(table.column(data.item_column), "item_column"))
-    user, item = user + 1, item + 1
+    item_values = id_values(table.column(data.item_column), "item_column")
+    shown = _read_negatives_file(data, base_dir) if data.negatives_file is not None else None
+    if shown is not None:  # items only ever shown are items too (an embedding each)
+        item_values = pa.concat_arrays([item_values, _same_type(shown.items, item_values.type, shown)])
+    item, items = vocabulary(item_values)
+    item = item + 1
+    if shown is not None:
+        shown = shown.with_items(item[table.num_rows :])
+        item = item[: table.num_rows]
+    user = user + 1
     time = time_values(table.column(data.time_column))
+    position = np.empty(len(time), dtype=np.int64)  # index in the user's time order
+    chron = chronological(user, time)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(user[chron])) + 1])
+    position[chron] = np.arange(len(chron)) - np.repeat(starts, np.diff(np.append(starts, len(chron))))
     if isinstance(data.split, EventTimeSplit):
         period = time_periods(time, data.split)
     else:
         assert data.split is not None
-        period = last_n_periods(user, chronological(user, time), data.split.valid, data.split.test)
+        period = last_n_periods(user, chron, data.split.valid, data.split.test)
         _short_users(np.bincount(user)[1:], users, data.split.valid + data.split.test, rows.path)
     order = np.lexsort((np.arange(len(time)), time, period))
     table, user, item, time, period = table.take(pa.array(order)), user[order], item[order], time[order], period[order]
+    position = position[order]
     for split, name in enumerate(("train", "valid", "test")):
         if not (period == split).any():
             raise DataError(f"{rows.path}: data.split leaves the {name} split empty")
@@ -73,10 +87,20 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
     if data.negatives is not None:
         neg = _negatives(user, item, period, len(items), data.negatives)
         candidates = np.concatenate([candidates, neg], 1)
-        k = candidates.shape[1]
-        labels = np.concatenate([labels, np.zeros((len(item), k - 1, len(data.tasks)), np.float32)], 1)
-        neg_mask = np.array([0.0 if t.mask_column else 1.0 for t in data.tasks], np.float32)
-        mask = np.concatenate([mask, np.broadcast_to(neg_mask, (len(item), k - 1, len(data.tasks)))], 1)
+    train_target = None
+    if shown is not None:
+        listed = _file_negatives(shown, user, item, position, users)
+        candidates = np.concatenate([candidates, listed], 1)
+        if shown.cfg.only_listed:
+            train_target = np.asarray((listed > 0).any(1), dtype=bool)
+            if not train_target[period == 0].any():
+                raise DataError(f"{shown.path}: data.negatives_file.only_listed: no train event is listed")
+    if candidates.shape[1] > 1:
+        k, t = candidates.shape[1], len(data.tasks)
+        labels = np.concatenate([labels, np.zeros((len(item), k - 1, t), np.float32)], 1)
+        neg_mask = np.array([0.0 if task.mask_column else 1.0 for task in data.tasks], np.float32)
+        neg_mask = np.broadcast_to(neg_mask, (len(item), k - 1, t)) * (candidates[:, 1:, None] > 0)
+        mask = np.concatenate([mask, neg_mask.astype(np.float32)], 1)
     _check_classes(labels, mask, period, data.tasks, rows.path)
     in_train = np.zeros(len(users) + 1, dtype=bool)
     in_train[user[period == 0]] = True
@@ -97,6 +121,7 @@ def load_event_file(data: GenerativeData, base_dir: Path | None = None) -> Event
         num_actions=num_actions,
         num_static=num_static,
         vocab={"users": users, "items": items, "actions": action_values},
+        train_target=train_target,
     )
 
 
@@ -194,6 +219,122 @@ def _negatives(
             f"data.negatives.per_event: {cfg.per_event} needs more items with train events than {trained}"
         )
     return draw_negatives(user, item, period == 0, num_items, k=cfg.per_event, seed=cfg.seed, power=cfg.power)[0]
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """The rows of ``data.negatives_file``: raw users and items (later item ids 1..), positions."""
+
+    cfg: NegativesFile
+    path: Path
+    rows: FileRows
+    user_column: str
+    users: pa.Array
+    items: pa.Array | np.ndarray
+    position: np.ndarray
+
+    def with_items(self, ids: np.ndarray) -> _Shown:
+        return replace(self, items=ids)
+
+
+def _read_negatives_file(data: GenerativeData, base_dir: Path | None) -> _Shown:
+    """``data.negatives_file`` read and its columns checked (the config keys named)."""
+    cfg = data.negatives_file
+    assert cfg is not None
+    path = resolve(cfg.path, base_dir)
+    if path.is_dir():
+        raise ConfigError(f"data.negatives_file.path: {path} is a directory, not a file")
+    if not path.is_file():
+        raise ConfigError(f"data.negatives_file.path: {path}: file not found")
+    fmt = file_format(path, cfg.format)
+    columns = {
+        "user_column": str(cfg.user_column or data.user_column),
+        "item_column": str(cfg.item_column or data.item_column),
+        "position_column": cfg.position_column,
+    }
+    table = read_table(path, fmt, cfg.csv, string_columns=(columns["user_column"], columns["item_column"]))
+    for key, name in columns.items():
+        if name not in table.column_names:
+            raise ConfigError(
+                f"data.negatives_file.{key}: column {name!r} is not in {path}; columns: {', '.join(table.column_names)}"
+            )
+    pos = table.column(columns["position_column"])
+    if not pa.types.is_integer(pos.type) or pos.null_count:
+        raise ConfigError(
+            f"data.negatives_file.position_column: {columns['position_column']!r} of {path} must hold integers "
+            f"without gaps (it holds {pos.type}{', with nulls' if pos.null_count else ''})"
+        )
+    return _Shown(
+        cfg,
+        path,
+        FileRows.of(path, fmt, cfg.csv),
+        columns["user_column"],
+        id_values(table.column(columns["user_column"]), "negatives_file.user_column"),
+        id_values(table.column(columns["item_column"]), "negatives_file.item_column"),
+        pos.to_numpy().astype(np.int64),
+    )
+
+
+def _same_type(values: pa.Array, to: pa.DataType, shown: _Shown) -> pa.Array:
+    """`values` (ids of the negatives file) as the event file's id type, or a ConfigError."""
+    if values.type == to:
+        return values
+    try:
+        return pc.cast(values, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ConfigError(
+            f"data.negatives_file: the ids of {shown.path} are {values.type} and the event file's {to}: "
+            "write them the same way"
+        ) from exc
+
+
+def _file_negatives(
+    shown: _Shown, user: np.ndarray, item: np.ndarray, position: np.ndarray, users: pa.Array
+) -> np.ndarray:
+    """(n, per_event) item ids of the negatives file per event (0 = empty slot).
+
+    `user`, `item` (ids 1..), `position` (n,): the events in the log's order; `users` the
+    sorted raw user ids of ids 1..; ``shown.items`` already item ids.
+    """
+    rows, cfg = shown.rows, shown.cfg
+    found = pc.index_in(_same_type(shown.users, users.type, shown), value_set=users)
+    if found.null_count:
+        bad = int(np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{shown.path}: {rows.at(bad)}: {shown.user_column} {shown.users[bad].as_py()!r} is not a user "
+            f"of the event file"
+        )
+    who = found.to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    neg = np.asarray(shown.items, dtype=np.int64)
+    pos = shown.position
+    width = int(max(position.max(), pos.max(), 0)) + 1
+    event_keys = user * width + position
+    by_key = np.argsort(event_keys)
+    wanted = who * width + np.clip(pos, 0, None)
+    at = np.minimum(np.searchsorted(event_keys[by_key], wanted), len(by_key) - 1)
+    event = by_key[at]
+    missing = (event_keys[event] != wanted) | (pos < 0)
+    if missing.any():
+        bad = int(np.flatnonzero(missing)[0])
+        raise DataError(
+            f"{shown.path}: {rows.at(bad)}: user {shown.users[bad].as_py()!r} has no event at "
+            f"{cfg.position_column} {int(pos[bad])} (0-based, in time order)"
+        )
+    own = item[event] == neg
+    if own.any():
+        raise DataError(f"{shown.path}: {rows.at(int(np.flatnonzero(own)[0]))}: the negative is the event's own item")
+    order = np.argsort(event, kind="stable")
+    grouped = event[order]
+    slot = np.arange(len(grouped)) - np.searchsorted(grouped, grouped)  # rank within the event's rows
+    if (slot >= cfg.per_event).any():
+        bad = int(order[np.flatnonzero(slot >= cfg.per_event)[0]])
+        raise DataError(
+            f"{shown.path}: {rows.at(bad)}: more than data.negatives_file.per_event = {cfg.per_event} "
+            "negatives for one event"
+        )
+    out = np.zeros((len(item), cfg.per_event), dtype=np.int64)
+    out[grouped, slot] = neg[order]
+    return out
 
 
 def _static_columns(

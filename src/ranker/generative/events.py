@@ -33,6 +33,7 @@ class EventLog:
     item; labels, label_mask (n, K, T) float32; static (num_users + 1, S) int64 ids into the
     static table, indexed by user id. ``vocab`` (own event files): raw ids of users ``1..U``
     and items ``1..I`` (``vocab["items"][k - 1]`` is item k) and the action values of ids 1..A.
+    ``train_target`` (n,) bool: the train events that are training targets (None: all of them).
     """
 
     user: np.ndarray
@@ -49,6 +50,7 @@ class EventLog:
     num_actions: int
     num_static: int
     vocab: dict[str, pa.Array] | None = None
+    train_target: np.ndarray | None = None
 
 
 def static_ids(columns: dict[str, np.ndarray], train: np.ndarray) -> tuple[np.ndarray, int]:

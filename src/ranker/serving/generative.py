@@ -136,13 +136,12 @@ def check_generative(run: Path, items: pa.Array, catalogue_file: Path, min_overl
     check_ids_fit(_vocab(run / "items.parquet", "item"), run / "items.parquet", items, catalogue_file, min_overlap)
 
 
-def write_generative(run: Path, tmp: Path) -> dict[str, Any]:
-    """Copy the run into ``tmp/generative``; write ``static.parquet`` and ``generative.json``
-    from the run's data (read once, here); the manifest's stage entry."""
+def _run_and_data(run: Path) -> tuple[Any, Any, Any]:
+    """(config, model, event log) of a finished generative run; its data must be the one it
+    trained on (the static tokens are rebuilt from it)."""
     from ranker.generative.run import load_events, load_run
-    from ranker.tasks.score import score_weights
 
-    cfg, _ = load_run(run)
+    cfg, model = load_run(run)
     log = load_events(cfg)
     assert log.vocab is not None  # every event log read from a declared file has one
     for name, values in (("items", log.vocab["items"]), ("users", log.vocab["users"])):
@@ -152,6 +151,33 @@ def write_generative(run: Path, tmp: Path) -> dict[str, Any]:
                 f"--ranker {run}: {name}.parquet differs from the {name} of its data {cfg.data.path or cfg.data.dataset} "
                 "(the data changed after training): the static tokens cannot be rebuilt"
             )
+    return cfg, model, log
+
+
+def stage_of_run(run: Path) -> GenerativeStage:
+    """The stage straight from a finished run directory and its data (no bundle): what a
+    bundle of it would serve, for offline scoring through the served path."""
+    cfg, model, log = _run_and_data(run)
+    actions = [str(a) for a in pq.read_table(run / "actions.parquet").column(0).to_pylist()]
+    users = [raw_id(u) for u in log.vocab["users"].to_pylist()]
+    return GenerativeStage(
+        cfg=cfg,
+        model=model,
+        spec=TaskSpec.from_tasks(list(log.tasks)),
+        item_ids={raw_id(v): k + 1 for k, v in enumerate(log.vocab["items"].to_pylist())},
+        action_ids={a: k + 1 for k, a in enumerate(actions)},
+        unknown_action=len(actions) + 1 if log.num_actions > len(actions) else 0,
+        static=dict(zip(users, log.static[1:].tolist(), strict=True)),
+        unseen_static=unseen_static_ids(log.static, log.user[log.split == 0]),
+    )
+
+
+def write_generative(run: Path, tmp: Path) -> dict[str, Any]:
+    """Copy the run into ``tmp/generative``; write ``static.parquet`` and ``generative.json``
+    from the run's data (read once, here); the manifest's stage entry."""
+    from ranker.tasks.score import score_weights
+
+    cfg, _, log = _run_and_data(run)
     spec = TaskSpec.from_tasks(list(log.tasks))
     score_weights(spec, cfg.serving.weights)  # an unknown task name in serving.weights fails here
     dest = tmp / "generative"
