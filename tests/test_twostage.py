@@ -23,7 +23,15 @@ from ranker.retrieval.protocol import LeaveOneOut, Sequences, leave_one_out_view
 from ranker.twostage import side_info
 from ranker.twostage.content import reduce_dim
 from ranker.twostage.dataset import stage2_config, stage2_tables, with_side_info, write_tables
-from ranker.twostage.evaluate import final_ranks, list_metrics, paired_bootstrap, per_user, request_ms, stage2_scores
+from ranker.twostage.evaluate import (
+    final_ranks,
+    list_metrics,
+    paired_bootstrap,
+    per_user,
+    request_ms,
+    stage2_scores,
+    time_requests,
+)
 from ranker.twostage.rows import full_sequences, heldout_rows, rows_table, training_rows
 from ranker.twostage.side_info import SideInfo
 
@@ -309,7 +317,8 @@ def test_generative_stage2_files_train_and_score_the_lists_as_served(tmp_path: P
 
     stage = stage_of_run(tmp_path / "run")
     c = held[1]
-    scores = gen.held_out_scores(stage, c, data, serving)
+    lists = gen.HeldOutLists(stage, data, serving)
+    scores = lists.scores(c)
     assert scores.shape == c.items.shape and np.isfinite(scores[c.items > 0]).all()
     q = 5  # by hand: the last max_events − 1 items before the test position, then the candidates
     u, p = int(c.user[q]), int(c.position[q])
@@ -328,3 +337,5 @@ def test_generative_stage2_files_train_and_score_the_lists_as_served(tmp_path: P
     )
     by_hand = torch.sigmoid(stage.model.score_candidates(tokens, torch.from_numpy(c.items[q]), time=p)[:, 0])
     assert np.allclose(scores[q], by_hand.numpy(), atol=1e-6)
+    timing = time_requests(lambda i: lists.score(c, i), [0, 1, 2], threads=1, warmup=1)
+    assert set(timing) == {"mean_ms", "p50_ms", "p99_ms"} and timing["mean_ms"] > 0

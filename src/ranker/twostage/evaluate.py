@@ -15,7 +15,7 @@ candidates: the request's rows through the run's own preprocessor and model, one
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -144,16 +144,28 @@ def request_ms(
     query = table.column("query").to_numpy()
     if (np.diff(query) < 0).any():
         raise ValueError("rows must be sorted by query")
+
+    def request(q: int) -> None:
+        lo, hi = np.searchsorted(query, [q, q + 1])
+        rows = table.slice(int(lo), int(hi - lo))
+        model(TensorData.from_encoded(pre.transform(rows, source="request")).tensors)
+
+    return time_requests(request, queries, threads=threads, warmup=warmup)
+
+
+def time_requests(
+    request: Callable[[int], object], queries: Sequence[int], *, threads: int, warmup: int = 3
+) -> dict[str, float]:
+    """Milliseconds of ``request(q)`` per query (mean, p50, p99) with `threads` torch threads,
+    under inference mode, after `warmup` untimed calls on the first queries."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         times = []
         for i, q in enumerate([*list(queries)[:warmup], *queries]):
-            lo, hi = np.searchsorted(query, [q, q + 1])
-            rows = table.slice(int(lo), int(hi - lo))
             start = time.perf_counter()
             with torch.inference_mode():
-                model(TensorData.from_encoded(pre.transform(rows, source="request")).tensors)
+                request(q)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
     finally:

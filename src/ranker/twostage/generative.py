@@ -144,23 +144,28 @@ def generative_config(
     }
 
 
-def held_out_scores(stage: GenerativeStage, c: Candidates, data: LeaveOneOut, serving: ServingData) -> np.ndarray:
-    """(Q, N) stage-2 scores of the candidates of each held-out query (−inf on empty slots):
-    the user's items before the query position as events at their positions, the candidates
-    at the query's position (:meth:`GenerativeStage.score`)."""
-    full = full_sequences(data)
-    users = _raw_users(serving).to_pylist()
-    raw_items = serving.items
-    out = np.full(c.items.shape, -np.inf)
-    keep = stage.max_history
-    for q in range(len(c)):
+class HeldOutLists:
+    """Stage-2 scores of held-out candidate lists through the served path: the user's items
+    before the query position as events at their positions, the candidates at the query's
+    position (:meth:`GenerativeStage.score`, M-FALCON over the last ``max_events − 1`` items)."""
+
+    def __init__(self, stage: GenerativeStage, data: LeaveOneOut, serving: ServingData) -> None:
+        self.stage, self.full = stage, full_sequences(data)
+        self.users = [raw_id(u) for u in _raw_users(serving).to_pylist()]
+        self.items = [raw_id(i) for i in serving.items.to_pylist()]  # internal item k is items[k - 1]
+
+    def score(self, c: Candidates, q: int) -> np.ndarray:
+        """(N,) scores of query `q`'s list (−inf on empty slots)."""
         u, p = int(c.user[q]), int(c.position[q])
-        first = max(0, p - keep)
-        hist = full.items[full.offsets[u] + first : full.offsets[u] + p]
-        names = raw_items.take(pa.array(hist - 1)).to_pylist()
-        user = raw_id(users[u])
-        events = [Event(user, raw_id(it), ACTION, float(first + j)) for j, it in enumerate(names)]
+        first = max(0, p - self.stage.max_history)
+        hist = self.full.items[self.full.offsets[u] + first : self.full.offsets[u] + p]
+        user = self.users[u]
+        events = [Event(user, self.items[it - 1], ACTION, float(first + j)) for j, it in enumerate(hist)]
         slots = np.flatnonzero(c.items[q] > 0)
-        cand = [raw_id(x) for x in raw_items.take(pa.array(c.items[q, slots] - 1)).to_pylist()]
-        out[q, slots] = stage.score(user, events, cand, float(p))[1]
-    return out
+        out = np.full(c.items.shape[1], -np.inf)
+        out[slots] = self.stage.score(user, events, [self.items[i - 1] for i in c.items[q, slots]], float(p))[1]
+        return out
+
+    def scores(self, c: Candidates) -> np.ndarray:
+        """(Q, N) scores of every list of `c`."""
+        return np.stack([self.score(c, q) for q in range(len(c))]) if len(c) else np.zeros(c.items.shape)
