@@ -197,9 +197,15 @@ def run_generative(
     }
     scorer = gen.HeldOutLists(stage_of_run(run_dir), ctx["data"], ctx["serving"])
     ranks: dict[str, np.ndarray] = {}
+    probs = {s: scorer.scores(ctx["cands"][s].top(n)) for s in ("valid", "test")}
+    weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n))
+    record["blend"] = {"weight": weight, "weights": list(ev.BLEND_WEIGHTS)}
     for split in ("valid", "test"):
         c = ctx["cands"][split].top(n)
-        lists = scorer.scores(c)
+        lists = probs[split]
+        blended = ev.final_ranks(ev.blend(lists, c, weight), c)[0]
+        ranks[f"{split}_blend"] = blended
+        record["blend"][split] = ev.list_metrics(blended, n)
         two, one = ev.final_ranks(lists, c)
         ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
         record[split] = ev.list_metrics(two, n)
@@ -210,6 +216,9 @@ def run_generative(
         }
         record[f"{split}_moved"] = {"up": int((two < one).sum()), "down": int((two > one).sum())}
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
+    record["blend"]["test_bootstrap"] = ev.compare(
+        ranks["test_blend"], ranks["test_one"], n=n, resamples=args.resamples
+    )
     np.savez(run_dir / "final_ranks.npz", **ranks)
     if args.timing:
         record["timing"] = generative_timing(args, ctx, n, run_dir)
@@ -465,6 +474,14 @@ def table(results: dict[str, Any]) -> str:
             cells += [_cell(runs, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
             cells += [_diff(boot and boot.get("HR@10")), _diff(boot and boot.get("NDCG@10")), _timing(runs)]
             lines.append("| " + " | ".join(cells) + " |")
+            blends = [r["blend"] for r in runs if "blend" in r]
+            if blends:  # the same runs fused with the stage-1 score (one weight, picked on validation)
+                weights = ", ".join(f"{b['weight']:g}" for b in blends)
+                cells = [str(n), f"{label} + stage-1 score (weight {weights}, on valid)", str(len(blends)), recall]
+                cells += [_cell(blends, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
+                b = blends[0]["test_bootstrap"] if len(blends) == 1 else None
+                cells += [_diff(b and b.get("HR@10")), _diff(b and b.get("NDCG@10")), "–"]
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

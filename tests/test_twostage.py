@@ -339,3 +339,21 @@ def test_generative_stage2_files_train_and_score_the_lists_as_served(tmp_path: P
     assert np.allclose(scores[q], by_hand.numpy(), atol=1e-6)
     timing = time_requests(lambda i: lists.score(c, i), [0, 1, 2], threads=1, warmup=1)
     assert set(timing) == {"mean_ms", "p50_ms", "p99_ms"} and timing["mean_ms"] > 0
+
+
+def test_the_blend_weight_is_picked_on_the_lists_it_is_given() -> None:
+    from ranker.twostage.evaluate import blend, pick_blend
+
+    # two queries, target item 7 in slot 1; stage 1 puts it first, stage 2 is right only in the second
+    c = Candidates(
+        np.array([0, 1]), np.array([3, 4]), np.array([7, 7]), np.zeros(2), np.array([1, 1]),
+        np.array([[5, 7, 6], [5, 7, 6]]), np.array([[0.2, 0.9, 0.1], [0.2, 0.9, 0.1]]),
+    )  # fmt: skip
+    flat = np.full((2, 3), 0.5)  # stage 2 says nothing: ties count against the target, so any weight > 0 wins
+    assert pick_blend(flat, c) == 0.5
+    right = np.array([[0.1, 0.9, 0.2], [0.1, 0.9, 0.2]])
+    assert pick_blend(right, c) == 0.0  # both agree: no weight needed, the first of equals
+    wrong = np.array([[0.9, 0.1, 0.5], [0.9, 0.1, 0.5]])  # logits ±2.2: stage 1's 0.7 lead needs weight > 6.3
+    assert pick_blend(wrong, c) == 10.0
+    b = blend(wrong, c, 10.0)
+    assert b[0].argmax() == 1 and np.isclose(b[0, 1] - b[0, 0], -2 * np.log(9) + 10 * 0.7)

@@ -75,6 +75,32 @@ def final_ranks(stage2: np.ndarray, cands: Candidates) -> tuple[np.ndarray, np.n
     return two, one
 
 
+BLEND_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
+
+
+def blend(probs: np.ndarray, cands: Candidates, weight: float) -> np.ndarray:
+    """(Q, N) ``logit(p) + weight · s1``: a stage-2 probability fused with the stage-1 score of
+    the same candidate (−inf on empty slots). A ranker that never saw the stage-1 score (the
+    generative one reads item ids) gets it after the fact, with one weight.
+
+    Example:
+        >>> c = Candidates(np.array([0]), np.array([3]), np.array([7]), np.zeros(1),
+        ...                np.array([1]), np.array([[5, 7, 0]]), np.array([[0.9, 0.2, 0.0]]))
+        >>> blend(np.array([[0.5, 0.5, 0.5]]), c, 10.0)
+        array([[  9.,   2., -inf]])
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    out = np.log(p) - np.log1p(-p) + weight * cands.scores.astype(np.float64)
+    return np.where(cands.items > 0, out, -np.inf)
+
+
+def pick_blend(probs: np.ndarray, cands: Candidates, weights: Sequence[float] = BLEND_WEIGHTS) -> float:
+    """The weight of `weights` with the best NDCG@10 of the blended lists of `cands` (the
+    validation queries; the first of equals)."""
+    score = [metrics_from_ranks(final_ranks(blend(probs, cands, w), cands)[0], ks=(10,))["NDCG@10"] for w in weights]
+    return float(weights[int(np.argmax(score))])
+
+
 def top_popularity(scores: np.ndarray, items: np.ndarray, counts: np.ndarray, k: int = 10) -> float:
     """Mean count (e.g. in the training sequences) of the `k` items each list puts first: does a
     list lean on popular items? `scores`, `items` (Q, N); `counts` indexed by item id.
