@@ -27,7 +27,7 @@ from ranker.data.checks import (
     number,
     plural,
 )
-from ranker.data.readers import file_format, read_table, resolve
+from ranker.data.readers import declared_file, file_format, read_table
 from ranker.errors import ConfigError, DataError, warn
 
 
@@ -42,11 +42,7 @@ def read_events(
     checked on the kept rows (a DataError naming the first bad row).
     """
     assert cfg.path is not None and cfg.user_column is not None and cfg.item_column is not None
-    path = resolve(cfg.path, base_dir)
-    if path.is_dir():
-        raise ConfigError(f"data.path: {path} is a directory, not an event file")
-    if not path.is_file():
-        raise ConfigError(f"data.path: {path}: file not found")
+    path = declared_file(cfg.path, "data.path", base_dir, "an event file")
     fmt = file_format(path, cfg.format)
     table = read_table(path, fmt, cfg.csv, string_columns=(cfg.user_column, cfg.item_column))
     rows = FileRows.of(path, fmt, cfg.csv)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ranker.config.schema import CsvOptions, DataConfig, FilesSplit, RandomSplit, TimeSplit
 from ranker.data.checks import FileRows, check_shape, check_values
-from ranker.errors import DataError
+from ranker.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -27,6 +27,17 @@ def resolve(path: str, base_dir: Path | None = None) -> Path:
     """`path` (``~`` expanded) against `base_dir` when relative and a base is given."""
     p = Path(path).expanduser()
     return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
+def declared_file(path: str, key: str, base_dir: Path | None = None, what: str = "a file") -> Path:
+    """The file a config key names (`path` against `base_dir`), or a ConfigError naming the key:
+    ``data.path: /x/events: is a directory, not an event file`` / ``…: file not found``."""
+    full = resolve(path, base_dir)
+    if full.is_dir():
+        raise ConfigError(f"{key}: {full} is a directory, not {what}")
+    if not full.is_file():
+        raise ConfigError(f"{key}: {full}: file not found")
+    return full
 
 
 def read_table(

@@ -40,7 +40,7 @@ from ranker.data.events import (
     time_values,
     vocabulary,
 )
-from ranker.data.readers import file_format, read_table, resolve
+from ranker.data.readers import declared_file, file_format, read_table
 from ranker.data.recipes.rk_ml100k import draw_negatives
 from ranker.errors import ConfigError, DataError, warn
 from ranker.generative.events import EventLog, static_ids
@@ -241,11 +241,7 @@ def _read_negatives_file(data: GenerativeData, base_dir: Path | None) -> _Shown:
     """``data.negatives_file`` read and its columns checked (the config keys named)."""
     cfg = data.negatives_file
     assert cfg is not None
-    path = resolve(cfg.path, base_dir)
-    if path.is_dir():
-        raise ConfigError(f"data.negatives_file.path: {path} is a directory, not a file")
-    if not path.is_file():
-        raise ConfigError(f"data.negatives_file.path: {path}: file not found")
+    path = declared_file(cfg.path, "data.negatives_file.path", base_dir)
     fmt = file_format(path, cfg.format)
     columns = {
         "user_column": str(cfg.user_column or data.user_column),
@@ -348,11 +344,7 @@ def _static_columns(
         ut = data.user_table
         key = ut.user_column or data.user_column
         assert key is not None
-        path = resolve(ut.path, base_dir)
-        if path.is_dir():
-            raise ConfigError(f"data.user_table.path: {path} is a directory, not a file")
-        if not path.is_file():
-            raise ConfigError(f"data.user_table.path: {path}: file not found")
+        path = declared_file(ut.path, "data.user_table.path", base_dir)
         source, where = read_table(path, ut.format, ut.csv, string_columns=(key,)), str(path)
         wanted = {"data.user_table.user_column": key}
         wanted |= {f"data.static_features.{i}": f for i, f in enumerate(data.static_features) if f != data.user_column}
