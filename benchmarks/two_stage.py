@@ -195,9 +195,14 @@ def run_generative(
         "overrides": args.overrides,
         "stage2_config": str(config),
     }
-    scorer = gen.HeldOutLists(stage_of_run(run_dir), ctx["data"], ctx["serving"])
+    lists_file = run_dir / "lists.npz"  # the served scores of every list, kept: blends and checks reuse them
+    if lists_file.is_file():
+        probs = dict(np.load(lists_file))
+    else:
+        scorer = gen.HeldOutLists(stage_of_run(run_dir), ctx["data"], ctx["serving"])
+        probs = {s: scorer.scores(ctx["cands"][s].top(n)) for s in ("valid", "test")}
+        np.savez(lists_file, **probs)
     ranks: dict[str, np.ndarray] = {}
-    probs = {s: scorer.scores(ctx["cands"][s].top(n)) for s in ("valid", "test")}
     weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n))
     record["blend"] = {"weight": weight, "weights": list(ev.BLEND_WEIGHTS)}
     for split in ("valid", "test"):

@@ -75,7 +75,7 @@ def final_ranks(stage2: np.ndarray, cands: Candidates) -> tuple[np.ndarray, np.n
     return two, one
 
 
-BLEND_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
+BLEND_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 
 
 def blend(probs: np.ndarray, cands: Candidates, weight: float) -> np.ndarray:
