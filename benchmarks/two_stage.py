@@ -5,7 +5,7 @@ Usage (from the repository root; one table per dataset):
         --stage1 runs/ts-ml1m/hstu-large-full-r-ml1m-2021 --dataset ml-1m \
         --n 50 100 200 500 --seeds 2021 2022 2023 --ablation none no-hard no-content no-demographics \
         [--per-user 20] [--hard 8] [--sampled 2] [--history 20] [--content-dim 32] [--epochs 10] \
-        [--timing --timing-users 200] [--out runs/two-stage/ml-1m] [--set train.lr=0.002]
+        [--timing --timing-users 200] [--out runs/two-stage/ml-1m] [--set train.lr=0.002] [--results-suffix=-e100]
 
 What it does, in order (every step resumes: finished files and runs are kept in --out):
 1. loads the stage-1 run from its directory (``ranker.retrieval.run.load_run``; a ``reference``
@@ -71,8 +71,9 @@ PROTOCOL = {
 }
 
 
-def results_path(dataset: str) -> Path:
-    return HERE / "results" / f"two-stage-{dataset}.json"
+def results_path(dataset: str, suffix: str = "") -> Path:
+    """``suffix`` (--results-suffix, e.g. ``-e100``): a separate file, for another stage-1 run."""
+    return HERE / "results" / f"two-stage-{dataset}{suffix}.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timing-users", type=int, default=200)
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--out", type=Path, help="default runs/two-stage/<dataset>")
+    p.add_argument(
+        "--results-suffix",
+        default="",
+        help="a separate results file (two-stage-<dataset><suffix>.json): one file per stage-1 run",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
 
@@ -351,7 +357,7 @@ def seed_average(args: argparse.Namespace, n: int, ablation: str, seeds: list[in
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out = args.out or Path("runs") / "two-stage" / args.dataset
-    path, protocol = results_path(args.dataset), PROTOCOL[args.dataset]
+    path, protocol = results_path(args.dataset, args.results_suffix), PROTOCOL[args.dataset]
     cfg, model, serving = load_run(args.stage1)
     check_stage1(cfg)
     data = run_views(cfg, serving)
