@@ -25,7 +25,12 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
    for runs finished before (on an idle machine: rerun the same command with --timing).
 
-Results: benchmarks/results/two-stage-<dataset>.json (layout ranker-results/1), keys
+``generative`` (a variant too) trains the generative HSTU ranker instead, on the same queries as
+declared files (:mod:`ranker.twostage.generative`): its lists are scored through the served
+stage and, in a second row, fused with the stage-1 score (``logit(p) + w·s1``, w picked on
+validation NDCG@10); the served scores are kept in the run (``lists.npz``).
+
+Results: benchmarks/results/two-stage-<dataset><--results-suffix>.json (layout ranker-results/1), keys
 ``stage1|N<n>`` (stage 1 alone), ``<ablation>|N<n>|<seed>`` and ``<ablation>|N<n>|seeds`` (the
 bootstrap of the seed-averaged per-user metrics). The table: ``update_tables.py``
 (``<!-- table:two-stage-<dataset> -->``, docs/experiments/two-stage.md).
