@@ -222,15 +222,7 @@ def run_generative(
         blended = ev.final_ranks(ev.blend(lists, c, weight), c)[0]
         ranks[f"{split}_blend"] = blended
         record["blend"][split] = ev.list_metrics(blended, n)
-        two, one = ev.final_ranks(lists, c)
-        ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
-        record[split] = ev.list_metrics(two, n)
-        record[f"{split}_stage1"] = ev.list_metrics(one, n)
-        record[f"{split}_top10_train_count"] = {
-            "two_stages": ev.top_popularity(lists, c.items, ctx["counts"]),
-            "stage1": ev.top_popularity(c.scores, c.items, ctx["counts"]),
-        }
-        record[f"{split}_moved"] = {"up": int((two < one).sum()), "down": int((two > one).sum())}
+        list_record(record, ranks, split, lists, c, ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
     record["blend"]["test_bootstrap"] = ev.compare(
         ranks["test_blend"], ranks["test_one"], n=n, resamples=args.resamples
@@ -316,23 +308,33 @@ def run_one(
         c = ctx["cands"][split].top(n)
         scores = ev.stage2_scores(run_dir, table)
         lists = ev.as_lists(table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape)
-        two, one = ev.final_ranks(lists, c)
-        ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
-        record[split] = ev.list_metrics(two, n)
-        record[f"{split}_stage1"] = ev.list_metrics(one, n)
-        record[f"{split}_top10_train_count"] = {  # popularity of what each list shows first
-            "two_stages": ev.top_popularity(lists, c.items, ctx["counts"]),
-            "stage1": ev.top_popularity(c.scores, c.items, ctx["counts"]),
-        }
-        record[f"{split}_moved"] = {  # users whose target the re-ranking moved up / down
-            "up": int((two < one).sum()),
-            "down": int((two > one).sum()),
-        }
+        list_record(record, ranks, split, lists, c, ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
     np.savez(run_dir / "final_ranks.npz", **ranks)
     if args.timing:
         record["timing"] = timing(args, run_dir, files["test"])
     return record
+
+
+def list_record(
+    record: dict[str, Any],
+    ranks: dict[str, np.ndarray],
+    split: str,
+    lists: np.ndarray,
+    c: rc.Candidates,
+    counts: np.ndarray,
+) -> None:
+    """Into `record` and `ranks`: the split's two-stage and stage-1 list metrics, the popularity
+    of what each list shows first, and how many targets the re-ranking moved up / down."""
+    two, one = ev.final_ranks(lists, c)
+    ranks[f"{split}_two"], ranks[f"{split}_one"] = two, one
+    record[split] = ev.list_metrics(two, c.n)
+    record[f"{split}_stage1"] = ev.list_metrics(one, c.n)
+    record[f"{split}_top10_train_count"] = {
+        "two_stages": ev.top_popularity(lists, c.items, counts),
+        "stage1": ev.top_popularity(c.scores, c.items, counts),
+    }
+    record[f"{split}_moved"] = {"up": int((two < one).sum()), "down": int((two > one).sum())}
 
 
 def timing(args: argparse.Namespace, run_dir: Path, test_file: Path) -> dict[str, Any]:
