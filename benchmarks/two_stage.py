@@ -8,8 +8,9 @@ Usage (from the repository root; one table per dataset):
         [--timing --timing-users 200] [--out runs/two-stage/ml-1m] [--set train.lr=0.002] [--results-suffix=-e100]
 
 What it does, in order (every step resumes: finished files and runs are kept in --out):
-1. loads the stage-1 run from its directory (``ranker.retrieval.run.load_run``; a ``reference``
-   protocol run is refused: it trained on the validation items);
+1. loads the stage-1 run from its directory (``ranker.retrieval.ensemble.load_stage1``: one run,
+   or several trained on the same events as one ensemble, ``--stage1-weights``); a ``reference``
+   protocol run is refused: it trained on the validation items;
 2. the held-out candidates (top max(--n) of every user's validation and test query) and the
    training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``);
 3. per N (and per negative scheme: --hard/--sampled; ``no-hard``: --hard + --sampled uniform ones): the three
@@ -50,11 +51,13 @@ import pyarrow.parquet as pq
 import yaml
 from results_store import load_results, save_result  # type: ignore[import-not-found]
 
-from ranker.config import anchored, load_config, load_generative_config
+from ranker.config import anchored, load_config, load_generative_config, load_retrieval_config
 from ranker.generative.run import train_generative_run
 from ranker.ranking.run import train_run
 from ranker.retrieval import candidates as rc
-from ranker.retrieval.run import load_run, run_views
+from ranker.retrieval.ensemble import load_stage1
+from ranker.retrieval.run import run_views
+from ranker.rundir import finished_config
 from ranker.serving.generative import stage_of_run
 from ranker.twostage import evaluate as ev
 from ranker.twostage import generative as gen
@@ -83,7 +86,19 @@ def results_path(dataset: str, suffix: str = "") -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage1", type=Path, required=True, help="a finished retrieval run directory")
+    p.add_argument(
+        "--stage1",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="a finished retrieval run directory, or several trained on the same events (an ensemble)",
+    )
+    p.add_argument(
+        "--stage1-weights",
+        type=float,
+        nargs="+",
+        help="with several --stage1 runs: one weight each, score = Σ w_k · score_k (default 1 each)",
+    )
     p.add_argument("--dataset", required=True, choices=sorted(PROTOCOL), help="side-information reader")
     p.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
@@ -116,6 +131,14 @@ def content_vectors(side: Any, dim: int) -> np.ndarray | None:
     if side.items.column("title").null_count == side.items.num_rows:
         raise SystemExit("error: --content-dim: this dataset's items have no titles to embed; use --content-dim 0")
     return reduce_dim(title_embeddings(side.items.column("title").to_pylist()), dim)
+
+
+def stage1_name(args: argparse.Namespace) -> str:
+    """The stage-1 run, or the ensemble's runs and weights, as the results record them."""
+    if len(args.stage1) == 1 and not args.stage1_weights:
+        return str(args.stage1[0])
+    weights = args.stage1_weights or [1.0] * len(args.stage1)
+    return " + ".join(f"{w:g} × {r}" for w, r in zip(weights, args.stage1, strict=True))
 
 
 def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int) -> dict[str, Any]:
@@ -188,7 +211,7 @@ def run_generative(
     config = folder / "stage2-generative.yaml"
     header = (
         f"# Generative stage 2 of two stages on {args.dataset} (N = {n}), written by benchmarks/two_stage.py\n"
-        f"# Stage 1: {args.stage1}\n# Command: ranker train {config} --out RUN_DIR\n"
+        f"# Stage 1: {stage1_name(args)}\n# Command: ranker train {config} --out RUN_DIR\n"
     )
     config.write_text(header + yaml.safe_dump(cfg_dict, sort_keys=False))
     cfg = anchored(load_generative_config(config, [*args.overrides, f"train.seed={seed}"]), config)
@@ -274,7 +297,7 @@ def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str,
     path = folder / f"stage2-{ablation}.yaml"
     header = (
         f"# Stage 2 of two stages on {args.dataset} (N = {n}, ablation {ablation}), written by benchmarks/two_stage.py\n"
-        f"# Stage 1: {args.stage1}\n# Command: ranker train {path} --out RUN_DIR\n"
+        f"# Stage 1: {stage1_name(args)}\n# Command: ranker train {path} --out RUN_DIR\n"
     )
     path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -365,12 +388,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out = args.out or Path("runs") / "two-stage" / args.dataset
     path, protocol = results_path(args.dataset, args.results_suffix), PROTOCOL[args.dataset]
-    cfg, model, serving = load_run(args.stage1)
+    cfg, model, serving = load_stage1(args.stage1, args.stage1_weights)
+    for run in args.stage1[1:]:  # an ensemble: every member's protocol and split
+        check_stage1(finished_config(run, load_retrieval_config, "retrieval"))
     check_stage1(cfg)
     data = run_views(cfg, serving)
     side = side_info(args.dataset)
     n_max = max(args.n)
-    print(f"stage 1: {args.stage1} ({cfg.model.kind}), {len(data.test_target):,} users, {data.num_items:,} items")
+    print(f"stage 1: {stage1_name(args)} ({cfg.model.kind}), {len(data.test_target):,} users, {data.num_items:,} items")
     cands = {
         s: rc.heldout_candidates(model, data, s, n_max, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size)
         for s in ("valid", "test")
@@ -389,9 +414,9 @@ def main(argv: list[str] | None = None) -> None:
         "content": content_vectors(side, args.content_dim),
         "counts": np.bincount(data.train.items, minlength=data.num_items + 1),
     }
-    common = {"protocol": protocol, "config": str(args.stage1)}
+    common = {"protocol": protocol, "config": stage1_name(args)}
     for n in args.n:
-        rec = stage1_record(cands, prefix, n) | {"stage1_run": str(args.stage1), "prefix_queries": len(prefix)}
+        rec = stage1_record(cands, prefix, n) | {"stage1_run": stage1_name(args), "prefix_queries": len(prefix)}
         save_result(path, f"stage1|N{n}", rec, name=f"stage1|N{n}", seed=None, **common)
         t = rec["test"]
         print(f"N={n}: stage-1 recall@N test {t['recall']:.4f}, train prefixes {rec['train_prefix_recall']:.4f}")

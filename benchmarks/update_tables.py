@@ -12,7 +12,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
 - ``finetune`` (``finetune_rk.py``'s table), ``retrieval-DATASET[-SUFFIX]``
   (``run_retrieval.py``'s table of ``results/retrieval-DATASET[-SUFFIX].json``),
   ``scaling-DATASET`` (``scaling_hstu.py``), ``two-stage-DATASET`` (``two_stage.py``'s table of
-  ``results/two-stage-DATASET.json``);
+  ``results/two-stage-DATASET.json``), ``ensemble-DATASET`` (``stage1_ensemble.py``'s table of
+  ``results/ensemble-DATASET.json``);
 - ``baseline`` (``results/baseline-*.json``), ``most-popular`` (the most-popular floor stored in
   each ``results/retrieval-r-*.json``), ``ablations-r-ml100k`` (HSTU ablations of
   ``results/retrieval-r-ml100k-ablations.json``), ``ann-r-ml100k``, ``generative-compare`` and
@@ -61,6 +62,7 @@ sys.path.insert(0, str(HERE))
 import finetune_rk  # noqa: E402
 import run_retrieval  # noqa: E402
 import scaling_hstu  # noqa: E402
+import stage1_ensemble  # noqa: E402
 import two_stage  # noqa: E402
 from results_store import UNKNOWN, load_results, records  # noqa: E402  # type: ignore[import-not-found]
 from run_grid import table as grid_table  # noqa: E402
@@ -933,6 +935,9 @@ def render(name: str) -> str | None:
     if name.startswith("two-stage-"):
         path = RESULTS / f"{name}.json"
         return two_stage.table(load_results(path)) if path.is_file() else None
+    if name.startswith("ensemble-"):
+        path = RESULTS / f"{name}.json"
+        return stage1_ensemble.table(load_results(path)) if path.is_file() else None
     if name.startswith(("retrieval-", "scaling-")):
         path = RESULTS / f"{name}.json"
         if not path.is_file():

@@ -152,7 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     ca = sub.add_parser(
         "candidates", help="stage-1 top-N of a retrieval run for the held-out queries or training prefixes"
     )
-    ca.add_argument("run_dir", type=Path)
+    ca.add_argument(
+        "run_dir", type=Path, nargs="+", help="a retrieval run, or several trained on the same events (an ensemble)"
+    )
+    ca.add_argument(
+        "--weights", type=float, nargs="+", help="one weight > 0 per run: score = Σ w_k · score_k (default 1 each)"
+    )
     ca.add_argument("--n", type=_positive_int, default=200, help="candidates per query (≥ 1)")
     ca.add_argument("--split", required=True, choices=["valid", "test", "train-prefixes"])
     ca.add_argument("--out", type=Path, required=True, help="parquet file: one row per (query, candidate), raw ids")
@@ -350,11 +355,13 @@ def _cmd_candidates(args: argparse.Namespace) -> int:
 
     from ranker.families import family_of_run
     from ranker.retrieval import candidates as rc
-    from ranker.retrieval.run import load_run, run_views
+    from ranker.retrieval.ensemble import load_stage1
+    from ranker.retrieval.run import run_views
 
-    if family_of_run(args.run_dir).kind != "retrieval":
-        raise ConfigError(f"{args.run_dir}: `ranker candidates` needs a retrieval run")
-    cfg, model, serving = load_run(args.run_dir)
+    for run in args.run_dir:
+        if family_of_run(run).kind != "retrieval":
+            raise ConfigError(f"{run}: `ranker candidates` needs a retrieval run")
+    cfg, model, serving = load_stage1(args.run_dir, args.weights)
     data = run_views(cfg, serving)
     if args.n > data.num_items:
         raise ConfigError(f"--n {args.n}: the catalogue has {data.num_items} items")

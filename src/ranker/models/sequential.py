@@ -23,6 +23,8 @@ outputs and embedding init follow its public reference for ML-1M).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,28 @@ def hstu_layers(cfg: HSTUModel | GenerativeModel, max_len: int) -> nn.ModuleList
     shared = {"dim", "linear_dim", "attention_dim", "num_heads", "dropout", "num_buckets", "attention"}
     layer = HSTUConfig(max_len=max_len, **cfg.model_dump(include=shared))  # the config's names are the layer's
     return nn.ModuleList(HSTULayer(layer) for _ in range(cfg.num_layers))
+
+
+class Retriever(Protocol):
+    """What evaluation, candidates and serving use of a retriever: a :class:`SequentialRetriever`
+    or several of them as one (:class:`ranker.retrieval.ensemble.RetrieverEnsemble`)."""
+
+    num_items: int
+    max_len: int
+
+    def encode(
+        self, items: torch.Tensor, times: torch.Tensor | None = None, query_times: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+    def user_vectors(
+        self, items: torch.Tensor, times: torch.Tensor | None = None, query_times: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+    def item_vectors(self) -> torch.Tensor: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def eval(self) -> Any: ...
 
 
 class SequentialRetriever(nn.Module):

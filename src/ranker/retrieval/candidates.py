@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker.metrics import retrieval_ranks
-from ranker.models.sequential import SequentialRetriever
+from ranker.models.sequential import Retriever
 from ranker.retrieval.batches import SeqBatch
 from ranker.retrieval.data import ServingData
 from ranker.retrieval.evaluation import exclusion_mask, score_batches
@@ -98,7 +98,7 @@ def _top(
 
 @torch.no_grad()
 def heldout_candidates(
-    model: SequentialRetriever,
+    model: Retriever,
     data: LeaveOneOut,
     split: str,
     n: int,
@@ -181,7 +181,7 @@ def prefixes(seqs: Sequences, user: np.ndarray, position: np.ndarray) -> Sequenc
 
 @torch.no_grad()
 def prefix_scores(
-    model: SequentialRetriever,
+    model: Retriever,
     seqs: Sequences,
     user: np.ndarray,
     position: np.ndarray,
@@ -259,7 +259,7 @@ def _window_batch(seqs: Sequences, user: np.ndarray, start: np.ndarray, end: np.
 
 
 def prefix_candidates(
-    model: SequentialRetriever,
+    model: Retriever,
     seqs: Sequences,
     user: np.ndarray,
     position: np.ndarray,
@@ -289,7 +289,7 @@ def prefix_candidates(
 
 
 def score_items(
-    model: SequentialRetriever,
+    model: Retriever,
     seqs: Sequences,
     user: np.ndarray,
     position: np.ndarray,

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
-from ranker.models.sequential import SequentialRetriever
+from ranker.models.sequential import Retriever
 from ranker.retrieval.batches import query_batch
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, history_mask
 
 
 @torch.no_grad()
 def score_batches(
-    model: SequentialRetriever, data: LeaveOneOut, split: str, batch_users: int, device: torch.device | None = None
+    model: Retriever, data: LeaveOneOut, split: str, batch_users: int, device: torch.device | None = None
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """(users, padded inputs (B, L'), scores (B, I + 1)) for batches of `split`.
 
@@ -47,7 +47,7 @@ def score_batches(
 
 
 def evaluate_model(
-    model: SequentialRetriever,
+    model: Retriever,
     data: LeaveOneOut,
     split: str,
     *,

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from ranker.errors import ConfigError
-from ranker.models.sequential import SequentialRetriever
+from ranker.models.sequential import Retriever
 from ranker.retrieval.search import exact_topk
 
 
 @torch.no_grad()
 def recommend(
-    model: SequentialRetriever, items: list[int], times: list[int] | None, k: int, *, ann_index: Any = None
+    model: Retriever, items: list[int], times: list[int] | None, k: int, *, ann_index: Any = None
 ) -> list[tuple[int, float]]:
     """The `k` best (item, score) after the history `items`, history excluded."""
     bad = [i for i in items if not 1 <= i <= model.num_items]

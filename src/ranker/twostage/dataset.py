@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ranker.models.sequential import SequentialRetriever
+from ranker.models.sequential import Retriever
 from ranker.retrieval.candidates import Candidates
 from ranker.retrieval.data import ServingData
 from ranker.retrieval.protocol import LeaveOneOut
@@ -53,7 +53,7 @@ def _columns(t: pa.Table) -> tuple[list[str], list[pa.ChunkedArray]]:
 
 
 def stage2_tables(
-    model: SequentialRetriever,
+    model: Retriever,
     data: LeaveOneOut,
     serving: ServingData,
     side: SideInfo,

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from ranker.config.retrieval import RetrievalRunConfig
 from ranker.errors import ConfigError
-from ranker.models.sequential import SequentialRetriever
+from ranker.models.sequential import Retriever
 from ranker.retrieval.candidates import Candidates, score_items
 from ranker.retrieval.data import ServingData
 from ranker.retrieval.protocol import LeaveOneOut, Sequences, history_mask
@@ -82,7 +82,7 @@ def full_sequences(data: LeaveOneOut) -> Sequences:
 
 
 def training_rows(
-    model: SequentialRetriever,
+    model: Retriever,
     data: LeaveOneOut,
     prefix: Candidates,
     *,
