@@ -329,3 +329,40 @@ def test_index_auto_searches_a_small_catalogue_exactly(
     small, large = verify_bundle(tmp_path / "small"), verify_bundle(tmp_path / "large")
     assert small["search"] == "exact" and "index.faiss" not in small["files"]
     assert large["search"] == "hnsw" and "index.faiss" in large["files"]
+
+
+def test_several_retrieval_runs_are_served_as_one_ensemble(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    import yaml
+    from serving_runs import RETRIEVAL
+
+    from ranker.retrieval.ensemble import RetrieverEnsemble
+    from ranker.retrieval.run import load_run
+
+    hstu = {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4, "time_bias": False}
+    cfg = {**RETRIEVAL, "name": "tiny-hstu", "model": hstu, "data": {**RETRIEVAL["data"], "path": str(runs["events"])}}
+    (tmp_path / "hstu.yaml").write_text(yaml.safe_dump(cfg))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", str(tmp_path / "hstu.yaml"), "--out", str(tmp_path / "hstu")]) == 0
+    members = [str(runs["retrieval"]), str(tmp_path / "hstu")]
+    out = tmp_path / "b"
+    args = ["bundle", "--retrieval", *members, "--ranker", str(runs["ranker"]), "--out", str(out), "--index", "exact"]
+    assert main([*args, "--retrieval-weights", "1"]) == 2
+    assert "1 weight(s) for 2 run(s)" in capsys.readouterr().err
+    assert main([*args, "--retrieval-weights", "1", "0.5"]) == 0
+    b = load_bundle(out)
+    assert {"retrieval/model.safetensors", "retrieval-2/model.safetensors"} <= set(b.manifest["files"])
+    assert b.manifest["stages"]["retrieval"]["ensemble"]["weights"] == [1.0, 0.5]
+    assert isinstance(b.retrieval.model, RetrieverEnsemble)
+    (_, first, _), (_, second, _) = load_run(runs["retrieval"]), load_run(tmp_path / "hstu")
+    items = torch.tensor([[0] * 17 + [3, 5, 7]])
+    with torch.no_grad():
+        served = b.retrieval.model.user_vectors(items) @ b.retrieval.item_vectors.T
+        expected = first.user_vectors(items) @ first.item_vectors().T
+        expected += 0.5 * second.user_vectors(items) @ second.item_vectors().T
+    torch.testing.assert_close(served, expected, atol=1e-5, rtol=1e-5)
+    rec = Recommender(b, open_store(f"sqlite:///{tmp_path / 'e.db'}"))
+    got = rec.recommend(Query(history=[Event("", "sku-003", None, 1.0)]), k=4, n_candidates=10, exclude=[])
+    assert len(got["items"]) == 4 and set(got["items"][0]["probabilities"]) == {"click", "buy"}

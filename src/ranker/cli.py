@@ -488,9 +488,18 @@ def _serving_parsers(sub: Any) -> None:
     b.add_argument(
         "--retrieval",
         type=Path,
+        nargs="+",
         required=True,
         metavar="RUN_DIR",
-        help="finished SASRec / HSTU run (stage 1: candidates, item vectors, catalogue)",
+        help="finished SASRec / HSTU run (stage 1: candidates, item vectors, catalogue); several runs on "
+        "the same events are served as one ensemble (--retrieval-weights)",
+    )
+    b.add_argument(
+        "--retrieval-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="with several --retrieval runs: one weight > 0 each, score = Σ w_k · score_k (default 1 each)",
     )
     b.add_argument(
         "--ranker",
@@ -637,6 +646,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         min_item_overlap=args.min_item_overlap,
         force=args.force,
         quantize=args.quantize,
+        retrieval_weights=args.retrieval_weights,
     )
     stages = " + ".join(f"{k} ({v.get('model') or ', '.join(v.get('tasks', []))})" for k, v in m["stages"].items())
     print(

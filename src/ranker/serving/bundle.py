@@ -6,6 +6,8 @@
     retrieval/             a retrieval run directory (config.yaml, model.safetensors,
                            items.parquet, data.json; histories.parquet left empty; its own
                            manifest.json over these copies): loads with ranker.retrieval.run.load_run
+    retrieval-2/, …        with several --retrieval runs: the other members of the ensemble
+                           (ranker.retrieval.ensemble; weights in the manifest's stages)
     catalogue.parquet      `item` raw id (row k-1 = internal item k), `popularity` (events in
                            the retrieval data), then the ranker's item columns (latest values)
     index.faiss            faiss index over the item vectors (absent with --index exact)
@@ -41,6 +43,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,7 @@ import torch
 from ranker.config.schema import NumericalFeature
 from ranker.errors import ConfigError
 from ranker.models.ranker import Ranker
+from ranker.models.sequential import Retriever
 from ranker.run_manifest import MANIFEST, file_sha256, seal_run
 from ranker.serving.candidates import CandidateEncoder, RowColumns
 from ranker.serving.features import (
@@ -130,7 +134,7 @@ class Bundle:
 
 
 def write_bundle(
-    retrieval_run: Path,
+    retrieval_run: Path | Sequence[Path],
     out: Path,
     *,
     ranker_run: Path | None = None,
@@ -139,22 +143,28 @@ def write_bundle(
     min_item_overlap: float = 0.9,
     force: bool = False,
     quantize: str | None = None,
+    retrieval_weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed).
-    `quantize` ("int8"): the ranker is served with int8 linear layers (:mod:`ranker.serving.quantize`)."""
+    `quantize` ("int8"): the ranker is served with int8 linear layers (:mod:`ranker.serving.quantize`).
+    Several retrieval runs (on the same events) are served as one ensemble with `retrieval_weights`
+    (:mod:`ranker.retrieval.ensemble`), copied to ``retrieval/``, ``retrieval-2/``, …"""
     from ranker.families import family_of_run, require_family
-    from ranker.retrieval.run import load_run as load_retrieval
+    from ranker.retrieval.ensemble import load_stage1
 
     out = Path(out)
+    runs = [Path(retrieval_run)] if isinstance(retrieval_run, (str, Path)) else [Path(r) for r in retrieval_run]
     if out.exists() and not force:
         raise ConfigError(f"--out {out}: exists (pass --force to replace it)")
-    require_family(retrieval_run, "retrieval", "--retrieval", "the retrieval stage")
+    for run in runs:
+        require_family(run, "retrieval", "--retrieval", "the retrieval stage")
+    retrieval_run = runs[0]
     ranker_kind = family_of_run(ranker_run, "--ranker").kind if ranker_run is not None else None  # verified once
     if quantize is not None and (quantize not in QUANTIZE or ranker_kind != "ranking"):
         raise ConfigError(
             f"--quantize {quantize}: needs a feature ranker (--ranker of kind ranking) and one of {', '.join(QUANTIZE)}"
         )
-    cfg, model, serving = load_retrieval(retrieval_run)
+    cfg, model, serving = load_stage1(runs, retrieval_weights)
     items = serving.items
     if ranker_run is not None:  # refuse runs that do not fit before writing anything
         _check_ranker(
@@ -163,10 +173,16 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        _copy_retrieval(Path(retrieval_run), tmp / "retrieval", serving.histories.schema)
+        for run, name in zip(runs, retrieval_dirs(len(runs)), strict=True):
+            _copy_retrieval(run, tmp / name, serving.histories.schema)
         catalogue = pa.table({"item": items, "popularity": _popularity(items, serving.histories)})
         search = _write_index(model, tmp / "index.faiss", index)
         stages: dict[str, Any] = {"retrieval": {"run": str(Path(retrieval_run).resolve()), "model": cfg.model.kind}}
+        if len(runs) > 1:
+            stages["retrieval"]["ensemble"] = {
+                "runs": [str(r.resolve()) for r in runs],
+                "weights": [float(w) for w in (retrieval_weights or [1.0] * len(runs))],
+            }
         if ranker_run is not None and ranker_kind == "generative":
             from ranker.serving.generative import write_generative
 
@@ -195,6 +211,11 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def retrieval_dirs(n: int) -> list[str]:
+    """The bundle's directories of `n` retrieval runs: ``retrieval``, ``retrieval-2``, …"""
+    return ["retrieval", *(f"retrieval-{k}" for k in range(2, n + 1))]
 
 
 def _copy_retrieval(run: Path, dest: Path, histories_schema: pa.Schema) -> None:
@@ -421,7 +442,15 @@ def load_bundle(path: Path) -> Bundle:
     given = Path(path)
     path = given.resolve()  # a symlink is followed once: every file comes from one directory
     manifest, manifest_sha = _verify(path)
-    cfg, model, serving = load_retrieval(path / "retrieval", verify=False)  # _verify covered its files
+    cfg, first, serving = load_retrieval(path / "retrieval", verify=False)  # _verify covered its files
+    model: Retriever = first
+    ensemble = manifest["stages"]["retrieval"].get("ensemble")
+    if ensemble is not None:
+        from ranker.retrieval.ensemble import RetrieverEnsemble
+
+        names = retrieval_dirs(len(ensemble["weights"]))
+        members = [first, *(load_retrieval(path / n, verify=False)[1] for n in names[1:])]
+        model = RetrieverEnsemble(members, ensemble["weights"]).eval()
     catalogue = pq.read_table(path / "catalogue.parquet")
     index = None
     if manifest["search"] != "exact":
