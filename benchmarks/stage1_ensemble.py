@@ -5,8 +5,9 @@ Usage (from the repository root):
         --name hstu-large+hstu+sasrec --runs runs/ts-ml1m-long/hstu-large-full-e100-r-ml1m-2021 \
         runs/reproduce/retrieval-hstu-r-ml1m-2021 runs/reproduce/retrieval-sasrec-r-ml1m-2021
 
-The first run is the anchor (weight 1); every other run gets one shared weight w from
-``--grid``. The ensemble ranks by ``s_1 + w · Σ_{k>1} s_k`` (``ranker.retrieval.ensemble``);
+The first ``--anchors`` runs (default 1) have weight 1; every other run gets one shared weight
+w from ``--grid``. The ensemble ranks by ``Σ_{anchors} s_k + w · Σ_{others} s_k``
+(``ranker.retrieval.ensemble``);
 w is picked on validation NDCG@10, test is reported at that w only. Each member alone is
 evaluated the same way (full catalogue, history excluded, the protocol's ranks), so the rows
 are comparable. The picked ensemble is what ``two_stage.py --stage1 RUN ... --stage1-weights 1 w
@@ -39,6 +40,7 @@ from results_store import load_results, save_result  # noqa: E402  # type: ignor
 HERE = Path(__file__).parent
 KS = (10, 50, 200)
 GRID = (0.1, 0.25, 0.5, 0.75, 1.0)
+PROTOCOLS = {"r-ml1m": "R-ML1M", "r-ml100k": "R-ML100K", "r-beauty": "R-Beauty"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,68 +50,77 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--name", required=True, help="the ensemble's row name")
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID), help="weights w > 0 of the other runs")
-    p.add_argument("--dataset", default="r-ml1m", help="the results file's protocol name")
+    p.add_argument("--anchors", type=int, default=1, help="the first ANCHORS runs have weight 1, the others w")
+    p.add_argument("--dataset", default="r-ml1m", choices=sorted(PROTOCOLS), help="the results file's protocol")
     return p.parse_args(argv)
 
 
 @torch.no_grad()
-def member_scores(run: Path) -> tuple[LeaveOneOut, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(views, raw scores (U, I + 1) per split, exclusion masks per split) of one run, users in row order."""
-    cfg, model, serving = load_run(run)
+def ranks(
+    runs: list[Path], grid: list[float], anchors: int
+) -> tuple[LeaveOneOut, dict[str, list[np.ndarray]], dict[str, dict[float, np.ndarray]]]:
+    """(views, each member's ranks per split, the ensemble's ranks per split and weight w).
+
+    The first `anchors` runs have weight 1, the others w. Users are scored in batches by every
+    member at once (the same batches: the runs share their events), so no users × items matrix
+    is ever held whole.
+    """
+    loaded = [load_run(r) for r in runs]
+    cfg, _, serving = loaded[0]
     data = run_views(cfg, serving)
-    scores, masks = {}, {}
+    for run, (other_cfg, _, other) in zip(runs[1:], loaded[1:], strict=True):
+        views = run_views(other_cfg, other)
+        if not (
+            np.array_equal(views.valid_target, data.valid_target)
+            and np.array_equal(views.test_target, data.test_target)
+        ):
+            raise SystemExit(f"{run}: not trained on the same events as {runs[0]}")
+    alone: dict[str, list[np.ndarray]] = {}
+    fused: dict[str, dict[float, np.ndarray]] = {}
     for split in ("valid", "test"):
         inputs, targets = data.split(split)
-        out = torch.zeros(len(targets), data.num_items + 1)
-        mask = torch.zeros(len(targets), data.num_items + 1, dtype=torch.bool)
-        for users, model_input, s in score_batches(model, data, split, cfg.train.eval_batch_size):
-            out[torch.from_numpy(users)] = s
-            mask[torch.from_numpy(users)] = exclusion_mask(inputs, users, model_input, data.num_items, cfg.eval.exclude)
-        scores[split], masks[split] = out, mask
-    return data, scores, masks
-
-
-def metrics(scores: torch.Tensor, mask: torch.Tensor, targets: np.ndarray) -> dict[str, float]:
-    return metrics_from_ranks(retrieval_ranks(scores, torch.from_numpy(targets), mask), KS)
+        alone[split] = [np.zeros(len(targets), dtype=np.int64) for _ in runs]
+        fused[split] = {w: np.zeros(len(targets), dtype=np.int64) for w in grid}
+        streams = [score_batches(m, data, split, cfg.train.eval_batch_size) for _, m, _ in loaded]
+        for batches in zip(*streams, strict=True):
+            users, model_input, _ = batches[0]
+            mask = exclusion_mask(inputs, users, model_input, data.num_items, cfg.eval.exclude)
+            target = torch.from_numpy(targets[users])
+            for k, (u, _, s) in enumerate(batches):
+                assert np.array_equal(u, users)  # the same length order for every member
+                alone[split][k][users] = retrieval_ranks(s, target, mask)
+            anchor = sum(s for _, _, s in batches[:anchors])
+            rest = sum(s for _, _, s in batches[anchors:])
+            for w in grid:
+                fused[split][w][users] = retrieval_ranks(anchor + w * rest, target, mask)  # type: ignore[operator]
+    return data, alone, fused
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if len(args.runs) < 2 or any(w <= 0 for w in args.grid):
-        raise SystemExit("--runs: at least two runs; --grid: weights > 0")
-    loaded = [member_scores(r) for r in args.runs]
-    data, _, masks = loaded[0]
-    for run, (other, _, _) in zip(args.runs[1:], loaded[1:], strict=True):
-        if not (
-            np.array_equal(other.valid_target, data.valid_target)
-            and np.array_equal(other.test_target, data.test_target)
-        ):
-            raise SystemExit(f"{run}: not trained on the same events as {args.runs[0]}")
-    targets = {s: data.split(s)[1] for s in ("valid", "test")}
+    if len(args.runs) < 2 or any(w <= 0 for w in args.grid) or not 1 <= args.anchors < len(args.runs):
+        raise SystemExit("--runs: at least two runs; --grid: weights > 0; --anchors: 1 .. len(--runs) - 1")
+    data, alone, fused = ranks(args.runs, args.grid, args.anchors)
     path = HERE / "results" / f"ensemble-{args.dataset}.json"
-    common: dict[str, Any] = {"protocol": "R-ML1M" if args.dataset == "r-ml1m" else args.dataset.upper(), "seed": None}
-    for k, (run, (_, scores, _)) in enumerate(zip(args.runs, loaded, strict=True)):
-        rec = {"run": str(run), **{s: metrics(scores[s], masks[s], targets[s]) for s in ("valid", "test")}}
+    common: dict[str, Any] = {"protocol": PROTOCOLS.get(args.dataset, args.dataset), "seed": None}
+    for k, run in enumerate(args.runs):
+        rec = {"run": str(run), **{s: metrics_from_ranks(alone[s][k], KS) for s in ("valid", "test")}}
         save_result(path, f"{args.name}|member{k}", rec, name=f"{args.name}|member{k}", config=str(run), **common)
         print(f"member {k} {run}: valid NDCG@10 {rec['valid']['NDCG@10']:.4f}, test HR@10 {rec['test']['HR@10']:.4f}")
-
-    def fused(split: str, w: float) -> torch.Tensor:
-        return loaded[0][1][split] + w * sum(s[split] for _, s, _ in loaded[1:])  # type: ignore[return-value]
-
-    valid = {w: metrics(fused("valid", w), masks["valid"], targets["valid"]) for w in args.grid}
+    valid = {w: metrics_from_ranks(fused["valid"][w], KS) for w in args.grid}
     best = max(args.grid, key=lambda w: valid[w]["NDCG@10"])
     rec = {
         "runs": [str(r) for r in args.runs],
-        "weights": [1.0] + [best] * (len(args.runs) - 1),
+        "weights": [1.0] * args.anchors + [best] * (len(args.runs) - args.anchors),
         "valid_ndcg10_by_weight": {str(w): valid[w]["NDCG@10"] for w in args.grid},
         "valid": valid[best],
-        "test": metrics(fused("test", best), masks["test"], targets["test"]),
+        "test": metrics_from_ranks(fused["test"][best], KS),
     }
     # the same figure through the library's ensemble (what `ranker candidates` and two_stage.py load)
     cfg, model, serving = load_ensemble(args.runs, rec["weights"])
     again = evaluate_model(model, run_views(cfg, serving), "test", ks=KS, exclude=cfg.eval.exclude)
     rec["test_via_ensemble"] = again  # equal up to float-noise ties (a user or two)
-    if any(abs(again[k] - rec["test"][k]) > 2 / len(targets["test"]) for k in rec["test"]):
+    if any(abs(again[k] - rec["test"][k]) > 2 / len(data.test_target) for k in rec["test"]):
         raise SystemExit(f"RetrieverEnsemble disagrees with the fused scores: {again} vs {rec['test']}")
     save_result(path, args.name, rec, name=args.name, config=" + ".join(map(str, args.runs)), **common)
     print(
