@@ -12,7 +12,7 @@ set beside the offline figures of the same stage-2 run (``final_ranks.npz``, wri
 (sorted by the answer's ``retrieval_score``). Equal figures say that serving feeds the ranker
 what it was trained and evaluated on: the stage-1 score, rank and history length computed per
 request, the history, the exclusion of every item seen. Results:
-``benchmarks/results/served-vs-offline.json`` (key ``ml-1m|N200``).
+``benchmarks/results/served-vs-offline.json`` (key ``ml-1m|N200``, or ``--key``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def main() -> None:
     p.add_argument("--users", type=int, default=6040, help="the first N users in a seeded random order")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--key", default=f"ml-1m|N{N}", help="the record's key (e.g. ml-1m|N200|ensemble for another stage 1)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rec = Recommender(load_bundle(args.bundle))
@@ -92,7 +95,7 @@ def main() -> None:
     }
     save_result(
         args.results,
-        f"ml-1m|N{N}",
+        args.key,
         metrics,
         name="served-vs-offline",
         seed=None,

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from test_retrieval_cli import TINY
 
 from ranker.cli import main
 from ranker.config.retrieval import HSTUModel, SASRecModel
@@ -102,24 +103,16 @@ def test_members_must_fit_together() -> None:
 
 # ---------------------------------------------------------------------- runs and the CLI
 
-TINY = {
-    "kind": "retrieval",
-    "name": "tiny",
-    "data": {"dataset": "r-ml100k", "max_len": 20},
-    "model": {"kind": "hstu", "dim": 8, "num_layers": 1, "linear_dim": 4, "attention_dim": 4},
-    "loss": {"kind": "sampled_softmax", "num_negatives": 16},
-    "train": {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 64, "progress": False},
-}
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """Two tiny runs on the same events (HSTU, SASRec) and one on other events (max_len 10)."""
     tmp = tmp_path_factory.mktemp("ensemble")
+    tiny = {**TINY, "train": {**TINY["train"], "max_steps_per_epoch": 2}}
     variants = {
-        "hstu": TINY,
-        "sasrec": {**TINY, "model": {"kind": "sasrec", "dim": 6, "num_layers": 1}},
-        "short": {**TINY, "data": {"dataset": "r-ml100k", "max_len": 10}},
+        "hstu": tiny,
+        "sasrec": {**tiny, "model": {"kind": "sasrec", "dim": 6, "num_layers": 1}},
+        "short": {**tiny, "data": {"dataset": "r-ml100k", "max_len": 10}},
     }
     out = {}
     with pytest.MonkeyPatch.context() as mp:
