@@ -20,7 +20,12 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    users of even query index train, the odd ones select; test is unchanged. Stage 1 never had a
    validation target as a training target, so its score and rank on these rows are distributed
    as at test, where on training prefixes they are fitted; its validation list metrics are not
-   clean (half the users trained on them), its test metrics are;
+   clean (half the users trained on them), its test metrics are; ``unfitted`` (a row source too)
+   trains stage 2 on the last K positions of every training sequence, their candidates and
+   stage-1 scores from ``--unfitted``: a stage-1 run (or ensemble, weighted as ``--stage1``)
+   trained with ``data.train_holdout_last: K``, so those scores are not fitted: distributed as
+   the held-out queries' are, on K rows per user where ``valid-half`` has half a row (validation
+   selects and test is scored as always, with the ``--stage1`` run's candidates);
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
    1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
@@ -55,7 +60,7 @@ from ranker.config import anchored, load_config, load_generative_config, load_re
 from ranker.generative.run import train_generative_run
 from ranker.ranking.run import train_run
 from ranker.retrieval import candidates as rc
-from ranker.retrieval.ensemble import load_stage1
+from ranker.retrieval.ensemble import check_same_data, load_stage1
 from ranker.retrieval.run import run_views
 from ranker.rundir import finished_config
 from ranker.serving.generative import stage_of_run
@@ -66,9 +71,10 @@ from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, wri
 from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
-#: the stage-2 variants: the config ablations, one row source (``valid-half``, module docstring)
+#: the stage-2 variants: the config ablations, two row sources (``valid-half``, ``unfitted``: module docstring)
 #: and the generative HSTU ranker as stage 2 (``generative``: :mod:`ranker.twostage.generative`)
-VARIANTS = (*ABLATIONS, "valid-half", "generative")
+ROW_SOURCES = ("valid-half", "unfitted")  # the `none` config on other training rows
+VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
@@ -92,6 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         required=True,
         help="a finished retrieval run directory, or several trained on the same events (an ensemble)",
+    )
+    p.add_argument(
+        "--unfitted",
+        type=Path,
+        nargs="+",
+        help="the `unfitted` variant's stage 1: run(s) as --stage1 (same weights) trained with "
+        "data.train_holdout_last=K; its scores of the last K positions of each training sequence are not fitted",
     )
     p.add_argument(
         "--stage1-weights",
@@ -133,6 +146,26 @@ def content_vectors(side: Any, dim: int) -> np.ndarray | None:
     return reduce_dim(title_embeddings(side.items.column("title").to_pylist()), dim)
 
 
+def unfitted_stage1(args: argparse.Namespace, data: Any, serving: Any, n_max: int) -> dict[str, Any]:
+    """The --unfitted stage 1 and its top-N for the last K positions of every training sequence
+    (K = its data.train_holdout_last, the positions it never trained on)."""
+    if not args.unfitted:
+        raise SystemExit("--ablation unfitted needs --unfitted RUN [RUN ...]")
+    holdouts = sorted(
+        {finished_config(r, load_retrieval_config, "retrieval").data.train_holdout_last for r in args.unfitted}
+    )
+    if len(holdouts) != 1 or holdouts[0] == 0:
+        raise SystemExit(f"--unfitted: every run needs the same data.train_holdout_last > 0, got {holdouts}")
+    k = holdouts[0]
+    cfg, model, theirs = load_stage1(args.unfitted, args.stage1_weights)
+    check_stage1(cfg)
+    check_same_data(serving, theirs, args.stage1[0], args.unfitted[0])
+    user, position = rc.last_queries(data.train.lengths(), k)
+    prefix = rc.prefix_candidates(model, data.train, user, position, n_max, max_len=data.max_len, progress=True)
+    print(f"unfitted stage 1 (last {k} positions): {len(prefix):,} queries, recall@{n_max} {prefix.recall():.4f}")
+    return {"model": model, "prefix": prefix, "holdout": k}
+
+
 def stage1_name(args: argparse.Namespace) -> str:
     """The stage-1 run, or the ensemble's runs and weights, as the results record them."""
     if len(args.stage1) == 1 and not args.stage1_weights:
@@ -150,19 +183,25 @@ def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int
     return out
 
 
-def build_data(args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int, sampled: int) -> dict[str, Path]:
-    """The three stage-2 files of N (kept in --out; rebuilt only when missing)."""
-    folder = args.out / f"data-N{n}-hard{hard}-sampled{sampled}-pu{args.per_user}-h{args.history}"
+def build_data(
+    args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int, sampled: int, *, unfitted: bool = False
+) -> dict[str, Path]:
+    """The three stage-2 files of N (kept in --out; rebuilt only when missing). `unfitted`: the
+    training rows come from the --unfitted run's last-K prefixes (scored by it), not from the
+    training prefixes of the stage-1 run."""
+    source = ctx["unfitted"] if unfitted else ctx
+    tag = f"unfitted{source['holdout']}" if unfitted else f"pu{args.per_user}"
+    folder = args.out / f"data-N{n}-hard{hard}-sampled{sampled}-{tag}-h{args.history}"
     files = {s: folder / f"{s}.parquet" for s in ("train", "valid", "test")}
     if all(p.is_file() for p in files.values()):
         return files
     print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})", flush=True)
     tables = stage2_tables(
-        ctx["model"],
+        source["model"],
         ctx["data"],
         ctx["serving"],
         ctx["side"],
-        prefix=ctx["prefix"].top(n),
+        prefix=source["prefix"].top(n),
         valid=ctx["cands"]["valid"].top(n),
         test=ctx["cands"]["test"].top(n),
         hard=hard,
@@ -290,7 +329,7 @@ def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str,
         ctx["side"],
         times=ctx["data"].test_input.times is not None,
         content_dim=args.content_dim,
-        ablation="none" if ablation == "valid-half" else ablation,
+        ablation="none" if ablation in ROW_SOURCES else ablation,
         history=args.history,
         epochs=args.epochs,
     )
@@ -414,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
         "content": content_vectors(side, args.content_dim),
         "counts": np.bincount(data.train.items, minlength=data.num_items + 1),
     }
+    if "unfitted" in args.ablation:
+        ctx["unfitted"] = unfitted_stage1(args, data, serving, n_max)
     common = {"protocol": protocol, "config": stage1_name(args)}
     for n in args.n:
         rec = stage1_record(cands, prefix, n) | {"stage1_run": stage1_name(args), "prefix_queries": len(prefix)}
@@ -426,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
                 files = build_generative_data(args, ctx, n)
             elif ablation == "no-hard":  # as many negatives, all uniform
                 files = build_data(args, ctx, n, 0, args.hard + args.sampled)
+            elif ablation == "unfitted":
+                files = build_data(args, ctx, n, args.hard, args.sampled, unfitted=True)
             else:
                 files = build_data(args, ctx, n, args.hard, args.sampled)
             for seed in args.seeds:

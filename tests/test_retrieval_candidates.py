@@ -159,3 +159,23 @@ def test_candidates_table_round_trips_with_raw_ids() -> None:
     back: Candidates = read_candidates(table, serving, "test")
     for name in ("user", "position", "target", "target_rank", "items", "scores", "target_score"):
         assert np.array_equal(getattr(back, name), getattr(c, name)), name
+
+
+def test_train_holdout_last_trains_without_each_users_last_items() -> None:
+    from ranker.config.retrieval import RetrievalRunConfig
+    from ranker.retrieval.batches import TrainSequences
+    from ranker.retrieval.run import training_sequences
+
+    data = leave_one_out_views(_seqs(low=3, high=9), ITEMS, max_len=20)
+    base = {"kind": "retrieval", "name": "t", "data": {"dataset": "r-ml100k"}, "model": {"kind": "sasrec"}}
+    plain = RetrievalRunConfig.model_validate(base)
+    held = RetrievalRunConfig.model_validate({**base, "data": {"dataset": "r-ml100k", "train_holdout_last": 2}})
+    assert training_sequences(plain, data) is data.train
+    seqs = training_sequences(held, data)
+    lens = data.train.lengths()
+    assert np.array_equal(seqs.lengths(), np.maximum(lens - 2, 0))
+    for u in range(len(lens)):  # each user's sequence is its training sequence's beginning
+        mine = seqs.items[seqs.offsets[u] : seqs.offsets[u + 1]]
+        assert np.array_equal(mine, data.train.items[data.train.offsets[u] : data.train.offsets[u] + len(mine)])
+    targets = TrainSequences.build(seqs, 20).num_targets()
+    assert targets == int(np.maximum(lens - 3, 0).sum())  # positions 1 .. len-3 of each user are targets

@@ -62,6 +62,13 @@ class RetrievalData(EventFile):
         "random subset, the same for every seed; for data-scaling studies); validation and test "
         "always score every user",
     )
+    train_holdout_last: int = Field(
+        0,
+        ge=0,
+        description="train on each training sequence without its last K items, so the run's "
+        "scores of those K positions are not fitted (the unfitted stage-2 rows of "
+        "benchmarks/two_stage.py --unfitted); validation and test are unchanged",
+    )
 
     @model_validator(mode="after")
     def _source(self) -> RetrievalData:

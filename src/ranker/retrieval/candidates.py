@@ -154,6 +154,22 @@ def prefix_queries(
     return user, position
 
 
+def last_queries(lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user, position) of the last `k` positions of every sequence (those with an input item),
+    sorted by user then position: the queries whose targets a run trained with
+    ``data.train_holdout_last: k`` never trained on.
+
+    Example:
+        >>> last_queries(np.array([5, 2, 1, 3]), 2)
+        (array([0, 0, 1, 3, 3]), array([3, 4, 1, 1, 2]))
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    back = np.clip(lengths - 1, 0, k)  # a query needs one input item
+    user = np.repeat(np.arange(len(lengths)), back)
+    j = np.arange(back.sum()) - np.repeat(np.cumsum(back) - back, back)  # 0 .. back_u - 1
+    return user, lengths[user] - back[user] + j
+
+
 def window_starts(position: np.ndarray, max_len: int) -> np.ndarray:
     """First item index of the window that reads the prefix ending before `position`.
 

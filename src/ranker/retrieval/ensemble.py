@@ -107,11 +107,12 @@ def load_ensemble(
     loaded = [load_run(Path(r)) for r in run_dirs]
     cfg, _, serving = loaded[0]
     for run, (_, _, other) in zip(run_dirs[1:], loaded[1:], strict=True):
-        _check_same_data(serving, other, run_dirs[0], run)
+        check_same_data(serving, other, run_dirs[0], run)
     return cfg, RetrieverEnsemble([m for _, m, _ in loaded], weights).eval(), serving
 
 
-def _check_same_data(a: ServingData, b: ServingData, first: Path, run: Path) -> None:
+def check_same_data(a: ServingData, b: ServingData, first: Path, run: Path) -> None:
+    """A ConfigError naming `run` unless its serving files hold the events of `first`'s."""
     same = (
         a.max_len == b.max_len
         and a.items.type == b.items.type

@@ -65,13 +65,19 @@ class Sequences:
         )
 
     def drop(self, first: int = 0, last: int = 0) -> Sequences:
-        """Every sequence without its `first` first and `last` last elements (it must have them)."""
+        """Every sequence without its `first` first and `last` last elements (empty if it has fewer).
+
+        Example:
+            >>> s = Sequences.from_lists([[1, 2, 3], [4]]).drop(last=2)
+            >>> s.items.tolist(), s.offsets.tolist()
+            ([1], [0, 1, 1])
+        """
         lens = self.lengths()
         pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lens)
         keep = (pos >= first) & (pos < np.repeat(lens - last, lens))
         return Sequences(
             self.items[keep],
-            np.concatenate([[0], np.cumsum(lens - first - last)]),
+            np.concatenate([[0], np.cumsum(np.maximum(lens - first - last, 0))]),
             None if self.times is None else self.times[keep],
         )
 

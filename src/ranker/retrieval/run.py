@@ -64,8 +64,10 @@ def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut | ServingData) -> Seq
 
 def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
     """All items but the last two (the protocol), or but the last one (``train.protocol:
-    reference``, where the validation item is a training target as in the HSTU public code)."""
-    return data.test_input if cfg.train.protocol == "reference" else data.train
+    reference``, where the validation item is a training target as in the HSTU public code);
+    without their last ``data.train_holdout_last`` items."""
+    seqs = data.test_input if cfg.train.protocol == "reference" else data.train
+    return seqs.drop(last=cfg.data.train_holdout_last) if cfg.data.train_holdout_last else seqs
 
 
 def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any]:
