@@ -364,6 +364,9 @@ def run_one(
         "overrides": args.overrides,
         "stage2_config": str(config),
     }
+    if ablation == "unfitted":  # the stage 1 of its training rows
+        record["unfitted_stage1"] = [str(r) for r in args.unfitted]
+        record["holdout_last"] = ctx["unfitted"]["holdout"]
     ranks: dict[str, np.ndarray] = {}
     for split in ("valid", "test"):
         table = pq.read_table(files[split])
