@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
-from ranker.retrieval.ensemble import load_ensemble
+from ranker.models.sequential import SequentialRetriever
+from ranker.retrieval.ensemble import RetrieverEnsemble, check_same_data
 from ranker.retrieval.evaluation import evaluate_model, exclusion_mask, score_batches
 from ranker.retrieval.protocol import LeaveOneOut
 from ranker.retrieval.run import load_run, run_views
@@ -58,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @torch.no_grad()
 def ranks(
     runs: list[Path], grid: list[float], anchors: int
-) -> tuple[LeaveOneOut, dict[str, list[np.ndarray]], dict[str, dict[float, np.ndarray]]]:
-    """(views, each member's ranks per split, the ensemble's ranks per split and weight w).
+) -> tuple[
+    str, LeaveOneOut, list[SequentialRetriever], dict[str, list[np.ndarray]], dict[str, dict[float, np.ndarray]]
+]:
+    """(the anchor's eval.exclude, views, the members, each member's ranks per split, the
+    ensemble's ranks per split and weight w).
 
     The first `anchors` runs have weight 1, the others w. Users are scored in batches by every
     member at once (the same batches: the runs share their events), so no users × items matrix
@@ -67,14 +71,9 @@ def ranks(
     """
     loaded = [load_run(r) for r in runs]
     cfg, _, serving = loaded[0]
+    for run, (_, _, other) in zip(runs[1:], loaded[1:], strict=True):
+        check_same_data(serving, other, runs[0], run)  # the library ensemble's own check
     data = run_views(cfg, serving)
-    for run, (other_cfg, _, other) in zip(runs[1:], loaded[1:], strict=True):
-        views = run_views(other_cfg, other)
-        if not (
-            np.array_equal(views.valid_target, data.valid_target)
-            and np.array_equal(views.test_target, data.test_target)
-        ):
-            raise SystemExit(f"{run}: not trained on the same events as {runs[0]}")
     alone: dict[str, list[np.ndarray]] = {}
     fused: dict[str, dict[float, np.ndarray]] = {}
     for split in ("valid", "test"):
@@ -93,14 +92,14 @@ def ranks(
             rest = sum(s for _, _, s in batches[anchors:])
             for w in grid:
                 fused[split][w][users] = retrieval_ranks(anchor + w * rest, target, mask)  # type: ignore[operator]
-    return data, alone, fused
+    return cfg.eval.exclude, data, [m for _, m, _ in loaded], alone, fused
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if len(args.runs) < 2 or any(w <= 0 for w in args.grid) or not 1 <= args.anchors < len(args.runs):
         raise SystemExit("--runs: at least two runs; --grid: weights > 0; --anchors: 1 .. len(--runs) - 1")
-    data, alone, fused = ranks(args.runs, args.grid, args.anchors)
+    exclude, data, members, alone, fused = ranks(args.runs, args.grid, args.anchors)
     path = HERE / "results" / f"ensemble-{args.dataset}.json"
     common: dict[str, Any] = {"protocol": PROTOCOLS.get(args.dataset, args.dataset), "seed": None}
     for k, run in enumerate(args.runs):
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         "test": metrics_from_ranks(fused["test"][best], KS),
     }
     # the same figure through the library's ensemble (what `ranker candidates` and two_stage.py load)
-    cfg, model, serving = load_ensemble(args.runs, rec["weights"])
-    again = evaluate_model(model, run_views(cfg, serving), "test", ks=KS, exclude=cfg.eval.exclude)
+    again = evaluate_model(RetrieverEnsemble(members, rec["weights"]), data, "test", ks=KS, exclude=exclude)
     rec["test_via_ensemble"] = again  # equal up to float-noise ties (a user or two)
     if any(abs(again[k] - rec["test"][k]) > 2 / len(data.test_target) for k in rec["test"]):
         raise SystemExit(f"RetrieverEnsemble disagrees with the fused scores: {again} vs {rec['test']}")
