@@ -31,6 +31,11 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
    for runs finished before (on an idle machine: rerun the same command with --timing).
 
+``--apply-n M …`` ranks the top M of every held-out query with each stage 2 trained at --n, no
+new training (records ``<ablation>@N<n>|N<m>|<seed>``, the table's rows "trained at N = n"):
+one ranker serving several candidate counts. Its stage-1 rank feature never exceeded n in
+training, so for M > n the candidates below rank n are scored out of their training range.
+
 ``generative`` (a variant too) trains the generative HSTU ranker instead, on the same queries as
 declared files (:mod:`ranker.twostage.generative`): its lists are scored through the served
 stage and, in a second row, fused with the stage-1 score (``logit(p) + w·s1``, w picked on
@@ -114,6 +119,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dataset", required=True, choices=sorted(PROTOCOL), help="side-information reader")
     p.add_argument("--n", type=int, nargs="+", default=[50, 100, 200, 500])
+    p.add_argument(
+        "--apply-n",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="M",
+        help="also rank the top M candidates of every held-out query with each stage 2 trained at --n "
+        "(no new training): the list at N = M from a ranker trained on another N's rows",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[2021, 2022, 2023])
     p.add_argument("--ablation", nargs="+", default=["none"], choices=VARIANTS)
     p.add_argument("--per-user", type=int, default=20, help="training prefixes per user (0: all)")
@@ -321,6 +335,31 @@ def valid_half(files: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
+def build_heldout(args: argparse.Namespace, ctx: dict[str, Any], m: int) -> dict[str, Path]:
+    """The valid and test files of the top M (kept in --out), for a stage 2 trained at another N."""
+    folder = args.out / f"heldout-N{m}-h{args.history}"
+    files = {s: folder / f"{s}.parquet" for s in ("valid", "test")}
+    if all(p.is_file() for p in files.values()):
+        return files
+    print(f"N={m}: held-out stage-2 rows", flush=True)
+    tables = stage2_tables(
+        ctx["model"],
+        ctx["data"],
+        ctx["serving"],
+        ctx["side"],
+        prefix=None,
+        valid=ctx["cands"]["valid"].top(m),
+        test=ctx["cands"]["test"].top(m),
+        hard=0,
+        sampled=0,
+        seed=DATA_SEED,
+        history=args.history,
+        content=ctx["content"],
+    )
+    write_tables(folder, tables)
+    return files
+
+
 def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str, Path], n: int, ablation: str) -> Path:
     folder = files["train"].parent
     cfg = stage2_config(
@@ -367,6 +406,38 @@ def run_one(
     if ablation == "unfitted":  # the stage 1 of its training rows
         record["unfitted_stage1"] = [str(r) for r in args.unfitted]
         record["holdout_last"] = ctx["unfitted"]["holdout"]
+    rank_lists(args, ctx, run_dir, files, n, record)
+    if args.timing:
+        record["timing"] = timing(args, run_dir, files["test"])
+    return record
+
+
+def apply_one(
+    args: argparse.Namespace, ctx: dict[str, Any], n: int, m: int, ablation: str, seed: int
+) -> dict[str, Any]:
+    """The finished stage 2 of (N = `n`, `ablation`, `seed`) ranking the top `m` candidates."""
+    run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
+    if not (run_dir / "metrics.json").is_file():
+        raise SystemExit(f"--apply-n: {run_dir} has not finished training")
+    files = build_heldout(args, ctx, m)
+    record: dict[str, Any] = {"n": m, "trained_at_n": n, "ablation": ablation, "stage2_run": str(run_dir)}
+    rank_lists(args, ctx, run_dir, files, m, record, ranks_file=f"final_ranks-N{m}.npz")
+    if args.timing:
+        record["timing"] = timing(args, run_dir, files["test"])
+    return record
+
+
+def rank_lists(
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    run_dir: Path,
+    files: dict[str, Path],
+    n: int,
+    record: dict[str, Any],
+    ranks_file: str = "final_ranks.npz",
+) -> None:
+    """Score every validation and test candidate of the top `n` with the stage 2 in `run_dir`;
+    the list metrics into `record`, the targets' ranks into ``run_dir / ranks_file``."""
     ranks: dict[str, np.ndarray] = {}
     for split in ("valid", "test"):
         table = pq.read_table(files[split])
@@ -375,10 +446,7 @@ def run_one(
         lists = ev.as_lists(table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape)
         list_record(record, ranks, split, lists, c, ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
-    np.savez(run_dir / "final_ranks.npz", **ranks)
-    if args.timing:
-        record["timing"] = timing(args, run_dir, files["test"])
-    return record
+    np.savez(run_dir / ranks_file, **ranks)
 
 
 def list_record(
@@ -409,9 +477,13 @@ def timing(args: argparse.Namespace, run_dir: Path, test_file: Path) -> dict[str
     return {str(t): ev.request_ms(run_dir, test, users, threads=t) | {"requests": len(users)} for t in (1, 2)}
 
 
-def seed_average(args: argparse.Namespace, n: int, ablation: str, seeds: list[int]) -> dict[str, Any] | None:
-    """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1."""
-    files = [args.out / f"N{n}" / f"{ablation}-{s}" / "final_ranks.npz" for s in seeds]
+def seed_average(
+    args: argparse.Namespace, n: int, ablation: str, seeds: list[int], trained_at: int | None = None
+) -> dict[str, Any] | None:
+    """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1
+    (`trained_at`: the lists of N = `n` ranked by the stage 2 trained at that N, ``--apply-n``)."""
+    name = "final_ranks.npz" if trained_at is None else f"final_ranks-N{n}.npz"
+    files = [args.out / f"N{trained_at or n}" / f"{ablation}-{s}" / name for s in seeds]
     if len(files) < 2 or not all(f.is_file() for f in files):
         return None
     loaded = [np.load(f) for f in files]
@@ -436,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     check_stage1(cfg)
     data = run_views(cfg, serving)
     side = side_info(args.dataset)
-    n_max = max(args.n)
+    n_max = max(args.n + args.apply_n)
     print(f"stage 1: {stage1_name(args)} ({cfg.model.kind}), {len(data.test_target):,} users, {data.num_items:,} items")
     cands = {
         s: rc.heldout_candidates(model, data, s, n_max, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size)
@@ -459,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     if "unfitted" in args.ablation:
         ctx["unfitted"] = unfitted_stage1(args, data, serving, n_max)
     common = {"protocol": protocol, "config": stage1_name(args)}
-    for n in args.n:
+    for n in sorted(set(args.n + args.apply_n)):
         rec = stage1_record(cands, prefix, n) | {"stage1_run": stage1_name(args), "prefix_queries": len(prefix)}
         save_result(path, f"stage1|N{n}", rec, name=f"stage1|N{n}", seed=None, **common)
         t = rec["test"]
@@ -503,7 +575,33 @@ def main(argv: list[str] | None = None) -> None:
             pooled = seed_average(args, n, ablation, args.seeds)
             if pooled is not None:
                 save_result(path, f"{ablation}|N{n}|seeds", pooled, name=f"{ablation}|N{n}", seed=None, **common)
+            if ablation != "generative":
+                for m in args.apply_n:
+                    apply_n(args, ctx, path, common, n, m, ablation)
     print(table(load_results(path)))
+
+
+def apply_n(
+    args: argparse.Namespace, ctx: dict[str, Any], path: Path, common: dict[str, Any], n: int, m: int, ablation: str
+) -> None:
+    """--apply-n: the records ``<ablation>@N<n>|N<m>|<seed>`` (and ``|seeds``) of the seeds' stage 2."""
+    variant = f"{ablation}@N{n}"
+    for seed in args.seeds:
+        key = f"{variant}|N{m}|{seed}"
+        done = load_results(path).get(key)
+        if done is not None and (not args.timing or "timing" in done):
+            continue
+        if done is not None:
+            done["timing"] = timing(args, Path(done["stage2_run"]), build_heldout(args, ctx, m)["test"])
+            record = done
+        else:
+            record = apply_one(args, ctx, n, m, ablation, seed)
+        save_result(path, key, record, name=f"{variant}|N{m}", seed=seed, **common)
+        t = record["test"]
+        print(f"{key}: test HR@10 {t['HR@10']:.4f} (stage 1 {record['test_stage1']['HR@10']:.4f})", flush=True)
+    pooled = seed_average(args, m, ablation, args.seeds, trained_at=n)
+    if pooled is not None:
+        save_result(path, f"{variant}|N{m}|seeds", pooled, name=f"{variant}|N{m}", seed=None, **common)
 
 
 # --------------------------------------------------------------------------- the table
@@ -552,13 +650,16 @@ def table(results: dict[str, Any]) -> str:
         cells = [str(n), "stage 1 alone", "–", recall]
         cells += [f"{s1['test'][m]:.4f}" if m in s1["test"] else "–" for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
         lines.append("| " + " | ".join([*cells, "–", "–", "–"]) + " |")
-        for ablation in VARIANTS:
-            runs = [v for k, v in results.items() if k.startswith(f"{ablation}|N{n}|") and not k.endswith("|seeds")]
+        applied = sorted({k.split("|")[0] for k in results if "@" in k.split("|")[0] and k.split("|")[1] == f"N{n}"})
+        for variant in [*VARIANTS, *applied]:
+            runs = [v for k, v in results.items() if k.startswith(f"{variant}|N{n}|") and not k.endswith("|seeds")]
             if not runs:
                 continue
-            pooled = results.get(f"{ablation}|N{n}|seeds")
+            pooled = results.get(f"{variant}|N{n}|seeds")
             boot = pooled["test_bootstrap"] if pooled else (runs[0]["test_bootstrap"] if len(runs) == 1 else None)
+            ablation, _, trained_at = variant.partition("@N")
             label = "two stages" if ablation == "none" else f"two stages, {ablation}"
+            label += f" (stage 2 trained at N = {trained_at})" if trained_at else ""
             cells = [str(n), label, str(len(runs)), recall]
             cells += [_cell(runs, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
             cells += [_diff(boot and boot.get("HR@10")), _diff(boot and boot.get("NDCG@10")), _timing(runs)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -214,6 +215,29 @@ def test_declared_config_trains_on_the_files_and_scores_every_row(tmp_path: Path
     assert scores.shape == (test.num_rows,) and np.isfinite(scores).all()
     timing = request_ms(tmp_path / "run", test, [0, 1, 2], threads=1, warmup=1)
     assert set(timing) == {"mean_ms", "p50_ms", "p99_ms"} and timing["mean_ms"] > 0
+
+    # without prefix candidates: only the held-out tables, here of the top 5, to score with the
+    # stage 2 trained on the top 8's rows: the same rows as the top 8's first five slots
+    heldout = stage2_tables(
+        model,
+        data,
+        serving,
+        _side(),
+        prefix=None,
+        valid=heldout_candidates(model, data, "valid", 5),
+        test=heldout_candidates(model, data, "test", 5),
+        hard=0,
+        sampled=0,
+        seed=0,
+        history=HISTORY,
+        content=np.ones((ITEMS, 3), dtype=np.float32),
+    )
+    assert set(heldout) == {"valid", "test"}
+    top5 = test.filter(pc.less(test.column("slot"), 5))
+    assert heldout["test"].num_rows == 12 * 5 and heldout["test"].equals(top5)
+    np.testing.assert_allclose(
+        stage2_scores(tmp_path / "run", heldout["test"]), scores[test.column("slot").to_numpy() < 5], rtol=1e-6
+    )
 
 
 def test_a_target_outside_the_n_is_a_miss_in_both_arms() -> None:

@@ -58,7 +58,7 @@ def stage2_tables(
     serving: ServingData,
     side: SideInfo,
     *,
-    prefix: Candidates,
+    prefix: Candidates | None,
     valid: Candidates,
     test: Candidates,
     hard: int,
@@ -69,9 +69,11 @@ def stage2_tables(
     progress: bool = False,
 ) -> dict[str, pa.Table]:
     """Train rows from the training prefixes' candidates (`hard` + `sampled` negatives each),
-    valid / test rows = the held-out candidates, all with side information."""
-    train = training_rows(model, data, prefix, hard=hard, sampled=sampled, seed=seed, progress=progress)
-    queries = {"train": train, "valid": heldout_rows(valid), "test": heldout_rows(test)}
+    valid / test rows = the held-out candidates, all with side information. Without `prefix`:
+    only the valid and test tables (to score a stage 2 trained on other rows)."""
+    queries = {"valid": heldout_rows(valid), "test": heldout_rows(test)}
+    if prefix is not None:
+        queries["train"] = training_rows(model, data, prefix, hard=hard, sampled=sampled, seed=seed, progress=progress)
     return {
         split: with_side_info(rows_table(q, data, serving, history=history), side, content)
         for split, q in queries.items()
