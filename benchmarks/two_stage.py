@@ -198,24 +198,33 @@ def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int
 
 
 def build_data(
-    args: argparse.Namespace, ctx: dict[str, Any], n: int, hard: int, sampled: int, *, unfitted: bool = False
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    n: int,
+    hard: int,
+    sampled: int,
+    *,
+    unfitted: bool = False,
+    train: bool = True,
 ) -> dict[str, Path]:
     """The three stage-2 files of N (kept in --out; rebuilt only when missing). `unfitted`: the
     training rows come from the --unfitted run's last-K prefixes (scored by it), not from the
-    training prefixes of the stage-1 run."""
+    training prefixes of the stage-1 run. Without `train`: the valid and test files only, to
+    score a stage 2 trained at another N (--apply-n)."""
     source = ctx["unfitted"] if unfitted else ctx
     tag = f"unfitted{source['holdout']}" if unfitted else f"pu{args.per_user}"
-    folder = args.out / f"data-N{n}-hard{hard}-sampled{sampled}-{tag}-h{args.history}"
-    files = {s: folder / f"{s}.parquet" for s in ("train", "valid", "test")}
+    name = f"data-N{n}-hard{hard}-sampled{sampled}-{tag}" if train else f"heldout-N{n}"
+    folder = args.out / f"{name}-h{args.history}"
+    files = {s: folder / f"{s}.parquet" for s in (("train", "valid", "test") if train else ("valid", "test"))}
     if all(p.is_file() for p in files.values()):
         return files
-    print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})", flush=True)
+    print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})" if train else f"N={n}: held-out rows", flush=True)
     tables = stage2_tables(
         source["model"],
         ctx["data"],
         ctx["serving"],
         ctx["side"],
-        prefix=source["prefix"].top(n),
+        prefix=source["prefix"].top(n) if train else None,
         valid=ctx["cands"]["valid"].top(n),
         test=ctx["cands"]["test"].top(n),
         hard=hard,
@@ -335,31 +344,6 @@ def valid_half(files: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
-def build_heldout(args: argparse.Namespace, ctx: dict[str, Any], m: int) -> dict[str, Path]:
-    """The valid and test files of the top M (kept in --out), for a stage 2 trained at another N."""
-    folder = args.out / f"heldout-N{m}-h{args.history}"
-    files = {s: folder / f"{s}.parquet" for s in ("valid", "test")}
-    if all(p.is_file() for p in files.values()):
-        return files
-    print(f"N={m}: held-out stage-2 rows", flush=True)
-    tables = stage2_tables(
-        ctx["model"],
-        ctx["data"],
-        ctx["serving"],
-        ctx["side"],
-        prefix=None,
-        valid=ctx["cands"]["valid"].top(m),
-        test=ctx["cands"]["test"].top(m),
-        hard=0,
-        sampled=0,
-        seed=DATA_SEED,
-        history=args.history,
-        content=ctx["content"],
-    )
-    write_tables(folder, tables)
-    return files
-
-
 def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str, Path], n: int, ablation: str) -> Path:
     folder = files["train"].parent
     cfg = stage2_config(
@@ -419,7 +403,7 @@ def apply_one(
     run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
     if not (run_dir / "metrics.json").is_file():
         raise SystemExit(f"--apply-n: {run_dir} has not finished training")
-    files = build_heldout(args, ctx, m)
+    files = build_data(args, ctx, m, 0, 0, train=False)
     record: dict[str, Any] = {"n": m, "trained_at_n": n, "ablation": ablation, "stage2_run": str(run_dir)}
     rank_lists(args, ctx, run_dir, files, m, record, ranks_file=f"final_ranks-N{m}.npz")
     if args.timing:
@@ -592,7 +576,7 @@ def apply_n(
         if done is not None and (not args.timing or "timing" in done):
             continue
         if done is not None:
-            done["timing"] = timing(args, Path(done["stage2_run"]), build_heldout(args, ctx, m)["test"])
+            done["timing"] = timing(args, Path(done["stage2_run"]), build_data(args, ctx, m, 0, 0, train=False)["test"])
             record = done
         else:
             record = apply_one(args, ctx, n, m, ablation, seed)

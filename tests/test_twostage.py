@@ -188,21 +188,28 @@ def test_reduce_dim_keeps_the_principal_axes() -> None:
 def test_declared_config_trains_on_the_files_and_scores_every_row(tmp_path: Path) -> None:
     data, serving, model = _world()
     user, pos = prefix_queries(data.train.lengths())
-    tables = stage2_tables(
-        model,
-        data,
-        serving,
-        _side(),
-        prefix=prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN),
-        valid=heldout_candidates(model, data, "valid", 8),
-        test=heldout_candidates(model, data, "test", 8),
-        hard=3,
-        sampled=2,
-        seed=0,
-        history=HISTORY,
-        content=np.ones((ITEMS, 3), dtype=np.float32),
+
+    def tables_of(prefix: Candidates | None, n: int) -> dict[str, pa.Table]:
+        valid, test = (heldout_candidates(model, data, split, n) for split in ("valid", "test"))
+        content = np.ones((ITEMS, 3), dtype=np.float32)
+        return stage2_tables(
+            model,
+            data,
+            serving,
+            _side(),
+            prefix=prefix,
+            valid=valid,
+            test=test,
+            hard=3,
+            sampled=2,
+            seed=0,
+            history=HISTORY,
+            content=content,
+        )
+
+    files = write_tables(
+        tmp_path / "data", tables_of(prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN), 8)
     )
-    files = write_tables(tmp_path / "data", tables)
     cfg = stage2_config("tiny", files, _side(), times=True, content_dim=3, history=HISTORY, epochs=1)
     cfg["model"]["history"]["max_len"] = 4
     run = load_config(base=cfg)
@@ -218,20 +225,7 @@ def test_declared_config_trains_on_the_files_and_scores_every_row(tmp_path: Path
 
     # without prefix candidates: only the held-out tables, here of the top 5, to score with the
     # stage 2 trained on the top 8's rows: the same rows as the top 8's first five slots
-    heldout = stage2_tables(
-        model,
-        data,
-        serving,
-        _side(),
-        prefix=None,
-        valid=heldout_candidates(model, data, "valid", 5),
-        test=heldout_candidates(model, data, "test", 5),
-        hard=0,
-        sampled=0,
-        seed=0,
-        history=HISTORY,
-        content=np.ones((ITEMS, 3), dtype=np.float32),
-    )
+    heldout = tables_of(None, 5)
     assert set(heldout) == {"valid", "test"}
     top5 = test.filter(pc.less(test.column("slot"), 5))
     assert heldout["test"].num_rows == 12 * 5 and heldout["test"].equals(top5)
