@@ -80,6 +80,9 @@ from ranker.twostage.side_info import side_info
 #: and the generative HSTU ranker as stage 2 (``generative``: :mod:`ranker.twostage.generative`)
 ROW_SOURCES = ("valid-half", "unfitted")  # the `none` config on other training rows
 VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
+# The feature ranker reads the stage-1 score already: fused again, it may need less of it (w < 0)
+# or more (w > 0); 0 first, so that a tie keeps the ranker's own order.
+SIGNED_BLEND_WEIGHTS = (*ev.BLEND_WEIGHTS, *(-w for w in ev.BLEND_WEIGHTS[1:]))
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
@@ -299,19 +302,10 @@ def run_generative(
         probs = {s: scorer.scores(ctx["cands"][s].top(n)) for s in ("valid", "test")}
         np.savez(lists_file, **probs)
     ranks: dict[str, np.ndarray] = {}
-    weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n))
-    record["blend"] = {"weight": weight, "weights": list(ev.BLEND_WEIGHTS)}
     for split in ("valid", "test"):
-        c = ctx["cands"][split].top(n)
-        lists = probs[split]
-        blended = ev.final_ranks(ev.blend(lists, c, weight), c)[0]
-        ranks[f"{split}_blend"] = blended
-        record["blend"][split] = ev.list_metrics(blended, n)
-        list_record(record, ranks, split, lists, c, ctx["counts"])
+        list_record(record, ranks, split, probs[split], ctx["cands"][split].top(n), ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
-    record["blend"]["test_bootstrap"] = ev.compare(
-        ranks["test_blend"], ranks["test_one"], n=n, resamples=args.resamples
-    )
+    blend_record(args, ctx, record, ranks, probs, n, ev.BLEND_WEIGHTS)
     np.savez(run_dir / "final_ranks.npz", **ranks)
     if args.timing:
         record["timing"] = generative_timing(args, ctx, n, run_dir)
@@ -423,14 +417,40 @@ def rank_lists(
     """Score every validation and test candidate of the top `n` with the stage 2 in `run_dir`;
     the list metrics into `record`, the targets' ranks into ``run_dir / ranks_file``."""
     ranks: dict[str, np.ndarray] = {}
+    lists: dict[str, np.ndarray] = {}
     for split in ("valid", "test"):
         table = pq.read_table(files[split])
         c = ctx["cands"][split].top(n)
         scores = ev.stage2_scores(run_dir, table)
-        lists = ev.as_lists(table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape)
-        list_record(record, ranks, split, lists, c, ctx["counts"])
+        lists[split] = ev.as_lists(
+            table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape
+        )
+        list_record(record, ranks, split, lists[split], c, ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
+    blend_record(args, ctx, record, ranks, lists, n, SIGNED_BLEND_WEIGHTS)
     np.savez(run_dir / ranks_file, **ranks)
+
+
+def blend_record(
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    record: dict[str, Any],
+    ranks: dict[str, np.ndarray],
+    probs: dict[str, np.ndarray],
+    n: int,
+    weights: tuple[float, ...],
+) -> None:
+    """``record["blend"]``: the lists fused with the stage-1 score, ``logit(p) + w · s1``, w picked
+    among `weights` on validation NDCG@10; the targets' ranks as ``ranks["<split>_blend"]``."""
+    weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n), weights)
+    record["blend"] = {"weight": weight, "weights": list(weights)}
+    for split in ("valid", "test"):
+        c = ctx["cands"][split].top(n)
+        ranks[f"{split}_blend"] = ev.final_ranks(ev.blend(probs[split], c, weight), c)[0]
+        record["blend"][split] = ev.list_metrics(ranks[f"{split}_blend"], n)
+    record["blend"]["test_bootstrap"] = ev.compare(
+        ranks["test_blend"], ranks["test_one"], n=n, resamples=args.resamples
+    )
 
 
 def list_record(
@@ -472,14 +492,16 @@ def seed_average(
         return None
     loaded = [np.load(f) for f in files]
     one = ev.per_user(loaded[0]["test_one"])
-    two = {m: np.mean([ev.per_user(x["test_two"])[m] for x in loaded], axis=0) for m in one}
     names = [m for m in ev.METRICS if "@" not in m or int(m.split("@")[1]) <= n]
-    return {
-        "n": n,
-        "ablation": ablation,
-        "seeds": seeds,
-        "test_bootstrap": {m: ev.paired_bootstrap(two[m], one[m], resamples=args.resamples, seed=0) for m in names},
-    }
+
+    def pooled(ranks: str) -> dict[str, Any]:
+        mean = {m: np.mean([ev.per_user(x[ranks])[m] for x in loaded], axis=0) for m in one}
+        return {m: ev.paired_bootstrap(mean[m], one[m], resamples=args.resamples, seed=0) for m in names}
+
+    out = {"n": n, "ablation": ablation, "seeds": seeds, "test_bootstrap": pooled("test_two")}
+    if all("test_blend" in x for x in loaded):  # the lists fused with the stage-1 score, too
+        out["blend_test_bootstrap"] = pooled("test_blend")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -534,8 +556,11 @@ def main(argv: list[str] | None = None) -> None:
                 key = f"{ablation}|N{n}|{seed}"
                 done = load_results(path).get(key)
                 if done is not None:  # finished; --timing adds the timing it lacks
+                    run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
+                    if ablation != "generative" and "blend" not in done:  # finished before the blend row
+                        rank_lists(args, ctx, run_dir, files, n, done)
+                        save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     if args.timing and "timing" not in done:
-                        run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
                         done["timing"] = (
                             generative_timing(args, ctx, n, run_dir)
                             if ablation == "generative"
@@ -653,7 +678,7 @@ def table(results: dict[str, Any]) -> str:
                 weights = ", ".join(f"{b['weight']:g}" for b in blends)
                 cells = [str(n), f"{label} + stage-1 score (weight {weights}, on valid)", str(len(blends)), recall]
                 cells += [_cell(blends, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
-                b = blends[0]["test_bootstrap"] if len(blends) == 1 else None
+                b = blends[0]["test_bootstrap"] if len(blends) == 1 else (pooled or {}).get("blend_test_bootstrap")
                 cells += [_diff(b and b.get("HR@10")), _diff(b and b.get("NDCG@10")), "–"]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
