@@ -33,8 +33,9 @@ What it does, in order (every step resumes: finished files and runs are kept in 
 
 ``--apply-n M …`` ranks the top M of every held-out query with each stage 2 trained at --n, no
 new training (records ``<ablation>@N<n>|N<m>|<seed>``, the table's rows "trained at N = n"):
-one ranker serving several candidate counts. Its stage-1 rank feature never exceeded n in
-training, so for M > n the candidates below rank n are scored out of their training range.
+one ranker serving several candidate counts. For M > n it is unsafe: the training rows' hard
+negatives come from the top n only, so below rank n every negative is a uniform one and the
+ranker learns that a candidate ranked just below n is likelier than one just above it.
 
 ``generative`` (a variant too) trains the generative HSTU ranker instead, on the same queries as
 declared files (:mod:`ranker.twostage.generative`): its lists are scored through the served
