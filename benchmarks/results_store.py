@@ -44,7 +44,9 @@ work with, for files in this layout and in the legacy ones alike.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import platform
@@ -52,6 +54,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,17 +211,32 @@ def write_document(path: Path, doc: dict[str, Any]) -> None:
 def save_result(path: Path, key: str, value: Any, **record_fields: Any) -> dict[str, Any]:
     """Add (or replace) the record ``key`` with metrics ``value`` and this process's provenance.
 
-    The file is re-read first (merged with records other processes wrote meanwhile). Extra
-    keyword arguments (name, seed, protocol, config) go to ``make_record``. Returns the merged
-    ``{key: metrics}`` mapping.
+    The file is re-read first (merged with records other processes wrote meanwhile), under an
+    exclusive lock on a sibling ``.<name>.lock`` file, so runners of one study (e.g. one process
+    per seed) may write the same file at once without losing a record. Extra keyword arguments
+    (name, seed, protocol, config) go to ``make_record``. Returns the merged ``{key: metrics}``
+    mapping.
     """
-    doc = load_document(path) or new_document(path.stem, protocol_of(path.stem))
     rec = make_record(key, value, prov=provenance(), **record_fields)
-    if rec["protocol"] == UNKNOWN:
-        rec["protocol"] = doc["protocol"]
-    doc["records"] = [r for r in doc["records"] if r["key"] != key] + [rec]
-    write_document(path, doc)
+    with _locked(path):
+        doc = load_document(path) or new_document(path.stem, protocol_of(path.stem))
+        if rec["protocol"] == UNKNOWN:
+            rec["protocol"] = doc["protocol"]
+        doc["records"] = [r for r in doc["records"] if r["key"] != key] + [rec]
+        write_document(path, doc)
     return {r["key"]: r["metrics"] for r in doc["records"]}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) for `path`'s read-merge-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_document(

@@ -11,7 +11,9 @@ set beside the offline figures of the same stage-2 run (``final_ranks.npz``, wri
 ``two_stage.py``), for the two-stage order and for the stage-1 order of the same candidates
 (sorted by the answer's ``retrieval_score``). Equal figures say that serving feeds the ranker
 what it was trained and evaluated on: the stage-1 score, rank and history length computed per
-request, the history, the exclusion of every item seen. Results:
+request, the history, the exclusion of every item seen. A bundle built with ``--stage1-weight w``
+serves ``logit(p) + w · s1``: its list is set beside the run's fused list (``test_blend``, whose
+weight validation picked; w must be that weight). Results:
 ``benchmarks/results/served-vs-offline.json`` (key ``ml-1m|N200``, or ``--key``).
 """
 
@@ -70,7 +72,13 @@ def main() -> None:
     events = from_recipe("r-ml1m")
     seqs, users, items = events.sequences, events.users.to_pylist(), events.items.to_pylist()
     order = np.random.default_rng(0).permutation(len(users))[: args.users]
-    offline = np.load(args.run / "final_ranks.npz")
+    offline = dict(np.load(args.run / "final_ranks.npz"))
+    fused = rec.bundle.stage1_weight is not None
+    if fused and "test_blend" not in offline:
+        raise SystemExit(
+            f"--bundle serves a fused order, but {args.run}/final_ranks.npz has no fused list (test_blend)"
+        )
+    offline_two = offline["test_blend" if fused else "test_two"]
     two, one, seconds = [], [], []
     for u in order:
         seq = seqs.items[seqs.offsets[u] : seqs.offsets[u + 1]]
@@ -87,9 +95,10 @@ def main() -> None:
         "users": len(order),
         "served_two_stages": list_metrics(np.array(two)),
         "served_stage1": list_metrics(np.array(one)),
-        "offline_two_stages": list_metrics(offline["test_two"][order]),
+        "offline_two_stages": list_metrics(offline_two[order]),
         "offline_stage1": list_metrics(offline["test_one"][order]),
-        "same_rank_share": float(np.mean(same_rank(np.array(two), offline["test_two"][order]))),
+        "same_rank_share": float(np.mean(same_rank(np.array(two), offline_two[order]))),
+        "stage1_weight": rec.bundle.stage1_weight,
         "recommend_p50_ms": float(np.percentile(seconds, 50) * 1000),
         "threads": args.threads,
     }

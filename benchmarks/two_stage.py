@@ -26,6 +26,11 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    trained with ``data.train_holdout_last: K``, so those scores are not fitted: distributed as
    the held-out queries' are, on K rows per user where ``valid-half`` has half a row (validation
    selects and test is scored as always, with the ``--stage1`` run's candidates);
+   ``rank-weighted`` (a row source too) draws the hard negatives from the top N with weight
+   ``r^−α`` for stage-1 rank r (``--hard-alpha`` α, default 1: about half of them from the top 10
+   of 200) instead of uniformly, so the rows are contested where the top 10 is, while every rank
+   of the N still gives a hard negative now and then (the N = 50 rows concentrate them too, but
+   leave ranks 51–200 without any);
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
    1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
@@ -44,7 +49,10 @@ validation NDCG@10); the served scores are kept in the run (``lists.npz``).
 
 Results: benchmarks/results/two-stage-<dataset><--results-suffix>.json (layout ranker-results/1), keys
 ``stage1|N<n>`` (stage 1 alone), ``<ablation>|N<n>|<seed>`` and ``<ablation>|N<n>|seeds`` (the
-bootstrap of the seed-averaged per-user metrics). The table: ``update_tables.py``
+bootstrap of the seed-averaged per-user metrics). Seeds may run in parallel, one process each
+(``--seeds 2022`` and ``--seeds 2023`` with the same --out and suffix): ``save_result`` locks the
+file while it merges, and the same command with every seed afterwards finds them finished and
+writes only the ``|seeds`` record. The table: ``update_tables.py``
 (``<!-- table:two-stage-<dataset> -->``, docs/experiments/two-stage.md).
 """
 
@@ -77,9 +85,10 @@ from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, wri
 from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
-#: the stage-2 variants: the config ablations, two row sources (``valid-half``, ``unfitted``: module docstring)
-#: and the generative HSTU ranker as stage 2 (``generative``: :mod:`ranker.twostage.generative`)
-ROW_SOURCES = ("valid-half", "unfitted")  # the `none` config on other training rows
+#: the stage-2 variants: the config ablations, three row sources (``valid-half``, ``unfitted``,
+#: ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
+#: :mod:`ranker.twostage.generative`)
+ROW_SOURCES = ("valid-half", "unfitted", "rank-weighted")  # the `none` config on other training rows
 VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
 # The feature ranker reads the stage-1 score already: fused again, it may need less of it (w < 0)
 # or more (w > 0); 0 first, so that a tie keeps the ranker's own order.
@@ -139,6 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hard", type=int, default=8, help="hard negatives per prefix (from its stage-1 top-N)")
     p.add_argument("--sampled", type=int, default=2, help="uniform negatives per prefix")
     p.add_argument(
+        "--hard-alpha",
+        type=float,
+        default=1.0,
+        help="the rank-weighted variant: hard negatives drawn with weight rank^-alpha (> 0)",
+    )
+    p.add_argument(
         "--history", type=int, default=20, help="history items kept per row (TransAct reads the last 20 at most)"
     )
     p.add_argument("--content-dim", type=int, default=32, help="title-embedding PCA width (0: no content)")
@@ -153,7 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a separate results file (two-stage-<dataset><suffix>.json): one file per stage-1 run",
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.hard_alpha > 0:
+        p.error(f"--hard-alpha: must be > 0 (0 is the uniform draw of the `none` rows), got {args.hard_alpha}")
+    return args
 
 
 def content_vectors(side: Any, dim: int) -> np.ndarray | None:
@@ -210,13 +228,16 @@ def build_data(
     *,
     unfitted: bool = False,
     train: bool = True,
+    hard_alpha: float = 0.0,
 ) -> dict[str, Path]:
     """The three stage-2 files of N (kept in --out; rebuilt only when missing). `unfitted`: the
     training rows come from the --unfitted run's last-K prefixes (scored by it), not from the
     training prefixes of the stage-1 run. Without `train`: the valid and test files only, to
-    score a stage 2 trained at another N (--apply-n)."""
+    score a stage 2 trained at another N (--apply-n). `hard_alpha` > 0: the hard negatives are
+    weighted by stage-1 rank (``rank-weighted``)."""
     source = ctx["unfitted"] if unfitted else ctx
     tag = f"unfitted{source['holdout']}" if unfitted else f"pu{args.per_user}"
+    tag += f"-alpha{hard_alpha:g}" if hard_alpha else ""
     name = f"data-N{n}-hard{hard}-sampled{sampled}-{tag}" if train else f"heldout-N{n}"
     folder = args.out / f"{name}-h{args.history}"
     files = {s: folder / f"{s}.parquet" for s in (("train", "valid", "test") if train else ("valid", "test"))}
@@ -234,6 +255,7 @@ def build_data(
         hard=hard,
         sampled=sampled,
         seed=DATA_SEED,
+        hard_alpha=hard_alpha,
         history=args.history,
         content=ctx["content"],
         progress=True,
@@ -385,6 +407,8 @@ def run_one(
     if ablation == "unfitted":  # the stage 1 of its training rows
         record["unfitted_stage1"] = [str(r) for r in args.unfitted]
         record["holdout_last"] = ctx["unfitted"]["holdout"]
+    if ablation == "rank-weighted":
+        record["hard_alpha"] = args.hard_alpha
     rank_lists(args, ctx, run_dir, files, n, record)
     if args.timing:
         record["timing"] = timing(args, run_dir, files["test"])
@@ -551,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
                 files = build_data(args, ctx, n, 0, args.hard + args.sampled)
             elif ablation == "unfitted":
                 files = build_data(args, ctx, n, args.hard, args.sampled, unfitted=True)
+            elif ablation == "rank-weighted":
+                files = build_data(args, ctx, n, args.hard, args.sampled, hard_alpha=args.hard_alpha)
             else:
                 files = build_data(args, ctx, n, args.hard, args.sampled)
             for seed in args.seeds:

@@ -161,3 +161,23 @@ def test_serving_tables_from_a_results_file(tmp_path: Path, monkeypatch: pytest.
         body = update_tables.render(name)
         assert body is not None and "not measured" not in body, name
         assert {line.count("|") - 1 for line in body.split("\n")} == {columns[name]}, name
+
+
+def _save_many(path: str, prefix: str) -> None:
+    for i in range(20):
+        results_store.save_result(Path(path), f"{prefix}|{i}", {"i": i}, seed=None)
+
+
+def test_processes_writing_one_results_file_at_once_lose_no_record(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "two-stage-x-ts-ml1m.json"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_save_many, args=(str(path), f"seed{s}")) for s in (1, 2, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    keys = set(results_store.load_results(path))
+    assert keys == {f"seed{s}|{i}" for s in (1, 2, 3) for i in range(20)}

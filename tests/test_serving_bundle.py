@@ -366,3 +366,45 @@ def test_several_retrieval_runs_are_served_as_one_ensemble(
     rec = Recommender(b, open_store(f"sqlite:///{tmp_path / 'e.db'}"))
     got = rec.recommend(Query(history=[Event("", "sku-003", None, 1.0)]), k=4, n_candidates=10, exclude=[])
     assert len(got["items"]) == 4 and set(got["items"][0]["probabilities"]) == {"click", "buy"}
+
+
+def test_a_stage1_weight_serves_the_fused_order(runs: dict[str, Path], bundle: Path, tmp_path: Path) -> None:
+    """--stage1-weight w: /recommend orders by logit(s) + w · s1, the benchmark's fused list."""
+    import numpy as np
+    import yaml
+
+    with pytest.raises(ConfigError, match=r"--stage1-weight: .*add up to 2 > 1 with combine: sum"):
+        write_bundle(runs["retrieval"], tmp_path / "x", ranker_run=runs["ranker"], stage1_weight=1.0)
+    with pytest.raises(ConfigError, match=r"--stage1-weight 1.0: needs --ranker"):
+        write_bundle(runs["retrieval"], tmp_path / "x", stage1_weight=1.0)
+    ranker = tmp_path / "click-ranker"  # the same model, served on p(click) alone: a probability
+    shutil.copytree(runs["ranker"], ranker)
+    cfg = yaml.safe_load((ranker / "config.yaml").read_text())
+    cfg["serving"] = {**cfg.get("serving", {}), "weights": {"click": 1.0}}
+    (ranker / "config.yaml").write_text(yaml.safe_dump(cfg))
+    seal_run(ranker, "ranking")
+    args = ["bundle", "--retrieval", str(runs["retrieval"]), "--ranker", str(ranker), "--index", "exact"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+        assert main([*args, "--out", str(tmp_path / "fused"), "--stage1-weight", "3"]) == 0
+    fused_manifest = verify_bundle(tmp_path / "fused")
+    assert fused_manifest["stages"]["ranker"]["stage1_weight"] == 3.0
+    assert fused_manifest["version"] != verify_bundle(tmp_path / "plain")["version"]
+    plain, fused = Recommender(load_bundle(tmp_path / "plain")), Recommender(load_bundle(tmp_path / "fused"))
+    assert fused.bundle.stage1_weight == 3.0 and plain.bundle.stage1_weight is None
+    history = [Event("u05", f"sku-{i:03d}", "2", 1_700_000_000.0 + 60 * i) for i in range(10)]
+    q = Query(user="u05", history=history, now=1_700_001_000.0)
+    a = plain.recommend(q, k=20, n_candidates=20, exclude=[])["items"]
+    b = fused.recommend(q, k=20, n_candidates=20, exclude=[])["items"]
+    assert {r["item"] for r in a} == {r["item"] for r in b}  # the same candidates, ordered otherwise
+    p = np.array([r["probabilities"]["click"] for r in a])
+    s1 = np.array([r["retrieval_score"] for r in a])
+    expected = np.log(p) - np.log1p(-p) + 3.0 * s1
+    want = [a[j]["item"] for j in np.argsort(-expected, kind="stable")]
+    assert [r["item"] for r in b] == want and want != [r["item"] for r in a]
+    np.testing.assert_allclose([r["score"] for r in b], np.sort(expected)[::-1], rtol=1e-6)
+    # the popularity fallback has no stage-1 score to fuse: the ranker's order alone
+    stranger = Query(user="stranger")
+    assert fused.recommend(stranger, k=5, n_candidates=10, exclude=[]) == plain.recommend(
+        stranger, k=5, n_candidates=10, exclude=[]
+    ) | {"model_version": fused.version}

@@ -128,6 +128,31 @@ def test_hard_negatives_come_from_the_prefix_candidates_and_carry_stage1_ranks()
     assert not np.array_equal(training_rows(model, data, prefix, hard=3, sampled=2, seed=1).items, q.items)
 
 
+def test_rank_weighted_hard_negatives_favour_the_top_of_the_list() -> None:
+    """hard_alpha α: hard negatives drawn with weight r^−α (Efraimidis–Spirakis keys); 0 = uniform."""
+    data, serving, model = _world()
+    user, pos = prefix_queries(data.train.lengths())
+    prefix = prefix_candidates(model, data.train, user, pos, 10, max_len=MAX_LEN)
+    uniform = training_rows(model, data, prefix, hard=1, sampled=0, seed=0)
+    assert np.array_equal(
+        training_rows(model, data, prefix, hard=1, sampled=0, seed=0, hard_alpha=0.0).items, uniform.items
+    )
+    places = {}
+    for alpha in (0.0, 1.0, 3.0):
+        q = training_rows(model, data, prefix, hard=1, sampled=0, seed=0, hard_alpha=alpha)
+        hard = q.items[:, 1]
+        assert set(hard[hard > 0]) <= set(prefix.items.ravel())
+        assert all(h == 0 or h in c for h, c in zip(hard, prefix.items, strict=True))
+        col = (prefix.items == hard[:, None]).argmax(1) + 1  # the hard negative's place in the top 10
+        places[alpha] = col[hard > 0]
+    means = {a: float(v.mean()) for a, v in places.items()}
+    assert means[0.0] > means[1.0] + 0.5 > means[3.0] + 1.0, means
+    # α = 3: place 1 has weight 1, places 2–10 together ~0.20 of it, so most draws are place 1 or 2
+    assert np.mean(places[3.0] <= 2) > 0.75 > np.mean(places[0.0] <= 2)
+    with pytest.raises(ValueError, match="hard_alpha >= 0"):
+        training_rows(model, data, prefix, hard=1, sampled=0, seed=0, hard_alpha=-1.0)
+
+
 def test_heldout_rows_are_the_candidates_with_the_protocols_history() -> None:
     data, serving, model = _world()
     for split, inputs in (("valid", data.train), ("test", data.test_input)):

@@ -538,6 +538,13 @@ def _serving_parsers(sub: Any) -> None:
         choices=["int8"],
         help="serve the ranker with dynamically quantised int8 linear layers (CPU; recorded in the manifest)",
     )
+    b.add_argument(
+        "--stage1-weight",
+        type=float,
+        metavar="W",
+        help="with --ranker: /recommend orders by logit(ranker score) + W · stage-1 score instead of the "
+        "ranker score alone (benchmarks/two_stage.py picks W on validation; default: the ranker alone)",
+    )
     b.add_argument("--force", action="store_true", help="replace an existing --out directory")
     b.set_defaults(func=_cmd_bundle)
 
@@ -647,6 +654,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         force=args.force,
         quantize=args.quantize,
         retrieval_weights=args.retrieval_weights,
+        stage1_weight=args.stage1_weight,
     )
     stages = " + ".join(f"{k} ({v.get('model') or ', '.join(v.get('tasks', []))})" for k, v in m["stages"].items())
     print(

@@ -16,11 +16,17 @@
                            model.safetensors, manifest.json): loads with ranker.ranking.run.load_run
     users.parquet          the ranker's user columns, latest value per user (raw user id `user`)
     features.json          where each ranker input column comes from (ranker.serving.features)
-    serving.json           with --quantize only: {"quantize": "int8"} (ranker.serving.quantize)
+    serving.json           with --quantize / --stage1-weight only: {"quantize": "int8",
+                           "stage1_weight": w} (ranker.serving.quantize; the fused order below)
     stage 2, a generative HSTU ranker (--ranker RUN of kind generative; ranker.serving.generative):
     generative/            a generative run directory (config.yaml, model.safetensors,
                            model_shape.json, items.parquet, actions.parquet)
     static.parquet         every user's static token ids; generative.json: tasks, actions
+
+With ``--stage1-weight w`` (either kind of ranker) ``/recommend`` orders the candidates by
+``logit(s) + w · s1``: the ranker's serving score s (a probability: :func:`check_fusion`)
+fused with the candidate's stage-1 score, the list ``benchmarks/two_stage.py`` measures as
+"+ stage-1 score" with w picked on validation (:func:`ranker.twostage.evaluate.fuse`).
 
 Nothing is read outside the directory at load (:func:`load_bundle`): every file's sha256 is
 checked against the manifest first, and a missing or changed file is refused by name. The
@@ -124,6 +130,7 @@ class Bundle:
     ranking: RankingStage | GenerativeStage | None
     directory: Path  # the resolved directory the files were read from
     manifest_sha256: str  # of the manifest file as verified (what the --watch poll compares)
+    stage1_weight: float | None = None  # /recommend orders by logit(s) + w · s1 (--stage1-weight)
 
     @property
     def version(self) -> str:
@@ -144,11 +151,13 @@ def write_bundle(
     force: bool = False,
     quantize: str | None = None,
     retrieval_weights: Sequence[float] | None = None,
+    stage1_weight: float | None = None,
 ) -> dict[str, Any]:
     """Validate the runs, write the bundle into `out` (atomically: a sibling temp dir renamed).
     `quantize` ("int8"): the ranker is served with int8 linear layers (:mod:`ranker.serving.quantize`).
     Several retrieval runs (on the same events) are served as one ensemble with `retrieval_weights`
-    (:mod:`ranker.retrieval.ensemble`), copied to ``retrieval/``, ``retrieval-2/``, …"""
+    (:mod:`ranker.retrieval.ensemble`), copied to ``retrieval/``, ``retrieval-2/``, …
+    `stage1_weight` w: ``/recommend`` orders by ``logit(s) + w · s1`` (module doc)."""
     from ranker.families import family_of_run, require_family
     from ranker.retrieval.ensemble import load_stage1
 
@@ -163,6 +172,11 @@ def write_bundle(
     if quantize is not None and (quantize not in QUANTIZE or ranker_kind != "ranking"):
         raise ConfigError(
             f"--quantize {quantize}: needs a feature ranker (--ranker of kind ranking) and one of {', '.join(QUANTIZE)}"
+        )
+    if stage1_weight is not None and (ranker_run is None or not np.isfinite(stage1_weight)):
+        raise ConfigError(
+            f"--stage1-weight {stage1_weight}: needs --ranker and a finite number "
+            "(it fuses the ranker's probability with the stage-1 score)"
         )
     cfg, model, serving = load_stage1(runs, retrieval_weights)
     items = serving.items
@@ -186,12 +200,15 @@ def write_bundle(
         if ranker_run is not None and ranker_kind == "generative":
             from ranker.serving.generative import write_generative
 
-            stages["ranker"] = {**write_generative(Path(ranker_run), tmp), "min_item_overlap": min_item_overlap}
+            info = write_generative(Path(ranker_run), tmp, fused=stage1_weight is not None)
+            stages["ranker"] = {**info, "min_item_overlap": min_item_overlap}
         elif ranker_run is not None:
-            catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {})
+            catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {}, stage1_weight is not None)
             stages["ranker"] = {**info, "min_item_overlap": min_item_overlap, "quantize": quantize}
-            if quantize is not None:  # a hashed file, so the choice is part of the version
-                (tmp / SERVING_FILE).write_text(json.dumps({"quantize": quantize}))
+        options = {k: v for k, v in (("quantize", quantize), ("stage1_weight", stage1_weight)) if v is not None}
+        if options:  # a hashed file, so the choices are part of the version
+            stages["ranker"]["stage1_weight"] = stage1_weight
+            (tmp / SERVING_FILE).write_text(json.dumps(options))
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         files = _hash_files(tmp)
         manifest: dict[str, Any] = {
@@ -278,10 +295,28 @@ def _check_ranker(
     check_items_fit(pre, cfg.data, items, run / "preprocessor.json", catalogue_file, min_overlap)
 
 
-def _write_ranker(run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, str]) -> tuple[pa.Table, dict[str, Any]]:
+def check_fusion(spec: Any, serving: Any, run: Path) -> None:
+    """Refuse ``--stage1-weight`` for a ranker whose serving score is not a probability (its
+    logit is fused with the stage-1 score)."""
+    from ranker.tasks.score import probability_score_problem
+
+    problem = probability_score_problem(spec, serving.weights, serving.combine)
+    if problem is not None:
+        raise ConfigError(
+            f"--stage1-weight: fuses logit(serving score) with the stage-1 score, but in --ranker {run} "
+            f"(serving: in its config.yaml) {problem}, so its serving score is not a probability"
+        )
+
+
+def _write_ranker(
+    run: Path, tmp: Path, catalogue: pa.Table, roles: dict[str, str], fused: bool = False
+) -> tuple[pa.Table, dict[str, Any]]:
     from ranker.ranking.run import load_run, resolve_data
+    from ranker.tasks import TaskSpec
 
     cfg, _, _ = load_run(run)
+    if fused:
+        check_fusion(TaskSpec.from_tasks(cfg.data.tasks), cfg.serving, run)
     data, tables = resolve_data(cfg.data)
     table = pa.concat_tables([tables[s] for s in ("train", "valid", "test")], promote_options="default")
     user_key, item_key = data.group_column, _item_key(data, run)
@@ -466,6 +501,7 @@ def load_bundle(path: Path) -> Bundle:
     # serving options count only when the manifest lists (hence verified) their file
     options = json.loads((path / SERVING_FILE).read_text()) if SERVING_FILE in manifest["files"] else {}
     quantize = options.get("quantize")
+    stage1_weight = options.get("stage1_weight")
     ranking: RankingStage | GenerativeStage | None = None
     if ranker is not None and ranker.get("kind") == "generative":
         from ranker.serving.generative import load_generative
@@ -473,7 +509,7 @@ def load_bundle(path: Path) -> Bundle:
         ranking = load_generative(path, serving.items, float(ranker.get("min_item_overlap", 0.0)))
     elif ranker is not None:
         ranking = _load_ranking(path, catalogue, serving.items, float(ranker.get("min_item_overlap", 0.0)), quantize)
-    return Bundle(given, manifest, retrieval, ranking, path, manifest_sha)
+    return Bundle(given, manifest, retrieval, ranking, path, manifest_sha, stage1_weight)
 
 
 def _load_ranking(

@@ -60,7 +60,7 @@ from ranker.config.schema import TaskConfig
 from ranker.errors import ConfigError
 from ranker.nn.interleave import ACTION, ITEM, STATIC
 from ranker.run_manifest import seal_run
-from ranker.serving.bundle import BundleError, check_ids_fit
+from ranker.serving.bundle import BundleError, check_fusion, check_ids_fit
 from ranker.serving.store import Event, raw_id
 from ranker.tasks import TaskSpec, serving_score
 
@@ -172,14 +172,17 @@ def stage_of_run(run: Path) -> GenerativeStage:
     )
 
 
-def write_generative(run: Path, tmp: Path) -> dict[str, Any]:
+def write_generative(run: Path, tmp: Path, fused: bool = False) -> dict[str, Any]:
     """Copy the run into ``tmp/generative``; write ``static.parquet`` and ``generative.json``
-    from the run's data (read once, here); the manifest's stage entry."""
+    from the run's data (read once, here); the manifest's stage entry. `fused`: the bundle
+    fuses the serving score with the stage-1 score, which needs a probability."""
     from ranker.tasks.score import score_weights
 
     cfg, _, log = _run_and_data(run)
     spec = TaskSpec.from_tasks(list(log.tasks))
     score_weights(spec, cfg.serving.weights)  # an unknown task name in serving.weights fails here
+    if fused:
+        check_fusion(spec, cfg.serving, run)
     dest = tmp / "generative"
     dest.mkdir()
     for name in RUN_FILES:

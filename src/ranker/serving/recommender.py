@@ -7,7 +7,9 @@
                s = Σ_t w_t p_t (or Π p_t^w_t): a feature ranker on (user, candidate, context,
                history) rows, or a generative HSTU ranker on the history's item/action tokens
                with the candidates attending to it (:mod:`ranker.serving.generative`)
-    answer   = top-k by s (by the stage-1 score in a retrieval-only bundle)
+    answer   = top-k by s (by the stage-1 score in a retrieval-only bundle; by
+               logit(s) + w · s1 in a bundle built with --stage1-weight w, s1 the
+               candidate's stage-1 score: ranker.serving.bundle)
 
 H is the longest history a model reads (the retriever's ``max_len``, the feature ranker's
 history ``max_len``, the generative ranker's ``max_events − 1``). What the user has already
@@ -40,6 +42,7 @@ from ranker.serving.bundle import Bundle, RankingStage
 from ranker.serving.generative import GenerativeStage
 from ranker.serving.store import Event, EventStore, raw_id
 from ranker.tasks import serving_score
+from ranker.twostage.evaluate import fuse as fuse_scores
 
 SEEN_LIMIT = 10_000  # events whose items /recommend excludes (Redis keeps every item regardless)
 
@@ -127,7 +130,7 @@ class Recommender:
             cand = self.popular[~np.isin(self.popular, list(banned))][:n]
             stage1 = self.bundle.retrieval.popularity[cand - 1].astype(np.float64)
             fallback = "popularity"
-        rows = self._rank(q, events, cand, stage1, now, Stage1(user, seen))
+        rows = self._rank(q, events, cand, stage1, now, Stage1(user, seen), fuse=fallback is None)
         return {
             "user": q.user,
             "items": rows[:k],
@@ -242,7 +245,14 @@ class Recommender:
         return i[0].tolist(), s[0].tolist()
 
     def _rank(
-        self, q: Query, events: list[Event], cand: np.ndarray, stage1: np.ndarray, now: float, user: Stage1
+        self,
+        q: Query,
+        events: list[Event],
+        cand: np.ndarray,
+        stage1: np.ndarray,
+        now: float,
+        user: Stage1,
+        fuse: bool = False,
     ) -> list[dict[str, Any]]:
         raw = [self.raw_items[i - 1] for i in cand]
         if self.bundle.ranking is None or not len(cand):
@@ -251,12 +261,21 @@ class Recommender:
                 {"item": raw[j], "score": float(stage1[j]), "retrieval_score": float(stage1[j]), "probabilities": {}}
                 for j in order
             ]
-        return self._stage2(q, events, raw, stage1, now, user)
+        return self._stage2(q, events, raw, stage1, now, user, fuse)
 
     def _stage2(
-        self, q: Query, events: list[Event], items: list[str], stage1: np.ndarray | None, now: float, user: Stage1
+        self,
+        q: Query,
+        events: list[Event],
+        items: list[str],
+        stage1: np.ndarray | None,
+        now: float,
+        user: Stage1,
+        fuse: bool = False,
     ) -> list[dict[str, Any]]:
-        """The ranker's rows for `items`, best first: item, score, retrieval score, probabilities."""
+        """The ranker's rows for `items`, best first: item, score, retrieval score, probabilities.
+        `fuse` (`stage1` is the retriever's score, not the popularity fallback): with the bundle's
+        stage-1 weight w the score is ``logit(s) + w · s1``."""
         st = self.bundle.ranking
         assert st is not None
         if not items:
@@ -265,6 +284,8 @@ class Recommender:
             probs, scores = st.score(q.user, events, items, now)
         else:
             probs, scores = self._ranker_rows(q, events, items, now, user)
+        if fuse and stage1 is not None and self.bundle.stage1_weight is not None:
+            scores = fuse_scores(scores, stage1, self.bundle.stage1_weight)
         order = np.argsort(-scores, kind="stable")
         columns = probs[order].T.tolist()  # T lists of N probabilities
         by_task = [dict(zip(st.spec.names, row, strict=True)) for row in zip(*columns, strict=True)]

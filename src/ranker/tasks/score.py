@@ -59,3 +59,18 @@ def serving_score(
     if combine != "sum":
         raise ConfigError(f"serving.combine: {combine!r} is not one of sum, product")
     return (values * w).sum(1)
+
+
+def probability_score_problem(spec: TaskSpec, weights: Mapping[str, float], combine: str = "sum") -> str | None:
+    """Why the serving score is not a probability in [0, 1] (None when it is): fusing it with
+    the stage-1 score as ``logit(s) + w · s1`` needs one. It is when every weighted task is
+    binary, no weight is negative, and (``sum``) the weights add up to at most 1."""
+    w = score_weights(spec, weights).tolist()
+    regression = [n for n, b, x in zip(spec.names, spec.binary, w, strict=True) if x != 0 and not b]
+    if regression:
+        return f"the weighted tasks {regression} are regressions"
+    if any(x < 0 for x in w):
+        return f"serving.weights has a negative weight ({dict(zip(spec.names, w, strict=True))})"
+    if combine == "sum" and sum(w) > 1 + 1e-9:
+        return f"serving.weights add up to {sum(w):g} > 1 with combine: sum"
+    return None

@@ -64,16 +64,20 @@ def stage2_tables(
     hard: int,
     sampled: int,
     seed: int,
+    hard_alpha: float = 0.0,
     history: int = 50,
     content: np.ndarray | None = None,
     progress: bool = False,
 ) -> dict[str, pa.Table]:
-    """Train rows from the training prefixes' candidates (`hard` + `sampled` negatives each),
+    """Train rows from the training prefixes' candidates (`hard` + `sampled` negatives each, the
+    hard ones weighted by stage-1 rank with `hard_alpha`: :func:`ranker.twostage.rows.training_rows`),
     valid / test rows = the held-out candidates, all with side information. Without `prefix`:
     only the valid and test tables (to score a stage 2 trained on other rows)."""
     queries = {"valid": heldout_rows(valid), "test": heldout_rows(test)}
     if prefix is not None:
-        queries["train"] = training_rows(model, data, prefix, hard=hard, sampled=sampled, seed=seed, progress=progress)
+        queries["train"] = training_rows(
+            model, data, prefix, hard=hard, sampled=sampled, seed=seed, hard_alpha=hard_alpha, progress=progress
+        )
     return {
         split: with_side_info(rows_table(q, data, serving, history=history), side, content)
         for split, q in queries.items()

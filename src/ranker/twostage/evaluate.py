@@ -89,9 +89,19 @@ def blend(probs: np.ndarray, cands: Candidates, weight: float) -> np.ndarray:
         >>> blend(np.array([[0.5, 0.5, 0.5]]), c, 10.0)
         array([[  9.,   2., -inf]])
     """
+    return np.where(cands.items > 0, fuse(probs, cands.scores, weight), -np.inf)
+
+
+def fuse(probs: np.ndarray, stage1: np.ndarray, weight: float) -> np.ndarray:
+    """``logit(p) + weight · s1`` elementwise, p clipped to [1e-7, 1 − 1e-7]: the order the
+    benchmark measures (:func:`blend`) and the one a bundle built with ``--stage1-weight`` serves.
+
+    Example:
+        >>> fuse(np.array([0.5, 0.8]), np.array([0.1, 0.0]), 10.0).round(4)
+        array([1.    , 1.3863])
+    """
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    out = np.log(p) - np.log1p(-p) + weight * cands.scores.astype(np.float64)
-    return np.where(cands.items > 0, out, -np.inf)
+    return np.log(p) - np.log1p(-p) + weight * np.asarray(stage1, dtype=np.float64)
 
 
 def pick_blend(probs: np.ndarray, cands: Candidates, weights: Sequence[float] = BLEND_WEIGHTS) -> float:

@@ -6,8 +6,10 @@ leave-one-out protocol's: training positions ``p < n_u − 2``, the validation t
 differ in the candidate:
 
 - **training** (:func:`training_rows`), from the training sequences only: the positive
-  ``S_u[p]``, `hard` negatives drawn uniformly from the stage-1 top-N of the prefix and
-  `sampled` negatives drawn uniformly from the catalogue. Negatives are never an item of the
+  ``S_u[p]``, `hard` negatives drawn from the stage-1 top-N of the prefix (uniformly, or with
+  ``hard_alpha`` α > 0 with weight ``r^−α`` for stage-1 rank r: the items a top 10 is contested
+  by, while the lower ranks still give a negative now and then) and `sampled` negatives drawn
+  uniformly from the catalogue. Negatives are never an item of the
   user's own sequence (``S_u``, all of it: consumed items are not negatives, the convention of
   SASRec's negative sampling), so no training row names a validation or test target;
 - **validation / test** (:func:`heldout_rows`): the N stage-1 candidates of the held-out
@@ -89,14 +91,22 @@ def training_rows(
     hard: int,
     sampled: int,
     seed: int,
+    hard_alpha: float = 0.0,
     chunk: int = 4096,
     progress: bool = False,
 ) -> QueryRows:
     """Positive + `hard` + `sampled` negatives of each training-prefix query of `prefix`
-    (candidates of ``data.train`` prefixes), drawn with one ``default_rng(seed)``."""
+    (candidates of ``data.train`` prefixes), drawn with one ``default_rng(seed)``.
+
+    Hard negatives are drawn without replacement with weight ``w_r = r^−hard_alpha`` for the
+    candidate at stage-1 rank r of the prefix's top N (0: uniform), by the exponential keys of
+    Efraimidis & Spirakis ("Weighted random sampling with a reservoir", IPL 2006): the `hard`
+    smallest ``E / w_r``, E ~ Exp(1), E = −log(1 − U) so that α = 0 keeps the uniform draw's order."""
     num_items = data.num_items
-    if hard < 0 or sampled < 0 or sampled >= num_items:
-        raise ValueError(f"need hard >= 0 and 0 <= sampled < {num_items}, got {hard=}, {sampled=}")
+    if hard < 0 or sampled < 0 or sampled >= num_items or not hard_alpha >= 0:
+        raise ValueError(
+            f"need hard >= 0, 0 <= sampled < {num_items} and hard_alpha >= 0, got {hard=}, {sampled=}, {hard_alpha=}"
+        )
     full = full_sequences(data)
     rng = np.random.default_rng(seed)
     q_all = len(prefix)
@@ -108,6 +118,8 @@ def training_rows(
         if hard:
             pool = prefix.items[rows]
             keys = rng.random(pool.shape)
+            if hard_alpha:  # E / w_r with E = −log(1 − U): monotone in U, so α = 0 is the uniform order
+                keys = -np.log1p(-keys) * np.arange(1, pool.shape[1] + 1, dtype=np.float64) ** hard_alpha
             keys[(pool == 0) | np.take_along_axis(banned, pool, axis=1)] = np.inf
             pick = np.argsort(keys, axis=1, kind="stable")[:, :hard]
             items[rows, 1 : 1 + hard] = np.where(
