@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.metrics import accuracy, auc, gauc, logloss, metrics_from_ranks, retrieval_metrics, retrieval_ranks
+from ranker.metrics import accuracy, auc, gauc, gndcg, logloss, metrics_from_ranks, retrieval_metrics, retrieval_ranks
 
 SEEDS = range(8)
 
@@ -130,6 +130,51 @@ def test_gauc_matches_per_group_reference(seed: int) -> None:
     labels, scores, groups = tied_data(seed)
     expected = ref_gauc(labels.tolist(), scores.tolist(), groups.tolist())
     assert gauc(labels, scores, groups) == pytest.approx(expected, abs=1e-12)
+
+
+def ref_gndcg(labels, scores, groups, k) -> float:
+    """Per group: a positive's position = 1 + rows ranked above it (higher score, or equal score
+    and negative: ties against the positives; positives of equal score in row order)."""
+    values = []
+    for g in set(groups):
+        idx = [i for i, gi in enumerate(groups) if gi == g]
+        pos = [i for i in idx if labels[i]]
+        if not pos:
+            continue
+        dcg = 0.0
+        for n, i in enumerate(pos):
+            above = [j for j in idx if scores[j] > scores[i] or (scores[j] == scores[i] and not labels[j])]
+            tied_pos_before = [j for j in pos[:n] if scores[j] == scores[i]]
+            r = 1 + len(above) + len(tied_pos_before)
+            dcg += 1 / math.log2(1 + r) if r <= k else 0.0
+        ideal = sum(1 / math.log2(1 + j) for j in range(1, min(len(pos), k) + 1))
+        values.append(dcg / ideal)
+    return sum(values) / len(values) if values else float("nan")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_group_ndcg_matches_per_group_reference(seed: int, k: int) -> None:
+    labels, scores, groups = tied_data(seed)
+    expected = ref_gndcg(labels.tolist(), scores.tolist(), groups.tolist(), k)
+    assert gndcg(labels, scores, groups, k=k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_group_ndcg_of_one_target_per_request_is_the_list_ndcg() -> None:
+    """A request's candidates with its one target: group NDCG@10 = the list NDCG@10 of the
+    targets' ranks (ties against the target), over the requests whose target is listed."""
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((40, 25)), 2)
+    target = rng.integers(0, 25, 40)
+    labels = np.zeros_like(scores, dtype=np.int64)
+    labels[np.arange(40), target] = 1
+    groups = np.repeat(np.arange(40), 25)
+    ranks = retrieval_ranks(torch.tensor(scores), torch.tensor(target))
+    expected = metrics_from_ranks(ranks, ks=(10,))["NDCG@10"]
+    assert gndcg(labels.ravel(), scores.ravel(), groups) == pytest.approx(expected, abs=1e-12)
+    assert math.isnan(gndcg([0, 0], [0.1, 0.2], [1, 2]))  # no group with a positive
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        gndcg([1], [0.1], [1], k=0)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

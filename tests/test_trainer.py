@@ -245,3 +245,32 @@ def test_weight_average_selects_saves_and_resumes(tmp_path: Path) -> None:
     train_cfg, cfg, model, train, valid = _ema_setup(tmp_path)
     with pytest.raises(ValueError, match="ema_decay"):
         Trainer(model, train_cfg, cfg.data.tasks, tmp_path / "c").fit(train, valid)
+
+
+@pytest.mark.parametrize("metric", ["gauc", "ndcg@10"])
+def test_select_metric_selects_on_the_group_metric(tmp_path: Path, metric: str) -> None:
+    """train.select_metric: the epoch's valid_score is the binary tasks' mean group metric, and
+    the saved epoch is the best by it; without data.group_column the config is refused."""
+    cfg, model, train, valid = _setup(tmp_path, epochs=3)
+    train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "select_metric": metric})
+    groups = _toy(n=200, seed=1).column("user").to_numpy()
+    result = Trainer(model, train_cfg, cfg.data.tasks, tmp_path).fit(train, valid, groups)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    for r in log:
+        want = np.mean([r["valid"][t][metric] for t in ("y", "like")])
+        assert r["valid_score"] == pytest.approx(want) and r["valid_score"] != pytest.approx(
+            np.mean([r["valid"][t]["auc"] for t in ("y", "like")])
+        )
+    assert result.best_epoch == max(log, key=lambda r: r["valid_score"])["epoch"]
+    base = {
+        "data": {
+            "path": "unused.csv",
+            "features": [{"kind": "categorical", "name": "user"}],
+            "tasks": [{"name": "y"}],
+            "split": {"kind": "random"},
+        },
+        "train": {"select_metric": metric},
+    }
+    with pytest.raises(Exception, match=f"train.select_metric: {metric} is computed per group"):
+        load_config(base=base)
+    assert load_config(base={**base, "data": {**base["data"], "group_column": "user"}}).train.select_metric == metric

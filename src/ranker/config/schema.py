@@ -741,12 +741,19 @@ class BaseTrainConfig(Strict):
 
 
 class TrainConfig(BaseTrainConfig):
-    """The feature ranker's training: rows in shuffled batches, selection on mean valid AUC."""
+    """The feature ranker's training: rows in shuffled batches, selection on the mean valid AUC
+    of the binary tasks (or their group AUC / group NDCG@10: `select_metric`)."""
 
     batch_size: int = Field(1024, ge=1)
     eval_batch_size: int = Field(8192, ge=1)
     embedding_l2: float = Field(0.0, ge=0, description="λ·Σ‖E‖² over embedding tables, added to the loss")
     distill: DistillConfig = Field(DistillConfig(), description="used by `ranker distill` only")
+    select_metric: Literal["auc", "gauc", "ndcg@10"] = Field(
+        "auc",
+        description="validation metric that selects the epoch and stops early: auc over all rows, or per "
+        "data.group_column group: gauc, ndcg@10 (each group's rows ranked as one list, e.g. a request's "
+        "candidates); needs data.group_column for the group metrics",
+    )
 
 
 class ServingConfig(Strict):
@@ -769,6 +776,15 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     serving: ServingConfig = ServingConfig()
+
+    @model_validator(mode="after")
+    def _groups_to_select_on(self) -> RunConfig:
+        if self.train.select_metric != "auc" and self.data.group_column is None:
+            raise ValueError(
+                f"train.select_metric: {self.train.select_metric} is computed per group, and data.group_column "
+                "is not set (name the column whose rows form one list, e.g. the request or user id)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _history_fits(self) -> RunConfig:

@@ -6,7 +6,7 @@ target and never exclude the target itself. All metrics are exact and vectorised
 numpy arrays, Python lists or torch tensors.
 """
 
-from ranker.metrics.ranking import accuracy, auc, gauc, logloss
+from ranker.metrics.ranking import accuracy, auc, gauc, gndcg, logloss
 from ranker.metrics.retrieval import metrics_from_ranks, retrieval_metrics, retrieval_ranks
 
-__all__ = ["accuracy", "auc", "gauc", "logloss", "metrics_from_ranks", "retrieval_metrics", "retrieval_ranks"]
+__all__ = ["accuracy", "auc", "gauc", "gndcg", "logloss", "metrics_from_ranks", "retrieval_metrics", "retrieval_ranks"]

@@ -133,6 +133,51 @@ def gauc(labels: ArrayOrTensor, scores: ArrayOrTensor, groups: ArrayOrTensor) ->
     return float(np.dot(group_auc[ok], rows[ok]) / rows[ok].sum())
 
 
+def gndcg(labels: ArrayOrTensor, scores: ArrayOrTensor, groups: ArrayOrTensor, k: int = 10) -> float:
+    """Group NDCG@k: each group's rows ranked by score, NDCG@k of its binary labels, averaged
+    over the groups with a positive (Järvelin & Kekäläinen, "Cumulated gain-based evaluation of
+    IR techniques", TOIS 2002). Ties count against the positives (a negative of equal score ranks
+    first), as the list metrics' ranks do.
+
+    Definition, for a group with P positives at 1-based positions r_1 … r_P::
+
+        NDCG@k = Σ_{r_i ≤ k} 1 / log2(1 + r_i)  /  Σ_{j=1}^{min(P, k)} 1 / log2(1 + j)
+
+    ``nan`` if no group has a positive. For one positive per group (a request's candidates and
+    its one target) it is the list NDCG@k over the requests whose target is among the rows.
+
+    Shape:
+        labels: (N,) 0/1; scores: (N,) real; groups: (N,) any sortable ids. Returns a float.
+
+    Example:
+        >>> gndcg([0, 1, 0, 0, 1], [0.9, 0.5, 0.1, 0.7, 0.7], ["a", "a", "a", "b", "b"])  # (1/log2(3) + 1/log2(3)) / 2
+        0.6309297535714575
+        >>> gndcg([1, 0, 0], [0.1, 0.2, 0.3], [1, 1, 1], k=2)  # the positive at 3 > k
+        0.0
+    """
+    y, s = _labels_scores(labels, scores)
+    keys = _to_numpy(groups)
+    if keys.shape != y.shape:
+        raise ValueError(f"labels has {y.size} elements but groups has {keys.size}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    _, g = np.unique(keys, return_inverse=True)
+    g = g.reshape(-1)
+    order = np.lexsort((y, -s, g))  # by group, score descending, negatives first among equals
+    gs, ys = g[order], y[order] > 0
+    start = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+    position = np.arange(y.size) - np.repeat(start, np.diff(np.r_[start, y.size])) + 1
+    gain = np.where(ys & (position <= k), 1.0 / np.log2(1.0 + position), 0.0)
+    dcg = np.add.reduceat(gain, start) if y.size else np.zeros(0)
+    positives = np.add.reduceat(ys.astype(np.int64), start) if y.size else np.zeros(0, dtype=np.int64)
+    ideal_cum = np.cumsum(1.0 / np.log2(2.0 + np.arange(k)))
+    has = positives > 0
+    if not has.any():
+        return float("nan")
+    ideal = ideal_cum[np.minimum(positives[has], k) - 1]
+    return float(np.mean(dcg[has] / ideal))
+
+
 def logloss(labels: ArrayOrTensor, probs: ArrayOrTensor, eps: float = 1e-7) -> float:
     """Mean binary cross entropy, with probabilities clipped to [eps, 1 - eps].
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ranker.data.tensors import TensorData
-from ranker.metrics import accuracy, auc, gauc, logloss
+from ranker.metrics import accuracy, auc, gauc, gndcg, logloss
 
 TaskMetrics = dict[str, dict[str, float]]
 
@@ -52,7 +52,8 @@ def task_metrics(
     groups: np.ndarray | None = None,
     kinds: Sequence[str] | None = None,
 ) -> TaskMetrics:
-    """``{task: {auc, gauc?, logloss, accuracy, rows, positive_rate}}`` over each task's rows.
+    """``{task: {auc, gauc?, ndcg@10?, logloss, accuracy, rows, positive_rate}}`` over each
+    task's rows; the group metrics (GAUC, group NDCG@10) only with `groups`.
 
     Regression tasks (``kinds[t] == "regression"``) get ``{rmse, mae, rows, mean}`` instead.
     """
@@ -72,6 +73,7 @@ def task_metrics(
         }
         if groups is not None:
             m["gauc"] = gauc(y, p, groups[on])
+            m["ndcg@10"] = gndcg(y, p, groups[on], k=10)
         out[name] = m
     return out
 
@@ -89,12 +91,13 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def selection_score(metrics: TaskMetrics) -> float:
-    """Model selection score: the mean of the binary tasks' AUC (PROTOCOLS.md, ranking).
+def selection_score(metrics: TaskMetrics, metric: str = "auc") -> float:
+    """Model selection score: the mean of the binary tasks' `metric` (``auc``, the default of
+    PROTOCOLS.md's ranking protocols; ``gauc`` or ``ndcg@10``, per group: ``train.select_metric``).
 
     With regression tasks only, minus their mean RMSE (higher is better either way).
     """
-    values = [m["auc"] for m in metrics.values() if "auc" in m and not math.isnan(m["auc"])]
+    values = [m[metric] for m in metrics.values() if metric in m and not math.isnan(m[metric])]
     if values:
         return float(np.mean(values))
     rmse = [m["rmse"] for m in metrics.values() if "rmse" in m and not math.isnan(m["rmse"])]

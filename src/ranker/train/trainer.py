@@ -133,7 +133,7 @@ class Trainer:
         else:
             metrics, _ = self.evaluate(valid, groups)
         gates = collect_gate_stats(self.model)  # with several ranks: rank 0's share of the rows
-        record: dict[str, Any] = {"valid": metrics, "valid_score": selection_score(metrics)}
+        record: dict[str, Any] = {"valid": metrics, "valid_score": selection_score(metrics, self.cfg.select_metric)}
         if gates:
             record["gates"] = gates
         return record
