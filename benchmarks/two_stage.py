@@ -93,6 +93,11 @@ VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
 # The feature ranker reads the stage-1 score already: fused again, it may need less of it (w < 0)
 # or more (w > 0); 0 first, so that a tie keeps the ranker's own order.
 SIGNED_BLEND_WEIGHTS = (*ev.BLEND_WEIGHTS, *(-w for w in ev.BLEND_WEIGHTS[1:]))
+# rank-weighted rows drew a hard negative at stage-1 rank r with weight r^−α, which multiplies the
+# odds the ranker learns at rank r by r^α: the lists are also scored logit(p) − a · log r (the
+# sampling-bias correction of Yi et al., "Sampling-bias-corrected neural modeling for large
+# corpus item recommendations", RecSys 2019), a picked on validation; a = α undoes it exactly
+LOGQ_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 HERE = Path(__file__).parent
 DATA_SEED = 2021  # the prefix subset and the negatives: the same rows for every stage-2 seed
@@ -453,6 +458,10 @@ def rank_lists(
         list_record(record, ranks, split, lists[split], c, ctx["counts"])
     record["test_bootstrap"] = ev.compare(ranks["test_two"], ranks["test_one"], n=n, resamples=args.resamples)
     blend_record(args, ctx, record, ranks, lists, n, SIGNED_BLEND_WEIGHTS)
+    if record.get("ablation") == "rank-weighted":
+        blend_record(
+            args, ctx, record, ranks, lists, n, LOGQ_WEIGHTS, key="logq", feature=-np.log(np.arange(1.0, n + 1))
+        )
     np.savez(run_dir / ranks_file, **ranks)
 
 
@@ -464,18 +473,19 @@ def blend_record(
     probs: dict[str, np.ndarray],
     n: int,
     weights: tuple[float, ...],
+    key: str = "blend",
+    feature: np.ndarray | None = None,
 ) -> None:
-    """``record["blend"]``: the lists fused with the stage-1 score, ``logit(p) + w · s1``, w picked
-    among `weights` on validation NDCG@10; the targets' ranks as ``ranks["<split>_blend"]``."""
-    weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n), weights)
-    record["blend"] = {"weight": weight, "weights": list(weights)}
+    """``record[key]``: the lists fused with the stage-1 score, ``logit(p) + w · s1``, w picked
+    among `weights` on validation NDCG@10; the targets' ranks as ``ranks["<split>_<key>"]``.
+    `feature` (N,) fused instead of s1: ``logq``'s −log r, r the candidate's stage-1 rank."""
+    weight = ev.pick_blend(probs["valid"], ctx["cands"]["valid"].top(n), weights, feature)
+    record[key] = {"weight": weight, "weights": list(weights)}
     for split in ("valid", "test"):
         c = ctx["cands"][split].top(n)
-        ranks[f"{split}_blend"] = ev.final_ranks(ev.blend(probs[split], c, weight), c)[0]
-        record["blend"][split] = ev.list_metrics(ranks[f"{split}_blend"], n)
-    record["blend"]["test_bootstrap"] = ev.compare(
-        ranks["test_blend"], ranks["test_one"], n=n, resamples=args.resamples
-    )
+        ranks[f"{split}_{key}"] = ev.final_ranks(ev.blend(probs[split], c, weight, feature), c)[0]
+        record[key][split] = ev.list_metrics(ranks[f"{split}_{key}"], n)
+    record[key]["test_bootstrap"] = ev.compare(ranks[f"test_{key}"], ranks["test_one"], n=n, resamples=args.resamples)
 
 
 def list_record(
@@ -524,8 +534,9 @@ def seed_average(
         return {m: ev.paired_bootstrap(mean[m], one[m], resamples=args.resamples, seed=0) for m in names}
 
     out = {"n": n, "ablation": ablation, "seeds": seeds, "test_bootstrap": pooled("test_two")}
-    if all("test_blend" in x for x in loaded):  # the lists fused with the stage-1 score, too
-        out["blend_test_bootstrap"] = pooled("test_blend")
+    for key in ("blend", "logq"):  # the lists fused with the stage-1 score (or log rank), too
+        if all(f"test_{key}" in x for x in loaded):
+            out[f"{key}_test_bootstrap"] = pooled(f"test_{key}")
     return out
 
 
@@ -584,7 +595,8 @@ def main(argv: list[str] | None = None) -> None:
                 done = load_results(path).get(key)
                 if done is not None:  # finished; --timing adds the timing it lacks
                     run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
-                    if ablation != "generative" and "blend" not in done:  # finished before the blend row
+                    rescore = "blend" not in done or (ablation == "rank-weighted" and "logq" not in done)
+                    if ablation != "generative" and rescore:  # finished before the blend (or logq) row
                         rank_lists(args, ctx, run_dir, files, n, done)
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     if args.timing and "timing" not in done:
@@ -700,12 +712,14 @@ def table(results: dict[str, Any]) -> str:
             cells += [_cell(runs, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
             cells += [_diff(boot and boot.get("HR@10")), _diff(boot and boot.get("NDCG@10")), _timing(runs)]
             lines.append("| " + " | ".join(cells) + " |")
-            blends = [r["blend"] for r in runs if "blend" in r]
-            if blends:  # the same runs fused with the stage-1 score (one weight, picked on validation)
+            for key, what in (("blend", "+ stage-1 score (weight"), ("logq", "− a · log stage-1 rank (a =")):
+                blends = [r[key] for r in runs if key in r]
+                if not blends:  # else the same runs fused (one weight, picked on validation)
+                    continue
                 weights = ", ".join(f"{b['weight']:g}" for b in blends)
-                cells = [str(n), f"{label} + stage-1 score (weight {weights}, on valid)", str(len(blends)), recall]
+                cells = [str(n), f"{label} {what} {weights}, on valid)", str(len(blends)), recall]
                 cells += [_cell(blends, "test", m) for m in ("HR@10", "NDCG@10", "HR@50", "MRR")]
-                b = blends[0]["test_bootstrap"] if len(blends) == 1 else (pooled or {}).get("blend_test_bootstrap")
+                b = blends[0]["test_bootstrap"] if len(blends) == 1 else (pooled or {}).get(f"{key}_test_bootstrap")
                 cells += [_diff(b and b.get("HR@10")), _diff(b and b.get("NDCG@10")), "–"]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -78,10 +78,11 @@ def final_ranks(stage2: np.ndarray, cands: Candidates) -> tuple[np.ndarray, np.n
 BLEND_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 
 
-def blend(probs: np.ndarray, cands: Candidates, weight: float) -> np.ndarray:
+def blend(probs: np.ndarray, cands: Candidates, weight: float, feature: np.ndarray | None = None) -> np.ndarray:
     """(Q, N) ``logit(p) + weight · s1``: a stage-2 probability fused with the stage-1 score of
     the same candidate (−inf on empty slots). A ranker that never saw the stage-1 score (the
-    generative one reads item ids) gets it after the fact, with one weight.
+    generative one reads item ids) gets it after the fact, with one weight. `feature` (Q, N) or
+    (N,): fused instead of the stage-1 score (e.g. −log of the stage-1 rank).
 
     Example:
         >>> c = Candidates(np.array([0]), np.array([3]), np.array([7]), np.zeros(1),
@@ -89,7 +90,7 @@ def blend(probs: np.ndarray, cands: Candidates, weight: float) -> np.ndarray:
         >>> blend(np.array([[0.5, 0.5, 0.5]]), c, 10.0)
         array([[  9.,   2., -inf]])
     """
-    return np.where(cands.items > 0, fuse(probs, cands.scores, weight), -np.inf)
+    return np.where(cands.items > 0, fuse(probs, cands.scores if feature is None else feature, weight), -np.inf)
 
 
 def fuse(probs: np.ndarray, stage1: np.ndarray, weight: float) -> np.ndarray:
@@ -104,10 +105,14 @@ def fuse(probs: np.ndarray, stage1: np.ndarray, weight: float) -> np.ndarray:
     return np.log(p) - np.log1p(-p) + weight * np.asarray(stage1, dtype=np.float64)
 
 
-def pick_blend(probs: np.ndarray, cands: Candidates, weights: Sequence[float] = BLEND_WEIGHTS) -> float:
+def pick_blend(
+    probs: np.ndarray, cands: Candidates, weights: Sequence[float] = BLEND_WEIGHTS, feature: np.ndarray | None = None
+) -> float:
     """The weight of `weights` with the best NDCG@10 of the blended lists of `cands` (the
-    validation queries; the first of equals)."""
-    score = [metrics_from_ranks(final_ranks(blend(probs, cands, w), cands)[0], ks=(10,))["NDCG@10"] for w in weights]
+    validation queries; the first of equals); `feature` as in :func:`blend`."""
+    score = [
+        metrics_from_ranks(final_ranks(blend(probs, cands, w, feature), cands)[0], ks=(10,))["NDCG@10"] for w in weights
+    ]
     return float(weights[int(np.argmax(score))])
 
 
