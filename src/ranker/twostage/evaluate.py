@@ -89,6 +89,8 @@ def blend(probs: np.ndarray, cands: Candidates, weight: float, feature: np.ndarr
         ...                np.array([1]), np.array([[5, 7, 0]]), np.array([[0.9, 0.2, 0.0]]))
         >>> blend(np.array([[0.5, 0.5, 0.5]]), c, 10.0)
         array([[  9.,   2., -inf]])
+        >>> blend(np.array([[0.5, 0.5, 0.5]]), c, 1.0, feature=-np.log([1.0, 2.0, 3.0])).round(4)  # − log rank
+        array([[ 0.    , -0.6931,    -inf]])
     """
     return np.where(cands.items > 0, fuse(probs, cands.scores if feature is None else feature, weight), -np.inf)
 
