@@ -33,7 +33,9 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    leave ranks 51–200 without any);
 4. per seed × ablation: trains the config, scores the validation and test candidates, ranks the
    targets in the final list and bootstraps the difference to stage 1 alone (paired over users,
-   1,000 resamples, seed 0); with --timing, times stage 2 per user request (1 and 2 threads), also
+   1,000 resamples, seed 0), and a variant's list also against the ``none`` ranker's of the same N
+   and seed (``vs_none_bootstrap``, added to finished records on a rerun); with --timing, times
+   stage 2 per user request (1 and 2 threads), also
    for runs finished before (on an idle machine: rerun the same command with --timing).
 
 ``--apply-n M …`` ranks the top M of every held-out query with each stage 2 trained at --n, no
@@ -516,6 +518,20 @@ def timing(args: argparse.Namespace, run_dir: Path, test_file: Path) -> dict[str
     return {str(t): ev.request_ms(run_dir, test, users, threads=t) | {"requests": len(users)} for t in (1, 2)}
 
 
+def versus_none(args: argparse.Namespace, n: int, ablation: str, seed: int, record: dict[str, Any]) -> bool:
+    """``record["vs_none_bootstrap"]``: the variant's test list against the ``none`` ranker's of
+    the same N and seed (paired over users: what the ablated part adds), when both have run
+    and the record lacks it; whether it was added."""
+    if ablation == "none" or "vs_none_bootstrap" in record:
+        return False
+    mine, base = (args.out / f"N{n}" / f"{a}-{seed}" / "final_ranks.npz" for a in (ablation, "none"))
+    if not (mine.is_file() and base.is_file()):
+        return False
+    ours, theirs = np.load(mine)["test_two"], np.load(base)["test_two"]
+    record["vs_none_bootstrap"] = ev.compare(ours, theirs, n=n, resamples=args.resamples)
+    return True
+
+
 def seed_average(
     args: argparse.Namespace, n: int, ablation: str, seeds: list[int], trained_at: int | None = None
 ) -> dict[str, Any] | None:
@@ -606,12 +622,15 @@ def main(argv: list[str] | None = None) -> None:
                             else timing(args, run_dir, files["test"])
                         )
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
+                    if versus_none(args, n, ablation, seed, done):
+                        save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     continue
                 print(f"{key}: training stage 2", flush=True)
                 if ablation == "generative":
                     record = run_generative(args, ctx, n, seed, files)
                 else:
                     record = run_one(args, ctx, n, ablation, seed, files)
+                versus_none(args, n, ablation, seed, record)
                 save_result(path, key, record, name=f"{ablation}|N{n}", seed=seed, **common)
                 b, t = record["test_bootstrap"], record["test"]
                 print(
