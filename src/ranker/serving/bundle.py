@@ -206,8 +206,9 @@ def write_bundle(
             catalogue, info = _write_ranker(Path(ranker_run), tmp, catalogue, roles or {}, stage1_weight is not None)
             stages["ranker"] = {**info, "min_item_overlap": min_item_overlap, "quantize": quantize}
         options = {k: v for k, v in (("quantize", quantize), ("stage1_weight", stage1_weight)) if v is not None}
-        if options:  # a hashed file, so the choices are part of the version
+        if stage1_weight is not None:
             stages["ranker"]["stage1_weight"] = stage1_weight
+        if options:  # a hashed file, so the choices are part of the version
             (tmp / SERVING_FILE).write_text(json.dumps(options))
         pq.write_table(catalogue, tmp / "catalogue.parquet")
         files = _hash_files(tmp)
