@@ -161,6 +161,8 @@ def gndcg(labels: ArrayOrTensor, scores: ArrayOrTensor, groups: ArrayOrTensor, k
         raise ValueError(f"labels has {y.size} elements but groups has {keys.size}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if y.size == 0:
+        return float("nan")
     _, g = np.unique(keys, return_inverse=True)
     g = g.reshape(-1)
     order = np.lexsort((y, -s, g))  # by group, score descending, negatives first among equals
@@ -168,8 +170,8 @@ def gndcg(labels: ArrayOrTensor, scores: ArrayOrTensor, groups: ArrayOrTensor, k
     start = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
     position = np.arange(y.size) - np.repeat(start, np.diff(np.r_[start, y.size])) + 1
     gain = np.where(ys & (position <= k), 1.0 / np.log2(1.0 + position), 0.0)
-    dcg = np.add.reduceat(gain, start) if y.size else np.zeros(0)
-    positives = np.add.reduceat(ys.astype(np.int64), start) if y.size else np.zeros(0, dtype=np.int64)
+    dcg = np.add.reduceat(gain, start)
+    positives = np.add.reduceat(ys.astype(np.int64), start)
     ideal_cum = np.cumsum(1.0 / np.log2(2.0 + np.arange(k)))
     has = positives > 0
     if not has.any():
