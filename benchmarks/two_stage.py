@@ -20,7 +20,13 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    users of even query index train, the odd ones select; test is unchanged. Stage 1 never had a
    validation target as a training target, so its score and rank on these rows are distributed
    as at test, where on training prefixes they are fitted; its validation list metrics are not
-   clean (half the users trained on them), its test metrics are; ``unfitted`` (a row source too)
+   clean (half the users trained on them), its test metrics are; ``valid-cross`` (a row source
+   too) cross-fits two such rankers, one on the even and one on the odd validation queries
+   (each selected on the other half): a validation query is scored by the ranker that did not
+   train on it, so its list metrics (and the blend weight picked on them) are clean, and a test
+   query by the mean of the two rankers' logits (``ranker.twostage.evaluate.cross_fit``): every
+   validation positive trains, at twice valid-half's training cost and serving cost (not
+   timed); ``unfitted`` (a row source too)
    trains stage 2 on the last K positions of every training sequence, their candidates and
    stage-1 scores from ``--unfitted``: a stage-1 run (or ensemble, weighted as ``--stage1``)
    trained with ``data.train_holdout_last: K``, so those scores are not fitted: distributed as
@@ -87,10 +93,10 @@ from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, wri
 from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
-#: the stage-2 variants: the config ablations, three row sources (``valid-half``, ``unfitted``,
-#: ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
+#: the stage-2 variants: the config ablations, four row sources (``valid-half``, ``valid-cross``,
+#: ``unfitted``, ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
 #: :mod:`ranker.twostage.generative`)
-ROW_SOURCES = ("valid-half", "unfitted", "rank-weighted")  # the `none` config on other training rows
+ROW_SOURCES = ("valid-half", "valid-cross", "unfitted", "rank-weighted")  # the `none` config on other training rows
 VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
 # The feature ranker reads the stage-1 score already: fused again, it may need less of it (w < 0)
 # or more (w > 0); 0 first, so that a tie keeps the ranker's own order.
@@ -354,18 +360,34 @@ def generative_timing(args: argparse.Namespace, ctx: dict[str, Any], n: int, run
     }
 
 
-def valid_half(files: dict[str, Path]) -> dict[str, Path]:
-    """``valid-half``'s stage-2 files: the validation queries of even index train, the odd ones
-    select (in ``valid-half/`` beside the N's files), test as it is."""
-    folder = files["valid"].parent / "valid-half"
+def valid_half(files: dict[str, Path], parity: int = 0) -> dict[str, Path]:
+    """``valid-half``'s stage-2 files: the validation queries with ``query % 2 == parity`` train,
+    the others select (in ``valid-half/``, ``valid-half-odd/`` for parity 1, beside the N's
+    files), test as it is."""
+    folder = files["valid"].parent / ("valid-half" if parity == 0 else "valid-half-odd")
     out = {"train": folder / "train.parquet", "valid": folder / "valid.parquet", "test": files["test"]}
     if not (out["train"].is_file() and out["valid"].is_file()):
         table = pq.read_table(files["valid"])
-        even = pc.equal(pc.bit_wise_and(table.column("query"), 1), 0)
+        mine = pc.equal(pc.bit_wise_and(table.column("query"), 1), parity)
         folder.mkdir(exist_ok=True)
-        pq.write_table(table.filter(even), out["train"])
-        pq.write_table(table.filter(pc.invert(even)), out["valid"])
+        pq.write_table(table.filter(mine), out["train"])
+        pq.write_table(table.filter(pc.invert(mine)), out["valid"])
     return out
+
+
+def fold_dirs(run_dir: Path, ablation: str) -> list[Path]:
+    """The stage-2 run directories whose outputs make a variant's scores: ``valid-cross``'s two
+    folds (``fold0`` trained on the even validation queries), else the run itself."""
+    return [run_dir / f"fold{k}" for k in (0, 1)] if ablation == "valid-cross" else [run_dir]
+
+
+def variant_scores(run_dir: Path, ablation: str, table: Any, split: str) -> np.ndarray:
+    """(rows,) the variant's stage-2 probability for every row of a held-out `split` table."""
+    dirs = fold_dirs(run_dir, ablation)
+    if len(dirs) == 1:
+        return ev.stage2_scores(dirs[0], table)
+    probs = [ev.stage2_scores(d, table) for d in dirs]
+    return ev.cross_fit(probs, table.column("query").to_numpy(), held_out=split != "valid")
 
 
 def write_config(args: argparse.Namespace, ctx: dict[str, Any], files: dict[str, Path], n: int, ablation: str) -> Path:
@@ -393,23 +415,28 @@ def run_one(
     args: argparse.Namespace, ctx: dict[str, Any], n: int, ablation: str, seed: int, files: dict[str, Path]
 ) -> dict[str, Any]:
     """Train one stage-2 config on `files` and score every validation and test query (the N's
-    files: ``valid-half`` trains on part of the validation queries, the lists cover them all)."""
-    config = write_config(args, ctx, valid_half(files) if ablation == "valid-half" else files, n, ablation)
-    cfg = load_config(config, [*args.overrides, f"train.seed={seed}"])
+    files: ``valid-half`` trains on part of the validation queries, ``valid-cross`` on each half
+    in turn, the lists cover them all)."""
     run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
+    folds = fold_dirs(run_dir, ablation)
     start = time.perf_counter()
-    metrics = train_run(cfg, run_dir, base_dir=config.parent)
+    runs, configs = [], []
+    for k, fold_dir in enumerate(folds):
+        rows = valid_half(files, parity=k) if ablation in ("valid-half", "valid-cross") else files
+        configs.append(write_config(args, ctx, rows, n, ablation))
+        cfg = load_config(configs[-1], [*args.overrides, f"train.seed={seed}"])
+        runs.append(train_run(cfg, fold_dir, base_dir=configs[-1].parent))
     record: dict[str, Any] = {
         "n": n,
         "ablation": ablation,
-        "best_epoch": metrics["best_epoch"],
-        "params": metrics["params"],
-        "train_rows": metrics["rows"]["train"],
-        "stage2_valid_auc": metrics["valid"]["click"]["auc"],
-        "stage2_test_gauc": metrics["test"]["click"].get("gauc"),
+        "best_epoch": runs[0]["best_epoch"] if len(runs) == 1 else [m["best_epoch"] for m in runs],
+        "params": runs[0]["params"],
+        "train_rows": sum(m["rows"]["train"] for m in runs),
+        "stage2_valid_auc": float(np.mean([m["valid"]["click"]["auc"] for m in runs])),
+        "stage2_test_gauc": runs[0]["test"]["click"].get("gauc") if len(runs) == 1 else None,
         "train_wall_s": time.perf_counter() - start,
         "overrides": args.overrides,
-        "stage2_config": str(config),
+        "stage2_config": str(configs[0]) if len(configs) == 1 else [str(c) for c in configs],
     }
     if ablation == "unfitted":  # the stage 1 of its training rows
         record["unfitted_stage1"] = [str(r) for r in args.unfitted]
@@ -417,9 +444,14 @@ def run_one(
     if ablation == "rank-weighted":
         record["hard_alpha"] = args.hard_alpha
     rank_lists(args, ctx, run_dir, files, n, record)
-    if args.timing:
+    if timed(args, ablation):
         record["timing"] = timing(args, run_dir, files["test"])
     return record
+
+
+def timed(args: argparse.Namespace, ablation: str) -> bool:
+    """Whether to time the variant's stage 2 (--timing; not ``valid-cross``, two rankers per request)."""
+    return bool(args.timing) and ablation != "valid-cross"
 
 
 def apply_one(
@@ -432,7 +464,7 @@ def apply_one(
     files = build_data(args, ctx, m, 0, 0, train=False)
     record: dict[str, Any] = {"n": m, "trained_at_n": n, "ablation": ablation, "stage2_run": str(run_dir)}
     rank_lists(args, ctx, run_dir, files, m, record, ranks_file=f"final_ranks-N{m}.npz")
-    if args.timing:
+    if timed(args, ablation):
         record["timing"] = timing(args, run_dir, files["test"])
     return record
 
@@ -453,7 +485,7 @@ def rank_lists(
     for split in ("valid", "test"):
         table = pq.read_table(files[split])
         c = ctx["cands"][split].top(n)
-        scores = ev.stage2_scores(run_dir, table)
+        scores = variant_scores(run_dir, str(record.get("ablation", "")), table, split)
         lists[split] = ev.as_lists(
             table.column("query").to_numpy(), table.column("slot").to_numpy(), scores, c.items.shape
         )
@@ -615,7 +647,7 @@ def main(argv: list[str] | None = None) -> None:
                     if ablation != "generative" and rescore:  # finished before the blend (or logq) row
                         rank_lists(args, ctx, run_dir, files, n, done)
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
-                    if args.timing and "timing" not in done:
+                    if timed(args, ablation) and "timing" not in done:
                         done["timing"] = (
                             generative_timing(args, ctx, n, run_dir)
                             if ablation == "generative"
@@ -656,7 +688,7 @@ def apply_n(
     for seed in args.seeds:
         key = f"{variant}|N{m}|{seed}"
         done = load_results(path).get(key)
-        if done is not None and (not args.timing or "timing" in done):
+        if done is not None and (not timed(args, ablation) or "timing" in done):
             continue
         if done is not None:
             done["timing"] = timing(args, Path(done["stage2_run"]), build_data(args, ctx, m, 0, 0, train=False)["test"])

@@ -400,3 +400,20 @@ def test_the_blend_weight_is_picked_on_the_lists_it_is_given() -> None:
     assert pick_blend(wrong, c) == 10.0
     b = blend(wrong, c, 10.0)
     assert b[0].argmax() == 1 and np.isclose(b[0, 1] - b[0, 0], -2 * np.log(9) + 10 * 0.7)
+
+
+def test_cross_fitted_scores_are_out_of_fold_on_validation_and_averaged_logits_on_test() -> None:
+    from ranker.twostage.evaluate import cross_fit
+
+    rng = np.random.default_rng(0)
+    query = np.repeat(np.arange(6), 3)  # six queries of three rows: even ones trained fold 0, odd ones fold 1
+    p0, p1 = rng.uniform(0.05, 0.95, (2, query.size))
+    valid = cross_fit([p0, p1], query, held_out=False)
+    assert np.array_equal(valid[query % 2 == 0], p1[query % 2 == 0])  # fold 0 saw them: fold 1 scores
+    assert np.array_equal(valid[query % 2 == 1], p0[query % 2 == 1])
+    test = cross_fit([p0, p1], query, held_out=True)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert np.allclose(logit(test), (logit(p0) + logit(p1)) / 2)
+    assert np.all((np.minimum(p0, p1) <= test + 1e-12) & (test <= np.maximum(p0, p1) + 1e-12))
+    with pytest.raises(ValueError, match="two folds"):
+        cross_fit([p0], query, held_out=True)
