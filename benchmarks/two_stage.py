@@ -26,7 +26,10 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    train on it, so its list metrics (and the blend weight picked on them) are clean, and a test
    query by the mean of the two rankers' logits (``ranker.twostage.evaluate.cross_fit``): every
    validation positive trains, at twice valid-half's training cost and serving cost (not
-   timed); ``unfitted`` (a row source too)
+   timed); ``tuned-cross`` (a row source too) is ``valid-cross`` with each fold fine-tuned from
+   the ``none`` ranker of the same N and seed (``--init-from``; run ``none`` first): the many
+   fitted training-prefix rows teach the features, the few unfitted validation rows recalibrate
+   what it makes of the stage-1 score; ``unfitted`` (a row source too)
    trains stage 2 on the last K positions of every training sequence, their candidates and
    stage-1 scores from ``--unfitted``: a stage-1 run (or ensemble, weighted as ``--stage1``)
    trained with ``data.train_holdout_last: K``, so those scores are not fitted: distributed as
@@ -93,10 +96,11 @@ from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, wri
 from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
-#: the stage-2 variants: the config ablations, four row sources (``valid-half``, ``valid-cross``,
-#: ``unfitted``, ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
+#: the stage-2 variants: the config ablations, five row sources (``valid-half``, ``valid-cross``,
+#: ``tuned-cross``, ``unfitted``, ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
 #: :mod:`ranker.twostage.generative`)
-ROW_SOURCES = ("valid-half", "valid-cross", "unfitted", "rank-weighted")  # the `none` config on other training rows
+ROW_SOURCES = ("valid-half", "valid-cross", "tuned-cross", "unfitted", "rank-weighted")  # the `none` config
+CROSS_FITTED = ("valid-cross", "tuned-cross")  # two rankers, one per half of the validation queries
 VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
 # The feature ranker reads the stage-1 score already: fused again, it may need less of it (w < 0)
 # or more (w > 0); 0 first, so that a tie keeps the ranker's own order.
@@ -376,9 +380,9 @@ def valid_half(files: dict[str, Path], parity: int = 0) -> dict[str, Path]:
 
 
 def fold_dirs(run_dir: Path, ablation: str) -> list[Path]:
-    """The stage-2 run directories whose outputs make a variant's scores: ``valid-cross``'s two
+    """The stage-2 run directories whose outputs make a variant's scores: a cross-fitted one's two
     folds (``fold0`` trained on the even validation queries), else the run itself."""
-    return [run_dir / f"fold{k}" for k in (0, 1)] if ablation == "valid-cross" else [run_dir]
+    return [run_dir / f"fold{k}" for k in (0, 1)] if ablation in CROSS_FITTED else [run_dir]
 
 
 def variant_scores(run_dir: Path, ablation: str, table: Any, split: str) -> np.ndarray:
@@ -419,13 +423,16 @@ def run_one(
     in turn, the lists cover them all)."""
     run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
     folds = fold_dirs(run_dir, ablation)
+    init = args.out / f"N{n}" / f"none-{seed}" if ablation == "tuned-cross" else None
+    if init is not None and not (init / "metrics.json").is_file():
+        raise SystemExit(f"--ablation tuned-cross fine-tunes {init}: run --ablation none (same N and seed) first")
     start = time.perf_counter()
     runs, configs = [], []
     for k, fold_dir in enumerate(folds):
-        rows = valid_half(files, parity=k) if ablation in ("valid-half", "valid-cross") else files
+        rows = valid_half(files, parity=k) if ablation in ("valid-half", *CROSS_FITTED) else files
         configs.append(write_config(args, ctx, rows, n, ablation))
         cfg = load_config(configs[-1], [*args.overrides, f"train.seed={seed}"])
-        runs.append(train_run(cfg, fold_dir, base_dir=configs[-1].parent))
+        runs.append(train_run(cfg, fold_dir, base_dir=configs[-1].parent, init_from=init))
     record: dict[str, Any] = {
         "n": n,
         "ablation": ablation,
@@ -443,6 +450,9 @@ def run_one(
         record["holdout_last"] = ctx["unfitted"]["holdout"]
     if ablation == "rank-weighted":
         record["hard_alpha"] = args.hard_alpha
+    if init is not None:
+        record["init_from"] = str(init)
+        record["init_valid_auc"] = [m.get("untrained_valid_score") for m in runs]
     rank_lists(args, ctx, run_dir, files, n, record)
     if timed(args, ablation):
         record["timing"] = timing(args, run_dir, files["test"])
@@ -450,8 +460,8 @@ def run_one(
 
 
 def timed(args: argparse.Namespace, ablation: str) -> bool:
-    """Whether to time the variant's stage 2 (--timing; not ``valid-cross``, two rankers per request)."""
-    return bool(args.timing) and ablation != "valid-cross"
+    """Whether to time the variant's stage 2 (--timing; not a cross-fitted one: two rankers per request)."""
+    return bool(args.timing) and ablation not in CROSS_FITTED
 
 
 def apply_one(
