@@ -411,6 +411,18 @@ SUMMARY: list[dict[str, Any]] = [
         "peer_ours": ("two-stage-ml-1m-ensemble", "stage1|N200", "stage 1 alone (the same ensemble)"),
     },
     {
+        "protocol": "TS-ML1M protocol on R-Beauty",
+        "study": "two-stage",
+        "file": "two-stage-beauty-ensemble",
+        "name": "valid-cross|N50",
+        "label": "ensemble of 5 R-Beauty runs (3 full-softmax SASRec + HSTU + SASRec) top 50 → feature ranker "
+        "cross-fitted on the validation queries, fused with the stage-1 score (`two_stage.py`, N = 50)",
+        "metric": ("blend", "test", "HR@10"),
+        "peer_metric": ("test", "HR@10"),
+        "metric_label": "HR@10",
+        "peer_ours": ("two-stage-beauty-ensemble", "stage1|N50", "stage 1 alone (the same ensemble)"),
+    },
+    {
         "protocol": "RK-ML100K generative",
         "study": "generative",
         "file": "compare-generative-rk-ml100k",
