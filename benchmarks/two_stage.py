@@ -97,8 +97,8 @@ from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
 #: the stage-2 variants: the config ablations, five row sources (``valid-half``, ``valid-cross``,
-#: ``tuned-cross``, ``unfitted``, ``rank-weighted``: module docstring) and the generative HSTU ranker as stage 2 (``generative``:
-#: :mod:`ranker.twostage.generative`)
+#: ``tuned-cross``, ``unfitted``, ``rank-weighted``: module docstring) and the generative HSTU
+#: ranker as stage 2 (``generative``: :mod:`ranker.twostage.generative`)
 ROW_SOURCES = ("valid-half", "valid-cross", "tuned-cross", "unfitted", "rank-weighted")  # the `none` config
 CROSS_FITTED = ("valid-cross", "tuned-cross")  # two rankers, one per half of the validation queries
 VARIANTS = (*ABLATIONS, *ROW_SOURCES, "generative")
