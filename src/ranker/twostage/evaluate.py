@@ -103,8 +103,13 @@ def fuse(probs: np.ndarray, stage1: np.ndarray, weight: float) -> np.ndarray:
         >>> fuse(np.array([0.5, 0.8]), np.array([0.1, 0.0]), 10.0).round(4)
         array([1.    , 1.3863])
     """
+    return _logit(probs) + weight * np.asarray(stage1, dtype=np.float64)
+
+
+def _logit(probs: np.ndarray) -> np.ndarray:
+    """``log(p / (1 − p))`` in float64, p clipped to [1e-7, 1 − 1e-7]."""
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p) + weight * np.asarray(stage1, dtype=np.float64)
+    return np.log(p) - np.log1p(-p)
 
 
 def cross_fit(probs: Sequence[np.ndarray], query: np.ndarray, *, held_out: bool) -> np.ndarray:
@@ -124,10 +129,9 @@ def cross_fit(probs: Sequence[np.ndarray], query: np.ndarray, *, held_out: bool)
     """
     if len(probs) != 2:
         raise ValueError(f"cross_fit: two folds' outputs expected, got {len(probs)}")
-    p0, p1 = (np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7) for p in probs)
     if held_out:
-        z = (np.log(p0) - np.log1p(-p0) + np.log(p1) - np.log1p(-p1)) / 2
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-(_logit(probs[0]) + _logit(probs[1])) / 2))
+    p0, p1 = (np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7) for p in probs)
     return np.where(np.asarray(query) % 2 == 0, p1, p0)
 
 
