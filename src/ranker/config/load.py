@@ -44,7 +44,7 @@ def load_generative_config(path: str | Path, overrides: list[str] | None = None)
 
 def anchored(cfg: M, config_path: str | Path) -> M:
     """`cfg` with relative ``data.path`` and the data's other file paths (``user_table``,
-    ``negatives_file``) made absolute against the config file's folder (as the feature ranker
+    ``negatives_file``, ``item_attributes``) made absolute against the config file's folder (as the feature ranker
     reads paths), so the run directory's config.yaml finds the files from anywhere."""
     folder = Path(config_path).resolve().parent
 
@@ -55,7 +55,11 @@ def anchored(cfg: M, config_path: str | Path) -> M:
         return section.model_copy(update={"path": str((folder / Path(path).expanduser()).resolve())})
 
     data = absolute(cfg.data)  # type: ignore[attr-defined]
-    parts = {k: absolute(getattr(data, k)) for k in ("user_table", "negatives_file") if getattr(data, k, None)}
+    parts = {
+        k: absolute(getattr(data, k))
+        for k in ("user_table", "negatives_file", "item_attributes")
+        if getattr(data, k, None)
+    }
     return cfg.model_copy(update={"data": data.model_copy(update=parts)})  # type: ignore[attr-defined]
 
 

@@ -16,6 +16,28 @@ from ranker.config.events import EventFile, EventTimeSplit, LeaveOneOutSplit
 from ranker.config.schema import BaseTrainConfig, Strict
 
 
+class ItemAttributes(Strict):
+    """Side information of the catalogue for the sequence model: a set of attribute tokens per
+    item (brand, categories, genres, year...), embedded and averaged into the item's vector.
+
+    Exactly one source: ``source`` names a built-in reader (``beauty``: S3-Rec's
+    ``Beauty_item2attributes.json``; ``ml-1m`` / ``ml-100k``: genres and year of
+    ``movies.dat`` / ``u.item``), ``path`` a JSON object of your own, ``{"raw item id":
+    ["attribute", ...], ...}`` (S3-Rec's item2attributes format). Items the source does not
+    list have no attributes (their vector is their id embedding alone).
+    """
+
+    source: Literal["beauty", "ml-1m", "ml-100k"] | None = Field(None, description="built-in reader")
+    path: str | None = Field(None, description="JSON {raw item id: [attribute, ...]}")
+    max_per_item: int = Field(16, ge=1, description="attributes kept per item (the first ones listed)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ItemAttributes:
+        if (self.source is None) == (self.path is None):
+            raise ValueError("give exactly one of source (a built-in reader) or path (a JSON file)")
+        return self
+
+
 class RetrievalData(EventFile):
     """A built-in retrieval recipe (``dataset``) or your own event file (``path``): exactly one.
 
@@ -31,6 +53,7 @@ class RetrievalData(EventFile):
           min_user_events: 5          # optional k-core, repeated until stable
           min_item_events: 5
           max_len: 200
+          item_attributes: {path: item_attributes.json}   # optional side information
 
     Events are ordered per user by (time, row in the file). ``leave_one_out`` is PROTOCOLS.md's
     (users with fewer than 3 events are dropped). A ``time`` split (see
@@ -68,6 +91,12 @@ class RetrievalData(EventFile):
         description="train on each training sequence without its last K items, so the run's "
         "scores of those K positions are not fitted (the unfitted stage-2 rows of "
         "benchmarks/two_stage.py --unfitted); validation and test are unchanged",
+    )
+
+    item_attributes: ItemAttributes | None = Field(
+        None,
+        description="attribute tokens per item, averaged into the item embedding (input and output "
+        "side); see ItemAttributes",
     )
 
     @model_validator(mode="after")

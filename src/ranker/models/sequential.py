@@ -3,6 +3,7 @@
 Both share one skeleton (nanoGPT-like, top to bottom)::
 
     x_i   = E[s_i]·√D (+ P[pos_i])          item embedding (shared with the output) + position
+    E[j]  = V[j] (+ mean_a A[a], a ∈ attrs(j))  id embedding (+ its attribute tokens' mean)
     x     = dropout(x) ⊙ valid               padding rows are zero
     h     = blocks(x)                        SASRec blocks (+ final LN) or HSTU layers
     u_i   = h_i / ‖h_i‖  (l2_normalize)      the state after s_1..s_i predicts s_{i+1}
@@ -15,6 +16,12 @@ position's output depends neither on the amount of padding nor on anything after
 Shape: items (B, L) int64 (0 = padding); times, query_times (B, L) int64 seconds or None.
 ``encode`` returns (B, L, D); ``item_vectors`` (I + 1, D), row 0 the padding item.
 
+With item attributes (``data.item_attributes``) the shared table adds the mean embedding of
+each item's attribute tokens to its id embedding, on the input and the output side alike: the
+early, additive fusion that Xie et al. (DIF-SR, SIGIR 2022) take as the baseline of side
+information in sequential recommenders. Rare items then share statistics through their brand
+and categories.
+
 Papers: Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018; Zhai et al.,
 "Actions Speak Louder than Words", ICML 2024 (HSTU; the input preprocessing, L2-normalised
 outputs and embedding init follow its public reference for ML-1M).
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +42,9 @@ from ranker.config.retrieval import HSTUModel, RetrievalModel, SASRecModel
 from ranker.nn.hstu import HSTUConfig, HSTULayer, RelativeIndices
 from ranker.nn.masks import causal_mask
 from ranker.nn.sasrec import SASRecBlock, SASRecConfig
+
+if TYPE_CHECKING:  # ranker.retrieval imports this module
+    from ranker.retrieval.attributes import AttributeTokens
 
 
 def positions_from_oldest(valid: torch.Tensor) -> torch.Tensor:
@@ -81,15 +91,26 @@ class Retriever(Protocol):
 class SequentialRetriever(nn.Module):
     """The shared skeleton (`cfg`'s ``dim``, ``dropout``, ``l2_normalize``); subclasses implement :meth:`blocks`."""
 
-    def __init__(self, cfg: SASRecModel | HSTUModel, *, num_items: int, max_len: int, position_embedding: bool) -> None:
+    def __init__(
+        self,
+        cfg: SASRecModel | HSTUModel,
+        *,
+        num_items: int,
+        max_len: int,
+        position_embedding: bool,
+        attributes: AttributeTokens | None = None,
+    ) -> None:
         super().__init__()
         dim, dropout = cfg.dim, cfg.dropout
         self.num_items, self.dim, self.max_len = num_items, dim, max_len
         self.l2_normalize = cfg.l2_normalize
-        self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
-        nn.init.trunc_normal_(self.item_embedding.weight, std=0.02)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        self.item_embedding = _padded_embedding(num_items + 1, dim)
+        self.attribute_embedding: nn.Embedding | None = None
+        if attributes is not None:
+            if attributes.tokens.shape[0] != num_items + 1:
+                raise ValueError(f"attribute tokens for {attributes.tokens.shape[0] - 1} items, catalogue {num_items}")
+            self.register_buffer("item_attributes", torch.as_tensor(attributes.tokens, dtype=torch.int64))
+            self.attribute_embedding = _padded_embedding(attributes.vocabulary + 1, dim)
         self.position_embedding = nn.Embedding(max_len, dim) if position_embedding else None
         if self.position_embedding is not None:
             nn.init.trunc_normal_(self.position_embedding.weight, std=math.sqrt(1.0 / dim))
@@ -113,7 +134,10 @@ class SequentialRetriever(nn.Module):
             raise ValueError(f"inputs longer than max_len={self.max_len}: {items.shape[1]}")
         valid = items > 0  # (B, L)
         positions = positions_from_oldest(valid)
-        x = self.item_embedding(items) * math.sqrt(self.dim)
+        if self.attribute_embedding is None:
+            x = self.item_embedding(items) * math.sqrt(self.dim)
+        else:
+            x = F.embedding(items, self.item_table()) * math.sqrt(self.dim)
         if self.position_embedding is not None:
             x = x + self.position_embedding(positions)
         x = self.input_dropout(x) * valid.unsqueeze(-1)
@@ -126,10 +150,29 @@ class SequentialRetriever(nn.Module):
         """(B, L) → (B, D): the state at the last (most recent) position."""
         return self.encode(items, times, query_times)[:, -1]
 
+    def item_table(self) -> torch.Tensor:
+        """(I + 1, D) the shared item table E: id embeddings, plus the mean of each item's
+        attribute-token embeddings when the model has attributes (row 0 stays zero)."""
+        w = self.item_embedding.weight
+        if self.attribute_embedding is None:
+            return w
+        tokens: torch.Tensor = self.item_attributes  # type: ignore[assignment]  # (I + 1, A) buffer, 0 = none
+        count = (tokens > 0).sum(1, keepdim=True).clamp_min(1)
+        return w + self.attribute_embedding(tokens).sum(1) / count
+
     def item_vectors(self) -> torch.Tensor:
         """(I + 1, D) output item embeddings (the input table, L2-normalised if configured)."""
-        w = self.item_embedding.weight
+        w = self.item_table()
         return F.normalize(w, dim=-1) if self.l2_normalize else w
+
+
+def _padded_embedding(rows: int, dim: int) -> nn.Embedding:
+    """An embedding table with trunc-normal(0.02) rows and a zero row 0 (padding)."""
+    table = nn.Embedding(rows, dim, padding_idx=0)
+    nn.init.trunc_normal_(table.weight, std=0.02)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
 
 
 class SASRec(SequentialRetriever):
@@ -141,8 +184,10 @@ class SASRec(SequentialRetriever):
         torch.Size([1, 6, 8])
     """
 
-    def __init__(self, cfg: SASRecModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(cfg, num_items=num_items, max_len=max_len, position_embedding=True)
+    def __init__(
+        self, cfg: SASRecModel, *, num_items: int, max_len: int, attributes: AttributeTokens | None = None
+    ) -> None:
+        super().__init__(cfg, num_items=num_items, max_len=max_len, position_embedding=True, attributes=attributes)
         block = SASRecConfig(dim=cfg.dim, num_heads=cfg.num_heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout)
         self.layers = nn.ModuleList(SASRecBlock(block) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-8)
@@ -176,8 +221,12 @@ class HSTU(SequentialRetriever):
         torch.Size([1, 6, 8])
     """
 
-    def __init__(self, cfg: HSTUModel, *, num_items: int, max_len: int) -> None:
-        super().__init__(cfg, num_items=num_items, max_len=max_len, position_embedding=cfg.position_embedding)
+    def __init__(
+        self, cfg: HSTUModel, *, num_items: int, max_len: int, attributes: AttributeTokens | None = None
+    ) -> None:
+        super().__init__(
+            cfg, num_items=num_items, max_len=max_len, position_embedding=cfg.position_embedding, attributes=attributes
+        )
         self.cfg = cfg
         self.layers = hstu_layers(cfg, max_len)
 
@@ -211,8 +260,11 @@ class HSTU(SequentialRetriever):
         return x
 
 
-def build_retrieval_model(cfg: RetrievalModel, *, num_items: int, max_len: int) -> SequentialRetriever:
-    """The model a ``model:`` section of a retrieval config describes."""
+def build_retrieval_model(
+    cfg: RetrievalModel, *, num_items: int, max_len: int, attributes: AttributeTokens | None = None
+) -> SequentialRetriever:
+    """The model a ``model:`` section of a retrieval config describes (with `attributes`: the
+    item table fuses them, see the module docstring)."""
     if isinstance(cfg, SASRecModel):
-        return SASRec(cfg, num_items=num_items, max_len=max_len)
-    return HSTU(cfg, num_items=num_items, max_len=max_len)
+        return SASRec(cfg, num_items=num_items, max_len=max_len, attributes=attributes)
+    return HSTU(cfg, num_items=num_items, max_len=max_len, attributes=attributes)

@@ -140,14 +140,17 @@ def _report_short_users(counts: np.ndarray, data: RetrievalData, path: str, kept
         )
 
 
-def save_serving(run_dir: Path, events: RetrievalEvents) -> None:
-    """Write the catalogue, every user's history and a data summary into `run_dir`."""
+def save_serving(run_dir: Path, events: RetrievalEvents, attributes: dict[str, int] | None = None) -> None:
+    """Write the catalogue, every user's history and a data summary into `run_dir`
+    (`attributes`: the shape of the item attribute tokens, :meth:`AttributeTokens.summary`)."""
     serving = ServingData.from_events(events)
     for name, table in (("items", pa.table({"item": serving.items})), ("histories", serving.histories)):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         atomic_write_bytes(run_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
-    info = {"num_items": events.num_items, "max_len": events.max_len, **events.summary}
+    info: dict[str, Any] = {"num_items": events.num_items, "max_len": events.max_len, **events.summary}
+    if attributes is not None:
+        info["item_attributes"] = attributes
     atomic_write_bytes(run_dir / "data.json", json.dumps(info, indent=2).encode())
 
 
@@ -158,6 +161,7 @@ class ServingData:
     items: pa.Array
     histories: pa.Table
     max_len: int
+    attributes: dict[str, int] | None = None  # data.json's item_attributes: the token matrix's shape
 
     @classmethod
     def from_events(cls, events: RetrievalEvents) -> ServingData:
@@ -180,8 +184,8 @@ class ServingData:
             return None
         items = read_run_file(paths[0], lambda p: pq.read_table(p).column("item").combine_chunks(), "catalogue")
         histories = read_run_file(paths[1], _histories, "histories table")
-        max_len = read_run_file(paths[2], lambda p: int(json.loads(p.read_text())["max_len"]), "data summary")
-        return cls(items, histories, max_len)
+        info = read_run_file(paths[2], _data_summary, "data summary")
+        return cls(items, histories, int(info["max_len"]), info.get("item_attributes"))
 
     def events(self) -> RetrievalEvents:
         """Every user's sequence again, from the run directory alone (internal ids, the order
@@ -221,6 +225,12 @@ class ServingData:
         row = self.histories.slice(int(hit[0]), 1)
         items = row.column("items").combine_chunks().flatten()
         return self._internal(items, "--user"), row.column("times").to_pylist()[0]
+
+
+def _data_summary(path: Path) -> dict[str, Any]:
+    info = json.loads(path.read_text())
+    int(info["max_len"])  # a KeyError / ValueError names the file through read_run_file
+    return dict(info)
 
 
 def _histories(path: Path) -> pa.Table:

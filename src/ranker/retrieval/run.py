@@ -31,6 +31,7 @@ from ranker.distributed import check_global_batch, is_writer
 from ranker.errors import ConfigError
 from ranker.models.sequential import SequentialRetriever, build_retrieval_model
 from ranker.progress import phase
+from ranker.retrieval.attributes import AttributeTokens, attribute_tokens
 from ranker.retrieval.batches import TrainSequences
 from ranker.retrieval.data import RetrievalEvents, ServingData, load_events, save_serving
 from ranker.retrieval.evaluation import evaluate_model
@@ -57,9 +58,26 @@ def load_retrieval_events(cfg: RetrievalRunConfig) -> RetrievalEvents:
     return events
 
 
-def build_model(cfg: RetrievalRunConfig, data: LeaveOneOut | ServingData) -> SequentialRetriever:
+def load_attributes(cfg: RetrievalRunConfig, events: RetrievalEvents) -> AttributeTokens | None:
+    """The item attribute tokens of the config's ``data.item_attributes`` (None without)."""
+    spec = cfg.data.item_attributes
+    return None if spec is None else attribute_tokens(spec, events.items)
+
+
+def saved_attributes(cfg: RetrievalRunConfig, serving: ServingData, run_dir: Path) -> AttributeTokens | None:
+    """Zero tokens of the shape a finished run saved (its weights hold the values)."""
+    if cfg.data.item_attributes is None:
+        return None
+    if serving.attributes is None:
+        raise ConfigError(f"{run_dir / 'data.json'}: no item_attributes shape, but the config has data.item_attributes")
+    return AttributeTokens.empty(serving.attributes, len(serving.items))
+
+
+def build_model(
+    cfg: RetrievalRunConfig, data: LeaveOneOut | ServingData, attributes: AttributeTokens | None = None
+) -> SequentialRetriever:
     num_items = data.num_items if isinstance(data, LeaveOneOut) else len(data.items)
-    return build_retrieval_model(cfg.model, num_items=num_items, max_len=data.max_len)
+    return build_retrieval_model(cfg.model, num_items=num_items, max_len=data.max_len, attributes=attributes)
 
 
 def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
@@ -78,10 +96,11 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
     with phase(f"reading events of {cfg.data.dataset or cfg.data.path}", enabled=talk):
         events = load_retrieval_events(cfg)
         data = events.views()
-    model = build_model(cfg, data)
+        attributes = load_attributes(cfg, events)
+    model = build_model(cfg, data, attributes)
     run_dir = begin_run(run_dir, cfg, load_retrieval_config)
     if is_writer():
-        save_serving(run_dir, events)
+        save_serving(run_dir, events, None if attributes is None else attributes.summary())
     train = TrainSequences.build(training_sequences(cfg, data), data.max_len, cfg.data.train_users)
     counts = torch.bincount(train.targets.flatten(), minlength=data.num_items + 1)
     loss = NextItemLoss(cfg.loss, num_items=data.num_items, target_counts=counts)
@@ -123,7 +142,7 @@ def load_run(run_dir: Path, *, verify: bool = True) -> tuple[RetrievalRunConfig,
     serving = ServingData.load(run_dir)
     if serving is None:  # a run from before the serving files: its built-in recipe has them
         serving = ServingData.from_events(load_retrieval_events(cfg))
-    model = build_model(cfg, serving)
+    model = build_model(cfg, serving, saved_attributes(cfg, serving, run_dir))
     load_weights(model, run_dir / "model.safetensors")
     return cfg, model.eval(), serving
 
@@ -142,7 +161,9 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
         raise ConfigError(f"--split {split!r}: a retrieval run has valid and test targets")
     cfg = finished_config(Path(run_dir), load_retrieval_config, "retrieval")
     data = load_data(cfg)
-    model = build_model(cfg, data)
+    serving = ServingData.load(Path(run_dir))
+    attributes = None if serving is None else saved_attributes(cfg, serving, Path(run_dir))
+    model = build_model(cfg, data, attributes)
     load_weights(model, Path(run_dir) / "model.safetensors")
     return {"split": split, "metrics": evaluate_split(cfg, model.eval(), data, split)}
 
