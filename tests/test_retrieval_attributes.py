@@ -131,6 +131,10 @@ def test_a_run_with_attributes_trains_saves_and_serves_without_the_file(
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", str(tmp_path / "c.yaml"), "--out", str(out)]) == 0
     assert json.loads((out / "data.json").read_text())["item_attributes"] == {"vocabulary": 8, "per_item": 2}
+    assert main(["evaluate", str(out)]) == 0  # the same weights and tokens as at the end of training
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["test"]
+    )
     (tmp_path / "attrs.json").unlink()  # the tokens travel in the weights
     _, model, serving = load_run(out)
     items = serving.items.to_pylist()
@@ -139,6 +143,5 @@ def test_a_run_with_attributes_trains_saves_and_serves_without_the_file(
     assert (tokens[k] > 0).sum() == 2  # brand1 and cat4, as given
     shared = items.index("i7") + 1  # brand1, cat2: shares brand1's token with i4
     assert len(set(tokens[k].tolist()) & set(tokens[shared].tolist())) == 1
-    capsys.readouterr()
     assert main(["retrieve", str(out), "--history", "i1,i2", "--k", "3"]) == 0
     assert len([x for x in capsys.readouterr().out.splitlines() if "score" in x]) == 3
