@@ -413,14 +413,15 @@ SUMMARY: list[dict[str, Any]] = [
     {
         "protocol": "TS-ML1M protocol on R-Beauty",
         "study": "two-stage",
-        "file": "two-stage-beauty-ensemble",
+        "file": "two-stage-beauty-attr-ensemble",
         "name": "valid-cross|N50",
-        "label": "ensemble of 5 R-Beauty runs (3 full-softmax SASRec + HSTU + SASRec) top 50 → feature ranker "
-        "cross-fitted on the validation queries, fused with the stage-1 score (`two_stage.py`, N = 50)",
+        "label": "ensemble of 9 R-Beauty runs (4 with S3-Rec item attributes: 3 SASRec + HSTU, full softmax; 5 "
+        "without at weight 0.1) top 50 → feature ranker cross-fitted on the validation queries, fused with the "
+        "stage-1 score (`two_stage.py`, N = 50)",
         "metric": ("blend", "test", "HR@10"),
         "peer_metric": ("test", "HR@10"),
         "metric_label": "HR@10",
-        "peer_ours": ("two-stage-beauty-ensemble", "stage1|N50", "stage 1 alone (the same ensemble)"),
+        "peer_ours": ("two-stage-beauty-attr-ensemble", "stage1|N50", "stage 1 alone (the same ensemble)"),
     },
     {
         "protocol": "RK-ML100K generative",

@@ -21,6 +21,7 @@ from ranker.errors import ConfigError, DataError
 from ranker.models.sequential import SASRec
 from ranker.retrieval.attributes import AttributeTokens, attribute_tokens
 from ranker.retrieval.run import load_run
+from ranker.twostage.side_info import side_info
 
 
 def _json(path: Path, mapping: dict[str, list[str]]) -> str:
@@ -66,11 +67,16 @@ def test_bad_attribute_sources_name_the_file_or_key(tmp_path: Path) -> None:
         load_retrieval_config(config)
 
 
-def test_beauty_attributes_cover_the_catalogue() -> None:
+def test_built_in_attribute_sources_cover_their_catalogues() -> None:
     got = attribute_tokens(ItemAttributes(source="beauty"), pa.array(np.arange(1, 12102)))
     # S3-Rec's file: 637 distinct attribute ids, 1 to 6 per item, every item listed
     assert got.vocabulary == 637 and got.tokens.shape == (12102, 6)
     assert (got.tokens[1:] > 0).any(1).all() and not got.tokens[0].any()
+    movies = side_info("ml-1m").items
+    got = attribute_tokens(ItemAttributes(source="ml-1m"), movies.column("item_id").combine_chunks())
+    # movies.dat: 18 genres + 81 distinct years; at most 6 genres + the year per movie
+    assert got.vocabulary == 99 and got.tokens.shape == (3884, 7)
+    assert ((got.tokens[1:] > 0).sum(1) >= 2).all()  # every movie: a genre and a year
 
 
 def test_item_table_adds_the_mean_attribute_embedding() -> None:
