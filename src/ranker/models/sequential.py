@@ -134,10 +134,7 @@ class SequentialRetriever(nn.Module):
             raise ValueError(f"inputs longer than max_len={self.max_len}: {items.shape[1]}")
         valid = items > 0  # (B, L)
         positions = positions_from_oldest(valid)
-        if self.attribute_embedding is None:
-            x = self.item_embedding(items) * math.sqrt(self.dim)
-        else:
-            x = F.embedding(items, self.item_table()) * math.sqrt(self.dim)
+        x = F.embedding(items, self.item_table(), padding_idx=0) * math.sqrt(self.dim)
         if self.position_embedding is not None:
             x = x + self.position_embedding(positions)
         x = self.input_dropout(x) * valid.unsqueeze(-1)

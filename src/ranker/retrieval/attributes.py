@@ -4,8 +4,8 @@ A retrieval run with ``data.item_attributes`` gives its sequence model one row o
 tokens per internal item (:class:`AttributeTokens`), which
 :class:`~ranker.models.sequential.SequentialRetriever` embeds and averages into the item's
 vector. Tokens are ``1..V`` in sorted order of the attribute strings (0 pads); a built-in
-source's values are prefixed by their column (``genres=Drama``, ``year=1995``), so two
-columns never share a token.
+source with several columns prefixes each value by its column (``genres=Drama``,
+``year=1995``), so two columns never share a token.
 
 The matrix itself travels inside ``model.safetensors`` (a buffer of the model); ``data.json``
 records its shape (:meth:`AttributeTokens.summary`), so a finished run loads without reading
@@ -70,7 +70,7 @@ def attribute_tokens(spec: ItemAttributes, items: pa.Array) -> AttributeTokens:
         ids = ids.cast(pa.string())
     row = pc.fill_null(pc.index_in(items, value_set=ids), -1).to_numpy()  # catalogue → source row (-1: absent)
     lists = table.column("attributes").to_pylist()
-    per_item: list[list[str]] = [lists[r] or [] if r >= 0 else [] for r in row]
+    per_item: list[list[str]] = [(lists[r] or []) if r >= 0 else [] for r in row]
     listed = sum(1 for p in per_item if p)
     if not listed:
         raise DataError(f"{_where(spec)}: none of the catalogue's {len(items):,} items has attributes there")
@@ -101,9 +101,9 @@ def _read_source(spec: ItemAttributes) -> pa.Table:
     columns = [f["name"] for f in info.item_features]
     tokens: list[list[str]] = [[] for _ in range(info.items.num_rows)]
     for name in columns:
+        prefix = f"{name}=" if len(columns) > 1 else ""  # one column (Beauty's ids): nothing to tell apart
         for k, value in enumerate(info.items.column(name).to_pylist()):
             values = value if isinstance(value, list) else [value]
-            prefix = f"{name}=" if spec.source != "beauty" else ""  # Beauty's ids need no prefix: one column
             tokens[k].extend(f"{prefix}{v}" for v in values if v is not None)
     return pa.table({"item_id": info.items.column("item_id"), "attributes": pa.array(tokens, pa.list_(pa.string()))})
 
@@ -115,11 +115,8 @@ def _read_json(path: Path) -> pa.Table:
         raise DataError(f"{path}: not a JSON file ({e})") from e
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise DataError(f"{path}: expected a JSON object {{raw item id: [attribute, ...]}}")
-    try:
-        keys = [str(k) for k in raw]
-        values = [[str(a) for a in v] for v in raw.values()]
-    except TypeError as e:
-        raise DataError(f"{path}: {e}") from e
+    keys = list(raw)  # JSON object keys are text
+    values = [[str(a) for a in v] for v in raw.values()]
     if not keys:
         raise ConfigError(f"{KEY}.path: {path} lists no items")
     return pa.table({"item_id": pa.array(keys, pa.string()), "attributes": pa.array(values, pa.list_(pa.string()))})

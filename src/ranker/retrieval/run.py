@@ -159,13 +159,8 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
     """Re-evaluate a finished run's best weights on `split` (valid or test), as configured."""
     if split not in ("valid", "test"):
         raise ConfigError(f"--split {split!r}: a retrieval run has valid and test targets")
-    cfg = finished_config(Path(run_dir), load_retrieval_config, "retrieval")
-    data = load_data(cfg)
-    serving = ServingData.load(Path(run_dir))
-    attributes = None if serving is None else saved_attributes(cfg, serving, Path(run_dir))
-    model = build_model(cfg, data, attributes)
-    load_weights(model, Path(run_dir) / "model.safetensors")
-    return {"split": split, "metrics": evaluate_split(cfg, model.eval(), data, split)}
+    cfg, model, _ = load_run(Path(run_dir))
+    return {"split": split, "metrics": evaluate_split(cfg, model, load_data(cfg), split)}
 
 
 def evaluate_split(

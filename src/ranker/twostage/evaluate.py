@@ -106,9 +106,14 @@ def fuse(probs: np.ndarray, stage1: np.ndarray, weight: float) -> np.ndarray:
     return _logit(probs) + weight * np.asarray(stage1, dtype=np.float64)
 
 
+def _clipped(probs: np.ndarray) -> np.ndarray:
+    """`probs` in float64, clipped to [1e-7, 1 − 1e-7] (finite logits)."""
+    return np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+
+
 def _logit(probs: np.ndarray) -> np.ndarray:
-    """``log(p / (1 − p))`` in float64, p clipped to [1e-7, 1 − 1e-7]."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    """``log(p / (1 − p))`` of the :func:`_clipped` probabilities."""
+    p = _clipped(probs)
     return np.log(p) - np.log1p(-p)
 
 
@@ -131,8 +136,7 @@ def cross_fit(probs: Sequence[np.ndarray], query: np.ndarray, *, held_out: bool)
         raise ValueError(f"cross_fit: two folds' outputs expected, got {len(probs)}")
     if held_out:
         return 1.0 / (1.0 + np.exp(-(_logit(probs[0]) + _logit(probs[1])) / 2))
-    p0, p1 = (np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7) for p in probs)
-    return np.where(np.asarray(query) % 2 == 0, p1, p0)
+    return np.where(np.asarray(query) % 2 == 0, _clipped(probs[1]), _clipped(probs[0]))
 
 
 def pick_blend(
