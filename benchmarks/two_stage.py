@@ -53,6 +53,15 @@ one ranker serving several candidate counts. For M > n it is unsafe: the trainin
 negatives come from the top n only, so below rank n every negative is a uniform one and the
 ranker learns that a candidate ranked just below n is likelier than one just above it.
 
+``--refit RUN …`` (one per --stage1 run, same weights; ``ranker refit`` made them: the same
+configs retrained with the validation items as training targets for the epoch counts validation
+picked) scores the test queries with the refit stage 1 instead: its candidates, scores and
+ranks make the test rows and "stage 1 alone". Nothing is trained or chosen anew: the stage-2
+rankers, the validation lists and the fusion weight w are the finished --stage1 pipeline's in
+the same --out (run it first); records go to their own --results-suffix, ranks to
+``final_ranks-refit.npz``. A refit's scores on the validation queries carry their labels, so
+validation only ever sees the --stage1 runs.
+
 ``generative`` (a variant too) trains the generative HSTU ranker instead, on the same queries as
 declared files (:mod:`ranker.twostage.generative`): its lists are scored through the served
 stage and, in a second row, fused with the stage-1 score (``logit(p) + w·s1``, w picked on
@@ -142,6 +151,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "data.train_holdout_last=K; its scores of the last K positions of each training sequence are not fitted",
     )
     p.add_argument(
+        "--refit",
+        type=Path,
+        nargs="+",
+        help="the test queries' stage 1: the refits of the --stage1 runs (`ranker refit`, same order and weights); "
+        "no training: the stage-2 rankers, validation lists and fusion weights are the finished --stage1 "
+        "pipeline's in --out (run it first)",
+    )
+    p.add_argument(
         "--stage1-weights",
         type=float,
         nargs="+",
@@ -186,6 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
+    if args.refit and (len(args.refit) != len(args.stage1) or not args.results_suffix):
+        p.error("--refit: one refit run per --stage1 run, and a --results-suffix of its own")
+    if args.refit and (args.apply_n or "generative" in args.ablation or args.timing):
+        p.error("--refit: scores the feature rankers' test lists only (no --apply-n, generative or --timing)")
     if not args.hard_alpha > 0:
         p.error(f"--hard-alpha: must be > 0 (0 is the uniform draw of the `none` rows), got {args.hard_alpha}")
     return args
@@ -227,8 +248,8 @@ def stage1_name(args: argparse.Namespace) -> str:
     return " + ".join(f"{w:g} × {r}" for w, r in zip(weights, args.stage1, strict=True))
 
 
-def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates, n: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": n, "train_prefix_recall": prefix.top(n).recall()}
+def stage1_record(cands: dict[str, rc.Candidates], prefix: rc.Candidates | None, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "train_prefix_recall": None if prefix is None else prefix.top(n).recall()}
     for split, c in cands.items():
         top = c.top(n)
         ranks = ev.final_ranks(top.scores.astype(np.float64), top)[1]
@@ -258,6 +279,10 @@ def build_data(
     name = f"data-N{n}-hard{hard}-sampled{sampled}-{tag}" if train else f"heldout-N{n}"
     folder = args.out / f"{name}-h{args.history}"
     files = {s: folder / f"{s}.parquet" for s in (("train", "valid", "test") if train else ("valid", "test"))}
+    if args.refit and train:  # the --stage1 pipeline's rows, and the refit's test rows
+        if not all(p.is_file() for p in files.values()):
+            raise SystemExit(f"--refit: {folder} is missing; run the same command without --refit first")
+        return files | {"test": refit_test_rows(args, ctx, n)}
     if all(p.is_file() for p in files.values()):
         return files
     print(f"N={n}: stage-2 rows (hard {hard}, sampled {sampled})" if train else f"N={n}: held-out rows", flush=True)
@@ -279,6 +304,30 @@ def build_data(
     )
     write_tables(folder, tables)
     return files
+
+
+def refit_test_rows(args: argparse.Namespace, ctx: dict[str, Any], n: int) -> Path:
+    """--refit: the test rows of N from the refit stage 1's candidates (kept in --out)."""
+    path = args.out / f"refit-test-N{n}-h{args.history}" / "test.parquet"
+    if not path.is_file():
+        print(f"N={n}: test rows of the refit stage 1", flush=True)
+        tables = stage2_tables(
+            ctx["model"],
+            ctx["data"],
+            ctx["serving"],
+            ctx["side"],
+            prefix=None,
+            valid=ctx["cands"]["valid"].top(n),
+            test=ctx["cands"]["test"].top(n),
+            hard=0,
+            sampled=0,
+            seed=DATA_SEED,
+            history=args.history,
+            content=ctx["content"],
+            progress=True,
+        )
+        write_tables(path.parent, {"test": tables["test"]})
+    return path
 
 
 def build_generative_data(args: argparse.Namespace, ctx: dict[str, Any], n: int) -> dict[str, Path]:
@@ -459,6 +508,44 @@ def run_one(
     return record
 
 
+def refit_candidates(args: argparse.Namespace, cfg: Any, serving: Any, n_max: int) -> rc.Candidates:
+    """--refit: the top `n_max` of every test query from the refit runs (weighted as --stage1),
+    each checked to be the refit of the --stage1 run at its position, on the same events."""
+    for run, refit in zip(args.stage1, args.refit, strict=True):
+        train = finished_config(refit, load_retrieval_config, "retrieval").train
+        if train.protocol != "refit" or Path(train.refit_of or "").resolve() != run.resolve():
+            raise SystemExit(f"--refit: {refit} is not the refit of {run} (train.refit_of: {train.refit_of})")
+    refit_cfg, model, theirs = load_stage1(args.refit, args.stage1_weights)
+    check_same_data(serving, theirs, args.stage1[0], args.refit[0])
+    data = run_views(refit_cfg, theirs)
+    return rc.heldout_candidates(
+        model, data, "test", n_max, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size
+    )
+
+
+def refit_one(
+    args: argparse.Namespace, ctx: dict[str, Any], n: int, ablation: str, seed: int, files: dict[str, Path]
+) -> dict[str, Any]:
+    """--refit: the finished stage 2 of (N, `ablation`, `seed`) in --out ranking the refit stage
+    1's test candidates; validation lists and the fusion weight as in its own record."""
+    run_dir = args.out / f"N{n}" / f"{ablation}-{seed}"
+    if not all((d / "metrics.json").is_file() for d in fold_dirs(run_dir, ablation)):
+        raise SystemExit(f"--refit: {run_dir} has not finished training; run the command without --refit first")
+    record: dict[str, Any] = {
+        "n": n,
+        "ablation": ablation,
+        "stage2_run": str(run_dir),
+        "refit": [*map(str, args.refit)],
+    }
+    rank_lists(args, ctx, run_dir, files, n, record, ranks_file=ranks_name(args))
+    return record
+
+
+def ranks_name(args: argparse.Namespace, n: int | None = None) -> str:
+    """The file of a stage 2's target ranks: its own lists, the top `n` (--apply-n) or the refit's."""
+    return "final_ranks-refit.npz" if args.refit else "final_ranks.npz" if n is None else f"final_ranks-N{n}.npz"
+
+
 def timed(args: argparse.Namespace, ablation: str) -> bool:
     """Whether to time the variant's stage 2 (--timing; not a cross-fitted one: two rankers per request)."""
     return bool(args.timing) and ablation not in CROSS_FITTED
@@ -473,7 +560,7 @@ def apply_one(
         raise SystemExit(f"--apply-n: {run_dir} has not finished training")
     files = build_data(args, ctx, m, 0, 0, train=False)
     record: dict[str, Any] = {"n": m, "trained_at_n": n, "ablation": ablation, "stage2_run": str(run_dir)}
-    rank_lists(args, ctx, run_dir, files, m, record, ranks_file=f"final_ranks-N{m}.npz")
+    rank_lists(args, ctx, run_dir, files, m, record, ranks_file=ranks_name(args, m))
     if timed(args, ablation):
         record["timing"] = timing(args, run_dir, files["test"])
     return record
@@ -566,7 +653,7 @@ def versus_none(args: argparse.Namespace, n: int, ablation: str, seed: int, reco
     and the record lacks it; whether it was added."""
     if ablation == "none" or "vs_none_bootstrap" in record:
         return False
-    mine, base = (args.out / f"N{n}" / f"{a}-{seed}" / "final_ranks.npz" for a in (ablation, "none"))
+    mine, base = (args.out / f"N{n}" / f"{a}-{seed}" / ranks_name(args) for a in (ablation, "none"))
     if not (mine.is_file() and base.is_file()):
         return False
     ours, theirs = np.load(mine)["test_two"], np.load(base)["test_two"]
@@ -579,7 +666,7 @@ def seed_average(
 ) -> dict[str, Any] | None:
     """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1
     (`trained_at`: the lists of N = `n` ranked by the stage 2 trained at that N, ``--apply-n``)."""
-    name = "final_ranks.npz" if trained_at is None else f"final_ranks-N{n}.npz"
+    name = ranks_name(args, None if trained_at is None else n)
     files = [args.out / f"N{trained_at or n}" / f"{ablation}-{s}" / name for s in seeds]
     if len(files) < 2 or not all(f.is_file() for f in files):
         return None
@@ -614,10 +701,14 @@ def main(argv: list[str] | None = None) -> None:
         s: rc.heldout_candidates(model, data, s, n_max, exclude=cfg.eval.exclude, batch_users=cfg.train.eval_batch_size)
         for s in ("valid", "test")
     }
-    user, pos = rc.prefix_queries(
-        data.train.lengths(), per_user=args.per_user or None, min_prefix=args.min_prefix, seed=DATA_SEED
-    )
-    prefix = rc.prefix_candidates(model, data.train, user, pos, n_max, max_len=data.max_len, progress=True)
+    prefix = None  # --refit: the training rows are on disk already
+    if args.refit:
+        cands["test"] = refit_candidates(args, cfg, serving, n_max)
+    else:
+        user, pos = rc.prefix_queries(
+            data.train.lengths(), per_user=args.per_user or None, min_prefix=args.min_prefix, seed=DATA_SEED
+        )
+        prefix = rc.prefix_candidates(model, data.train, user, pos, n_max, max_len=data.max_len, progress=True)
     ctx = {
         "model": model,
         "data": data,
@@ -631,11 +722,12 @@ def main(argv: list[str] | None = None) -> None:
     if "unfitted" in args.ablation:
         ctx["unfitted"] = unfitted_stage1(args, data, serving, n_max)
     common = {"protocol": protocol, "config": stage1_name(args)}
+    refit = {"refit": [str(r) for r in args.refit]} if args.refit else {}
     for n in sorted(set(args.n + args.apply_n)):
-        rec = stage1_record(cands, prefix, n) | {"stage1_run": stage1_name(args), "prefix_queries": len(prefix)}
+        rec = stage1_record(cands, prefix, n) | {"stage1_run": stage1_name(args), **refit}
+        rec["prefix_queries"] = None if prefix is None else len(prefix)
         save_result(path, f"stage1|N{n}", rec, name=f"stage1|N{n}", seed=None, **common)
-        t = rec["test"]
-        print(f"N={n}: stage-1 recall@N test {t['recall']:.4f}, train prefixes {rec['train_prefix_recall']:.4f}")
+        print(f"N={n}: stage-1 recall@N test {rec['test']['recall']:.4f}, train prefixes {rec['train_prefix_recall']}")
     for n in args.n:
         for ablation in args.ablation:
             if ablation == "generative":
@@ -666,6 +758,11 @@ def main(argv: list[str] | None = None) -> None:
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
                     if versus_none(args, n, ablation, seed, done):
                         save_result(path, key, done, name=f"{ablation}|N{n}", seed=seed, **common)
+                    continue
+                if args.refit:
+                    record = refit_one(args, ctx, n, ablation, seed, files)
+                    save_result(path, key, record, name=f"{ablation}|N{n}", seed=seed, **common)
+                    print(f"{key}: refit test HR@10 {record['test']['HR@10']:.4f}", flush=True)
                     continue
                 print(f"{key}: training stage 2", flush=True)
                 if ablation == "generative":

@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=_cmd_train)
 
+    rf = sub.add_parser(
+        "refit",
+        help="retrain a finished retrieval run with its validation items as training targets, for its best epoch count",
+    )
+    rf.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished select_on_valid retrieval run")
+    rf.add_argument("--out", type=Path, help="run directory (default runs/<name>-refit); an existing one is resumed")
+    rf.add_argument("--epochs", type=int, help="epochs to train (default: the run's best validation epoch)")
+    rf.set_defaults(func=_cmd_refit)
+
     di = sub.add_parser("distill", help="train a student config on a finished run's soft labels")
     di.add_argument("--teacher", type=Path, required=True, metavar="RUN_DIR", help="finished teacher run")
     di.add_argument(
@@ -243,6 +252,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     SUMMARIES[family.kind](cfg, metrics, out, time.perf_counter() - start)
     return _status(metrics, out, strict=args.strict)
+
+
+def _cmd_refit(args: argparse.Namespace) -> int:
+    from ranker.retrieval.run import refit_config, train_retrieval_run
+
+    cfg = refit_config(args.run_dir, args.epochs)
+    out = _run_dir(args.out or _default_out(cfg.name))
+    start = time.perf_counter()
+    metrics = train_retrieval_run(cfg, out)
+    SUMMARIES["retrieval"](cfg, metrics, out, time.perf_counter() - start)
+    return _status(metrics, out, strict=False)
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:

@@ -214,12 +214,27 @@ class SequenceTrainConfig(BaseTrainConfig):
     clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient norm")
     patience: int = Field(20, ge=0, description="evaluations without gain before stopping")
     length_window: int = Field(4, ge=0, description="sort users by length within windows of this many batches (0: off)")
-    protocol: Literal["select_on_valid", "reference"] = Field(
+    protocol: Literal["select_on_valid", "reference", "refit"] = Field(
         "select_on_valid",
         description="select_on_valid: the validation item is held out and picks the epoch; "
         "reference (the HSTU public code's): it is a training target too, all `epochs` run, "
-        "the test is reported at the last epoch (validation metrics are then leaked)",
+        "the test is reported at the last epoch (validation metrics are then leaked); "
+        "refit: the same training, for the epochs a select_on_valid run picked (`ranker refit`)",
     )
+    refit_of: str | None = Field(
+        None, description="protocol refit: the select_on_valid run whose config and best epoch this repeats"
+    )
+
+    @model_validator(mode="after")
+    def _refit_of_needs_refit(self) -> SequenceTrainConfig:
+        if self.refit_of is not None and self.protocol != "refit":
+            raise ValueError(f"refit_of: only with protocol 'refit', got protocol {self.protocol!r}")
+        return self
+
+    @property
+    def trains_on_valid(self) -> bool:
+        """The validation item is a training target (``reference`` and ``refit``)."""
+        return self.protocol != "select_on_valid"
 
 
 class RetrievalEval(Strict):

@@ -19,6 +19,7 @@ again (it needs the targets).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,9 @@ def build_model(
 
 def training_sequences(cfg: RetrievalRunConfig, data: LeaveOneOut) -> Sequences:
     """All items but the last two (the protocol), or but the last one (``train.protocol:
-    reference``, where the validation item is a training target as in the HSTU public code);
-    without their last ``data.train_holdout_last`` items."""
-    seqs = data.test_input if cfg.train.protocol == "reference" else data.train
+    reference`` or ``refit``, where the validation item is a training target, as in the HSTU
+    public code); without their last ``data.train_holdout_last`` items."""
+    seqs = data.test_input if cfg.train.trains_on_valid else data.train
     return seqs.drop(last=cfg.data.train_holdout_last) if cfg.data.train_holdout_last else seqs
 
 
@@ -112,6 +113,7 @@ def train_retrieval_run(cfg: RetrievalRunConfig, run_dir: Path) -> dict[str, Any
         "dataset": cfg.data.dataset or cfg.data.path,
         "model": cfg.model.kind,
         "protocol": cfg.train.protocol,
+        **({"refit_of": cfg.train.refit_of} if cfg.train.refit_of else {}),
         **fit_metrics(cfg.train, fit, model),
         "users": len(data.test_target),
         "items": data.num_items,
@@ -145,6 +147,36 @@ def load_run(run_dir: Path, *, verify: bool = True) -> tuple[RetrievalRunConfig,
     model = build_model(cfg, serving, saved_attributes(cfg, serving, run_dir))
     load_weights(model, run_dir / "model.safetensors")
     return cfg, model.eval(), serving
+
+
+def refit_config(run_dir: Path, epochs: int | None = None) -> RetrievalRunConfig:
+    """The config that refits a finished ``select_on_valid`` run: its own config, with the
+    validation item as a training target (``train.protocol: refit``) for the epochs validation
+    picked (`epochs`: another count), test read at the last one.
+
+    Every choice (the config, the epoch count) was made on validation; the refit only adds the
+    validation targets to the training data, the "select, then retrain on all non-test data"
+    step of model selection. Its validation metrics are then not held out.
+    """
+    run_dir = Path(run_dir)
+    cfg = finished_config(run_dir, load_retrieval_config, "retrieval")
+    if cfg.train.protocol != "select_on_valid":
+        raise ConfigError(
+            f"{run_dir}: train.protocol is {cfg.train.protocol!r}; refit a run whose epoch validation picked "
+            "(select_on_valid)"
+        )
+    if cfg.data.split.kind != "leave_one_out":
+        raise ConfigError(f"{run_dir}: refit needs a leave-one-out run (data.split.kind is {cfg.data.split.kind!r})")
+    if epochs is None:
+        best = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch")
+        if not best:
+            raise ConfigError(f"{run_dir / 'metrics.json'}: no usable best epoch to refit for; pass --epochs")
+        epochs = int(best)
+    if epochs < 1:
+        raise ConfigError(f"--epochs: must be >= 1, got {epochs}")
+    raw = cfg.model_dump()
+    raw["train"] |= {"protocol": "refit", "epochs": epochs, "refit_of": str(run_dir)}
+    return RetrievalRunConfig.model_validate(raw | {"name": f"{cfg.name}-refit"})
 
 
 def run_views(cfg: RetrievalRunConfig, serving: ServingData) -> LeaveOneOut:

@@ -3,7 +3,7 @@
 The retrieval family on the shared :class:`~ranker.train.engine.Engine`: batches of users'
 training sequences (length-sorted within windows), the next-item loss with negatives drawn
 from the epoch's generator, and selection on validation NDCG@10 (full catalogue,
-PROTOCOLS.md). ``train.protocol: reference`` selects the last epoch instead.
+PROTOCOLS.md). ``train.protocol: reference`` or ``refit`` selects the last epoch instead.
 
 Data parallelism (``torchrun``, docs/distributed.md): ``train.batch_size`` users is the global
 batch; every rank builds the same shuffled batches and trains on rows ``rank::W`` of each
@@ -48,7 +48,7 @@ class SequenceTrainer:
         device: torch.device | None = None,
     ) -> None:
         self.next_item_loss, self.cfg, self.eval_cfg = loss, cfg, eval_cfg
-        self.engine = Engine(model, cfg, run_dir, device=device, select_last=cfg.protocol == "reference")
+        self.engine = Engine(model, cfg, run_dir, device=device, select_last=cfg.trains_on_valid)
         check_global_batch(cfg.batch_size, world=self.engine.world)
         self.model = model  # moved to the engine's device in place
         self.optimizer, self.ema = self.engine.optimizer, self.engine.ema

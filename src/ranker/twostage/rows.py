@@ -57,9 +57,9 @@ class QueryRows:
 
 def check_stage1(cfg: RetrievalRunConfig) -> None:
     """Refuse a stage-1 run whose training saw the validation targets (its scores would leak them)."""
-    if cfg.train.protocol == "reference":
+    if cfg.train.trains_on_valid:
         raise ConfigError(
-            "stage 1: train.protocol 'reference' trains on the validation items, so its scores on the "
+            f"stage 1: train.protocol {cfg.train.protocol!r} trains on the validation items, so its scores on the "
             "validation queries carry their labels; use a select_on_valid run"
         )
     if cfg.data.split.kind != "leave_one_out":
