@@ -15,7 +15,9 @@ w ...`` uses as its stage 1.
 
 Results: ``benchmarks/results/ensemble-<dataset>.json`` (layout ranker-results/1): key
 ``<name>`` (the picked ensemble: valid and test metrics, w, the validation NDCG@10 of every w)
-and ``<name>|member<k>`` (each run alone). Table: ``<!-- table:ensemble-<dataset> -->``.
+and ``<name>|member<k>`` (each run alone); with ``--refit RUN ...`` (the runs' ``ranker refit``s, same
+order) also ``<name>|refit`` (the refits at the weights validation picked for the runs, test
+only) and ``<name>|refit-member<k>``. Table: ``<!-- table:ensemble-<dataset> -->``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID), help="weights w > 0 of the other runs")
     p.add_argument("--anchors", type=int, default=1, help="the first ANCHORS runs have weight 1, the others w")
     p.add_argument("--dataset", default="r-ml1m", choices=sorted(PROTOCOLS), help="the results file's protocol")
+    p.add_argument(
+        "--refit",
+        type=Path,
+        nargs="+",
+        help="the refits of --runs (`ranker refit`, same order): their test figures at the weights validation picked",
+    )
     return p.parse_args(argv)
 
 
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if len(args.runs) < 2 or any(w <= 0 for w in args.grid) or not 1 <= args.anchors < len(args.runs):
         raise SystemExit("--runs: at least two runs; --grid: weights > 0; --anchors: 1 .. len(--runs) - 1")
+    if args.refit and len(args.refit) != len(args.runs):
+        raise SystemExit("--refit: one refit run per --runs run, in the same order")
     exclude, data, members, alone, fused = ranks(args.runs, args.grid, args.anchors)
     path = HERE / "results" / f"ensemble-{args.dataset}.json"
     common: dict[str, Any] = {"protocol": PROTOCOLS.get(args.dataset, args.dataset), "seed": None}
@@ -124,7 +134,38 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{args.name}: w = {best} (valid NDCG@10 {valid[best]['NDCG@10']:.4f}), test HR@10 {rec['test']['HR@10']:.4f}"
     )
+    if args.refit:
+        refit_records(args, path, rec["weights"], exclude, common)
     print(table(load_results(path)))
+
+
+@torch.no_grad()
+def refit_records(
+    args: argparse.Namespace, path: Path, weights: list[float], exclude: str, common: dict[str, Any]
+) -> None:
+    """``<name>|refit`` (the refit runs at the weights validation picked for --runs: test only, a
+    refit trained on the validation items) and ``<name>|refit-member<k>`` (each refit alone)."""
+    loaded = [load_run(r) for r in args.refit]
+    for run, refit, (cfg, _, serving) in zip(args.runs, args.refit, loaded, strict=True):
+        if cfg.train.protocol != "refit" or Path(cfg.train.refit_of or "").resolve() != run.resolve():
+            raise SystemExit(f"--refit: {refit} is not the refit of {run} (train.refit_of: {cfg.train.refit_of})")
+        check_same_data(loaded[0][2], serving, args.refit[0], refit)
+    data = run_views(loaded[0][0], loaded[0][2])
+    for k, (refit, (_, model, _)) in enumerate(zip(args.refit, loaded, strict=True)):
+        test = evaluate_model(model, data, "test", ks=KS, exclude=exclude)
+        key = f"{args.name}|refit-member{k}"
+        save_result(path, key, {"run": str(refit), "test": test}, name=key, config=str(refit), **common)
+        print(f"refit member {k} {refit}: test HR@10 {test['HR@10']:.4f}")
+    ensemble = RetrieverEnsemble([m for _, m, _ in loaded], weights)
+    rec = {
+        "refit": [str(r) for r in args.refit],
+        "weights": weights,
+        "test": evaluate_model(ensemble, data, "test", ks=KS, exclude=exclude),
+    }
+    save_result(
+        path, f"{args.name}|refit", rec, name=f"{args.name}|refit", config=" + ".join(map(str, args.refit)), **common
+    )
+    print(f"{args.name}, refit: test HR@10 {rec['test']['HR@10']:.4f}, NDCG@10 {rec['test']['NDCG@10']:.4f}")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -134,23 +175,25 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results.items():
-        if "|member" in name:
+        if "|" in name:  # a member, or a refit: listed under its ensemble
             continue
-        members = sorted(
-            (k for k in results if k.startswith(name + "|member")), key=lambda k: int(k.rsplit("member", 1)[1])
-        )
-        for k in members:
-            lines.append(
-                _row(f"{name}: member {k.rsplit('member', 1)[1]} alone (`{results[k]['run']}`)", "–", results[k])
+        for tag, label in (("member", "member {} alone"), ("refit-member", "refit of member {} alone")):
+            members = sorted(
+                (k for k in results if k.startswith(f"{name}|{tag}")), key=lambda k: int(k.rsplit("member", 1)[1])
             )
+            for k in members:
+                what = label.format(k.rsplit("member", 1)[1])
+                lines.append(_row(f"{name}: {what} (`{results[k]['run']}`)", "–", results[k]))
         weights = ", ".join(f"{w:g}" for w in m["weights"])
         lines.append(_row(f"**{name}**", weights, m))
+        if f"{name}|refit" in results:
+            lines.append(_row(f"**{name}, refit** (test only)", weights, results[f"{name}|refit"]))
     return "\n".join(lines)
 
 
 def _row(label: str, weights: str, m: dict[str, Any]) -> str:
-    v, t = m["valid"], m["test"]
-    cells = [label, weights, f"{v['NDCG@10']:.4f}", f"{v['HR@200']:.4f}"]
+    v, t = m.get("valid"), m["test"]  # a refit has no held-out validation figures
+    cells = [label, weights, *(("–", "–") if v is None else (f"{v['NDCG@10']:.4f}", f"{v['HR@200']:.4f}"))]
     cells += [f"{t[k]:.4f}" for k in ("HR@10", "NDCG@10", "HR@50", "HR@200", "MRR")]
     return "| " + " | ".join(cells) + " |"
 
