@@ -35,7 +35,7 @@ from ranker.models.sequential import SequentialRetriever
 from ranker.retrieval.ensemble import RetrieverEnsemble, check_same_data
 from ranker.retrieval.evaluation import evaluate_model, exclusion_mask, score_batches
 from ranker.retrieval.protocol import LeaveOneOut
-from ranker.retrieval.run import load_run, run_views
+from ranker.retrieval.run import check_refit, load_run, run_views
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_store import load_results, save_result  # noqa: E402  # type: ignore[import-not-found]
@@ -146,9 +146,8 @@ def refit_records(
     """``<name>|refit`` (the refit runs at the weights validation picked for --runs: test only, a
     refit trained on the validation items) and ``<name>|refit-member<k>`` (each refit alone)."""
     loaded = [load_run(r) for r in args.refit]
-    for run, refit, (cfg, _, serving) in zip(args.runs, args.refit, loaded, strict=True):
-        if cfg.train.protocol != "refit" or Path(cfg.train.refit_of or "").resolve() != run.resolve():
-            raise SystemExit(f"--refit: {refit} is not the refit of {run} (train.refit_of: {cfg.train.refit_of})")
+    for run, refit, (_, _, serving) in zip(args.runs, args.refit, loaded, strict=True):
+        check_refit(run, refit)
         check_same_data(loaded[0][2], serving, args.refit[0], refit)
     data = run_views(loaded[0][0], loaded[0][2])
     for k, (refit, (_, model, _)) in enumerate(zip(args.refit, loaded, strict=True)):

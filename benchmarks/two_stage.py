@@ -95,7 +95,7 @@ from ranker.generative.run import train_generative_run
 from ranker.ranking.run import train_run
 from ranker.retrieval import candidates as rc
 from ranker.retrieval.ensemble import check_same_data, load_stage1
-from ranker.retrieval.run import run_views
+from ranker.retrieval.run import check_refit, run_views
 from ranker.rundir import finished_config
 from ranker.serving.generative import stage_of_run
 from ranker.twostage import evaluate as ev
@@ -512,9 +512,7 @@ def refit_candidates(args: argparse.Namespace, cfg: Any, serving: Any, n_max: in
     """--refit: the top `n_max` of every test query from the refit runs (weighted as --stage1),
     each checked to be the refit of the --stage1 run at its position, on the same events."""
     for run, refit in zip(args.stage1, args.refit, strict=True):
-        train = finished_config(refit, load_retrieval_config, "retrieval").train
-        if train.protocol != "refit" or Path(train.refit_of or "").resolve() != run.resolve():
-            raise SystemExit(f"--refit: {refit} is not the refit of {run} (train.refit_of: {train.refit_of})")
+        check_refit(run, refit)
     refit_cfg, model, theirs = load_stage1(args.refit, args.stage1_weights)
     check_same_data(serving, theirs, args.stage1[0], args.refit[0])
     data = run_views(refit_cfg, theirs)

@@ -15,7 +15,7 @@ import yaml
 from ranker.cli import main
 from ranker.config import load_retrieval_config
 from ranker.errors import ConfigError
-from ranker.retrieval.run import refit_config
+from ranker.retrieval.run import check_refit, refit_config
 from ranker.twostage.rows import check_stage1
 
 USERS, EVENTS = 16, 10
@@ -55,6 +55,9 @@ def test_refit_repeats_the_run_for_its_best_epoch_with_the_validation_targets(tm
     assert refit["train_targets"] == selected["train_targets"] + USERS
     with pytest.raises(ConfigError, match="trains on the validation items"):
         check_stage1(cfg)  # its scores on the validation queries carry their labels
+    check_refit(run, out)
+    with pytest.raises(ConfigError, match="run: not the refit of .*refit_of: None"):
+        check_refit(out, run)  # the other way round: `run` is a select_on_valid run
 
 
 def test_refit_refuses_what_it_cannot_repeat(tmp_path: Path) -> None:

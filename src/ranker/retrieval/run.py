@@ -179,6 +179,13 @@ def refit_config(run_dir: Path, epochs: int | None = None) -> RetrievalRunConfig
     return RetrievalRunConfig.model_validate(raw | {"name": f"{cfg.name}-refit"})
 
 
+def check_refit(run_dir: Path, refit_dir: Path) -> None:
+    """Refuse `refit_dir` unless ``ranker refit`` made it from the finished run `run_dir`."""
+    train = finished_config(refit_dir, load_retrieval_config, "retrieval").train
+    if train.protocol != "refit" or Path(train.refit_of or "").resolve() != Path(run_dir).resolve():
+        raise ConfigError(f"{refit_dir}: not the refit of {run_dir} (train.refit_of: {train.refit_of})")
+
+
 def run_views(cfg: RetrievalRunConfig, serving: ServingData) -> LeaveOneOut:
     """The protocol views of a loaded run: from its serving files alone for a leave-one-out run
     (the sequences it was trained on), from its data again for a time split."""
