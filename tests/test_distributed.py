@@ -438,6 +438,7 @@ def _two_ranks(rank: int, port: int, run_dir: str) -> None:
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             assert p.grad is not None and q.grad is not None
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+        dist.barrier()  # as `process_group` does: no rank tears gloo down while the other still talks
     finally:
         dist.destroy_process_group()
 
