@@ -693,6 +693,7 @@ def main(argv: list[str] | None = None) -> None:
     check_stage1(cfg)
     data = run_views(cfg, serving)
     side = side_info(args.dataset)
+    content = content_vectors(side, args.content_dim)  # before the candidates: a missing extra fails first
     n_max = max(args.n + args.apply_n)
     print(f"stage 1: {stage1_name(args)} ({cfg.model.kind}), {len(data.test_target):,} users, {data.num_items:,} items")
     cands = {
@@ -714,7 +715,7 @@ def main(argv: list[str] | None = None) -> None:
         "side": side,
         "cands": cands,
         "prefix": prefix,
-        "content": content_vectors(side, args.content_dim),
+        "content": content,
         "counts": np.bincount(data.train.items, minlength=data.num_items + 1),
     }
     if "unfitted" in args.ablation:
