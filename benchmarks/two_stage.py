@@ -101,7 +101,7 @@ from ranker.serving.generative import stage_of_run
 from ranker.twostage import evaluate as ev
 from ranker.twostage import generative as gen
 from ranker.twostage.content import reduce_dim, title_embeddings
-from ranker.twostage.dataset import ABLATIONS, stage2_config, stage2_tables, write_tables
+from ranker.twostage.dataset import ABLATIONS, heldout_table, stage2_config, stage2_tables, write_tables
 from ranker.twostage.rows import check_stage1, training_rows
 from ranker.twostage.side_info import side_info
 
@@ -311,22 +311,11 @@ def refit_test_rows(args: argparse.Namespace, ctx: dict[str, Any], n: int) -> Pa
     path = args.out / f"refit-test-N{n}-h{args.history}" / "test.parquet"
     if not path.is_file():
         print(f"N={n}: test rows of the refit stage 1", flush=True)
-        tables = stage2_tables(
-            ctx["model"],
-            ctx["data"],
-            ctx["serving"],
-            ctx["side"],
-            prefix=None,
-            valid=ctx["cands"]["valid"].top(n),
-            test=ctx["cands"]["test"].top(n),
-            hard=0,
-            sampled=0,
-            seed=DATA_SEED,
-            history=args.history,
-            content=ctx["content"],
-            progress=True,
+        test = ctx["cands"]["test"].top(n)
+        table = heldout_table(
+            test, ctx["data"], ctx["serving"], ctx["side"], history=args.history, content=ctx["content"]
         )
-        write_tables(path.parent, {"test": tables["test"]})
+        write_tables(path.parent, {"test": table})
     return path
 
 
@@ -540,8 +529,10 @@ def refit_one(
 
 
 def ranks_name(args: argparse.Namespace, n: int | None = None) -> str:
-    """The file of a stage 2's target ranks: its own lists, the top `n` (--apply-n) or the refit's."""
-    return "final_ranks-refit.npz" if args.refit else "final_ranks.npz" if n is None else f"final_ranks-N{n}.npz"
+    """The file of a stage 2's target ranks: the refit's (--refit), the top `n` (--apply-n) or its own lists."""
+    if args.refit:
+        return "final_ranks-refit.npz"
+    return "final_ranks.npz" if n is None else f"final_ranks-N{n}.npz"
 
 
 def timed(args: argparse.Namespace, ablation: str) -> bool:

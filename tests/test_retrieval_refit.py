@@ -14,8 +14,9 @@ import yaml
 
 from ranker.cli import main
 from ranker.config import load_retrieval_config
-from ranker.errors import ConfigError
+from ranker.errors import ConfigError, DataError
 from ranker.retrieval.run import check_refit, refit_config
+from ranker.run_manifest import seal_run
 from ranker.twostage.rows import check_stage1
 
 USERS, EVENTS = 16, 10
@@ -64,10 +65,19 @@ def test_refit_refuses_what_it_cannot_repeat(tmp_path: Path) -> None:
     run = _trained(tmp_path, protocol="reference")
     with pytest.raises(ConfigError, match="train.protocol is 'reference'"):
         refit_config(run)
-    with pytest.raises(Exception, match="nowhere: no such run directory"):
+    with pytest.raises(DataError, match="nowhere: no such run directory"):
         refit_config(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="train: refit_of: only with protocol .refit."):
         load_retrieval_config(tmp_path / "c.yaml", ["train.refit_of=runs/x"])
+
+
+def test_refit_of_a_ranking_run_is_one_line_naming_the_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ranking = tmp_path / "ranking-run"
+    ranking.mkdir()
+    (ranking / "config.yaml").write_text("data: {dataset: rk-ml100k}\n")
+    seal_run(ranking, "ranking")  # a finished run (its other files do not matter here)
+    assert main(["refit", str(ranking)]) == 2
+    assert "a ranking run; `ranker refit` needs a retrieval run" in capsys.readouterr().err
 
 
 def test_refit_epochs_can_be_given_and_must_be_positive(tmp_path: Path) -> None:

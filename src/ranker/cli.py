@@ -255,8 +255,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_refit(args: argparse.Namespace) -> int:
+    from ranker.families import require_family
     from ranker.retrieval.run import refit_config, train_retrieval_run
 
+    require_family(args.run_dir, "retrieval", "RUN_DIR", "`ranker refit`")
     cfg = refit_config(args.run_dir, args.epochs)
     out = _run_dir(args.out or _default_out(cfg.name))
     start = time.perf_counter()

@@ -52,6 +52,19 @@ def _columns(t: pa.Table) -> tuple[list[str], list[pa.ChunkedArray]]:
     return t.column_names, list(t.columns)
 
 
+def heldout_table(
+    cands: Candidates,
+    data: LeaveOneOut,
+    serving: ServingData,
+    side: SideInfo,
+    *,
+    history: int = 50,
+    content: np.ndarray | None = None,
+) -> pa.Table:
+    """The rows of held-out queries' candidates (one per query × candidate), with side information."""
+    return with_side_info(rows_table(heldout_rows(cands), data, serving, history=history), side, content)
+
+
 def stage2_tables(
     model: Retriever,
     data: LeaveOneOut,
@@ -73,15 +86,16 @@ def stage2_tables(
     hard ones weighted by stage-1 rank with `hard_alpha`: :func:`ranker.twostage.rows.training_rows`),
     valid / test rows = the held-out candidates, all with side information. Without `prefix`:
     only the valid and test tables (to score a stage 2 trained on other rows)."""
-    queries = {"valid": heldout_rows(valid), "test": heldout_rows(test)}
+    tables = {
+        split: heldout_table(c, data, serving, side, history=history, content=content)
+        for split, c in (("valid", valid), ("test", test))
+    }
     if prefix is not None:
-        queries["train"] = training_rows(
+        train = training_rows(
             model, data, prefix, hard=hard, sampled=sampled, seed=seed, hard_alpha=hard_alpha, progress=progress
         )
-    return {
-        split: with_side_info(rows_table(q, data, serving, history=history), side, content)
-        for split, q in queries.items()
-    }
+        tables["train"] = with_side_info(rows_table(train, data, serving, history=history), side, content)
+    return tables
 
 
 def write_tables(out_dir: Path, tables: dict[str, pa.Table]) -> dict[str, Path]:
