@@ -12,7 +12,9 @@ What it does, in order (every step resumes: finished files and runs are kept in 
    or several trained on the same events as one ensemble, ``--stage1-weights``); a ``reference``
    protocol run is refused: it trained on the validation items;
 2. the held-out candidates (top max(--n) of every user's validation and test query) and the
-   training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``);
+   training-prefix candidates (--per-user positions per user, drawn with ``default_rng(2021)``;
+   kept in --out as ``prefix-candidates-<key>.npz``, so every later command, seed process or
+   ablation over the same sealed stage 1 reads them instead of scoring them again);
 3. per N (and per negative scheme: --hard/--sampled; ``no-hard``: --hard + --sampled uniform ones): the three
    stage-2 files and one declared ranking config per ablation (``ranker train`` trains it as is);
    ``valid-half`` (a row source, not an ablation: the ``none`` config) trains stage 2 on the
@@ -79,6 +81,8 @@ writes only the ``|seeds`` record. The table: ``update_tables.py``
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -96,6 +100,7 @@ from ranker.ranking.run import train_run
 from ranker.retrieval import candidates as rc
 from ranker.retrieval.ensemble import check_same_data, load_stage1
 from ranker.retrieval.run import check_refit, run_views
+from ranker.run_manifest import verify_run
 from ranker.rundir import finished_config
 from ranker.serving.generative import stage_of_run
 from ranker.twostage import evaluate as ev
@@ -235,9 +240,40 @@ def unfitted_stage1(args: argparse.Namespace, data: Any, serving: Any, n_max: in
     check_stage1(cfg)
     check_same_data(serving, theirs, args.stage1[0], args.unfitted[0])
     user, position = rc.last_queries(data.train.lengths(), k)
-    prefix = rc.prefix_candidates(model, data.train, user, position, n_max, max_len=data.max_len, progress=True)
+    prefix = cached_prefix_candidates(args.out, args.unfitted, args.stage1_weights, model, data, user, position, n_max)
     print(f"unfitted stage 1 (last {k} positions): {len(prefix):,} queries, recall@{n_max} {prefix.recall():.4f}")
     return {"model": model, "prefix": prefix, "holdout": k}
+
+
+def cached_prefix_candidates(
+    out: Path,
+    runs: list[Path],
+    weights: list[float] | None,
+    model: Any,
+    data: Any,
+    user: np.ndarray,
+    position: np.ndarray,
+    n_max: int,
+) -> rc.Candidates:
+    """The stage-1 top-`n_max` of the training-prefix queries (`user`, `position`), kept in
+    `out` (``prefix-candidates-<key>.npz``) and read back by the next command over the same
+    stage 1: scoring 120 k ML-1M prefixes takes minutes, and every ablation, seed process and
+    rerun needs the same lists. The key hashes each run's manifest digest (its weights and
+    config), the ensemble weights, the queries and `n_max`; an unsealed run is never cached."""
+    digests = [(verify_run(Path(r)) or {}).get("digest") for r in runs]
+    if not all(digests):
+        return rc.prefix_candidates(model, data.train, user, position, n_max, max_len=data.max_len, progress=True)
+    h = hashlib.sha256(json.dumps([digests, weights, n_max]).encode())
+    h.update(np.ascontiguousarray(user, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(position, dtype=np.int64).tobytes())
+    path = Path(out) / f"prefix-candidates-{h.hexdigest()[:16]}.npz"
+    if path.is_file():
+        print(f"stage-1 prefixes: read from {path}", flush=True)
+        return rc.Candidates.load(path)
+    cands = rc.prefix_candidates(model, data.train, user, position, n_max, max_len=data.max_len, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cands.save(path)
+    return cands
 
 
 def stage1_name(args: argparse.Namespace) -> str:
@@ -698,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
         user, pos = rc.prefix_queries(
             data.train.lengths(), per_user=args.per_user or None, min_prefix=args.min_prefix, seed=DATA_SEED
         )
-        prefix = rc.prefix_candidates(model, data.train, user, pos, n_max, max_len=data.max_len, progress=True)
+        prefix = cached_prefix_candidates(args.out, args.stage1, args.stage1_weights, model, data, user, pos, n_max)
     ctx = {
         "model": model,
         "data": data,

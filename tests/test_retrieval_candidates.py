@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from ranker.config.retrieval import HSTUModel, SASRecModel
+from ranker.errors import DataError
 from ranker.metrics import metrics_from_ranks
 from ranker.models import HSTU, SASRec, SequentialRetriever
 from ranker.retrieval.batches import query_batch
@@ -159,6 +162,22 @@ def test_candidates_table_round_trips_with_raw_ids() -> None:
     back: Candidates = read_candidates(table, serving, "test")
     for name in ("user", "position", "target", "target_rank", "items", "scores", "target_score"):
         assert np.array_equal(getattr(back, name), getattr(c, name)), name
+
+
+def test_candidates_save_and_load_round_trip_and_a_damaged_file_is_named(tmp_path: Path) -> None:
+    seqs = _seqs(users=6, low=3, high=12)
+    user, pos = prefix_queries(seqs.lengths())
+    c = prefix_candidates(_hstu(8), seqs, user, pos, 5, max_len=8)
+    path = tmp_path / "prefix.npz"
+    c.save(path)
+    back = Candidates.load(path)
+    for name in ("user", "position", "target", "target_rank", "items", "scores", "target_score"):
+        got, want = getattr(back, name), getattr(c, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert back.recall() == c.recall()
+    path.write_bytes(path.read_bytes()[:100])  # a truncated file
+    with pytest.raises(DataError, match=r"prefix\.npz: not a candidates file"):
+        Candidates.load(path)
 
 
 def test_train_holdout_last_trains_without_each_users_last_items() -> None:

@@ -25,8 +25,11 @@ Item and user ids here are internal (items ``1..num_items``, users = rows of the
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,6 +38,8 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
+from ranker.data.sources import atomic_write_bytes
+from ranker.errors import DataError
 from ranker.metrics import retrieval_ranks
 from ranker.models.sequential import Retriever
 from ranker.retrieval.batches import SeqBatch
@@ -83,6 +88,22 @@ class Candidates:
     def recall(self) -> float:
         """Share of queries whose target is among the candidates (the ceiling of stage 2)."""
         return float((self.hit_column() >= 0).mean()) if len(self) else float("nan")
+
+    def save(self, path: Path) -> None:
+        """Write the seven arrays to `path` (``.npz``, atomically: a killed writer leaves no file)."""
+        buf = io.BytesIO()
+        np.savez(buf, **{f.name: getattr(self, f.name) for f in fields(self)})
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> Candidates:
+        """Candidates written by :meth:`save` (plain arrays only: no pickled objects are read)."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                return cls(**{f.name: z[f.name] for f in fields(cls)})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise DataError(f"{path}: not a candidates file ({type(exc).__name__}: {first})") from None
 
 
 def _top(

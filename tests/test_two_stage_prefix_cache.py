@@ -1,0 +1,65 @@
+"""benchmarks/two_stage.py: the training-prefix candidates are scored once per stage 1 and read
+back by later commands; another stage 1 (or an unsealed run) gets its own lists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import two_stage  # noqa: E402
+
+from ranker.retrieval import candidates as rc  # noqa: E402
+
+
+def _fake_candidates(user: np.ndarray, position: np.ndarray, n: int) -> rc.Candidates:
+    q = len(user)
+    return rc.Candidates(
+        user=user.astype(np.int64),
+        position=position.astype(np.int64),
+        target=np.arange(1, q + 1, dtype=np.int64),
+        target_score=np.linspace(0, 1, q, dtype=np.float32),
+        target_rank=np.arange(1, q + 1, dtype=np.int64),
+        items=np.tile(np.arange(1, n + 1, dtype=np.int64), (q, 1)),
+        scores=np.zeros((q, n), dtype=np.float32),
+    )
+
+
+def test_prefix_candidates_are_scored_once_per_stage1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    digests = {"runA": "a" * 64, "runB": "b" * 64, "unsealed": None}
+
+    def score(model: Any, seqs: Any, user: np.ndarray, position: np.ndarray, n: int, **_: Any) -> rc.Candidates:
+        calls.append(model)
+        return _fake_candidates(user, position, n)
+
+    monkeypatch.setattr(two_stage.rc, "prefix_candidates", score)
+    monkeypatch.setattr(
+        two_stage, "verify_run", lambda run: {"digest": digests[str(run)]} if digests[str(run)] else None
+    )
+    data = SimpleNamespace(train=None, max_len=20)
+    user, pos = np.array([0, 0, 1]), np.array([1, 2, 1])
+
+    def get(runs: list[str], weights: list[float] | None = None, n: int = 4) -> rc.Candidates:
+        return two_stage.cached_prefix_candidates(
+            tmp_path, [Path(r) for r in runs], weights, runs[0], data, user, pos, n
+        )
+
+    first = get(["runA"])
+    again = get(["runA"])
+    assert calls == ["runA"]  # the second command read the file
+    assert np.array_equal(first.items, again.items) and np.array_equal(first.target_score, again.target_score)
+    get(["runA", "runB"], [1.0, 0.25])  # an ensemble is another stage 1
+    get(["runA", "runB"], [1.0, 0.5])  # and so are other weights
+    get(["runA"], n=6)  # and a longer list
+    assert calls == ["runA", "runA", "runA", "runA"]
+    get(["unsealed"])
+    get(["unsealed"])  # never cached: nothing proves it is the same run
+    assert calls[-2:] == ["unsealed", "unsealed"]
+    assert len(list(tmp_path.glob("prefix-candidates-*.npz"))) == 4
