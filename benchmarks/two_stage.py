@@ -690,7 +690,9 @@ def seed_average(
     args: argparse.Namespace, n: int, ablation: str, seeds: list[int], trained_at: int | None = None
 ) -> dict[str, Any] | None:
     """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1
-    (`trained_at`: the lists of N = `n` ranked by the stage 2 trained at that N, ``--apply-n``)."""
+    (`trained_at`: the lists of N = `n` ranked by the stage 2 trained at that N, ``--apply-n``),
+    and for an ablation whose ``none`` lists exist at the same seeds, against theirs
+    (``vs_none_test_bootstrap``: seed-averaged per-user metrics, paired over users)."""
     name = ranks_name(args, None if trained_at is None else n)
     files = [args.out / f"N{trained_at or n}" / f"{ablation}-{s}" / name for s in seeds]
     if len(files) < 2 or not all(f.is_file() for f in files):
@@ -699,14 +701,20 @@ def seed_average(
     one = ev.per_user(loaded[0]["test_one"])
     names = [m for m in ev.METRICS if "@" not in m or int(m.split("@")[1]) <= n]
 
-    def pooled(ranks: str) -> dict[str, Any]:
-        mean = {m: np.mean([ev.per_user(x[ranks])[m] for x in loaded], axis=0) for m in one}
-        return {m: ev.paired_bootstrap(mean[m], one[m], resamples=args.resamples, seed=0) for m in names}
+    def seed_mean(lists: list[Any], ranks: str) -> dict[str, np.ndarray]:
+        return {m: np.mean([ev.per_user(x[ranks])[m] for x in lists], axis=0) for m in names}
+
+    def pooled(ranks: str, against: dict[str, np.ndarray] = one) -> dict[str, Any]:
+        mean = seed_mean(loaded, ranks)
+        return {m: ev.paired_bootstrap(mean[m], against[m], resamples=args.resamples, seed=0) for m in names}
 
     out = {"n": n, "ablation": ablation, "seeds": seeds, "test_bootstrap": pooled("test_two")}
     for key in ("blend", "logq"):  # the lists fused with the stage-1 score (or log rank), too
         if all(f"test_{key}" in x for x in loaded):
             out[f"{key}_test_bootstrap"] = pooled(f"test_{key}")
+    base = [args.out / f"N{trained_at or n}" / f"none-{s}" / name for s in seeds]
+    if ablation != "none" and all(f.is_file() for f in base):  # what the ablated part adds, over the seeds
+        out["vs_none_test_bootstrap"] = pooled("test_two", seed_mean([np.load(f) for f in base], "test_two"))
     return out
 
 

@@ -1,5 +1,6 @@
-"""benchmarks/two_stage.py: the training-prefix candidates are scored once per stage 1 and read
-back by later commands; another stage 1 (or an unsealed run) gets its own lists."""
+"""benchmarks/two_stage.py, without training: the training-prefix candidates are scored once per
+stage 1 and read back by later commands (another stage 1, or an unsealed run, gets its own
+lists), and an ablation's seed-averaged lists are paired with the ``none`` ranker's."""
 
 from __future__ import annotations
 
@@ -63,3 +64,24 @@ def test_prefix_candidates_are_scored_once_per_stage1(tmp_path: Path, monkeypatc
     get(["unsealed"])  # never cached: nothing proves it is the same run
     assert calls[-2:] == ["unsealed", "unsealed"]
     assert len(list(tmp_path.glob("prefix-candidates-*.npz"))) == 4
+
+
+def test_seed_average_pairs_an_ablation_with_the_none_lists_of_the_same_seeds(tmp_path: Path) -> None:
+    users = 40
+    one = np.full(users, 20)  # stage 1: every target at rank 20
+    none = {2021: np.full(users, 5), 2022: np.full(users, 5)}  # the full ranker: rank 5
+    ablated = {2021: np.full(users, 5), 2022: np.where(np.arange(users) < 20, 5, 30)}  # half the users lose it
+    for name, ranks in (("none", none), ("no-content", ablated)):
+        for seed, r in ranks.items():
+            folder = tmp_path / "N50" / f"{name}-{seed}"
+            folder.mkdir(parents=True)
+            np.savez(folder / "final_ranks.npz", test_one=one, test_two=r)
+    args = SimpleNamespace(out=tmp_path, refit=[], resamples=200)
+    rec = two_stage.seed_average(args, 50, "no-content", [2021, 2022])  # type: ignore[arg-type]
+    assert rec is not None
+    # HR@10 per user, averaged over the seeds: 1 for the first half, 0.5 for the second; none: 1
+    assert rec["vs_none_test_bootstrap"]["HR@10"]["diff"] == pytest.approx(-0.25)
+    assert rec["test_bootstrap"]["HR@10"]["diff"] == pytest.approx(0.75)  # against stage 1's 0
+    assert rec["vs_none_test_bootstrap"]["HR@10"]["high"] < 0
+    assert "vs_none_test_bootstrap" not in two_stage.seed_average(args, 50, "none", [2021, 2022])  # type: ignore[arg-type, operator]
+    assert two_stage.seed_average(args, 50, "no-content", [2021, 2023]) is None  # a seed has not run
