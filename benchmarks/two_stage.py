@@ -259,7 +259,8 @@ def cached_prefix_candidates(
     `out` (``prefix-candidates-<key>.npz``) and read back by the next command over the same
     stage 1: scoring 120 k ML-1M prefixes takes minutes, and every ablation, seed process and
     rerun needs the same lists. The key hashes each run's manifest digest (its weights and
-    config), the ensemble weights, the queries and `n_max`; an unsealed run is never cached."""
+    config), the ensemble weights, the queries and `n_max`; an unsealed run is never cached.
+    The library's scoring code is not in the key: after changing it, delete the file."""
     digests = [(verify_run(Path(r)) or {}).get("digest") for r in runs]
     if not all(digests):
         return rc.prefix_candidates(model, data.train, user, position, n_max, max_len=data.max_len, progress=True)
