@@ -386,7 +386,8 @@ SUMMARY: list[dict[str, Any]] = [
         "label": "HSTU-large (`retrieval-hstu-large-r-ml1m.yaml`)",
         "metric": ("test", "HR@10"),
         "metric_label": "HR@10",
-        "peer": "HSTU paper HSTU-large 0.3294 (selected on test)",
+        "peer": "HSTU paper HSTU-large 0.3294 (selected on test, its own tie order); on the usual order, "
+        "re-runs (eSASRec authors): HSTU 0.3037, FuXi-α 0.3164",
     },
     {
         "protocol": "R-Beauty",
