@@ -3,10 +3,12 @@
 Usage (from the repository root):
     RANKER_DATA_DIR=../shared/data python benchmarks/ml1m_ties.py
 
-R-ML1M's sequences (``movielens-1m/sequences.txt.gz``) are each user's movies in timestamp
-order, with ties in the order of the preprocessing they come from (SOURCE.md). Timestamps
-exist offline only for users 1–2999 (``ratings.users0001-2999.dat.gz``), so the shares below
-are over those users. For each one the script checks that the sequence is in timestamp order
+R-ML1M's sequences (``movielens-1m/sequences.txt``, read and checksummed as the r-ml1m recipe
+reads them) are each user's movies in timestamp order, with ties in the order of the
+preprocessing they come from (SOURCE.md). The timestamps come from ``ratings.dat`` where a
+copy is found (downloaded with the r-ml1m sources), else from the offline
+``ratings.users0001-2999.dat.gz`` (users 1–2999), and the shares below are over the users
+that have them. For each one the script checks that the sequence is in timestamp order
 and reports:
 
 - ``test_tied_with_valid``: the share of users whose test item has the same timestamp as
@@ -21,33 +23,15 @@ figures and ours are measured on different test sets.
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
-FOLDER = "movielens-1m"
+from ranker.data.recipes.movielens_io import ML1M_RATINGS, ML1M_SEQUENCES, read_ml1m_ratings, read_sequences
+from ranker.data.sources import SourceFile, find_local, locate
 
-
-def _data_file(name: str) -> Path:
-    root = os.environ.get("RANKER_DATA_DIR")
-    path = Path(root or ".") / FOLDER / name
-    if not root or not path.is_file():
-        sys.exit(f"ml1m_ties.py: needs {FOLDER}/{name} under RANKER_DATA_DIR (set it to a folder holding it)")
-    return path
-
-
-def read_timestamps(path: Path) -> dict[tuple[int, int], int]:
-    """``(user, movie) -> timestamp`` from ``UserID::MovieID::Rating::Timestamp`` lines."""
-    out: dict[tuple[int, int], int] = {}
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            user, movie, _, stamp = line.rstrip("\n").split("::")
-            out[int(user), int(movie)] = int(stamp)
-    return out
+#: the offline copy's first 487,650 lines of ratings.dat (movielens-1m/SOURCE.md)
+RATINGS_USERS_1_2999 = SourceFile("movielens-1m", "ratings.users0001-2999.dat", None, "")
 
 
 def tie_shares(sequences: dict[int, list[int]], stamps: dict[tuple[int, int], int]) -> dict[str, float]:
@@ -72,14 +56,14 @@ def tie_shares(sequences: dict[int, list[int]], stamps: dict[tuple[int, int], in
 
 
 def main() -> None:
-    stamps = read_timestamps(_data_file("ratings.users0001-2999.dat.gz"))
-    users = {u for u, _ in stamps}
-    sequences: dict[int, list[int]] = {}
-    with gzip.open(_data_file("sequences.txt.gz"), "rt") as f:
-        for line in f:
-            user, *items = (int(x) for x in line.split())
-            if user in users:
-                sequences[user] = items
+    path = find_local(ML1M_RATINGS) or find_local(RATINGS_USERS_1_2999) or locate(ML1M_RATINGS)
+    ratings = read_ml1m_ratings(path)
+    keys = zip(ratings["user"].tolist(), ratings["item"].tolist(), strict=True)
+    stamps = dict(zip(keys, ratings["timestamp"].tolist(), strict=True))
+    users, seqs = read_sequences(locate(ML1M_SEQUENCES))
+    have = set(ratings["user"].tolist())
+    sequences = {int(u): s.tolist() for u, s in zip(users, seqs, strict=True) if int(u) in have}
+    print(f"timestamps from {path}")
     print(json.dumps(tie_shares(sequences, stamps), indent=2))
 
 
