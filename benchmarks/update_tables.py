@@ -19,7 +19,8 @@ prose and are left alone (except where the renderer writes its own header). NAME
   ``results/retrieval-r-ml100k-ablations.json``), ``ann-r-ml100k``, ``generative-compare`` and
   ``generative-by-user`` (``results/compare-generative-rk-ml100k.json``),
   ``generative-serving`` (``results/generative-candidates.json`` + the feature rankers' rows),
-  ``history-row-transact`` (the history grid's TransAct row, relabelled), ``distill-rk-ml100k``
+  ``history-row-transact`` (the history grid's TransAct row, relabelled), ``levers-r-ml1m`` (every
+  stage-1 lever on R-ML1M beside its run without it, ``LEVERS_R_ML1M``), ``distill-rk-ml100k``
   (``results/distill-*.json``; candidates/s from ``results/transcribed-distill-rk-ml100k.json``);
 - ``serve-recommend``, ``serve-stages``, ``serve-score``, ``serve-events``, ``serve-provenance``:
   the service's speed (``serve_bench.py``, ``results/serve-latency.json``; with the suffix
@@ -904,6 +905,105 @@ def score_designs_provenance() -> str:
     return "\n".join(lines) or row(["not measured yet", *["–"] * 4])
 
 
+# --- the R-ML1M stage-1 lever ledger (issue 19) ---------------------------------------------
+
+# Each stage-1 lever measured on R-ML1M: the run with the lever and the run without it, both
+# seed 2021 unless the key says otherwise, as (results file, record key). Validation is what
+# selects (NDCG@10, and HR@200 as the recall a stage 2 can rank); test is read once.
+LEVERS_R_ML1M: list[dict[str, Any]] = [
+    {
+        "lever": "full softmax over 3,883 items (HSTU-large; stopped at epoch 42)",
+        "run": ("retrieval-r-ml1m-stage1", "hstu-large-full-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m", "hstu-large-r-ml1m|2021"),
+        "base_label": "128 sampled negatives (shipped)",
+    },
+    {
+        "lever": "longer training (the same run to its patience: epoch 64)",
+        "run": ("retrieval-r-ml1m-stage1", "hstu-large-full-e100-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m-stage1", "hstu-large-full-r-ml1m|2021"),
+        "base_label": "stopped at epoch 42",
+    },
+    {
+        "lever": "depth: 8 layers (HSTU, 1 head of 50)",
+        "run": ("scaling-r-ml1m", "8 layers, 100% users|2021"),
+        "base": ("scaling-r-ml1m", "2 layers, 100% users|2021"),
+        "base_label": "2 layers",
+    },
+    {
+        "lever": "width: d_qk = d_v = 50 (HSTU)",
+        "run": ("retrieval-r-ml1m", "hstu-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m-ablations", "hstu-d25-r-ml1m|2021"),
+        "base_label": "d_qk = d_v = 25",
+    },
+    {
+        "lever": "AdamW β2 = 0.98 (HSTU)",
+        "run": ("retrieval-r-ml1m-ablations", "hstu-betas-0.98-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m", "hstu-r-ml1m|2021"),
+        "base_label": "β2 = 0.999 (shipped)",
+    },
+    {
+        "lever": "side information: genres and year (SASRec)",
+        "run": ("retrieval-r-ml1m-stage1", "sasrec-attr-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m", "sasrec-r-ml1m|2021"),
+        "base_label": "ids only (shipped)",
+    },
+    {
+        "lever": "SASRec+ recipe: width 64, dropout 0.1, inner products, full softmax",
+        "run": ("retrieval-r-ml1m-stage1", "sasrec-ce-r-ml1m|2021"),
+        "base": ("retrieval-r-ml1m", "sasrec-r-ml1m|2021"),
+        "base_label": "width 50, cosine / 0.05, 128 sampled (shipped)",
+    },
+    {
+        "lever": "ensemble: + HSTU + SASRec at weight 0.25 (no training)",
+        "run": ("ensemble-r-ml1m", "hstu-large+hstu+sasrec"),
+        "base": ("ensemble-r-ml1m", "hstu-large+hstu+sasrec|member0"),
+        "base_label": "its anchor alone (epoch-64 HSTU-large)",
+    },
+]
+
+
+def levers_r_ml1m() -> str:
+    """One row per stage-1 lever: validation NDCG@10 and HR@200 with and without it, and test."""
+    cache: dict[str, dict[str, Any]] = {}
+
+    def metrics(ref: tuple[str, str]) -> dict[str, Any] | None:
+        if ref[0] not in cache:
+            cache[ref[0]] = load_results(RESULTS / f"{ref[0]}.json")
+        return cache[ref[0]].get(ref[1])
+
+    header = [
+        "| lever | without it | valid NDCG@10 | valid HR@200 | test HR@10 | test NDCG@10 | records |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines = []
+    for lever in LEVERS_R_ML1M:
+        run, base = metrics(lever["run"]), metrics(lever["base"])
+        if base is None:
+            continue
+        # a record key holds "|", which would split the markdown cell
+        source = " vs ".join(f"`{f}`: {key.replace('|', chr(92) + '|')}" for f, key in (lever["run"], lever["base"]))
+        if run is None:
+            cells = [lever["lever"], lever["base_label"], "not finished", "–", "–", "–", source]
+            lines.append(row(cells))
+            continue
+
+        def pair(split: str, metric: str) -> str:
+            a, b = run[split][metric], base[split][metric]
+            return f"{a:.4f} ({a - b:+.4f})"
+
+        cells = [
+            lever["lever"],
+            lever["base_label"],
+            pair("valid", "NDCG@10"),
+            pair("valid", "HR@200"),
+            pair("test", "HR@10"),
+            pair("test", "NDCG@10"),
+            source,
+        ]
+        lines.append(row(cells))
+    return "\n".join(header + lines)
+
+
 RENDERERS: dict[str, Callable[[], str | None]] = {
     "equivalence": equivalence,
     "reproduce": reproduce,
@@ -939,6 +1039,7 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
     "torchrec-oom": torchrec_oom,
     "bad-input-corpus": bad_input_corpus,
     "bad-input-hypothesis": bad_input_hypothesis,
+    "levers-r-ml1m": levers_r_ml1m,
 }
 
 

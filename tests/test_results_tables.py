@@ -163,6 +163,26 @@ def test_serving_tables_from_a_results_file(tmp_path: Path, monkeypatch: pytest.
         assert {line.count("|") - 1 for line in body.split("\n")} == {columns[name]}, name
 
 
+def test_lever_ledger_pairs_each_run_with_its_run_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lever's row shows its figures and the difference to the run without it; a lever whose
+    run has no record yet says "not finished"; record keys' "|" cannot split a cell."""
+    path = tmp_path / "r.json"
+    for key, ndcg, hr in (("base|2021", 0.1500, 0.2500), ("lever|2021", 0.1525, 0.2600)):
+        split = {"NDCG@10": ndcg, "HR@200": 0.75, "HR@10": hr}
+        results_store.save_result(path, key, {"valid": split, "test": split}, seed=None)
+    monkeypatch.setattr(update_tables, "RESULTS", tmp_path)
+    levers = [
+        {"lever": "a lever", "run": ("r", "lever|2021"), "base": ("r", "base|2021"), "base_label": "none"},
+        {"lever": "running", "run": ("r", "later|2021"), "base": ("r", "base|2021"), "base_label": "none"},
+    ]
+    monkeypatch.setattr(update_tables, "LEVERS_R_ML1M", levers)
+    lines = update_tables.levers_r_ml1m().split("\n")
+    assert lines[2].startswith("| a lever | none | 0.1525 (+0.0025) | 0.7500 (+0.0000) | 0.2600 (+0.0100) |")
+    assert lines[3].startswith("| running | none | not finished |")
+    columns = lines[0].count("|")
+    assert all(line.replace("\\|", "").count("|") == columns for line in lines)
+
+
 def _save_many(path: str, prefix: str) -> None:
     for i in range(20):
         results_store.save_result(Path(path), f"{prefix}|{i}", {"i": i}, seed=None)
