@@ -962,6 +962,9 @@ LEVERS_R_ML1M: list[dict[str, Any]] = [
 ]
 
 
+LEVER_COLUMNS = (("valid", "NDCG@10"), ("valid", "HR@200"), ("test", "HR@10"), ("test", "NDCG@10"))
+
+
 def levers_r_ml1m() -> str:
     """One row per stage-1 lever: validation NDCG@10 and HR@200 with and without it, and test."""
     cache: dict[str, dict[str, Any]] = {}
@@ -986,20 +989,8 @@ def levers_r_ml1m() -> str:
             cells = [lever["lever"], lever["base_label"], "not finished", "–", "–", "–", source]
             lines.append(row(cells))
             continue
-
-        def pair(split: str, metric: str) -> str:
-            a, b = run[split][metric], base[split][metric]
-            return f"{a:.4f} ({a - b:+.4f})"
-
-        cells = [
-            lever["lever"],
-            lever["base_label"],
-            pair("valid", "NDCG@10"),
-            pair("valid", "HR@200"),
-            pair("test", "HR@10"),
-            pair("test", "NDCG@10"),
-            source,
-        ]
+        pairs = [(run[split][m], base[split][m]) for split, m in LEVER_COLUMNS]
+        cells = [lever["lever"], lever["base_label"], *(f"{a:.4f} ({a - b:+.4f})" for a, b in pairs), source]
         lines.append(row(cells))
     return "\n".join(header + lines)
 
