@@ -8,7 +8,11 @@ Usage (from the repository root):
 The first ``--anchors`` runs (default 1) have weight 1; every other run gets one shared weight
 w from ``--grid``. The ensemble ranks by ``Σ_{anchors} s_k + w · Σ_{others} s_k``
 (``ranker.retrieval.ensemble``);
-w is picked on validation NDCG@10, test is reported at that w only. Each member alone is
+w is picked on validation NDCG@10, test is reported at that w only. With ``--logit-units``
+member k's score counts as ``(τ_1 / τ_k) · s_k``: its own logit ``s_k / τ_k`` (τ_k, the softmax
+temperature it trained with) in the first run's units, so a member trained with plain inner
+products (τ = 1) and one with cosine scores at τ = 0.05 meet on one scale; the recorded weights
+are then the effective ones, ``w_k · τ_1 / τ_k``, the ones to pass on. Each member alone is
 evaluated the same way (full catalogue, history excluded, the protocol's ranks), so the rows
 are comparable. The picked ensemble is what ``two_stage.py --stage1 RUN ... --stage1-weights 1 w
 w ...`` uses as its stage 1.
@@ -30,12 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ranker.config import load_retrieval_config
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 from ranker.models.sequential import SequentialRetriever
 from ranker.retrieval.ensemble import RetrieverEnsemble, check_same_data
 from ranker.retrieval.evaluation import evaluate_model, exclusion_mask, score_batches
 from ranker.retrieval.protocol import LeaveOneOut
 from ranker.retrieval.run import check_refit, load_run, run_views
+from ranker.rundir import finished_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_store import load_results, save_result  # noqa: E402  # type: ignore[import-not-found]
@@ -54,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="the ensemble's row name")
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID), help="weights w > 0 of the other runs")
     p.add_argument("--anchors", type=int, default=1, help="the first ANCHORS runs have weight 1, the others w")
+    p.add_argument(
+        "--logit-units",
+        action="store_true",
+        help="count each run's score in its own logit units (divided by its loss.temperature), scaled to the first run's",
+    )
     p.add_argument("--dataset", default="r-ml1m", choices=sorted(PROTOCOLS), help="the results file's protocol")
     p.add_argument(
         "--refit",
@@ -66,14 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @torch.no_grad()
 def ranks(
-    runs: list[Path], grid: list[float], anchors: int
+    runs: list[Path], grid: list[float], anchors: int, scale: list[float] | None = None
 ) -> tuple[
     str, LeaveOneOut, list[SequentialRetriever], dict[str, list[np.ndarray]], dict[str, dict[float, np.ndarray]]
 ]:
     """(the anchor's eval.exclude, views, the members, each member's ranks per split, the
     ensemble's ranks per split and weight w).
 
-    The first `anchors` runs have weight 1, the others w. Users are scored in batches by every
+    The first `anchors` runs have weight 1, the others w (times :func:`scales`). Users are scored in batches by every
     member at once (the same batches: the runs share their events), so no users × items matrix
     is ever held whole.
     """
@@ -82,6 +93,7 @@ def ranks(
     for run, (_, _, other) in zip(runs[1:], loaded[1:], strict=True):
         check_same_data(serving, other, runs[0], run)  # the library ensemble's own check
     data = run_views(cfg, serving)
+    scale = scale or [1.0] * len(runs)
     alone: dict[str, list[np.ndarray]] = {}
     fused: dict[str, dict[float, np.ndarray]] = {}
     for split in ("valid", "test"):
@@ -96,11 +108,26 @@ def ranks(
             for k, (u, _, s) in enumerate(batches):
                 assert np.array_equal(u, users)  # the same length order for every member
                 alone[split][k][users] = retrieval_ranks(s, target, mask)
-            anchor = sum(s for _, _, s in batches[:anchors])
-            rest = sum(s for _, _, s in batches[anchors:])
+            anchor = sum(c * s for c, (_, _, s) in zip(scale[:anchors], batches[:anchors], strict=True))
+            rest = sum(c * s for c, (_, _, s) in zip(scale[anchors:], batches[anchors:], strict=True))
             for w in grid:
                 fused[split][w][users] = retrieval_ranks(anchor + w * rest, target, mask)  # type: ignore[operator]
     return cfg.eval.exclude, data, [m for _, m, _ in loaded], alone, fused
+
+
+def scales(configs: list[Any], logit_units: bool) -> list[float]:
+    """Each member's factor on its score: ``τ_1 / τ_k`` in logit units (τ, its ``loss.temperature``), else 1.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> cfg = lambda t: NS(loss=NS(temperature=t))
+        >>> scales([cfg(0.05), cfg(1.0), cfg(0.05)], True), scales([cfg(0.05), cfg(1.0)], False)
+        ([1.0, 0.05, 1.0], [1.0, 1.0])
+    """
+    if not logit_units:
+        return [1.0] * len(configs)
+    first = float(configs[0].loss.temperature)
+    return [first / float(c.loss.temperature) for c in configs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--runs: at least two runs; --grid: weights > 0; --anchors: 1 .. len(--runs) - 1")
     if args.refit and len(args.refit) != len(args.runs):
         raise SystemExit("--refit: one refit run per --runs run, in the same order")
-    exclude, data, members, alone, fused = ranks(args.runs, args.grid, args.anchors)
+    configs = [finished_config(r, load_retrieval_config, "retrieval") for r in args.runs]
+    scale = scales(configs, args.logit_units)
+    exclude, data, members, alone, fused = ranks(args.runs, args.grid, args.anchors, scale)
     path = HERE / "results" / f"ensemble-{args.dataset}.json"
     common: dict[str, Any] = {"protocol": PROTOCOLS.get(args.dataset, args.dataset), "seed": None}
     for k, run in enumerate(args.runs):
@@ -120,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     best = max(args.grid, key=lambda w: valid[w]["NDCG@10"])
     rec = {
         "runs": [str(r) for r in args.runs],
-        "weights": [1.0] * args.anchors + [best] * (len(args.runs) - args.anchors),
+        "weights": [c * (1.0 if k < args.anchors else best) for k, c in enumerate(scale)],
+        "logit_units": args.logit_units,
         "valid_ndcg10_by_weight": {str(w): valid[w]["NDCG@10"] for w in args.grid},
         "valid": valid[best],
         "test": metrics_from_ranks(fused["test"][best], KS),

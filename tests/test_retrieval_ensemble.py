@@ -111,7 +111,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     tiny = {**TINY, "train": {**TINY["train"], "max_steps_per_epoch": 2}}
     variants = {
         "hstu": tiny,
-        "sasrec": {**tiny, "model": {"kind": "sasrec", "dim": 6, "num_layers": 1}},
+        # another temperature, so scores in logit units differ from raw ones
+        "sasrec": {
+            **tiny,
+            "model": {"kind": "sasrec", "dim": 6, "num_layers": 1},
+            "loss": {**tiny["loss"], "temperature": 1.0},
+        },
         "short": {**tiny, "data": {"dataset": "r-ml100k", "max_len": 10}},
     }
     out = {}
@@ -182,3 +187,31 @@ def test_ensemble_errors_name_the_run_or_flag(
         == 2
     )
     assert "> 0" in capsys.readouterr().err
+
+
+def test_stage1_ensemble_weights_in_logit_units(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--logit-units counts the τ = 1 member's score times τ_1 / τ_2 = 0.05, and records the
+    effective weights, which the library's ensemble ranks by (validation figure recomputed)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import stage1_ensemble
+    from results_store import load_results
+
+    from ranker.retrieval.run import run_views
+
+    monkeypatch.setattr(stage1_ensemble, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    members = [str(runs["hstu"]), str(runs["sasrec"])]
+    base = ["--runs", *members, "--grid", "0.5", "--dataset", "r-ml100k"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        stage1_ensemble.main([*base, "--name", "logit", "--logit-units"])
+        stage1_ensemble.main([*base, "--name", "raw"])
+    got = load_results(tmp_path / "results" / "ensemble-r-ml100k.json")
+    assert got["logit"]["weights"] == pytest.approx([1.0, 0.025])
+    assert got["raw"]["weights"] == [1.0, 0.5]
+    cfg, model, serving = load_ensemble([runs["hstu"], runs["sasrec"]], got["logit"]["weights"])
+    valid = evaluate_model(model, run_views(cfg, serving), "valid", ks=(10, 50, 200), exclude=cfg.eval.exclude)
+    assert valid["NDCG@10"] == pytest.approx(got["logit"]["valid"]["NDCG@10"], abs=2 / 943)
