@@ -693,7 +693,9 @@ def seed_average(
     """Bootstrap of the per-user metrics averaged over the seeds' final lists, against stage 1
     (`trained_at`: the lists of N = `n` ranked by the stage 2 trained at that N, ``--apply-n``),
     and for an ablation whose ``none`` lists exist at the same seeds, against theirs
-    (``vs_none_test_bootstrap``: seed-averaged per-user metrics, paired over users)."""
+    (``vs_none_test_bootstrap``: seed-averaged per-user metrics, paired over users; and
+    ``blend_vs_none_test_bootstrap``, the ablation's lists fused with the stage-1 score against
+    the same ``none`` lists)."""
     name = ranks_name(args, None if trained_at is None else n)
     files = [args.out / f"N{trained_at or n}" / f"{ablation}-{s}" / name for s in seeds]
     if len(files) < 2 or not all(f.is_file() for f in files):
@@ -715,7 +717,10 @@ def seed_average(
             out[f"{key}_test_bootstrap"] = pooled(f"test_{key}")
     base = [args.out / f"N{trained_at or n}" / f"none-{s}" / name for s in seeds]
     if ablation != "none" and all(f.is_file() for f in base):  # what the ablated part adds, over the seeds
-        out["vs_none_test_bootstrap"] = pooled("test_two", seed_mean([np.load(f) for f in base], "test_two"))
+        none = seed_mean([np.load(f) for f in base], "test_two")
+        out["vs_none_test_bootstrap"] = pooled("test_two", none)
+        if "blend_test_bootstrap" in out:  # e.g. the generative ranker fused with the stage-1 score
+            out["blend_vs_none_test_bootstrap"] = pooled("test_blend", none)
     return out
 
 

@@ -959,6 +959,12 @@ LEVERS_R_ML1M: list[dict[str, Any]] = [
         "base": ("ensemble-r-ml1m", "hstu-large+hstu+sasrec|member0"),
         "base_label": "its anchor alone (epoch-64 HSTU-large)",
     },
+    {
+        "lever": "SASRec+ as a fourth ensemble member (scores in logit units, `--logit-units`)",
+        "run": ("ensemble-r-ml1m", "hstu-large+sasrec-ce+hstu+sasrec (logit units)"),
+        "base": ("ensemble-r-ml1m", "hstu-large+hstu+sasrec (retrained)"),
+        "base_label": "the three-member ensemble",
+    },
 ]
 
 

@@ -76,6 +76,10 @@ def test_seed_average_pairs_an_ablation_with_the_none_lists_of_the_same_seeds(tm
             folder = tmp_path / "N50" / f"{name}-{seed}"
             folder.mkdir(parents=True)
             np.savez(folder / "final_ranks.npz", test_one=one, test_two=r)
+    for seed in (2021, 2022):  # a generative ranker: weak alone, at rank 1 for everyone once fused
+        folder = tmp_path / "N50" / f"generative-{seed}"
+        folder.mkdir(parents=True)
+        np.savez(folder / "final_ranks.npz", test_one=one, test_two=np.full(users, 40), test_blend=np.ones(users))
     args = SimpleNamespace(out=tmp_path, refit=[], resamples=200)
     rec = two_stage.seed_average(args, 50, "no-content", [2021, 2022])  # type: ignore[arg-type]
     assert rec is not None
@@ -85,3 +89,7 @@ def test_seed_average_pairs_an_ablation_with_the_none_lists_of_the_same_seeds(tm
     assert rec["vs_none_test_bootstrap"]["HR@10"]["high"] < 0
     assert "vs_none_test_bootstrap" not in two_stage.seed_average(args, 50, "none", [2021, 2022])  # type: ignore[arg-type, operator]
     assert two_stage.seed_average(args, 50, "no-content", [2021, 2023]) is None  # a seed has not run
+    gen = two_stage.seed_average(args, 50, "generative", [2021, 2022])  # type: ignore[arg-type]
+    assert gen is not None and gen["vs_none_test_bootstrap"]["HR@10"]["diff"] == pytest.approx(-1.0)
+    assert gen["blend_vs_none_test_bootstrap"]["NDCG@10"]["diff"] == pytest.approx(1 - 1 / np.log2(6))
+    assert "blend_vs_none_test_bootstrap" not in rec  # no fused lists there
