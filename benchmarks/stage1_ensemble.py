@@ -34,14 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ranker.config import load_retrieval_config
 from ranker.metrics import metrics_from_ranks, retrieval_ranks
 from ranker.models.sequential import SequentialRetriever
 from ranker.retrieval.ensemble import RetrieverEnsemble, check_same_data
 from ranker.retrieval.evaluation import evaluate_model, exclusion_mask, score_batches
 from ranker.retrieval.protocol import LeaveOneOut
 from ranker.retrieval.run import check_refit, load_run, run_views
-from ranker.rundir import finished_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_store import load_results, save_result  # noqa: E402  # type: ignore[import-not-found]
@@ -77,12 +75,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @torch.no_grad()
 def ranks(
-    runs: list[Path], grid: list[float], anchors: int, scale: list[float] | None = None
+    runs: list[Path], grid: list[float], anchors: int, logit_units: bool = False
 ) -> tuple[
-    str, LeaveOneOut, list[SequentialRetriever], dict[str, list[np.ndarray]], dict[str, dict[float, np.ndarray]]
+    str,
+    LeaveOneOut,
+    list[SequentialRetriever],
+    list[float],
+    dict[str, list[np.ndarray]],
+    dict[str, dict[float, np.ndarray]],
 ]:
-    """(the anchor's eval.exclude, views, the members, each member's ranks per split, the
-    ensemble's ranks per split and weight w).
+    """(the anchor's eval.exclude, views, the members, each member's factor on its score
+    (:func:`scales`), each member's ranks per split, the ensemble's ranks per split and weight w).
 
     The first `anchors` runs have weight 1, the others w (times :func:`scales`). Users are scored in batches by every
     member at once (the same batches: the runs share their events), so no users × items matrix
@@ -93,7 +96,7 @@ def ranks(
     for run, (_, _, other) in zip(runs[1:], loaded[1:], strict=True):
         check_same_data(serving, other, runs[0], run)  # the library ensemble's own check
     data = run_views(cfg, serving)
-    scale = scale or [1.0] * len(runs)
+    scale = scales([c for c, _, _ in loaded], logit_units)
     alone: dict[str, list[np.ndarray]] = {}
     fused: dict[str, dict[float, np.ndarray]] = {}
     for split in ("valid", "test"):
@@ -112,7 +115,7 @@ def ranks(
             rest = sum(c * s for c, (_, _, s) in zip(scale[anchors:], batches[anchors:], strict=True))
             for w in grid:
                 fused[split][w][users] = retrieval_ranks(anchor + w * rest, target, mask)  # type: ignore[operator]
-    return cfg.eval.exclude, data, [m for _, m, _ in loaded], alone, fused
+    return cfg.eval.exclude, data, [m for _, m, _ in loaded], scale, alone, fused
 
 
 def scales(configs: list[Any], logit_units: bool) -> list[float]:
@@ -136,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--runs: at least two runs; --grid: weights > 0; --anchors: 1 .. len(--runs) - 1")
     if args.refit and len(args.refit) != len(args.runs):
         raise SystemExit("--refit: one refit run per --runs run, in the same order")
-    configs = [finished_config(r, load_retrieval_config, "retrieval") for r in args.runs]
-    scale = scales(configs, args.logit_units)
-    exclude, data, members, alone, fused = ranks(args.runs, args.grid, args.anchors, scale)
+    exclude, data, members, scale, alone, fused = ranks(args.runs, args.grid, args.anchors, args.logit_units)
     path = HERE / "results" / f"ensemble-{args.dataset}.json"
     common: dict[str, Any] = {"protocol": PROTOCOLS.get(args.dataset, args.dataset), "seed": None}
     for k, run in enumerate(args.runs):

@@ -987,10 +987,10 @@ def levers_r_ml1m() -> str:
     lines = []
     for lever in LEVERS_R_ML1M:
         run, base = metrics(lever["run"]), metrics(lever["base"])
-        if base is None:
-            continue
-        # a record key holds "|", which would split the markdown cell
-        source = " vs ".join(f"`{f}`: {key.replace('|', chr(92) + '|')}" for f, key in (lever["run"], lever["base"]))
+        if base is None:  # a lever is only read against its run without it
+            raise SystemExit(f"levers-r-ml1m: no record {lever['base'][1]!r} in results/{lever['base'][0]}.json")
+        refs = [(f, key.replace("|", "\\|")) for f, key in (lever["run"], lever["base"])]  # "|" would split the cell
+        source = " vs ".join(f"`{f}`: {key}" for f, key in refs)
         if run is None:
             cells = [lever["lever"], lever["base_label"], "not finished", "–", "–", "–", source]
             lines.append(row(cells))

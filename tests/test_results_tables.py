@@ -181,6 +181,9 @@ def test_lever_ledger_pairs_each_run_with_its_run_without(tmp_path: Path, monkey
     assert lines[3].startswith("| running | none | not finished |")
     columns = lines[0].count("|")
     assert all(line.replace("\\|", "").count("|") == columns for line in lines)
+    monkeypatch.setattr(update_tables, "LEVERS_R_ML1M", [{**levers[0], "base": ("r", "gone|2021")}])
+    with pytest.raises(SystemExit, match="gone"):  # a deleted baseline fails the build, not a silent row loss
+        update_tables.levers_r_ml1m()
 
 
 def _save_many(path: str, prefix: str) -> None:
